@@ -1,0 +1,41 @@
+# Every target first makes .venv and installs cnnlab into it (once; redone when pyproject.toml changes).
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+export CNNLAB_DATA_DIR ?= $(if $(wildcard ../shared/data),$(abspath ../shared/data),data)
+
+.PHONY: install train test test-fast smoke bench cifar-data clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q -e '.[dev,ray]'
+	touch $(STAMP)
+
+train: $(STAMP)
+	$(BIN)/cnnlab train configs/mnist_cnn.yaml
+
+test: $(STAMP) cifar-data
+	$(BIN)/python -m pytest -q
+
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -q -m "not slow"
+
+smoke: $(STAMP)
+	for c in configs/*.yaml; do \
+	  $(BIN)/cnnlab train $$c train.epochs=1 train.max_steps=5 dataset.train_subset=500 dataset.test_subset=200 --device cpu > /dev/null || exit 1; \
+	  echo "ok $$c"; \
+	done
+
+bench: $(STAMP)
+	$(BIN)/cnnlab bench
+
+# The real CIFAR-10 batches, built once per machine from the compact archive in ../shared/data.
+cifar-data: $(STAMP)
+	@if [ -f ../shared/data/cifar10-jpeg.tar.xz ] && [ ! -f ../shared/data/cifar-10-batches-py/test_batch ] && [ -w ../shared/data ]; then \
+	  $(BIN)/python ../shared/data/build_cifar10.py; fi
+
+clean:
+	rm -rf $(VENV) *.egg-info

@@ -1,0 +1,153 @@
+"""The `cnnlab` command line: thin Typer commands that parse, call one function and print.
+
+torch is imported only inside the commands that train, so `--help` and config errors answer at once.
+Every error a user can cause ends as one line on stderr: exit 2 for usage/config errors, 1 for
+runtime failures, 128 + signal for an interruption.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Optional
+
+import click
+import typer
+
+from cnnlab.errors import CnnlabError
+
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    help="Run the classic CNN studies on MNIST, Fashion-MNIST and CIFAR-10: fast, reproducible, honest numbers.",
+)
+
+DataDir = typer.Option(None, "--data-dir", help="Dataset folder (torchvision layout). Default: $CNNLAB_DATA_DIR, else ./data.")
+RunsDir = typer.Option(None, "--runs-dir", help="Where run directories go. Default: $CNNLAB_RUNS_DIR, else ./runs.")
+Device = typer.Option(None, "--device", help="auto | cpu | cuda | cuda:N (overrides the config's device).")
+
+
+def split_args(args: list[str]) -> tuple[str | None, list[str]]:
+    """[CONFIG] [KEY=VALUE ...] -> (config path or None, overrides)."""
+    paths = [a for a in args if "=" not in a]
+    overrides = [a for a in args if "=" in a]
+    if len(paths) > 1:
+        raise CnnlabUsage(f"expected one config file and KEY=VALUE overrides, got {len(paths)} paths: {' '.join(paths)}")
+    return (paths[0] if paths else None), overrides
+
+
+class CnnlabUsage(CnnlabError):
+    exit_code = 2
+
+
+def load(config: str, overrides: list[str], device: str | None = None):
+    from cnnlab.config import load_config
+
+    return load_config(config, overrides + ([f"device={device}"] if device else []))
+
+
+@app.command()
+def train(
+    args: list[str] = typer.Argument(None, metavar="CONFIG [KEY=VALUE]...", help="A YAML config and dotted overrides, e.g. train.epochs=3 optimizer.lr=0.05"),
+    resume: Optional[Path] = typer.Option(None, "--resume", help="Continue (or extend, with train.epochs=N) the run in RUN_DIR."),
+    print_config: bool = typer.Option(False, "--print-config", help="Print the resolved config and exit."),
+    data_dir: Optional[Path] = DataDir,
+    runs_dir: Optional[Path] = RunsDir,
+    device: Optional[str] = Device,
+):
+    """Train one config; print the epochs table; the last line is the run directory."""
+    from cnnlab.config import config_to_dict, dump_yaml
+
+    config, overrides = split_args(args or [])
+    if resume is not None:
+        if config is not None:
+            raise CnnlabUsage("--resume takes the config from the run directory; pass only KEY=VALUE overrides")
+        from cnnlab.runs import CONFIG, open_run
+
+        cfg = load(str(open_run(resume) / CONFIG), overrides, device)
+    elif config is None:
+        raise CnnlabUsage("missing CONFIG, e.g. cnnlab train configs/mnist_cnn.yaml")
+    else:
+        cfg = load(config, overrides, device)
+    if print_config:
+        print(dump_yaml(config_to_dict(cfg)), end="")
+        return
+    from cnnlab.experiment import run
+    from cnnlab.report import ConsoleProgress, console, epochs_table
+
+    progress = ConsoleProgress(cfg.train.epochs, cfg.name)
+    try:
+        result = run(cfg, runs_dir=runs_dir, data_dir=data_dir, resume=resume, progress=progress)
+    finally:
+        progress.close()
+    s = result.summary
+    console.print(epochs_table(result.metrics))
+    line = f"{cfg.name}: {cfg.model.name} on {cfg.dataset.name}, {s['params']:,} params, test accuracy {s['test_acc']:.2%} after {s['epochs']} epoch(s), {s['train_seconds']:.1f} s training on {s['device']}"
+    if cfg.reported and cfg.reported.test_acc is not None:
+        line += f" (article: {cfg.reported.test_acc:.1%})"
+    console.print(line)
+    print(result.path)
+
+
+@app.command()
+def summary(
+    args: list[str] = typer.Argument(..., metavar="CONFIG [KEY=VALUE]..."),
+):
+    """Each layer's type, output shape, parameters and the output-size rule, for the config's model."""
+    from cnnlab.config import DATASET_CLASSES, DATASET_SHAPES
+    from cnnlab.models import build_model
+    from cnnlab.report import console, table
+    from cnnlab.summary import summarize
+
+    config, overrides = split_args(args)
+    cfg = load(config, overrides)
+    shape = DATASET_SHAPES[cfg.dataset.name]
+    model = build_model(cfg.model, shape, DATASET_CLASSES[cfg.dataset.name])
+    rows, total = summarize(model, shape)
+    data = [{"layer": r.name, "type": r.kind, "output shape": "x".join(map(str, r.output_shape)), "params": f"{r.params:,}", "output size": r.rule} for r in rows]
+    console.print(table(data, title=f"{cfg.model.name} on {cfg.dataset.name} input {'x'.join(map(str, shape))}"))
+    console.print(f"total parameters: {total:,}")
+
+
+@app.command("runs")
+def list_runs(
+    dataset: Optional[str] = typer.Option(None, "--dataset"),
+    model: Optional[str] = typer.Option(None, "--model"),
+    status: Optional[str] = typer.Option(None, "--status"),
+    csv: bool = typer.Option(False, "--csv", help="Print CSV instead of a table."),
+    runs_dir: Optional[Path] = RunsDir,
+):
+    """List runs, studies and sweeps, newest first."""
+    from cnnlab.report import console, table
+    from cnnlab.runs import list_runs as find, runs_root
+
+    rows = find(runs_root(runs_dir))
+    want = {"dataset": dataset, "model": model, "status": status}
+    rows = [r for r in rows if all(v is None or str(r.get(k)) == v for k, v in want.items())]
+    cols = ["id", "kind", "name", "dataset", "model", "epochs", "test_acc", "train_seconds", "status"]
+    if csv:
+        import pandas as pd
+
+        print(pd.DataFrame(rows, columns=cols).to_csv(index=False), end="")
+    else:
+        console.print(table(rows, cols) if rows else f"no runs in {runs_root(runs_dir)}")
+
+
+def main() -> None:
+    """Entry point: run the app and turn user errors into one line and an exit code."""
+    try:
+        code = app(standalone_mode=False)
+    except click.exceptions.UsageError as e:
+        print(f"error: {e.format_message()}", file=sys.stderr)
+        code = 2
+    except click.exceptions.Abort:
+        code = 130
+    except CnnlabError as e:
+        print(f"error: {e}", file=sys.stderr)
+        code = e.exit_code
+    except KeyboardInterrupt as e:
+        signum = getattr(e, "signum", 2)
+        print("interrupted", file=sys.stderr)
+        code = 128 + signum
+    sys.exit(code if isinstance(code, int) else 0)

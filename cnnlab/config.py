@@ -1,0 +1,412 @@
+"""The config schema (pydantic), YAML loading, dotted overrides and one-line validation errors.
+
+Imports neither torch nor anything heavy, so `cnnlab --help` and config errors answer at once.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+import typing
+from pathlib import Path
+from typing import Annotated, Any, Literal, Union
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from cnnlab.errors import ConfigError
+
+# Image shape (C, H, W) and class count per dataset: models and validators derive sizes from these.
+DATASET_SHAPES: dict[str, tuple[int, int, int]] = {
+    "mnist": (1, 28, 28),
+    "fashion-mnist": (1, 28, 28),
+    "cifar10": (3, 32, 32),
+}
+DATASET_CLASSES: dict[str, int] = {"mnist": 10, "fashion-mnist": 10, "cifar10": 10}
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+# ---------------------------------------------------------------------------- data and transforms
+class DatasetConfig(Strict):
+    name: Literal["mnist", "fashion-mnist", "cifar10"] = "mnist"
+    data_dir: str | None = None  # else --data-dir, $CNNLAB_DATA_DIR, ./data
+    download: bool = True  # fetch through torchvision when the files are missing
+    train_subset: int | None = Field(None, gt=0)  # first N training images (smoke runs)
+    test_subset: int | None = Field(None, gt=0)  # first N test images
+
+
+class MeanStd(Strict):
+    mean: list[float]
+    std: list[float]
+
+    @model_validator(mode="after")
+    def _check(self):
+        if len(self.mean) != len(self.std):
+            raise ValueError("mean and std must have the same length")
+        if any(s <= 0 for s in self.std):
+            raise ValueError("std values must be > 0")
+        return self
+
+
+class ShiftConfig(Strict):
+    dx: int = 0  # pixels to the right (negative: left)
+    dy: int = 0  # pixels down (negative: up)
+    mode: Literal["roll", "zero"] = "roll"  # roll wraps around (np.roll), zero fills with black
+
+
+class AugmentConfig(Strict):
+    hflip: bool = False  # random horizontal flip, p=0.5
+    grayscale: float = Field(0.0, ge=0.0, le=1.0)  # probability of turning an image grayscale
+    crop_padding: int = Field(0, ge=0)  # random crop of the original size after padding by N
+    translate: int = Field(0, ge=0)  # random translation by up to +-N pixels, zero fill
+    mixup: float = Field(0.0, ge=0.0)  # mixup alpha; 0 switches it off
+
+
+class TransformConfig(Strict):
+    normalize: Literal["dataset", "none"] | MeanStd = "dataset"
+    normalize_test: bool = True  # false reproduces study D's bug: test images left unnormalized
+    permute: bool = False  # one fixed random permutation of the pixels, same for every image
+    permute_seed: int | None = None  # seed of that permutation; default: the run's seed
+    shift: ShiftConfig = ShiftConfig()  # fixed translation of every train and test image
+    augment: AugmentConfig = AugmentConfig()  # random, training batches only
+
+
+# ---------------------------------------------------------------------------- models
+class FCModel(Strict):
+    name: Literal["fc"]
+    hidden: list[Annotated[int, Field(gt=0)]] = [8, 8]  # [8, 8]: study A; [1000]: study B
+
+
+class CNNModel(Strict):
+    name: Literal["cnn"]
+    n_feature: int = Field(6, gt=0)  # channels of both conv layers; 6 -> 6,422 params on MNIST
+
+
+class LeNetModel(Strict):
+    name: Literal["lenet"]
+    activation: Literal["sigmoid", "tanh", "relu"] = "sigmoid"
+    pooling: Literal["avg", "max"] = "avg"
+    init: Literal["xavier", "default"] = "xavier"
+
+
+class LeNet5ClassicModel(Strict):
+    name: Literal["lenet5_classic"]  # tanh, 32x32 input (zero-padded MNIST), C5 with 120 maps
+
+
+class TrashNetModel(Strict):
+    name: Literal["trashnet"]
+
+
+class KerasCNNModel(Strict):
+    name: Literal["keras_cnn"]  # the classic Keras cifar10_cnn example
+    dropout: bool = True
+
+
+class ToyModel(Strict):
+    name: Literal["toy"]  # Conv2d(1,1,3)-MaxPool2-ReLU-Flatten-Linear(1,1)-Sigmoid, 12 params
+
+
+ModelConfig = Annotated[
+    Union[FCModel, CNNModel, LeNetModel, LeNet5ClassicModel, TrashNetModel, KerasCNNModel, ToyModel],
+    Field(discriminator="name"),
+]
+
+
+# ---------------------------------------------------------------------------- optimization
+class SGDConfig(Strict):
+    name: Literal["sgd"]
+    lr: float = Field(0.01, gt=0)
+    momentum: float = Field(0.0, ge=0, lt=1)
+    nesterov: bool = False
+    weight_decay: float = Field(0.0, ge=0)
+
+
+class AdamConfig(Strict):
+    name: Literal["adam"]
+    lr: float = Field(1e-3, gt=0)
+    betas: tuple[float, float] = (0.9, 0.999)
+    eps: float = Field(1e-8, gt=0)
+    weight_decay: float = Field(0.0, ge=0)
+
+
+class AdamWConfig(Strict):
+    name: Literal["adamw"]
+    lr: float = Field(1e-3, gt=0)
+    betas: tuple[float, float] = (0.9, 0.999)
+    eps: float = Field(1e-8, gt=0)
+    weight_decay: float = Field(0.01, ge=0)
+
+
+class RMSpropConfig(Strict):
+    name: Literal["rmsprop"]
+    lr: float = Field(1e-2, gt=0)
+    alpha: float = Field(0.99, gt=0, lt=1)  # Keras calls it rho (0.9 there)
+    eps: float = Field(1e-8, gt=0)
+    momentum: float = Field(0.0, ge=0, lt=1)
+    weight_decay: float = Field(0.0, ge=0)
+
+
+OptimizerConfig = Annotated[
+    Union[SGDConfig, AdamConfig, AdamWConfig, RMSpropConfig], Field(discriminator="name")
+]
+
+
+class StepSchedule(Strict):
+    name: Literal["step"]
+    step_size: int = Field(gt=0)  # epochs between decays
+    gamma: float = Field(0.1, gt=0)
+
+
+class CosineSchedule(Strict):
+    name: Literal["cosine"]
+    warmup_epochs: float = Field(0.0, ge=0)
+    min_lr_ratio: float = Field(0.0, ge=0, le=1)
+
+
+class OneCycleSchedule(Strict):
+    name: Literal["onecycle"]  # linear warm-up to lr, then linear decay to zero
+    pct_start: float = Field(0.25, gt=0, lt=1)
+
+
+ScheduleConfig = Annotated[
+    Union[StepSchedule, CosineSchedule, OneCycleSchedule], Field(discriminator="name")
+]
+
+
+class LossConfig(Strict):
+    name: Literal["cross_entropy", "bce"] = "cross_entropy"
+    label_smoothing: float = Field(0.0, ge=0, lt=1)
+
+
+class TrainConfig(Strict):
+    epochs: int = Field(1, gt=0)
+    batch_size: int = Field(64, gt=0)
+    eval_batch_size: int = Field(1000, gt=0)
+    max_steps: int | None = Field(None, gt=0)  # cap on steps per epoch (smoke runs, benchmarks)
+    amp: Literal["none", "bf16"] = "none"  # bf16 autocast, CUDA only
+    channels_last: bool = True  # NHWC layout for conv models: faster on CPU (oneDNN) and on CUDA
+    compile: bool = False  # torch.compile the model
+    threads: int | None = Field(None, gt=0)  # CPU threads; default: torch's choice
+    checkpoint: bool = True  # write a resumable checkpoint after every epoch
+
+
+class Reported(Strict):
+    """What the original article reported, shown beside cnnlab's result."""
+
+    test_acc: float | None = None
+    source: str = ""
+
+
+class Config(Strict):
+    name: str = Field(min_length=1)
+    seed: int = 0
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    description: str = ""
+    dataset: DatasetConfig = DatasetConfig()
+    transform: TransformConfig = TransformConfig()
+    model: ModelConfig
+    optimizer: OptimizerConfig = SGDConfig(name="sgd")
+    schedule: ScheduleConfig | None = None
+    loss: LossConfig = LossConfig()
+    train: TrainConfig = TrainConfig()
+    reported: Reported | None = None
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: str) -> str:
+        if not re.fullmatch(r"[A-Za-z0-9_.-]+", v):
+            raise ValueError("name may hold only letters, digits, '_', '-' and '.'")
+        return v
+
+    @field_validator("device")
+    @classmethod
+    def _device(cls, v: str) -> str:
+        if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", v):
+            raise ValueError(f"unknown device {v!r}; valid: auto, cpu, cuda, cuda:N")
+        return v
+
+    @model_validator(mode="after")
+    def _fits_dataset(self):
+        c, h, w = DATASET_SHAPES[self.dataset.name]
+        shift = self.transform.shift
+        if abs(shift.dx) >= w or abs(shift.dy) >= h:
+            raise ValueError(f"transform.shift ({shift.dx}, {shift.dy}) must be smaller than the {h}x{w} image")
+        for name in ("crop_padding", "translate"):
+            if getattr(self.transform.augment, name) >= w:
+                raise ValueError(f"transform.augment.{name} must be smaller than the image width {w}")
+        norm = self.transform.normalize
+        if isinstance(norm, MeanStd) and len(norm.mean) not in (1, c):
+            raise ValueError(f"transform.normalize needs 1 or {c} mean/std values for {self.dataset.name}")
+        if self.model.name == "toy" or self.loss.name == "bce":
+            if not (self.model.name == "toy" and self.loss.name == "bce"):
+                raise ValueError("loss bce goes with model toy (a single sigmoid output) and only with it")
+        return self
+
+
+# ---------------------------------------------------------------------------- loading
+def read_yaml(path: str | Path, what: str = "config") -> dict:
+    """Read a YAML mapping safely; every failure becomes one ConfigError line."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{what} file not found: {path}")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
+        problem = getattr(e, "problem", None) or "invalid YAML"
+        raise ConfigError(f"{path}: not valid YAML{where}: {problem}") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise ConfigError(f"{path}: cannot read: {e}") from None
+    if data is None:
+        raise ConfigError(f"{path}: the {what} file is empty")
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: the {what} must be a mapping of keys to values, not a {type(data).__name__}")
+    return data
+
+
+_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*")
+
+
+def parse_override(text: str) -> tuple[str, Any]:
+    """'train.epochs=3' -> ('train.epochs', 3); the value is parsed as a YAML scalar."""
+    key, eq, value = text.partition("=")
+    key = key.strip()
+    if not eq:
+        raise ConfigError(f"override {text!r} must look like KEY=VALUE, e.g. train.epochs=3")
+    if not _KEY.fullmatch(key):
+        raise ConfigError(f"override {text!r}: {key!r} is not a dotted key like train.epochs")
+    try:
+        parsed = yaml.safe_load(value) if value.strip() else None
+    except yaml.YAMLError:
+        raise ConfigError(f"override {text!r}: the value is not valid YAML") from None
+    if isinstance(parsed, str) and re.fullmatch(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+", parsed):
+        parsed = float(parsed)  # YAML 1.1 reads 1e-3 as a string
+    return key, parsed
+
+
+def apply_overrides(data: dict, overrides: list[str], schema: type[BaseModel]) -> dict:
+    """Set dotted keys in a raw config dict. Unknown keys are reported by validation afterwards."""
+    for text in overrides:
+        key, value = parse_override(text)
+        parts = key.split(".")
+        node, cls = data, schema
+        for i, part in enumerate(parts[:-1]):
+            field = cls.model_fields.get(part) if cls is not None else None
+            default = field.default if field is not None else None
+            cls = type(default) if isinstance(default, BaseModel) else None
+            child = node.get(part)
+            if child is None:  # a section the file left out: start from its defaults
+                child = node[part] = default.model_dump(mode="json") if cls is not None else {}
+            if not isinstance(child, dict):
+                raise ConfigError(f"override {text!r}: {'.'.join(parts[: i + 1])} is not a section")
+            node = child
+        node[parts[-1]] = value
+    return data
+
+
+def _model_classes(annotation) -> list[type[BaseModel]]:
+    """The BaseModel classes inside an annotation, through Optional, Union and Annotated."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return [annotation]
+    return [m for arg in typing.get_args(annotation) for m in _model_classes(arg)]
+
+
+def _walk(schema: type[BaseModel], loc: tuple) -> tuple[type[BaseModel] | None, list[str]]:
+    """Follow a validation error's location through the schema, skipping union tags.
+
+    Returns the section class reached after loc[:-1] (None when it leaves the schema) and the
+    dotted location without tags: ('model', 'cnn', 'n_feature') -> (CNNModel, ['model', 'n_feature']).
+    """
+    cls: type[BaseModel] | None = schema
+    path: list[str] = []
+    i = 0
+    while i < len(loc):
+        part = loc[i]
+        path.append(str(part))
+        field = cls.model_fields.get(part) if cls is not None and isinstance(part, str) else None
+        if i == len(loc) - 1:
+            break
+        cls = None
+        if field is not None:
+            models = _model_classes(field.annotation)
+            if len(models) == 1:
+                cls = models[0]
+            elif len(models) > 1 and i + 1 < len(loc):
+                tagged = [m for m in models if typing.get_args(m.model_fields["name"].annotation) == (loc[i + 1],)]
+                if tagged:
+                    cls = tagged[0]
+                    i += 1  # skip the tag
+        i += 1
+    return cls, path
+
+
+def _describe(err: dict, schema: type[BaseModel]) -> str:
+    # drop the member names pydantic adds inside plain unions, e.g. "literal['dataset','none']"
+    loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and (p.startswith(("literal[", "function-")) or p[:1].isupper())))
+    kind = err["type"]
+    if kind == "extra_forbidden":
+        cls, path = _walk(schema, loc)
+        fields = list(cls.model_fields) if cls is not None else []
+        prefix = "".join(p + "." for p in path[:-1])
+        close = difflib.get_close_matches(path[-1], fields, n=1, cutoff=0.5)
+        hint = f"; did you mean '{prefix}{close[0]}'?" if close else f"; valid keys here: {', '.join(fields)}"
+        return f"unknown key '{'.'.join(path)}'{hint}"
+    if kind in ("union_tag_invalid", "union_tag_not_found"):
+        what = ".".join(_walk(schema, loc)[1])
+        expected = err.get("ctx", {}).get("expected_tags", "")
+        if kind == "union_tag_not_found":
+            return f"{what}: missing 'name'; valid names: {expected}"
+        tag = err.get("ctx", {}).get("tag")
+        return f"unknown {what} {tag!r}; valid names: {expected}"
+    shown = ".".join(_walk(schema, loc)[1])
+    msg = err["msg"]
+    if kind == "literal_error":
+        msg = f"must be one of {err['ctx']['expected']}"
+    elif msg.startswith("Value error, "):
+        msg = msg[len("Value error, "):]
+    got = err.get("input")
+    got_text = "" if isinstance(got, (dict, list)) or got is None or kind.startswith("value_error") else f" (got {got!r})"
+    return f"{shown}: {msg}{got_text}" if shown else f"{msg}{got_text}"
+
+
+def validate(data: dict, schema: type[BaseModel] = Config, source: str = "config"):
+    """Validate a raw dict against a schema; the first problem becomes one ConfigError line."""
+    try:
+        return schema.model_validate(data)
+    except ValidationError as e:
+        # of the alternatives of a plain union, the deepest error is the one that says most
+        error = max(e.errors(), key=lambda err: (len(err["loc"]), err["type"] != "literal_error"))
+        raise ConfigError(f"{source}: {_describe(error, schema)}") from None
+
+
+def load_config(path: str | Path, overrides: list[str] | None = None) -> Config:
+    """Load a YAML config, apply KEY=VALUE overrides, validate. Raises ConfigError."""
+    data = read_yaml(path)
+    data = apply_overrides(data, overrides or [], Config)
+    data.setdefault("name", Path(path).stem)
+    return validate(data, Config, str(path))
+
+
+def config_from_dict(data: dict, overrides: list[str] | None = None, source: str = "config") -> Config:
+    data = apply_overrides(_deepcopy(data), overrides or [], Config)
+    return validate(data, Config, source)
+
+
+def config_to_dict(cfg: BaseModel) -> dict:
+    return cfg.model_dump(mode="json")
+
+
+def dump_yaml(data: dict) -> str:
+    return yaml.safe_dump(data, sort_keys=False, default_flow_style=None)
+
+
+def _deepcopy(data: Any) -> Any:
+    if isinstance(data, dict):
+        return {k: _deepcopy(v) for k, v in data.items()}
+    if isinstance(data, list):
+        return [_deepcopy(v) for v in data]
+    return data

@@ -1,0 +1,309 @@
+"""Dataset registry and loaders: name -> (train, test) uint8 tensors with classes and mean/std.
+
+cnnlab parses the files itself (IDX for MNIST and Fashion-MNIST, the python pickles of CIFAR-10),
+laid out as torchvision lays them out under the data directory. torchvision is only used, lazily,
+to download and extract files that are missing. Every problem a user can cause becomes one
+DataError line.
+"""
+
+from __future__ import annotations
+
+import codecs
+import functools
+import gzip
+import os
+import pickle
+import struct
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from cnnlab.config import DATASET_SHAPES
+from cnnlab.errors import DataError
+
+DATA_DIR_ENV = "CNNLAB_DATA_DIR"
+DEFAULT_DATA_DIR = "data"
+
+
+@dataclass
+class Split:
+    """One split, loaded whole. Shared through an in-process cache: callers must not mutate it."""
+
+    images: torch.Tensor  # uint8, (N, C, H, W), contiguous, on CPU
+    labels: torch.Tensor  # int64, (N,)
+    classes: list[str]  # class names, index = label
+    mean: tuple[float, ...]  # per-channel training-set mean on the 0..1 scale (published constants)
+    std: tuple[float, ...]
+
+
+@dataclass(frozen=True)
+class DatasetInfo:
+    name: str  # registry key, e.g. 'fashion-mnist'
+    title: str  # how messages name it, e.g. 'Fashion-MNIST'
+    folder: str  # where the files sit, relative to the data directory
+    train_files: tuple[str, ...]  # IDX: (images, labels); CIFAR: the batches
+    test_files: tuple[str, ...]
+    torchvision_class: str  # the torchvision.datasets class that downloads it
+    format: str  # 'idx' or 'cifar': which reader parses the files
+    classes: tuple[str, ...]  # CIFAR-10: fallback when batches.meta is absent
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        return DATASET_SHAPES[self.name]
+
+    @property
+    def required_files(self) -> tuple[str, ...]:
+        return self.train_files + self.test_files
+
+
+_IDX_TRAIN = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte")
+_IDX_TEST = ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
+_CIFAR_META = "batches.meta"
+
+DATASETS: dict[str, DatasetInfo] = {
+    "mnist": DatasetInfo(
+        "mnist", "MNIST", "MNIST/raw", _IDX_TRAIN, _IDX_TEST, "MNIST", "idx",
+        classes=tuple(str(i) for i in range(10)), mean=(0.1307,), std=(0.3081,),
+    ),
+    "fashion-mnist": DatasetInfo(
+        "fashion-mnist", "Fashion-MNIST", "FashionMNIST/raw", _IDX_TRAIN, _IDX_TEST, "FashionMNIST", "idx",
+        classes=("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
+                 "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"),
+        mean=(0.2860,), std=(0.3530,),
+    ),
+    "cifar10": DatasetInfo(
+        "cifar10", "CIFAR-10", "cifar-10-batches-py",
+        tuple(f"data_batch_{i}" for i in range(1, 6)), ("test_batch",), "CIFAR10", "cifar",
+        classes=("airplane", "automobile", "bird", "cat", "deer",
+                 "dog", "frog", "horse", "ship", "truck"),
+        mean=(0.4914, 0.4822, 0.4465), std=(0.2470, 0.2435, 0.2616),
+    ),
+}
+
+
+# ---------------------------------------------------------------------------- public entry points
+def resolve_data_dir(cli_value: str | None = None, config_value: str | None = None) -> Path:
+    """--data-dir, else the config's dataset.data_dir, else $CNNLAB_DATA_DIR, else ./data"""
+    value = cli_value or config_value or os.environ.get(DATA_DIR_ENV) or DEFAULT_DATA_DIR
+    return Path(value).expanduser().resolve()
+
+
+def load_dataset(name: str, data_dir: Path, download: bool = True) -> tuple[Split, Split]:
+    """(train, test). Raises cnnlab.errors.DataError with ONE clear line on any problem.
+
+    Parsed splits are cached per (name, directory) for the life of the process, so the returned
+    tensors are shared between callers: never modify them in place (index or clone instead).
+    """
+    info = DATASETS.get(name)
+    if info is None:
+        raise DataError(f"unknown dataset {name!r}; valid: {', '.join(DATASETS)}")
+    root = Path(data_dir).expanduser().resolve()
+    _ensure_files(info, root, download)
+    return _read_splits(name, root)
+
+
+# ---------------------------------------------------------------------------- finding and downloading
+def _existing(folder: Path, filename: str) -> Path | None:
+    """The file, or its .gz version when only that is there, or None."""
+    for path in (folder / filename, folder / (filename + ".gz")):
+        if path.is_file():
+            return path
+    return None
+
+
+def _missing(info: DatasetInfo, folder: Path) -> list[str]:
+    return [f for f in info.required_files if _existing(folder, f) is None]
+
+
+def _not_found(info: DatasetInfo, folder: Path, failure: str | None = None) -> str:
+    download = f" and the download failed ({failure})" if failure else ""
+    return (
+        f"{info.title} not found in {folder}{download}; put {', '.join(info.required_files)} there, "
+        f"or point --data-dir / {DATA_DIR_ENV} at a folder that has them"
+    )
+
+
+def _one_line(error: BaseException, limit: int = 200) -> str:
+    text = " ".join(f"{type(error).__name__}: {error}".split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _ensure_files(info: DatasetInfo, root: Path, download: bool) -> None:
+    """Return when the files are in place; download them first when allowed."""
+    folder = root / info.folder
+    if not _missing(info, folder):
+        return
+    if not download:
+        raise DataError(_not_found(info, folder))
+    try:
+        import torchvision.datasets
+
+        getattr(torchvision.datasets, info.torchvision_class)(root=str(root), train=True, download=True)
+    except Exception as e:  # no network, a refused md5, a full disk, ...
+        raise DataError(_not_found(info, folder, _one_line(e))) from None
+    still = _missing(info, folder)
+    if still:
+        raise DataError(_not_found(info, folder, f"{', '.join(still)} still missing afterwards"))
+
+
+@functools.lru_cache(maxsize=8)
+def _read_splits(name: str, root: Path) -> tuple[Split, Split]:
+    info = DATASETS[name]
+    folder = root / info.folder
+    if info.format == "idx":
+        read = functools.partial(_read_idx_split, info, folder)
+        classes = list(info.classes)
+    else:
+        read = functools.partial(_read_cifar_split, info, folder)
+        classes = _read_cifar_classes(info, folder)
+    return tuple(
+        Split(images, labels, classes, info.mean, info.std)
+        for images, labels in (read(info.train_files), read(info.test_files))
+    )
+
+
+def _open(path: Path):
+    """The file opened for binary reading, decompressing a .gz on the fly."""
+    return gzip.open(path, "rb") if path.suffix == ".gz" else path.open("rb")
+
+
+def _read_bytes(path: Path) -> bytearray:
+    """The file's bytes in a mutable buffer, so numpy and torch can share it without a warning."""
+    try:
+        with _open(path) as f:
+            return bytearray(f.read())
+    except (OSError, EOFError, zlib.error) as e:
+        raise DataError(f"cannot read {path}: {_one_line(e)}") from None
+
+
+def _check_labels(labels: np.ndarray, n_classes: int, path: Path) -> None:
+    if labels.size and (labels.min() < 0 or labels.max() >= n_classes):
+        bad = labels.max() if labels.max() >= n_classes else labels.min()
+        raise DataError(f"{path}: label {int(bad)} is outside 0..{n_classes - 1}")
+
+
+# ---------------------------------------------------------------------------- IDX (MNIST, Fashion-MNIST)
+IDX_IMAGES_MAGIC = 0x00000803  # unsigned bytes, 3 dimensions
+IDX_LABELS_MAGIC = 0x00000801  # unsigned bytes, 1 dimension
+
+
+def read_idx(path: Path, magic: int) -> np.ndarray:
+    """Parse an IDX file of unsigned bytes, checking magic number and size; returns the array."""
+    data = _read_bytes(path)
+    ndim = magic & 0xFF
+    header = 4 + 4 * ndim
+    if len(data) < header:
+        raise DataError(f"{path}: truncated IDX file ({len(data)} bytes, shorter than its {header}-byte header)")
+    (found,) = struct.unpack_from(">I", data, 0)
+    if found != magic:
+        raise DataError(f"{path}: bad magic number 0x{found:08x}, expected 0x{magic:08x}; not an IDX file of this kind")
+    dims = struct.unpack_from(f">{ndim}I", data, 4)
+    expected = header + int(np.prod(dims, dtype=np.int64))
+    if len(data) != expected:
+        what = "truncated" if len(data) < expected else "too long"
+        shape = "x".join(map(str, dims))
+        raise DataError(f"{path}: {what}: {len(data)} bytes, but the header ({shape}) says {expected}")
+    return np.frombuffer(data, dtype=np.uint8, offset=header).reshape(dims)
+
+
+def _read_idx_split(info: DatasetInfo, folder: Path, files: tuple[str, str]) -> tuple[torch.Tensor, torch.Tensor]:
+    image_path, label_path = (_existing(folder, f) for f in files)
+    images = read_idx(image_path, IDX_IMAGES_MAGIC)
+    labels = read_idx(label_path, IDX_LABELS_MAGIC)
+    c, h, w = info.shape
+    if images.shape[1:] != (h, w):
+        raise DataError(f"{image_path}: images are {images.shape[1]}x{images.shape[2]}, expected {h}x{w} for {info.title}")
+    if len(images) != len(labels):
+        raise DataError(f"{image_path.name} has {len(images)} images but {label_path.name} has {len(labels)} labels (in {folder})")
+    _check_labels(labels, len(info.classes), label_path)
+    return torch.from_numpy(images).view(len(images), c, h, w), torch.from_numpy(labels.astype(np.int64))
+
+
+# ---------------------------------------------------------------------------- CIFAR-10 python pickles
+def _latin1_encode(text: str, encoding: str = "utf-8") -> bytes:
+    """What protocol-2 pickles call to rebuild bytes; only the latin1 codec is let through."""
+    if encoding != "latin1":
+        raise pickle.UnpicklingError(f"unexpected codec {encoding!r}")
+    return codecs.encode(text, "latin1")
+
+
+_NP_RECONSTRUCT = np.ndarray.__reduce__(np.zeros(1))[0]
+_NP_SCALAR = np.int64(0).__reduce__()[0]
+_PICKLE_ALLOWED = {
+    ("numpy.core.multiarray", "_reconstruct"): _NP_RECONSTRUCT,
+    ("numpy._core.multiarray", "_reconstruct"): _NP_RECONSTRUCT,
+    ("numpy.core.multiarray", "scalar"): _NP_SCALAR,
+    ("numpy._core.multiarray", "scalar"): _NP_SCALAR,
+    ("numpy", "ndarray"): np.ndarray,
+    ("numpy", "dtype"): np.dtype,
+    ("_codecs", "encode"): _latin1_encode,
+    ("builtins", "bytearray"): bytearray,
+    ("builtins", "set"): set,
+    ("builtins", "frozenset"): frozenset,
+}
+
+
+class _RestrictedUnpickler(pickle.Unpickler):
+    """Rebuilds dicts, lists, strings and numpy arrays; refuses every other global."""
+
+    def find_class(self, module: str, name: str):
+        try:
+            return _PICKLE_ALLOWED[(module, name)]
+        except KeyError:
+            raise DataError(f"refusing to unpickle {module}.{name}") from None
+
+
+def read_pickle(path: Path) -> object:
+    """Load a CIFAR pickle with the restricted unpickler; any failure is one DataError line."""
+    try:
+        with _open(path) as f:
+            return _RestrictedUnpickler(f, encoding="latin1").load()
+    except DataError as e:
+        raise DataError(f"{path}: {e}") from None
+    except OSError as e:
+        raise DataError(f"cannot read {path}: {_one_line(e)}") from None
+    except Exception as e:  # truncated, garbage, wrong types inside: all "corrupt"
+        raise DataError(f"{path}: not a valid CIFAR pickle ({_one_line(e)})") from None
+
+
+def _read_cifar_batch(path: Path, info: DatasetInfo) -> tuple[np.ndarray, np.ndarray]:
+    batch = read_pickle(path)
+    if not isinstance(batch, dict) or "data" not in batch or "labels" not in batch:
+        raise DataError(f"{path}: not a CIFAR batch (expected a dict with 'data' and 'labels')")
+    data, labels = batch["data"], batch["labels"]
+    size = int(np.prod(info.shape))
+    if not isinstance(data, np.ndarray) or data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != size:
+        got = f"{data.dtype} {data.shape}" if isinstance(data, np.ndarray) else type(data).__name__
+        raise DataError(f"{path}: 'data' must be uint8 of shape (N, {size}), got {got}")
+    try:
+        labels = np.asarray(labels, dtype=np.int64)
+    except (TypeError, ValueError, OverflowError):
+        raise DataError(f"{path}: 'labels' must be a list of integers") from None
+    if labels.shape != (len(data),):
+        raise DataError(f"{path}: {len(data)} images but 'labels' has shape {labels.shape}")
+    _check_labels(labels, len(info.classes), path)
+    return data, labels
+
+
+def _read_cifar_split(info: DatasetInfo, folder: Path, files: tuple[str, ...]) -> tuple[torch.Tensor, torch.Tensor]:
+    batches = [_read_cifar_batch(_existing(folder, f), info) for f in files]
+    images = np.concatenate([d for d, _ in batches]).reshape(-1, *info.shape)  # R, G, B planes
+    labels = np.concatenate([l for _, l in batches])
+    return torch.from_numpy(images), torch.from_numpy(labels)
+
+
+def _read_cifar_classes(info: DatasetInfo, folder: Path) -> list[str]:
+    """Class names from batches.meta, or the standard ones when that file is absent."""
+    path = folder / _CIFAR_META
+    if not path.is_file():
+        return list(info.classes)
+    meta = read_pickle(path)
+    names = meta.get("label_names") if isinstance(meta, dict) else None
+    if not isinstance(names, list) or len(names) != len(info.classes) or not all(isinstance(n, str) for n in names):
+        raise DataError(f"{path}: expected a dict whose 'label_names' lists {len(info.classes)} class names")
+    return names

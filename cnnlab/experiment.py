@@ -1,0 +1,339 @@
+"""One run from a resolved config: data -> transforms -> model -> engine -> run directory.
+
+`run()` is the single place a config becomes a trained model and a run directory; `cnnlab train`,
+the studies and the sweeps all call it. It keeps summary.json's status true (running, completed,
+failed, interrupted), writes a resumable checkpoint after every epoch and resumes from one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import platform
+import random
+import signal
+import socket
+import subprocess
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+import cnnlab
+from cnnlab import runs
+from cnnlab.config import Config, config_to_dict, dump_yaml, load_config
+from cnnlab.data import load_dataset, resolve_data_dir
+from cnnlab.engine import Data, State, fit, loss_function, steps_per_epoch
+from cnnlab.errors import ConfigError, RunError
+from cnnlab.models import build_model, count_params
+from cnnlab.transforms import Pipeline
+
+
+class Interrupted(KeyboardInterrupt):
+    """SIGINT or SIGTERM arrived: the run stops cleanly; exit code 128 + signal number."""
+
+    def __init__(self, signum: int):
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+@dataclass
+class RunResult:
+    path: Path
+    summary: dict
+    metrics: list[dict] = field(default_factory=list)
+
+
+# ---------------------------------------------------------------------------- building blocks
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise ConfigError(f"device {name!r} asked for, but this machine has no CUDA device; use device=cpu or auto")
+        index = torch.device(name).index or 0
+        if index >= torch.cuda.device_count():
+            raise ConfigError(f"device {name!r} asked for, but only {torch.cuda.device_count()} CUDA device(s) exist")
+    return torch.device(name)
+
+
+def build_optimizer(cfg, params) -> torch.optim.Optimizer:
+    o = cfg.optimizer
+    if o.name == "sgd":
+        return torch.optim.SGD(params, lr=o.lr, momentum=o.momentum, nesterov=o.nesterov, weight_decay=o.weight_decay)
+    if o.name == "adam":
+        return torch.optim.Adam(params, lr=o.lr, betas=o.betas, eps=o.eps, weight_decay=o.weight_decay)
+    if o.name == "adamw":
+        return torch.optim.AdamW(params, lr=o.lr, betas=o.betas, eps=o.eps, weight_decay=o.weight_decay)
+    return torch.optim.RMSprop(params, lr=o.lr, alpha=o.alpha, eps=o.eps, momentum=o.momentum, weight_decay=o.weight_decay)
+
+
+def build_scheduler(cfg, optimizer, steps_per_epoch: int):
+    """A per-step LambdaLR, so every schedule resumes exactly from its state_dict."""
+    s = cfg.schedule
+    if s is None:
+        return None
+    total = steps_per_epoch * cfg.train.epochs
+    if s.name == "step":
+        factor = lambda step: s.gamma ** (step // (steps_per_epoch * s.step_size))  # noqa: E731
+    elif s.name == "cosine":
+        warm = s.warmup_epochs * steps_per_epoch
+
+        def factor(step):
+            if step < warm:
+                return (step + 1) / warm
+            t = min((step - warm) / max(total - warm, 1), 1.0)
+            return s.min_lr_ratio + (1 - s.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * t))
+    else:  # onecycle: linear warm-up, then linear decay to zero
+        peak = max(s.pct_start * total, 1)
+        factor = lambda step: (step + 1) / peak if step < peak else max(0.0, (total - step) / max(total - peak, 1))  # noqa: E731
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+def git_commit() -> str | None:
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=Path(cnnlab.__file__).parent, capture_output=True, text=True, timeout=5
+        )
+        return out.stdout.strip() or None if out.returncode == 0 else None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def provenance(device: torch.device) -> dict:
+    return {
+        "device": str(device),
+        "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or platform.machine(),
+        "torch_version": torch.__version__,
+        "cnnlab_version": cnnlab.__version__,
+        "python_version": platform.python_version(),
+        "git_commit": git_commit(),
+        "host": socket.gethostname(),
+        "pid": os.getpid(),
+        "threads": torch.get_num_threads(),
+    }
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def prepare_data(cfg: Config, device: torch.device, data_dir=None):
+    """Load both splits once, apply the deterministic transforms once, move them to the device."""
+    train, test = load_dataset(cfg.dataset.name, resolve_data_dir(data_dir, cfg.dataset.data_dir), cfg.dataset.download)
+    n_train, n_test = cfg.dataset.train_subset, cfg.dataset.test_subset
+    pipeline = Pipeline(cfg.transform, train.mean, train.std, tuple(train.images.shape[1:]), cfg.seed, len(train.classes))
+    memory = torch.channels_last if cfg.train.channels_last else torch.contiguous_format
+
+    def put(images, labels, is_train):
+        x = pipeline.prepare(images.to(device), train=is_train).contiguous(memory_format=memory)
+        return x, labels.to(device)
+
+    data = Data(*put(train.images[:n_train], train.labels[:n_train], True), *put(test.images[:n_test], test.labels[:n_test], False))
+    return data, pipeline, train
+
+
+# ---------------------------------------------------------------------------- checkpoints
+def _rng_state() -> dict:
+    np_state = np.random.get_state()
+    return {
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        "numpy": [np_state[0], torch.from_numpy(np_state[1].astype(np.int64)), *np_state[2:]],
+        "python": list(random.getstate()[1]) + [random.getstate()[0], random.getstate()[2]],
+    }
+
+
+def _set_rng_state(state: dict) -> None:
+    torch.set_rng_state(state["torch"])
+    if state["cuda"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+    kind, keys, *rest = state["numpy"]
+    np.random.set_state((kind, keys.numpy().astype(np.uint32), *rest))
+    *keys, version, gauss = state["python"]
+    random.setstate((version, tuple(keys), gauss))
+
+
+def unwrap(model: torch.nn.Module) -> torch.nn.Module:
+    """The module behind torch.compile's wrapper, whose state_dict has the plain keys."""
+    return getattr(model, "_orig_mod", model)
+
+
+def checkpoint_of(state: State) -> dict:
+    return {
+        "epoch": state.epoch,
+        "model": unwrap(state.model).state_dict(),
+        "optimizer": state.optimizer.state_dict(),
+        "scheduler": state.scheduler.state_dict() if state.scheduler is not None else None,
+        "order_gen": state.order_gen.get_state(),
+        "aug_gen": state.aug_gen.get_state(),
+        "rng": _rng_state(),
+    }
+
+
+def load_checkpoint(path: Path, device: torch.device) -> dict:
+    try:
+        return torch.load(path, map_location=device, weights_only=True)
+    except FileNotFoundError:
+        raise RunError(f"cannot resume: {path} does not exist (the run has no complete epoch)") from None
+    except Exception as e:  # weights_only refuses anything that is not plain tensors and containers
+        raise RunError(f"cannot load checkpoint {path}: {str(e).splitlines()[0]}") from None
+
+
+def restore(state: State, ckpt: dict) -> None:
+    unwrap(state.model).load_state_dict(ckpt["model"])
+    state.optimizer.load_state_dict(ckpt["optimizer"])
+    if state.scheduler is not None and ckpt["scheduler"] is not None:
+        state.scheduler.load_state_dict(ckpt["scheduler"])
+    state.order_gen.set_state(ckpt["order_gen"].cpu())
+    state.aug_gen.set_state(ckpt["aug_gen"].cpu())
+    _set_rng_state(ckpt["rng"])
+    state.epoch = int(ckpt["epoch"])
+
+
+# ---------------------------------------------------------------------------- signals
+class _Signals:
+    """Turn SIGINT/SIGTERM into Interrupted, but never in the middle of writing an epoch's files."""
+
+    def __init__(self):
+        self.pending: int | None = None
+        self.critical = False
+
+    def handler(self, signum, frame):
+        if self.critical:
+            self.pending = signum
+        else:
+            raise Interrupted(signum)
+
+    @contextlib.contextmanager
+    def installed(self):
+        if threading.current_thread() is not threading.main_thread():
+            yield self
+            return
+        old = {s: signal.signal(s, self.handler) for s in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            yield self
+        finally:
+            for s, h in old.items():
+                signal.signal(s, h)
+
+    @contextlib.contextmanager
+    def deferred(self):
+        self.critical = True
+        try:
+            yield
+        finally:
+            self.critical = False
+            if self.pending is not None:
+                raise Interrupted(self.pending)
+
+
+# ---------------------------------------------------------------------------- the run
+def resume_config(run_dir: str | Path, overrides: list[str] | None = None) -> tuple[Path, Config]:
+    path = runs.open_run(run_dir)
+    return path, load_config(path / runs.CONFIG, overrides)
+
+
+def run(
+    cfg: Config,
+    *,
+    runs_dir=None,
+    data_dir=None,
+    resume: str | Path | None = None,
+    progress=None,
+    on_epoch=None,
+) -> RunResult:
+    """Train cfg in a new run directory under runs_dir (or continue the run at `resume`)."""
+    device = resolve_device(cfg.device)
+    if cfg.train.threads:
+        torch.set_num_threads(cfg.train.threads)
+    seed_everything(cfg.seed)
+    data, pipeline, train_split = prepare_data(cfg, device, data_dir)
+    input_shape = tuple(train_split.images.shape[1:])
+    model = build_model(cfg.model, input_shape, len(train_split.classes)).to(device)
+    if cfg.train.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    optimizer = build_optimizer(cfg, model.parameters())
+    spe = steps_per_epoch(len(data.x_train), cfg.train.batch_size, cfg.train.max_steps)
+    state = State(
+        model=model,
+        optimizer=optimizer,
+        scheduler=build_scheduler(cfg, optimizer, spe),
+        order_gen=torch.Generator().manual_seed(cfg.seed),
+        aug_gen=torch.Generator(device).manual_seed(cfg.seed + 1),
+    )
+    loss_fn = loss_function(cfg.loss.name, cfg.loss.label_smoothing)
+
+    rows: list[dict] = []
+    if resume is not None:
+        path = runs.open_run(resume)
+        restore(state, load_checkpoint(path / runs.CHECKPOINT, device))
+        previous = runs.read_metrics(path)
+        rows = [r for r in previous.to_dict("records") if r["epoch"] <= state.epoch]
+        summary = runs.read_json(path / runs.SUMMARY)
+    else:
+        path = runs.new_run_dir(runs.runs_root(runs_dir), cfg.name)
+        summary = {"started_at": runs.utc_now(), "train_seconds": 0.0}
+    summary.update(
+        name=cfg.name, kind="run", status="running", error=None, dataset=cfg.dataset.name, model=cfg.model.name,
+        params=count_params(model), seed=cfg.seed, epochs_planned=cfg.train.epochs, epochs=state.epoch,
+        train_size=len(data.x_train), test_size=len(data.x_test),
+        reported=cfg.reported.model_dump() if cfg.reported else None, **provenance(device),
+    )
+    runs.atomic_write(path / runs.CONFIG, dump_yaml(config_to_dict(cfg)))
+    runs.write_json(path / runs.SUMMARY, summary)
+    signals = _Signals()
+
+    def epoch_done(row: dict, st: State) -> None:
+        with signals.deferred():
+            rows.append(row)
+            summary.update(
+                epochs=st.epoch, train_loss=row["train_loss"], train_acc=row["train_acc"],
+                test_loss=row["test_loss"], test_acc=row["test_acc"],
+                best_test_acc=max(r["test_acc"] for r in rows),
+                train_seconds=sum(r["epoch_seconds"] for r in rows),
+            )
+            runs.write_table(path / runs.METRICS, rows)
+            runs.atomic_torch_save(unwrap(st.model).state_dict(), path / runs.MODEL)
+            if cfg.train.checkpoint:
+                runs.atomic_torch_save(checkpoint_of(st), path / runs.CHECKPOINT)
+            runs.write_json(path / runs.SUMMARY, summary)
+        if progress is not None:
+            progress.epoch_end(row)
+        if on_epoch is not None:
+            on_epoch(row, path)
+
+    def finish(status: str, error: str | None = None) -> None:
+        summary.update(status=status, error=error, finished_at=runs.utc_now())
+        runs.write_json(path / runs.SUMMARY, summary)
+
+    if cfg.train.compile:
+        state.model = torch.compile(model)
+    try:
+        with signals.installed():
+            fit(
+                state, data, pipeline, cfg.train, loss_fn, on_epoch=epoch_done,
+                on_step=progress.step if progress is not None else None,
+                on_epoch_start=progress.epoch_start if progress is not None else None,
+            )
+    except Interrupted as e:
+        finish("interrupted", f"stopped by {signal.Signals(e.signum).name} during epoch {state.epoch + 1}")
+        raise
+    except KeyboardInterrupt:
+        finish("interrupted", f"stopped during epoch {state.epoch + 1}")
+        raise
+    except BaseException as e:
+        finish("failed", str(e).splitlines()[0] if str(e) else type(e).__name__)
+        raise
+    finish("completed")
+    return RunResult(path, summary, rows)
+
+
+def run_config_file(path, overrides=None, **kwargs) -> RunResult:
+    return run(load_config(path, overrides), **kwargs)

@@ -1,0 +1,66 @@
+"""Model registry: name -> builder(opts, input_shape (C, H, W), num_classes) -> nn.Module.
+
+Each family file registers its builders with @register; every model returns logits (toy: a sigmoid
+probability) and derives its layer sizes from input_shape.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from typing import Callable
+
+import torch
+from torch import nn
+
+from cnnlab.errors import ConfigError
+
+Builder = Callable[..., nn.Module]
+MODELS: dict[str, Builder] = {}
+
+
+def register(name: str) -> Callable[[Builder], Builder]:
+    """Decorator: add a builder to MODELS under name."""
+
+    def add(builder: Builder) -> Builder:
+        if name in MODELS:
+            raise ValueError(f"model {name!r} is registered twice")
+        MODELS[name] = builder
+        return builder
+
+    return add
+
+
+def build_model(opts, input_shape: tuple[int, int, int], num_classes: int) -> nn.Module:
+    """Build the model opts names (a model option object from cnnlab.config) for inputs of input_shape."""
+    builder = MODELS.get(opts.name)
+    if builder is None:
+        raise ConfigError(f"unknown model {opts.name!r}; valid names: {', '.join(sorted(MODELS))}")
+    try:
+        return builder(opts, tuple(input_shape), num_classes)
+    except RuntimeError as e:  # a dry forward pass found the input too small for the layers
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise ConfigError(f"model {opts.name!r} cannot take inputs of shape {tuple(input_shape)}: {first}") from None
+
+
+def count_params(model: nn.Module) -> int:
+    """Number of trainable parameters."""
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
+def flat_size(features: nn.Module, input_shape: tuple[int, ...]) -> int:
+    """Number of values features outputs for one input of input_shape (a dry forward pass)."""
+    was_training = features.training
+    features.eval()  # leave BatchNorm running statistics untouched
+    with torch.no_grad():
+        n = features(torch.zeros(1, *input_shape)).numel()
+    features.train(was_training)
+    return n
+
+
+def features_classifier(features: nn.Sequential, classifier: nn.Sequential) -> nn.Sequential:
+    """A plain stack in two named parts, so layers read as features.0, classifier.1, ..."""
+    return nn.Sequential(OrderedDict(features=features, classifier=classifier))
+
+
+# the family files register themselves on import
+from cnnlab.models import cnn, fc, keras, lenet, resnet, toy  # noqa: E402,F401

@@ -1,0 +1,98 @@
+"""Terminal output: live training progress and rich tables from rows / DataFrames.
+
+Progress is a rich bar on a terminal and one plain line per epoch otherwise (CI logs, pipes).
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+# off a terminal (CI logs, pipes) rich would wrap tables at 80 columns
+console = Console(highlight=False, width=None if sys.stdout.isatty() else 120)
+
+# how each metrics column is shown
+FORMATS = {
+    "train_loss": "{:.4f}", "test_loss": "{:.4f}", "train_acc": "{:.2%}", "test_acc": "{:.2%}",
+    "epoch_seconds": "{:.2f}", "eval_seconds": "{:.2f}", "samples_per_sec": "{:,.0f}", "lr": "{:.4g}",
+}
+
+
+def fmt(column: str, value) -> str:
+    if value is None or (isinstance(value, float) and value != value):
+        return "-"
+    try:
+        return FORMATS.get(column, "{}").format(value)
+    except (ValueError, TypeError):
+        return str(value)
+
+
+def epoch_line(row: dict, epochs: int) -> str:
+    return (
+        f"epoch {row['epoch']}/{epochs}  train loss {row['train_loss']:.4f} acc {row['train_acc']:.2%}  "
+        f"test loss {row['test_loss']:.4f} acc {row['test_acc']:.2%}  "
+        f"{row['epoch_seconds']:.2f}s ({row['samples_per_sec']:,.0f} samples/s)"
+    )
+
+
+class ConsoleProgress:
+    """Engine callbacks that draw a live bar (terminal) or print a line per epoch (anything else)."""
+
+    def __init__(self, epochs: int, label: str, live: bool | None = None):
+        self.epochs, self.label = epochs, label
+        self.live = sys.stdout.isatty() if live is None else live
+        self._bar: Progress | None = None
+        self._task = None
+        self._last = 0.0
+
+    def epoch_start(self, epoch: int, steps: int) -> None:
+        if not self.live:
+            return
+        if self._bar is None:
+            self._bar = Progress(
+                TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                TextColumn("{task.fields[stats]}"), console=console, transient=True,
+            )
+            self._bar.start()
+        if self._task is not None:
+            self._bar.remove_task(self._task)
+        self._task = self._bar.add_task(f"{self.label} epoch {epoch}/{self.epochs}", total=steps, stats="")
+
+    def step(self, step: int, steps: int, loss) -> None:
+        if self._bar is None:
+            return
+        now = time.perf_counter()
+        if now - self._last > 0.2 or step == steps:  # reading the loss syncs the device: not every step
+            self._last = now
+            self._bar.update(self._task, completed=step, stats=f"loss {float(loss):.4f}")
+
+    def epoch_end(self, row: dict) -> None:
+        line = epoch_line(row, self.epochs)
+        if self._bar is not None:
+            self._bar.console.print(line)
+        else:
+            print(line, flush=True)
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.stop()
+            self._bar = None
+
+
+def table(rows: list[dict], columns: list[str] | None = None, title: str | None = None) -> Table:
+    columns = columns or (list(rows[0]) if rows else [])
+    t = Table(title=title, title_justify="left")
+    for c in columns:
+        t.add_column(c, justify="left" if c in ("model", "name", "id", "kind", "status", "dataset", "config") else "right")
+    for r in rows:
+        t.add_row(*(fmt(c, r.get(c)) for c in columns))
+    return t
+
+
+def epochs_table(rows: list[dict]) -> Table:
+    cols = ["epoch", "train_loss", "train_acc", "test_loss", "test_acc", "epoch_seconds", "samples_per_sec"]
+    return table(rows, cols)

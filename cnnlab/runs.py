@@ -1,0 +1,135 @@
+"""Run directories: create, write config/metrics/summary/checkpoints atomically, list and load.
+
+A run lives in `runs/<UTC time>-<config name>-<short id>/` with config.yaml, metrics.csv,
+summary.json, model.pt (state_dict) and checkpoint.pt (everything needed to resume).
+Every file is written to a temp file in the same directory and renamed into place, so a kill at
+any moment leaves either the old or the new complete file.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import secrets
+import tempfile
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from cnnlab.errors import RunError
+
+CONFIG, METRICS, SUMMARY, MODEL, CHECKPOINT = "config.yaml", "metrics.csv", "summary.json", "model.pt", "checkpoint.pt"
+
+
+def runs_root(cli_value: str | os.PathLike | None = None) -> Path:
+    """--runs-dir, else $CNNLAB_RUNS_DIR, else ./runs."""
+    return Path(cli_value or os.environ.get("CNNLAB_RUNS_DIR") or "runs")
+
+
+def utc_now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def atomic_write(path: Path, data: bytes | str) -> None:
+    """Write to a temp file beside `path`, fsync, then rename over it."""
+    path = Path(path)
+    payload = data.encode() if isinstance(data, str) else data
+    try:
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as e:
+        raise RunError(f"cannot write in {path.parent}: {e.strerror or e}") from None
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(payload)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def atomic_torch_save(obj: Any, path: Path) -> None:
+    import torch
+
+    buf = io.BytesIO()
+    torch.save(obj, buf)
+    atomic_write(path, buf.getvalue())
+
+
+def new_run_dir(root: Path, name: str, kind: str = "run") -> Path:
+    """Make a fresh `<UTC time>-<name>-<id>` directory; two processes never get the same one."""
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise RunError(f"cannot create the runs directory {root}: {e.strerror or e}") from None
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
+    for _ in range(100):
+        path = root / f"{stamp}-{name}-{secrets.token_hex(3)}"
+        try:
+            path.mkdir()  # atomic: fails if another process took the name
+        except FileExistsError:
+            continue
+        except OSError as e:
+            raise RunError(f"cannot create a run directory in {root}: {e.strerror or e}") from None
+        if not os.access(path, os.W_OK):
+            raise RunError(f"the runs directory {root} is not writable")
+        (path / ".kind").write_text(kind)
+        return path
+    raise RunError(f"could not find a free run directory name in {root}")
+
+
+def open_run(path: str | os.PathLike) -> Path:
+    """A path that must be an existing run (config.yaml and summary.json inside)."""
+    path = Path(path)
+    if not path.is_dir():
+        raise RunError(f"not a run directory: {path} does not exist")
+    if not (path / CONFIG).is_file() or not (path / SUMMARY).is_file():
+        raise RunError(f"not a run directory: {path} has no {CONFIG} and {SUMMARY}")
+    return path
+
+
+def write_json(path: Path, data: dict) -> None:
+    atomic_write(path, json.dumps(data, indent=2, default=str) + "\n")
+
+
+def read_json(path: Path) -> dict:
+    try:
+        return json.loads(Path(path).read_text())
+    except (OSError, ValueError) as e:
+        raise RunError(f"cannot read {path}: {e}") from None
+
+
+def write_table(path: Path, rows: list[dict]) -> None:
+    import pandas as pd
+
+    atomic_write(path, pd.DataFrame(rows).to_csv(index=False))
+
+
+def read_metrics(run: Path):
+    import pandas as pd
+
+    path = Path(run) / METRICS
+    return pd.read_csv(path) if path.is_file() and path.stat().st_size else pd.DataFrame()
+
+
+def list_runs(root: Path) -> list[dict]:
+    """Summaries of every run, study and sweep under root, newest first."""
+    out = []
+    if not root.is_dir():
+        return out
+    for path in sorted(root.iterdir(), reverse=True):
+        summary = path / SUMMARY
+        if not path.is_dir() or not summary.is_file():
+            continue
+        try:
+            data = json.loads(summary.read_text())
+        except ValueError:
+            continue  # a summary is always replaced whole, so this is some other file
+        kind_file = path / ".kind"
+        data.setdefault("kind", kind_file.read_text().strip() if kind_file.is_file() else "run")
+        data["path"] = str(path)
+        data["id"] = path.name
+        out.append(data)
+    return out

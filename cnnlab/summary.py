@@ -1,0 +1,105 @@
+"""A torchinfo-style model summary from forward hooks on leaf modules (study E); prints nothing."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+# layers whose output size follows the convolution rule, and their number of spatial dims
+_RULE_DIMS = {
+    nn.Conv1d: 1, nn.MaxPool1d: 1, nn.AvgPool1d: 1,
+    nn.Conv2d: 2, nn.MaxPool2d: 2, nn.AvgPool2d: 2,
+}
+
+
+@dataclass
+class LayerRow:
+    name: str  # dotted module name, e.g. "features.0"
+    kind: str  # class name, e.g. "Conv2d"
+    output_shape: tuple  # without the batch dim, e.g. (6, 24, 24)
+    params: int  # trainable parameters of this layer
+    rule: str  # the output-size rule worked out per spatial dim (conv and pool layers), else ""
+
+
+def conv_output_size(n: int, k: int, s: int = 1, p: int = 0, d: int = 1, ceil: bool = False) -> int:
+    """floor((n + 2p - d(k-1) - 1) / s) + 1 (ceil instead of floor for pools with ceil_mode)."""
+    rounding = math.ceil if ceil else math.floor
+    return rounding((n + 2 * p - d * (k - 1) - 1) / s) + 1
+
+
+def _per_dim(value, dims: int) -> tuple:
+    return tuple(value) if isinstance(value, (tuple, list)) else (value,) * dims
+
+
+def _rule_text(n: int, k: int, s: int, p, d: int, ceil: bool) -> str:
+    if p == "same":  # PyTorch allows it with stride 1 only: the size is kept
+        return f"{n} -> 'same' padding, stride 1 = {n}"
+    p = 0 if p == "valid" else p
+    kernel = f"{k}" if d == 1 else f"{d}*({k}-1) - 1"
+    rounding = "ceil" if ceil else "floor"
+    out = conv_output_size(n, k, s, p, d, ceil)
+    return f"{n} -> {rounding}(({n} + 2*{p} - {kernel}) / {s}) + 1 = {out}"
+
+
+def output_rule(module: nn.Module, input_size: tuple[int, ...]) -> str:
+    """The output-size rule of a conv/pool layer for the given spatial input size, else ""."""
+    dims = _RULE_DIMS.get(type(module))
+    if dims is None:
+        return ""
+    padding = module.padding if isinstance(module.padding, str) else _per_dim(module.padding, dims)
+    params = zip(
+        input_size[-dims:],
+        _per_dim(module.kernel_size, dims),
+        _per_dim(module.stride, dims),
+        (padding,) * dims if isinstance(padding, str) else padding,
+        _per_dim(getattr(module, "dilation", 1), dims),  # AvgPool has no dilation
+    )
+    ceil = getattr(module, "ceil_mode", False)
+    texts = [_rule_text(*dim, ceil) for dim in params]
+    if len(set(texts)) == 1:
+        return texts[0]
+    return "; ".join(f"{axis}: {text}" for axis, text in zip("HW", texts))
+
+
+def _shape(output) -> tuple:
+    if isinstance(output, torch.Tensor):
+        return tuple(output.shape[1:])
+    if isinstance(output, (tuple, list)):
+        return tuple(_shape(o) for o in output)
+    return ()
+
+
+def summarize(model: nn.Module, input_shape: tuple[int, ...]) -> tuple[list[LayerRow], int]:
+    """One forward pass on zeros of (1, *input_shape) in eval mode; rows per leaf module call, and
+    the total of trainable parameters. Training modes are restored afterwards."""
+    rows: list[LayerRow] = []
+
+    def hook_for(name: str):
+        def hook(module, inputs, output):
+            first = inputs[0] if inputs and isinstance(inputs[0], torch.Tensor) else None
+            rule = output_rule(module, tuple(first.shape[2:])) if first is not None else ""
+            params = sum(p.numel() for p in module.parameters() if p.requires_grad)
+            rows.append(LayerRow(name, type(module).__name__, _shape(output), params, rule))
+
+        return hook
+
+    leaves = [(name, m) for name, m in model.named_modules() if not any(True for _ in m.children())]
+    handles = [m.register_forward_hook(hook_for(name)) for name, m in leaves]
+    modes = {m: m.training for m in model.modules()}
+    first_param = next(model.parameters(), None)
+    device = first_param.device if first_param is not None else torch.device("cpu")
+    dtype = first_param.dtype if first_param is not None and first_param.is_floating_point() else torch.float32
+    try:
+        model.eval()
+        with torch.no_grad():
+            model(torch.zeros(1, *input_shape, device=device, dtype=dtype))
+    finally:
+        for handle in handles:
+            handle.remove()
+        for m, training in modes.items():
+            m.training = training
+    total = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    return rows, total

@@ -1,0 +1,24 @@
+"""Shared test fixtures: where the real data is (when it is), and a scratch runs directory."""
+
+import os
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+REAL_DATA = Path(os.environ.get("CNNLAB_DATA_DIR") or ROOT.parent / "shared" / "data")
+
+
+def real_data(*parts: str) -> Path:
+    """The real dataset folder, or skip the test when this machine has none."""
+    path = REAL_DATA.joinpath(*parts)
+    if not path.exists():
+        pytest.skip(f"real data not present at {path}")
+    return REAL_DATA
+
+
+@pytest.fixture
+def runs_dir(tmp_path, monkeypatch):
+    path = tmp_path / "runs"
+    monkeypatch.setenv("CNNLAB_RUNS_DIR", str(path))
+    return path

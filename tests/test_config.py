@@ -1,0 +1,102 @@
+"""Config schema, YAML loading, overrides and the one-line validation messages."""
+
+from pathlib import Path
+
+import pytest
+
+from cnnlab.config import Config, config_from_dict, load_config, parse_override
+from cnnlab.errors import ConfigError
+
+ROOT = Path(__file__).resolve().parent.parent
+BASE = {"name": "t", "model": {"name": "cnn"}}
+
+
+def error_of(overrides, base=BASE) -> str:
+    with pytest.raises(ConfigError) as e:
+        config_from_dict(base, overrides)
+    msg = str(e.value)
+    assert "\n" not in msg
+    return msg
+
+
+@pytest.mark.parametrize("path", sorted((ROOT / "configs").glob("*.yaml")), ids=lambda p: p.name)
+def test_every_shipped_config_validates(path):
+    cfg = load_config(path)
+    assert cfg.name == path.stem
+
+
+def test_defaults_fill_sections_left_out():
+    cfg = config_from_dict(BASE)
+    assert cfg.dataset.name == "mnist" and cfg.train.epochs == 1 and cfg.optimizer.name == "sgd"
+    assert cfg.transform.normalize == "dataset" and cfg.transform.permute is False
+
+
+def test_overrides_are_yaml_scalars_at_any_depth():
+    cfg = config_from_dict(BASE, ["train.epochs=3", "optimizer.lr=0.05", "transform.shift.dx=-2", "transform.permute=true", "model.n_feature=8"])
+    assert cfg.train.epochs == 3 and cfg.optimizer.lr == 0.05 and cfg.transform.shift.dx == -2
+    assert cfg.transform.permute is True and cfg.model.n_feature == 8
+    cfg = config_from_dict(BASE, ["model={name: fc, hidden: [1000]}", "optimizer={name: adam, lr: 0.002}"])
+    assert cfg.model.hidden == [1000] and cfg.optimizer.name == "adam" and cfg.optimizer.lr == 0.002
+
+
+def test_override_of_a_default_section_keeps_its_other_defaults():
+    cfg = config_from_dict(BASE, ["optimizer.momentum=0.9"])
+    assert cfg.optimizer.name == "sgd" and cfg.optimizer.momentum == 0.9 and cfg.optimizer.lr == 0.01
+
+
+def test_parse_override():
+    assert parse_override("a.b=1e-3") == ("a.b", 1e-3)
+    assert parse_override("a=[1, 2]") == ("a", [1, 2])
+    assert parse_override("a=none") == ("a", "none")
+    for bad in ["train.epochs", "=3", ".x=1", "a..b=1"]:
+        with pytest.raises(ConfigError):
+            parse_override(bad)
+
+
+def test_unknown_keys_say_where_and_suggest():
+    assert "unknown key 'model.n_featur'; did you mean 'model.n_feature'?" in error_of(["model.n_featur=3"])
+    assert "unknown key 'trian'; did you mean 'train'?" in error_of(["trian.epochs=3"])
+    assert "did you mean 'transform.augment.hflip'" in error_of(["transform.augment.flip=true"])
+
+
+def test_wrong_values_name_the_key():
+    assert error_of(["train.epochs=-1"]).startswith("config: train.epochs:")
+    assert "train.epochs" in error_of(["train.epochs=abc"])
+    assert "optimizer.lr" in error_of(["optimizer.lr=0"])
+    assert "train.batch_size" in error_of(["train.batch_size=0"])
+    assert "shift" in error_of(["transform.shift.dx=28"])
+    assert "valid names" in error_of(["model.name=resnet50"]) and "'lenet'" in error_of(["model.name=resnet50"])
+    assert "'cifar10'" in error_of(["dataset.name=cifar"])
+    assert "auto, cpu, cuda" in error_of(["device=tpu"])
+    assert "valid names" in error_of(["optimizer.name=adagrad"])
+
+
+def test_shift_limit_depends_on_the_dataset():
+    config_from_dict({**BASE, "dataset": {"name": "cifar10"}}, ["transform.shift.dx=31"])
+    error_of(["transform.shift.dx=28"])
+
+
+def test_file_errors(tmp_path):
+    cases = {"missing.yaml": None, "empty.yaml": "", "list.yaml": "- a\n- b\n", "bad.yaml": "name: [unclosed\n"}
+    for name, text in cases.items():
+        path = tmp_path / name
+        if text is not None:
+            path.write_text(text)
+        with pytest.raises(ConfigError) as e:
+            load_config(path)
+        assert str(e.value) and "\n" not in str(e.value)
+
+
+def test_yaml_is_loaded_safely(tmp_path):
+    path = tmp_path / "evil.yaml"
+    path.write_text("name: !!python/object/apply:os.system ['touch " + str(tmp_path / "pwned") + "']\nmodel: {name: cnn}\n")
+    with pytest.raises(ConfigError):
+        load_config(path)
+    assert not (tmp_path / "pwned").exists()
+
+
+def test_name_defaults_to_file_stem(tmp_path):
+    path = tmp_path / "my_exp.yaml"
+    path.write_text("model: {name: fc}\n")
+    assert load_config(path).name == "my_exp"
+    assert isinstance(load_config(path), Config)

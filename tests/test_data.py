@@ -1,0 +1,277 @@
+"""cnnlab.data: the IDX and CIFAR readers on small files written here, errors, and the real data."""
+
+import gzip
+import os
+import pickle
+import struct
+import sys
+import types
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from cnnlab.data import DATASETS, load_dataset, resolve_data_dir
+from cnnlab.errors import DataError
+from conftest import real_data
+from fakedata import IDX_FILES, cifar_batch, make_cifar, make_idx_dataset, write_idx, write_pickle
+
+def load_error(*args, **kwargs) -> str:
+    """The DataError message of load_dataset(...), checked to be a single line."""
+    with pytest.raises(DataError) as info:
+        load_dataset(*args, **kwargs)
+    message = str(info.value)
+    assert "\n" not in message and message.strip() == message
+    return message
+
+
+# ---------------------------------------------------------------------------- IDX
+def test_mnist_from_idx_files(tmp_path):
+    written = make_idx_dataset(tmp_path, "MNIST")
+    train, test = load_dataset("mnist", tmp_path, download=False)
+    for key, split in (("train", train), ("test", test)):
+        expected_images, expected_labels = written[key]
+        assert split.images.dtype == torch.uint8 and split.images.is_contiguous()
+        assert split.images.shape == (len(expected_images), 1, 28, 28)
+        assert split.labels.dtype == torch.int64
+        assert np.array_equal(split.images[:, 0].numpy(), expected_images)
+        assert split.labels.tolist() == expected_labels.tolist()
+        assert split.classes == [str(i) for i in range(10)]
+        assert (split.mean, split.std) == ((0.1307,), (0.3081,))
+
+
+def test_fashion_mnist_reads_gz_files(tmp_path):
+    written = make_idx_dataset(tmp_path, "FashionMNIST", gz=True)
+    assert not (tmp_path / "FashionMNIST/raw/train-images-idx3-ubyte").exists()
+    train, test = load_dataset("fashion-mnist", tmp_path, download=False)
+    assert np.array_equal(test.images[:, 0].numpy(), written["test"][0])
+    assert train.labels.tolist() == written["train"][1].tolist()
+    assert train.classes[0] == "T-shirt/top" and train.classes[9] == "Ankle boot" and len(train.classes) == 10
+    assert (train.mean, train.std) == ((0.2860,), (0.3530,))
+
+
+def test_parsed_splits_are_cached(tmp_path):
+    make_idx_dataset(tmp_path, "MNIST")
+    first = load_dataset("mnist", tmp_path, download=False)
+    assert load_dataset("mnist", str(tmp_path / "."), download=False) is first
+
+
+def append_bytes(path: Path, extra: bytes) -> None:
+    path.write_bytes(path.read_bytes() + extra)
+
+
+@pytest.mark.parametrize(
+    "name, change, expected",
+    [
+        ("train-labels-idx1-ubyte", lambda p: write_idx(p, np.zeros(12, np.uint8), magic=0x803),
+         "bad magic number 0x00000803, expected 0x00000801"),
+        ("t10k-images-idx3-ubyte", lambda p: p.write_bytes(p.read_bytes()[:-100]), "truncated: "),
+        ("train-images-idx3-ubyte", lambda p: p.write_bytes(b"\x00\x00\x08"), "shorter than its 16-byte header"),
+        ("t10k-labels-idx1-ubyte", lambda p: append_bytes(p, b"\x00"), "too long: 14 bytes, but the header (5) says 13"),
+        ("train-images-idx3-ubyte", lambda p: write_idx(p, np.zeros((12, 32, 32), np.uint8)), "32x32, expected 28x28"),
+        ("train-labels-idx1-ubyte", lambda p: write_idx(p, np.zeros(11, np.uint8)),
+         "12 images but train-labels-idx1-ubyte has 11 labels"),
+        ("t10k-labels-idx1-ubyte", lambda p: write_idx(p, np.full(5, 10, np.uint8)), "label 10 is outside 0..9"),
+    ],
+)
+def test_malformed_idx_file(tmp_path, name, change, expected):
+    make_idx_dataset(tmp_path, "MNIST")
+    change(tmp_path / "MNIST" / "raw" / name)
+    message = load_error("mnist", tmp_path, download=False)
+    assert name in message and expected in message
+
+
+def test_corrupt_gz_file(tmp_path):
+    make_idx_dataset(tmp_path, "MNIST", gz=True)
+    (tmp_path / "MNIST/raw/t10k-labels-idx1-ubyte.gz").write_bytes(b"not gzip at all")
+    assert "cannot read" in load_error("mnist", tmp_path, download=False)
+
+
+# ---------------------------------------------------------------------------- missing files and downloads
+def test_missing_files_without_download(tmp_path):
+    message = load_error("mnist", tmp_path, download=False)
+    assert str(tmp_path / "MNIST" / "raw") in message
+    assert "train-images-idx3-ubyte" in message and "CNNLAB_DATA_DIR" in message
+    assert "download" not in message
+
+
+@pytest.fixture
+def fake_torchvision(monkeypatch):
+    """Stand-in torchvision.datasets (importing the real one takes seconds); set classes on it."""
+    datasets = types.ModuleType("torchvision.datasets")
+    torchvision = types.ModuleType("torchvision")
+    torchvision.datasets = datasets
+    monkeypatch.setitem(sys.modules, "torchvision", torchvision)
+    monkeypatch.setitem(sys.modules, "torchvision.datasets", datasets)
+    return datasets
+
+
+def test_missing_files_when_the_download_fails(tmp_path, fake_torchvision):
+    def no_network(root, train, download):
+        raise RuntimeError("Error downloading train-images-idx3-ubyte.gz:\nTried mirror: no network")
+
+    fake_torchvision.FashionMNIST = no_network
+    message = load_error("fashion-mnist", tmp_path, download=True)
+    assert message.startswith(f"Fashion-MNIST not found in {tmp_path / 'FashionMNIST' / 'raw'} and the download failed (")
+    assert "no network" in message and "--data-dir" in message
+
+
+def test_download_then_read_with_own_reader(tmp_path, fake_torchvision):
+    calls = []
+
+    def fake_mnist(root, train, download):
+        calls.append((root, train, download))
+        make_idx_dataset(Path(root), "MNIST", n_train=3, n_test=2)
+
+    fake_torchvision.MNIST = fake_mnist
+    train, test = load_dataset("mnist", tmp_path)
+    assert calls == [(str(tmp_path.resolve()), True, True)]
+    assert (len(train.labels), len(test.labels)) == (3, 2)
+
+
+def test_download_that_leaves_files_missing(tmp_path, fake_torchvision):
+    fake_torchvision.CIFAR10 = lambda root, train, download: None
+    assert "test_batch still missing afterwards" in load_error("cifar10", tmp_path)
+
+
+def test_unknown_dataset(tmp_path):
+    assert "valid: mnist, fashion-mnist, cifar10" in load_error("svhn", tmp_path)
+
+
+# ---------------------------------------------------------------------------- CIFAR-10
+def test_cifar_from_pickled_batches(tmp_path):
+    batches = make_cifar(tmp_path, n=4)
+    train, test = load_dataset("cifar10", tmp_path, download=False)
+    assert train.images.shape == (20, 3, 32, 32) and test.images.shape == (4, 3, 32, 32)
+    assert train.images.dtype == torch.uint8 and train.images.is_contiguous()
+    assert train.labels.dtype == torch.int64
+    # batches in order 1..5; row = R plane, G plane, B plane, each 32x32 row-major
+    row = batches["data_batch_2"]["data"][3]
+    image = train.images[4 + 3]
+    for channel in range(3):
+        assert np.array_equal(image[channel].numpy(), row[channel * 1024:(channel + 1) * 1024].reshape(32, 32))
+    assert int(image[1, 2, 5]) == int(row[1024 + 2 * 32 + 5])
+    expected = sum((batches[f"data_batch_{i}"]["labels"] for i in range(1, 6)), [])
+    assert train.labels.tolist() == expected
+    assert test.labels.tolist() == batches["test_batch"]["labels"]
+    assert train.classes == [f"class{i}" for i in range(10)]
+    assert train.mean == (0.4914, 0.4822, 0.4465) and train.std == (0.2470, 0.2435, 0.2616)
+
+
+def test_cifar_classes_fall_back_without_meta(tmp_path):
+    make_cifar(tmp_path, meta=False)
+    train, _ = load_dataset("cifar10", tmp_path, download=False)
+    assert train.classes[:2] == ["airplane", "automobile"] and train.classes[-1] == "truck"
+
+
+def test_cifar_pickles_naming_the_old_numpy_module(tmp_path):
+    """The official batches (numpy 1.x era) name numpy.core.multiarray, numpy 2 writes numpy._core."""
+    batches = make_cifar(tmp_path)
+    path = tmp_path / "cifar-10-batches-py/test_batch"
+    path.write_bytes(path.read_bytes().replace(b"numpy._core.multiarray", b"numpy.core.multiarray"))
+    assert b"numpy.core.multiarray" in path.read_bytes()
+    _, test = load_dataset("cifar10", tmp_path, download=False)
+    assert np.array_equal(test.images.reshape(4, -1).numpy(), batches["test_batch"]["data"])
+
+
+class Payload:
+    """Unpickling this runs a shell command: the restricted unpickler must refuse it."""
+
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        return os.system, (f"touch {self.marker}",)
+
+
+def broken_cifar_error(tmp_path: Path, name: str, change) -> str:
+    """Write a valid CIFAR folder, replace batch `name` by change(batch), return the load error."""
+    make_cifar(tmp_path)
+    batch = cifar_batch(4, 0)
+    change(batch)
+    write_pickle(tmp_path / "cifar-10-batches-py" / name, batch)
+    message = load_error("cifar10", tmp_path, download=False)
+    assert name in message
+    return message
+
+
+def test_malicious_pickle_is_refused_and_not_run(tmp_path):
+    marker = tmp_path / "pwned"
+    message = broken_cifar_error(tmp_path, "data_batch_3", lambda b: b.update(labels=Payload(marker)))
+    assert f"refusing to unpickle {os.system.__module__}.system" in message
+    assert not marker.exists()
+
+
+@pytest.mark.parametrize(
+    "name, change, expected",
+    [
+        ("test_batch", lambda b: b.update(data=b["data"].reshape(4, 3, 32, 32)), "must be uint8 of shape (N, 3072)"),
+        ("data_batch_4", lambda b: b.update(data=b["data"].astype(np.int16)), "got int16 (4, 3072)"),
+        ("data_batch_1", lambda b: b.pop("labels"), "with 'data' and 'labels'"),
+        ("data_batch_2", lambda b: b.update(labels=b["labels"][:3]), "4 images but 'labels' has shape (3,)"),
+        ("data_batch_5", lambda b: b.update(labels=[10, 0, 0, 0]), "label 10 is outside 0..9"),
+    ],
+)
+def test_malformed_cifar_batch(tmp_path, name, change, expected):
+    assert expected in broken_cifar_error(tmp_path, name, change)
+
+
+def test_corrupt_cifar_pickle(tmp_path):
+    make_cifar(tmp_path)
+    path = tmp_path / "cifar-10-batches-py/data_batch_5"
+    path.write_bytes(path.read_bytes()[:200])
+    message = load_error("cifar10", tmp_path, download=False)
+    assert "data_batch_5" in message and "not a valid CIFAR pickle" in message
+
+
+def test_missing_cifar_names_the_folder(tmp_path):
+    message = load_error("cifar10", tmp_path, download=False)
+    assert f"CIFAR-10 not found in {tmp_path / 'cifar-10-batches-py'}" in message and "test_batch" in message
+
+
+# ---------------------------------------------------------------------------- data directory
+def test_resolve_data_dir_precedence(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("CNNLAB_DATA_DIR", raising=False)
+    assert resolve_data_dir() == tmp_path / "data"
+    monkeypatch.setenv("CNNLAB_DATA_DIR", str(tmp_path / "env"))
+    assert resolve_data_dir() == tmp_path / "env"
+    assert resolve_data_dir(config_value="cfg") == tmp_path / "cfg"
+    assert resolve_data_dir(cli_value=str(tmp_path / "cli"), config_value="cfg") == tmp_path / "cli"
+
+
+def test_registry_matches_config_shapes():
+    from cnnlab.config import DATASET_SHAPES
+
+    assert set(DATASETS) == set(DATASET_SHAPES)
+    for info in DATASETS.values():
+        assert len(info.mean) == len(info.std) == info.shape[0] and len(info.classes) == 10
+
+
+# ---------------------------------------------------------------------------- the real data, when present
+def channel_mean(images: torch.Tensor) -> list[float]:
+    """Per-channel mean on the 0..1 scale (numpy reduces uint8 far faster than torch on CPU)."""
+    return (images.numpy().mean(axis=(0, 2, 3), dtype=np.float64) / 255).tolist()
+
+
+@pytest.mark.parametrize(
+    "name, folder, mean, std",
+    [("mnist", "MNIST", 0.1307, 0.3081), ("fashion-mnist", "FashionMNIST", 0.2860, 0.3530)],
+)
+def test_real_idx_data(name, folder, mean, std):
+    root = real_data(folder, "raw")
+    train, test = load_dataset(name, root, download=False)
+    assert train.images.shape == (60000, 1, 28, 28) and test.images.shape == (10000, 1, 28, 28)
+    assert len(train.labels) == 60000 and len(test.labels) == 10000
+    assert sorted(set(train.labels.tolist())) == list(range(10))
+    assert channel_mean(train.images) == pytest.approx([mean], abs=1e-3)
+    assert (train.images.float() / 255).std().item() == pytest.approx(std, abs=1e-3)
+
+
+def test_real_cifar10():
+    root = real_data("cifar-10-batches-py")
+    train, test = load_dataset("cifar10", root, download=False)
+    assert train.images.shape == (50000, 3, 32, 32) and test.images.shape == (10000, 3, 32, 32)
+    assert train.classes[0] == "airplane" and train.classes[-1] == "truck"
+    assert channel_mean(train.images) == pytest.approx([0.4913, 0.4821, 0.4465], abs=2e-3)
