@@ -134,6 +134,10 @@ def list_runs(
         console.print(table(rows, cols) if rows else f"no runs in {runs_root(runs_dir)}")
 
 
+# Commands beside their code (studies, bench, sweeps, ...) register on `app` when imported.
+from cnnlab import commands  # noqa: E402,F401
+
+
 def main() -> None:
     """Entry point: run the app and turn user errors into one line and an exit code."""
     try:

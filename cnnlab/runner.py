@@ -1,0 +1,42 @@
+"""Turn a list of resolved configs into runs: the one place studies and sweeps start training.
+
+Cells run one after another in this process; `address` (Ray) spreads them over a cluster when given.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+from cnnlab.config import Config
+
+
+@dataclass
+class Cell:
+    """One run of a study: its config plus the labels the study's table groups by."""
+
+    cfg: Config
+    labels: dict
+
+
+def run_cells(
+    cells: list[Cell],
+    *,
+    runs_dir: Path,
+    data_dir=None,
+    address: str | None = None,
+    on_done: Callable | None = None,
+) -> list:
+    """Run every cell (in order) and return their RunResults."""
+    if address is not None:
+        raise NotImplementedError("running cells on Ray is not available yet")
+    from cnnlab.experiment import run
+
+    results = []
+    for cell in cells:
+        result = run(cell.cfg, runs_dir=runs_dir, data_dir=data_dir)
+        results.append(result)
+        if on_done is not None:
+            on_done(cell, result)
+    return results
