@@ -7,12 +7,17 @@ runtime failures, 128 + signal for an interruption.
 
 from __future__ import annotations
 
+import signal
 import sys
 from pathlib import Path
 from typing import Optional
 
-import click
 import typer
+
+try:  # typer >= 0.20 carries its own copy of click
+    from typer._click.exceptions import ClickException, NoArgsIsHelpError
+except ImportError:  # older typer drives the click package
+    from click.exceptions import ClickException, NoArgsIsHelpError
 
 from cnnlab.errors import CnnlabError
 
@@ -33,7 +38,8 @@ def split_args(args: list[str]) -> tuple[str | None, list[str]]:
     paths = [a for a in args if "=" not in a]
     overrides = [a for a in args if "=" in a]
     if len(paths) > 1:
-        raise CnnlabUsage(f"expected one config file and KEY=VALUE overrides, got {len(paths)} paths: {' '.join(paths)}")
+        extra = next((p for p in paths if not p.endswith((".yaml", ".yml")) and not Path(p).is_file()), paths[1])
+        raise CnnlabUsage(f"{extra!r} is not KEY=VALUE: give one config file, then overrides like train.epochs=3")
     return (paths[0] if paths else None), overrides
 
 
@@ -124,7 +130,8 @@ def list_runs(
 
     rows = find(runs_root(runs_dir))
     want = {"dataset": dataset, "model": model, "status": status}
-    rows = [r for r in rows if all(v is None or str(r.get(k)) == v for k, v in want.items())]
+    # a study lists its members' datasets and models comma-separated ("fc,cnn"): any one matches
+    rows = [r for r in rows if all(v is None or v in str(r.get(k)).split(",") for k, v in want.items())]
     cols = ["id", "kind", "name", "dataset", "model", "epochs", "test_acc", "train_seconds", "status"]
     if csv:
         import pandas as pd
@@ -139,19 +146,31 @@ from cnnlab import commands  # noqa: E402,F401
 
 
 def main() -> None:
-    """Entry point: run the app and turn user errors into one line and an exit code."""
+    """Entry point: run the app and turn user errors into one line and an exit code.
+
+    The click context is driven here rather than through app(), whose own handling turns every
+    KeyboardInterrupt into exit 130 (SIGTERM must give 143) and prints multi-line usage errors.
+    """
+    command = typer.main.get_command(app)
     try:
-        code = app(standalone_mode=False)
-    except click.exceptions.UsageError as e:
+        with command.make_context("cnnlab", sys.argv[1:]) as ctx:
+            command.invoke(ctx)
+        code = 0
+    except typer.Exit as e:  # --help, --version, or a command that exits on purpose
+        code = e.exit_code
+    except NoArgsIsHelpError as e:
+        e.show()
+        code = e.exit_code
+    except ClickException as e:  # unknown option or command, missing argument, bad value
         print(f"error: {e.format_message()}", file=sys.stderr)
-        code = 2
-    except click.exceptions.Abort:
-        code = 130
+        code = e.exit_code
     except CnnlabError as e:
         print(f"error: {e}", file=sys.stderr)
         code = e.exit_code
-    except KeyboardInterrupt as e:
-        signum = getattr(e, "signum", 2)
-        print("interrupted", file=sys.stderr)
-        code = 128 + signum
-    sys.exit(code if isinstance(code, int) else 0)
+    except (KeyboardInterrupt, typer.Abort) as e:
+        print(f"interrupted: {e}" if str(e) else "interrupted", file=sys.stderr)
+        code = 128 + getattr(e, "signum", signal.SIGINT)
+    except BrokenPipeError:  # e.g. `cnnlab runs | head`
+        sys.stderr.close()
+        code = 1
+    sys.exit(code)

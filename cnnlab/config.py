@@ -21,8 +21,9 @@ DATASET_SHAPES: dict[str, tuple[int, int, int]] = {
     "mnist": (1, 28, 28),
     "fashion-mnist": (1, 28, 28),
     "cifar10": (3, 32, 32),
+    "toy": (1, 4, 4),  # the first article's two built-in 4x4 examples (no files)
 }
-DATASET_CLASSES: dict[str, int] = {"mnist": 10, "fashion-mnist": 10, "cifar10": 10}
+DATASET_CLASSES: dict[str, int] = {"mnist": 10, "fashion-mnist": 10, "cifar10": 10, "toy": 2}
 
 
 class Strict(BaseModel):
@@ -31,7 +32,7 @@ class Strict(BaseModel):
 
 # ---------------------------------------------------------------------------- data and transforms
 class DatasetConfig(Strict):
-    name: Literal["mnist", "fashion-mnist", "cifar10"] = "mnist"
+    name: Literal["mnist", "fashion-mnist", "cifar10", "toy"] = "mnist"
     data_dir: str | None = None  # else --data-dir, $CNNLAB_DATA_DIR, ./data
     download: bool = True  # fetch through torchvision when the files are missing
     train_subset: int | None = Field(None, gt=0)  # first N training images (smoke runs)
@@ -186,7 +187,7 @@ class TrainConfig(Strict):
     batch_size: int = Field(64, gt=0)
     eval_batch_size: int = Field(1000, gt=0)
     max_steps: int | None = Field(None, gt=0)  # cap on steps per epoch (smoke runs, benchmarks)
-    amp: Literal["none", "bf16"] = "none"  # bf16 autocast, CUDA only
+    amp: Literal["none", "bf16"] = "none"  # bf16 autocast on CUDA or CPU (fast on CPUs with bf16 instructions)
     channels_last: bool = True  # NHWC layout for conv models: faster on CPU (oneDNN) and on CUDA
     compile: bool = False  # torch.compile the model
     threads: int | None = Field(None, gt=0)  # CPU threads; default: torch's choice

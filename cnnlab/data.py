@@ -32,7 +32,7 @@ DEFAULT_DATA_DIR = "data"
 class Split:
     """One split, loaded whole. Shared through an in-process cache: callers must not mutate it."""
 
-    images: torch.Tensor  # uint8, (N, C, H, W), contiguous, on CPU
+    images: torch.Tensor  # uint8, (N, C, H, W), contiguous, on CPU (the built-in toy: float32, already scaled)
     labels: torch.Tensor  # int64, (N,)
     classes: list[str]  # class names, index = label
     mean: tuple[float, ...]  # per-channel training-set mean on the 0..1 scale (published constants)
@@ -47,7 +47,7 @@ class DatasetInfo:
     train_files: tuple[str, ...]  # IDX: (images, labels); CIFAR: the batches
     test_files: tuple[str, ...]
     torchvision_class: str  # the torchvision.datasets class that downloads it
-    format: str  # 'idx' or 'cifar': which reader parses the files
+    format: str  # 'idx', 'cifar' or 'builtin' (no files): which reader makes the splits
     classes: tuple[str, ...]  # CIFAR-10: fallback when batches.meta is absent
     mean: tuple[float, ...]
     std: tuple[float, ...]
@@ -83,7 +83,16 @@ DATASETS: dict[str, DatasetInfo] = {
                  "dog", "frog", "horse", "ship", "truck"),
         mean=(0.4914, 0.4822, 0.4465), std=(0.2470, 0.2435, 0.2616),
     ),
+    # the first article's toy: two 4x4 examples, nothing to read; mean 0 / std 1 leave them as they are
+    "toy": DatasetInfo("toy", "Toy 4x4", "", (), (), "", "builtin", classes=("0", "1"), mean=(0.0,), std=(1.0,)),
 }
+
+# The toy's two examples as the article writes them (label 0, then label 1), divided by 8 there too.
+# They can be negative, so they are kept as float32 (already scaled) instead of uint8 0..255.
+TOY_EXAMPLES = (
+    ([[1, 2, 3, 4], [2, 3, 4, 5], [5, 6, 7, 8], [1, 3, 4, 5]], 0),
+    ([[-1, 2, 3, -4], [2, -3, 4, 5], [-5, 6, -7, 8], [-1, -3, -4, -5]], 1),
+)
 
 
 # ---------------------------------------------------------------------------- public entry points
@@ -155,6 +164,10 @@ def _ensure_files(info: DatasetInfo, root: Path, download: bool) -> None:
 def _read_splits(name: str, root: Path) -> tuple[Split, Split]:
     info = DATASETS[name]
     folder = root / info.folder
+    if info.format == "builtin":  # the toy: one set of examples serves as both splits
+        images = torch.tensor([x for x, _ in TOY_EXAMPLES], dtype=torch.float32).div_(8).unsqueeze(1)
+        labels = torch.tensor([y for _, y in TOY_EXAMPLES])
+        return tuple(Split(images, labels, list(info.classes), info.mean, info.std) for _ in range(2))
     if info.format == "idx":
         read = functools.partial(_read_idx_split, info, folder)
         classes = list(info.classes)

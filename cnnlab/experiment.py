@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import math
 import os
+import pickle
 import platform
 import random
 import signal
@@ -17,8 +18,10 @@ import socket
 import subprocess
 import threading
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
@@ -36,9 +39,14 @@ from cnnlab.transforms import Pipeline
 class Interrupted(KeyboardInterrupt):
     """SIGINT or SIGTERM arrived: the run stops cleanly; exit code 128 + signal number."""
 
-    def __init__(self, signum: int):
-        super().__init__(signal.Signals(signum).name)
+    def __init__(self, signum: int, message: str | None = None):
+        super().__init__(message or signal.Signals(signum).name)
         self.signum = signum
+
+
+class Stopped(Exception):
+    """Raised by an on_epoch callback to end the run after that epoch (a sweep's scheduler stopped
+    the trial): the run returns normally with status 'stopped' and the message as its reason."""
 
 
 @dataclass
@@ -61,14 +69,17 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def build_optimizer(cfg, params) -> torch.optim.Optimizer:
+def build_optimizer(cfg, params, fused: bool = True) -> torch.optim.Optimizer:
+    """The config's optimizer. fused: one kernel for all parameters instead of a few per parameter
+    (SGD's result is bit-identical; Adam's differs in the last bits); the tutorials' loop passes False."""
     o = cfg.optimizer
+    fused = fused or None  # None: PyTorch's default, a Python loop over the parameters on the CPU
     if o.name == "sgd":
-        return torch.optim.SGD(params, lr=o.lr, momentum=o.momentum, nesterov=o.nesterov, weight_decay=o.weight_decay)
+        return torch.optim.SGD(params, lr=o.lr, momentum=o.momentum, nesterov=o.nesterov, weight_decay=o.weight_decay, fused=fused)
     if o.name == "adam":
-        return torch.optim.Adam(params, lr=o.lr, betas=o.betas, eps=o.eps, weight_decay=o.weight_decay)
+        return torch.optim.Adam(params, lr=o.lr, betas=o.betas, eps=o.eps, weight_decay=o.weight_decay, fused=fused)
     if o.name == "adamw":
-        return torch.optim.AdamW(params, lr=o.lr, betas=o.betas, eps=o.eps, weight_decay=o.weight_decay)
+        return torch.optim.AdamW(params, lr=o.lr, betas=o.betas, eps=o.eps, weight_decay=o.weight_decay, fused=fused)
     return torch.optim.RMSprop(params, lr=o.lr, alpha=o.alpha, eps=o.eps, momentum=o.momentum, weight_decay=o.weight_decay)
 
 
@@ -179,22 +190,46 @@ def checkpoint_of(state: State) -> dict:
 
 def load_checkpoint(path: Path, device: torch.device) -> dict:
     try:
-        return torch.load(path, map_location=device, weights_only=True)
+        with warnings.catch_warnings():  # torch warns about unusual pickle protocols on stderr
+            warnings.simplefilter("ignore")
+            return torch.load(path, map_location=device, weights_only=True)
     except FileNotFoundError:
-        raise RunError(f"cannot resume: {path} does not exist (the run has no complete epoch)") from None
-    except Exception as e:  # weights_only refuses anything that is not plain tensors and containers
+        raise RunError(f"cannot resume: {path} does not exist (the run was trained with train.checkpoint=false)") from None
+    except pickle.UnpicklingError as e:  # weights_only refuses anything but tensors and plain containers
+        # torch's first lines suggest weights_only=False; the line that says what was found is better
+        why = [line for line in str(e).splitlines() if line.strip() and not line.startswith(("Weights only load failed", "Check the doc", "Please file"))]
+        raise RunError(f"refusing to load {path}: not a plain checkpoint of tensors ({why[0].strip() if why else 'unreadable'})") from None
+    except Exception as e:  # truncated or not a torch file at all
         raise RunError(f"cannot load checkpoint {path}: {str(e).splitlines()[0]}") from None
 
 
-def restore(state: State, ckpt: dict) -> None:
-    unwrap(state.model).load_state_dict(ckpt["model"])
-    state.optimizer.load_state_dict(ckpt["optimizer"])
-    if state.scheduler is not None and ckpt["scheduler"] is not None:
-        state.scheduler.load_state_dict(ckpt["scheduler"])
-    state.order_gen.set_state(ckpt["order_gen"].cpu())
-    state.aug_gen.set_state(ckpt["aug_gen"].cpu())
-    _set_rng_state(ckpt["rng"])
-    state.epoch = int(ckpt["epoch"])
+def restore(state: State, ckpt: dict, path: Path) -> None:
+    try:
+        unwrap(state.model).load_state_dict(ckpt["model"])
+        state.optimizer.load_state_dict(ckpt["optimizer"])
+        if state.scheduler is not None and ckpt["scheduler"] is not None:
+            state.scheduler.load_state_dict(ckpt["scheduler"])
+        state.order_gen.set_state(ckpt["order_gen"].cpu())
+        state.aug_gen.set_state(ckpt["aug_gen"].cpu())
+        _set_rng_state(ckpt["rng"])
+        state.epoch = int(ckpt["epoch"])
+    except (KeyError, TypeError, ValueError, RuntimeError) as e:  # e.g. a model override that changes shapes
+        raise RunError(f"cannot resume from {path}: it does not fit this config ({type(e).__name__}: {str(e).splitlines()[0]})") from None
+
+
+def reopen(resume: str | Path, state: State, device: torch.device) -> tuple[Path, list[dict], dict]:
+    """Restore state from a run directory's checkpoint: (path, metrics rows kept, summary)."""
+    path = runs.open_run(resume)
+    summary = runs.read_json(path / runs.SUMMARY)
+    if summary.get("status") == "running" and runs.owner_alive(summary) and summary.get("pid") != os.getpid():
+        raise RunError(f"{path} is still being trained by process {summary['pid']}: stop it first, or wait")
+    for stale in path.glob(".*.tmp"):  # left by a process killed in the middle of a write
+        stale.unlink(missing_ok=True)
+    previous = runs.read_metrics(path)
+    if (path / runs.CHECKPOINT).exists() or len(previous):  # else no epoch finished: start afresh
+        restore(state, load_checkpoint(path / runs.CHECKPOINT, device), path)
+    rows = [r for r in previous.to_dict("records") if r["epoch"] <= state.epoch]
+    return path, rows, summary
 
 
 # ---------------------------------------------------------------------------- signals
@@ -235,6 +270,28 @@ class _Signals:
 
 
 # ---------------------------------------------------------------------------- the run
+def setup(cfg: Config, device: torch.device, data_dir=None) -> tuple[Data, Pipeline, State, Callable]:
+    """What a run trains with, from cfg alone: threads, seeds, prepared data, the model (channels-last,
+    compiled when asked), optimizer, schedule, generators and loss. `cnnlab bench` shares it."""
+    if cfg.train.threads:
+        torch.set_num_threads(cfg.train.threads)
+    seed_everything(cfg.seed)
+    data, pipeline, train_split = prepare_data(cfg, device, data_dir)
+    model = build_model(cfg.model, tuple(train_split.images.shape[1:]), len(train_split.classes)).to(device)
+    if cfg.train.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    optimizer = build_optimizer(cfg, model.parameters())
+    spe = steps_per_epoch(len(data.x_train), cfg.train.batch_size, cfg.train.max_steps)
+    state = State(
+        model=torch.compile(model) if cfg.train.compile else model,
+        optimizer=optimizer,
+        scheduler=build_scheduler(cfg, optimizer, spe),
+        order_gen=torch.Generator().manual_seed(cfg.seed),
+        aug_gen=torch.Generator(device).manual_seed(cfg.seed + 1),
+    )
+    return data, pipeline, state, loss_function(cfg.loss.name, cfg.loss.label_smoothing)
+
+
 def resume_config(run_dir: str | Path, overrides: list[str] | None = None) -> tuple[Path, Config]:
     path = runs.open_run(run_dir)
     return path, load_config(path / runs.CONFIG, overrides)
@@ -249,46 +306,25 @@ def run(
     progress=None,
     on_epoch=None,
 ) -> RunResult:
-    """Train cfg in a new run directory under runs_dir (or continue the run at `resume`)."""
-    device = resolve_device(cfg.device)
-    if cfg.train.threads:
-        torch.set_num_threads(cfg.train.threads)
-    seed_everything(cfg.seed)
-    data, pipeline, train_split = prepare_data(cfg, device, data_dir)
-    input_shape = tuple(train_split.images.shape[1:])
-    model = build_model(cfg.model, input_shape, len(train_split.classes)).to(device)
-    if cfg.train.channels_last:
-        model = model.to(memory_format=torch.channels_last)
-    optimizer = build_optimizer(cfg, model.parameters())
-    spe = steps_per_epoch(len(data.x_train), cfg.train.batch_size, cfg.train.max_steps)
-    state = State(
-        model=model,
-        optimizer=optimizer,
-        scheduler=build_scheduler(cfg, optimizer, spe),
-        order_gen=torch.Generator().manual_seed(cfg.seed),
-        aug_gen=torch.Generator(device).manual_seed(cfg.seed + 1),
-    )
-    loss_fn = loss_function(cfg.loss.name, cfg.loss.label_smoothing)
+    """Train cfg in a new run directory under runs_dir (or continue the run at `resume`).
 
-    rows: list[dict] = []
-    if resume is not None:
-        path = runs.open_run(resume)
-        restore(state, load_checkpoint(path / runs.CHECKPOINT, device))
-        previous = runs.read_metrics(path)
-        rows = [r for r in previous.to_dict("records") if r["epoch"] <= state.epoch]
-        summary = runs.read_json(path / runs.SUMMARY)
-    else:
-        path = runs.new_run_dir(runs.runs_root(runs_dir), cfg.name)
-        summary = {"started_at": runs.utc_now(), "train_seconds": 0.0}
-    summary.update(
-        name=cfg.name, kind="run", status="running", error=None, dataset=cfg.dataset.name, model=cfg.model.name,
-        params=count_params(model), seed=cfg.seed, epochs_planned=cfg.train.epochs, epochs=state.epoch,
-        train_size=len(data.x_train), test_size=len(data.x_test),
-        reported=cfg.reported.model_dump() if cfg.reported else None, **provenance(device),
-    )
-    runs.atomic_write(path / runs.CONFIG, dump_yaml(config_to_dict(cfg)))
-    runs.write_json(path / runs.SUMMARY, summary)
+    SIGINT and SIGTERM raise Interrupted from the first line: before the run directory exists
+    nothing is lost; after, the run is marked interrupted and keeps its last complete epoch.
+    """
     signals = _Signals()
+    with signals.installed():
+        return _run(cfg, signals, runs_dir, data_dir, resume, progress, on_epoch)
+
+
+def _run(cfg: Config, signals: _Signals, runs_dir, data_dir, resume, progress, on_epoch) -> RunResult:
+    device = resolve_device(cfg.device)
+    if resume is not None and data_dir is None and cfg.dataset.data_dir is None:  # the data the run trained on
+        data_dir = runs.read_json(runs.open_run(resume) / runs.SUMMARY).get("data_dir")
+    data, pipeline, state, loss_fn = setup(cfg, device, data_dir)
+    model = unwrap(state.model)
+    path: Path | None = None  # set once the run directory holds a true summary
+    rows: list[dict] = []
+    summary: dict = {}
 
     def epoch_done(row: dict, st: State) -> None:
         with signals.deferred():
@@ -310,24 +346,45 @@ def run(
             on_epoch(row, path)
 
     def finish(status: str, error: str | None = None) -> None:
-        summary.update(status=status, error=error, finished_at=runs.utc_now())
-        runs.write_json(path / runs.SUMMARY, summary)
+        signals.critical = True  # a second Ctrl-C must not cut this last write short
+        if path is not None:  # else nothing was written (a refused resume leaves the run as it was)
+            summary.update(status=status, error=error, finished_at=runs.utc_now())
+            runs.write_json(path / runs.SUMMARY, summary)
 
-    if cfg.train.compile:
-        state.model = torch.compile(model)
     try:
-        with signals.installed():
-            fit(
-                state, data, pipeline, cfg.train, loss_fn, on_epoch=epoch_done,
-                on_step=progress.step if progress is not None else None,
-                on_epoch_start=progress.epoch_start if progress is not None else None,
+        with signals.deferred():  # a signal waits until the directory holds a true summary
+            if resume is not None:
+                where, rows, summary = reopen(resume, state, device)
+            else:
+                where = runs.new_run_dir(runs.runs_root(runs_dir), cfg.name)
+                summary = {"started_at": runs.utc_now(), "train_seconds": 0.0}
+            summary.update(
+                name=cfg.name, kind="run", status="running", error=None, dataset=cfg.dataset.name, model=cfg.model.name,
+                params=count_params(model), seed=cfg.seed, epochs_planned=cfg.train.epochs, epochs=state.epoch,
+                train_size=len(data.x_train), test_size=len(data.x_test),
+                data_dir=str(resolve_data_dir(data_dir, cfg.dataset.data_dir)),
+                reported=cfg.reported.model_dump() if cfg.reported else None, **provenance(device),
             )
+            runs.atomic_write(where / runs.CONFIG, dump_yaml(config_to_dict(cfg)))
+            runs.write_json(where / runs.SUMMARY, summary)
+            path = where
+        fit(
+            state, data, pipeline, cfg.train, loss_fn, on_epoch=epoch_done,
+            on_step=progress.step if progress is not None else None,
+            on_epoch_start=progress.epoch_start if progress is not None else None,
+        )
     except Interrupted as e:
-        finish("interrupted", f"stopped by {signal.Signals(e.signum).name} during epoch {state.epoch + 1}")
-        raise
+        message = f"stopped by {signal.Signals(e.signum).name} during epoch {state.epoch + 1}"
+        finish("interrupted", message)
+        if path is None:
+            raise
+        raise Interrupted(e.signum, f"{message}; {state.epoch} complete epoch(s) kept; continue with: cnnlab train --resume {path}") from None
     except KeyboardInterrupt:
         finish("interrupted", f"stopped during epoch {state.epoch + 1}")
         raise
+    except Stopped as e:
+        finish("stopped", str(e) or None)
+        return RunResult(path, summary, rows)
     except BaseException as e:
         finish("failed", str(e).splitlines()[0] if str(e) else type(e).__name__)
         raise

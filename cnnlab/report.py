@@ -19,6 +19,7 @@ console = Console(highlight=False, width=None if sys.stdout.isatty() else 120)
 FORMATS = {
     "train_loss": "{:.4f}", "test_loss": "{:.4f}", "train_acc": "{:.2%}", "test_acc": "{:.2%}",
     "epoch_seconds": "{:.2f}", "eval_seconds": "{:.2f}", "samples_per_sec": "{:,.0f}", "lr": "{:.4g}",
+    "train_seconds": "{:.1f}",
 }
 
 
@@ -87,7 +88,7 @@ def table(rows: list[dict], columns: list[str] | None = None, title: str | None 
     columns = columns or (list(rows[0]) if rows else [])
     t = Table(title=title, title_justify="left")
     for c in columns:
-        t.add_column(c, justify="left" if c in ("model", "name", "id", "kind", "status", "dataset", "config") else "right")
+        t.add_column(c, justify="left" if c in ("model", "name", "id", "kind", "status", "dataset", "config", "key", "value") else "right")
     for r in rows:
         t.add_row(*(fmt(c, r.get(c)) for c in columns))
     return t
@@ -96,3 +97,11 @@ def table(rows: list[dict], columns: list[str] | None = None, title: str | None 
 def epochs_table(rows: list[dict]) -> Table:
     cols = ["epoch", "train_loss", "train_acc", "test_loss", "test_acc", "epoch_seconds", "samples_per_sec"]
     return table(rows, cols)
+
+
+def markdown(rows: list[dict], columns: list[str] | None = None) -> str:
+    """A GitHub Markdown table of rows, each value shown as `table()` shows it."""
+    columns = columns or (list(rows[0]) if rows else [])
+    lines = ["| " + " | ".join(columns) + " |", "|" + "|".join(" --- " for _ in columns) + "|"]
+    lines += ["| " + " | ".join(fmt(c, r.get(c)) for c in columns) + " |" for r in rows]
+    return "\n".join(lines) + "\n"

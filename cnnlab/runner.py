@@ -28,9 +28,15 @@ def run_cells(
     address: str | None = None,
     on_done: Callable | None = None,
 ) -> list:
-    """Run every cell (in order) and return their RunResults."""
+    """Run every cell and return their RunResults in the cells' order.
+
+    Without `address` the cells run one after another in this process; with it (local, auto,
+    HOST:PORT) each cell is a Ray task on that cluster and on_done is called as they finish.
+    """
     if address is not None:
-        raise NotImplementedError("running cells on Ray is not available yet")
+        from cnnlab.ray_backend import run_cells_on_ray
+
+        return run_cells_on_ray(cells, runs_dir=runs_dir, data_dir=data_dir, address=address, on_done=on_done)
     from cnnlab.experiment import run
 
     results = []

@@ -12,6 +12,7 @@ import io
 import json
 import os
 import secrets
+import socket
 import tempfile
 from datetime import datetime, timezone
 from pathlib import Path
@@ -40,13 +41,16 @@ def atomic_write(path: Path, data: bytes | str) -> None:
     except OSError as e:
         raise RunError(f"cannot write in {path.parent}: {e.strerror or e}") from None
     try:
+        os.fchmod(fd, 0o644)  # mkstemp makes 0600 files; results are meant to be shared
         with os.fdopen(fd, "wb") as f:
             f.write(payload)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         Path(tmp).unlink(missing_ok=True)
+        if isinstance(e, OSError):  # disk full, quota, a directory removed under us
+            raise RunError(f"cannot write {path}: {e.strerror or e}") from None
         raise
 
 
@@ -75,7 +79,7 @@ def new_run_dir(root: Path, name: str, kind: str = "run") -> Path:
             raise RunError(f"cannot create a run directory in {root}: {e.strerror or e}") from None
         if not os.access(path, os.W_OK):
             raise RunError(f"the runs directory {root} is not writable")
-        (path / ".kind").write_text(kind)
+        atomic_write(path / ".kind", kind)
         return path
     raise RunError(f"could not find a free run directory name in {root}")
 
@@ -114,8 +118,32 @@ def read_metrics(run: Path):
     return pd.read_csv(path) if path.is_file() and path.stat().st_size else pd.DataFrame()
 
 
+def owner_alive(summary: dict) -> bool | None:
+    """Whether the process that wrote summary (its host and pid) still runs; None when unknowable.
+
+    A process killed hard (kill -9, out of memory, power loss) never marks its run finished:
+    this is how `cnnlab runs` tells such a run from one still in progress.
+    """
+    pid = summary.get("pid")
+    if summary.get("host") != socket.gethostname() or not isinstance(pid, int):
+        return None
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's live process
+        return True
+    try:  # a killed child its parent has not reaped yet is a zombie: gone for our purposes
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return True
+
+
 def list_runs(root: Path) -> list[dict]:
-    """Summaries of every run, study and sweep under root, newest first."""
+    """Summaries of every run, study and sweep under root, newest first.
+
+    A run marked running whose process is gone shows as status 'dead'.
+    """
     out = []
     if not root.is_dir():
         return out
@@ -129,6 +157,8 @@ def list_runs(root: Path) -> list[dict]:
             continue  # a summary is always replaced whole, so this is some other file
         kind_file = path / ".kind"
         data.setdefault("kind", kind_file.read_text().strip() if kind_file.is_file() else "run")
+        if data.get("status") == "running" and owner_alive(data) is False:
+            data["status"] = "dead"
         data["path"] = str(path)
         data["id"] = path.name
         out.append(data)

@@ -242,11 +242,11 @@ def test_resolve_data_dir_precedence(tmp_path, monkeypatch):
 
 
 def test_registry_matches_config_shapes():
-    from cnnlab.config import DATASET_SHAPES
+    from cnnlab.config import DATASET_CLASSES, DATASET_SHAPES
 
-    assert set(DATASETS) == set(DATASET_SHAPES)
+    assert set(DATASETS) == set(DATASET_SHAPES) == set(DATASET_CLASSES)
     for info in DATASETS.values():
-        assert len(info.mean) == len(info.std) == info.shape[0] and len(info.classes) == 10
+        assert len(info.mean) == len(info.std) == info.shape[0] and len(info.classes) == DATASET_CLASSES[info.name]
 
 
 # ---------------------------------------------------------------------------- the real data, when present

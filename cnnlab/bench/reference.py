@@ -1,0 +1,128 @@
+"""The tutorials' training loop, as they write it: the baseline `cnnlab bench` measures against.
+
+A torchvision dataset object over the same files, per-sample PIL -> ToTensor -> Normalize
+transforms, a shuffled DataLoader with the study's batch size (num_workers 0, the default), the
+study's model, optimizer and loss, and `.to(device)` per batch. For CIFAR-10 the dataset is a small
+Dataset over cnnlab's uint8 split (torchvision's CIFAR10 class refuses re-encoded copies whose md5s
+differ) that does exactly what torchvision.datasets.CIFAR10.__getitem__ does: Image.fromarray on the
+HWC array, then the transform.
+"""
+
+from __future__ import annotations
+
+import time
+
+import torch
+from torch.utils.data import DataLoader, Dataset, Subset
+
+from cnnlab.config import Config, MeanStd
+from cnnlab.data import DATASETS, load_dataset, resolve_data_dir
+
+
+class CifarFromSplit(Dataset):
+    """torchvision's CIFAR10 item path over a cnnlab split: HWC uint8 -> PIL image -> transform."""
+
+    def __init__(self, images_uint8: torch.Tensor, labels: torch.Tensor, transform):
+        self.data = images_uint8.permute(0, 2, 3, 1).contiguous().numpy()  # (N, 32, 32, 3), like CIFAR10.data
+        self.targets = labels.tolist()
+        self.transform = transform
+
+    def __len__(self) -> int:
+        return len(self.targets)
+
+    def __getitem__(self, index: int):
+        from PIL import Image
+
+        return self.transform(Image.fromarray(self.data[index])), self.targets[index]
+
+
+def transforms_for(cfg: Config):
+    """(train, test) torchvision transforms that do per sample what cfg's transform section says."""
+    from torchvision import transforms as T
+
+    tc = cfg.transform
+    unsupported = [k for k in ("permute", "mixup", "translate") if getattr(tc, k, None) or getattr(tc.augment, k, None)]
+    if tc.shift.dx or tc.shift.dy:
+        unsupported.append("shift")
+    if unsupported:
+        raise ValueError(f"the reference loop does not implement transform options {unsupported}")
+    if tc.normalize == "none":
+        norm = []
+    else:
+        info = DATASETS[cfg.dataset.name]
+        mean, std = (tc.normalize.mean, tc.normalize.std) if isinstance(tc.normalize, MeanStd) else (info.mean, info.std)
+        norm = [T.Normalize(mean, std)]
+    aug = tc.augment
+    size = DATASETS[cfg.dataset.name].shape[1]
+    augment = (
+        ([T.RandomCrop(size, padding=aug.crop_padding)] if aug.crop_padding else [])
+        + ([T.RandomHorizontalFlip()] if aug.hflip else [])
+        + ([T.RandomGrayscale(aug.grayscale)] if aug.grayscale else [])
+    )
+    train = T.Compose([*augment, T.ToTensor(), *norm])
+    test = T.Compose([T.ToTensor(), *(norm if tc.normalize_test else [])])
+    return train, test
+
+
+def datasets_for(cfg: Config, data_dir=None) -> tuple[Dataset, Dataset]:
+    """The tutorial's (train, test) dataset objects over the real files cnnlab reads too."""
+    from torchvision import datasets
+
+    root = resolve_data_dir(data_dir, cfg.dataset.data_dir)
+    train_tf, test_tf = transforms_for(cfg)
+    name = cfg.dataset.name
+    if name in ("mnist", "fashion-mnist"):
+        cls = datasets.MNIST if name == "mnist" else datasets.FashionMNIST
+        load_dataset(name, root, cfg.dataset.download)  # cnnlab's checks and messages for missing files
+        train = cls(str(root), train=True, transform=train_tf, download=False)
+        test = cls(str(root), train=False, transform=test_tf, download=False)
+    else:
+        train_split, test_split = load_dataset(name, root, cfg.dataset.download)
+        train = CifarFromSplit(train_split.images, train_split.labels, train_tf)
+        test = CifarFromSplit(test_split.images, test_split.labels, test_tf)
+    if cfg.dataset.train_subset:
+        train = Subset(train, range(min(cfg.dataset.train_subset, len(train))))
+    if cfg.dataset.test_subset:
+        test = Subset(test, range(min(cfg.dataset.test_subset, len(test))))
+    return train, test
+
+
+def train_epoch(model, optimizer, scheduler, loader, loss_fn, device, max_steps: int | None = None) -> float:
+    """The tutorial's `train(epoch)`, plus the per-batch scheduler step a schedule needs. Returns seconds."""
+    model.train()
+    t0 = time.perf_counter()
+    for batch_idx, (data, target) in enumerate(loader):
+        if max_steps is not None and batch_idx >= max_steps:
+            break
+        data, target = data.to(device), target.to(device)
+        optimizer.zero_grad()
+        output = model(data)
+        loss = loss_fn(output, target)
+        loss.backward()
+        optimizer.step()
+        if scheduler is not None:
+            scheduler.step()
+        if batch_idx % 100 == 0:  # where the tutorial prints the loss: a host sync
+            loss.item()
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return time.perf_counter() - t0
+
+
+@torch.no_grad()
+def test(model, loader, device) -> float:
+    """The tutorial's `test()`: accuracy over the test loader."""
+    model.eval()
+    correct = total = 0
+    for data, target in loader:
+        data, target = data.to(device), target.to(device)
+        correct += (model(data).argmax(1) == target).sum().item()
+        total += len(target)
+    return correct / max(total, 1)
+
+
+def loaders(train: Dataset, test_set: Dataset, cfg: Config) -> tuple[DataLoader, DataLoader]:
+    return (
+        DataLoader(train, batch_size=cfg.train.batch_size, shuffle=True),
+        DataLoader(test_set, batch_size=cfg.train.eval_batch_size, shuffle=False),
+    )

@@ -1,0 +1,280 @@
+"""The benchmark: the tutorials' loop against cnnlab's engine on the same config, interleaved.
+
+For each case both sides start from the same config and seed (so the same initial weights), train
+for the same budget, then evaluate on the same test images. Repeats alternate the two sides
+(reference, cnnlab, cnnlab, reference, ...) so that drift in the machine's load hits both, and use
+seeds seed, seed+1, ...; the speed-up is the median of the per-pair ratios. cnnlab's achieved
+GFLOP/s (FLOPs per training sample counted from the layers, see cnnlab.flops) is compared with a
+large float32 matrix product timed in the same process.
+"""
+
+from __future__ import annotations
+
+import gc
+import statistics
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+import cnnlab
+from cnnlab.bench import reference
+from cnnlab.bench.machine import PeakMemory, load_average, machine_info, peak_gflops
+from cnnlab.config import DATASET_CLASSES, DATASET_SHAPES, Config, load_config
+from cnnlab.engine import fit, loss_function, steps_per_epoch
+from cnnlab.errors import ConfigError
+from cnnlab.experiment import build_optimizer, build_scheduler, resolve_device, seed_everything, setup
+from cnnlab.flops import training_flops
+from cnnlab.models import build_model
+
+CONFIGS_DIR = Path(cnnlab.__file__).resolve().parent.parent / "configs"
+COMPUTE_BOUND = 0.2  # a case reaching this fraction of the matmul peak is bound by compute
+
+
+@dataclass(frozen=True)
+class Case:
+    name: str
+    config: str  # a file in configs/: the study's model, data, batch size and optimizer
+    overrides: tuple[str, ...] = ()
+    steps: int | None = None  # fixed steps per epoch (None: the whole training split)
+    tolerance: float = 0.02  # accuracy difference still within training noise (seed, data order)
+    target: float | None = None  # time-to-accuracy: train epochs until test accuracy reaches this
+    quick_steps: int = 100  # steps with --quick
+
+
+CASES: dict[str, Case] = {c.name: c for c in (
+    Case("fc", "mnist_fc.yaml"),  # study A, FC2Layer, batch 64
+    Case("cnn", "mnist_cnn.yaml"),  # study A, CNN, batch 64
+    # study C's LeNet, batch 100; after one epoch both sides are still at chance (the article: 9.6%)
+    Case("lenet", "lenet.yaml", ("train.epochs=1",)),
+    # study D's TrashNet, batch 100, a fixed number of steps; test images normalized like the
+    # training ones so that the accuracies say something (the article's bug makes them erratic)
+    Case("trashnet", "cifar10_trashnet.yaml", ("train.epochs=1", "transform.normalize_test=true"),
+         steps=60, tolerance=0.08, quick_steps=5),
+    Case("lenet99", "lenet_modern.yaml", target=0.99, tolerance=0.005),  # time to 99% test accuracy
+)}
+DEFAULT_CASES = ("fc", "cnn", "lenet", "trashnet", "lenet99")
+QUICK_CASES = ("fc", "cnn", "lenet", "trashnet")
+QUICK_TEST_SUBSET = 2000
+
+
+@dataclass
+class Side:
+    """One side's measurements over the repeats."""
+
+    seconds: list[float] = field(default_factory=list)  # per epoch, or to the target
+    acc: list[float] = field(default_factory=list)  # test accuracy at the end of the budget
+    epochs: list[int] = field(default_factory=list)
+    peak_mib: list[float] = field(default_factory=list)
+    setup_seconds: list[float] = field(default_factory=list)
+    samples: list[int] = field(default_factory=list)  # training samples in `seconds`
+    budget: str = ""  # what `seconds` buys: "1 epoch", "60 steps", "to 99.0%"
+    threads: int = 0  # torch threads it trained with
+
+
+class _Reached(Exception):
+    """Stops fit() once a time-to-accuracy case reaches its target."""
+
+
+def case_config(case: Case, device: str, quick: bool = False, data_dir=None, compile: bool = False, amp: str | None = None, threads: int | None = None) -> Config:
+    """The case's config file with the bench's overrides: device, step budget, --quick, cnnlab's options."""
+    path = CONFIGS_DIR / case.config
+    if not path.is_file():
+        raise ConfigError(f"bench case {case.name!r} needs {path}; run cnnlab bench from a checkout of cnnlab")
+    steps = min(case.steps or case.quick_steps, case.quick_steps) if quick else case.steps
+    overrides = [*case.overrides, f"device={device}", "train.checkpoint=false"]
+    if steps:
+        overrides.append(f"train.max_steps={steps}")
+    if quick:
+        overrides.append(f"dataset.test_subset={QUICK_TEST_SUBSET}")
+    if compile:
+        overrides.append("train.compile=true")
+    # cnnlab's side only (the tutorials train in float32): bf16 autocast by default on CUDA
+    overrides.append(f"train.amp={amp or ('bf16' if device.startswith('cuda') else 'none')}")
+    if threads:
+        overrides.append(f"train.threads={threads}")
+    cfg = load_config(path, overrides)
+    if data_dir is not None:
+        cfg = cfg.model_copy(update={"dataset": cfg.dataset.model_copy(update={"data_dir": str(data_dir)})})
+    return cfg
+
+
+def _reached(case: Case, acc: float) -> bool:
+    """Whether a time-to-accuracy case stops after an epoch that ended at this accuracy."""
+    return case.target is not None and acc >= case.target
+
+
+def run_reference(case: Case, cfg: Config, device: torch.device, side: Side) -> None:
+    """The tutorial's loop for cfg: its own datasets, model, optimizer and per-batch scheduler."""
+    gc.collect()
+    with PeakMemory(device) as mem:
+        t0 = time.perf_counter()
+        train_set, test_set = reference.datasets_for(cfg)
+        seed_everything(cfg.seed)
+        model = build_model(cfg.model, DATASET_SHAPES[cfg.dataset.name], DATASET_CLASSES[cfg.dataset.name]).to(device)
+        optimizer = build_optimizer(cfg, model.parameters(), fused=False)  # the tutorials: the default
+        scheduler = build_scheduler(cfg, optimizer, steps_per_epoch(len(train_set), cfg.train.batch_size, cfg.train.max_steps))
+        loss_fn = loss_function(cfg.loss.name, cfg.loss.label_smoothing)
+        train_loader, test_loader = reference.loaders(train_set, test_set, cfg)
+        setup_s = time.perf_counter() - t0
+        side.threads = torch.get_num_threads()
+        seconds, acc, epoch = 0.0, float("nan"), 0
+        for epoch in range(1, cfg.train.epochs + 1):
+            seconds += reference.train_epoch(model, optimizer, scheduler, train_loader, loss_fn, device, cfg.train.max_steps)
+            acc = reference.test(model, test_loader, device)
+            if _reached(case, acc):
+                break
+    _record(side, case, cfg, len(train_set), seconds, acc, epoch, mem.mib, setup_s)
+
+
+def run_cnnlab(case: Case, cfg: Config, device: torch.device, side: Side) -> None:
+    """cnnlab's own path: setup() (what `cnnlab train` runs) and the engine's fit()."""
+    gc.collect()
+    threads = torch.get_num_threads()  # a config's train.threads must not leak into the reference
+    rows: list[dict] = []
+
+    def on_epoch(row, state):
+        rows.append(row)
+        if _reached(case, row["test_acc"]):
+            raise _Reached
+
+    try:
+        with PeakMemory(device) as mem:
+            t0 = time.perf_counter()
+            data, pipeline, state, loss_fn = setup(cfg, device)
+            setup_s = time.perf_counter() - t0
+            side.threads = torch.get_num_threads()
+            try:
+                fit(state, data, pipeline, cfg.train, loss_fn, on_epoch=on_epoch)
+            except _Reached:
+                pass
+    finally:
+        torch.set_num_threads(threads)
+    seconds = sum(r["epoch_seconds"] for r in rows)
+    _record(side, case, cfg, len(data.x_train), seconds, rows[-1]["test_acc"], len(rows), mem.mib, setup_s)
+
+
+def _record(side: Side, case: Case, cfg: Config, n_train: int, seconds, acc, epochs, peak_mib, setup_s) -> None:
+    """Add one run's numbers; a time-to-accuracy run that missed its target has no time (NaN)."""
+    bs, steps = cfg.train.batch_size, steps_per_epoch(n_train, cfg.train.batch_size, cfg.train.max_steps)
+    if case.target is not None:
+        side.budget = f"to {case.target:.1%}"
+    else:
+        side.budget = "1 epoch" if steps == steps_per_epoch(n_train, bs, None) else f"{steps} steps"
+        seconds /= max(epochs, 1)
+    reached = case.target is None or acc >= case.target
+    side.seconds.append(seconds if reached else float("nan"))
+    side.acc.append(acc)
+    side.epochs.append(epochs)
+    side.peak_mib.append(peak_mib)
+    side.setup_seconds.append(setup_s)
+    side.samples.append(min(steps * bs, n_train) * (epochs if case.target is not None else 1))
+
+
+def _median(values: list[float]) -> float:
+    good = [v for v in values if v == v]
+    return statistics.median(good) if good else float("nan")
+
+
+def summarize(case: Case, cfg: Config, ref: Side, ours: Side, quick: bool, peak: float, flops: int, memory_kind: str) -> dict:
+    """One result row: medians over the repeats, per-pair speed-ups, agreement, FLOP/s, bound."""
+    ratios = [r / c for r, c in zip(ref.seconds, ours.seconds) if r == r and c == c and c > 0]
+    tolerance = case.tolerance * (2 if quick else 1)
+    ref_acc, our_acc = _median(ref.acc), _median(ours.acc)
+    seconds = _median(ours.seconds)
+    samples = statistics.median(ours.samples)
+    gflops = flops * samples / seconds / 1e9 if seconds == seconds and seconds > 0 else float("nan")
+    return {
+        "case": case.name,
+        "config": case.config,
+        "model": cfg.model.name,
+        "batch_size": cfg.train.batch_size,
+        "budget": ours.budget,
+        "repeats": len(ours.seconds),
+        "ref_seconds": _median(ref.seconds),
+        "cnnlab_seconds": seconds,
+        "speedup": statistics.median(ratios) if ratios else float("nan"),
+        "speedup_min": min(ratios, default=float("nan")),
+        "speedup_max": max(ratios, default=float("nan")),
+        "ref_acc": ref_acc,
+        "cnnlab_acc": our_acc,
+        "acc_tolerance": tolerance,
+        "agree": abs(ref_acc - our_acc) <= tolerance,
+        "ref_epochs": statistics.median(ref.epochs),
+        "cnnlab_epochs": statistics.median(ours.epochs),
+        "ref_setup_seconds": _median(ref.setup_seconds),
+        "cnnlab_setup_seconds": _median(ours.setup_seconds),
+        "ref_threads": ref.threads,
+        "cnnlab_threads": ours.threads,
+        "ref_peak_mib": max(ref.peak_mib),
+        "cnnlab_peak_mib": max(ours.peak_mib),
+        "memory": memory_kind,
+        "flops_per_sample": flops,
+        "gflops": gflops,
+        "peak_gflops": peak,
+        "fraction_of_peak": gflops / peak,
+        "bound": "compute" if gflops / peak >= COMPUTE_BOUND else "overhead",
+        "amp": cfg.train.amp,
+        "compile": cfg.train.compile,
+        "channels_last": cfg.train.channels_last,
+    }
+
+
+def run_bench(
+    case_names: list[str],
+    *,
+    device: str = "cpu",
+    repeats: int = 3,
+    quick: bool = False,
+    compile: bool = False,
+    amp: str | None = None,
+    threads: int | None = None,
+    data_dir=None,
+    on_row: Callable[[dict], None] | None = None,
+) -> tuple[list[dict], dict]:
+    """Measure every case; returns (result rows, machine and run info).
+
+    threads: torch threads for both sides (default: torch's choice for the reference, the config's
+    train.threads for cnnlab). amp: cnnlab's autocast (default: bf16 on CUDA, none on the CPU).
+    """
+    unknown = [c for c in case_names if c not in CASES]
+    if unknown:
+        raise ConfigError(f"unknown bench case(s) {', '.join(unknown)}; valid: {', '.join(CASES)}")
+    dev = resolve_device(device)
+    configs = [case_config(CASES[n], device, quick, data_dir, compile, amp, threads) for n in case_names]
+    default_threads = torch.get_num_threads()
+    try:
+        if threads:
+            torch.set_num_threads(threads)
+        return _measure(case_names, configs, dev, repeats, quick, on_row)
+    finally:
+        torch.set_num_threads(default_threads)
+
+
+def _measure(case_names, configs, dev, repeats, quick, on_row) -> tuple[list[dict], dict]:
+    amp_dtype = torch.bfloat16 if configs and configs[0].train.amp == "bf16" else torch.float32
+    info = machine_info(dev)
+    info["load_before"] = load_average()
+    t_start = time.perf_counter()
+    info["peak_gflops"] = peak_gflops(dev, n=8192 if dev.type == "cuda" else (1024 if quick else 2048), dtype=amp_dtype)
+    info["peak_dtype"] = str(amp_dtype).replace("torch.", "")
+    rows = []
+    for case, cfg in zip((CASES[n] for n in case_names), configs):
+        shape = DATASET_SHAPES[cfg.dataset.name]
+        flops = training_flops(build_model(cfg.model, shape, DATASET_CLASSES[cfg.dataset.name]), shape)
+        ref, ours = Side(), Side()
+        memory_kind = PeakMemory(dev).kind
+        for r in range(repeats):
+            cfg_r = cfg.model_copy(update={"seed": cfg.seed + r})
+            sides = [(run_reference, ref), (run_cnnlab, ours)]
+            for fn, side in sides if r % 2 == 0 else sides[::-1]:
+                fn(case, cfg_r, dev, side)
+        row = summarize(case, cfg, ref, ours, quick, info["peak_gflops"], flops, memory_kind)
+        rows.append(row)
+        if on_row is not None:
+            on_row(row)
+    info["load_after"] = load_average()
+    info["bench_seconds"] = time.perf_counter() - t_start
+    return rows, info

@@ -1,0 +1,111 @@
+"""`cnnlab bench`: the tutorials' loop against cnnlab's engine, and cnnlab against the machine's peak."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from cnnlab.cli import DataDir, RunsDir, app
+
+RESULTS = "results.csv"
+
+
+def _pct(value: float) -> str:
+    return "-" if value != value else f"{value:.2%}"
+
+
+def _secs(value: float) -> str:
+    return "not reached" if value != value else f"{value:.2f}"
+
+
+def speed_row(r: dict) -> dict:
+    """A result row as the speed table shows it."""
+    speedup = "-" if r["speedup"] != r["speedup"] else f"{r['speedup']:.1f}x ({r['speedup_min']:.1f}-{r['speedup_max']:.1f})"
+    return {
+        "case": r["case"],
+        "budget": r["budget"],
+        "reference s": _secs(r["ref_seconds"]),
+        "cnnlab s": _secs(r["cnnlab_seconds"]),
+        "speed-up (min-max)": speedup,
+        "test acc ref / cnnlab": f"{_pct(r['ref_acc'])} / {_pct(r['cnnlab_acc'])}",
+        "agree": f"{'yes' if r['agree'] else 'NO'} (±{r['acc_tolerance']:.1%})",
+        "threads ref / cnnlab": f"{r['ref_threads']} / {r['cnnlab_threads']}",
+        "peak MiB ref / cnnlab": f"{r['ref_peak_mib']:.0f} / {r['cnnlab_peak_mib']:.0f}",
+    }
+
+
+def machine_row(r: dict) -> dict:
+    """A result row as the against-the-machine table shows it."""
+    return {
+        "case": r["case"],
+        "model": r["model"],
+        "batch": r["batch_size"],
+        "MFLOP/sample": f"{r['flops_per_sample'] / 1e6:.3g}",
+        "cnnlab GFLOP/s": f"{r['gflops']:.3g}",
+        "% of peak": _pct(r["fraction_of_peak"]),
+        "bound": r["bound"],
+    }
+
+
+def append_results(path: Path, rows: list[dict]) -> None:
+    """Add rows to the CSV (rewritten whole and atomically; columns are the union of old and new)."""
+    import pandas as pd
+
+    from cnnlab.runs import write_table
+
+    old = pd.read_csv(path).to_dict("records") if path.is_file() and path.stat().st_size else []
+    write_table(path, old + rows)
+
+
+@app.command()
+def bench(
+    quick: bool = typer.Option(False, "--quick", help="A fraction of an epoch per case, one repeat, a 2,000-image test subset (for CI)."),
+    device: str = typer.Option("cpu", "--device", help="cpu | cuda | cuda:N. On CUDA cnnlab trains with bf16 autocast; the reference in float32."),
+    cases: Optional[str] = typer.Option(None, "--cases", help="Comma-separated cases: fc, cnn, lenet, trashnet, lenet99. Default: all (--quick: all but lenet99)."),
+    repeats: Optional[int] = typer.Option(None, "--repeats", min=1, help="Reference/cnnlab pairs per case. Default 3 (--quick: 1)."),
+    compile: bool = typer.Option(False, "--compile", help="torch.compile cnnlab's model; the compile time counts in its epochs."),
+    amp: Optional[str] = typer.Option(None, "--amp", help="cnnlab's autocast: none | bf16. Default: bf16 on CUDA, none on the CPU."),
+    threads: Optional[int] = typer.Option(None, "--threads", min=1, help="torch threads for BOTH sides. Default: torch's choice for the reference, the config's for cnnlab."),
+    markdown: bool = typer.Option(False, "--markdown", help="Also print the table as Markdown (for the README)."),
+    data_dir: Optional[Path] = DataDir,
+    runs_dir: Optional[Path] = RunsDir,
+):
+    """Time the tutorials' loop and cnnlab on the studies' models, interleaved; append to runs/bench/results.csv."""
+    from cnnlab.bench.suite import COMPUTE_BOUND, DEFAULT_CASES, QUICK_CASES, run_bench
+    from cnnlab.experiment import git_commit
+    from cnnlab.report import console, table
+    from cnnlab.report import markdown as markdown_table
+    from cnnlab.runs import runs_root, utc_now
+
+    names = [c for c in (cases or "").replace(",", " ").split() if c] or list(QUICK_CASES if quick else DEFAULT_CASES)
+    repeats = repeats or (1 if quick else 3)
+
+    def progress(row: dict) -> None:
+        console.print(
+            f"{row['case']}: reference {_secs(row['ref_seconds'])} s, cnnlab {_secs(row['cnnlab_seconds'])} s, "
+            f"accuracy {_pct(row['ref_acc'])} vs {_pct(row['cnnlab_acc'])}"
+        )
+
+    rows, info = run_bench(names, device=device, repeats=repeats, quick=quick, compile=compile, amp=amp, threads=threads, data_dir=data_dir, on_row=progress)
+    load = "/".join("-" if v is None else f"{v:.1f}" for v in (info["load_before"], info["load_after"]))
+    speed, machine = [speed_row(r) for r in rows], [machine_row(r) for r in rows]
+    console.print(table(speed, title=f"cnnlab bench{' --quick' if quick else ''} on {info['device']}: medians of {repeats} interleaved pair(s), seconds of training per budget"))
+    console.print(table(machine, title=f"cnnlab against the machine: {info['peak_dtype']} matmul peak {info['peak_gflops']:.1f} GFLOP/s"))
+    console.print(
+        f"machine: {info['cpu_model']}, {info['cores']} cores, {info['threads']} torch threads, torch {info['torch_version']}, "
+        f"device {info['device_name']}; load average before/after {load}; memory: {rows[0]['memory'] if rows else '-'}; "
+        f"bound: compute at {COMPUTE_BOUND:.0%} of the matmul peak or more, else per-step overhead"
+    )
+    for r in rows:
+        if r["case"] == "lenet99":
+            console.print(f"lenet99: epochs to 99% test accuracy: reference {r['ref_epochs']:g}, cnnlab {r['cnnlab_epochs']:g}")
+    if markdown:
+        print(markdown_table(speed) + "\n" + markdown_table(machine), end="")
+
+    out_dir = runs_root(runs_dir) / "bench"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    stamp, commit = utc_now(), git_commit()
+    append_results(out_dir / RESULTS, [{"time": stamp, "quick": quick, "git_commit": commit, **info, **r} for r in rows])
+    print(out_dir)

@@ -1,0 +1,267 @@
+"""`cnnlab compare`, `cnnlab shift-sweep` and `cnnlab show`: the studies as commands, and a look at
+one run or study. Heavy imports (torch, pandas, matplotlib) happen inside the command bodies."""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from cnnlab.cli import CnnlabUsage, DataDir, Device, RunsDir, app
+
+Epochs = typer.Option(None, "--epochs", min=1, help="Epochs for every trained model (overrides train.epochs).")
+Dataset = typer.Option(None, "--dataset", help="Run every member on this dataset: mnist | fashion-mnist | cifar10.")
+Address = typer.Option(None, "--address", help="Ray cluster address: run the cells there instead of one after another here.")
+
+
+def _split(args: list[str] | None) -> tuple[list[str], list[str]]:
+    args = args or []
+    return [a for a in args if "=" not in a], [a for a in args if "=" in a]
+
+
+def _slug(label: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", label).strip("_") or "model"
+
+
+def _joined(values) -> str:
+    return ",".join(dict.fromkeys(str(v) for v in values))
+
+
+def _cell_paths(record, results) -> list[str]:
+    return [os.path.relpath(r.path, record.path) for r in results]
+
+
+@app.command()
+def compare(
+    args: list[str] = typer.Argument(..., metavar="STUDY|CONFIG... [KEY=VALUE]...", help="A named study (e.g. fc-vs-cnn), a study file, or config files; then dotted overrides for every cell."),
+    permute: Optional[bool] = typer.Option(None, "--permute/--no-permute", help="Add the fixed-pixel-permutation condition (default: the study's)."),
+    seeds: Optional[int] = typer.Option(None, "--seeds", min=1, help="Seeds per cell (default: the study's, else 3)."),
+    epochs: Optional[int] = Epochs,
+    dataset: Optional[str] = Dataset,
+    address: Optional[str] = Address,
+    data_dir: Optional[Path] = DataDir,
+    runs_dir: Optional[Path] = RunsDir,
+    device: Optional[str] = Device,
+):
+    """Train every model x condition x seed; print mean ± std per model and condition and what it means.
+
+    The last line is the study directory (table.csv/.md, cells.csv, accuracy.png, cells/).
+    """
+    from cnnlab.figures import comparison_bars
+    from cnnlab.report import console, markdown, table
+    from cnnlab.runner import run_cells
+    from cnnlab.runs import runs_root
+    from cnnlab.studies import compare as study
+    from cnnlab.studies.record import StudyRecord
+    from cnnlab.studies.spec import common_overrides, resolve
+
+    paths, overrides = _split(args)
+    if not paths:
+        raise CnnlabUsage("missing STUDY or CONFIG files, e.g. cnnlab compare fc-vs-cnn --permute")
+    spec, members = resolve(paths, common_overrides(epochs, dataset, device) + overrides)
+    permute = spec.permute if permute is None else permute
+    seeds = seeds or spec.seeds
+    cells = study.make_cells(members, seeds, permute)
+    datasets = _joined(m.cfg.dataset.name for m in members)
+    record = StudyRecord(
+        runs_root(runs_dir), spec.name, study="compare", description=spec.description, dataset=datasets,
+        model=_joined(m.cfg.model.name for m in members), members={m.label: m.source for m in members},
+        epochs=max(m.cfg.train.epochs for m in members), seeds=seeds, permute=permute, test_acc=None, cells=[],
+    )
+    console.print(f"{spec.name}: {len(members)} model(s) x {2 if permute else 1} condition(s) x {seeds} seed(s) = {len(cells)} runs in {record.path}")
+    done: list = []
+
+    def on_done(cell, result):
+        done.append(result)
+        s = result.summary
+        record.update(cells=_cell_paths(record, done), train_seconds=sum(r.summary["train_seconds"] for r in done))
+        condition = ", permuted pixels" if cell.labels["permuted"] else ""
+        console.print(f"[{len(done)}/{len(cells)}] {cell.labels['model']} seed {cell.labels['seed']}{condition}: test accuracy {s['test_acc']:.2%}, {s['train_seconds']:.1f} s")
+
+    with record.running():
+        results = run_cells(cells, runs_dir=record.cells, data_dir=data_dir, address=address, on_done=on_done)
+        rows = [study.cell_row(c, r) | {"run_dir": p} for c, r, p in zip(cells, results, _cell_paths(record, results))]
+        summary = study.summarize(rows)
+        shown, text = study.display_rows(summary), study.reading(summary)
+        record.write_table("table", summary.to_dict("records"), f"{markdown(shown)}\n{text}\n")
+        record.write_table("cells", rows)
+        record.write_figure("accuracy.png", comparison_bars(summary, f"{spec.name} on {datasets}"))
+        record.update(reading=text, cells=_cell_paths(record, results), train_seconds=sum(r["train_seconds"] for r in rows))
+    console.print(table(shown, title=f"{spec.name} on {datasets}"))
+    console.print(text)
+    print(record.path)
+
+
+@app.command("shift-sweep")
+def shift_sweep(
+    args: list[str] = typer.Argument(None, metavar="[STUDY|CONFIG...] [KEY=VALUE]...", help="What to train (default: the shift-sweep study: Fashion-MNIST FC, CNN, CNN with translation augmentation)."),
+    from_run: list[Path] = typer.Option(None, "--from-run", help="Reuse this run's trained model (repeatable); nothing is trained unless configs are given too."),
+    max_shift: Optional[int] = typer.Option(None, "--max-shift", help="Sweep shifts -N..+N pixels (default 5)."),
+    axis: Optional[str] = typer.Option(None, "--axis", help="x | y | both (a 2-D grid). Default x."),
+    mode: Optional[str] = typer.Option(None, "--mode", help="roll (wrap around, as in the study) | zero (black fill). Default roll."),
+    image_index: Optional[int] = typer.Option(None, "--image-index", help="The single-image view's image (default 24150, the study's Pullover)."),
+    image_split: Optional[str] = typer.Option(None, "--image-split", help="train | test: where --image-index points (default train)."),
+    epochs: Optional[int] = Epochs,
+    dataset: Optional[str] = Dataset,
+    address: Optional[str] = Address,
+    data_dir: Optional[Path] = DataDir,
+    runs_dir: Optional[Path] = RunsDir,
+    device: Optional[str] = Device,
+):
+    """Accuracy of each model on shifted test images, and one image's class probabilities per shift.
+
+    The last line is the study directory (table.csv/.md, accuracy.png, image_*.png, cells/).
+    """
+    import pandas as pd
+
+    from cnnlab.config import validate
+    from cnnlab.errors import ConfigError
+    from cnnlab.figures import accuracy_vs_shift, probability_heatmap, shift_heatmaps
+    from cnnlab.report import console, markdown, table
+    from cnnlab.runner import Cell, run_cells
+    from cnnlab.runs import runs_root
+    from cnnlab.studies import shift_sweep as study
+    from cnnlab.studies.record import StudyRecord
+    from cnnlab.studies.spec import SweepSpec, common_overrides, load_study, resolve, study_file
+
+    paths, overrides = _split(args)
+    from_run = from_run or []
+    if from_run and not paths:
+        if overrides or epochs is not None or dataset is not None:
+            raise CnnlabUsage("KEY=VALUE, --epochs and --dataset set up training; --from-run models are used as trained")
+        name, members, defaults = "shift-sweep", [], load_study(study_file("shift-sweep")).sweep
+    else:
+        spec, members = resolve(paths or ["shift-sweep"], common_overrides(epochs, dataset, device) + overrides)
+        name, defaults = spec.name, spec.sweep
+    given = {"max_shift": max_shift, "axis": axis, "mode": mode, "image_index": image_index, "image_split": image_split}
+    opts = validate({**defaults.model_dump(), **{k: v for k, v in given.items() if v is not None}}, SweepSpec, "shift-sweep options")
+    record = StudyRecord(runs_root(runs_dir), name, study="shift-sweep", **opts.model_dump(), cells=[], test_acc=None)
+
+    with record.running():
+        cells = [Cell(m.cfg, {"model": m.label}) for m in members]
+        if cells:
+            console.print(f"{name}: training {len(cells)} model(s) in {record.path}")
+        on_done = lambda cell, r: console.print(f"{cell.labels['model']}: test accuracy {r.summary['test_acc']:.2%} after {r.summary['epochs']} epoch(s), {r.summary['train_seconds']:.1f} s")  # noqa: E731
+        results = run_cells(cells, runs_dir=record.cells, data_dir=data_dir, address=address, on_done=on_done)
+        trained = [study.load_trained(r.path, c.labels["model"], device) for c, r in zip(cells, results)]
+        for path in from_run:
+            t = study.load_trained(path, None, device)
+            if t.label in {u.label for u in trained}:
+                t.label = f"{t.label}-{t.run_dir.name.rsplit('-', 1)[-1]}"
+            trained.append(t)
+        datasets = {t.cfg.dataset.name for t in trained}
+        if len(datasets) > 1:
+            raise ConfigError(f"the models were trained on different datasets ({', '.join(sorted(datasets))}); sweep one dataset at a time")
+        record.update(dataset=datasets.pop(), model=_joined(t.cfg.model.name for t in trained), epochs=max(t.cfg.train.epochs for t in trained),
+                      members={t.label: str(t.run_dir) for t in trained}, cells=_cell_paths(record, results),
+                      train_seconds=sum(r.summary["train_seconds"] for r in results))
+
+        rows = [row for t in trained for row in study.sweep(t, study.offsets(opts.max_shift, opts.axis), opts.mode, data_dir)]
+        title = f"{name}: test accuracy on shifted {record.summary['dataset']} test images"
+        if opts.axis == "both":
+            shown = {f"{t.label}: test accuracy (%)": study.grid_table(rows, t.label) for t in trained}
+            md = "".join(f"### {heading}\n\n{markdown(r)}\n" for heading, r in shown.items())
+            figure = shift_heatmaps(pd.DataFrame(rows), opts.mode, title)
+        else:
+            shown = {"test accuracy": study.accuracy_table(rows, opts.axis)}
+            md = markdown(shown["test accuracy"])
+            figure = accuracy_vs_shift(pd.DataFrame(rows), opts.axis, opts.mode, title)
+        text = study.reading(rows, opts.axis, opts.mode)
+        record.write_table("table", rows, f"{md}\n{text}\n")
+        record.write_figure("accuracy.png", figure)
+
+        # the study's single-image view: every class's probability at every shift of one image
+        image_axis = "y" if opts.axis == "y" else "x"
+        shifts = study.offsets(opts.max_shift, image_axis)
+        image, label, classes = study.pick_image(trained[0], opts.image_index, opts.image_split, data_dir)
+        prob_rows, image_lines = [], []
+        for t in trained:
+            probs = study.image_probabilities(t, image, shifts, opts.mode, data_dir)
+            steps = [dx if image_axis == "x" else dy for dx, dy in shifts]
+            heading = f"{t.label}: {opts.image_split} image {opts.image_index} ({classes[label]}) shifted along {image_axis} ({opts.mode})"
+            record.write_figure(f"image_{_slug(t.label)}.png", probability_heatmap(probs, steps, classes, heading))
+            prob_rows += [{"model": t.label, "dx": dx, "dy": dy, **dict(zip(classes, map(float, p)))} for (dx, dy), p in zip(shifts, probs)]
+            image_lines.append(study.image_reading(t.label, probs, steps, label, classes))
+        record.write_table("image_probs", prob_rows)
+        record.update(reading=text, image_reading=image_lines)
+    for heading, shown_rows in shown.items():
+        console.print(table(shown_rows, title=heading))
+    console.print(text)
+    for line in image_lines:
+        console.print(line)
+    print(record.path)
+
+
+@app.command()
+def show(
+    run_dir: Path = typer.Argument(..., metavar="RUN_DIR", help="A run (or study) directory."),
+    open_png: bool = typer.Option(False, "--open", help="Open the learning-curve PNG with the system viewer."),
+):
+    """A run's config and epoch table; writes learning_curves.png into the run (the last line).
+
+    Given a study directory, it prints the study's table and reading.
+    """
+    from cnnlab import runs
+    from cnnlab.config import read_yaml
+    from cnnlab.errors import RunError
+    from cnnlab.report import console, epochs_table, table
+
+    path = Path(run_dir)
+    if (path / runs.SUMMARY).is_file() and runs.read_json(path / runs.SUMMARY).get("kind") == "study":
+        summary = runs.read_json(path / runs.SUMMARY)
+        console.print(f"{summary['name']} ({summary.get('study')}), {summary['status']}, started {summary.get('started_at')}")
+        if (path / "table.md").is_file():
+            console.print((path / "table.md").read_text(), markup=False)
+        console.print("files: " + ", ".join(summary.get("files", [])))
+        return
+    runs.open_run(path)
+    summary = runs.read_json(path / runs.SUMMARY)
+    cfg = read_yaml(path / runs.CONFIG)
+    console.print(table(_config_rows(cfg, summary), ["key", "value"], title=f"{path.name}"))
+    metrics = runs.read_metrics(path)
+    if metrics.empty:
+        raise RunError(f"{path} has no finished epoch yet: no epoch table or learning curves to show")
+    console.print(epochs_table(metrics.to_dict("records")))
+    from cnnlab.figures import learning_curves, save
+
+    png = path / "learning_curves.png"
+    save(learning_curves(metrics, f"{summary.get('name')}: {summary.get('model')} on {summary.get('dataset')}"), png)
+    if open_png:
+        typer.launch(str(png))
+    print(png)
+
+
+def _flat(data: dict, prefix: str = "") -> dict:
+    out = {}
+    for k, v in data.items():
+        if isinstance(v, dict) and v:
+            out.update(_flat(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+def _config_rows(cfg: dict, summary: dict) -> list[dict]:
+    """The settings that matter, transforms only where they differ from the defaults, then results."""
+    from cnnlab.config import TransformConfig
+
+    defaults = _flat(TransformConfig().model_dump(mode="json"))
+    transform = {k: v for k, v in _flat(cfg.get("transform") or {}).items() if defaults.get(k) != v}
+    model = _flat(cfg.get("model") or {})
+    optimizer = _flat(cfg.get("optimizer") or {})
+    train = cfg.get("train") or {}
+    acc = summary.get("test_acc")
+    values = {
+        "name": cfg.get("name"), "status": summary.get("status"), "dataset": (cfg.get("dataset") or {}).get("name"),
+        "model": ", ".join(f"{k}={v}" for k, v in model.items()), "params": f"{summary.get('params', 0):,}",
+        "transform": ", ".join(f"{k}={v}" for k, v in transform.items()) or "defaults",
+        "optimizer": ", ".join(f"{k}={v}" for k, v in optimizer.items()),
+        "schedule": cfg.get("schedule") or "none", "seed": cfg.get("seed"),
+        "epochs": f"{summary.get('epochs')} of {train.get('epochs')}, batch {train.get('batch_size')}",
+        "test accuracy": "-" if acc is None else f"{acc:.2%}" + (f" (article: {summary['reported']['test_acc']:.1%})" if (summary.get("reported") or {}).get("test_acc") else ""),
+        "train seconds": f"{summary.get('train_seconds', 0):.1f} on {summary.get('device')}",
+    }
+    return [{"key": k, "value": str(v)} for k, v in values.items()]

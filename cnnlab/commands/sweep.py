@@ -1,0 +1,70 @@
+"""`cnnlab sweep`: a hyper-parameter sweep on Ray Tune, here or on a cluster; `--resume` continues one.
+
+The sweep file is validated before Ray is imported; ray, torch and pandas load inside the command.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from cnnlab.cli import CnnlabUsage, DataDir, RunsDir, app, split_args
+from cnnlab.errors import CnnlabError, RunError
+
+
+class SweepInterrupted(CnnlabError):
+    exit_code = 130
+
+
+@app.command()
+def sweep(
+    args: list[str] = typer.Argument(None, metavar="SWEEP_FILE [KEY=VALUE]...", help="A sweep file and overrides: sweep keys (seeds=[0], method=tpe, space.optimizer.lr=[0.1,0.5]) or base-config keys (train.epochs=2)."),
+    resume: Optional[Path] = typer.Option(None, "--resume", metavar="SWEEP_DIR", help="Continue the interrupted sweep in SWEEP_DIR; finished trials are not run again."),
+    address: Optional[str] = typer.Option(None, "--address", help="Ray cluster: auto | HOST:PORT. Default: $RAY_ADDRESS, else Ray on this machine with all its cores."),
+    data_dir: Optional[Path] = DataDir,
+    runs_dir: Optional[Path] = RunsDir,
+):
+    """Run every trial of a sweep (an ordinary run each) on Ray Tune; print the points best first.
+
+    The sweep directory gets trials/, trials.csv, results.csv/.md, best.yaml and a figure; the last
+    line is its path.
+    """
+    from cnnlab import sweep as sweeps
+    from cnnlab.runs import SUMMARY, runs_root
+
+    if resume is not None:
+        if args:
+            raise CnnlabUsage("--resume takes the sweep from SWEEP_DIR: give no SWEEP_FILE or KEY=VALUE")
+        spec = sweeps.reopen(resume)
+    else:
+        file, overrides = split_args(args or [])
+        if file is None:
+            raise CnnlabUsage("missing SWEEP_FILE, e.g. cnnlab sweep configs/sweeps/lenet_lr.yaml")
+        spec = sweeps.load_sweep(file, overrides)
+
+    from cnnlab.ray_backend import require_ray, run_sweep
+    from cnnlab.report import console, table
+
+    require_ray("cnnlab sweep", optuna=spec.spec.method != "grid")
+    path = Path(resume) if resume is not None else sweeps.start(spec, runs_root(runs_dir))
+    print(f"{spec.name}: {spec.describe()}\nsweep directory: {path}", flush=True)
+    try:
+        records = run_sweep(spec, path, data_dir=data_dir, address=address, resume=resume is not None)
+    except BaseException as e:
+        status = "interrupted" if isinstance(e, KeyboardInterrupt) else "failed"
+        if (path / SUMMARY).is_file():
+            sweeps.update_summary(path, status=status, error=str(e).splitlines()[0] if str(e) else type(e).__name__)
+        raise
+    outcome = sweeps.finish(spec, path, records)
+
+    if outcome.points:
+        console.print(table(sweeps.display_rows(spec, outcome.points), title=f"{spec.name}: {spec.metric}, best first"))
+    if outcome.best:
+        console.print(f"best: {', '.join(f'{k}={v}' for k, v in outcome.best['point'].items())} -> {path / 'best.yaml'}")
+    print(path)
+    if outcome.status == "interrupted":
+        raise SweepInterrupted(f"sweep interrupted with {len(outcome.trials)} of {spec.n_trials} trials known; continue it with: cnnlab sweep --resume {path}")
+    if outcome.failed:
+        raise RunError(f"{len(outcome.failed)} of {spec.n_trials} trials failed; the first: {outcome.failed[0]['error']}")

@@ -1,0 +1,125 @@
+"""The articles' teaching tools as commands: `cnnlab forward-check` (the forward pass redone by hand
+in NumPy, layer by layer) and `cnnlab samples` (a PNG grid of images with their class names)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from cnnlab.cli import CnnlabUsage, DataDir, RunsDir, app, load, split_args
+from cnnlab.errors import CnnlabError, ConfigError
+
+
+def _checked_config(args: list[str], run: Optional[Path]):
+    """The config to check: the run's own (its weights fit only its model), else CONFIG's."""
+    config, overrides = split_args(args or [])
+    if run is None:
+        if config is None:
+            raise CnnlabUsage("missing CONFIG, e.g. cnnlab forward-check configs/mnist_cnn.yaml")
+        return load(config, overrides)
+    from cnnlab.runs import CONFIG, open_run
+
+    cfg = load(str(open_run(run) / CONFIG), overrides)
+    if config is not None:
+        named = load(config, [])
+        if named.model != cfg.model or named.dataset.name != cfg.dataset.name:
+            raise ConfigError(
+                f"{config} names {named.model.name} on {named.dataset.name}, but {run} trained "
+                f"{cfg.model.name} on {cfg.dataset.name}; leave CONFIG out to check the run"
+            )
+    return cfg
+
+
+@app.command("forward-check")
+def forward_check(
+    args: list[str] = typer.Argument(None, metavar="CONFIG [KEY=VALUE]...", help="A YAML config (optional with --run)."),
+    run: Optional[Path] = typer.Option(None, "--run", help="Check this run's trained weights (model.pt) instead of a fresh init."),
+    n: int = typer.Option(8, "--n", min=1, help="Test images in the batch."),
+    data_dir: Optional[Path] = DataDir,
+):
+    """Redo one batch's forward pass by hand in NumPy, layer by layer; exit 1 if a layer differs by > 1e-4."""
+    import torch
+
+    from cnnlab import forward_check as fc
+    from cnnlab.config import DATASET_CLASSES, DATASET_SHAPES
+    from cnnlab.data import load_dataset, resolve_data_dir
+    from cnnlab.models import build_model
+    from cnnlab.report import console, table
+    from cnnlab.runs import MODEL
+    from cnnlab.transforms import Pipeline
+
+    cfg = _checked_config(args, run)
+    torch.manual_seed(cfg.seed)
+    model = build_model(cfg.model, DATASET_SHAPES[cfg.dataset.name], DATASET_CLASSES[cfg.dataset.name])
+    fc.layers(model)  # a model with layers the check does not cover is refused before any data loads
+    if run is not None:
+        try:
+            model.load_state_dict(torch.load(run / MODEL, map_location="cpu", weights_only=True))
+        except FileNotFoundError:
+            raise CnnlabError(f"{run} has no {MODEL} yet (no epoch finished)") from None
+    _, test = load_dataset(cfg.dataset.name, resolve_data_dir(data_dir, cfg.dataset.data_dir), cfg.dataset.download)
+    pipeline = Pipeline(cfg.transform, test.mean, test.std, tuple(test.images.shape[1:]), cfg.seed, len(test.classes))
+    x = pipeline.prepare(test.images[:n], train=False)  # the batch as evaluation sees it
+    rows, out_torch, out_numpy = fc.check(model, x)
+
+    weights = f"the trained weights of {run}" if run is not None else f"a fresh init (seed {cfg.seed})"
+    console.print(f"{cfg.model.name} on {len(x)} {cfg.dataset.name} test images, with {weights}")
+    data = [
+        {"layer": r.name, "type": r.kind, "output shape": "x".join(map(str, r.output_shape)),
+         "max |NumPy - PyTorch|": f"{r.max_abs_diff:.2e}", "ok": "yes" if r.ok else "NO"}
+        for r in rows
+    ]
+    console.print(table(data))
+    if out_torch.shape[1] == 1:  # one sigmoid output: the probability of class 1, as the toy prints it
+        for i in range(len(x)):
+            console.print(f"image {i} (label {int(test.labels[i])}): prediction NumPy {out_numpy[i, 0]:.6f}, PyTorch {out_torch[i, 0].item():.6f}")
+    else:
+        console.print(f"predicted classes, NumPy:   {out_numpy.argmax(1).tolist()}")
+        console.print(f"predicted classes, PyTorch: {out_torch.argmax(1).tolist()}")
+    bad = fc.first_failure(rows)
+    if bad is not None:
+        raise CnnlabError(
+            f"forward-check failed: layer {bad.name} ({bad.kind}) differs from PyTorch by {bad.max_abs_diff:.3g} > {fc.TOLERANCE:g}"
+        )
+    print(f"all {len(rows)} layers match PyTorch within {fc.TOLERANCE:g} (largest difference {max(r.max_abs_diff for r in rows):.2e})")
+
+
+@app.command()
+def samples(
+    args: list[str] = typer.Argument(..., metavar="DATASET [KEY=VALUE]...", help="mnist | fashion-mnist | cifar10 | toy, and transform overrides, e.g. transform.permute=true"),
+    n: int = typer.Option(32, "--n", min=1, max=256, help="How many images."),
+    config: Optional[Path] = typer.Option(None, "--config", help="Show the images after this config's deterministic transforms."),
+    split: str = typer.Option("test", "--split", help="test | train"),
+    out: Optional[Path] = typer.Option(None, "--out", help="PNG path. Default: RUNS_DIR/samples-DATASET[-CONFIG].png"),
+    data_dir: Optional[Path] = DataDir,
+    runs_dir: Optional[Path] = RunsDir,
+):
+    """A PNG grid of the first N images with their class names; the last line is the PNG's path."""
+    from cnnlab import samples as S
+    from cnnlab.config import config_from_dict, read_yaml
+    from cnnlab.runs import atomic_write, runs_root
+
+    dataset, overrides = split_args(args)
+    if dataset is None:
+        raise CnnlabUsage("missing DATASET, e.g. cnnlab samples mnist")
+    if split not in ("test", "train"):
+        raise CnnlabUsage(f"--split must be test or train, not {split!r}")
+    base = read_yaml(config) if config is not None else {"name": "samples", "model": {"name": "fc"}}
+    base.setdefault("name", config.stem if config is not None else "samples")
+    named = base.get("dataset", {}).get("name") if isinstance(base.get("dataset"), dict) else None
+    if config is not None and named not in (None, dataset):
+        raise ConfigError(f"{config} is a config for {named}, not {dataset}")
+    base["dataset"] = {**(base.get("dataset") or {}), "name": dataset}
+    cfg = config_from_dict(base, overrides, str(config or "samples"))
+
+    images, labels, classes = S.sample_images(cfg, n, split, data_dir)
+    png = S.grid_png(images, labels, classes, S.title_for(cfg, len(images), split))
+    path = out if out is not None else S.default_out(runs_root(runs_dir), cfg, config is not None)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise CnnlabError(f"cannot create {path.parent}: {e.strerror or e}") from None
+    atomic_write(path, png)
+    print(path)

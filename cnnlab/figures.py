@@ -1,0 +1,118 @@
+"""matplotlib figures as PNGs: comparison bars, accuracy against shift, shift heatmaps, the
+single-image class-probability heatmap and learning curves.
+
+Figures are built with matplotlib.figure.Figure (the Agg canvas; no pyplot, no display, no global
+state) and written atomically with save().
+"""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import numpy as np
+from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
+
+from cnnlab.runs import atomic_write
+
+MODES = {"roll": "roll: wrap around", "zero": "zero: black fill"}
+
+
+def save(fig: Figure, path: Path) -> None:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
+    atomic_write(Path(path), buf.getvalue())
+
+
+def comparison_bars(table, title: str) -> Figure:
+    """Mean test accuracy per model (groups) and condition (bars), with ±std error bars."""
+    models = list(dict.fromkeys(table["model"]))
+    conditions = list(dict.fromkeys(table["permuted"]))
+    width = 0.8 / len(conditions)
+    fig = Figure(figsize=(1.6 + 1.4 * len(models) * len(conditions), 4.2))
+    ax = fig.add_subplot()
+    for i, permuted in enumerate(conditions):
+        rows = table[table["permuted"] == permuted].set_index("model").reindex(models)
+        x = np.arange(len(models)) + (i - (len(conditions) - 1) / 2) * width
+        mean, std = 100 * rows["test_acc_mean"].to_numpy(), 100 * rows["test_acc_std"].to_numpy()
+        ax.bar(x, mean, width, yerr=std, capsize=4, label="permuted pixels" if permuted else "ordered pixels",
+               color="tab:orange" if permuted else "tab:blue")
+        for xi, m, sd in zip(x, mean, std):
+            if m == m:  # a model without this condition has no bar
+                ax.text(xi, m + sd + 1.5, f"{m:.1f}", ha="center", va="bottom", fontsize=9)
+    seeds = int(table["seeds"].max())
+    ax.set(xticks=np.arange(len(models)), xticklabels=models, ylim=(0, 115), xlabel="model", ylabel="test accuracy (%)",
+           title=f"{title}\nmean ± std over {seeds} seed{'s' if seeds > 1 else ''}")
+    ax.legend(loc="upper center", ncols=len(conditions), frameon=False)
+    ax.grid(axis="y", alpha=0.3)
+    return fig
+
+
+def accuracy_vs_shift(df, axis: str, mode: str, title: str) -> Figure:
+    """One line per model: test accuracy against the shift along x or y."""
+    key = "dx" if axis == "x" else "dy"
+    fig = Figure(figsize=(7, 4.2))
+    ax = fig.add_subplot()
+    for model, rows in df.groupby("model", sort=False):
+        rows = rows.sort_values(key)
+        ax.plot(rows[key], 100 * rows["test_acc"], marker="o", label=model)
+    direction = "right" if axis == "x" else "down"
+    ax.set(xlabel=f"shift along {axis} (pixels, + = {direction}; {MODES[mode]})", ylabel="test accuracy (%)", title=title, ylim=(0, 100))
+    ax.set_xticks(sorted(df[key].unique()))
+    ax.axvline(0, color="gray", lw=0.8, ls=":")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    return fig
+
+
+def shift_heatmaps(df, mode: str, title: str) -> Figure:
+    """One panel per model: test accuracy over the (dx, dy) grid."""
+    models = list(dict.fromkeys(df["model"]))
+    fig = Figure(figsize=(4.6 * len(models) + 1, 4.6), layout="constrained")
+    axes = fig.subplots(1, len(models), squeeze=False)[0]
+    for ax, model in zip(axes, models):
+        grid = df[df["model"] == model].pivot(index="dy", columns="dx", values="test_acc") * 100
+        im = ax.imshow(grid.to_numpy(), vmin=0, vmax=100, cmap="viridis", origin="upper",
+                       extent=(grid.columns.min() - 0.5, grid.columns.max() + 0.5, grid.index.max() + 0.5, grid.index.min() - 0.5))
+        for (dy, dx), value in grid.stack().items():
+            ax.text(dx, dy, f"{value:.0f}", ha="center", va="center", fontsize=7, color="black" if value > 60 else "white")
+        ax.set(title=model, xlabel="dx (pixels, + = right)")
+    axes[0].set_ylabel("dy (pixels, + = down)")
+    fig.colorbar(im, ax=list(axes), label="test accuracy (%)")
+    fig.suptitle(f"{title} ({MODES[mode]})")
+    return fig
+
+
+def probability_heatmap(probs: np.ndarray, shifts: list[int], classes: list[str], title: str) -> Figure:
+    """Rows: shift in pixels; columns: class names; each cell annotated with its probability."""
+    fig = Figure(figsize=(1.0 + 0.85 * len(classes), 0.9 + 0.42 * len(shifts)))
+    ax = fig.add_subplot()
+    im = ax.imshow(probs, vmin=0, vmax=1, cmap="viridis", aspect="auto")
+    for i in range(probs.shape[0]):
+        for j in range(probs.shape[1]):
+            ax.text(j, i, f"{probs[i, j]:.2f}", ha="center", va="center", fontsize=8,
+                    color="black" if probs[i, j] > 0.6 else "white")
+    ax.set_xticks(range(len(classes)), classes, rotation=35, ha="right")
+    ax.set_yticks(range(len(shifts)), [str(s) for s in shifts])
+    ax.set(ylabel="shift (pixels)", xlabel="class", title=title)
+    fig.colorbar(im, ax=ax, label="softmax probability")
+    return fig
+
+
+def learning_curves(metrics, title: str) -> Figure:
+    """Loss and accuracy per epoch, train and test, side by side."""
+    fig = Figure(figsize=(10, 4))
+    loss_ax, acc_ax = fig.subplots(1, 2)
+    for split, style in (("train", "-o"), ("test", "--s")):
+        label = "train (mean over the epoch)" if split == "train" else "test (after the epoch)"
+        loss_ax.plot(metrics["epoch"], metrics[f"{split}_loss"], style, label=label)
+        acc_ax.plot(metrics["epoch"], 100 * metrics[f"{split}_acc"], style, label=label)
+    loss_ax.set(xlabel="epoch", ylabel="loss (cross-entropy)", title="loss")
+    acc_ax.set(xlabel="epoch", ylabel="accuracy (%)", title="accuracy")
+    for ax in (loss_ax, acc_ax):
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.grid(alpha=0.3)
+        ax.legend()
+    fig.suptitle(title)
+    return fig

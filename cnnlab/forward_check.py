@@ -1,0 +1,220 @@
+"""Redo a model's forward pass by hand, in plain NumPy, and compare it with PyTorch layer by layer.
+
+The articles teach a CNN by recomputing its output from the weights: a sliding window of sums of
+products plus a bias for each convolution, the activation, max or average pooling, flatten and a
+matrix product for each linear layer. `check()` does the same for a whole model: PyTorch runs the
+model once (forward hooks record every layer's output), then NumPy recomputes the chain from the same
+input in float64, each layer fed by NumPy's own previous output, reading the weights afresh.
+
+Covered: the layer types in COVERED, inside nn.Sequential containers, i.e. every layer of the fc,
+cnn, lenet, lenet5_classic, keras_cnn and toy models. Anything else (BatchNorm2d, residual blocks,
+adaptive pooling, ...) is refused up front with a NotCovered error that names it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from numpy.lib.stride_tricks import sliding_window_view
+from torch import nn
+
+from cnnlab.errors import CnnlabError
+
+TOLERANCE = 1e-4  # largest absolute difference from PyTorch accepted per layer
+
+
+class NotCovered(CnnlabError):
+    """The model holds a layer (or a layer option) the NumPy recomputation does not implement."""
+
+
+@dataclass
+class LayerCheck:
+    name: str  # dotted module name, e.g. "features.0"
+    kind: str  # class name, e.g. "Conv2d"
+    output_shape: tuple  # without the batch dim
+    max_abs_diff: float  # between NumPy's and PyTorch's output of this layer
+
+    @property
+    def ok(self) -> bool:
+        return self.max_abs_diff <= TOLERANCE
+
+
+# ---------------------------------------------------------------------------- the layers, by hand
+def _np(t: torch.Tensor) -> np.ndarray:
+    return t.detach().cpu().double().numpy()
+
+
+def _pair(v) -> tuple[int, int]:
+    return tuple(v) if isinstance(v, (tuple, list)) else (v, v)
+
+
+def _windows(x: np.ndarray, kernel: tuple[int, int], stride: tuple[int, int]) -> np.ndarray:
+    """(N, C, H, W) -> (N, C, H', W', kh, kw): every kernel-sized window, stepping by stride."""
+    return sliding_window_view(x, kernel, axis=(2, 3))[:, :, :: stride[0], :: stride[1]]
+
+
+def _pad(x: np.ndarray, top: int, bottom: int, left: int, right: int, value: float = 0.0) -> np.ndarray:
+    return np.pad(x, ((0, 0), (0, 0), (top, bottom), (left, right)), constant_values=value)
+
+
+def _conv_padding(m: nn.Conv2d) -> tuple[int, int, int, int]:
+    """(top, bottom, left, right) zero padding of a Conv2d, 'same' and 'valid' included."""
+    if m.padding == "valid":
+        return 0, 0, 0, 0
+    if m.padding == "same":  # PyTorch puts the odd pixel at the end
+        kh, kw = (d * (k - 1) for d, k in zip(m.dilation, m.kernel_size))
+        return kh // 2, kh - kh // 2, kw // 2, kw - kw // 2
+    ph, pw = _pair(m.padding)
+    return ph, ph, pw, pw
+
+
+def conv2d(m: nn.Conv2d, x: np.ndarray) -> np.ndarray:
+    """Each output pixel: the sum of products of a kernel-sized input window with the filter, plus bias."""
+    w = _np(m.weight)  # (out, in, kh, kw)
+    win = _windows(_pad(x, *_conv_padding(m)), m.kernel_size, m.stride)  # (N, in, H', W', kh, kw)
+    out = np.einsum("nchwij,ocij->nohw", win, w)
+    return out + _np(m.bias).reshape(1, -1, 1, 1) if m.bias is not None else out
+
+
+def max_pool2d(m: nn.MaxPool2d, x: np.ndarray) -> np.ndarray:
+    p = _pair(m.padding)
+    win = _windows(_pad(x, p[0], p[0], p[1], p[1], -np.inf), _pair(m.kernel_size), _pair(m.stride or m.kernel_size))
+    return win.max(axis=(-2, -1))
+
+
+def avg_pool2d(m: nn.AvgPool2d, x: np.ndarray) -> np.ndarray:
+    p = _pair(m.padding)  # padded zeros count in the mean (count_include_pad, checked in _refusal)
+    win = _windows(_pad(x, p[0], p[0], p[1], p[1]), _pair(m.kernel_size), _pair(m.stride or m.kernel_size))
+    return win.mean(axis=(-2, -1))
+
+
+def zero_pad2d(m: nn.ZeroPad2d, x: np.ndarray) -> np.ndarray:
+    left, right, top, bottom = m.padding
+    return _pad(x, top, bottom, left, right)
+
+
+def linear(m: nn.Linear, x: np.ndarray) -> np.ndarray:
+    out = x @ _np(m.weight).T
+    return out + _np(m.bias) if m.bias is not None else out
+
+
+COVERED = {
+    nn.Conv2d: conv2d,
+    nn.MaxPool2d: max_pool2d,
+    nn.AvgPool2d: avg_pool2d,
+    nn.ZeroPad2d: zero_pad2d,
+    nn.Linear: linear,
+    nn.ReLU: lambda m, x: np.maximum(x, 0.0),
+    nn.Sigmoid: lambda m, x: 1.0 / (1.0 + np.exp(-x)),
+    nn.Tanh: lambda m, x: np.tanh(x),
+    nn.Flatten: lambda m, x: x.reshape(x.shape[0], -1),
+    nn.Dropout: lambda m, x: x,  # identity in eval mode, which is how the check runs
+    nn.Identity: lambda m, x: x,
+}
+
+
+def covered_names() -> list[str]:
+    return [t.__name__ for t in COVERED]
+
+
+# ---------------------------------------------------------------------------- walking the model
+def _refusal(m: nn.Module) -> str | None:
+    """Why a layer of a covered type is still not covered (an option the NumPy code lacks), or None."""
+    if isinstance(m, nn.Conv2d) and (m.groups != 1 or tuple(m.dilation) != (1, 1) or m.padding_mode != "zeros"):
+        return "Conv2d with groups, dilation or non-zero padding mode"
+    if isinstance(m, nn.MaxPool2d) and (m.ceil_mode or _pair(m.dilation) != (1, 1) or m.return_indices):
+        return "MaxPool2d with ceil_mode, dilation or return_indices"
+    if isinstance(m, nn.AvgPool2d) and (m.ceil_mode or not m.count_include_pad or m.divisor_override):
+        return "AvgPool2d with ceil_mode, count_include_pad=False or divisor_override"
+    if isinstance(m, nn.Flatten) and (m.start_dim, m.end_dim) != (1, -1):
+        return "Flatten other than Flatten(1, -1)"
+    return None
+
+
+def layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
+    """The model's layers in order, through nested nn.Sequential containers.
+
+    Raises NotCovered naming every layer the NumPy recomputation cannot redo.
+    """
+    found: list[tuple[str, nn.Module]] = []
+    missing: list[str] = []
+
+    def walk(prefix: str, module: nn.Module) -> None:
+        if isinstance(module, nn.Sequential):
+            for name, child in module.named_children():
+                walk(f"{prefix}.{name}" if prefix else name, child)
+        elif type(module) in COVERED and _refusal(module) is None:
+            found.append((prefix, module))
+        else:
+            missing.append(f"{prefix or 'the model'} ({_refusal(module) or type(module).__name__})")
+
+    walk("", model)
+    if missing:
+        raise NotCovered(
+            f"forward-check does not cover {', '.join(missing)}; "
+            f"it covers {', '.join(covered_names())} inside nn.Sequential containers"
+        )
+    return found
+
+
+def torch_outputs(model: nn.Module, x: torch.Tensor) -> list[torch.Tensor]:
+    """PyTorch's output of every layer of layers(model), in eval mode, from one real forward pass."""
+    named = layers(model)
+    outputs: dict[str, torch.Tensor] = {}
+    order: list[str] = []
+
+    def hook_for(name):
+        def hook(module, inputs, output):
+            outputs[name] = output.detach().clone()
+            order.append(name)
+
+        return hook
+
+    handles = [m.register_forward_hook(hook_for(name)) for name, m in named]
+    was_training = model.training
+    try:
+        model.eval()
+        with torch.no_grad():
+            final = model(x)
+    finally:
+        for h in handles:
+            h.remove()
+        model.train(was_training)
+    if order != [name for name, _ in named] or not torch.equal(final, outputs[order[-1]]):
+        raise NotCovered("forward-check covers models whose forward runs their layers once each, in order")
+    return [outputs[name] for name, _ in named]
+
+
+def numpy_outputs(model: nn.Module, x: torch.Tensor) -> list[np.ndarray]:
+    """Every layer's output recomputed in NumPy (float64) from x and the model's current weights."""
+    out, h = [], _np(x)
+    for _, module in layers(model):
+        h = COVERED[type(module)](module, h)
+        out.append(h)
+    return out
+
+
+def compare(model: nn.Module, torch_outs: list[torch.Tensor], numpy_outs: list[np.ndarray]) -> list[LayerCheck]:
+    rows = []
+    for (name, module), t, n in zip(layers(model), torch_outs, numpy_outs):
+        if tuple(t.shape) != n.shape:  # a wrong shape is as wrong as it gets
+            diff = float("inf")
+        else:
+            diff = float(np.abs(_np(t) - n).max()) if n.size else 0.0
+        rows.append(LayerCheck(name, type(module).__name__, tuple(t.shape[1:]), diff))
+    return rows
+
+
+def check(model: nn.Module, x: torch.Tensor) -> tuple[list[LayerCheck], torch.Tensor, np.ndarray]:
+    """Both passes on the CPU; returns per-layer checks and the two final outputs (PyTorch, NumPy)."""
+    model = model.cpu().to(memory_format=torch.contiguous_format)
+    x = x.detach().cpu().float().contiguous()
+    t = torch_outputs(model, x)
+    n = numpy_outputs(model, x)
+    return compare(model, t, n), t[-1], n[-1]
+
+
+def first_failure(rows: list[LayerCheck]) -> LayerCheck | None:
+    return next((r for r in rows if not r.ok), None)

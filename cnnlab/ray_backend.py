@@ -1,0 +1,314 @@
+"""Ray: start it here or join a cluster, run study cells as Ray tasks, run a sweep's trials on Tune.
+
+Without an address Ray starts on this machine with all its cores (no dashboard, quiet logs);
+`--address auto`, `--address HOST:PORT` or $RAY_ADDRESS join a running cluster. A sweep trial is
+an ordinary cnnlab run in <sweep>/trials/ that reports each epoch to Tune through run()'s on_epoch
+callback, so a scheduler (ASHA) can stop it. A trial that is retried (its node died) or resumed
+(--resume) continues its own run directory from the last complete epoch, so it ends with the same
+numbers as if nothing had happened. Every trial and cell records the node that ran it.
+
+Import this module only where Ray is wanted: cnnlab works without the `ray` extra.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import os
+import socket
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+from cnnlab.errors import CnnlabError, RunError
+
+INSTALL = "pip install 'cnnlab[ray]'"
+
+
+def require_ray(what: str, optuna: bool = False) -> None:
+    """One line saying how to install Ray when it (or Tune, or Optuna for tpe/random) is missing."""
+    try:
+        import ray  # noqa: F401
+        import ray.tune  # noqa: F401  (needs pandas, pyarrow, fsspec: the ray[tune] extra)
+
+        if optuna:
+            import optuna  # noqa: F401
+    except ImportError as e:
+        raise CnnlabError(f"{what} needs Ray Tune and Optuna, which are not installed here ({e.name or e}): {INSTALL}") from None
+
+
+def _first_line(e: BaseException) -> str:
+    lines = [line for line in str(e).splitlines() if line.strip()]
+    return lines[0].strip() if lines else type(e).__name__
+
+
+@contextlib.contextmanager
+def session(address: str | None, what: str = "--address"):
+    """Ray for the length of a block: here (address None or 'local', unless $RAY_ADDRESS names a
+    cluster) with every core, else the cluster at 'auto' or HOST:PORT."""
+    require_ray(what)
+    import ray
+
+    os.environ.setdefault("RAY_CHDIR_TO_TRIAL_DIR", "0")  # trials keep the working directory: relative paths hold
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # with verbose=0, Tune prints no tables of its own
+    address = address or os.environ.get("RAY_ADDRESS") or "local"
+    quiet = {"logging_level": logging.ERROR, "log_to_driver": False}
+    try:
+        if address == "local":
+            ray.init(address="local", num_cpus=os.cpu_count(), include_dashboard=False, **quiet)
+        else:
+            ray.init(address=address, **quiet)
+    except (ConnectionError, RuntimeError, ValueError) as e:
+        raise RunError(f"cannot reach a Ray cluster at {address}: {_first_line(e)}") from None
+    try:
+        yield ray
+    finally:
+        ray.shutdown()
+
+
+def node_info() -> dict:
+    """Which node runs this Ray task or trial: its short id (unique in the cluster), IP and host."""
+    import ray
+
+    return {"node": ray.get_runtime_context().get_node_id()[:8], "node_ip": ray.util.get_node_ip_address(), "host": socket.gethostname()}
+
+
+def _where(node: dict) -> str:
+    return f"on node {node['node_ip']} {node['node']}"
+
+
+def _gpus(ray, wanted) -> float:
+    """'auto': one GPU per trial or cell when the cluster has GPUs, else none."""
+    if wanted == "auto":
+        return 1.0 if ray.cluster_resources().get("GPU", 0) > 0 else 0.0
+    return float(wanted)
+
+
+def _absolute(path) -> str | None:
+    return str(Path(path).expanduser().resolve()) if path else None
+
+
+# ---------------------------------------------------------------------------- study cells as Ray tasks
+def _run_cell(cfg, runs_dir: str, data_dir: str | None):
+    from cnnlab.experiment import run
+
+    node = node_info()
+    try:
+        result = run(cfg, runs_dir=runs_dir, data_dir=data_dir)
+    except CnnlabError as e:
+        raise type(e)(f"{e} ({_where(node)})") from None
+    result.summary.update(node)
+    return result
+
+
+def run_cells_on_ray(cells: list, *, runs_dir: Path, data_dir=None, address: str | None = None, on_done: Callable | None = None) -> list:
+    """Each cell a Ray task (one CPU, a GPU where the cluster has them, retried if its node dies);
+    the RunResults come back in the cells' order, each summary naming its node."""
+    with session(address) as ray:
+        task = ray.remote(_run_cell).options(num_cpus=1, num_gpus=_gpus(ray, "auto"), max_retries=3)
+        pending = {task.remote(cell.cfg, _absolute(runs_dir), _absolute(data_dir)): i for i, cell in enumerate(cells)}
+        results: list = [None] * len(cells)
+        while pending:
+            [ref], _ = ray.wait(list(pending), num_returns=1)
+            i = pending.pop(ref)
+            try:
+                results[i] = ray.get(ref)
+            except ray.exceptions.RayTaskError as e:
+                if isinstance(e.cause, CnnlabError):
+                    raise e.cause from None
+                raise
+            except ray.exceptions.RayError as e:  # the task's worker or node died more often than retried
+                raise RunError(f"cell {i + 1} of {len(cells)} was lost on the cluster: {_first_line(e)}") from None
+            if on_done is not None:
+                on_done(cells[i], results[i])
+        return results
+
+
+# ---------------------------------------------------------------------------- sweeps on Ray Tune
+@dataclass
+class Job:
+    """What every trial needs besides its own parameters (sent once to the cluster)."""
+
+    sweep: object  # cnnlab.sweep.Sweep
+    trials_dir: str
+    data_dir: str | None
+    threads: int
+
+
+def param_space(sweep, tune) -> dict:
+    """Tune's search space. A grid is a list of points crossed with the seeds; random and tpe draw
+    each key (a list's index, or a number from the range) and Repeater runs each draw once per seed."""
+    if sweep.spec.method == "grid":
+        return {"point": tune.grid_search(list(range(len(sweep.points)))), "seed": tune.grid_search(sweep.spec.seeds)}
+    space = {}
+    for key, e in sweep.spec.space.items():
+        if e.values is not None:
+            space[key] = tune.choice(list(range(len(e.values))))
+        elif e.integer:
+            space[key] = (tune.lograndint if e.log else tune.randint)(round(e.low), round(e.high) + 1)
+        else:
+            space[key] = (tune.loguniform if e.log else tune.uniform)(e.low, e.high)
+    return space
+
+
+def decode(sweep, params: dict) -> tuple[int, dict, int]:
+    """(point index, point, seed) of a trial's Tune parameters."""
+    if sweep.spec.method == "grid":
+        return params["point"], sweep.points[params["point"]], params["seed"]
+    point = {}
+    for key, e in sweep.spec.space.items():
+        v = params[key]
+        point[key] = e.values[v] if e.values is not None else (round(v) if e.integer else v)
+    return -1, point, sweep.spec.seeds[params.get("__trial_index__", 0)]
+
+
+def _previous_run(trials_dir: Path, name: str) -> Path | None:
+    """This trial's run directory from an earlier attempt (node lost, sweep interrupted), if any."""
+    found = sorted(p for p in trials_dir.glob(f"*-{name}-*") if (p / "summary.json").is_file() and (p / "config.yaml").is_file())
+    return found[-1] if found else None
+
+
+def _trial(params: dict, job: Job) -> None:
+    """One trial: an ordinary cnnlab run that reports every epoch to Tune."""
+    import torch
+    from ray import tune
+
+    from cnnlab import runs
+    from cnnlab.experiment import Stopped, run
+    from cnnlab.sweep import settle, stop_reason
+
+    sweep = job.sweep
+    _, point, seed = decode(sweep, params)
+    node = node_info()
+    trial_id = tune.get_context().get_trial_id()
+    cfg = sweep.trial_config(point, seed, f"{sweep.base.name}-{trial_id}")
+    planned = cfg.train.epochs
+
+    def report(row: dict, path: Path) -> None:
+        try:
+            tune.report({**row, "epochs_planned": planned, "run_dir": str(path), **node})
+        except SystemExit:  # how Tune ends a trial it stopped (ASHA) or a sweep that is ending
+            if row["epoch"] < planned:
+                raise Stopped(stop_reason(sweep, row["epoch"])) from None
+
+    previous = _previous_run(Path(job.trials_dir), cfg.name)
+    try:
+        if previous is not None:  # Tune saw these epochs before: tell it again, then continue
+            for row in runs.read_metrics(previous).to_dict("records"):
+                report(row, previous)
+    except Stopped as e:
+        settle(previous, "stopped", str(e))
+        return
+    if cfg.train.threads is None:
+        torch.set_num_threads(job.threads)
+    try:
+        run(cfg, runs_dir=job.trials_dir, data_dir=job.data_dir, resume=previous, on_epoch=report)
+    except CnnlabError as e:  # bad data on this node, ...: the trial fails with one line, not retried
+        tune.report({sweep.metric: math.nan, "epoch": 0, "epochs_planned": planned, "error": f"{e} ({_where(node)})", **node})
+
+
+def _trial_dirname(trial) -> str:
+    return trial.trial_id
+
+
+def _record(sweep, result) -> dict:
+    """What the sweep keeps of a Tune trial: its point, seed, run directory, node and how it ended."""
+    m = result.metrics or {}
+    index, point, seed = decode(sweep, result.config)
+    error = m.get("error") or (_first_line(result.error).removeprefix("ray::") if result.error else None)
+    if error:
+        status = "failed"
+    elif m.get("done"):
+        status = "stopped" if m.get("epoch", 0) < m.get("epochs_planned", 0) else "completed"
+    else:
+        status = "unfinished"
+    return {"trial_id": m.get("trial_id") or Path(result.path).name, "index": index, "point": point, "seed": seed,
+            "status": status, "error": error, "run_dir": m.get("run_dir"), "node": m.get("node"), "node_ip": m.get("node_ip")}
+
+
+def _progress(tune, sweep):
+    """A Tune callback that prints one line per finished trial (plain print: Tune pickles it)."""
+
+    class Progress(tune.Callback):
+        def on_trial_complete(self, iteration, trials, trial, **info):
+            self._line(trials, trial)
+
+        def on_trial_error(self, iteration, trials, trial, **info):
+            self._line(trials, trial)
+
+        def _line(self, trials, trial):
+            m = trial.last_result or {}
+            _, point, seed = decode(sweep, trial.config)
+            done = sum(t.status in ("TERMINATED", "ERROR") for t in trials) + 1
+            what = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in point.items())
+            value = m.get(sweep.metric)
+            if m.get("error") or value is None:
+                outcome = f"failed: {m.get('error') or 'see the Ray logs'}"
+            else:
+                outcome = f"{sweep.metric} {value:.4g} after {m.get('epoch')} epoch(s)"
+            print(f"[{min(done, sweep.n_trials)}/{sweep.n_trials}] {what} seed {seed}: {outcome} on {m.get('node_ip', '?')} {m.get('node', '')}", flush=True)
+
+    return Progress()
+
+
+def run_sweep(sweep, sweep_dir: Path, *, data_dir=None, address: str | None = None, resume: bool = False) -> list[dict]:
+    """Run (or, with resume, continue) the sweep's trials on Tune: one record per trial Tune knows."""
+    sweep_dir = Path(sweep_dir).resolve()
+    trials_dir = sweep_dir / "trials"
+    trials_dir.mkdir(exist_ok=True)
+    require_ray("cnnlab sweep", optuna=sweep.spec.method != "grid")
+    with session(address, "cnnlab sweep") as ray:
+        from ray import tune
+
+        res = sweep.spec.resources
+        job = Job(sweep, str(trials_dir), _absolute(data_dir), max(1, int(res.cpus)))
+        trainable = tune.with_resources(tune.with_parameters(_trial, job=job), {"cpu": res.cpus, "gpu": _gpus(ray, res.gpus)})
+        tune_dir = sweep_dir / "tune"
+        if resume:
+            if not tune.Tuner.can_restore(str(tune_dir)):
+                raise RunError(f"nothing to resume in {sweep_dir}: Tune saved no state there; start the sweep again")
+            tuner = tune.Tuner.restore(str(tune_dir), trainable, resume_unfinished=True, restart_errored=True)
+        else:
+            tuner = tune.Tuner(
+                trainable,
+                param_space=param_space(sweep, tune),
+                tune_config=tune.TuneConfig(
+                    metric=sweep.metric, mode=sweep.mode, search_alg=_searcher(sweep), scheduler=_scheduler(sweep),
+                    num_samples=1 if sweep.spec.method == "grid" else sweep.n_trials,
+                    max_concurrent_trials=sweep.spec.max_concurrent, trial_dirname_creator=_trial_dirname,
+                    reuse_actors=True,  # one worker process runs trial after trial: torch is imported once
+                ),
+                run_config=tune.RunConfig(
+                    name="tune", storage_path=str(sweep_dir), verbose=0, callbacks=[_progress(tune, sweep)],
+                    failure_config=tune.FailureConfig(max_failures=sweep.spec.max_failures),
+                ),
+            )
+        return [_record(sweep, r) for r in tuner.fit()]
+
+
+def _searcher(sweep):
+    if sweep.spec.method == "grid":
+        return None  # Tune's grid search
+    import optuna
+    from ray.tune.search import Repeater
+    from ray.tune.search.optuna import OptunaSearch
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    seed, samples = sweep.spec.seeds[0], sweep.spec.samples
+    if sweep.spec.method == "tpe":  # random draws first, then TPE's model of the good region
+        sampler = optuna.samplers.TPESampler(seed=seed, n_startup_trials=min(10, max(2, samples // 2)))
+    else:
+        sampler = optuna.samplers.RandomSampler(seed=seed)
+    return Repeater(OptunaSearch(sampler=sampler), repeat=len(sweep.spec.seeds), set_index=True)
+
+
+def _scheduler(sweep):
+    s = sweep.spec.scheduler
+    if s is None:
+        return None
+    from ray.tune.schedulers import ASHAScheduler
+
+    # stop_last_trials=False: a trial that reaches its last epoch ends by itself, writing its final status
+    return ASHAScheduler(time_attr="epoch", max_t=sweep.max_epochs, grace_period=s.grace_period,
+                         reduction_factor=s.reduction_factor, stop_last_trials=False)

@@ -1,0 +1,96 @@
+"""`cnnlab compare`: every member x condition (ordered, permuted pixels) x seed as one run each,
+then a table of mean ± std over the seeds and a sentence that reads it.
+
+The cells are plain configs run by cnnlab.runner.run_cells; this module only builds them and
+summarizes their results.
+"""
+
+from __future__ import annotations
+
+from cnnlab.config import config_from_dict, config_to_dict
+from cnnlab.runner import Cell
+from cnnlab.studies.spec import Member
+
+TABLE_COLUMNS = ["model", "params", "permuted", "seeds", "test_acc_mean", "test_acc_std", "train_seconds"]
+
+
+def make_cells(members: list[Member], seeds: int, permute: bool) -> list[Cell]:
+    """One config per member, condition and seed (seeds cfg.seed, cfg.seed + 1, ...).
+
+    The permutation's own seed stays the config's (null: the run's seed), so by default every seed
+    draws a different permutation.
+    """
+    cells = []
+    for m in members:
+        for permuted in (False, True) if permute else (False,):
+            for seed in range(m.cfg.seed, m.cfg.seed + seeds):
+                name = f"{m.cfg.name}-s{seed}" + ("-permuted" if permuted else "")
+                overrides = [f"name={name}", f"seed={seed}", f"transform.permute={str(permuted).lower()}"]
+                cfg = config_from_dict(config_to_dict(m.cfg), overrides, m.source)
+                cells.append(Cell(cfg, {"model": m.label, "permuted": permuted, "seed": seed}))
+    return cells
+
+
+def cell_row(cell: Cell, result) -> dict:
+    s = result.summary
+    return {
+        **cell.labels, "config": cell.cfg.name, "dataset": s["dataset"], "params": s["params"], "epochs": s["epochs"],
+        "test_acc": s["test_acc"], "train_seconds": s["train_seconds"], "status": s["status"], "run_dir": str(result.path),
+    }
+
+
+def summarize(cell_rows: list[dict]):
+    """One row per model x condition, in the members' order: mean and std (ddof 1) over the seeds."""
+    import pandas as pd
+
+    df = pd.DataFrame(cell_rows)
+    table = (
+        df.groupby(["model", "permuted"], sort=False)
+        .agg(params=("params", "first"), seeds=("seed", "count"), test_acc_mean=("test_acc", "mean"),
+             test_acc_std=("test_acc", "std"), train_seconds=("train_seconds", "mean"))
+        .reset_index()
+    )
+    table["test_acc_std"] = table["test_acc_std"].fillna(0.0)  # one seed: no spread to show
+    return table[TABLE_COLUMNS]
+
+
+def display_rows(table) -> list[dict]:
+    """The table as people read it: percentages with their spread, yes/no, thousands separators."""
+    return [
+        {
+            "model": r.model, "params": f"{r.params:,}", "permuted": "yes" if r.permuted else "no", "seeds": r.seeds,
+            "test accuracy (± std)": f"{r.test_acc_mean:.2%} ± {100 * r.test_acc_std:.2f}", "train s": f"{r.train_seconds:.1f}",
+        }
+        for r in table.itertuples()
+    ]
+
+
+def _points(a: float, b: float) -> str:
+    return f"{100 * abs(a - b):.1f} points"
+
+
+def _beats(accs: dict[str, float]) -> str:
+    """'CNN beats FC by 6.9 points (and X by ...)' from {model: accuracy}."""
+    ranked = sorted(accs, key=accs.get, reverse=True)
+    best = ranked[0]
+    if len(ranked) == 1:
+        return f"{best} reaches {accs[best]:.1%}"
+    return f"{best} beats " + " and ".join(f"{m} by {_points(accs[best], accs[m])}" for m in ranked[1:])
+
+
+def reading(table) -> str:
+    """The table in one or two plain sentences, computed from its numbers."""
+    acc = {(r.model, bool(r.permuted)): r.test_acc_mean for r in table.itertuples()}
+    models = list(dict.fromkeys(table["model"]))
+    seeds = int(table["seeds"].max())
+    ordered = {m: acc[m, False] for m in models if (m, False) in acc}
+    permuted = {m: acc[m, True] for m in models if (m, True) in acc}
+    head = f"Mean of {seeds} seed{'s' if seeds > 1 else ''}: "
+    if not permuted:
+        return head + _beats(ordered) + "."
+    text = head + _beats(ordered) + " on ordered pixels"
+    moves = [f"{m} {'loses' if permuted[m] < ordered[m] else 'gains'} {_points(permuted[m], ordered[m])}" for m in permuted if m in ordered]
+    text += "; with permuted pixels " + ", ".join(moves)
+    if len(permuted) > 1:
+        text += f", so there {_beats(permuted)}"
+    return text + "."

@@ -1,0 +1,171 @@
+"""`cnnlab shift-sweep`: test accuracy of trained models on shifted copies of the test set, and one
+image's class probabilities at every shift (study B, generalised).
+
+The shift is the transforms module's: a Pipeline whose transform.shift is the sweep's offset
+prepares the test images exactly as training prepared them (float 0..1, shift with black fill,
+normalization, permutation), so shifting always happens before normalization; engine.evaluate()
+measures. At (0, 0) this is the run's own final evaluation.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from cnnlab import runs
+from cnnlab.config import DATASET_CLASSES, DATASET_SHAPES, Config, ShiftConfig, load_config
+from cnnlab.data import Split, load_dataset, resolve_data_dir
+from cnnlab.engine import evaluate, loss_function
+from cnnlab.errors import ConfigError, RunError
+from cnnlab.experiment import resolve_device
+from cnnlab.models import build_model
+from cnnlab.transforms import Pipeline
+
+READING_SHIFT = 4  # the reading sentence compares the centre with shifts of this many pixels
+
+
+@dataclass
+class Trained:
+    """A trained model ready to evaluate, with the config it was trained with."""
+
+    label: str
+    cfg: Config
+    model: torch.nn.Module
+    run_dir: Path
+    device: torch.device
+
+
+def load_trained(run_dir, label: str | None = None, device: str | None = None) -> Trained:
+    """Rebuild a run's model from its config.yaml and model.pt (weights only)."""
+    path = runs.open_run(run_dir)
+    cfg = load_config(path / runs.CONFIG, [f"device={device}"] if device else None)
+    if not (path / runs.MODEL).is_file():
+        raise RunError(f"{path} has no {runs.MODEL}: the run finished no epoch")
+    dev = resolve_device(cfg.device)
+    model = build_model(cfg.model, DATASET_SHAPES[cfg.dataset.name], DATASET_CLASSES[cfg.dataset.name])
+    try:
+        model.load_state_dict(torch.load(path / runs.MODEL, map_location=dev, weights_only=True))
+    except Exception as e:  # a different model, or not a state_dict at all
+        raise RunError(f"cannot load {path / runs.MODEL} into {cfg.model.name}: {str(e).splitlines()[0]}") from None
+    model = model.to(dev)
+    if cfg.train.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    return Trained(label or cfg.name, cfg, model.eval(), path, dev)
+
+
+def offsets(max_shift: int, axis: str) -> list[tuple[int, int]]:
+    """(dx, dy) pairs: along x, along y, or the whole grid (dy-major)."""
+    r = range(-max_shift, max_shift + 1)
+    if axis == "x":
+        return [(s, 0) for s in r]
+    if axis == "y":
+        return [(0, s) for s in r]
+    return [(dx, dy) for dy in r for dx in r]
+
+
+def splits(cfg: Config, data_dir=None) -> tuple[Split, Split]:
+    return load_dataset(cfg.dataset.name, resolve_data_dir(data_dir, cfg.dataset.data_dir), cfg.dataset.download)
+
+
+def prepare_shifted(t: Trained, train: Split, images: torch.Tensor, dx: int, dy: int, mode: str) -> torch.Tensor:
+    """uint8 images -> the model's inputs, shifted by (dx, dy) first, as the run prepared its test set."""
+    transform = t.cfg.transform.model_copy(update={"shift": ShiftConfig(dx=dx, dy=dy, mode=mode)})
+    pipeline = Pipeline(transform, train.mean, train.std, tuple(train.images.shape[1:]), t.cfg.seed, len(train.classes))
+    memory = torch.channels_last if t.cfg.train.channels_last else torch.contiguous_format
+    return pipeline.prepare(images.to(t.device), train=False).contiguous(memory_format=memory)
+
+
+def sweep(t: Trained, shifts: list[tuple[int, int]], mode: str, data_dir=None) -> list[dict]:
+    """Test loss and accuracy at every (dx, dy), on the run's own test split (its test_subset too)."""
+    train, test = splits(t.cfg, data_dir)
+    n = t.cfg.dataset.test_subset
+    images, labels = test.images[:n], test.labels[:n].to(t.device)
+    loss_fn = loss_function(t.cfg.loss.name, t.cfg.loss.label_smoothing)
+    rows = []
+    for dx, dy in shifts:
+        x = prepare_shifted(t, train, images, dx, dy, mode)
+        loss, acc = evaluate(t.model, x, labels, t.cfg.train.eval_batch_size, loss_fn, t.cfg.train.amp)
+        rows.append({"model": t.label, "dx": dx, "dy": dy, "mode": mode, "test_acc": acc, "test_loss": loss})
+    return rows
+
+
+def pick_image(t: Trained, index: int, split: str, data_dir=None) -> tuple[torch.Tensor, int, list[str]]:
+    """One uint8 image (1, C, H, W) of the full split, its label and the class names."""
+    train, test = splits(t.cfg, data_dir)
+    source = train if split == "train" else test
+    if not 0 <= index < len(source.labels):
+        raise ConfigError(f"--image-index {index} is out of range: the {split} split has {len(source.labels)} images")
+    return source.images[index : index + 1], int(source.labels[index]), list(train.classes)
+
+
+@torch.inference_mode()
+def image_probabilities(t: Trained, image: torch.Tensor, shifts: list[tuple[int, int]], mode: str, data_dir=None) -> np.ndarray:
+    """Softmax probability of every class (columns) at every shift (rows) for one image."""
+    train, _ = splits(t.cfg, data_dir)
+    x = torch.cat([prepare_shifted(t, train, image, dx, dy, mode) for dx, dy in shifts])
+    return torch.softmax(t.model(x).float(), dim=1).cpu().numpy()
+
+
+def accuracy_table(rows: list[dict], axis: str) -> list[dict]:
+    """Shift x model, accuracies as percentages (1-D sweeps); the grid per model is in the CSV."""
+    import pandas as pd
+
+    df = pd.DataFrame(rows)
+    key = "dx" if axis == "x" else "dy"
+    wide = df.pivot_table(index=key, columns="model", values="test_acc", sort=False)
+    return [{f"{key} (px)": int(s), **{m: f"{100 * wide.loc[s, m]:.2f}%" for m in wide.columns}} for s in sorted(wide.index)]
+
+
+def grid_table(rows: list[dict], model: str) -> list[dict]:
+    """One model's 2-D sweep as rows dy, columns dx."""
+    import pandas as pd
+
+    df = pd.DataFrame([r for r in rows if r["model"] == model])
+    grid = df.pivot(index="dy", columns="dx", values="test_acc")
+    return [{"dy \\ dx": int(dy), **{str(dx): f"{100 * grid.loc[dy, dx]:.1f}" for dx in grid.columns}} for dy in grid.index]
+
+
+def reading(rows: list[dict], axis: str, mode: str) -> str:
+    """Centred accuracy against the mean at +-s pixels (s = 4, or the largest shift swept), per model."""
+    import pandas as pd
+
+    df = pd.DataFrame(rows)
+    s = min(READING_SHIFT, int(df[["dx", "dy"]].abs().to_numpy().max()))
+    if s == 0:
+        best = df.sort_values("test_acc", ascending=False).iloc[0]
+        return f"Only the centred images were evaluated; {best.model} is best at {best.test_acc:.1%}."
+    away = {"x": [(s, 0), (-s, 0)], "y": [(0, s), (0, -s)], "both": [(s, 0), (-s, 0), (0, s), (0, -s)]}[axis]
+    parts, shifted = [], {}
+    for model, g in df.groupby("model", sort=False):
+        acc = {(r.dx, r.dy): r.test_acc for r in g.itertuples()}
+        centred, shifted[model] = acc[0, 0], float(np.mean([acc[o] for o in away]))
+        parts.append(f"{model} from {centred:.1%} to {shifted[model]:.1%} ({100 * (shifted[model] - centred):+.1f} points)")
+    where = {"x": "along x (mean of both directions", "y": "along y (mean of both directions", "both": "along x or y (mean of the four directions"}[axis]
+    best = max(shifted, key=shifted.get)
+    text = f"Shifted by {s} px {where}, {mode}), " + ", ".join(parts)
+    return text + (f"; {best} holds up best at {s} px." if len(shifted) > 1 else ".")
+
+
+def _ranges(values: list[int]) -> str:
+    """[-5, -4, -3, 1, 4, 5] -> '-5..-3, 1, 4..5'."""
+    runs_: list[list[int]] = []
+    for v in values:
+        if runs_ and v == runs_[-1][-1] + 1:
+            runs_[-1].append(v)
+        else:
+            runs_.append([v])
+    return ", ".join(f"{r[0]}..{r[-1]}" if len(r) > 1 else str(r[0]) for r in runs_)
+
+
+def image_reading(model: str, probs: np.ndarray, steps: list[int], label: int, classes: list[str]) -> str:
+    """What the model makes of the single image: its probability at 0 px and where it is right."""
+    right = [s for s, p in zip(steps, probs) if p.argmax() == label]
+    centre = probs[steps.index(0)]
+    text = f"{model}: {classes[label]} has probability {centre[label]:.2f} at 0 px"
+    if centre.argmax() != label:
+        text += f" (the model says {classes[centre.argmax()]}, {centre.max():.2f})"
+    where = f"at {_ranges(right)} px" if right else "at no shift"
+    return text + f"; predicted {classes[label]} {where} ({len(right)} of {len(steps)} shifts)."

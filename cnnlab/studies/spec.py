@@ -1,0 +1,125 @@
+"""Study files: a named study is configs/studies/<name with - as _>.yaml listing member configs.
+
+A study file names its member configs (paths relative to the study file) with the labels its table
+shows, default seeds and conditions, and overrides applied to every member. The commands take either
+one study (a name or a study file) or plain config files, and `resolve()` turns both into Members.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, field_validator
+
+from cnnlab.config import Config, Strict, load_config, read_yaml, validate
+from cnnlab.errors import ConfigError
+
+REPO_CONFIGS = Path(__file__).resolve().parents[2] / "configs"
+
+
+class MemberSpec(Strict):
+    config: str  # a config file, relative to the study file
+    label: str | None = None  # the name the table shows; default: the config's name
+
+
+class SweepSpec(Strict):
+    """Defaults of `cnnlab shift-sweep` (each has a command-line option)."""
+
+    max_shift: int = Field(5, ge=0, le=27)  # shifts -max_shift..+max_shift pixels
+    axis: Literal["x", "y", "both"] = "x"
+    mode: Literal["roll", "zero"] = "roll"  # roll wraps around (np.roll); zero fills with black
+    image_index: int = Field(24150, ge=0)  # the single-image view (the study's Pullover)
+    image_split: Literal["train", "test"] = "train"
+
+
+class StudySpec(Strict):
+    name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_.-]+$")
+    description: str = ""
+    members: list[MemberSpec] = Field(min_length=1)
+    seeds: int = Field(3, gt=0)  # seeds per cell: config.seed, +1, ...
+    permute: bool = False  # compare: add the fixed-pixel-permutation condition
+    overrides: list[str] = []  # KEY=VALUE applied to every member
+    sweep: SweepSpec = SweepSpec()
+
+    @field_validator("members", mode="before")
+    @classmethod
+    def _plain_paths(cls, v):
+        return [{"config": m} if isinstance(m, str) else m for m in v] if isinstance(v, list) else v
+
+
+@dataclass
+class Member:
+    label: str
+    cfg: Config
+    source: str  # the config file it came from
+
+
+def study_file(name: str) -> Path | None:
+    """configs/studies/<name>.yaml in the working directory, else in cnnlab's own configs/."""
+    stem = name.replace("-", "_")
+    for root in (Path("configs"), REPO_CONFIGS):
+        path = root / "studies" / f"{stem}.yaml"
+        if path.is_file():
+            return path
+    return None
+
+
+def known_studies() -> list[str]:
+    names = {p.stem.replace("_", "-") for root in (Path("configs"), REPO_CONFIGS) for p in (root / "studies").glob("*.yaml")}
+    return sorted(names)
+
+
+def load_study(path: Path) -> StudySpec:
+    return validate(read_yaml(path, "study"), StudySpec, str(path))
+
+
+def _as_study(arg: str) -> Path | None:
+    """The study file arg names, or None when arg is a config file."""
+    path = Path(arg)
+    if path.is_file():
+        return path if "members" in read_yaml(path) else None
+    if path.suffix in (".yaml", ".yml") or "/" in arg:
+        return None  # a missing config file: load_config says so
+    found = study_file(arg)
+    if found is None:
+        raise ConfigError(f"unknown study {arg!r}: no configs/studies/{arg.replace('-', '_')}.yaml; known: {', '.join(known_studies()) or 'none'}")
+    return found
+
+
+def resolve(paths: list[str], overrides: list[str]) -> tuple[StudySpec, list[Member]]:
+    """One study (name or file) or several config files -> the spec and its members' configs.
+
+    The study's own overrides apply first, then `overrides` (the command line's).
+    """
+    study = _as_study(paths[0]) if len(paths) == 1 else None
+    if study is not None:
+        spec, base = load_study(study), study.parent
+    else:
+        for p in paths:
+            if _as_study(p) is not None:
+                raise ConfigError(f"{p} is a study file; give either one study or config files")
+        name = "-vs-".join(Path(p).stem for p in paths)[:80]
+        spec, base = StudySpec(name=name, members=[MemberSpec(config=p) for p in paths]), Path(".")
+    members = []
+    for m in spec.members:
+        source = base / m.config
+        cfg = load_config(source, spec.overrides + overrides)
+        members.append(Member(m.label or cfg.name, cfg, str(source)))
+    labels = [m.label for m in members]
+    if len(set(labels)) != len(labels):
+        raise ConfigError(f"two members share a label ({', '.join(labels)}); give them labels in a study file")
+    return spec, members
+
+
+def common_overrides(epochs: int | None, dataset: str | None, device: str | None) -> list[str]:
+    """The KEY=VALUE form of the options every study command shares."""
+    out = []
+    if epochs is not None:
+        out.append(f"train.epochs={epochs}")
+    if dataset is not None:
+        out += [f"dataset.name={dataset}", "reported=null"]  # the article's number is for its own dataset
+    if device is not None:
+        out.append(f"device={device}")
+    return out

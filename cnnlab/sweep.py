@@ -1,0 +1,469 @@
+"""Sweeps: the sweep file, its expansion into trials, and what a finished sweep writes.
+
+A sweep file (configs/sweeps/*.yaml) names a base config, a search space over dotted config keys,
+the seeds every point is repeated over, the search method and the metric. It is validated like a
+train config before Ray starts (nothing here imports ray or torch). cnnlab.ray_backend runs the
+trials on Ray Tune, each an ordinary run directory in <sweep>/trials/; this module turns those run
+directories into trials.csv, results.csv/.md (sorted by the metric), best.yaml and the figure.
+"""
+
+from __future__ import annotations
+
+import copy
+import itertools
+import math
+import os
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import Field, field_validator, model_validator
+
+from cnnlab import runs
+from cnnlab.config import Config, Strict, apply_overrides, config_to_dict, dump_yaml, load_config, parse_override, read_yaml, validate
+from cnnlab.errors import ConfigError, RunError
+
+SWEEP_FILE, BASE_FILE, TRIALS = "sweep.yaml", "base.yaml", "trials"
+METRIC_LABELS = {"test_acc": "test accuracy (%)", "train_acc": "train accuracy (%)", "test_loss": "test loss", "train_loss": "train loss"}
+DONE = ("completed", "stopped")  # trial statuses whose metric counts
+
+
+# ---------------------------------------------------------------------------- the sweep file
+class SpaceEntry(Strict):
+    """One swept key: a list of values, or a range from low to high."""
+
+    values: list[Any] | None = None  # the grid points (method grid) or the choices (random, tpe)
+    low: float | None = None  # a range: `num` grid points (grid), or sampled (random, tpe)
+    high: float | None = None
+    num: int | None = Field(None, ge=2)  # grid points over [low, high]
+    log: bool = False  # geometric grid points, log-uniform sampling, log axis in the figure
+    integer: bool = False  # whole numbers only (a range of batch sizes, widths, ...)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _shorthand(cls, data):
+        if isinstance(data, list):  # `optimizer.lr: [0.01, 0.1]` is short for {values: [...]}
+            return {"values": data}
+        if not isinstance(data, dict):
+            raise ValueError("give a list of values or a range {low: ..., high: ...}")
+        return data
+
+    @model_validator(mode="after")
+    def _check(self):
+        if self.values is not None:
+            if self.low is not None or self.high is not None:
+                raise ValueError("give values or low/high, not both")
+            if not self.values:
+                raise ValueError("values is empty")
+        elif self.low is None or self.high is None:
+            raise ValueError("needs values: [...] or both low and high")
+        elif self.low >= self.high:
+            raise ValueError(f"low ({self.low:g}) must be below high ({self.high:g})")
+        elif self.log and self.low <= 0:
+            raise ValueError("a log range needs low > 0")
+        return self
+
+    def grid(self) -> list:
+        """The values a grid sweep visits."""
+        if self.values is not None:
+            return list(self.values)
+        steps = [i / (self.num - 1) for i in range(self.num)]
+        if self.log:
+            points = [self.low * (self.high / self.low) ** t for t in steps]
+        else:
+            points = [self.low + (self.high - self.low) * t for t in steps]
+        if self.integer:
+            return list(dict.fromkeys(round(p) for p in points))
+        return [float(f"{p:.6g}") for p in points]  # 0.1, not 0.10000000000000002
+
+    def bounds(self) -> list:
+        """Values that stand for the whole entry when checking it against the config schema."""
+        if self.values is not None:
+            return list(self.values)
+        return [round(self.low), round(self.high)] if self.integer else [self.low, self.high]
+
+
+class Scheduler(Strict):
+    name: Literal["asha"] = "asha"  # asynchronous successive halving: stop the worst trials early
+    grace_period: int = Field(1, gt=0)  # epochs every trial runs before it can be stopped
+    reduction_factor: float = Field(2.0, gt=1)  # at each rung, keep the best 1/reduction_factor
+
+    @model_validator(mode="before")
+    @classmethod
+    def _shorthand(cls, data):
+        return {"name": data} if isinstance(data, str) else data  # `scheduler: asha`
+
+
+class Resources(Strict):
+    cpus: float = Field(1.0, gt=0)  # CPU cores per trial (also its torch threads)
+    gpus: Annotated[float, Field(ge=0)] | Literal["auto"] = "auto"  # auto: one per trial where the cluster has GPUs
+
+
+class SweepFile(Strict):
+    name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_.-]+$")  # default: the file name
+    description: str = ""
+    base: str  # the base config, a path relative to the sweep file
+    set: dict[str, Any] = {}  # dotted config keys fixed for every trial, e.g. {train.epochs: 3}
+    space: dict[str, SpaceEntry] = Field(min_length=1)  # dotted config key -> values or range
+    seeds: list[int] = Field([0], min_length=1)  # every point runs once per seed
+    method: Literal["grid", "random", "tpe"] = "grid"  # tpe: Optuna's Tree-structured Parzen Estimator
+    samples: int = Field(10, gt=0)  # points drawn by random and tpe
+    metric: Literal["test_acc", "test_loss", "train_acc", "train_loss"] = "test_acc"  # at a trial's last epoch
+    mode: Literal["max", "min"] | None = None  # default: min for losses, max for accuracies
+    scheduler: Scheduler | None = None  # early stopping; null: every trial runs all its epochs
+    resources: Resources = Resources()
+    max_failures: int = Field(2, ge=0)  # retries of a trial whose worker or node died
+    max_concurrent: int | None = Field(None, gt=0)  # default: as many as the cluster's resources allow
+
+    @field_validator("seeds")
+    @classmethod
+    def _unique(cls, v: list[int]) -> list[int]:
+        if len(set(v)) != len(v):
+            raise ValueError("seeds must be different from each other")
+        return v
+
+
+# ---------------------------------------------------------------------------- a resolved sweep
+@dataclass
+class Sweep:
+    spec: SweepFile
+    base: Config  # the base config with `set` and the command line's config overrides applied
+    source: str  # where the sweep came from, for messages
+    points: list[dict] = field(default_factory=list)  # the grid's points (method grid)
+    max_epochs: int = 1
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+    @property
+    def keys(self) -> list[str]:
+        return list(self.spec.space)
+
+    @property
+    def metric(self) -> str:
+        return self.spec.metric
+
+    @property
+    def mode(self) -> str:
+        return self.spec.mode or ("min" if self.metric.endswith("loss") else "max")
+
+    @property
+    def n_points(self) -> int:
+        return len(self.points) if self.spec.method == "grid" else self.spec.samples
+
+    @property
+    def n_trials(self) -> int:
+        return self.n_points * len(self.spec.seeds)
+
+    def trial_config(self, point: dict, seed: int, name: str | None = None) -> Config:
+        data = set_keys(config_to_dict(self.base), point)
+        data.update(seed=seed, name=name or self.base.name)
+        return validate(data, Config, f"{self.source}: space")
+
+    def describe(self) -> str:
+        how = "grid" if self.spec.method == "grid" else f"{self.spec.method}, {self.spec.samples} samples"
+        stop = f", {self.spec.scheduler.name} early stopping" if self.spec.scheduler else ""
+        return f"{self.n_points} point(s) ({how}) x {len(self.spec.seeds)} seed(s) = {self.n_trials} trials{stop}, {self.mode} {self.metric}"
+
+
+def set_keys(data: dict, values: dict) -> dict:
+    """Set dotted config keys to values of any type (numbers, lists, whole sections) in a raw config."""
+    apply_overrides(data, [f"{key}=null" for key in values], Config)  # makes the sections data left out
+    for key, value in values.items():
+        *parents, leaf = key.split(".")
+        node = data
+        for part in parents:
+            node = node[part]
+        node[leaf] = copy.deepcopy(value)
+    return data
+
+
+def load_sweep(path: str | Path, overrides: list[str] | None = None) -> Sweep:
+    """Read and validate a sweep file. KEY=VALUE overrides set sweep keys (seeds=[0], method=tpe,
+    space.optimizer.lr=[0.1,0.5]) or, for any other key, the base config (train.epochs=2)."""
+    path = Path(path)
+    data = read_yaml(path, "sweep")
+    config_overrides = []
+    for text in overrides or []:
+        key, value = parse_override(text)
+        top = key.split(".")[0]
+        if top == "space" and "." in key:  # swept keys hold dots themselves: space.optimizer.lr=[...]
+            space = data.setdefault("space", {})
+            if not isinstance(space, dict):
+                raise ConfigError(f"{path}: space must be a mapping of dotted config keys to values")
+            if value is None:
+                space.pop(key[len("space."):], None)
+            else:
+                space[key[len("space."):]] = value
+        elif top in SweepFile.model_fields:
+            apply_overrides(data, [text], SweepFile)
+        else:
+            config_overrides.append(text)
+    data.setdefault("name", path.stem)
+    spec = validate_spec(data, str(path))
+    base_path = path.parent / spec.base
+    base = read_yaml(base_path, "base config")
+    base.setdefault("name", base_path.stem)
+    set_keys(base, spec.set)
+    apply_overrides(base, config_overrides, Config)
+    return resolve(spec, validate(base, Config, f"{path}: base {spec.base}"), str(path))
+
+
+def validate_spec(data: dict, source: str) -> SweepFile:
+    """Validate a raw sweep file; each space entry first, so a typo there names its own key."""
+    if isinstance(data.get("space"), dict):
+        for key, entry in data["space"].items():
+            validate(entry, SpaceEntry, f"{source}: space.{key}")
+    return validate(data, SweepFile, source)
+
+
+def resolve(spec: SweepFile, base: Config, source: str) -> Sweep:
+    """Check the space against the config schema (every grid point, else every bound) and expand it."""
+    sweep = Sweep(spec, base, source)
+    for key in ("seed", "name"):
+        if key in spec.space:
+            raise ConfigError(f"{source}: space: '{key}' is set by the sweep itself (use seeds: [...] for seeds)")
+    if spec.method == "grid":
+        for key, entry in spec.space.items():
+            if entry.values is None and entry.num is None:
+                raise ConfigError(f"{source}: space.{key}: a range needs num (how many grid points) for method grid")
+        grids = [entry.grid() for entry in spec.space.values()]
+        sweep.points = [dict(zip(spec.space, values)) for values in itertools.product(*grids)]
+        checked = sweep.points
+    else:
+        checked = [{key: v} for key, entry in spec.space.items() for v in entry.bounds()]
+    sweep.max_epochs = max(sweep.trial_config(point, spec.seeds[0]).train.epochs for point in checked)
+    if spec.scheduler and spec.scheduler.grace_period >= sweep.max_epochs:
+        raise ConfigError(
+            f"{source}: scheduler.grace_period ({spec.scheduler.grace_period}) must be below train.epochs "
+            f"({sweep.max_epochs}) for early stopping to act; or set scheduler=null"
+        )
+    return sweep
+
+
+# ---------------------------------------------------------------------------- the sweep directory
+def start(sweep: Sweep, root: Path) -> Path:
+    """A new sweep directory holding everything --resume needs: sweep.yaml, base.yaml, summary.json."""
+    path = runs.new_run_dir(root, sweep.name, kind="sweep")
+    runs.atomic_write(path / SWEEP_FILE, dump_yaml(sweep.spec.model_dump(mode="json")))
+    runs.atomic_write(path / BASE_FILE, dump_yaml(config_to_dict(sweep.base)))
+    runs.write_json(path / runs.SUMMARY, {
+        "name": sweep.name, "kind": "sweep", "status": "running", "error": None, "started_at": runs.utc_now(),
+        "dataset": sweep.base.dataset.name, "model": sweep.base.model.name, "epochs": sweep.max_epochs,
+        "method": sweep.spec.method, "metric": sweep.metric, "mode": sweep.mode, "keys": sweep.keys,
+        "trials_planned": sweep.n_trials, "test_acc": None,
+    })
+    return path
+
+
+def reopen(path: str | Path) -> Sweep:
+    """The sweep of an existing sweep directory, for --resume."""
+    path = Path(path)
+    if not (path / SWEEP_FILE).is_file() or not (path / BASE_FILE).is_file():
+        raise RunError(f"not a sweep directory: {path} has no {SWEEP_FILE} and {BASE_FILE}")
+    spec = validate_spec(read_yaml(path / SWEEP_FILE, "sweep"), str(path / SWEEP_FILE))
+    return resolve(spec, load_config(path / BASE_FILE), str(path / SWEEP_FILE))
+
+
+def update_summary(path: Path, **values) -> dict:
+    summary = runs.read_json(path / runs.SUMMARY)
+    summary.update(values)
+    runs.write_json(path / runs.SUMMARY, summary)
+    return summary
+
+
+def stop_reason(sweep: Sweep, epoch) -> str:
+    return f"stopped early by {sweep.spec.scheduler.name.upper() if sweep.spec.scheduler else 'Ray Tune'} after epoch {epoch}"
+
+
+def settle(run_dir: Path, status: str, reason: str) -> None:
+    """Make a trial's summary.json say what Tune decided when the trial's own process could not:
+    Tune ends a stopped trial's worker right after the epoch it reported, maybe before the run
+    wrote its final status."""
+    summary = runs.read_json(Path(run_dir) / runs.SUMMARY)
+    if summary.get("status") != status:
+        summary.update(status=status, error=reason, finished_at=summary.get("finished_at") or runs.utc_now())
+        runs.write_json(Path(run_dir) / runs.SUMMARY, summary)
+
+
+# ---------------------------------------------------------------------------- results
+def show(value) -> Any:
+    """A swept value as the tables show it: numbers and strings as they are, sections compactly."""
+    if isinstance(value, dict):
+        parts = [str(value["name"])] if "name" in value else []
+        return " ".join(parts + [f"{k}={show(v)}" for k, v in value.items() if k != "name"])
+    if isinstance(value, list):
+        return "[" + ", ".join(str(show(v)) for v in value) + "]"
+    return value
+
+
+def trial_rows(sweep: Sweep, sweep_dir: Path, records: list[dict]) -> list[dict]:
+    """One row per trial, from Tune's record of it and its run directory; also settles the run's status."""
+    rows = []
+    for rec in sorted(records, key=lambda r: (r["index"], r["seed"])):
+        run_dir = Path(rec["run_dir"]) if rec.get("run_dir") else None
+        summary = runs.read_json(run_dir / runs.SUMMARY) if run_dir and (run_dir / runs.SUMMARY).is_file() else {}
+        status, error = rec["status"], rec.get("error")
+        if run_dir and status == "stopped":
+            settle(run_dir, "stopped", stop_reason(sweep, summary.get("epochs")))
+        elif run_dir and status == "unfinished" and summary.get("status") in ("running", "stopped"):
+            settle(run_dir, "interrupted", "the sweep was interrupted; continue it with cnnlab sweep --resume")
+        rows.append({
+            **{key: show(rec["point"][key]) for key in sweep.keys}, "seed": rec["seed"],
+            sweep.metric: summary.get(sweep.metric) if status in DONE else None,
+            "epochs": summary.get("epochs", 0), "status": status, "seconds": summary.get("train_seconds"),
+            "params": summary.get("params"), "node": rec.get("node"), "node_ip": rec.get("node_ip"),
+            "trial": rec["trial_id"], "run_dir": os.path.relpath(run_dir, sweep_dir) if run_dir else None, "error": error,
+        })
+    return rows
+
+
+def point_rows(sweep: Sweep, trials: list[dict]) -> list[dict]:
+    """One row per point: the metric's mean and std over seeds, sorted best first."""
+    import pandas as pd
+
+    df = pd.DataFrame(trials)
+    m = sweep.metric
+    out = []
+    for values, group in df.groupby(sweep.keys, sort=False, dropna=False):
+        done = group[group["status"].isin(DONE)]
+        scores = done[m].astype(float)
+        epochs = sorted(set(group["epochs"]))
+        stops = Counter(group["status"])
+        out.append({
+            **dict(zip(sweep.keys, values)),
+            f"{m}_mean": scores.mean() if len(scores) else math.nan,
+            f"{m}_std": scores.std(ddof=1) if len(scores) > 1 else math.nan,
+            "seeds": len(done), "trials": len(group),
+            "epochs": str(epochs[0]) if len(epochs) == 1 else f"{epochs[0]}-{epochs[-1]}",
+            "stop": ", ".join(k if len(stops) == 1 else f"{n} {k}" for k, n in stops.most_common()),
+            "seconds": group["seconds"].astype(float).mean(), "params": done["params"].max() if len(done) else None,
+        })
+    table = pd.DataFrame(out).sort_values(f"{m}_mean", ascending=sweep.mode == "min", na_position="last", kind="stable")
+    return table.to_dict("records")
+
+
+def display_rows(sweep: Sweep, points: list[dict]) -> list[dict]:
+    """The points table as people read it: the metric as 'mean ± std' (accuracies in %)."""
+    m, pct = sweep.metric, sweep.metric.endswith("acc")
+    shown = []
+    for p in points:
+        mean, std = p[f"{m}_mean"], p[f"{m}_std"]
+        value = "-" if mean != mean else (f"{100 * mean:.2f}%" if pct else f"{mean:.4f}")
+        if std == std:
+            value += f" ± {100 * std:.2f}" if pct else f" ± {std:.4f}"
+        row = {k: (f"{p[k]:.4g}" if isinstance(p[k], float) else str(p[k])) for k in sweep.keys}
+        params = p["params"]
+        row.update({m: value, "seeds": f"{p['seeds']}/{p['trials']}", "epochs": p["epochs"], "stop": p["stop"],
+                    "seconds": f"{p['seconds']:.1f}" if p["seconds"] == p["seconds"] else "-",
+                    "params": f"{int(params):,}" if params == params and params is not None else "-"})
+        shown.append(row)
+    return shown
+
+
+def write_best(sweep: Sweep, sweep_dir: Path, points: list[dict], trials: list[dict]) -> dict | None:
+    """best.yaml: the resolved config of the best point's best finished trial, ready for cnnlab train."""
+    m = sweep.metric
+    best = next((p for p in points if p[f"{m}_mean"] == p[f"{m}_mean"]), None)
+    if best is None:
+        return None
+    mine = [t for t in trials if all(t[k] == best[k] for k in sweep.keys) and t["status"] in DONE]
+    # a completed trial before an early-stopped one: best.yaml trains all the planned epochs
+    trial = sorted(mine, key=lambda t: (t["status"] != "completed", -t[m] if sweep.mode == "max" else t[m]))[0]
+    run_dir = sweep_dir / trial["run_dir"]
+    data = read_yaml(run_dir / runs.CONFIG)
+    data["name"] = f"{sweep.name}-best"
+    point = ", ".join(f"{k}={show(best[k])}" for k in sweep.keys)
+    spread = f" ± {best[f'{m}_std']:.4g}" if best[f"{m}_std"] == best[f"{m}_std"] else ""
+    header = (
+        f"# Best point of sweep {sweep.name} ({sweep_dir.name}): {point}\n"
+        f"# {m} {best[f'{m}_mean']:.4g}{spread} over {best['seeds']} seed(s); this seed ({trial['seed']}) gave "
+        f"{trial[m]:.4g} after {trial['epochs']} epoch(s) in {trial['run_dir']}\n"
+    )
+    runs.atomic_write(sweep_dir / "best.yaml", header + dump_yaml(data))
+    return {"point": {k: best[k] for k in sweep.keys}, f"{m}_mean": best[f"{m}_mean"], f"{m}_std": best[f"{m}_std"],
+            "seed": trial["seed"], m: trial[m], "run_dir": trial["run_dir"], "config": "best.yaml"}
+
+
+def _numeric(values) -> bool:
+    return all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values)
+
+
+def figure(sweep: Sweep, points: list[dict]):
+    """The metric against each swept key (one panel per key, one line per value of the other keys),
+    error bars over seeds; a log axis where the range is log or the values span two decades."""
+    import numpy as np
+    from matplotlib.figure import Figure
+
+    m, scale = sweep.metric, 100 if sweep.metric.endswith("acc") else 1
+    keys = sweep.keys
+    fig = Figure(figsize=(5.2 * len(keys), 4.2))
+    for i, key in enumerate(keys):
+        ax = fig.add_subplot(1, len(keys), i + 1)
+        values = list(dict.fromkeys(p[key] for p in points))
+        numeric = _numeric(values)
+        if numeric:
+            values.sort()
+        where = {v: (v if numeric else j) for j, v in enumerate(values)}
+        others = [k for k in keys if k != key]
+        groups: dict[tuple, list[dict]] = {}
+        for p in points:
+            groups.setdefault(tuple(p[k] for k in others), []).append(p)
+        for label, group in groups.items():
+            group = sorted(group, key=lambda p: where[p[key]])
+            x = [where[p[key]] for p in group]
+            y = np.array([p[f"{m}_mean"] for p in group], dtype=float) * scale
+            err = np.nan_to_num(np.array([p[f"{m}_std"] for p in group], dtype=float) * scale)
+            name = ", ".join(f"{k}={show(v)}" for k, v in zip(others, label)) or None
+            ax.errorbar(x, y, yerr=err, marker="o", capsize=4, label=name)
+        entry = sweep.spec.space[key]
+        if numeric and (entry.log or (min(values) > 0 and max(values) >= 100 * min(values))):
+            ax.set_xscale("log")
+        if not numeric:
+            ax.set_xticks(range(len(values)), [str(show(v)) for v in values], rotation=30, ha="right", fontsize=8)
+        ax.set(xlabel=key, ylabel=METRIC_LABELS[m], title=f"{METRIC_LABELS[m].split(' (')[0]} vs {key}")
+        ax.grid(alpha=0.3)
+        if others and len(groups) <= 8:
+            ax.legend(fontsize=8)
+    seeds = max(p["trials"] for p in points)
+    fig.suptitle(f"sweep {sweep.name} on {sweep.base.dataset.name}: {m} at each trial's last epoch, mean ± std over {seeds} seed(s)")
+    fig.tight_layout()
+    return fig
+
+
+@dataclass
+class Outcome:
+    status: str  # completed | failed | interrupted
+    trials: list[dict]
+    points: list[dict]
+    best: dict | None
+    failed: list[dict]
+
+
+def finish(sweep: Sweep, sweep_dir: Path, records: list[dict]) -> Outcome:
+    """Write trials.csv, results.csv/.md, best.yaml, the figure and summary.json from Tune's records."""
+    from cnnlab.figures import save
+    from cnnlab.report import markdown
+
+    trials = trial_rows(sweep, sweep_dir, records)
+    failed = [t for t in trials if t["status"] == "failed"]
+    finished = sum(t["status"] in DONE for t in trials) + len(failed)
+    status = "interrupted" if finished < sweep.n_trials else ("failed" if failed else "completed")
+    runs.write_table(sweep_dir / "trials.csv", trials)
+    points = point_rows(sweep, trials) if trials else []
+    best = write_best(sweep, sweep_dir, points, trials) if points else None
+    if points:
+        runs.write_table(sweep_dir / "results.csv", points)
+        title = f"# Sweep {sweep.name}: {sweep.describe()}\n\n"
+        runs.atomic_write(sweep_dir / "results.md", title + markdown(display_rows(sweep, points)))
+        save(figure(sweep, points), sweep_dir / f"{sweep.metric}.png")
+    m = sweep.metric
+    update_summary(
+        sweep_dir, status=status, finished_at=runs.utc_now(), trials=len(trials), trials_finished=finished,
+        trials_failed=len(failed), error=failed[0]["error"] if failed else None, best=best,
+        test_acc=best[f"{m}_mean"] if best and m == "test_acc" else None,
+        train_seconds=sum(t["seconds"] or 0 for t in trials), nodes=len({t["node"] for t in trials if t["node"]}),
+    )
+    return Outcome(status, trials, points, best, failed)

@@ -1,0 +1,190 @@
+"""`cnnlab bench`: FLOP counts against hand-computed values and torch's own counter, the reference
+loop seeing the same data as cnnlab, the table and CSV on small files, agreement on real MNIST,
+and a CLI that answers --help and config errors without importing torch. No timing assertions."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
+
+from cnnlab.bench import reference
+from cnnlab.bench.machine import PeakMemory
+from cnnlab.config import load_config
+from cnnlab.experiment import prepare_data
+from cnnlab.flops import count_layers, training_flops
+from cnnlab.models import build_model
+from conftest import ROOT, real_data
+from fakedata import make_cifar, make_idx_dataset
+
+
+def cnnlab(*args, timeout=600):
+    return subprocess.run(
+        [sys.executable, "-m", "cnnlab", *map(str, args)], capture_output=True, text=True, timeout=timeout, cwd=ROOT,
+    )
+
+
+# ---------------------------------------------------------------------------- FLOPs
+def test_flops_of_a_small_model_match_the_hand_count():
+    model = nn.Sequential(nn.Conv2d(1, 2, 3), nn.MaxPool2d(2), nn.ReLU(), nn.Flatten(), nn.Linear(8, 3))
+    rows = {r.kind: r for r in count_layers(model, (1, 6, 6))}
+    # conv: 2 FLOPs x (1 in-channel x 3 x 3) x (2 x 4 x 4 outputs) = 576; its input needs no gradient,
+    # so backward is the weight gradient only (576)
+    assert (rows["Conv2d"].forward, rows["Conv2d"].backward) == (576, 576)
+    assert (rows["MaxPool2d"].forward, rows["MaxPool2d"].backward) == (4 * 8, 4 * 8)  # 2x2 window, 8 outputs
+    assert (rows["ReLU"].forward, rows["ReLU"].backward) == (8, 8)
+    assert (rows["Linear"].forward, rows["Linear"].backward) == (2 * 8 * 3, 2 * 2 * 8 * 3)  # weight + input grads
+    assert rows["Flatten"].forward == 0
+    assert training_flops(model, (1, 6, 6)) == 1152 + 64 + 16 + 144
+
+
+def test_a_layer_behind_a_learned_one_pays_for_its_input_gradient():
+    model = nn.Sequential(nn.Conv2d(1, 2, 3), nn.Conv2d(2, 1, 3), nn.BatchNorm2d(1))
+    first, second, bn = count_layers(model, (1, 6, 6))
+    assert (first.forward, first.backward) == (576, 576)
+    assert (second.forward, second.backward) == (2 * 2 * 9 * 4, 2 * 2 * 2 * 9 * 4)  # 1x2x2 outputs of 2x3x3 MACs
+    assert (bn.forward, bn.backward) == (5 * 4, 5 * 4)
+    assert model.training  # the dry pass leaves the mode as it was
+
+
+@pytest.mark.parametrize(
+    "config, shape", [("mnist_fc", (1, 28, 28)), ("mnist_cnn", (1, 28, 28)), ("lenet", (1, 28, 28)), ("cifar10_trashnet", (3, 32, 32))]
+)
+def test_matrix_product_flops_agree_with_torchs_counter(config, shape):
+    """torch's FlopCounterMode counts convolutions and matrix products of a real forward + backward."""
+    cfg = load_config(ROOT / "configs" / f"{config}.yaml")
+    model = build_model(cfg.model, shape, 10)
+    ours = sum(r.training for r in count_layers(model, shape) if r.kind in ("Conv2d", "Linear"))
+    with FlopCounterMode(display=False) as counter:
+        model(torch.zeros(1, *shape)).sum().backward()
+    assert ours == counter.get_total_flops() > 0
+
+
+def test_study_a_cnn_training_flops():
+    model = build_model(load_config(ROOT / "configs" / "mnist_cnn.yaml").model, (1, 28, 28), 10)
+    conv1 = 2 * 25 * 6 * 24 * 24  # 1 -> 6 channels, 5x5, 24x24 outputs; no input gradient
+    conv2 = 2 * 150 * 6 * 8 * 8  # 6 -> 6 channels, 5x5, 8x8 outputs
+    fc = 2 * 96 * 50 + 2 * 50 * 10
+    pools = 4 * 6 * 12 * 12 + 4 * 6 * 4 * 4
+    relus = 6 * 24 * 24 + 6 * 8 * 8 + 50
+    assert training_flops(model, (1, 28, 28)) == 2 * conv1 + 3 * conv2 + 3 * fc + 2 * pools + 2 * relus
+
+
+# ---------------------------------------------------------------------------- the reference loop
+@pytest.fixture(scope="module")
+def tiny_data(tmp_path_factory):
+    root = tmp_path_factory.mktemp("data")
+    make_idx_dataset(root, "MNIST", n_train=300, n_test=120)
+    make_cifar(root, n=120)
+    return root
+
+
+def test_the_reference_sees_the_same_images_as_cnnlab(tiny_data):
+    for config, overrides in (("mnist_cnn", []), ("cifar10_trashnet", ["transform.augment.hflip=false", "transform.augment.grayscale=0"])):
+        cfg = load_config(ROOT / "configs" / f"{config}.yaml", [f"dataset.data_dir={tiny_data}", "device=cpu", *overrides])
+        train_set, test_set = reference.datasets_for(cfg)
+        data, _, _ = prepare_data(cfg, torch.device("cpu"))
+        for i in (0, 7):
+            x, label = train_set[i]
+            assert torch.allclose(x, data.x_train[i], atol=1e-5) and label == data.y_train[i]
+            x, label = test_set[i]  # trashnet: test images left unnormalized (the article's bug), on both sides
+            assert torch.allclose(x, data.x_test[i], atol=1e-5) and label == data.y_test[i]
+
+
+def test_reference_transforms_follow_the_config():
+    cfg = load_config(ROOT / "configs" / "cifar10_trashnet.yaml")
+    train, test = reference.transforms_for(cfg)
+    assert [type(t).__name__ for t in train.transforms] == ["RandomHorizontalFlip", "RandomGrayscale", "ToTensor", "Normalize"]
+    assert [type(t).__name__ for t in test.transforms] == ["ToTensor"]
+    with pytest.raises(ValueError, match="permute"):
+        reference.transforms_for(load_config(ROOT / "configs" / "mnist_cnn.yaml", ["transform.permute=true"]))
+
+
+def test_peak_memory_sees_an_allocation():
+    with PeakMemory(torch.device("cpu")) as before:
+        pass
+    with PeakMemory(torch.device("cpu")) as during:
+        block = torch.ones(64 * 2**20 // 4)  # 64 MiB
+        del block
+    assert during.mib > before.mib + 48
+
+
+# ---------------------------------------------------------------------------- the command
+def _numbers(df: pd.DataFrame, column: str) -> pd.Series:
+    values = pd.to_numeric(df[column], errors="coerce")
+    assert values.notna().all(), f"{column} not filled: {list(df[column])}"
+    return values
+
+
+def test_bench_quick_prints_a_table_and_appends_the_csv(tiny_data, tmp_path):
+    runs = tmp_path / "runs"
+    first = cnnlab("bench", "--quick", "--cases", "fc,trashnet", "--device", "cpu", "--data-dir", tiny_data, "--runs-dir", runs, "--markdown")
+    assert first.returncode == 0, first.stderr
+    out_dir = Path(first.stdout.strip().splitlines()[-1])
+    assert out_dir == runs / "bench"
+    table = [line for line in first.stdout.splitlines() if line.startswith("| ")]
+    header = [c.strip() for c in table[0].strip("|").split("|")]
+    assert {"case", "reference s", "cnnlab s", "speed-up (min-max)", "reference acc", "cnnlab acc", "GFLOP/s", "bound"} <= set(header)
+    body = {line.strip("|").split("|")[0].strip(): [c.strip() for c in line.strip("|").split("|")] for line in table[2:]}
+    assert set(body) == {"fc", "trashnet"}
+    for cells in body.values():
+        row = dict(zip(header, cells))
+        assert float(row["reference s"]) > 0 and float(row["cnnlab s"]) > 0
+        assert row["speed-up (min-max)"].endswith(")") and row["bound"] in ("compute", "overhead")
+    second = cnnlab("bench", "--quick", "--cases", "cnn", "--device", "cpu", "--data-dir", tiny_data, "--runs-dir", runs)
+    assert second.returncode == 0, second.stderr
+
+    results = pd.read_csv(out_dir / "results.csv")
+    assert list(results["case"]) == ["fc", "trashnet", "cnn"]  # appended, not replaced
+    assert not list(out_dir.glob("*.tmp"))
+    for column in ("ref_seconds", "cnnlab_seconds", "speedup", "flops_per_sample", "gflops", "peak_gflops", "ref_peak_mib", "cnnlab_peak_mib"):
+        assert (_numbers(results, column) > 0).all()
+    accs = pd.concat([_numbers(results, "ref_acc"), _numbers(results, "cnnlab_acc")])
+    assert accs.between(0, 1).all()
+    assert set(results["device"]) == {"cpu"} and results["cpu_model"].notna().all() and (results["cores"] >= 1).all()
+    assert set(results["torch_version"]) == {torch.__version__}
+    # --quick caps a case at 100 steps (trashnet: 5): 300 MNIST images are 5 steps of 64, a whole
+    # epoch; 600 CIFAR images are 6 steps of 100
+    assert list(results["budget"]) == ["1 epoch", "5 steps", "1 epoch"]
+
+
+def test_bench_rejects_an_unknown_case(tmp_path):
+    out = cnnlab("bench", "--cases", "fc,resnet50", "--runs-dir", tmp_path)
+    assert out.returncode == 2 and "unknown bench case" in out.stderr and "Traceback" not in out.stderr
+    assert len(out.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.slow
+def test_bench_quick_on_real_mnist_agrees(tmp_path):
+    data = real_data("MNIST", "raw")
+    out = cnnlab("bench", "--quick", "--cases", "fc,cnn", "--data-dir", data, "--runs-dir", tmp_path)
+    assert out.returncode == 0, out.stderr
+    results = pd.read_csv(tmp_path / "bench" / "results.csv")
+    assert results["agree"].all(), results[["case", "ref_acc", "cnnlab_acc", "acc_tolerance"]]
+    assert (results[["ref_acc", "cnnlab_acc"]] > 0.3).all().all()  # well above chance after 100 steps
+    assert (results["speedup"] > 1).all()  # not a timing threshold: cnnlab must not be the slower one
+
+
+# ---------------------------------------------------------------------------- a light CLI
+_PROBE = """
+import sys
+sys.argv = ["cnnlab", *sys.argv[1:]]
+from cnnlab.cli import main
+try:
+    main()
+except SystemExit as e:
+    code = e.code
+print("torch imported:", "torch" in sys.modules, "exit:", code)
+"""
+
+
+@pytest.mark.parametrize("args, code", [(["--help"], 0), (["bench", "--help"], 0), (["train", "missing.yaml"], 2), (["train", "configs/mnist_cnn.yaml", "train.epochs=0"], 2)])
+def test_help_and_config_errors_do_not_import_torch(args, code):
+    out = subprocess.run([sys.executable, "-c", _PROBE, *args], capture_output=True, text=True, cwd=ROOT, timeout=60,
+                         env={**os.environ, "COLUMNS": "120"})
+    assert out.stdout.strip().splitlines()[-1] == f"torch imported: False exit: {code}", out.stdout + out.stderr

@@ -1,0 +1,75 @@
+"""Several cnnlab processes at once: their own run directories, a true status for a run in progress,
+and a run whose process was killed outright shown as dead, then resumed."""
+
+import io
+import json
+import subprocess
+
+import pandas as pd
+import pytest
+
+from cnnlab.config import load_config
+from cnnlab.errors import RunError
+from cnnlab.experiment import run
+from fakedata import make_idx_dataset
+from test_errors import OK, cli, start
+from test_resume import check_files, metrics, wait_for_epochs
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    root = tmp_path_factory.mktemp("concurrency")
+    make_idx_dataset(root / "data", n_train=200, n_test=50)
+    (root / "ok.yaml").write_text(OK)
+    return root
+
+
+def runs_table(runs_dir, *options) -> pd.DataFrame:
+    out = cli("runs", "--csv", "--runs-dir", runs_dir, *options)
+    assert out.returncode == 0, out.stderr
+    return pd.read_csv(io.StringIO(out.stdout)) if out.stdout.strip() else pd.DataFrame(columns=["id", "status"])
+
+
+def test_two_runs_started_together_get_their_own_directories(data, tmp_path):
+    args = ("train", data / "ok.yaml", "train.epochs=3", "--data-dir", data / "data", "--runs-dir", tmp_path)
+    procs = [start(*args), start(*args)]
+    outs = [p.communicate(timeout=120) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], [err for _, err in outs]
+
+    dirs = [tmp_path / out.strip().splitlines()[-1].rsplit("/", 1)[-1] for out, _ in outs]
+    assert dirs[0] != dirs[1] and sorted(dirs) == sorted(tmp_path.iterdir())
+    for run_dir in dirs:
+        summary = check_files(run_dir)
+        assert summary["status"] == "completed" and summary["epochs"] == 3
+    # same config, same seed: neither run touched the other's files, so their numbers agree
+    pd.testing.assert_frame_equal(metrics(dirs[0]), metrics(dirs[1]))
+
+
+def test_runs_shows_a_live_run_as_running_and_a_killed_one_as_dead(data, tmp_path):
+    proc = start(
+        "train", data / "ok.yaml", "train.epochs=100000", "--data-dir", data / "data", "--runs-dir", tmp_path,
+        stdout=subprocess.DEVNULL,  # an epoch line every few milliseconds would fill a pipe nobody reads
+    )
+    try:
+        run_id = wait_for_epochs(proc, tmp_path, 1).name
+        table = runs_table(tmp_path)
+        assert list(table["id"]) == [run_id] and list(table["status"]) == ["running"]
+
+        # a second process must not resume a run that is still being trained
+        cfg = load_config(tmp_path / run_id / "config.yaml")
+        with pytest.raises(RunError, match="still being trained by process"):
+            run(cfg, resume=tmp_path / run_id)
+    finally:
+        proc.kill()  # SIGKILL: no handler runs, nothing marks the run finished
+        proc.wait()
+
+    table = runs_table(tmp_path, "--status", "dead")
+    assert list(table["id"]) == [run_id] and list(table["status"]) == ["dead"]
+    summary = json.loads((tmp_path / run_id / "summary.json").read_text())
+    assert summary["status"] == "running"  # the file is left as it was: the listing tells the truth
+
+    # whatever moment the kill came, every file is whole and the run resumes from its last epoch
+    run_dir = tmp_path / run_id
+    done = pd.read_csv(run_dir / "metrics.csv")["epoch"].max()
+    result = run(load_config(run_dir / "config.yaml", [f"train.epochs={done + 1}"]), resume=run_dir)
+    assert check_files(run_dir)["status"] == "completed" and result.summary["epochs"] == done + 1

@@ -1,0 +1,236 @@
+"""Bad input through the real CLI: malformed configs, overrides, options, data files and paths.
+
+Every case runs `python -m cnnlab ...` in a subprocess and must end with exit 2 (usage/config) or 1
+(runtime), exactly one non-empty line on stderr that says what is wrong, and no traceback anywhere.
+The cases run concurrently in one module fixture, then one test per case checks its result.
+"""
+
+import json
+import subprocess
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+import torch
+
+from conftest import ROOT
+from fakedata import make_cifar, make_idx_dataset
+
+# A valid, fast base config: every case below breaks one thing about it.
+OK = """name: ok
+device: cpu
+dataset: {name: mnist, download: false}
+model: {name: fc, hidden: [8]}
+train: {epochs: 1, batch_size: 16, threads: 1}
+"""
+
+
+def cli(*args, timeout=120, **kwargs):
+    """Run the real CLI in a subprocess and wait for it."""
+    return subprocess.run(
+        [sys.executable, "-m", "cnnlab", *map(str, args)], capture_output=True, text=True, timeout=timeout, cwd=ROOT, **kwargs
+    )
+
+
+def start(*args, **kwargs) -> subprocess.Popen:
+    """Start the real CLI in the background."""
+    pipes = {"stdout": subprocess.PIPE, "stderr": subprocess.PIPE, **kwargs}
+    return subprocess.Popen([sys.executable, "-m", "cnnlab", *map(str, args)], text=True, cwd=ROOT, **pipes)
+
+
+def error_line(stderr: str) -> str:
+    """The one line a failed command must print on stderr."""
+    lines = [line for line in stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, f"expected one line on stderr, got {len(lines)}:\n{stderr}"
+    return lines[0]
+
+
+# ---------------------------------------------------------------------------- the files the cases use
+def corrupt_idx(root: Path, name: str, edit) -> Path:
+    """A copy of the tiny MNIST with one file broken by edit(raw_folder)."""
+    make_idx_dataset(root / name, n_train=32, n_test=16)
+    edit(root / name / "MNIST" / "raw")
+    return root / name
+
+
+def corrupt_cifar(root: Path, name: str, edit) -> Path:
+    make_cifar(root / name, n=4)
+    edit(root / name / "cifar-10-batches-py")
+    return root / name
+
+
+def flip_magic(raw: Path):
+    path = raw / "train-images-idx3-ubyte"
+    data = bytearray(path.read_bytes())
+    data[3] = 0x09
+    path.write_bytes(data)
+
+
+def cut_end(path: Path, n: int = 3):
+    path.write_bytes(path.read_bytes()[:-n])
+
+
+def write_files(tmp: Path) -> dict[str, Path]:
+    """Configs and data folders for the cases; returns the named paths the cases format in."""
+    configs = {
+        "ok": OK,
+        "not_yaml": "model: [fc,\n  name: x\n",
+        "empty": "",
+        "a_list": "- name: fc\n- name: cnn\n",
+        "python_tag": f"name: !!python/object/apply:os.system ['touch {tmp / 'yaml_ran'}']\nmodel: {{name: fc}}\n",
+        "unknown_top": OK + "sedd: 3\n",
+        "unknown_nested": OK.replace("epochs: 1", "epohcs: 1"),
+        "unknown_deep": OK + "transform: {augment: {hflp: true}}\n",
+        "unknown_in_model": OK.replace("hidden: [8]", "hiden: [8]"),
+        "unknown_model": OK.replace("name: fc", "name: resnet9"),
+        "unknown_optimizer": OK + "optimizer: {name: sgdd}\n",
+        "unknown_dataset": OK.replace("name: mnist", "name: cifar100"),
+        "unknown_device": OK.replace("device: cpu", "device: tpu"),
+        "no_model": "name: x\n",
+        "section_not_mapping": OK.replace("train: {epochs: 1, batch_size: 16, threads: 1}", "train: 5"),
+    }
+    for name, text in configs.items():
+        (tmp / f"{name}.yaml").write_text(text)
+    (tmp / "binary.yaml").write_bytes(b"\xff\xfe\x00\x81 not text")
+
+    data = tmp / "data"
+    paths = {
+        "good": corrupt_idx(data, "good", lambda raw: None),
+        "magic": corrupt_idx(data, "magic", flip_magic),
+        "idx_short": corrupt_idx(data, "idx_short", lambda raw: cut_end(raw / "t10k-labels-idx1-ubyte")),
+        "cifar_short": corrupt_cifar(data, "cifar_short", lambda d: cut_end(d / "data_batch_3", 500)),
+        "empty_dir": data / "empty",
+        "a_file": tmp / "a_file",
+    }
+    paths["empty_dir"].mkdir()
+    paths["a_file"].write_text("in the way\n")
+    return paths
+
+
+# ---------------------------------------------------------------------------- the cases
+# (id, arguments, exit code, text the message must contain). {name} is a file written above.
+RUNS = ["--runs-dir", "{tmp}/runs"]
+OK_ARGS = ["train", "{tmp}/ok.yaml", "--data-dir", "{good}", *RUNS]
+CASES = [
+    # the config file itself
+    ("missing_file", ["train", "{tmp}/nope.yaml"], 2, "not found"),
+    ("not_yaml", ["train", "{tmp}/not_yaml.yaml"], 2, "not valid YAML (line 3, column 1)"),
+    ("empty", ["train", "{tmp}/empty.yaml"], 2, "empty"),
+    ("a_list", ["train", "{tmp}/a_list.yaml"], 2, "must be a mapping"),
+    ("binary", ["train", "{tmp}/binary.yaml"], 2, "cannot read"),
+    ("python_tag", ["train", "{tmp}/python_tag.yaml"], 2, "python/object/apply"),
+    # unknown keys, at any depth, with the closest valid key
+    ("unknown_top", ["train", "{tmp}/unknown_top.yaml"], 2, "unknown key 'sedd'; did you mean 'seed'?"),
+    ("unknown_nested", ["train", "{tmp}/unknown_nested.yaml"], 2, "unknown key 'train.epohcs'; did you mean 'train.epochs'?"),
+    ("unknown_deep", ["train", "{tmp}/unknown_deep.yaml"], 2, "did you mean 'transform.augment.hflip'?"),
+    ("unknown_in_model", ["train", "{tmp}/unknown_in_model.yaml"], 2, "did you mean 'model.hidden'?"),
+    # unknown names list the valid ones
+    ("unknown_model", ["train", "{tmp}/unknown_model.yaml"], 2, "unknown model 'resnet9'; valid names: 'fc', 'cnn'"),
+    ("unknown_optimizer", ["train", "{tmp}/unknown_optimizer.yaml"], 2, "unknown optimizer 'sgdd'; valid names: 'sgd', 'adam'"),
+    ("unknown_dataset", ["train", "{tmp}/unknown_dataset.yaml"], 2, "'mnist', 'fashion-mnist'"),
+    ("unknown_device", ["train", "{tmp}/unknown_device.yaml"], 2, "unknown device 'tpu'; valid: auto, cpu, cuda"),
+    ("no_model", ["train", "{tmp}/no_model.yaml"], 2, "model: Field required"),
+    ("section_not_mapping", ["train", "{tmp}/section_not_mapping.yaml"], 2, "train:"),
+    # wrong types and out-of-range values, through overrides
+    ("negative_epochs", [*OK_ARGS, "train.epochs=-1"], 2, "train.epochs: Input should be greater than 0 (got -1)"),
+    ("zero_epochs", [*OK_ARGS, "train.epochs=0"], 2, "train.epochs"),
+    ("zero_lr", [*OK_ARGS, "optimizer.lr=0"], 2, "optimizer.lr: Input should be greater than 0"),
+    ("negative_lr", [*OK_ARGS, "optimizer.lr=-0.1"], 2, "optimizer.lr"),
+    ("zero_batch", [*OK_ARGS, "train.batch_size=0"], 2, "train.batch_size"),
+    ("shift_too_large", [*OK_ARGS, "transform.shift.dx=28"], 2, "must be smaller than the 28x28 image"),
+    ("shift_too_large_up", [*OK_ARGS, "transform.shift.dy=-40"], 2, "(0, -40)"),
+    ("translate_too_large", [*OK_ARGS, "transform.augment.translate=28"], 2, "transform.augment.translate"),
+    ("epochs_not_int", [*OK_ARGS, "train.epochs=abc"], 2, "train.epochs: Input should be a valid integer"),
+    ("epochs_fraction", [*OK_ARGS, "train.epochs=1.5"], 2, "fractional"),
+    ("zero_width_layer", [*OK_ARGS, "model.hidden=[0]"], 2, "model.hidden"),
+    ("step_needs_size", [*OK_ARGS, "schedule.name=step"], 2, "schedule.step_size: Field required"),
+    # malformed overrides
+    ("override_no_value", [*OK_ARGS, "train.epochs"], 2, "'train.epochs' is not KEY=VALUE"),
+    ("override_no_key", [*OK_ARGS, "=3"], 2, "is not a dotted key"),
+    ("override_bad_yaml", [*OK_ARGS, "train.epochs=[1"], 2, "not valid YAML"),
+    ("override_unknown", [*OK_ARGS, "train.epocs=3"], 2, "did you mean 'train.epochs'?"),
+    ("override_unknown_section", [*OK_ARGS, "foo.bar=1"], 2, "unknown key 'foo'; valid keys here: name, seed"),
+    ("override_into_value", [*OK_ARGS, "train.epochs.x=1"], 2, "train.epochs is not a section"),
+    ("override_model", [*OK_ARGS, "model.name=resnet"], 2, "valid names: 'fc'"),
+    ("override_optimizer", [*OK_ARGS, "optimizer.name=lbfgs"], 2, "valid names: 'sgd'"),
+    ("override_device", [*OK_ARGS, "device=gpu"], 2, "valid: auto, cpu, cuda"),
+    # command line usage
+    ("unknown_option", [*OK_ARGS, "--bogus"], 2, "No such option: --bogus"),
+    ("misspelt_option", ["train", "{tmp}/ok.yaml", "--runs-di", "x"], 2, "--runs-dir"),
+    ("unknown_command", ["trian"], 2, "No such command 'trian'"),
+    ("option_without_value", ["train", "--resume"], 2, "'--resume' requires an argument"),
+    ("no_config", ["train"], 2, "missing CONFIG"),
+    ("resume_and_config", ["train", "{tmp}/ok.yaml", "--resume", "{empty_dir}"], 2, "--resume takes the config from the run"),
+    ("runs_unknown_option", ["runs", "--bogus"], 2, "No such option"),
+    # runtime: device, data, runs directory, resume
+    ("cuda_without_cuda", [*OK_ARGS, "device=cuda"], 2, "no CUDA device"),
+    ("data_missing", ["train", "{tmp}/ok.yaml", "--data-dir", "{empty_dir}", *RUNS], 1, "MNIST not found in"),
+    ("download_impossible", ["train", "{tmp}/ok.yaml", "dataset.download=true", "--data-dir", "{a_file}/data", *RUNS], 1, "the download failed"),
+    ("idx_bad_magic", ["train", "{tmp}/ok.yaml", "--data-dir", "{magic}", *RUNS], 1, "bad magic number 0x00000809"),
+    ("idx_truncated", ["train", "{tmp}/ok.yaml", "--data-dir", "{idx_short}", *RUNS], 1, "truncated"),
+    ("cifar_truncated", ["train", "{tmp}/ok.yaml", "dataset.name=cifar10", "--data-dir", "{cifar_short}", *RUNS], 1, "not a valid CIFAR pickle"),
+    ("runs_dir_under_a_file", ["train", "{tmp}/ok.yaml", "--data-dir", "{good}", "--runs-dir", "{a_file}/runs"], 1, "cannot create the runs directory"),
+    ("loss_diverges", ["train", "{tmp}/ok.yaml", "optimizer.lr=1e20", "--data-dir", "{good}", "--runs-dir", "{tmp}/nan_runs"], 1, "at epoch 1, step"),
+    ("resume_missing", ["train", "--resume", "{tmp}/no_such_run"], 1, "does not exist"),
+    ("resume_not_a_run", ["train", "--resume", "{empty_dir}"], 1, "not a run directory"),
+    ("resume_a_file", ["train", "--resume", "{a_file}"], 1, "not a run directory"),
+]
+
+
+HAS_CUDA = torch.cuda.is_available()  # then `device: cuda` is no error
+
+
+def applies(case) -> bool:
+    return not (HAS_CUDA and "CUDA" in case[3])
+
+
+@pytest.fixture(scope="module")
+def results(tmp_path_factory):
+    """Run every case (a few at a time) and keep the finished processes by case id."""
+    tmp = tmp_path_factory.mktemp("errors")
+    paths = {name: str(path) for name, path in write_files(tmp).items()}
+
+    def one(case):
+        return case[0], cli(*[a.format(tmp=tmp, **paths) for a in case[1]])
+
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        done = dict(pool.map(one, filter(applies, CASES)))
+    return tmp, done
+
+
+def test_enough_cases():
+    assert len(CASES) >= 30 and len({c[0] for c in CASES}) == len(CASES)
+
+
+@pytest.mark.parametrize(
+    "case_id,args,code,expected",
+    [pytest.param(*c, id=c[0], marks=pytest.mark.skipif(not applies(c), reason="this machine has CUDA")) for c in CASES],
+)
+def test_bad_input_is_one_clear_line(results, case_id, args, code, expected):
+    out = results[1][case_id]
+    assert "Traceback" not in out.stdout + out.stderr, out.stderr
+    line = error_line(out.stderr)
+    assert out.returncode == code, f"exit {out.returncode}: {line}"
+    assert line.startswith("error: ") and expected in line, line
+
+
+def test_yaml_tags_run_no_code(results):
+    tmp, _ = results
+    assert not (tmp / "yaml_ran").exists()
+
+
+def test_a_diverging_loss_fails_the_run_at_once(results):
+    tmp, _ = results
+    (run_dir,) = (tmp / "nan_runs").iterdir()
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["status"] == "failed"
+    assert "the loss became" in summary["error"] and "epoch 1, step" in summary["error"]
+    assert summary["epochs"] == 0 and not (run_dir / "metrics.csv").exists()
+
+
+def test_help_and_no_arguments():
+    assert cli("train", "--help").returncode == 0
+    out = cli()
+    assert out.returncode == 2 and "Usage" in out.stdout + out.stderr and "Traceback" not in out.stdout + out.stderr
+

@@ -1,0 +1,150 @@
+"""forward-check: the NumPy recomputation matches PyTorch on every covered model, names the layer that
+differs when a weight changes after the PyTorch pass, and refuses what it does not cover."""
+
+import sys
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from cnnlab import config as C
+from cnnlab import forward_check as fc
+from cnnlab.cli import main
+from cnnlab.models import build_model
+from conftest import ROOT
+from fakedata import make_cifar, make_idx_dataset
+
+MNIST, CIFAR = (1, 28, 28), (3, 32, 32)
+COVERED_MODELS = [
+    (C.FCModel(name="fc"), MNIST),
+    (C.CNNModel(name="cnn"), MNIST),
+    (C.LeNetModel(name="lenet"), MNIST),
+    (C.LeNetModel(name="lenet", activation="relu", pooling="max", init="default"), CIFAR),
+    (C.LeNetModel(name="lenet", activation="tanh"), MNIST),
+    (C.LeNet5ClassicModel(name="lenet5_classic"), MNIST),
+    (C.LeNet5ClassicModel(name="lenet5_classic"), CIFAR),
+    (C.KerasCNNModel(name="keras_cnn"), CIFAR),
+    (C.ToyModel(name="toy"), (1, 4, 4)),
+]
+
+
+@pytest.fixture(scope="module")
+def tiny_mnist(tmp_path_factory):
+    root = tmp_path_factory.mktemp("data")
+    make_idx_dataset(root, "MNIST", n_train=20, n_test=10)
+    return root
+
+
+@pytest.mark.parametrize("opts, shape", COVERED_MODELS, ids=lambda v: getattr(v, "name", str(v)))
+def test_numpy_matches_pytorch_on_every_covered_model(opts, shape):
+    torch.manual_seed(0)
+    model = build_model(opts, shape, 10)
+    x = torch.randn(4, *shape)
+    rows, out_torch, out_numpy = fc.check(model, x)
+    assert len(rows) == len(fc.layers(model)) and all(r.ok for r in rows), rows
+    assert fc.first_failure(rows) is None
+    with torch.no_grad():
+        expected = model.eval()(x)
+    assert np.allclose(out_numpy, expected.double().numpy(), atol=1e-5)
+    assert rows[-1].output_shape == tuple(expected.shape[1:])
+
+
+@pytest.mark.filterwarnings("ignore:Using padding='same'")
+def test_conv_and_pool_options_by_hand():
+    """Stride, padding ('same' included), asymmetric zero padding and padded pools."""
+    torch.manual_seed(1)
+    model = nn.Sequential(
+        nn.ZeroPad2d((1, 2, 0, 3)),
+        nn.Conv2d(2, 3, 3, stride=2, padding=1),
+        nn.Tanh(),
+        nn.MaxPool2d(3, stride=2, padding=1),
+        nn.Conv2d(3, 4, (2, 4), padding="same", bias=False),
+        nn.AvgPool2d(2, stride=1, padding=1),
+        nn.Sigmoid(),
+        nn.Dropout(0.5),  # identity: the check runs in eval mode
+        nn.Flatten(),
+        nn.Linear(4 * 5 * 4, 3),
+    )
+    rows, out_torch, _ = fc.check(model, torch.randn(5, 2, 11, 9))
+    assert all(r.ok for r in rows), rows
+    assert [r.output_shape for r in rows][:2] == [(2, 14, 12), (3, 7, 6)]
+
+
+def test_a_weight_changed_after_the_pytorch_pass_names_its_layer():
+    torch.manual_seed(0)
+    model = build_model(C.CNNModel(name="cnn"), MNIST, 10)
+    x = torch.randn(3, *MNIST)
+    outs = fc.torch_outputs(model, x)
+    with torch.no_grad():
+        model.features[3].weight[0, 0, 0, 0] += 0.5
+    rows = fc.compare(model, outs, fc.numpy_outputs(model, x))
+    bad = fc.first_failure(rows)
+    assert (bad.name, bad.kind) == ("features.3", "Conv2d") and bad.max_abs_diff > fc.TOLERANCE
+    assert all(r.ok for r in rows[:3])
+
+
+def test_uncovered_layers_are_named():
+    model = build_model(C.TrashNetModel(name="trashnet"), CIFAR, 10)
+    with pytest.raises(fc.NotCovered) as e:
+        fc.check(model, torch.randn(2, *CIFAR))
+    message = str(e.value)
+    assert "features.1 (BatchNorm2d)" in message and "features.4 (Residual)" in message
+    assert "AdaptiveAvgPool2d" in message and "Conv2d" in message.split("it covers")[1]
+    with pytest.raises(fc.NotCovered, match="dilation"):
+        fc.layers(nn.Sequential(nn.Conv2d(1, 1, 3, dilation=2)))
+
+
+def test_a_forward_that_does_not_run_the_layers_in_order_is_refused():
+    class Backwards(nn.Sequential):
+        def forward(self, x):
+            return self[0](self[1](x))
+
+    with pytest.raises(fc.NotCovered, match="in order"):
+        fc.check(Backwards(nn.Linear(3, 3), nn.ReLU()), torch.randn(2, 3))
+
+
+# ---------------------------------------------------------------------------- the command
+def cli(monkeypatch, capsys, *args) -> tuple[int, str, str]:
+    """Run `cnnlab ARGS` in this process (no torch import per call): (exit code, stdout, stderr)."""
+    monkeypatch.chdir(ROOT)
+    monkeypatch.setattr(sys, "argv", ["cnnlab", *map(str, args)])
+    with pytest.raises(SystemExit) as e:
+        main()
+    out, err = capsys.readouterr()
+    return e.value.code, out, err
+
+
+def test_cli_passes_on_a_fresh_model(tiny_mnist, monkeypatch, capsys):
+    code, out, err = cli(monkeypatch, capsys, "forward-check", "configs/lenet5_classic.yaml", "--n", "3", "--data-dir", tiny_mnist)
+    assert code == 0, err
+    assert "ZeroPad2d" in out and "classifier.3" in out
+    assert out.strip().splitlines()[-1].startswith("all 13 layers match PyTorch within 0.0001")
+
+
+def test_cli_fails_naming_the_layer_when_a_weight_changes(tiny_mnist, monkeypatch, capsys):
+    original = fc.torch_outputs
+
+    def then_perturb(model, x):
+        outs = original(model, x)
+        with torch.no_grad():
+            model.classifier[1].weight.mul_(1.01)
+        return outs
+
+    monkeypatch.setattr(fc, "torch_outputs", then_perturb)
+    code, out, err = cli(monkeypatch, capsys, "forward-check", "configs/mnist_cnn.yaml", "--data-dir", tiny_mnist)
+    assert code == 1 and "NO" in out
+    assert "layer classifier.1 (Linear)" in err and "> 0.0001" in err and len(err.strip().splitlines()) == 1
+
+
+def test_cli_says_what_it_does_not_cover(tmp_path, monkeypatch, capsys):
+    make_cifar(tmp_path, n=2)
+    code, _, err = cli(monkeypatch, capsys, "forward-check", "configs/cifar10_trashnet.yaml", "--data-dir", tmp_path)
+    assert code == 1 and len(err.strip().splitlines()) == 1
+    assert "does not cover" in err and "BatchNorm2d" in err
+
+
+def test_cli_usage_errors(monkeypatch, capsys):
+    assert cli(monkeypatch, capsys, "forward-check")[0] == 2
+    code, _, err = cli(monkeypatch, capsys, "forward-check", "configs/mnist_cnn.yaml", "--run", "/nonexistent/run")
+    assert code == 1 and "not a run directory" in err

@@ -1,0 +1,227 @@
+"""Nothing written is lost, and a resumed run is the run that was never stopped.
+
+A real `cnnlab train` subprocess is interrupted with SIGINT or SIGTERM after its first complete
+epoch, checked file by file, resumed with `cnnlab train --resume`, and its final metrics compared
+for exact equality with an uninterrupted run of the same config and seed. The config uses random
+flips and translations, momentum and a learning-rate schedule, so the data-order and augmentation
+generators, the optimizer state and the schedule must all come back exactly.
+"""
+
+import errno
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from unittest import mock
+
+import pandas as pd
+import pytest
+import torch
+
+from cnnlab.cli import main
+from cnnlab.config import load_config
+from cnnlab.errors import RunError
+from cnnlab.experiment import run
+from cnnlab.models import build_model
+from fakedata import make_idx_dataset
+from test_errors import cli, error_line, start
+
+CONFIG = """name: resume
+seed: 3
+device: cpu
+dataset: {name: mnist, download: false}
+transform: {augment: {hflip: true, translate: 2}}
+model: {name: fc, hidden: [32]}
+optimizer: {name: sgd, lr: 0.05, momentum: 0.9}
+schedule: {name: step, step_size: 1, gamma: 0.8}
+train: {epochs: 20, batch_size: 32, threads: 1}
+"""
+TIMINGS = {"epoch_seconds", "eval_seconds", "samples_per_sec"}
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    """The data, the config file, and the metrics of the uninterrupted 20-epoch run."""
+    root = tmp_path_factory.mktemp("resume")
+    make_idx_dataset(root / "data", n_train=1500, n_test=100)
+    (root / "resume.yaml").write_text(CONFIG)
+    reference = run(load_config(root / "resume.yaml"), runs_dir=root / "reference", data_dir=root / "data")
+    return root, metrics(reference.path)
+
+
+def cnnlab_here(capsys, *args) -> subprocess.CompletedProcess:
+    """The CLI's main() in this process: the code `cnnlab` runs, without starting (and importing
+    torch in) another process."""
+    with mock.patch.object(sys, "argv", ["cnnlab", *map(str, args)]), pytest.raises(SystemExit) as end:
+        main()
+    out = capsys.readouterr()
+    return subprocess.CompletedProcess(args, end.value.code, out.out, out.err)
+
+
+def metrics(run_dir: Path) -> pd.DataFrame:
+    """metrics.csv without the timing columns, which no two runs share."""
+    table = pd.read_csv(run_dir / "metrics.csv")
+    return table[[c for c in table.columns if c not in TIMINGS]]
+
+
+def temp_files(run_dir: Path) -> list[str]:
+    return [name for name in os.listdir(run_dir) if name.endswith(".tmp")]
+
+
+def check_files(run_dir: Path) -> dict:
+    """Every file of the run parses; returns summary.json."""
+    cfg = load_config(run_dir / "config.yaml")
+    summary = json.loads((run_dir / "summary.json").read_text())
+    model = build_model(cfg.model, (1, 28, 28), 10)
+    model.load_state_dict(torch.load(run_dir / "model.pt", weights_only=True))
+    checkpoint = torch.load(run_dir / "checkpoint.pt", weights_only=True)
+    assert checkpoint["epoch"] == summary["epochs"] == len(pd.read_csv(run_dir / "metrics.csv"))
+    assert not temp_files(run_dir)
+    return summary
+
+
+def wait_for_epochs(proc, run_root: Path, n: int, timeout: float = 120) -> Path:
+    """The run directory, once its metrics.csv holds n complete epochs."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, f"the run ended early ({proc.returncode}): {proc.stderr.read()}"
+        for path in run_root.glob("*/metrics.csv"):
+            if len(pd.read_csv(path)) >= n:  # always a whole file: it is replaced, never appended
+                return path.parent
+        time.sleep(0.02)
+    raise AssertionError(f"no {n} complete epoch(s) within {timeout} s")
+
+
+# the second case resumes through main() in this process, to spare a second torch start-up
+@pytest.mark.parametrize("signum,here", [(signal.SIGINT, False), (signal.SIGTERM, True)], ids=["SIGINT", "SIGTERM"])
+def test_interrupted_run_keeps_its_epochs_and_resumes_exactly(setup, tmp_path, capsys, signum, here):
+    root, reference = setup
+    proc = start("train", root / "resume.yaml", "--data-dir", root / "data", "--runs-dir", tmp_path)
+    run_dir = wait_for_epochs(proc, tmp_path, 1)
+    proc.send_signal(signum)
+    _, err = proc.communicate(timeout=60)
+
+    assert proc.returncode == 128 + signum, err
+    assert "Traceback" not in err
+    line = error_line(err)
+    assert line.startswith(f"interrupted: stopped by {signum.name} during epoch") and f"--resume {run_dir}" in line
+    summary = check_files(run_dir)
+    done = summary["epochs"]
+    assert summary["status"] == "interrupted" and 1 <= done < 20
+    assert f"during epoch {done + 1}" in summary["error"]
+    pd.testing.assert_frame_equal(metrics(run_dir), reference.iloc[:done])
+
+    # the run remembers its data directory: --resume needs nothing else
+    out = cnnlab_here(capsys, "train", "--resume", run_dir) if here else cli("train", "--resume", run_dir)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip().splitlines()[-1] == str(run_dir)
+    summary = check_files(run_dir)
+    assert summary["status"] == "completed" and summary["epochs"] == 20 and summary["error"] is None
+    pd.testing.assert_frame_equal(metrics(run_dir), reference, check_exact=True)
+
+
+def test_extending_a_finished_run_equals_training_longer_from_the_start(setup, tmp_path, capsys):
+    root, _ = setup
+    short = run(load_config(root / "resume.yaml", ["train.epochs=2"]), runs_dir=tmp_path / "short", data_dir=root / "data")
+    longer = run(load_config(root / "resume.yaml", ["train.epochs=4"]), runs_dir=tmp_path / "long", data_dir=root / "data")
+
+    out = cnnlab_here(capsys, "train", "--resume", short.path, "train.epochs=4")
+    assert out.returncode == 0, out.stderr
+    summary = check_files(short.path)
+    assert summary["status"] == "completed" and summary["epochs"] == summary["epochs_planned"] == 4
+    assert load_config(short.path / "config.yaml").train.epochs == 4
+    pd.testing.assert_frame_equal(metrics(short.path), metrics(longer.path), check_exact=True)
+
+
+def test_a_run_interrupted_before_its_first_epoch_resumes_from_the_start(setup, tmp_path):
+    root, reference = setup
+    cfg = load_config(root / "resume.yaml", ["train.epochs=2"])
+    interrupted = run(cfg, runs_dir=tmp_path, data_dir=root / "data")
+    for name in ("checkpoint.pt", "metrics.csv", "model.pt"):  # as if stopped during epoch 1
+        (interrupted.path / name).unlink()
+    resumed = run(cfg, resume=interrupted.path)
+    assert resumed.path == interrupted.path and check_files(resumed.path)["status"] == "completed"
+    pd.testing.assert_frame_equal(metrics(resumed.path), reference.iloc[:2])
+
+
+# ---------------------------------------------------------------------------- atomic writes
+@pytest.fixture
+def replaces(monkeypatch):
+    """Record every os.replace(src, dst); a test may set `fail` to make some of them fail."""
+    calls, real = [], os.replace
+    state = {"calls": calls, "fail": lambda dst: False}
+
+    def replace(src, dst):
+        calls.append((Path(src), Path(dst)))
+        if state["fail"](Path(dst)):
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        real(src, dst)
+
+    monkeypatch.setattr(os, "replace", replace)
+    return state
+
+
+def test_every_file_in_a_run_is_renamed_into_place(setup, tmp_path, replaces):
+    root, _ = setup
+    result = run(load_config(root / "resume.yaml", ["train.epochs=2"]), runs_dir=tmp_path, data_dir=root / "data")
+    written = {dst.name for _, dst in replaces["calls"] if dst.parent == result.path}
+    assert written == set(os.listdir(result.path)) >= {"config.yaml", "metrics.csv", "summary.json", "model.pt", "checkpoint.pt"}
+    for src, dst in replaces["calls"]:
+        assert src.parent == dst.parent and src.name.startswith(f".{dst.name}.") and src.name.endswith(".tmp")
+
+
+def test_a_failed_write_keeps_the_previous_complete_file(setup, tmp_path, replaces):
+    root, reference = setup
+    cfg = load_config(root / "resume.yaml", ["train.epochs=3"])
+    metrics_writes = []
+
+    def second_metrics_write(dst: Path) -> bool:
+        if dst.name == "metrics.csv":
+            metrics_writes.append(dst)
+        return len(metrics_writes) == 2 and dst.name == "metrics.csv"
+
+    replaces["fail"] = second_metrics_write
+    with pytest.raises(RunError, match="cannot write .*metrics.csv: No space left on device"):
+        run(cfg, runs_dir=tmp_path, data_dir=root / "data")
+    (run_dir,) = tmp_path.iterdir()
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["status"] == "failed" and "No space left" in summary["error"]
+    assert not temp_files(run_dir)
+    pd.testing.assert_frame_equal(metrics(run_dir), reference.iloc[:1])  # epoch 1, whole
+
+    replaces["fail"] = lambda dst: False  # the disk has room again: the run resumes after epoch 1
+    run(cfg, resume=run_dir)
+    assert check_files(run_dir)["status"] == "completed"
+    pd.testing.assert_frame_equal(metrics(run_dir), reference.iloc[:3])
+
+
+# ---------------------------------------------------------------------------- safe loading
+class Payload:
+    """Unpickling this runs a shell command: a config, checkpoint or data file must never do that."""
+
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        return os.system, (f"touch {self.marker}",)
+
+
+def test_a_resume_that_cannot_go_on_leaves_the_run_as_it_was(setup, tmp_path, capsys):
+    root, _ = setup
+    finished = run(load_config(root / "resume.yaml", ["train.epochs=1"]), runs_dir=tmp_path, data_dir=root / "data")
+    before = (finished.path / "summary.json").read_text()
+
+    out = cnnlab_here(capsys, "train", "--resume", finished.path, "model.hidden=[5]")
+    assert out.returncode == 1 and "does not fit this config" in error_line(out.stderr)
+
+    marker = tmp_path / "payload_ran"
+    torch.save({"epoch": 1, "model": Payload(marker)}, finished.path / "checkpoint.pt")
+    out = cnnlab_here(capsys, "train", "--resume", finished.path, "train.epochs=2")
+    assert out.returncode == 1 and "Traceback" not in out.stderr
+    assert "refusing to load" in error_line(out.stderr) and f"{os.system.__module__}.system" in out.stderr
+    assert not marker.exists()
+    assert (finished.path / "summary.json").read_text() == before
+    assert load_config(finished.path / "config.yaml").model.hidden == [32]

@@ -1,0 +1,90 @@
+"""`cnnlab samples`: the grid's size, the images after a config's deterministic transforms, errors."""
+
+import matplotlib.image
+import numpy as np
+import pytest
+import torch
+
+from cnnlab.config import config_from_dict
+from cnnlab.samples import grid_size, sample_images, title_for
+from cnnlab.transforms import make_permutation
+from fakedata import make_idx_dataset
+from test_forward_check import cli
+
+
+@pytest.fixture(scope="module")
+def tiny_mnist(tmp_path_factory):
+    root = tmp_path_factory.mktemp("data")
+    written = make_idx_dataset(root, "MNIST", n_train=20, n_test=40)
+    return root, written["test"]
+
+
+def cfg_for(dataset="mnist", **transform):
+    return config_from_dict({"name": "t", "dataset": {"name": dataset}, "model": {"name": "fc"}, "transform": transform})
+
+
+def test_grid_size_follows_the_image_count():
+    assert grid_size(32) == (8 * 130, 4 * 150 + 60)
+    assert grid_size(9) == (8 * 130, 2 * 150 + 60)
+    assert grid_size(2) == (4 * 130, 150 + 60)  # never narrower than 4 cells, so the title fits
+
+
+@pytest.mark.parametrize("n", [32, 9, 2])
+def test_cli_writes_a_png_of_that_size(tiny_mnist, tmp_path, monkeypatch, capsys, n):
+    root, _ = tiny_mnist
+    out_path = tmp_path / "grid.png"
+    code, out, err = cli(monkeypatch, capsys, "samples", "mnist", "--n", n, "--out", out_path, "--data-dir", root)
+    assert code == 0, err
+    assert out.strip().splitlines()[-1] == str(out_path)
+    height, width, _ = matplotlib.image.imread(out_path).shape
+    assert (width, height) == grid_size(n)
+
+
+def test_default_path_is_in_the_runs_directory(tiny_mnist, runs_dir, monkeypatch, capsys):
+    code, out, err = cli(monkeypatch, capsys, "samples", "mnist", "--n", 4, "--config", "configs/mnist_cnn.yaml",
+                         "transform.permute=true", "--data-dir", tiny_mnist[0])
+    assert code == 0, err
+    assert out.strip() == str(runs_dir / "samples-mnist-mnist_cnn.png") and (runs_dir / "samples-mnist-mnist_cnn.png").is_file()
+
+
+def test_images_are_shown_after_the_permutation_and_the_shift(tiny_mnist):
+    root, (raw, labels) = tiny_mnist
+    plain = torch.from_numpy(raw[:5]).float().div(255).view(5, 1, 28, 28)
+    images, got_labels, classes = sample_images(cfg_for(), 5, data_dir=root)
+    assert torch.equal(images, plain) and got_labels.tolist() == labels[:5].tolist() and classes[3] == "3"
+
+    permuted, _, _ = sample_images(cfg_for(permute=True, permute_seed=7), 5, data_dir=root)
+    perm = make_permutation(784, 7)
+    assert torch.equal(permuted.flatten(1), plain.flatten(1)[:, perm])
+
+    shifted, _, _ = sample_images(cfg_for(shift={"dx": 3, "dy": -2}), 5, data_dir=root)
+    assert np.array_equal(shifted.numpy(), np.roll(plain.numpy(), (-2, 3), axis=(2, 3)))
+
+
+def test_normalization_is_left_out_and_the_title_says_what_was_done(tiny_mnist):
+    cfg = cfg_for(normalize="dataset", permute=True, shift={"dx": 1})
+    images, _, _ = sample_images(cfg, 5, data_dir=tiny_mnist[0])
+    assert images.min() >= 0 and images.max() <= 1
+    title = title_for(cfg, 5, "test")
+    assert title.startswith("MNIST: the first 5 test images") and "shift dx=1 dy=0 (roll)" in title
+    assert "pixel permutation (seed 0)" in title
+    assert "no transform" in title_for(cfg_for(), 5, "test")
+
+
+def test_the_toy_needs_no_files(tmp_path, monkeypatch, capsys):
+    code, out, err = cli(monkeypatch, capsys, "samples", "toy", "--out", tmp_path / "toy.png", "--data-dir", tmp_path / "none")
+    assert code == 0, err
+    height, width, _ = matplotlib.image.imread(tmp_path / "toy.png").shape
+    assert (width, height) == grid_size(2)
+
+
+def test_user_errors(tiny_mnist, monkeypatch, capsys):
+    root = tiny_mnist[0]
+    code, _, err = cli(monkeypatch, capsys, "samples", "mnist", "--config", "configs/cifar10_trashnet.yaml", "--data-dir", root)
+    assert code == 2 and "cifar10, not mnist" in err
+    code, _, err = cli(monkeypatch, capsys, "samples", "imagenet", "--data-dir", root)
+    assert code == 2 and "dataset.name" in err
+    code, _, err = cli(monkeypatch, capsys, "samples", "mnist", "transform.shift.dx=40", "--data-dir", root)
+    assert code == 2 and "shift" in err
+    code, _, err = cli(monkeypatch, capsys, "samples", "mnist", "--split", "val", "--data-dir", root)
+    assert code == 2 and "--split" in err

@@ -1,0 +1,304 @@
+"""`cnnlab compare`, `cnnlab shift-sweep`, `cnnlab show` and the study listing: end to end on tiny
+IDX files, the reading sentences against the numbers, the shift semantics, and the studies'
+outcomes on the real data when it is present (slow)."""
+
+import io
+import json
+import re
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from cnnlab.cli import main
+from cnnlab.config import load_config
+from cnnlab.engine import evaluate, loss_function
+from cnnlab.errors import ConfigError
+from cnnlab.experiment import run
+from cnnlab.studies import compare, shift_sweep
+from cnnlab.studies.spec import resolve
+from cnnlab.transforms import make_permutation, normalize, permute_pixels, shift, to_float
+from conftest import ROOT, real_data
+from fakedata import make_idx_dataset
+
+FAST = ["--device", "cpu", "train.max_steps=3", "train.eval_batch_size=64"]
+
+
+@pytest.fixture(scope="module")
+def tiny_data(tmp_path_factory):
+    root = tmp_path_factory.mktemp("data")
+    make_idx_dataset(root, "MNIST", n_train=200, n_test=80)
+    make_idx_dataset(root, "FashionMNIST", n_train=200, n_test=80)
+    return root
+
+
+def cnnlab(capsys, monkeypatch, *args) -> tuple[int, str, str]:
+    """Run the real CLI entry point in this process: (exit code, stdout, stderr)."""
+    monkeypatch.setattr(sys, "argv", ["cnnlab", *map(str, args)])
+    monkeypatch.chdir(ROOT)
+    with pytest.raises(SystemExit) as exit_:
+        main()
+    out = capsys.readouterr()
+    return exit_.value.code, out.out, out.err
+
+
+def last_line(text: str) -> Path:
+    return Path(text.strip().splitlines()[-1])
+
+
+def check_reading(text: str, table: pd.DataFrame) -> None:
+    """Every 'A beats B by N points' and 'A loses/gains N points' in text agrees with the table."""
+    acc = {(r.model, bool(r.permuted)): r.test_acc_mean for r in table.itertuples()}
+    ordered_part, _, permuted_part = text.partition("with permuted pixels")
+    for part, permuted in ((ordered_part, False), (permuted_part.partition("so there")[2], True)):
+        for a, b, points in re.findall(r"(\S+) beats (\S+) by ([\d.]+) points", part):
+            assert acc[a, permuted] >= acc[b, permuted]
+            assert float(points) == pytest.approx(100 * (acc[a, permuted] - acc[b, permuted]), abs=0.051)
+    for model, verb, points in re.findall(r"(\S+) (loses|gains) ([\d.]+) points", text):
+        change = acc[model, True] - acc[model, False]
+        assert (verb == "loses") == (change < 0)
+        assert float(points) == pytest.approx(100 * abs(change), abs=0.051)
+
+
+# ---------------------------------------------------------------------------- compare
+def test_compare_named_study_end_to_end(tiny_data, tmp_path, capsys, monkeypatch):
+    code, out, err = cnnlab(capsys, monkeypatch, "compare", "fc-vs-cnn", "--permute", "--seeds", "2", "--data-dir", tiny_data, "--runs-dir", tmp_path, *FAST)
+    assert code == 0, err
+    study = last_line(out)
+    assert study.parent == tmp_path and "fc-vs-cnn" in study.name and (study / ".kind").read_text() == "study"
+    assert {"table.csv", "table.md", "cells.csv", "accuracy.png", "summary.json"} <= {p.name for p in study.iterdir()}
+    assert not list(study.glob(".*.tmp"))
+
+    table = pd.read_csv(study / "table.csv")
+    assert list(table.columns[:7]) == ["model", "params", "permuted", "seeds", "test_acc_mean", "test_acc_std", "train_seconds"]
+    assert [(m, p) for m, p in zip(table.model, table.permuted)] == [("FC", False), ("FC", True), ("CNN", False), ("CNN", True)]
+    assert list(table.params) == [6442, 6442, 6422, 6422] and set(table.seeds) == {2}
+
+    cells = pd.read_csv(study / "cells.csv")
+    assert len(cells) == 8 and set(cells.status) == {"completed"}
+    for r in table.itertuples():  # the table is the mean over its cells
+        mine = cells[(cells.model == r.model) & (cells.permuted == r.permuted)]
+        assert r.test_acc_mean == pytest.approx(mine.test_acc.mean()) and r.test_acc_std == pytest.approx(mine.test_acc.std())
+
+    summary = json.loads((study / "summary.json").read_text())
+    assert summary["kind"] == "study" and summary["status"] == "completed" and summary["seeds"] == 2
+    assert len(summary["cells"]) == 8 and all((study / c / "model.pt").is_file() for c in summary["cells"])
+    # the permutation varies with the seed: the cells' configs leave permute_seed to the run's seed
+    permuted = [load_config(study / c / "config.yaml") for c in summary["cells"] if "-permuted-" in c]
+    assert len(permuted) == 4 and all(c.transform.permute and c.transform.permute_seed is None for c in permuted)
+    assert sorted(c.seed for c in permuted) == [0, 0, 1, 1]
+
+    check_reading(summary["reading"], table)
+    assert summary["reading"] in " ".join(out.split()) and summary["reading"] in (study / "table.md").read_text()
+    assert "| FC |" in (study / "table.md").read_text()
+
+
+def test_compare_config_files_dataset_and_overrides(tiny_data, tmp_path, capsys, monkeypatch):
+    code, out, err = cnnlab(
+        capsys, monkeypatch, "compare", "configs/mnist_fc.yaml", "configs/mnist_cnn.yaml", "--seeds", "1",
+        "--dataset", "fashion-mnist", "model.hidden=[8]", "--data-dir", tiny_data, "--runs-dir", tmp_path, *FAST,
+    )
+    assert code != 0 and "model.hidden" in err  # the override applies to every member: the CNN has no hidden
+    code, out, err = cnnlab(
+        capsys, monkeypatch, "compare", "configs/mnist_fc.yaml", "configs/mnist_cnn.yaml", "--seeds", "1", "--epochs", "2",
+        "--dataset", "fashion-mnist", "--data-dir", tiny_data, "--runs-dir", tmp_path, *FAST,
+    )
+    assert code == 0, err
+    study = last_line(out)
+    table = pd.read_csv(study / "table.csv")
+    assert list(table.model) == ["mnist_fc", "mnist_cnn"] and not table.permuted.any() and set(table.seeds) == {1}
+    cells = pd.read_csv(study / "cells.csv")
+    assert set(cells.dataset) == {"fashion-mnist"} and set(cells.epochs) == {2}
+    reading = json.loads((study / "summary.json").read_text())["reading"]
+    check_reading(reading, table)
+    assert "permuted" not in reading
+
+
+def test_reading_sentence_from_numbers():
+    rows = [
+        {"model": m, "permuted": p, "seed": s, "params": 1, "test_acc": a, "train_seconds": 1.0}
+        for m, p, accs in [("FC", False, [0.88, 0.89]), ("FC", True, [0.885, 0.887]), ("CNN", False, [0.96, 0.95]), ("CNN", True, [0.82, 0.83])]
+        for s, a in enumerate(accs)
+    ]
+    table = compare.summarize(rows)
+    assert compare.reading(table) == (
+        "Mean of 2 seeds: CNN beats FC by 7.0 points on ordered pixels; with permuted pixels FC gains 0.1 points, "
+        "CNN loses 13.0 points, so there FC beats CNN by 6.1 points."
+    )
+    assert compare.reading(table[~table.permuted]) == "Mean of 2 seeds: CNN beats FC by 7.0 points."
+
+
+def test_named_study_lookup_user_study_and_errors(tmp_path, monkeypatch):
+    studies = tmp_path / "configs" / "studies"
+    studies.mkdir(parents=True)
+    (studies / "my_study.yaml").write_text(
+        f"name: my-study\nmembers:\n  - {ROOT / 'configs/mnist_fc.yaml'}\n  - {{config: {ROOT / 'configs/lenet.yaml'}, label: LeNet}}\n"
+        "seeds: 5\noverrides: [train.epochs=7]\n"
+    )
+    monkeypatch.chdir(tmp_path)
+    spec, members = resolve(["my-study"], ["train.batch_size=10"])
+    assert spec.seeds == 5 and [m.label for m in members] == ["mnist_fc", "LeNet"]
+    assert all(m.cfg.train.epochs == 7 and m.cfg.train.batch_size == 10 for m in members)
+    with pytest.raises(ConfigError, match="unknown study 'nope'.*my-study"):
+        resolve(["nope"], [])
+    with pytest.raises(ConfigError, match="share a label"):
+        resolve([str(ROOT / "configs/mnist_fc.yaml")] * 2, [])
+    (studies / "bad.yaml").write_text("name: bad\nmembers: []\n")
+    with pytest.raises(ConfigError, match="members"):
+        resolve(["bad"], [])
+
+
+def test_compare_user_errors_are_one_line(capsys, monkeypatch, tmp_path):
+    for args, needle in [(["compare", "no-such-study"], "unknown study"), (["compare", "fc-vs-cnn", "--dataset", "svhn"], "dataset.name")]:
+        code, out, err = cnnlab(capsys, monkeypatch, *args, "--runs-dir", tmp_path)
+        assert code == 2 and needle in err and len(err.strip().splitlines()) == 1 and "Traceback" not in err
+    assert not tmp_path.exists() or not list(tmp_path.iterdir())  # nothing was created
+
+
+def test_a_failing_cell_marks_the_study_failed(tmp_path, capsys, monkeypatch):
+    code, out, err = cnnlab(capsys, monkeypatch, "compare", "fc-vs-cnn", "dataset.download=false", "--data-dir", tmp_path / "empty", "--runs-dir", tmp_path / "runs")
+    assert code == 1 and "MNIST not found" in err and len(err.strip().splitlines()) == 1
+    (study,) = (tmp_path / "runs").iterdir()
+    summary = json.loads((study / "summary.json").read_text())
+    assert summary["status"] == "failed" and "MNIST not found" in summary["error"] and summary["kind"] == "study"
+
+
+# ---------------------------------------------------------------------------- shift sweep
+@pytest.fixture(scope="module")
+def fashion_run(tiny_data, tmp_path_factory):
+    """A small trained run whose config normalizes and permutes, to check the order of operations."""
+    cfg = load_config(ROOT / "configs/fashion_cnn.yaml", ["device=cpu", "train.epochs=1", "train.max_steps=3", "transform.normalize=dataset", "transform.permute=true"])
+    return run(cfg, runs_dir=tmp_path_factory.mktemp("runs"), data_dir=tiny_data)
+
+
+def test_sweep_at_zero_is_the_plain_evaluation(fashion_run, tiny_data):
+    t = shift_sweep.load_trained(fashion_run.path)
+    rows = shift_sweep.sweep(t, shift_sweep.offsets(2, "x"), "roll", tiny_data)
+    assert [(r["dx"], r["dy"]) for r in rows] == [(-2, 0), (-1, 0), (0, 0), (1, 0), (2, 0)]
+    centre = rows[2]
+    assert centre["test_acc"] == fashion_run.summary["test_acc"]
+    assert centre["test_loss"] == pytest.approx(fashion_run.summary["test_loss"], rel=1e-6)
+    assert len({r["test_loss"] for r in rows}) == 5  # the shifts change what the model sees
+
+
+def test_shift_happens_before_normalization(fashion_run, tiny_data):
+    t = shift_sweep.load_trained(fashion_run.path)
+    train, test = shift_sweep.splits(t.cfg, tiny_data)
+    images = test.images[:10]
+    for mode in ("roll", "zero"):
+        got = shift_sweep.prepare_shifted(t, train, images, 3, -2, mode)
+        want = normalize(shift(to_float(images), 3, -2, mode, fill=0.0), train.mean, train.std)
+        want = permute_pixels(want, make_permutation(28 * 28, t.cfg.seed))
+        torch.testing.assert_close(got, want)
+    t.cfg = t.cfg.model_copy(update={"transform": t.cfg.transform.model_copy(update={"permute": False})})
+    zero = shift_sweep.prepare_shifted(t, train, images, 3, 0, "zero")
+    black = -train.mean[0] / train.std[0]  # zero fill is black in the model's input space
+    torch.testing.assert_close(zero[..., :3], torch.full_like(zero[..., :3], black))
+
+
+def test_single_image_probabilities(fashion_run, tiny_data):
+    t = shift_sweep.load_trained(fashion_run.path)
+    image, label, classes = shift_sweep.pick_image(t, 5, "train", tiny_data)
+    shifts = shift_sweep.offsets(3, "x")
+    probs = shift_sweep.image_probabilities(t, image, shifts, "roll", tiny_data)
+    assert probs.shape == (7, 10) and classes[2] == "Pullover"
+    np.testing.assert_allclose(probs.sum(1), 1.0, rtol=1e-5)
+    # each row is the model's softmax on that shifted image, as evaluated one by one
+    train, _ = shift_sweep.splits(t.cfg, tiny_data)
+    with torch.no_grad():
+        one = torch.softmax(t.model(shift_sweep.prepare_shifted(t, train, image, -3, 0, "roll")), 1)[0].numpy()
+    np.testing.assert_allclose(probs[0], one, rtol=1e-5, atol=1e-7)
+    with pytest.raises(ConfigError, match="out of range"):
+        shift_sweep.pick_image(t, 24150, "train", tiny_data)
+
+
+def test_shift_sweep_command_end_to_end(tiny_data, tmp_path, capsys, monkeypatch):
+    code, out, err = cnnlab(
+        capsys, monkeypatch, "shift-sweep", "configs/fashion_fc.yaml", "configs/fashion_cnn_aug.yaml", "--epochs", "1",
+        "--max-shift", "2", "--mode", "zero", "--image-index", "3", "--data-dir", tiny_data, "--runs-dir", tmp_path, *FAST,
+    )
+    assert code == 0, err
+    study = last_line(out)
+    files = {p.name for p in study.iterdir()}
+    assert {"table.csv", "table.md", "accuracy.png", "image_fashion_fc.png", "image_fashion_cnn_aug.png", "image_probs.csv", "cells"} <= files
+    table = pd.read_csv(study / "table.csv")
+    assert {"model", "dx", "dy", "test_acc"} <= set(table.columns) and len(table) == 2 * 5
+    assert set(table["mode"]) == {"zero"} and set(table.dy) == {0}
+    summary = json.loads((study / "summary.json").read_text())
+    assert summary["status"] == "completed" and summary["kind"] == "study" and summary["max_shift"] == 2
+    for cell in summary["cells"]:  # 0 px is each run's own final evaluation
+        run_summary = json.loads((study / cell / "summary.json").read_text())
+        centre = table[(table.model == run_summary["name"]) & (table.dx == 0)]
+        assert centre.test_acc.item() == pytest.approx(run_summary["test_acc"])
+    probs = pd.read_csv(study / "image_probs.csv")
+    np.testing.assert_allclose(probs.drop(columns=["model", "dx", "dy"]).sum(axis=1), 1.0, rtol=1e-5)
+    assert len(probs) == 2 * 5
+    # the reading quotes the 2-px numbers (the largest shift swept)
+    acc = {(r.model, r.dx): r.test_acc for r in table.itertuples()}
+    fc_2px = (acc["fashion_fc", 2] + acc["fashion_fc", -2]) / 2
+    assert f"fashion_fc from {acc['fashion_fc', 0]:.1%} to {fc_2px:.1%}" in summary["reading"]
+    assert summary["reading"].startswith("Shifted by 2 px along x (mean of both directions, zero)")
+
+
+def test_shift_sweep_from_run_grid(fashion_run, tiny_data, tmp_path, capsys, monkeypatch):
+    code, out, err = cnnlab(
+        capsys, monkeypatch, "shift-sweep", "--from-run", fashion_run.path, "--axis", "both", "--max-shift", "1",
+        "--image-index", "0", "--image-split", "test", "--data-dir", tiny_data, "--runs-dir", tmp_path,
+    )
+    assert code == 0, err
+    study = last_line(out)
+    table = pd.read_csv(study / "table.csv")
+    assert sorted(zip(table.dx, table.dy)) == [(dx, dy) for dx in (-1, 0, 1) for dy in (-1, 0, 1)]
+    assert not (study / "cells").exists()  # nothing trained
+    assert table[(table.dx == 0) & (table.dy == 0)].test_acc.item() == fashion_run.summary["test_acc"]
+    assert "dy \\ dx" in (study / "table.md").read_text()
+    for args, needle in [(["--axis", "diagonal"], "axis"), (["--epochs", "3"], "--from-run"), (["--image-index", "99999"], "out of range")]:
+        code, out, err = cnnlab(capsys, monkeypatch, "shift-sweep", "--from-run", fashion_run.path, *args, "--data-dir", tiny_data, "--runs-dir", tmp_path)
+        assert code in (1, 2) and needle in err and len(err.strip().splitlines()) == 1, err
+
+
+# ---------------------------------------------------------------------------- show and runs
+def test_show_and_runs_listing(fashion_run, tiny_data, tmp_path, capsys, monkeypatch):
+    code, out, err = cnnlab(capsys, monkeypatch, "show", fashion_run.path)
+    assert code == 0, err
+    png = last_line(out)
+    assert png == fashion_run.path / "learning_curves.png" and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "fashion_cnn" in out and "n_feature=6" in out and "permute=True" in out and "train_loss" in out
+
+    code, out, _ = cnnlab(capsys, monkeypatch, "shift-sweep", "--from-run", fashion_run.path, "--max-shift", "1", "--image-index", "0", "--data-dir", tiny_data, "--runs-dir", tmp_path)
+    study = last_line(out)
+    code, out, err = cnnlab(capsys, monkeypatch, "show", study)
+    assert code == 0 and "| dx (px) |" in out and "Shifted by 1 px" in out
+
+    code, out, err = cnnlab(capsys, monkeypatch, "runs", "--runs-dir", tmp_path, "--model", "cnn", "--csv")
+    listing = pd.read_csv(io.StringIO(out))
+    assert code == 0 and list(listing.kind) == ["study"] and list(listing.name) == ["shift-sweep"]
+    code, out, err = cnnlab(capsys, monkeypatch, "show", tmp_path / "nope")
+    assert code == 1 and "not a run directory" in err
+
+
+# ---------------------------------------------------------------------------- real data
+@pytest.mark.slow
+def test_fc_vs_cnn_permutation_on_real_mnist(tmp_path, capsys, monkeypatch):
+    data = real_data("MNIST", "raw")
+    code, out, err = cnnlab(capsys, monkeypatch, "compare", "fc-vs-cnn", "--permute", "--device", "cpu", "train.threads=1", "--data-dir", data, "--runs-dir", tmp_path)
+    assert code == 0, err
+    table = pd.read_csv(last_line(out) / "table.csv").set_index(["model", "permuted"]).test_acc_mean
+    assert table["CNN", False] - table["FC", False] >= 0.05
+    assert table["CNN", False] - table["CNN", True] >= 0.08
+    assert abs(table["FC", False] - table["FC", True]) <= 0.02
+
+
+@pytest.mark.slow
+def test_shift_sweep_on_real_fashion_mnist(tmp_path, capsys, monkeypatch):
+    data = real_data("FashionMNIST", "raw")
+    code, out, err = cnnlab(capsys, monkeypatch, "shift-sweep", "--max-shift", "4", "--device", "cpu", "train.threads=1", "--data-dir", data, "--runs-dir", tmp_path)
+    assert code == 0, err
+    acc = {(r.model, r.dx): r.test_acc for r in pd.read_csv(last_line(out) / "table.csv").itertuples()}
+    at_4 = {m: (acc[m, 4] + acc[m, -4]) / 2 for m in ("FC", "CNN", "CNN+aug")}
+    assert acc["FC", 0] - at_4["FC"] >= 0.25  # well below its centred accuracy
+    assert at_4["CNN+aug"] - at_4["FC"] >= 0.20 and at_4["CNN+aug"] - at_4["CNN"] >= 0.15
+    assert acc["CNN+aug", 0] - at_4["CNN+aug"] <= 0.10

@@ -1,0 +1,120 @@
+"""The extra studies: classic LeNet-5, the Keras CIFAR-10 CNN, TrashNet corrected, mixup and the toy.
+
+Parameter counts of the configs' models, mixup keeping label mass, the article's numbers reaching the
+run summary, and the toy's prediction redone by hand as the article does it."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from cnnlab.config import DATASET_CLASSES, DATASET_SHAPES, load_config
+from cnnlab.data import load_dataset
+from cnnlab.experiment import run
+from cnnlab.models import build_model, count_params
+from cnnlab.transforms import Pipeline
+from conftest import ROOT, real_data
+from fakedata import make_cifar
+from test_forward_check import cli
+
+CONFIGS = ROOT / "configs"
+NEW_CONFIGS = {
+    "lenet5_classic.yaml": 61_706,
+    "cifar10_keras_cnn.yaml": 1_250_858,
+    "cifar10_trashnet_fixed.yaml": 133_514,
+    "cifar10_trashnet_mixup.yaml": 133_514,
+    "toy_4x4.yaml": 12,
+}
+
+
+@pytest.mark.parametrize("name, params", NEW_CONFIGS.items(), ids=list(NEW_CONFIGS))
+def test_config_models_have_the_articles_parameter_counts(name, params):
+    cfg = load_config(CONFIGS / name)
+    model = build_model(cfg.model, DATASET_SHAPES[cfg.dataset.name], DATASET_CLASSES[cfg.dataset.name])
+    assert count_params(model) == params
+    assert cfg.reported is not None and cfg.reported.source  # the article's number (or its absence) is said
+
+
+def test_the_fixed_trashnet_changes_only_the_setup():
+    faithful, fixed = (load_config(CONFIGS / n) for n in ("cifar10_trashnet.yaml", "cifar10_trashnet_fixed.yaml"))
+    assert fixed.model == faithful.model and fixed.train.epochs == faithful.train.epochs
+    assert fixed.train.batch_size == faithful.train.batch_size
+    assert not faithful.transform.normalize_test and fixed.transform.normalize_test
+    assert faithful.optimizer.momentum == 0 and fixed.optimizer.momentum > 0 and fixed.optimizer.lr < faithful.optimizer.lr
+    assert faithful.schedule is None and fixed.schedule is not None
+    assert fixed.transform.augment.crop_padding > 0 and fixed.transform.augment.hflip
+
+
+def test_mixup_keeps_label_mass():
+    cfg = load_config(CONFIGS / "cifar10_trashnet_mixup.yaml")
+    assert cfg.transform.augment.mixup > 0
+    pipeline = Pipeline(cfg.transform, (0.5,) * 3, (0.25,) * 3, (3, 32, 32), cfg.seed, 10)
+    x = pipeline.prepare(torch.randint(0, 256, (64, 3, 32, 32), dtype=torch.uint8), train=True)
+    y = torch.randint(0, 10, (64,))
+    for seed in range(5):
+        _, soft = pipeline.train_batch(x, y, torch.Generator().manual_seed(seed))
+        assert soft.shape == (64, 10) and (soft >= 0).all()
+        assert torch.allclose(soft.sum(1), torch.ones(64))  # every row is a distribution
+        # the partner is a permutation of the batch: each class keeps its total weight
+        assert torch.allclose(soft.sum(0), torch.bincount(y, minlength=10).float(), atol=1e-4)
+
+
+def test_mixup_config_trains_and_keeps_the_article_source(tmp_path):
+    make_cifar(tmp_path, n=8)
+    cfg = load_config(CONFIGS / "cifar10_trashnet_mixup.yaml", ["device=cpu", "train.epochs=1", "train.batch_size=16", "train.max_steps=1"])
+    result = run(cfg, runs_dir=tmp_path / "runs", data_dir=tmp_path)
+    assert result.summary["status"] == "completed" and np.isfinite(result.summary["train_loss"])
+    saved = json.loads((result.path / "summary.json").read_text())
+    assert saved["reported"] == cfg.reported.model_dump()
+
+
+# ---------------------------------------------------------------------------- the first article's toy
+ARTICLE_X = [
+    [[1, 2, 3, 4], [2, 3, 4, 5], [5, 6, 7, 8], [1, 3, 4, 5]],
+    [[-1, 2, 3, -4], [2, -3, 4, 5], [-5, 6, -7, 8], [-1, -3, -4, -5]],
+]
+
+
+def by_hand(model, image: np.ndarray) -> float:
+    """The article's own recomputation: slide the 3x3 filter, add the bias, ReLU, max, linear, sigmoid."""
+    conv, linear = model[0], model[4]
+    w, b = conv.weight.detach().numpy()[0, 0], conv.bias.item()
+    sumprod = np.zeros((2, 2))
+    for i in range(2):
+        for j in range(2):
+            sumprod[i, j] = np.sum(image[i : i + 3, j : j + 3] * w) + b
+    pooled = np.maximum(sumprod, 0).max()
+    z = pooled * linear.weight.item() + linear.bias.item()
+    return 1 / (1 + np.exp(-z))
+
+
+def test_toy_examples_are_built_in_as_the_article_writes_them(tmp_path):
+    train, test = load_dataset("toy", tmp_path / "no-files-here", download=False)
+    assert torch.equal(train.images, torch.tensor(ARTICLE_X, dtype=torch.float32).unsqueeze(1) / 8)
+    assert train.labels.tolist() == [0, 1] and torch.equal(test.images, train.images)
+
+
+def test_toy_trains_and_its_prediction_is_reproduced_by_hand(tmp_path, monkeypatch, capsys):
+    cfg = load_config(CONFIGS / "toy_4x4.yaml", ["train.epochs=200"])  # the article's 2,000 take ~1.5 min here
+    result = run(cfg, runs_dir=tmp_path)
+    assert result.summary["test_acc"] == 1.0  # both examples on the right side of 0.5
+    model = build_model(cfg.model, (1, 4, 4), 2)
+    model.load_state_dict(torch.load(result.path / "model.pt", weights_only=True))
+    x = torch.tensor(ARTICLE_X, dtype=torch.float32).unsqueeze(1) / 8
+    with torch.no_grad():
+        predicted = model.eval()(x)[:, 0].numpy()
+    hand = [by_hand(model, img[0].numpy().astype(np.float64)) for img in x]
+    assert np.allclose(hand, predicted, atol=1e-6) and hand[0] < 0.5 < hand[1]
+
+    code, out, err = cli(monkeypatch, capsys, "forward-check", "--run", result.path)
+    assert code == 0, err
+    assert f"prediction NumPy {hand[0]:.6f}" in out and f"prediction NumPy {hand[1]:.6f}" in out
+
+
+# ---------------------------------------------------------------------------- real data
+@pytest.mark.slow
+def test_lenet5_classic_reaches_98_5_on_real_mnist(tmp_path):
+    data = real_data("MNIST", "raw")
+    result = run(load_config(CONFIGS / "lenet5_classic.yaml", ["device=cpu"]), runs_dir=tmp_path, data_dir=data)
+    assert result.summary["test_acc"] >= 0.985, result.metrics

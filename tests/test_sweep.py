@@ -1,0 +1,225 @@
+"""`cnnlab sweep`: the sweep file's validation and expansion (no Ray), then real sweeps on a local Ray
+on tiny learnable data: ASHA's early stops, a trial equal to a plain `cnnlab train`, and --resume."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+
+from cnnlab.config import load_config
+from cnnlab.errors import ConfigError
+from cnnlab.sweep import load_sweep
+from conftest import ROOT
+from fakedata import IDX_FILES, write_idx
+from test_train import cnnlab
+
+BASE = ROOT / "configs" / "mnist_cnn.yaml"
+
+
+def make_learnable_mnist(root: Path, n_train: int = 200, n_test: int = 100) -> Path:
+    """MNIST-format files where each class lights its own 6x6 block: a good lr learns them in a few
+    epochs, a tiny one stays at chance, so early stopping has something clear to act on."""
+    raw = root / "MNIST" / "raw"
+    raw.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    for split, n in (("train", n_train), ("test", n_test)):
+        labels = np.arange(n) % 10
+        images = rng.integers(0, 40, size=(n, 28, 28))
+        for i, c in enumerate(labels):
+            r, q = divmod(int(c), 4)
+            images[i, 2 + 8 * r: 8 + 8 * r, 2 + 6 * q: 8 + 6 * q] = 255
+        write_idx(raw / IDX_FILES[split][0], images)
+        write_idx(raw / IDX_FILES[split][1], labels)
+    return root
+
+
+def write_sweep(path: Path, **body) -> Path:
+    """A sweep file over the study A CNN, on the CPU, batch 20."""
+    data = {"base": str(BASE), "set": {"device": "cpu", "train.batch_size": 20}, **body}
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    return path
+
+
+@pytest.fixture(scope="module")
+def learnable(tmp_path_factory):
+    return make_learnable_mnist(tmp_path_factory.mktemp("learnable"))
+
+
+def last_line(out) -> Path:
+    return Path(out.stdout.strip().splitlines()[-1])
+
+
+# ---------------------------------------------------------------------------- the sweep file, no Ray
+@pytest.mark.parametrize("body,overrides,message", [
+    ({"space": {"optimizer.lr": [0.1]}, "schedular": "asha"}, [], "unknown key 'schedular'; did you mean 'scheduler'?"),
+    ({"space": {"optimizer.lrr": [0.1, 0.5]}}, [], "space: unknown key 'optimizer.lrr'; did you mean 'optimizer.lr'?"),
+    ({"space": {"optimizer.lr": {"low": 0.1, "hihg": 1}}}, [], "space.optimizer.lr: unknown key 'hihg'; did you mean 'high'?"),
+    ({"space": {"optimizer.lr": {"low": 0.1, "high": 1}}}, [], "space.optimizer.lr: a range needs num"),
+    ({"space": {"optimizer.lr": 0.5}}, [], "space.optimizer.lr: give a list of values or a range"),
+    ({"space": {"model.n_feature": [4, 0]}}, [], "model.n_feature: Input should be greater than 0"),
+    ({"space": {"seed": [1, 2]}}, [], "use seeds: [...]"),
+    ({"space": {"optimizer.lr": [0.1]}}, ["train.epoch=2"], "unknown key 'train.epoch'; did you mean 'train.epochs'?"),
+    ({"space": {"optimizer.lr": [0.1]}}, ["method=bayes"], "method: must be one of 'grid', 'random' or 'tpe'"),
+    ({"space": {"optimizer.lr": [0.1]}, "scheduler": {"name": "asha", "grace_period": 3}}, [], "grace_period (3) must be below train.epochs (1)"),
+])
+def test_sweep_file_errors_say_where_and_the_closest_key(tmp_path, body, overrides, message):
+    path = write_sweep(tmp_path / "bad.yaml", **body)
+    with pytest.raises(ConfigError) as e:
+        load_sweep(path, overrides)
+    assert str(e.value).startswith(str(path)) and message in str(e.value)
+    assert "\n" not in str(e.value)
+
+
+def test_grid_expansion_is_points_times_seeds(tmp_path):
+    path = write_sweep(
+        tmp_path / "grid.yaml", seeds=[0, 1, 2],
+        space={"optimizer.lr": {"low": 0.001, "high": 0.1, "log": True, "num": 3}, "model.n_feature": {"low": 2, "high": 8, "integer": True, "num": 4}},
+    )
+    sweep = load_sweep(path)
+    assert [p["optimizer.lr"] for p in sweep.points[::4]] == [0.001, 0.01, 0.1]
+    assert [p["model.n_feature"] for p in sweep.points[:4]] == [2, 4, 6, 8]
+    assert len(sweep.points) == 3 * 4 and sweep.n_trials == 3 * 4 * 3
+    cfg = sweep.trial_config(sweep.points[-1], 2)
+    assert (cfg.optimizer.lr, cfg.model.n_feature, cfg.seed, cfg.train.batch_size) == (0.1, 8, 2, 20)
+
+    # overrides reach the sweep (seeds, a swept key) and the base config (train.epochs)
+    sweep = load_sweep(path, ["seeds=[5]", "space.optimizer.lr=[0.5]", "space.model.n_feature=null", "train.epochs=4"])
+    assert sweep.points == [{"optimizer.lr": 0.5}] and sweep.n_trials == 1 and sweep.base.train.epochs == 4
+    # random and tpe draw `samples` points, each run once per seed
+    assert load_sweep(path, ["method=tpe", "samples=7"]).n_trials == 7 * 3
+
+
+def test_shipped_sweeps_expand(tmp_path):
+    lenet = load_sweep(ROOT / "configs/sweeps/lenet_lr.yaml")
+    assert 0.5 in [p["optimizer.lr"] for p in lenet.points] and lenet.n_trials == 7 * 3
+    width = load_sweep(ROOT / "configs/sweeps/fc_vs_cnn_width.yaml")
+    names = [p["model"]["name"] for p in width.points]
+    assert names.count("fc") == names.count("cnn") == 4 and width.n_trials == 8 * 3
+
+
+def run_python(code: str):
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=120)
+
+
+def test_help_and_sweep_errors_import_neither_ray_nor_torch(tmp_path):
+    bad = write_sweep(tmp_path / "bad.yaml", space={"optimizer.lrr": [0.1]})
+    for argv in (["--help"], ["sweep", "--help"], ["sweep", str(bad)]):
+        out = run_python(
+            "import sys\nfrom cnnlab.cli import main\nsys.argv = ['cnnlab'] + %r\n"
+            "try:\n    main()\nexcept SystemExit as e:\n    print('exit', e.code)\n"
+            "print('heavy', sorted(m for m in ('ray', 'torch') if m in sys.modules))" % argv
+        )
+        assert "heavy []" in out.stdout, (argv, out.stdout, out.stderr)
+    assert "exit 2" in out.stdout and out.stderr.count("\n") == 1 and "did you mean 'optimizer.lr'" in out.stderr
+
+
+def test_without_ray_sweep_and_address_say_how_to_install(tmp_path, learnable):
+    path = write_sweep(tmp_path / "ok.yaml", space={"optimizer.lr": [0.1]})
+    block = "import sys\nsys.modules['ray'] = None  # as if Ray were not installed\n"
+    out = run_python(block + f"from cnnlab.cli import main\nsys.argv = ['cnnlab', 'sweep', {str(path)!r}, '--runs-dir', {str(tmp_path / 'runs')!r}]\nmain()")
+    assert out.returncode == 1 and out.stderr.count("\n") == 1, out.stderr
+    assert "pip install 'cnnlab[ray]'" in out.stderr and not (tmp_path / "runs").exists()
+    # the study commands' --address goes through the same runner
+    out = run_python(block + "from cnnlab.runner import run_cells\nfrom cnnlab.errors import CnnlabError\n"
+                     "try:\n    run_cells([], runs_dir='.', address='auto')\nexcept CnnlabError as e:\n    print(e)")
+    assert "pip install 'cnnlab[ray]'" in out.stdout, out.stderr
+
+
+# ---------------------------------------------------------------------------- sweeps on a local Ray
+def test_asha_sweep_stops_the_bad_lr_and_each_trial_is_an_ordinary_run(tmp_path, learnable):
+    path = write_sweep(
+        tmp_path / "asha.yaml", seeds=[0, 1], space={"optimizer.lr": [0.05, 1e-6]}, max_concurrent=1,
+        scheduler={"name": "asha", "grace_period": 1}, **{"set": {"device": "cpu", "train.batch_size": 20, "train.epochs": 3}},
+    )
+    out = cnnlab("sweep", path, "--data-dir", learnable, "--runs-dir", tmp_path / "runs", timeout=300)
+    assert out.returncode == 0, out.stderr
+    sweep_dir = last_line(out)
+    assert sweep_dir.parent == tmp_path / "runs" and (sweep_dir / ".kind").read_text() == "sweep"
+
+    trials = pd.read_csv(sweep_dir / "trials.csv")
+    assert len(trials) == 2 * 2 and sorted(trials["seed"]) == [0, 0, 1, 1]  # points x seeds
+    bad, good = trials[trials["optimizer.lr"] == 1e-6], trials[trials["optimizer.lr"] == 0.05]
+    assert set(bad["status"]) == {"stopped"} and (bad["epochs"] < 3).all()
+    assert "completed" in set(good["status"]) and good["epochs"].max() == 3
+    for _, t in bad.iterrows():  # the run directory says so too
+        summary = json.loads((sweep_dir / t["run_dir"] / "summary.json").read_text())
+        assert summary["status"] == "stopped" and "ASHA" in summary["error"] and summary["epochs"] == t["epochs"]
+
+    results = pd.read_csv(sweep_dir / "results.csv")
+    assert list(results["optimizer.lr"]) == [0.05, 1e-6]  # best first
+    assert results["test_acc_mean"].iloc[0] > results["test_acc_mean"].iloc[1] + 0.3
+    assert "± " in (sweep_dir / "results.md").read_text() and (sweep_dir / "test_acc.png").stat().st_size > 10_000
+    best = load_config(sweep_dir / "best.yaml")
+    assert best.optimizer.lr == 0.05 and best.name.endswith("-best") and best.train.epochs == 3
+    summary = json.loads((sweep_dir / "summary.json").read_text())
+    assert summary["kind"] == "sweep" and summary["status"] == "completed" and summary["trials"] == 4
+    listed = cnnlab("runs", "--csv", "--runs-dir", tmp_path / "runs")
+    assert f"{sweep_dir.name},sweep," in listed.stdout
+
+    # a completed trial is exactly what `cnnlab train` makes of the trial's resolved config
+    trial = sweep_dir / good[good["status"] == "completed"]["run_dir"].iloc[0]
+    plain = cnnlab("train", trial / "config.yaml", "--data-dir", learnable, "--runs-dir", tmp_path / "plain")
+    assert plain.returncode == 0, plain.stderr
+    plain_dir = last_line(plain)
+    assert sorted(p.name for p in plain_dir.iterdir()) == sorted(p.name for p in trial.iterdir())
+    assert (plain_dir / "config.yaml").read_text() == (trial / "config.yaml").read_text()
+    keys = ["epoch", "lr", "train_loss", "train_acc", "test_loss", "test_acc"]
+    pd.testing.assert_frame_equal(pd.read_csv(plain_dir / "metrics.csv")[keys], pd.read_csv(trial / "metrics.csv")[keys])
+
+
+def wait_for(condition, timeout: float, what: str):
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if condition():
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def statuses(trials_dir: Path) -> list[str]:
+    out = []
+    for p in trials_dir.glob("*/summary.json"):
+        try:
+            out.append(json.loads(p.read_text())["status"])
+        except (OSError, ValueError):
+            pass
+    return out
+
+
+def test_resume_finishes_an_interrupted_sweep_like_an_uninterrupted_one(tmp_path, learnable):
+    path = write_sweep(tmp_path / "resume.yaml", seeds=[0], space={"optimizer.lr": [0.02, 0.05, 0.1, 0.2]}, max_concurrent=1,
+                       **{"set": {"device": "cpu", "train.batch_size": 20, "train.epochs": 8}})
+    args = ["sweep", path, "--data-dir", learnable]
+    reference = cnnlab(*args, "--runs-dir", tmp_path / "reference", timeout=300)
+    assert reference.returncode == 0, reference.stderr
+
+    proc = subprocess.Popen([sys.executable, "-m", "cnnlab", *map(str, args), "--runs-dir", str(tmp_path / "runs")],
+                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        wait_for(lambda: "completed" in statuses(tmp_path / "runs"), 120, "a first finished trial")
+        proc.send_signal(signal.SIGINT)
+        stdout, stderr = proc.communicate(timeout=120)
+    finally:
+        proc.kill()
+    assert proc.returncode == 130, stderr
+    sweep_dir = Path(stdout.strip().splitlines()[-1])
+    assert "cnnlab sweep --resume" in stderr and json.loads((sweep_dir / "summary.json").read_text())["status"] == "interrupted"
+    finished = {p.parent.name: p.read_text() for p in sweep_dir.glob("trials/*/summary.json") if json.loads(p.read_text())["status"] == "completed"}
+    assert 1 <= len(finished) < 4
+
+    out = cnnlab("sweep", "--resume", sweep_dir, "--data-dir", learnable)
+    assert out.returncode == 0, out.stderr
+    assert last_line(out) == sweep_dir and json.loads((sweep_dir / "summary.json").read_text())["status"] == "completed"
+    for name, text in finished.items():  # finished trials were not run again
+        assert (sweep_dir / "trials" / name / "summary.json").read_text() == text
+    assert len(list((sweep_dir / "trials").iterdir())) == 4
+    ours, theirs = (pd.read_csv(d / "results.csv").drop(columns="seconds") for d in (sweep_dir, last_line(reference)))
+    pd.testing.assert_frame_equal(ours, theirs)
