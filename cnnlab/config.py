@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, ValidationError, field_validator, model_validator
 
 from cnnlab.errors import ConfigError
 
@@ -35,8 +35,8 @@ class DatasetConfig(Strict):
     name: Literal["mnist", "fashion-mnist", "cifar10", "toy"] = "mnist"
     data_dir: str | None = None  # else --data-dir, $CNNLAB_DATA_DIR, ./data
     download: bool = True  # fetch through torchvision when the files are missing
-    train_subset: int | None = Field(None, gt=0)  # first N training images (smoke runs)
-    test_subset: int | None = Field(None, gt=0)  # first N test images
+    train_subset: StrictInt | None = Field(None, gt=0)  # first N training images (smoke runs)
+    test_subset: StrictInt | None = Field(None, gt=0)  # first N test images
 
 
 class MeanStd(Strict):
@@ -53,16 +53,16 @@ class MeanStd(Strict):
 
 
 class ShiftConfig(Strict):
-    dx: int = 0  # pixels to the right (negative: left)
-    dy: int = 0  # pixels down (negative: up)
+    dx: StrictInt = 0  # pixels to the right (negative: left)
+    dy: StrictInt = 0  # pixels down (negative: up)
     mode: Literal["roll", "zero"] = "roll"  # roll wraps around (np.roll), zero fills with black
 
 
 class AugmentConfig(Strict):
     hflip: bool = False  # random horizontal flip, p=0.5
     grayscale: float = Field(0.0, ge=0.0, le=1.0)  # probability of turning an image grayscale
-    crop_padding: int = Field(0, ge=0)  # random crop of the original size after padding by N
-    translate: int = Field(0, ge=0)  # random translation by up to +-N pixels, zero fill
+    crop_padding: StrictInt = Field(0, ge=0)  # random crop of the original size after padding by N
+    translate: StrictInt = Field(0, ge=0)  # random translation by up to +-N pixels, zero fill
     mixup: float = Field(0.0, ge=0.0)  # mixup alpha; 0 switches it off
 
 
@@ -70,7 +70,7 @@ class TransformConfig(Strict):
     normalize: Literal["dataset", "none"] | MeanStd = "dataset"
     normalize_test: bool = True  # false reproduces study D's bug: test images left unnormalized
     permute: bool = False  # one fixed random permutation of the pixels, same for every image
-    permute_seed: int | None = None  # seed of that permutation; default: the run's seed
+    permute_seed: StrictInt | None = None  # seed of that permutation; default: the run's seed
     shift: ShiftConfig = ShiftConfig()  # fixed translation of every train and test image
     augment: AugmentConfig = AugmentConfig()  # random, training batches only
 
@@ -78,12 +78,12 @@ class TransformConfig(Strict):
 # ---------------------------------------------------------------------------- models
 class FCModel(Strict):
     name: Literal["fc"]
-    hidden: list[Annotated[int, Field(gt=0)]] = [8, 8]  # [8, 8]: study A; [1000]: study B
+    hidden: list[Annotated[StrictInt, Field(gt=0)]] = [8, 8]  # [8, 8]: study A; [1000]: study B
 
 
 class CNNModel(Strict):
     name: Literal["cnn"]
-    n_feature: int = Field(6, gt=0)  # channels of both conv layers; 6 -> 6,422 params on MNIST
+    n_feature: StrictInt = Field(6, gt=0)  # channels of both conv layers; 6 -> 6,422 params on MNIST
 
 
 class LeNetModel(Strict):
@@ -157,7 +157,7 @@ OptimizerConfig = Annotated[
 
 class StepSchedule(Strict):
     name: Literal["step"]
-    step_size: int = Field(gt=0)  # epochs between decays
+    step_size: StrictInt = Field(gt=0)  # epochs between decays
     gamma: float = Field(0.1, gt=0)
 
 
@@ -183,14 +183,14 @@ class LossConfig(Strict):
 
 
 class TrainConfig(Strict):
-    epochs: int = Field(1, gt=0)
-    batch_size: int = Field(64, gt=0)
-    eval_batch_size: int = Field(1000, gt=0)
-    max_steps: int | None = Field(None, gt=0)  # cap on steps per epoch (smoke runs, benchmarks)
+    epochs: StrictInt = Field(1, gt=0)
+    batch_size: StrictInt = Field(64, gt=0)
+    eval_batch_size: StrictInt = Field(1000, gt=0)
+    max_steps: StrictInt | None = Field(None, gt=0)  # cap on steps per epoch (smoke runs, benchmarks)
     amp: Literal["none", "bf16"] = "none"  # bf16 autocast on CUDA or CPU (fast on CPUs with bf16 instructions)
     channels_last: bool = True  # NHWC layout for conv models: faster on CPU (oneDNN) and on CUDA
     compile: bool = False  # torch.compile the model
-    threads: int | None = Field(None, gt=0)  # CPU threads; default: torch's choice
+    threads: StrictInt | None = Field(None, gt=0)  # CPU threads; default: 1 for steps under 1 GFLOP, else torch's choice
     checkpoint: bool = True  # write a resumable checkpoint after every epoch
 
 
@@ -203,7 +203,7 @@ class Reported(Strict):
 
 class Config(Strict):
     name: str = Field(min_length=1)
-    seed: int = 0
+    seed: StrictInt = 0
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     description: str = ""
     dataset: DatasetConfig = DatasetConfig()

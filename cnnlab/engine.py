@@ -96,6 +96,14 @@ def check_finite(losses: list[torch.Tensor], start: int, epoch: int) -> None:
         )
 
 
+def take(x: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+    """x[idx] along the first dim, by index_select (about twice as fast as x[idx] on the CPU),
+    keeping a channels-last batch channels-last (index_select alone would return NCHW)."""
+    if x.dim() == 4 and not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last):
+        return x.permute(0, 2, 3, 1).index_select(0, idx).permute(0, 3, 1, 2)
+    return x.index_select(0, idx)
+
+
 def steps_per_epoch(n_train: int, batch_size: int, max_steps: int | None) -> int:
     steps = math.ceil(n_train / batch_size)
     return min(steps, max_steps) if max_steps else steps
@@ -122,7 +130,7 @@ def train_epoch(state: State, data: Data, pipeline, train_cfg, loss_fn, on_step=
     t0 = time.perf_counter()
     for step in range(steps):
         idx = order[step * bs : (step + 1) * bs]
-        xb, yb = pipeline.train_batch(x[idx], y[idx], state.aug_gen)
+        xb, yb = pipeline.train_batch(take(x, idx), y.index_select(0, idx), state.aug_gen)
         with autocast(device, train_cfg.amp):
             out = model(xb)
         loss = loss_fn(out.float(), yb)

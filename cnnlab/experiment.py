@@ -32,8 +32,12 @@ from cnnlab.config import Config, config_to_dict, dump_yaml, load_config
 from cnnlab.data import load_dataset, resolve_data_dir
 from cnnlab.engine import Data, State, fit, loss_function, steps_per_epoch
 from cnnlab.errors import ConfigError, RunError
+from cnnlab.flops import training_flops
 from cnnlab.models import build_model, count_params
 from cnnlab.transforms import Pipeline
+
+DEFAULT_THREADS = torch.get_num_threads()  # torch's choice (the machine's cores), before any run changes it
+SMALL_STEP_FLOPS = 1e9  # training FLOPs per step under which a run uses one CPU thread (cpu_threads)
 
 
 class Interrupted(KeyboardInterrupt):
@@ -270,14 +274,27 @@ class _Signals:
 
 
 # ---------------------------------------------------------------------------- the run
+def cpu_threads(cfg: Config, model: torch.nn.Module, input_shape: tuple[int, ...]) -> int:
+    """train.threads, else 1 for a small training step (under SMALL_STEP_FLOPS), else torch's default.
+
+    A small step is a string of tiny kernels: a second thread saves little there, and on a busy
+    machine every parallel region waits for a thread that is not running (measured on the 2-core
+    machine under load: 10-100x slower steps with 2 threads than with 1).
+    """
+    if cfg.train.threads:
+        return cfg.train.threads
+    step_flops = training_flops(model, input_shape) * cfg.train.batch_size
+    return 1 if step_flops < SMALL_STEP_FLOPS else DEFAULT_THREADS
+
+
 def setup(cfg: Config, device: torch.device, data_dir=None) -> tuple[Data, Pipeline, State, Callable]:
     """What a run trains with, from cfg alone: threads, seeds, prepared data, the model (channels-last,
     compiled when asked), optimizer, schedule, generators and loss. `cnnlab bench` shares it."""
-    if cfg.train.threads:
-        torch.set_num_threads(cfg.train.threads)
     seed_everything(cfg.seed)
     data, pipeline, train_split = prepare_data(cfg, device, data_dir)
-    model = build_model(cfg.model, tuple(train_split.images.shape[1:]), len(train_split.classes)).to(device)
+    input_shape = tuple(train_split.images.shape[1:])
+    model = build_model(cfg.model, input_shape, len(train_split.classes)).to(device)
+    torch.set_num_threads(cpu_threads(cfg, model, input_shape))
     if cfg.train.channels_last:
         model = model.to(memory_format=torch.channels_last)
     optimizer = build_optimizer(cfg, model.parameters())

@@ -17,6 +17,7 @@ import logging
 import math
 import os
 import socket
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -35,12 +36,23 @@ def require_ray(what: str, optuna: bool = False) -> None:
         if optuna:
             import optuna  # noqa: F401
     except ImportError as e:
-        raise CnnlabError(f"{what} needs Ray Tune and Optuna, which are not installed here ({e.name or e}): {INSTALL}") from None
+        raise CnnlabError(f"{what} needs Ray, which is missing here ({e.name or e}); install it with: {INSTALL}") from None
 
 
 def _first_line(e: BaseException) -> str:
     lines = [line for line in str(e).splitlines() if line.strip()]
     return lines[0].strip() if lines else type(e).__name__
+
+
+def _check_reachable(address: str) -> None:
+    """Fail in one line at once when nothing listens at HOST:PORT (ray.init would retry for minutes)."""
+    host, sep, port = address.rpartition(":")
+    if not sep or not port.isdigit() or "://" in address:
+        return  # 'local', 'auto', ray:// client addresses: Ray's own checks answer quickly
+    try:
+        socket.create_connection((host, int(port)), timeout=5).close()
+    except OSError as e:
+        raise RunError(f"cannot reach a Ray cluster at {address}: {e.strerror or e}") from None
 
 
 @contextlib.contextmanager
@@ -53,10 +65,12 @@ def session(address: str | None, what: str = "--address"):
     os.environ.setdefault("RAY_CHDIR_TO_TRIAL_DIR", "0")  # trials keep the working directory: relative paths hold
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # with verbose=0, Tune prints no tables of its own
     address = address or os.environ.get("RAY_ADDRESS") or "local"
+    _check_reachable(address)
     quiet = {"logging_level": logging.ERROR, "log_to_driver": False}
     try:
         if address == "local":
-            ray.init(address="local", num_cpus=os.cpu_count(), include_dashboard=False, **quiet)
+            # a local instance stays on the loopback interface
+            ray.init(address="local", num_cpus=os.cpu_count(), include_dashboard=False, _node_ip_address="127.0.0.1", **quiet)
         else:
             ray.init(address=address, **quiet)
     except (ConnectionError, RuntimeError, ValueError) as e:
@@ -185,10 +199,13 @@ def _trial(params: dict, job: Job) -> None:
     cfg = sweep.trial_config(point, seed, f"{sweep.base.name}-{trial_id}")
     planned = cfg.train.epochs
 
+    ended = []  # Tune ended the trial inside report(): the thread must then exit, not return
+
     def report(row: dict, path: Path) -> None:
         try:
             tune.report({**row, "epochs_planned": planned, "run_dir": str(path), **node})
-        except SystemExit:  # how Tune ends a trial it stopped (ASHA) or a sweep that is ending
+        except SystemExit:  # how Tune ends a trial its scheduler stopped, or every trial of an ending sweep
+            ended.append(row["epoch"])
             if row["epoch"] < planned:
                 raise Stopped(stop_reason(sweep, row["epoch"])) from None
 
@@ -197,15 +214,15 @@ def _trial(params: dict, job: Job) -> None:
         if previous is not None:  # Tune saw these epochs before: tell it again, then continue
             for row in runs.read_metrics(previous).to_dict("records"):
                 report(row, previous)
-    except Stopped as e:
-        settle(previous, "stopped", str(e))
-        return
-    if cfg.train.threads is None:
-        torch.set_num_threads(job.threads)
-    try:
+        if cfg.train.threads is None:
+            torch.set_num_threads(job.threads)
         run(cfg, runs_dir=job.trials_dir, data_dir=job.data_dir, resume=previous, on_epoch=report)
+    except Stopped as e:  # while telling Tune the earlier epochs (run() handles its own)
+        settle(previous, "stopped", str(e))
     except CnnlabError as e:  # bad data on this node, ...: the trial fails with one line, not retried
         tune.report({sweep.metric: math.nan, "epoch": 0, "epochs_planned": planned, "error": f"{e} ({_where(node)})", **node})
+    if ended:
+        sys.exit(0)  # returning would make Tune's session wait for a next report forever
 
 
 def _trial_dirname(trial) -> str:
@@ -229,6 +246,7 @@ def _record(sweep, result) -> dict:
 
 def _progress(tune, sweep):
     """A Tune callback that prints one line per finished trial (plain print: Tune pickles it)."""
+    from cnnlab.sweep import show
 
     class Progress(tune.Callback):
         def on_trial_complete(self, iteration, trials, trial, **info):
@@ -241,7 +259,7 @@ def _progress(tune, sweep):
             m = trial.last_result or {}
             _, point, seed = decode(sweep, trial.config)
             done = sum(t.status in ("TERMINATED", "ERROR") for t in trials) + 1
-            what = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in point.items())
+            what = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={show(v)}" for k, v in point.items())
             value = m.get(sweep.metric)
             if m.get("error") or value is None:
                 outcome = f"failed: {m.get('error') or 'see the Ray logs'}"
@@ -252,39 +270,39 @@ def _progress(tune, sweep):
     return Progress()
 
 
-def run_sweep(sweep, sweep_dir: Path, *, data_dir=None, address: str | None = None, resume: bool = False) -> list[dict]:
-    """Run (or, with resume, continue) the sweep's trials on Tune: one record per trial Tune knows."""
+def run_sweep(sweep, sweep_dir: Path, *, data_dir=None, resume: bool = False) -> list[dict]:
+    """Run (or, with resume, continue) the sweep's trials on Tune, inside a session(): one record
+    per trial Tune knows of."""
+    import ray
+    from ray import tune
+
     sweep_dir = Path(sweep_dir).resolve()
     trials_dir = sweep_dir / "trials"
     trials_dir.mkdir(exist_ok=True)
-    require_ray("cnnlab sweep", optuna=sweep.spec.method != "grid")
-    with session(address, "cnnlab sweep") as ray:
-        from ray import tune
-
-        res = sweep.spec.resources
-        job = Job(sweep, str(trials_dir), _absolute(data_dir), max(1, int(res.cpus)))
-        trainable = tune.with_resources(tune.with_parameters(_trial, job=job), {"cpu": res.cpus, "gpu": _gpus(ray, res.gpus)})
-        tune_dir = sweep_dir / "tune"
-        if resume:
-            if not tune.Tuner.can_restore(str(tune_dir)):
-                raise RunError(f"nothing to resume in {sweep_dir}: Tune saved no state there; start the sweep again")
-            tuner = tune.Tuner.restore(str(tune_dir), trainable, resume_unfinished=True, restart_errored=True)
-        else:
-            tuner = tune.Tuner(
-                trainable,
-                param_space=param_space(sweep, tune),
-                tune_config=tune.TuneConfig(
-                    metric=sweep.metric, mode=sweep.mode, search_alg=_searcher(sweep), scheduler=_scheduler(sweep),
-                    num_samples=1 if sweep.spec.method == "grid" else sweep.n_trials,
-                    max_concurrent_trials=sweep.spec.max_concurrent, trial_dirname_creator=_trial_dirname,
-                    reuse_actors=True,  # one worker process runs trial after trial: torch is imported once
-                ),
-                run_config=tune.RunConfig(
-                    name="tune", storage_path=str(sweep_dir), verbose=0, callbacks=[_progress(tune, sweep)],
-                    failure_config=tune.FailureConfig(max_failures=sweep.spec.max_failures),
-                ),
-            )
-        return [_record(sweep, r) for r in tuner.fit()]
+    res = sweep.spec.resources
+    job = Job(sweep, str(trials_dir), _absolute(data_dir), max(1, int(res.cpus)))
+    trainable = tune.with_resources(tune.with_parameters(_trial, job=job), {"cpu": res.cpus, "gpu": _gpus(ray, res.gpus)})
+    tune_dir = sweep_dir / "tune"
+    if resume:
+        if not tune.Tuner.can_restore(str(tune_dir)):
+            raise RunError(f"nothing to resume in {sweep_dir}: Tune saved no state there; start the sweep again")
+        tuner = tune.Tuner.restore(str(tune_dir), trainable, resume_unfinished=True, restart_errored=True)
+    else:
+        tuner = tune.Tuner(
+            trainable,
+            param_space=param_space(sweep, tune),
+            tune_config=tune.TuneConfig(
+                metric=sweep.metric, mode=sweep.mode, search_alg=_searcher(sweep), scheduler=_scheduler(sweep),
+                num_samples=1 if sweep.spec.method == "grid" else sweep.n_trials,
+                max_concurrent_trials=sweep.spec.max_concurrent, trial_dirname_creator=_trial_dirname,
+                reuse_actors=True,  # one worker process runs trial after trial: torch is imported once
+            ),
+            run_config=tune.RunConfig(
+                name="tune", storage_path=str(sweep_dir), verbose=0, callbacks=[_progress(tune, sweep)],
+                failure_config=tune.FailureConfig(max_failures=sweep.spec.max_failures),
+            ),
+        )
+    return [_record(sweep, r) for r in tuner.fit()]
 
 
 def _searcher(sweep):

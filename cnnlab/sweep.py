@@ -131,7 +131,9 @@ class Sweep:
     base: Config  # the base config with `set` and the command line's config overrides applied
     source: str  # where the sweep came from, for messages
     points: list[dict] = field(default_factory=list)  # the grid's points (method grid)
-    max_epochs: int = 1
+    max_epochs: int = 1  # the most epochs any trial plans
+    models: str = ""  # the model names the trials train, comma-separated
+    datasets: str = ""
 
     @property
     def name(self) -> str:
@@ -234,7 +236,10 @@ def resolve(spec: SweepFile, base: Config, source: str) -> Sweep:
         checked = sweep.points
     else:
         checked = [{key: v} for key, entry in spec.space.items() for v in entry.bounds()]
-    sweep.max_epochs = max(sweep.trial_config(point, spec.seeds[0]).train.epochs for point in checked)
+    configs = [sweep.trial_config(point, spec.seeds[0]) for point in checked]
+    sweep.max_epochs = max(c.train.epochs for c in configs)
+    sweep.models = ",".join(dict.fromkeys(c.model.name for c in configs))  # as `cnnlab runs` lists studies
+    sweep.datasets = ",".join(dict.fromkeys(c.dataset.name for c in configs))
     if spec.scheduler and spec.scheduler.grace_period >= sweep.max_epochs:
         raise ConfigError(
             f"{source}: scheduler.grace_period ({spec.scheduler.grace_period}) must be below train.epochs "
@@ -244,16 +249,16 @@ def resolve(spec: SweepFile, base: Config, source: str) -> Sweep:
 
 
 # ---------------------------------------------------------------------------- the sweep directory
-def start(sweep: Sweep, root: Path) -> Path:
+def start(sweep: Sweep, root: Path, data_dir=None) -> Path:
     """A new sweep directory holding everything --resume needs: sweep.yaml, base.yaml, summary.json."""
     path = runs.new_run_dir(root, sweep.name, kind="sweep")
     runs.atomic_write(path / SWEEP_FILE, dump_yaml(sweep.spec.model_dump(mode="json")))
     runs.atomic_write(path / BASE_FILE, dump_yaml(config_to_dict(sweep.base)))
     runs.write_json(path / runs.SUMMARY, {
         "name": sweep.name, "kind": "sweep", "status": "running", "error": None, "started_at": runs.utc_now(),
-        "dataset": sweep.base.dataset.name, "model": sweep.base.model.name, "epochs": sweep.max_epochs,
+        "dataset": sweep.datasets, "model": sweep.models, "epochs": sweep.max_epochs,
         "method": sweep.spec.method, "metric": sweep.metric, "mode": sweep.mode, "keys": sweep.keys,
-        "trials_planned": sweep.n_trials, "test_acc": None,
+        "trials_planned": sweep.n_trials, "test_acc": None, "data_dir": str(Path(data_dir).resolve()) if data_dir else None,
     })
     return path
 
@@ -320,6 +325,11 @@ def trial_rows(sweep: Sweep, sweep_dir: Path, records: list[dict]) -> list[dict]
     return rows
 
 
+def _plain(v):
+    """A numpy scalar from pandas as the Python number it stands for (JSON, YAML, equality)."""
+    return v.item() if hasattr(v, "item") else v
+
+
 def point_rows(sweep: Sweep, trials: list[dict]) -> list[dict]:
     """One row per point: the metric's mean and std over seeds, sorted best first."""
     import pandas as pd
@@ -333,7 +343,7 @@ def point_rows(sweep: Sweep, trials: list[dict]) -> list[dict]:
         epochs = sorted(set(group["epochs"]))
         stops = Counter(group["status"])
         out.append({
-            **dict(zip(sweep.keys, values)),
+            **{k: _plain(v) for k, v in zip(sweep.keys, values)},
             f"{m}_mean": scores.mean() if len(scores) else math.nan,
             f"{m}_std": scores.std(ddof=1) if len(scores) > 1 else math.nan,
             "seeds": len(done), "trials": len(group),
@@ -383,8 +393,13 @@ def write_best(sweep: Sweep, sweep_dir: Path, points: list[dict], trials: list[d
         f"{trial[m]:.4g} after {trial['epochs']} epoch(s) in {trial['run_dir']}\n"
     )
     runs.atomic_write(sweep_dir / "best.yaml", header + dump_yaml(data))
-    return {"point": {k: best[k] for k in sweep.keys}, f"{m}_mean": best[f"{m}_mean"], f"{m}_std": best[f"{m}_std"],
+    return {"point": {k: best[k] for k in sweep.keys}, f"{m}_mean": best[f"{m}_mean"], f"{m}_std": _number(best[f"{m}_std"]),
             "seed": trial["seed"], m: trial[m], "run_dir": trial["run_dir"], "config": "best.yaml"}
+
+
+def _number(x) -> float | None:
+    """NaN (one seed's std) as null: summary.json stays strict JSON."""
+    return None if x is None or x != x else float(x)
 
 
 def _numeric(values) -> bool:
@@ -393,19 +408,26 @@ def _numeric(values) -> bool:
 
 def figure(sweep: Sweep, points: list[dict]):
     """The metric against each swept key (one panel per key, one line per value of the other keys),
-    error bars over seeds; a log axis where the range is log or the values span two decades."""
+    error bars over seeds; a log axis where the range is log or the values span two decades.
+    Values that are not numbers (whole model sections, names) sit side by side in the sweep's order."""
     import numpy as np
     from matplotlib.figure import Figure
+    from matplotlib.ticker import MaxNLocator
 
     m, scale = sweep.metric, 100 if sweep.metric.endswith("acc") else 1
     keys = sweep.keys
-    fig = Figure(figsize=(5.2 * len(keys), 4.2))
+    widths = [5.2 if _numeric([p[k] for p in points]) else 2 + 0.55 * len({p[k] for p in points}) for k in keys]
+    fig = Figure(figsize=(max(6.5, sum(widths)), 4.4))
     for i, key in enumerate(keys):
         ax = fig.add_subplot(1, len(keys), i + 1)
+        entry = sweep.spec.space[key]
         values = list(dict.fromkeys(p[key] for p in points))
         numeric = _numeric(values)
         if numeric:
             values.sort()
+        elif entry.values is not None:  # the sweep file's order, not the ranking
+            order = [show(v) for v in entry.values]
+            values.sort(key=lambda v: order.index(v) if v in order else len(order))
         where = {v: (v if numeric else j) for j, v in enumerate(values)}
         others = [k for k in keys if k != key]
         groups: dict[tuple, list[dict]] = {}
@@ -417,18 +439,20 @@ def figure(sweep: Sweep, points: list[dict]):
             y = np.array([p[f"{m}_mean"] for p in group], dtype=float) * scale
             err = np.nan_to_num(np.array([p[f"{m}_std"] for p in group], dtype=float) * scale)
             name = ", ".join(f"{k}={show(v)}" for k, v in zip(others, label)) or None
-            ax.errorbar(x, y, yerr=err, marker="o", capsize=4, label=name)
-        entry = sweep.spec.space[key]
+            ax.errorbar(x, y, yerr=err, marker="o", capsize=4, label=name, linestyle="-" if numeric else "none")
         if numeric and (entry.log or (min(values) > 0 and max(values) >= 100 * min(values))):
             ax.set_xscale("log")
+        elif numeric and all(isinstance(v, int) for v in values):
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         if not numeric:
             ax.set_xticks(range(len(values)), [str(show(v)) for v in values], rotation=30, ha="right", fontsize=8)
+            ax.set_xlim(-0.5, len(values) - 0.5)
         ax.set(xlabel=key, ylabel=METRIC_LABELS[m], title=f"{METRIC_LABELS[m].split(' (')[0]} vs {key}")
         ax.grid(alpha=0.3)
         if others and len(groups) <= 8:
             ax.legend(fontsize=8)
     seeds = max(p["trials"] for p in points)
-    fig.suptitle(f"sweep {sweep.name} on {sweep.base.dataset.name}: {m} at each trial's last epoch, mean ± std over {seeds} seed(s)")
+    fig.suptitle(f"{sweep.name} on {sweep.datasets}: {m} at the last epoch, mean ± std over {seeds} seed(s)")
     fig.tight_layout()
     return fig
 

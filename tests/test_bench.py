@@ -3,6 +3,7 @@ loop seeing the same data as cnnlab, the table and CSV on small files, agreement
 and a CLI that answers --help and config errors without importing torch. No timing assertions."""
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -121,21 +122,33 @@ def _numbers(df: pd.DataFrame, column: str) -> pd.Series:
     return values
 
 
+def _markdown_tables(text: str) -> list[list[dict]]:
+    """The Markdown tables in text, each a list of {column: cell} rows."""
+    tables, lines = [], text.splitlines()
+    for i, line in enumerate(lines[:-1]):
+        if line.startswith("| ") and lines[i + 1].startswith("| ---"):
+            header = [c.strip() for c in line.strip("|").split("|")]
+            body = [l for l in lines[i + 2 :]]
+            body = body[: next((k for k, l in enumerate(body) if not l.startswith("| ")), len(body))]
+            tables.append([dict(zip(header, (c.strip() for c in l.strip("|").split("|")))) for l in body])
+    return tables
+
+
 def test_bench_quick_prints_a_table_and_appends_the_csv(tiny_data, tmp_path):
     runs = tmp_path / "runs"
     first = cnnlab("bench", "--quick", "--cases", "fc,trashnet", "--device", "cpu", "--data-dir", tiny_data, "--runs-dir", runs, "--markdown")
     assert first.returncode == 0, first.stderr
     out_dir = Path(first.stdout.strip().splitlines()[-1])
     assert out_dir == runs / "bench"
-    table = [line for line in first.stdout.splitlines() if line.startswith("| ")]
-    header = [c.strip() for c in table[0].strip("|").split("|")]
-    assert {"case", "reference s", "cnnlab s", "speed-up (min-max)", "reference acc", "cnnlab acc", "GFLOP/s", "bound"} <= set(header)
-    body = {line.strip("|").split("|")[0].strip(): [c.strip() for c in line.strip("|").split("|")] for line in table[2:]}
-    assert set(body) == {"fc", "trashnet"}
-    for cells in body.values():
-        row = dict(zip(header, cells))
+    speed, machine = _markdown_tables(first.stdout)
+    assert {"case", "budget", "reference s", "cnnlab s", "speed-up (min-max)", "test acc ref / cnnlab", "agree", "peak MiB ref / cnnlab"} <= set(speed[0])
+    assert {"case", "MFLOP/sample", "cnnlab GFLOP/s", "% of peak", "bound"} <= set(machine[0])
+    assert [r["case"] for r in speed] == [r["case"] for r in machine] == ["fc", "trashnet"]
+    for row in speed:
         assert float(row["reference s"]) > 0 and float(row["cnnlab s"]) > 0
-        assert row["speed-up (min-max)"].endswith(")") and row["bound"] in ("compute", "overhead")
+        assert re.fullmatch(r"[\d.]+x \([\d.]+-[\d.]+\)", row["speed-up (min-max)"])
+        assert re.fullmatch(r"[\d.]+% / [\d.]+%", row["test acc ref / cnnlab"])
+    assert all(float(r["cnnlab GFLOP/s"]) > 0 and r["bound"] in ("compute", "overhead") for r in machine)
     second = cnnlab("bench", "--quick", "--cases", "cnn", "--device", "cpu", "--data-dir", tiny_data, "--runs-dir", runs)
     assert second.returncode == 0, second.stderr
 
@@ -188,3 +201,17 @@ def test_help_and_config_errors_do_not_import_torch(args, code):
     out = subprocess.run([sys.executable, "-c", _PROBE, *args], capture_output=True, text=True, cwd=ROOT, timeout=60,
                          env={**os.environ, "COLUMNS": "120"})
     assert out.stdout.strip().splitlines()[-1] == f"torch imported: False exit: {code}", out.stdout + out.stderr
+
+
+# ---------------------------------------------------------------------------- threads
+def test_small_steps_train_on_one_thread_unless_told():
+    from cnnlab.experiment import DEFAULT_THREADS, cpu_threads
+
+    def threads(config, *overrides):
+        cfg = load_config(ROOT / "configs" / f"{config}.yaml", list(overrides))
+        shape = (3, 32, 32) if cfg.dataset.name == "cifar10" else (1, 28, 28)
+        return cpu_threads(cfg, build_model(cfg.model, shape, 10), shape)
+
+    assert threads("mnist_cnn") == 1  # 64 x 1.5 MFLOP per step
+    assert threads("cifar10_trashnet") == DEFAULT_THREADS  # 100 x 0.2 GFLOP per step
+    assert threads("mnist_cnn", "train.threads=3") == 3

@@ -105,6 +105,39 @@ def test_shipped_sweeps_expand(tmp_path):
     assert names.count("fc") == names.count("cnn") == 4 and width.n_trials == 8 * 3
 
 
+def test_results_average_over_seeds_best_first_and_best_yaml_is_the_best_trial(tmp_path):
+    """finish() on run directories as trials leave them: one failed trial, two keys, two seeds."""
+    from cnnlab import runs
+    from cnnlab.sweep import finish, start
+
+    sweep = load_sweep(write_sweep(tmp_path / "s.yaml", seeds=[0, 1], space={"optimizer.lr": [0.1, 0.5], "model.n_feature": [4, 8]}))
+    sweep_dir = start(sweep, tmp_path / "runs")
+    accuracy = {(0.1, 4): [0.80, 0.90], (0.1, 8): [0.60, None], (0.5, 4): [0.95, 0.97], (0.5, 8): [0.50, 0.60]}
+    records = []
+    for index, point in enumerate(sweep.points):
+        for seed, acc in zip(sweep.spec.seeds, accuracy[tuple(point.values())]):
+            run_dir = runs.new_run_dir(sweep_dir / "trials", f"t{index}{seed}")
+            cfg = sweep.trial_config(point, seed, f"t{index}{seed}")
+            runs.atomic_write(run_dir / "config.yaml", yaml.safe_dump(cfg.model_dump(mode="json")))
+            runs.write_json(run_dir / "summary.json", {"status": "completed", "test_acc": acc, "epochs": 1, "train_seconds": 1.0, "params": 100})
+            records.append({"trial_id": f"t{index}{seed}", "index": index, "point": point, "seed": seed, "run_dir": str(run_dir), "node": "n1",
+                            "node_ip": "10.0.0.1", "status": "completed" if acc else "failed", "error": None if acc else "MNIST not found (on node 10.0.0.1 n1)"})
+    outcome = finish(sweep, sweep_dir, records)
+
+    assert outcome.status == "failed" and len(outcome.failed) == 1
+    results = pd.read_csv(sweep_dir / "results.csv")
+    assert [tuple(r) for r in results[["optimizer.lr", "model.n_feature"]].to_numpy()] == [(0.5, 4), (0.1, 4), (0.1, 8), (0.5, 8)]
+    assert results["test_acc_mean"].tolist() == pytest.approx([0.96, 0.85, 0.60, 0.55])
+    assert results["test_acc_std"].iloc[0] == pytest.approx(np.std([0.95, 0.97], ddof=1)) and np.isnan(results["test_acc_std"].iloc[2])
+    assert list(results["seeds"]) == [2, 2, 1, 2] and "1 failed" in results["stop"].iloc[2]
+    best = load_config(sweep_dir / "best.yaml")
+    assert (best.optimizer.lr, best.model.n_feature, best.seed) == (0.5, 4, 1)  # the best point's best seed
+    assert "96.00% ± 1.41" in (sweep_dir / "results.md").read_text()
+    summary = json.loads((sweep_dir / "summary.json").read_text())
+    assert summary["status"] == "failed" and summary["test_acc"] == pytest.approx(0.96) and "on node" in summary["error"]
+    assert (sweep_dir / "test_acc.png").stat().st_size > 10_000
+
+
 def run_python(code: str):
     return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=120)
 
@@ -184,9 +217,9 @@ def wait_for(condition, timeout: float, what: str):
     raise AssertionError(f"timed out waiting for {what}")
 
 
-def statuses(trials_dir: Path) -> list[str]:
+def trial_statuses(runs_dir: Path) -> list[str]:
     out = []
-    for p in trials_dir.glob("*/summary.json"):
+    for p in runs_dir.glob("*/trials/*/summary.json"):
         try:
             out.append(json.loads(p.read_text())["status"])
         except (OSError, ValueError):
@@ -195,8 +228,8 @@ def statuses(trials_dir: Path) -> list[str]:
 
 
 def test_resume_finishes_an_interrupted_sweep_like_an_uninterrupted_one(tmp_path, learnable):
-    path = write_sweep(tmp_path / "resume.yaml", seeds=[0], space={"optimizer.lr": [0.02, 0.05, 0.1, 0.2]}, max_concurrent=1,
-                       **{"set": {"device": "cpu", "train.batch_size": 20, "train.epochs": 8}})
+    path = write_sweep(tmp_path / "resume.yaml", seeds=[0], space={"optimizer.lr": [0.005, 0.01, 0.02, 0.04, 0.08]},
+                       max_concurrent=1, **{"set": {"device": "cpu", "train.batch_size": 20, "train.epochs": 4}})
     args = ["sweep", path, "--data-dir", learnable]
     reference = cnnlab(*args, "--runs-dir", tmp_path / "reference", timeout=300)
     assert reference.returncode == 0, reference.stderr
@@ -204,7 +237,7 @@ def test_resume_finishes_an_interrupted_sweep_like_an_uninterrupted_one(tmp_path
     proc = subprocess.Popen([sys.executable, "-m", "cnnlab", *map(str, args), "--runs-dir", str(tmp_path / "runs")],
                             cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
-        wait_for(lambda: "completed" in statuses(tmp_path / "runs"), 120, "a first finished trial")
+        wait_for(lambda: "completed" in trial_statuses(tmp_path / "runs"), 120, "a first finished trial")
         proc.send_signal(signal.SIGINT)
         stdout, stderr = proc.communicate(timeout=120)
     finally:
@@ -213,13 +246,13 @@ def test_resume_finishes_an_interrupted_sweep_like_an_uninterrupted_one(tmp_path
     sweep_dir = Path(stdout.strip().splitlines()[-1])
     assert "cnnlab sweep --resume" in stderr and json.loads((sweep_dir / "summary.json").read_text())["status"] == "interrupted"
     finished = {p.parent.name: p.read_text() for p in sweep_dir.glob("trials/*/summary.json") if json.loads(p.read_text())["status"] == "completed"}
-    assert 1 <= len(finished) < 4
+    assert 1 <= len(finished) < 5
 
     out = cnnlab("sweep", "--resume", sweep_dir, "--data-dir", learnable)
     assert out.returncode == 0, out.stderr
     assert last_line(out) == sweep_dir and json.loads((sweep_dir / "summary.json").read_text())["status"] == "completed"
     for name, text in finished.items():  # finished trials were not run again
         assert (sweep_dir / "trials" / name / "summary.json").read_text() == text
-    assert len(list((sweep_dir / "trials").iterdir())) == 4
+    assert len(list((sweep_dir / "trials").iterdir())) == 5
     ours, theirs = (pd.read_csv(d / "results.csv").drop(columns="seconds") for d in (sweep_dir, last_line(reference)))
     pd.testing.assert_frame_equal(ours, theirs)

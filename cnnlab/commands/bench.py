@@ -92,9 +92,9 @@ def bench(
     load = "/".join("-" if v is None else f"{v:.1f}" for v in (info["load_before"], info["load_after"]))
     speed, machine = [speed_row(r) for r in rows], [machine_row(r) for r in rows]
     console.print(table(speed, title=f"cnnlab bench{' --quick' if quick else ''} on {info['device']}: medians of {repeats} interleaved pair(s), seconds of training per budget"))
-    console.print(table(machine, title=f"cnnlab against the machine: {info['peak_dtype']} matmul peak {info['peak_gflops']:.1f} GFLOP/s"))
+    console.print(table(machine, title=f"cnnlab against the machine: {info['peak_dtype']} matmul peak {info['peak_gflops']:.1f} GFLOP/s ({info['threads']} threads)"))
     console.print(
-        f"machine: {info['cpu_model']}, {info['cores']} cores, {info['threads']} torch threads, torch {info['torch_version']}, "
+        f"machine: {info['cpu_model']}, {info['cores']} cores, torch {info['torch_version']}, "
         f"device {info['device_name']}; load average before/after {load}; memory: {rows[0]['memory'] if rows else '-'}; "
         f"bound: compute at {COMPUTE_BOUND:.0%} of the matmul peak or more, else per-step overhead"
     )

@@ -28,11 +28,10 @@ def sweep(
 ):
     """Run every trial of a sweep (an ordinary run each) on Ray Tune; print the points best first.
 
-    The sweep directory gets trials/, trials.csv, results.csv/.md, best.yaml and a figure; the last
-    line is its path.
+    Writes trials/, trials.csv, results.csv/.md, best.yaml and a figure; the last line is the sweep directory.
     """
     from cnnlab import sweep as sweeps
-    from cnnlab.runs import SUMMARY, runs_root
+    from cnnlab.runs import SUMMARY, read_json, runs_root
 
     if resume is not None:
         if args:
@@ -44,27 +43,33 @@ def sweep(
             raise CnnlabUsage("missing SWEEP_FILE, e.g. cnnlab sweep configs/sweeps/lenet_lr.yaml")
         spec = sweeps.load_sweep(file, overrides)
 
-    from cnnlab.ray_backend import require_ray, run_sweep
+    from cnnlab.ray_backend import require_ray, run_sweep, session
     from cnnlab.report import console, table
 
     require_ray("cnnlab sweep", optuna=spec.spec.method != "grid")
-    path = Path(resume) if resume is not None else sweeps.start(spec, runs_root(runs_dir))
-    print(f"{spec.name}: {spec.describe()}\nsweep directory: {path}", flush=True)
-    try:
-        records = run_sweep(spec, path, data_dir=data_dir, address=address, resume=resume is not None)
-    except BaseException as e:
-        status = "interrupted" if isinstance(e, KeyboardInterrupt) else "failed"
-        if (path / SUMMARY).is_file():
+    with session(address, "cnnlab sweep"):  # connect first: no sweep directory for an unreachable cluster
+        if resume is not None:
+            path = Path(resume)
+            data_dir = data_dir or read_json(path / SUMMARY).get("data_dir")  # the one the sweep started with
+        else:
+            path = sweeps.start(spec, runs_root(runs_dir), data_dir)
+        print(f"{spec.name}: {spec.describe()}\nsweep directory: {path}", flush=True)
+        try:
+            records = run_sweep(spec, path, data_dir=data_dir, resume=resume is not None)
+        except BaseException as e:
+            status = "interrupted" if isinstance(e, KeyboardInterrupt) else "failed"
             sweeps.update_summary(path, status=status, error=str(e).splitlines()[0] if str(e) else type(e).__name__)
-        raise
+            raise
     outcome = sweeps.finish(spec, path, records)
 
     if outcome.points:
         console.print(table(sweeps.display_rows(spec, outcome.points), title=f"{spec.name}: {spec.metric}, best first"))
     if outcome.best:
-        console.print(f"best: {', '.join(f'{k}={v}' for k, v in outcome.best['point'].items())} -> {path / 'best.yaml'}")
+        point = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in outcome.best["point"].items())
+        print(f"best: {point}; train it with: cnnlab train {path / 'best.yaml'}")
     print(path)
     if outcome.status == "interrupted":
-        raise SweepInterrupted(f"sweep interrupted with {len(outcome.trials)} of {spec.n_trials} trials known; continue it with: cnnlab sweep --resume {path}")
+        done = sum(t["status"] in sweeps.DONE for t in outcome.trials)
+        raise SweepInterrupted(f"sweep interrupted after {done} of {spec.n_trials} trials; continue it with: cnnlab sweep --resume {path}")
     if outcome.failed:
         raise RunError(f"{len(outcome.failed)} of {spec.n_trials} trials failed; the first: {outcome.failed[0]['error']}")
