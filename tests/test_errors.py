@@ -142,7 +142,7 @@ CASES = [
     ("shift_too_large_up", [*OK_ARGS, "transform.shift.dy=-40"], 2, "(0, -40)"),
     ("translate_too_large", [*OK_ARGS, "transform.augment.translate=28"], 2, "transform.augment.translate"),
     ("epochs_not_int", [*OK_ARGS, "train.epochs=abc"], 2, "train.epochs: Input should be a valid integer"),
-    ("epochs_fraction", [*OK_ARGS, "train.epochs=1.5"], 2, "fractional"),
+    ("epochs_fraction", [*OK_ARGS, "train.epochs=1.5"], 2, "train.epochs: Input should be a valid integer"),
     ("zero_width_layer", [*OK_ARGS, "model.hidden=[0]"], 2, "model.hidden"),
     ("step_needs_size", [*OK_ARGS, "schedule.name=step"], 2, "schedule.step_size: Field required"),
     # malformed overrides

@@ -98,3 +98,19 @@ def peak_gflops(device: torch.device, n: int = 2048, dtype: torch.dtype = torch.
             torch.cuda.synchronize(device)
         best = min(best, time.perf_counter() - t0)
     return matmul_flops(n) / best / 1e9
+
+
+def matmul_peaks(device: torch.device, n: int, dtype: torch.dtype = torch.float32) -> dict[int, float]:
+    """peak_gflops by thread count: with 1 thread and with all of torch's threads (CPU); on CUDA one
+    value, under the key 0. A case is compared with the peak for the threads it trained with."""
+    if device.type == "cuda":
+        return {0: peak_gflops(device, n, dtype)}
+    threads = torch.get_num_threads()
+    peaks = {}
+    try:
+        for t in sorted({1, threads}):
+            torch.set_num_threads(t)
+            peaks[t] = peak_gflops(device, n, dtype)
+    finally:
+        torch.set_num_threads(threads)
+    return peaks

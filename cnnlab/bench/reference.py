@@ -41,9 +41,8 @@ def transforms_for(cfg: Config):
     from torchvision import transforms as T
 
     tc = cfg.transform
-    unsupported = [k for k in ("permute", "mixup", "translate") if getattr(tc, k, None) or getattr(tc.augment, k, None)]
-    if tc.shift.dx or tc.shift.dy:
-        unsupported.append("shift")
+    used = {"permute": tc.permute, "shift": tc.shift.dx or tc.shift.dy, "translate": tc.augment.translate, "mixup": tc.augment.mixup}
+    unsupported = [name for name, value in used.items() if value]
     if unsupported:
         raise ValueError(f"the reference loop does not implement transform options {unsupported}")
     if tc.normalize == "none":

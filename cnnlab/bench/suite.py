@@ -5,7 +5,8 @@ for the same budget, then evaluate on the same test images. Repeats alternate th
 (reference, cnnlab, cnnlab, reference, ...) so that drift in the machine's load hits both, and use
 seeds seed, seed+1, ...; the speed-up is the median of the per-pair ratios. cnnlab's achieved
 GFLOP/s (FLOPs per training sample counted from the layers, see cnnlab.flops) is compared with a
-large float32 matrix product timed in the same process.
+large matrix product (float32, or bf16 when cnnlab trains in bf16) timed in the same process with
+the same number of threads.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ import torch
 
 import cnnlab
 from cnnlab.bench import reference
-from cnnlab.bench.machine import PeakMemory, load_average, machine_info, peak_gflops
+from cnnlab.bench.machine import PeakMemory, load_average, machine_info, matmul_peaks
 from cnnlab.config import DATASET_CLASSES, DATASET_SHAPES, Config, load_config
 from cnnlab.engine import fit, loss_function, steps_per_epoch
 from cnnlab.errors import ConfigError
@@ -53,7 +54,7 @@ CASES: dict[str, Case] = {c.name: c for c in (
     # study D's TrashNet, batch 100, a fixed number of steps; test images normalized like the
     # training ones so that the accuracies say something (the article's bug makes them erratic)
     Case("trashnet", "cifar10_trashnet.yaml", ("train.epochs=1", "transform.normalize_test=true"),
-         steps=60, tolerance=0.08, quick_steps=5),
+         steps=60, tolerance=0.15, quick_steps=5),  # lr 0.9: the first steps are erratic
     Case("lenet99", "lenet_modern.yaml", target=0.99, tolerance=0.005),  # time to 99% test accuracy
 )}
 DEFAULT_CASES = ("fc", "cnn", "lenet", "trashnet", "lenet99")
@@ -179,8 +180,9 @@ def _median(values: list[float]) -> float:
     return statistics.median(good) if good else float("nan")
 
 
-def summarize(case: Case, cfg: Config, ref: Side, ours: Side, quick: bool, peak: float, flops: int, memory_kind: str) -> dict:
+def summarize(case: Case, cfg: Config, ref: Side, ours: Side, quick: bool, peaks: dict[int, float], flops: int, memory_kind: str) -> dict:
     """One result row: medians over the repeats, per-pair speed-ups, agreement, FLOP/s, bound."""
+    peak = peaks.get(ours.threads) or max(peaks.values())
     ratios = [r / c for r, c in zip(ref.seconds, ours.seconds) if r == r and c == c and c > 0]
     tolerance = max(case.tolerance, case.quick_tolerance) if quick else case.tolerance
     ref_acc, our_acc = _median(ref.acc), _median(ours.acc)
@@ -214,7 +216,7 @@ def summarize(case: Case, cfg: Config, ref: Side, ours: Side, quick: bool, peak:
         "memory": memory_kind,
         "flops_per_sample": flops,
         "gflops": gflops,
-        "peak_gflops": peak,
+        "peak_gflops_used": peak,  # the matmul peak with the threads cnnlab trained with
         "fraction_of_peak": gflops / peak,
         "bound": "compute" if gflops / peak >= COMPUTE_BOUND else "overhead",
         "amp": cfg.train.amp,
@@ -250,7 +252,9 @@ def run_bench(
     info["load_before"] = load_average()
     t_start = time.perf_counter()
     # the machine's limit: all cores, whatever the training threads
-    info["peak_gflops"] = peak_gflops(dev, n=8192 if dev.type == "cuda" else (1024 if quick else 2048), dtype=amp_dtype)
+    peaks = matmul_peaks(dev, n=8192 if dev.type == "cuda" else (1024 if quick else 2048), dtype=amp_dtype)
+    info["peak_gflops"] = peaks[max(peaks)]  # the machine's limit: all its cores (under load it may show less)
+    info["peak_gflops_1_thread"] = peaks.get(1)
     info["peak_dtype"] = str(amp_dtype).replace("torch.", "")
     default_threads = torch.get_num_threads()
     rows = []
@@ -258,7 +262,7 @@ def run_bench(
         if threads:
             torch.set_num_threads(threads)
         for name, cfg in zip(case_names, configs):
-            rows.append(measure_case(CASES[name], cfg, dev, repeats, quick, info["peak_gflops"]))
+            rows.append(measure_case(CASES[name], cfg, dev, repeats, quick, peaks))
             if on_row is not None:
                 on_row(rows[-1])
     finally:
@@ -268,7 +272,7 @@ def run_bench(
     return rows, info
 
 
-def measure_case(case: Case, cfg: Config, dev: torch.device, repeats: int, quick: bool, peak: float) -> dict:
+def measure_case(case: Case, cfg: Config, dev: torch.device, repeats: int, quick: bool, peaks: dict[int, float]) -> dict:
     """Interleaved repeats of both sides on seeds seed, seed+1, ...; one summary row."""
     shape = DATASET_SHAPES[cfg.dataset.name]
     flops = training_flops(build_model(cfg.model, shape, DATASET_CLASSES[cfg.dataset.name]), shape)
@@ -278,4 +282,4 @@ def measure_case(case: Case, cfg: Config, dev: torch.device, repeats: int, quick
         sides = [(run_reference, ref), (run_cnnlab, ours)]
         for fn, side in sides if r % 2 == 0 else sides[::-1]:
             fn(case, cfg_r, dev, side)
-    return summarize(case, cfg, ref, ours, quick, peak, flops, PeakMemory(dev).kind)
+    return summarize(case, cfg, ref, ours, quick, peaks, flops, PeakMemory(dev).kind)

@@ -44,6 +44,7 @@ def machine_row(r: dict) -> dict:
         "batch": r["batch_size"],
         "MFLOP/sample": f"{r['flops_per_sample'] / 1e6:.3g}",
         "cnnlab GFLOP/s": f"{r['gflops']:.3g}",
+        "threads": r["cnnlab_threads"],
         "% of peak": _pct(r["fraction_of_peak"]),
         "bound": r["bound"],
     }
@@ -92,7 +93,10 @@ def bench(
     load = "/".join("-" if v is None else f"{v:.1f}" for v in (info["load_before"], info["load_after"]))
     speed, machine = [speed_row(r) for r in rows], [machine_row(r) for r in rows]
     console.print(table(speed, title=f"cnnlab bench{' --quick' if quick else ''} on {info['device']}: medians of {repeats} interleaved pair(s), seconds of training per budget"))
-    console.print(table(machine, title=f"cnnlab against the machine: {info['peak_dtype']} matmul peak {info['peak_gflops']:.1f} GFLOP/s ({info['threads']} threads)"))
+    peak = f"{info['peak_dtype']} matmul peak {info['peak_gflops']:.1f} GFLOP/s"
+    if info["peak_gflops_1_thread"] and info["threads"] > 1:
+        peak += f" with {info['threads']} threads, {info['peak_gflops_1_thread']:.1f} with 1 (each case against its own thread count)"
+    console.print(table(machine, title=f"cnnlab against the machine: {peak}"))
     console.print(
         f"machine: {info['cpu_model']}, {info['cores']} cores, torch {info['torch_version']}, "
         f"device {info['device_name']}; load average before/after {load}; memory: {rows[0]['memory'] if rows else '-'}; "
