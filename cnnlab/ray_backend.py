@@ -214,9 +214,11 @@ def _trial(params: dict, job: Job) -> None:
         if previous is not None:  # Tune saw these epochs before: tell it again, then continue
             for row in runs.read_metrics(previous).to_dict("records"):
                 report(row, previous)
-        if cfg.train.threads is None:
-            torch.set_num_threads(job.threads)
-        run(cfg, runs_dir=job.trials_dir, data_dir=job.data_dir, resume=previous, on_epoch=report)
+        done = previous is not None and runs.read_json(previous / runs.SUMMARY).get("status") == "completed"
+        if not done:  # a run that finished before the sweep was interrupted keeps its files as they are
+            if cfg.train.threads is None:
+                torch.set_num_threads(job.threads)
+            run(cfg, runs_dir=job.trials_dir, data_dir=job.data_dir, resume=previous, on_epoch=report)
     except Stopped as e:  # while telling Tune the earlier epochs (run() handles its own)
         settle(previous, "stopped", str(e))
     except CnnlabError as e:  # bad data on this node, ...: the trial fails with one line, not retried
