@@ -212,6 +212,7 @@ def test_small_steps_train_on_one_thread_unless_told():
         shape = (3, 32, 32) if cfg.dataset.name == "cifar10" else (1, 28, 28)
         return cpu_threads(cfg, build_model(cfg.model, shape, 10), shape)
 
-    assert threads("mnist_cnn") == 1  # 64 x 1.5 MFLOP per step
+    assert threads("mnist_fc") == 1  # 64 x 0.03 MFLOP per step
+    assert threads("mnist_cnn") == DEFAULT_THREADS  # 64 x 0.7 MFLOP per step
     assert threads("cifar10_trashnet") == DEFAULT_THREADS  # 100 x 0.2 GFLOP per step
     assert threads("mnist_cnn", "train.threads=3") == 3
