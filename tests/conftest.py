@@ -17,6 +17,17 @@ def real_data(*parts: str) -> Path:
     return REAL_DATA
 
 
+@pytest.fixture(scope="session")
+def tiny_data(tmp_path_factory):
+    """Small random MNIST and Fashion-MNIST IDX files (300 train / 100 test images each)."""
+    from fakedata import make_idx_dataset
+
+    root = tmp_path_factory.mktemp("data")
+    make_idx_dataset(root, "MNIST", n_train=300, n_test=100)
+    make_idx_dataset(root, "FashionMNIST", n_train=300, n_test=100)
+    return root
+
+
 @pytest.fixture
 def runs_dir(tmp_path, monkeypatch):
     path = tmp_path / "runs"

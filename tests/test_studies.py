@@ -22,17 +22,8 @@ from cnnlab.studies import compare, shift_sweep
 from cnnlab.studies.spec import resolve
 from cnnlab.transforms import make_permutation, normalize, permute_pixels, shift, to_float
 from conftest import ROOT, real_data
-from fakedata import make_idx_dataset
 
 FAST = ["--device", "cpu", "train.max_steps=3", "train.eval_batch_size=64"]
-
-
-@pytest.fixture(scope="module")
-def tiny_data(tmp_path_factory):
-    root = tmp_path_factory.mktemp("data")
-    make_idx_dataset(root, "MNIST", n_train=200, n_test=80)
-    make_idx_dataset(root, "FashionMNIST", n_train=200, n_test=80)
-    return root
 
 
 def cnnlab(capsys, monkeypatch, *args) -> tuple[int, str, str]:

@@ -15,7 +15,6 @@ from cnnlab.config import load_config
 from cnnlab.experiment import run
 from cnnlab.models import build_model
 from conftest import ROOT, real_data
-from fakedata import make_idx_dataset
 
 METRIC_COLUMNS = {"epoch", "train_loss", "train_acc", "test_loss", "test_acc", "epoch_seconds"}
 
@@ -26,14 +25,6 @@ def cnnlab(*args, env=None, timeout=300):
         [sys.executable, "-m", "cnnlab", *map(str, args)], capture_output=True, text=True, timeout=timeout,
         cwd=ROOT, env={**os.environ, **(env or {})},
     )
-
-
-@pytest.fixture(scope="module")
-def tiny_data(tmp_path_factory):
-    root = tmp_path_factory.mktemp("data")
-    make_idx_dataset(root, "MNIST", n_train=300, n_test=100)
-    make_idx_dataset(root, "FashionMNIST", n_train=300, n_test=100)
-    return root
 
 
 def test_cli_train_writes_a_complete_run(tiny_data, tmp_path):
