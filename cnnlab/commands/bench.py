@@ -17,7 +17,9 @@ def _pct(value: float) -> str:
 
 
 def _secs(value: float) -> str:
-    return "not reached" if value != value else f"{value:.2f}"
+    if value != value:
+        return "not reached"
+    return f"{value:.2f}" if value >= 1 else f"{value:.3g}"  # a --quick case can take milliseconds
 
 
 def speed_row(r: dict) -> dict:
