@@ -104,6 +104,7 @@ class TrashNetModel(Strict):
 class KerasCNNModel(Strict):
     name: Literal["keras_cnn"]  # the classic Keras cifar10_cnn example
     dropout: bool = True
+    init: Literal["keras", "default"] = "keras"  # keras: glorot-uniform weights, zero biases (Keras' defaults)
 
 
 class ToyModel(Strict):

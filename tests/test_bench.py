@@ -72,7 +72,7 @@ def test_study_a_cnn_training_flops():
     conv2 = 2 * 150 * 6 * 8 * 8  # 6 -> 6 channels, 5x5, 8x8 outputs
     fc = 2 * 96 * 50 + 2 * 50 * 10
     pools = 4 * 6 * 12 * 12 + 4 * 6 * 4 * 4
-    relus = 6 * 24 * 24 + 6 * 8 * 8 + 50
+    relus = 6 * 12 * 12 + 6 * 4 * 4 + 50  # the model pools before its ReLUs
     assert training_flops(model, (1, 28, 28)) == 2 * conv1 + 3 * conv2 + 3 * fc + 2 * pools + 2 * relus
 
 

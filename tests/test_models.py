@@ -77,6 +77,28 @@ def test_lenet5_classic_pads_mnist_only():
     assert isinstance(build_model(DEFAULTS["lenet5_classic"], CIFAR, 10).features[0], nn.Conv2d)
 
 
+def test_cnn_pools_before_relu_with_the_studys_outputs_and_gradients():
+    """The cnn model pools before its ReLUs (cheaper); as written, the study applies ReLU first."""
+    torch.manual_seed(0)
+    model = build_model(DEFAULTS["cnn"], MNIST, 10)
+    f = model.features
+    as_written = nn.Sequential(f[0], f[2], f[1], f[3], f[5], f[4], model.classifier)  # conv-ReLU-pool twice
+    assert [type(m) for m in f] == [nn.Conv2d, nn.MaxPool2d, nn.ReLU] * 2
+    x = torch.randn(16, *MNIST)
+    grads = []
+    for net in (model, as_written):
+        net.zero_grad()
+        out = net(x)
+        out.square().sum().backward()
+        grads.append([p.grad.clone() for p in model.parameters()])
+        if net is model:
+            first = out.detach()
+    assert torch.equal(first, as_written(x).detach())
+    for a, b in zip(*grads):
+        assert torch.allclose(a, b, rtol=1e-5, atol=1e-6)
+    assert sum(g.abs().sum() for g in grads[0]) > 0
+
+
 def test_keras_cnn_dropout_switch():
     def dropouts(opts):
         return sum(isinstance(m, nn.Dropout) for m in build_model(opts, CIFAR, 10).modules())
@@ -104,6 +126,22 @@ def test_lenet_xavier_init_is_applied():
         assert d.weight.abs().max() <= default_bound
     # the Linear(400, 120) bounds tell the two inits apart clearly: 0.107 (xavier) vs 0.05 (default)
     assert xavier[2].weight.abs().max() > 0.1 > 0.05 >= default[2].weight.abs().max()
+
+
+def test_keras_cnn_starts_like_keras():
+    """Keras' defaults: glorot-uniform kernels (the conv fans include the 3x3 window) and zero biases."""
+    torch.manual_seed(0)
+    keras = _weight_layers(build_model(C.KerasCNNModel(name="keras_cnn"), CIFAR, 10))
+    torch.manual_seed(0)
+    default = _weight_layers(build_model(C.KerasCNNModel(name="keras_cnn", init="default"), CIFAR, 10))
+    for k, d in zip(keras, default):
+        fan_in, fan_out = nn.init._calculate_fan_in_and_fan_out(k.weight)
+        bound = math.sqrt(6.0 / (fan_in + fan_out))
+        assert 0.8 * bound < k.weight.abs().max() <= bound
+        assert torch.count_nonzero(k.bias) == 0
+        assert torch.count_nonzero(d.bias) == d.bias.numel()
+    # Conv2d(3, 32, 3): glorot bound sqrt(6 / (27 + 288)) = 0.138 against PyTorch's 1 / sqrt(27) = 0.192
+    assert keras[0].weight.abs().max() <= 0.139 < 0.18 < default[0].weight.abs().max()
 
 
 def test_lenet_options_change_layer_types():

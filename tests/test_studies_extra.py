@@ -23,7 +23,8 @@ NEW_CONFIGS = {
     "lenet5_classic.yaml": 61_706,
     "cifar10_keras_cnn.yaml": 1_250_858,
     "cifar10_trashnet_fixed.yaml": 133_514,
-    "cifar10_trashnet_mixup.yaml": 133_514,
+    "cifar10_5k.yaml": 133_514,
+    "cifar10_5k_mixup.yaml": 133_514,
     "toy_4x4.yaml": 12,
 }
 
@@ -46,8 +47,16 @@ def test_the_fixed_trashnet_changes_only_the_setup():
     assert fixed.transform.augment.crop_padding > 0 and fixed.transform.augment.hflip
 
 
+def test_the_mixup_pair_differs_only_in_mixup():
+    base, mixed = (load_config(CONFIGS / n) for n in ("cifar10_5k.yaml", "cifar10_5k_mixup.yaml"))
+    assert base.transform.augment.mixup == 0 and mixed.transform.augment.mixup > 0
+    mixed.transform.augment.mixup = 0.0
+    strip = lambda c: c.model_dump(exclude={"name", "reported"})  # noqa: E731
+    assert strip(base) == strip(mixed)
+
+
 def test_mixup_keeps_label_mass():
-    cfg = load_config(CONFIGS / "cifar10_trashnet_mixup.yaml")
+    cfg = load_config(CONFIGS / "cifar10_5k_mixup.yaml")
     assert cfg.transform.augment.mixup > 0
     pipeline = Pipeline(cfg.transform, (0.5,) * 3, (0.25,) * 3, (3, 32, 32), cfg.seed, 10)
     x = pipeline.prepare(torch.randint(0, 256, (64, 3, 32, 32), dtype=torch.uint8), train=True)
@@ -62,7 +71,7 @@ def test_mixup_keeps_label_mass():
 
 def test_mixup_config_trains_and_keeps_the_article_source(tmp_path):
     make_cifar(tmp_path, n=8)
-    cfg = load_config(CONFIGS / "cifar10_trashnet_mixup.yaml", ["device=cpu", "train.epochs=1", "train.batch_size=16", "train.max_steps=1"])
+    cfg = load_config(CONFIGS / "cifar10_5k_mixup.yaml", ["device=cpu", "train.epochs=1", "train.batch_size=16", "train.max_steps=1"])
     result = run(cfg, runs_dir=tmp_path / "runs", data_dir=tmp_path)
     assert result.summary["status"] == "completed" and np.isfinite(result.summary["train_loss"])
     saved = json.loads((result.path / "summary.json").read_text())

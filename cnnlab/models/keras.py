@@ -20,4 +20,10 @@ def build_keras_cnn(opts, input_shape, num_classes):
         nn.Flatten(), nn.Linear(flat_size(features, input_shape), 512), nn.ReLU(), *dropout(0.5),
         nn.Linear(512, num_classes),
     )
-    return features_classifier(features, classifier)
+    model = features_classifier(features, classifier)
+    if opts.init == "keras":  # Keras layers start from glorot-uniform kernels and zero biases
+        for m in model.modules():
+            if isinstance(m, (nn.Conv2d, nn.Linear)):
+                nn.init.xavier_uniform_(m.weight)
+                nn.init.zeros_(m.bias)
+    return model
