@@ -84,6 +84,7 @@ class FCModel(Strict):
 class CNNModel(Strict):
     name: Literal["cnn"]
     n_feature: StrictInt = Field(6, gt=0)  # channels of both conv layers; 6 -> 6,422 params on MNIST
+    relu_first: bool = False  # conv-ReLU-pool as the study writes it; default pool-ReLU (same function, faster)
 
 
 class LeNetModel(Strict):

@@ -216,3 +216,16 @@ def test_small_steps_train_on_one_thread_unless_told():
     assert threads("mnist_cnn") == DEFAULT_THREADS  # 64 x 0.7 MFLOP per step
     assert threads("cifar10_trashnet") == DEFAULT_THREADS  # 100 x 0.2 GFLOP per step
     assert threads("mnist_cnn", "train.threads=3") == 3
+
+
+def test_the_reference_runs_study_a_cnn_as_written_with_cnnlabs_weights():
+    opts = load_config(ROOT / "configs" / "mnist_cnn.yaml").model
+    torch.manual_seed(0)
+    ours = build_model(opts, (1, 28, 28), 10)
+    torch.manual_seed(0)
+    theirs = build_model(reference.as_written(opts), (1, 28, 28), 10)
+    assert [type(m).__name__ for m in theirs.features] == ["Conv2d", "ReLU", "MaxPool2d"] * 2
+    assert [type(m).__name__ for m in ours.features] == ["Conv2d", "MaxPool2d", "ReLU"] * 2
+    assert all(torch.equal(a, b) for a, b in zip(ours.state_dict().values(), theirs.state_dict().values()))
+    lenet = load_config(ROOT / "configs" / "lenet.yaml").model
+    assert reference.as_written(lenet) == lenet  # the other models are already as written

@@ -81,16 +81,18 @@ def test_cnn_pools_before_relu_with_the_studys_outputs_and_gradients():
     """The cnn model pools before its ReLUs (cheaper); as written, the study applies ReLU first."""
     torch.manual_seed(0)
     model = build_model(DEFAULTS["cnn"], MNIST, 10)
-    f = model.features
-    as_written = nn.Sequential(f[0], f[2], f[1], f[3], f[5], f[4], model.classifier)  # conv-ReLU-pool twice
-    assert [type(m) for m in f] == [nn.Conv2d, nn.MaxPool2d, nn.ReLU] * 2
+    torch.manual_seed(0)
+    as_written = build_model(C.CNNModel(name="cnn", relu_first=True), MNIST, 10)
+    assert [type(m) for m in model.features] == [nn.Conv2d, nn.MaxPool2d, nn.ReLU] * 2
+    assert [type(m) for m in as_written.features] == [nn.Conv2d, nn.ReLU, nn.MaxPool2d] * 2
+    assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), as_written.state_dict().values()))
     x = torch.randn(16, *MNIST)
     grads = []
     for net in (model, as_written):
         net.zero_grad()
         out = net(x)
         out.square().sum().backward()
-        grads.append([p.grad.clone() for p in model.parameters()])
+        grads.append([p.grad.clone() for p in net.parameters()])
         if net is model:
             first = out.detach()
     assert torch.equal(first, as_written(x).detach())

@@ -36,6 +36,14 @@ class CifarFromSplit(Dataset):
         return self.transform(Image.fromarray(self.data[index])), self.targets[index]
 
 
+def as_written(model_opts):
+    """The model options as the tutorial writes its model: study A's CNN applies ReLU before pooling
+    (cnnlab pools first: the same function and the same weights, cheaper)."""
+    if model_opts.name == "cnn":
+        return model_opts.model_copy(update={"relu_first": True})
+    return model_opts
+
+
 def transforms_for(cfg: Config):
     """(train, test) torchvision transforms that do per sample what cfg's transform section says."""
     from torchvision import transforms as T
