@@ -1,4 +1,5 @@
-"""Study A's small CNN: two conv-ReLU-maxpool stages and two linear layers (6,422 params on MNIST)."""
+"""Study A's small CNN: two conv-maxpool-ReLU stages (the study writes conv-ReLU-maxpool: the same
+function) and two linear layers (6,422 params on MNIST)."""
 
 from torch import nn
 
