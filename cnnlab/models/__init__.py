@@ -57,6 +57,17 @@ def flat_size(features: nn.Module, input_shape: tuple[int, ...]) -> int:
     return n
 
 
+def xavier_init(model: nn.Module, zero_bias: bool = False) -> nn.Module:
+    """Xavier (Keras: glorot) uniform weights for every Conv2d and Linear; biases zeroed if asked,
+    else left at PyTorch's default."""
+    for m in model.modules():
+        if isinstance(m, (nn.Conv2d, nn.Linear)):
+            nn.init.xavier_uniform_(m.weight)
+            if zero_bias:
+                nn.init.zeros_(m.bias)
+    return model
+
+
 def features_classifier(features: nn.Sequential, classifier: nn.Sequential) -> nn.Sequential:
     """A plain stack in two named parts, so layers read as features.0, classifier.1, ..."""
     return nn.Sequential(OrderedDict(features=features, classifier=classifier))

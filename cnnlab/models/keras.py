@@ -2,7 +2,7 @@
 
 from torch import nn
 
-from cnnlab.models import features_classifier, flat_size, register
+from cnnlab.models import features_classifier, flat_size, register, xavier_init
 
 
 @register("keras_cnn")
@@ -22,8 +22,5 @@ def build_keras_cnn(opts, input_shape, num_classes):
     )
     model = features_classifier(features, classifier)
     if opts.init == "keras":  # Keras layers start from glorot-uniform kernels and zero biases
-        for m in model.modules():
-            if isinstance(m, (nn.Conv2d, nn.Linear)):
-                nn.init.xavier_uniform_(m.weight)
-                nn.init.zeros_(m.bias)
+        xavier_init(model, zero_bias=True)
     return model

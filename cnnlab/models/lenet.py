@@ -2,7 +2,7 @@
 
 from torch import nn
 
-from cnnlab.models import features_classifier, flat_size, register
+from cnnlab.models import features_classifier, flat_size, register, xavier_init
 
 ACTIVATIONS = {"sigmoid": nn.Sigmoid, "tanh": nn.Tanh, "relu": nn.ReLU}
 POOLINGS = {"avg": nn.AvgPool2d, "max": nn.MaxPool2d}
@@ -23,9 +23,7 @@ def build_lenet(opts, input_shape, num_classes):
     )
     model = features_classifier(features, classifier)
     if opts.init == "xavier":  # weights only; biases keep PyTorch's default init
-        for m in model.modules():
-            if isinstance(m, (nn.Conv2d, nn.Linear)):
-                nn.init.xavier_uniform_(m.weight)
+        xavier_init(model)
     return model
 
 
