@@ -274,8 +274,9 @@ class _Signals:
 
 
 # ---------------------------------------------------------------------------- the run
-def cpu_threads(cfg: Config, model: torch.nn.Module, input_shape: tuple[int, ...]) -> int:
-    """train.threads, else 1 for a small training step (under SMALL_STEP_FLOPS), else torch's default.
+def cpu_threads(cfg: Config, model: torch.nn.Module, input_shape: tuple[int, ...], share: int | None = None) -> int:
+    """train.threads, else 1 for a small training step (under SMALL_STEP_FLOPS), else the run's
+    share of the CPU (a Ray trial's cores), else torch's default.
 
     A small step is a string of tiny kernels: a second thread saves little there, and on a busy
     machine every parallel region waits for a thread that is not running (measured on the 2-core
@@ -286,17 +287,18 @@ def cpu_threads(cfg: Config, model: torch.nn.Module, input_shape: tuple[int, ...
     if cfg.train.threads:
         return cfg.train.threads
     step_flops = training_flops(model, input_shape) * cfg.train.batch_size
-    return 1 if step_flops < SMALL_STEP_FLOPS else DEFAULT_THREADS
+    return 1 if step_flops < SMALL_STEP_FLOPS else (share or DEFAULT_THREADS)
 
 
-def setup(cfg: Config, device: torch.device, data_dir=None) -> tuple[Data, Pipeline, State, Callable]:
-    """What a run trains with, from cfg alone: threads, seeds, prepared data, the model (channels-last,
-    compiled when asked), optimizer, schedule, generators and loss. `cnnlab bench` shares it."""
+def setup(cfg: Config, device: torch.device, data_dir=None, cpu_share: int | None = None) -> tuple[Data, Pipeline, State, Callable]:
+    """What a run trains with, from cfg alone: threads (within cpu_share, the cores it may use),
+    seeds, prepared data, the model (channels-last, compiled when asked), optimizer, schedule,
+    generators and loss. `cnnlab bench` shares it."""
     seed_everything(cfg.seed)
     data, pipeline, train_split = prepare_data(cfg, device, data_dir)
     input_shape = tuple(train_split.images.shape[1:])
     model = build_model(cfg.model, input_shape, len(train_split.classes)).to(device)
-    torch.set_num_threads(cpu_threads(cfg, model, input_shape))
+    torch.set_num_threads(cpu_threads(cfg, model, input_shape, cpu_share))
     if cfg.train.channels_last:
         model = model.to(memory_format=torch.channels_last)
     optimizer = build_optimizer(cfg, model.parameters())
@@ -324,22 +326,24 @@ def run(
     resume: str | Path | None = None,
     progress=None,
     on_epoch=None,
+    cpu_share: int | None = None,
 ) -> RunResult:
-    """Train cfg in a new run directory under runs_dir (or continue the run at `resume`).
+    """Train cfg in a new run directory under runs_dir (or continue the run at `resume`), on at most
+    cpu_share CPU threads when the config does not set train.threads (default: all cores).
 
     SIGINT and SIGTERM raise Interrupted from the first line: before the run directory exists
     nothing is lost; after, the run is marked interrupted and keeps its last complete epoch.
     """
     signals = _Signals()
     with signals.installed():
-        return _run(cfg, signals, runs_dir, data_dir, resume, progress, on_epoch)
+        return _run(cfg, signals, runs_dir, data_dir, resume, progress, on_epoch, cpu_share)
 
 
-def _run(cfg: Config, signals: _Signals, runs_dir, data_dir, resume, progress, on_epoch) -> RunResult:
+def _run(cfg: Config, signals: _Signals, runs_dir, data_dir, resume, progress, on_epoch, cpu_share) -> RunResult:
     device = resolve_device(cfg.device)
     if resume is not None and data_dir is None and cfg.dataset.data_dir is None:  # the data the run trained on
         data_dir = runs.read_json(runs.open_run(resume) / runs.SUMMARY).get("data_dir")
-    data, pipeline, state, loss_fn = setup(cfg, device, data_dir)
+    data, pipeline, state, loss_fn = setup(cfg, device, data_dir, cpu_share)
     model = unwrap(state.model)
     path: Path | None = None  # set once the run directory holds a true summary
     rows: list[dict] = []

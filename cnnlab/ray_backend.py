@@ -185,7 +185,6 @@ def _previous_run(trials_dir: Path, name: str) -> Path | None:
 
 def _trial(params: dict, job: Job) -> None:
     """One trial: an ordinary cnnlab run that reports every epoch to Tune."""
-    import torch
     from ray import tune
 
     from cnnlab import runs
@@ -216,9 +215,7 @@ def _trial(params: dict, job: Job) -> None:
                 report(row, previous)
         done = previous is not None and runs.read_json(previous / runs.SUMMARY).get("status") == "completed"
         if not done:  # a run that finished before the sweep was interrupted keeps its files as they are
-            if cfg.train.threads is None:
-                torch.set_num_threads(job.threads)
-            run(cfg, runs_dir=job.trials_dir, data_dir=job.data_dir, resume=previous, on_epoch=report)
+            run(cfg, runs_dir=job.trials_dir, data_dir=job.data_dir, resume=previous, on_epoch=report, cpu_share=job.threads)
     except Stopped as e:  # while telling Tune the earlier epochs (run() handles its own)
         settle(previous, "stopped", str(e))
     except CnnlabError as e:  # bad data on this node, ...: the trial fails with one line, not retried

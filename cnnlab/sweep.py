@@ -96,7 +96,7 @@ class Scheduler(Strict):
 
 
 class Resources(Strict):
-    cpus: float = Field(1.0, gt=0)  # CPU cores per trial (also its torch threads)
+    cpus: float = Field(1.0, gt=0)  # CPU cores per trial (also the most torch threads it uses)
     gpus: Annotated[float, Field(ge=0)] | Literal["auto"] = "auto"  # auto: one per trial where the cluster has GPUs
 
 

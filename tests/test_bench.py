@@ -207,15 +207,18 @@ def test_help_and_config_errors_do_not_import_torch(args, code):
 def test_small_steps_train_on_one_thread_unless_told():
     from cnnlab.experiment import DEFAULT_THREADS, cpu_threads
 
-    def threads(config, *overrides):
+    def threads(config, *overrides, share=None):
         cfg = load_config(ROOT / "configs" / f"{config}.yaml", list(overrides))
         shape = (3, 32, 32) if cfg.dataset.name == "cifar10" else (1, 28, 28)
-        return cpu_threads(cfg, build_model(cfg.model, shape, 10), shape)
+        return cpu_threads(cfg, build_model(cfg.model, shape, 10), shape, share)
 
     assert threads("mnist_fc") == 1  # 64 x 0.03 MFLOP per step
     assert threads("mnist_cnn") == DEFAULT_THREADS  # 64 x 0.7 MFLOP per step
     assert threads("cifar10_trashnet") == DEFAULT_THREADS  # 100 x 0.2 GFLOP per step
     assert threads("mnist_cnn", "train.threads=3") == 3
+    # a Ray trial's CPU share caps the threads of a large step; the config's own setting still wins
+    assert threads("cifar10_trashnet", share=1) == 1 and threads("mnist_fc", share=4) == 1
+    assert threads("mnist_cnn", "train.threads=3", share=1) == 3
 
 
 def test_the_reference_runs_study_a_cnn_as_written_with_cnnlabs_weights():
