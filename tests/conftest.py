@@ -19,12 +19,14 @@ def real_data(*parts: str) -> Path:
 
 @pytest.fixture(scope="session")
 def tiny_data(tmp_path_factory):
-    """Small random MNIST and Fashion-MNIST IDX files (300 train / 100 test images each)."""
-    from fakedata import make_idx_dataset
+    """Small random MNIST and Fashion-MNIST IDX files (300 train / 100 test images each) and CIFAR-10
+    pickled batches (120 images per batch)."""
+    from fakedata import make_cifar, make_idx_dataset
 
     root = tmp_path_factory.mktemp("data")
     make_idx_dataset(root, "MNIST", n_train=300, n_test=100)
     make_idx_dataset(root, "FashionMNIST", n_train=300, n_test=100)
+    make_cifar(root, n=120)
     return root
 
 

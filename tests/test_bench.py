@@ -21,7 +21,6 @@ from cnnlab.experiment import prepare_data
 from cnnlab.flops import count_layers, training_flops
 from cnnlab.models import build_model
 from conftest import ROOT, real_data
-from fakedata import make_cifar, make_idx_dataset
 
 
 def cnnlab(*args, timeout=600):
@@ -77,14 +76,6 @@ def test_study_a_cnn_training_flops():
 
 
 # ---------------------------------------------------------------------------- the reference loop
-@pytest.fixture(scope="module")
-def tiny_data(tmp_path_factory):
-    root = tmp_path_factory.mktemp("data")
-    make_idx_dataset(root, "MNIST", n_train=300, n_test=120)
-    make_cifar(root, n=120)
-    return root
-
-
 def test_the_reference_sees_the_same_images_as_cnnlab(tiny_data):
     for config, overrides in (("mnist_cnn", []), ("cifar10_trashnet", ["transform.augment.hflip=false", "transform.augment.grayscale=0"])):
         cfg = load_config(ROOT / "configs" / f"{config}.yaml", [f"dataset.data_dir={tiny_data}", "device=cpu", *overrides])
