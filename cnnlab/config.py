@@ -174,8 +174,13 @@ class OneCycleSchedule(Strict):
     pct_start: float = Field(0.25, gt=0, lt=1)
 
 
+class InverseTimeSchedule(Strict):
+    name: Literal["inverse_time"]  # lr / (1 + decay * step): the `decay` argument of Keras 2's optimizers
+    decay: float = Field(gt=0)  # per batch
+
+
 ScheduleConfig = Annotated[
-    Union[StepSchedule, CosineSchedule, OneCycleSchedule], Field(discriminator="name")
+    Union[StepSchedule, CosineSchedule, OneCycleSchedule, InverseTimeSchedule], Field(discriminator="name")
 ]
 
 

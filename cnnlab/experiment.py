@@ -103,6 +103,8 @@ def build_scheduler(cfg, optimizer, steps_per_epoch: int):
                 return (step + 1) / warm
             t = min((step - warm) / max(total - warm, 1), 1.0)
             return s.min_lr_ratio + (1 - s.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * t))
+    elif s.name == "inverse_time":
+        factor = lambda step: 1.0 / (1.0 + s.decay * step)  # noqa: E731
     else:  # onecycle: linear warm-up, then linear decay to zero
         peak = max(s.pct_start * total, 1)
         factor = lambda step: (step + 1) / peak if step < peak else max(0.0, (total - step) / max(total - peak, 1))  # noqa: E731

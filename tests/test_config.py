@@ -1,11 +1,14 @@
 """Config schema, YAML loading, overrides and the one-line validation messages."""
 
+import math
 from pathlib import Path
 
 import pytest
+import torch
 
 from cnnlab.config import Config, config_from_dict, load_config, parse_override
 from cnnlab.errors import ConfigError
+from cnnlab.experiment import build_optimizer, build_scheduler
 
 ROOT = Path(__file__).resolve().parent.parent
 BASE = {"name": "t", "model": {"name": "cnn"}}
@@ -100,3 +103,26 @@ def test_name_defaults_to_file_stem(tmp_path):
     path.write_text("model: {name: fc}\n")
     assert load_config(path).name == "my_exp"
     assert isinstance(load_config(path), Config)
+
+
+@pytest.mark.parametrize(
+    "schedule, expected",
+    [  # lr 0.1, 10 steps per epoch, 2 epochs; the rate each of the steps 0, 5, 10, 19 trains with
+        ({"name": "step", "step_size": 1, "gamma": 0.5}, [0.1, 0.1, 0.05, 0.05]),
+        ({"name": "cosine"}, [0.1, 0.1 * (1 + math.cos(math.pi * 5 / 20)) / 2, 0.05, 0.1 * (1 + math.cos(math.pi * 19 / 20)) / 2]),
+        ({"name": "onecycle", "pct_start": 0.5}, [0.01, 0.06, 0.1, 0.01]),
+        ({"name": "inverse_time", "decay": 0.1}, [0.1, 0.1 / 1.5, 0.1 / 2.0, 0.1 / 2.9]),
+    ],
+    ids=lambda v: v["name"] if isinstance(v, dict) else "",
+)
+def test_schedules_set_the_rate_of_every_step(schedule, expected):
+    cfg = config_from_dict({**BASE, "optimizer": {"name": "sgd", "lr": 0.1}, "schedule": schedule, "train": {"epochs": 2}})
+    model = torch.nn.Linear(2, 1)
+    optimizer = build_optimizer(cfg, model.parameters())
+    scheduler = build_scheduler(cfg, optimizer, steps_per_epoch=10)
+    rates = []
+    for step in range(20):
+        rates.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        scheduler.step()
+    assert [rates[i] for i in (0, 5, 10, 19)] == pytest.approx(expected)
