@@ -55,6 +55,14 @@ def test_the_mixup_pair_differs_only_in_mixup():
     assert strip(base) == strip(mixed)
 
 
+def test_the_keras_pair_differs_only_in_the_optimizer():
+    rmsprop, sgd = (load_config(CONFIGS / n) for n in ("cifar10_keras_cnn.yaml", "cifar10_keras_cnn_sgd.yaml"))
+    assert (rmsprop.optimizer.name, rmsprop.optimizer.lr) == ("rmsprop", 1e-4)
+    assert (sgd.optimizer.name, sgd.optimizer.lr, sgd.optimizer.momentum, sgd.optimizer.nesterov) == ("sgd", 0.01, 0.9, True)
+    strip = lambda c: c.model_dump(exclude={"name", "reported", "optimizer"})  # noqa: E731
+    assert strip(rmsprop) == strip(sgd) and sgd.schedule.decay == 1e-6
+
+
 def test_mixup_keeps_label_mass():
     cfg = load_config(CONFIGS / "cifar10_5k_mixup.yaml")
     assert cfg.transform.augment.mixup > 0
