@@ -28,7 +28,7 @@ app = typer.Typer(
     help="Run the classic CNN studies on MNIST, Fashion-MNIST and CIFAR-10: fast, reproducible, honest numbers.",
 )
 
-DataDir = typer.Option(None, "--data-dir", help="Dataset folder (torchvision layout). Default: $CNNLAB_DATA_DIR, else ./data.")
+DataDir = typer.Option(None, "--data-dir", help="Dataset folder (torchvision layout). Default: the config's dataset.data_dir, else $CNNLAB_DATA_DIR, else ./data.")
 RunsDir = typer.Option(None, "--runs-dir", help="Where run directories go. Default: $CNNLAB_RUNS_DIR, else ./runs.")
 Device = typer.Option(None, "--device", help="auto | cpu | cuda | cuda:N (overrides the config's device).")
 
@@ -107,6 +107,8 @@ def summary(
     from cnnlab.summary import summarize
 
     config, overrides = split_args(args)
+    if config is None:
+        raise CnnlabUsage("missing CONFIG, e.g. cnnlab summary configs/mnist_cnn.yaml")
     cfg = load(config, overrides)
     shape = DATASET_SHAPES[cfg.dataset.name]
     model = build_model(cfg.model, shape, DATASET_CLASSES[cfg.dataset.name])
@@ -138,7 +140,8 @@ def list_runs(
 
         print(pd.DataFrame(rows, columns=cols).to_csv(index=False), end="")
     else:
-        console.print(table(rows, cols) if rows else f"no runs in {runs_root(runs_dir)}")
+        filters = ", ".join(f"{k} {v}" for k, v in want.items() if v is not None)
+        console.print(table(rows, cols) if rows else f"no runs{f' with {filters}' if filters else ''} in {runs_root(runs_dir)}")
 
 
 # Commands beside their code (studies, bench, sweeps, ...) register on `app` when imported.

@@ -23,6 +23,7 @@ DATASET_SHAPES: dict[str, tuple[int, int, int]] = {
     "cifar10": (3, 32, 32),
     "toy": (1, 4, 4),  # the first article's two built-in 4x4 examples (no files)
 }
+DEVICE_PATTERN = r"auto|cpu|cuda(:\d+)?"  # the device names cnnlab accepts
 DATASET_CLASSES: dict[str, int] = {"mnist": 10, "fashion-mnist": 10, "cifar10": 10, "toy": 2}
 
 
@@ -232,7 +233,7 @@ class Config(Strict):
     @field_validator("device")
     @classmethod
     def _device(cls, v: str) -> str:
-        if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", v):
+        if not re.fullmatch(DEVICE_PATTERN, v):
             raise ValueError(f"unknown device {v!r}; valid: auto, cpu, cuda, cuda:N")
         return v
 
@@ -251,6 +252,10 @@ class Config(Strict):
         if self.model.name == "toy" or self.loss.name == "bce":
             if not (self.model.name == "toy" and self.loss.name == "bce"):
                 raise ValueError("loss bce goes with model toy (a single sigmoid output) and only with it")
+            if DATASET_CLASSES[self.dataset.name] != 2:
+                raise ValueError(f"model toy (one sigmoid output, loss bce) needs a two-class dataset (toy), not {self.dataset.name}")
+            if self.transform.augment.mixup:
+                raise ValueError("transform.augment.mixup needs loss cross_entropy (soft targets over classes), not bce")
         return self
 
 

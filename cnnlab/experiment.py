@@ -13,6 +13,7 @@ import os
 import pickle
 import platform
 import random
+import re
 import signal
 import socket
 import subprocess
@@ -28,7 +29,7 @@ import torch
 
 import cnnlab
 from cnnlab import runs
-from cnnlab.config import Config, config_to_dict, dump_yaml, load_config
+from cnnlab.config import DEVICE_PATTERN, Config, config_to_dict, dump_yaml, load_config
 from cnnlab.data import load_dataset, resolve_data_dir
 from cnnlab.engine import Data, State, fit, loss_function, steps_per_epoch
 from cnnlab.errors import ConfigError, RunError
@@ -62,6 +63,8 @@ class RunResult:
 
 # ---------------------------------------------------------------------------- building blocks
 def resolve_device(name: str) -> torch.device:
+    if not re.fullmatch(DEVICE_PATTERN, name):  # the bench's --device comes here without the schema
+        raise ConfigError(f"unknown device {name!r}; valid: auto, cpu, cuda, cuda:N")
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name.startswith("cuda"):
@@ -380,6 +383,11 @@ def _run(cfg: Config, signals: _Signals, runs_dir, data_dir, resume, progress, o
         with signals.deferred():  # a signal waits until the directory holds a true summary
             if resume is not None:
                 where, rows, summary = reopen(resume, state, device)
+                if cfg.train.epochs < state.epoch:  # refused before config.yaml is rewritten
+                    raise RunError(
+                        f"{where} already has {state.epoch} epochs; train.epochs={cfg.train.epochs} would not undo them: "
+                        f"ask for more (train.epochs={state.epoch + 1} or higher) or train a new run"
+                    )
             else:
                 where = runs.new_run_dir(runs.runs_root(runs_dir), cfg.name)
                 summary = {"started_at": runs.utc_now(), "train_seconds": 0.0}
@@ -403,7 +411,8 @@ def _run(cfg: Config, signals: _Signals, runs_dir, data_dir, resume, progress, o
         finish("interrupted", message)
         if path is None:
             raise
-        raise Interrupted(e.signum, f"{message}; {state.epoch} complete epoch(s) kept; continue with: cnnlab train --resume {path}") from None
+        how = f"continue with: cnnlab train --resume {path}" if cfg.train.checkpoint else "no checkpoint to continue from (train.checkpoint=false)"
+        raise Interrupted(e.signum, f"{message}; {state.epoch} complete epoch(s) kept; {how}") from None
     except KeyboardInterrupt:
         finish("interrupted", f"stopped during epoch {state.epoch + 1}")
         raise

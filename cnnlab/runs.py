@@ -62,12 +62,45 @@ def atomic_torch_save(obj: Any, path: Path) -> None:
     atomic_write(path, buf.getvalue())
 
 
+def load_model_weights(model, run: Path, device="cpu"):
+    """Load a run's model.pt into model; one RunError line for a missing, unreadable or mismatched file."""
+    import torch
+
+    path = Path(run) / MODEL
+    if not path.is_file():
+        raise RunError(f"{run} has no {MODEL} yet (no epoch finished)")
+    try:
+        state = torch.load(path, map_location=device, weights_only=True)
+    except Exception as e:  # truncated, or not a torch file of plain tensors
+        raise RunError(f"cannot read {path}: {_reason(e)}") from None
+    try:
+        model.load_state_dict(state)
+    except Exception as e:  # another model's weights (a different config or override)
+        raise RunError(f"{path} does not fit this config's model: {_reason(e)}") from None
+    return model
+
+
+def _reason(e: Exception) -> str:
+    """The line of a torch error that says what is wrong (not its generic first line)."""
+    lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
+    useful = [ln for ln in lines if not ln.startswith(("Error(s) in loading", "Weights only load failed"))]
+    return (useful or lines or [type(e).__name__])[0]
+
+
+def ensure_dir(path: Path, what: str = "runs directory") -> Path:
+    """Create path (and its parents) if needed; one RunError line when that fails or it is not writable."""
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise RunError(f"cannot create the {what} {path}: {e.strerror or e}") from None
+    if not os.access(path, os.W_OK):
+        raise RunError(f"the {what} {path} is not writable")
+    return path
+
+
 def new_run_dir(root: Path, name: str, kind: str = "run") -> Path:
     """Make a fresh `<UTC time>-<name>-<id>` directory; two processes never get the same one."""
-    try:
-        root.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise RunError(f"cannot create the runs directory {root}: {e.strerror or e}") from None
+    ensure_dir(root)
     stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
     for _ in range(100):
         path = root / f"{stamp}-{name}-{secrets.token_hex(3)}"
@@ -139,6 +172,12 @@ def owner_alive(summary: dict) -> bool | None:
         return True
 
 
+def shown_status(summary: dict) -> str | None:
+    """summary's status, or 'dead' for a run marked running whose process is gone."""
+    status = summary.get("status")
+    return "dead" if status == "running" and owner_alive(summary) is False else status
+
+
 def list_runs(root: Path) -> list[dict]:
     """Summaries of every run, study and sweep under root, newest first.
 
@@ -157,8 +196,7 @@ def list_runs(root: Path) -> list[dict]:
             continue  # a summary is always replaced whole, so this is some other file
         kind_file = path / ".kind"
         data.setdefault("kind", kind_file.read_text().strip() if kind_file.is_file() else "run")
-        if data.get("status") == "running" and owner_alive(data) is False:
-            data["status"] = "dead"
+        data["status"] = shown_status(data)
         data["path"] = str(path)
         data["id"] = path.name
         out.append(data)

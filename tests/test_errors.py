@@ -161,6 +161,10 @@ CASES = [
     ("unknown_command", ["trian"], 2, "No such command 'trian'"),
     ("option_without_value", ["train", "--resume"], 2, "'--resume' requires an argument"),
     ("no_config", ["train"], 2, "missing CONFIG"),
+    ("summary_no_config", ["summary", "train.epochs=3"], 2, "missing CONFIG"),
+    ("toy_on_mnist", [*OK_ARGS, "model={{name: toy}}", "loss.name=bce"], 2, "needs a two-class dataset (toy), not mnist"),
+    ("bench_unknown_device", ["bench", "--quick", "--device", "gpu", *RUNS], 2, "unknown device 'gpu'"),
+    ("bench_runs_dir_under_a_file", ["bench", "--quick", "--runs-dir", "{a_file}/runs"], 1, "cannot create the bench results directory"),
     ("resume_and_config", ["train", "{tmp}/ok.yaml", "--resume", "{empty_dir}"], 2, "--resume takes the config from the run"),
     ("runs_unknown_option", ["runs", "--bogus"], 2, "No such option"),
     # runtime: device, data, runs directory, resume

@@ -11,6 +11,8 @@ from torch import nn
 from cnnlab import config as C
 from cnnlab import forward_check as fc
 from cnnlab.cli import main
+from cnnlab.config import load_config
+from cnnlab.experiment import run
 from cnnlab.models import build_model
 from conftest import ROOT
 from fakedata import make_cifar, make_idx_dataset
@@ -148,3 +150,13 @@ def test_cli_usage_errors(monkeypatch, capsys):
     assert cli(monkeypatch, capsys, "forward-check")[0] == 2
     code, _, err = cli(monkeypatch, capsys, "forward-check", "configs/mnist_cnn.yaml", "--run", "/nonexistent/run")
     assert code == 1 and "not a run directory" in err
+
+
+def test_cli_refuses_weights_that_do_not_fit_or_load(tiny_mnist, tmp_path, monkeypatch, capsys):
+    trained = run(load_config(ROOT / "configs/mnist_cnn.yaml", ["device=cpu", "train.max_steps=2"]), runs_dir=tmp_path, data_dir=tiny_mnist)
+    code, _, err = cli(monkeypatch, capsys, "forward-check", "--run", trained.path, "model.n_feature=8", "--data-dir", tiny_mnist)
+    assert code == 1 and "does not fit this config's model: size mismatch" in err and len(err.strip().splitlines()) == 1
+    weights = trained.path / "model.pt"
+    weights.write_bytes(weights.read_bytes()[:500])  # a truncated copy
+    code, _, err = cli(monkeypatch, capsys, "forward-check", "--run", trained.path, "--data-dir", tiny_mnist)
+    assert code == 1 and "cannot read" in err and "Traceback" not in err and len(err.strip().splitlines()) == 1

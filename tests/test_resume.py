@@ -123,6 +123,17 @@ def test_interrupted_run_keeps_its_epochs_and_resumes_exactly(setup, tmp_path, c
     pd.testing.assert_frame_equal(metrics(run_dir), reference, check_exact=True)
 
 
+def test_an_interrupted_run_without_checkpoints_does_not_offer_a_resume(setup, tmp_path):
+    root, _ = setup
+    proc = start("train", root / "resume.yaml", "train.checkpoint=false", "--data-dir", root / "data", "--runs-dir", tmp_path)
+    run_dir = wait_for_epochs(proc, tmp_path, 1)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    line = error_line(err)
+    assert proc.returncode == 128 + signal.SIGINT and "no checkpoint to continue from (train.checkpoint=false)" in line
+    assert "--resume" not in line and not (run_dir / "checkpoint.pt").exists()
+
+
 def test_extending_a_finished_run_equals_training_longer_from_the_start(setup, tmp_path, capsys):
     root, _ = setup
     short = run(load_config(root / "resume.yaml", ["train.epochs=2"]), runs_dir=tmp_path / "short", data_dir=root / "data")
@@ -216,6 +227,12 @@ def test_a_resume_that_cannot_go_on_leaves_the_run_as_it_was(setup, tmp_path, ca
 
     out = cnnlab_here(capsys, "train", "--resume", finished.path, "model.hidden=[5]")
     assert out.returncode == 1 and "does not fit this config" in error_line(out.stderr)
+
+    longer = run(load_config(root / "resume.yaml", ["train.epochs=2"]), runs_dir=tmp_path / "longer", data_dir=root / "data")
+    kept = {name: (longer.path / name).read_bytes() for name in ("config.yaml", "summary.json", "metrics.csv")}
+    out = cnnlab_here(capsys, "train", "--resume", longer.path, "train.epochs=1")  # fewer epochs than it has
+    assert out.returncode == 1 and "already has 2 epochs" in error_line(out.stderr)
+    assert {name: (longer.path / name).read_bytes() for name in kept} == kept
 
     marker = tmp_path / "payload_ran"
     torch.save({"epoch": 1, "model": Payload(marker)}, finished.path / "checkpoint.pt")

@@ -5,6 +5,8 @@ outcomes on the real data when it is present (slow)."""
 import io
 import json
 import re
+import shutil
+import subprocess
 import sys
 from pathlib import Path
 
@@ -14,13 +16,13 @@ import pytest
 import torch
 
 from cnnlab.cli import main
-from cnnlab.config import load_config
+from cnnlab.config import ShiftConfig, load_config
 from cnnlab.engine import evaluate, loss_function
 from cnnlab.errors import ConfigError
 from cnnlab.experiment import run
 from cnnlab.studies import compare, shift_sweep
 from cnnlab.studies.spec import resolve
-from cnnlab.transforms import make_permutation, normalize, permute_pixels, shift, to_float
+from cnnlab.transforms import Pipeline, make_permutation, normalize, permute_pixels, shift, to_float
 from conftest import ROOT, real_data
 
 FAST = ["--device", "cpu", "train.max_steps=3", "train.eval_batch_size=64"]
@@ -143,7 +145,12 @@ def test_named_study_lookup_user_study_and_errors(tmp_path, monkeypatch):
 
 
 def test_compare_user_errors_are_one_line(capsys, monkeypatch, tmp_path):
-    for args, needle in [(["compare", "no-such-study"], "unknown study"), (["compare", "fc-vs-cnn", "--dataset", "svhn"], "dataset.name")]:
+    for args, needle in [
+        (["compare", "no-such-study"], "unknown study"),
+        (["compare", "fc-vs-cnn", "--dataset", "svhn"], "dataset.name"),
+        (["compare", "fc-vs-cnn", "transform.permute=true"], "compare sets it itself"),  # not silently dropped
+        (["compare", "fc-vs-cnn", "--dataset", "toy"], "cannot take inputs of shape (1, 4, 4)"),  # before FC trains
+    ]:
         code, out, err = cnnlab(capsys, monkeypatch, *args, "--runs-dir", tmp_path)
         assert code == 2 and needle in err and len(err.strip().splitlines()) == 1 and "Traceback" not in err
     assert not tmp_path.exists() or not list(tmp_path.iterdir())  # nothing was created
@@ -190,9 +197,25 @@ def test_shift_happens_before_normalization(fashion_run, tiny_data):
     torch.testing.assert_close(zero[..., :3], torch.full_like(zero[..., :3], black))
 
 
+def test_sweep_offsets_add_to_the_runs_own_shift(fashion_run, tiny_data):
+    t = shift_sweep.load_trained(fashion_run.path)
+    own = t.cfg.transform.model_copy(update={"shift": ShiftConfig(dx=2, dy=-1, mode="zero")})
+    t.cfg = t.cfg.model_copy(update={"transform": own})
+    train, test = shift_sweep.splits(t.cfg, tiny_data)
+    images = test.images[:10]
+
+    def prepared(transform):
+        return Pipeline(transform, train.mean, train.std, (1, 28, 28), t.cfg.seed, 10).prepare(images, train=False)
+
+    # 0 px: exactly the test images the run was evaluated on; +1: one pixel further than its own shift
+    torch.testing.assert_close(shift_sweep.prepare_shifted(t, train, images, 0, 0, "zero"), prepared(own))
+    further = own.model_copy(update={"shift": ShiftConfig(dx=3, dy=-1, mode="zero")})
+    torch.testing.assert_close(shift_sweep.prepare_shifted(t, train, images, 1, 0, "zero"), prepared(further))
+
+
 def test_single_image_probabilities(fashion_run, tiny_data):
     t = shift_sweep.load_trained(fashion_run.path)
-    image, label, classes = shift_sweep.pick_image(t, 5, "train", tiny_data)
+    image, label, classes = shift_sweep.pick_image(t.cfg, 5, "train", tiny_data)
     shifts = shift_sweep.offsets(3, "x")
     probs = shift_sweep.image_probabilities(t, image, shifts, "roll", tiny_data)
     assert probs.shape == (7, 10) and classes[2] == "Pullover"
@@ -203,7 +226,7 @@ def test_single_image_probabilities(fashion_run, tiny_data):
         one = torch.softmax(t.model(shift_sweep.prepare_shifted(t, train, image, -3, 0, "roll")), 1)[0].numpy()
     np.testing.assert_allclose(probs[0], one, rtol=1e-5, atol=1e-7)
     with pytest.raises(ConfigError, match="out of range"):
-        shift_sweep.pick_image(t, 24150, "train", tiny_data)
+        shift_sweep.pick_image(t.cfg, 24150, "train", tiny_data)
 
 
 def test_shift_sweep_command_end_to_end(tiny_data, tmp_path, capsys, monkeypatch):
@@ -251,6 +274,21 @@ def test_shift_sweep_from_run_grid(fashion_run, tiny_data, tmp_path, capsys, mon
         assert code in (1, 2) and needle in err and len(err.strip().splitlines()) == 1, err
 
 
+def test_shift_sweep_refuses_before_training(fashion_run, tiny_data, tmp_path, capsys, monkeypatch):
+    """A bad image index, a missing run or a second dataset stop the sweep before any model trains."""
+    mnist_run = run(load_config(ROOT / "configs/mnist_fc.yaml", ["device=cpu", "train.max_steps=2"]), runs_dir=tmp_path / "own", data_dir=tiny_data)
+    cases = [
+        (["--image-index", "99999"], "out of range"),
+        (["--from-run", tmp_path / "typo"], "not a run directory"),
+        (["--from-run", mnist_run.path], "different datasets"),
+    ]
+    for args, needle in cases:
+        runs_dir = tmp_path / f"runs{len(needle)}"
+        code, out, err = cnnlab(capsys, monkeypatch, "shift-sweep", "configs/fashion_fc.yaml", *args, "--data-dir", tiny_data, "--runs-dir", runs_dir, *FAST)
+        assert code in (1, 2) and needle in err and len(err.strip().splitlines()) == 1, err
+        assert not runs_dir.exists()  # no study directory, no cell trained
+
+
 # ---------------------------------------------------------------------------- show and runs
 def test_show_and_runs_listing(fashion_run, tiny_data, tmp_path, capsys, monkeypatch):
     code, out, err = cnnlab(capsys, monkeypatch, "show", fashion_run.path)
@@ -269,6 +307,21 @@ def test_show_and_runs_listing(fashion_run, tiny_data, tmp_path, capsys, monkeyp
     assert code == 0 and list(listing.kind) == ["study"] and list(listing.name) == ["shift-sweep"]
     code, out, err = cnnlab(capsys, monkeypatch, "show", tmp_path / "nope")
     assert code == 1 and "not a run directory" in err
+    code, out, err = cnnlab(capsys, monkeypatch, "runs", "--runs-dir", tmp_path, "--status", "dead")
+    assert code == 0 and f"no runs with status dead in {tmp_path}" in " ".join(out.split())
+
+
+def test_show_and_runs_agree_on_a_killed_run(fashion_run, tmp_path, capsys, monkeypatch):
+    """A run marked running whose process is gone (kill -9) is 'dead' in both listings."""
+    killed = tmp_path / fashion_run.path.name
+    shutil.copytree(fashion_run.path, killed)
+    summary = json.loads((killed / "summary.json").read_text())
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True).stdout
+    (killed / "summary.json").write_text(json.dumps({**summary, "status": "running", "pid": int(gone)}))
+    code, out, err = cnnlab(capsys, monkeypatch, "runs", "--runs-dir", tmp_path, "--csv")
+    assert code == 0 and list(pd.read_csv(io.StringIO(out)).status) == ["dead"]
+    code, out, err = cnnlab(capsys, monkeypatch, "show", killed)
+    assert code == 0 and re.search(r"status\s*│\s*dead", out), out
 
 
 # ---------------------------------------------------------------------------- real data

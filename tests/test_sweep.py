@@ -136,6 +136,8 @@ def test_results_average_over_seeds_best_first_and_best_yaml_is_the_best_trial(t
     summary = json.loads((sweep_dir / "summary.json").read_text())
     assert summary["status"] == "failed" and summary["test_acc"] == pytest.approx(0.96) and "on node" in summary["error"]
     assert (sweep_dir / "test_acc.png").stat().st_size > 10_000
+    shown = subprocess.run([sys.executable, "-m", "cnnlab", "show", str(sweep_dir)], capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert shown.returncode == 0 and "96.00% ± 1.41" in shown.stdout and "(sweep), failed" in shown.stdout, shown.stderr
 
 
 def run_python(code: str):

@@ -80,8 +80,9 @@ def bench(
     from cnnlab.experiment import git_commit
     from cnnlab.report import console, table
     from cnnlab.report import markdown as markdown_table
-    from cnnlab.runs import runs_root, utc_now
+    from cnnlab.runs import ensure_dir, runs_root, utc_now
 
+    out_dir = ensure_dir(runs_root(runs_dir) / "bench", "bench results directory")  # before minutes of measuring
     names = [c for c in (cases or "").replace(",", " ").split() if c] or list(QUICK_CASES if quick else DEFAULT_CASES)
     repeats = repeats or (1 if quick else 3)
 
@@ -110,8 +111,6 @@ def bench(
     if markdown:
         print(markdown_table(speed) + "\n" + markdown_table(machine), end="")
 
-    out_dir = runs_root(runs_dir) / "bench"
-    out_dir.mkdir(parents=True, exist_ok=True)
     stamp, commit = utc_now(), git_commit()
     append_results(out_dir / RESULTS, [{"time": stamp, "quick": quick, "git_commit": commit, **info, **r} for r in rows])
     print(out_dir)

@@ -138,6 +138,14 @@ def shift_sweep(
         name, defaults = spec.name, spec.sweep
     given = {"max_shift": max_shift, "axis": axis, "mode": mode, "image_index": image_index, "image_split": image_split}
     opts = validate({**defaults.model_dump(), **{k: v for k, v in given.items() if v is not None}}, SweepSpec, "shift-sweep options")
+
+    # everything that can be refused is checked before any training: the runs to reuse, one dataset, the image
+    reused = [study.load_trained(path, None, device) for path in from_run]
+    configs = [m.cfg for m in members] + [t.cfg for t in reused]
+    datasets = {c.dataset.name for c in configs}
+    if len(datasets) > 1:
+        raise ConfigError(f"the models are trained on different datasets ({', '.join(sorted(datasets))}); sweep one dataset at a time")
+    image, label, classes = study.pick_image(configs[0], opts.image_index, opts.image_split, data_dir)
     record = StudyRecord(runs_root(runs_dir), name, study="shift-sweep", **opts.model_dump(), cells=[], test_acc=None)
 
     with record.running():
@@ -147,15 +155,11 @@ def shift_sweep(
         on_done = lambda cell, r: console.print(f"{cell.labels['model']}: test accuracy {r.summary['test_acc']:.2%} after {r.summary['epochs']} epoch(s), {r.summary['train_seconds']:.1f} s")  # noqa: E731
         results = run_cells(cells, runs_dir=record.cells, data_dir=data_dir, address=address, on_done=on_done)
         trained = [study.load_trained(r.path, c.labels["model"], device) for c, r in zip(cells, results)]
-        for path in from_run:
-            t = study.load_trained(path, None, device)
+        for t in reused:
             if t.label in {u.label for u in trained}:
                 t.label = f"{t.label}-{t.run_dir.name.rsplit('-', 1)[-1]}"
             trained.append(t)
-        datasets = {t.cfg.dataset.name for t in trained}
-        if len(datasets) > 1:
-            raise ConfigError(f"the models were trained on different datasets ({', '.join(sorted(datasets))}); sweep one dataset at a time")
-        record.update(dataset=datasets.pop(), model=_joined(t.cfg.model.name for t in trained), epochs=max(t.cfg.train.epochs for t in trained),
+        record.update(dataset=configs[0].dataset.name, model=_joined(t.cfg.model.name for t in trained), epochs=max(t.cfg.train.epochs for t in trained),
                       members={t.label: str(t.run_dir) for t in trained}, cells=_cell_paths(record, results),
                       train_seconds=sum(r.summary["train_seconds"] for r in results))
 
@@ -176,7 +180,6 @@ def shift_sweep(
         # the study's single-image view: every class's probability at every shift of one image
         image_axis = "y" if opts.axis == "y" else "x"
         shifts = study.offsets(opts.max_shift, image_axis)
-        image, label, classes = study.pick_image(trained[0], opts.image_index, opts.image_split, data_dir)
         prob_rows, image_lines = [], []
         for t in trained:
             probs = study.image_probabilities(t, image, shifts, opts.mode, data_dir)
@@ -197,12 +200,12 @@ def shift_sweep(
 
 @app.command()
 def show(
-    run_dir: Path = typer.Argument(..., metavar="RUN_DIR", help="A run (or study) directory."),
+    run_dir: Path = typer.Argument(..., metavar="RUN_DIR", help="A run, study or sweep directory."),
     open_png: bool = typer.Option(False, "--open", help="Open the learning-curve PNG with the system viewer."),
 ):
     """A run's config and epoch table; writes learning_curves.png into the run (the last line).
 
-    Given a study directory, it prints the study's table and reading.
+    Given a study or sweep directory, it prints its table (and a study's reading).
     """
     from cnnlab import runs
     from cnnlab.config import read_yaml
@@ -210,12 +213,15 @@ def show(
     from cnnlab.report import console, epochs_table, table
 
     path = Path(run_dir)
-    if (path / runs.SUMMARY).is_file() and runs.read_json(path / runs.SUMMARY).get("kind") == "study":
+    if (path / runs.SUMMARY).is_file() and runs.read_json(path / runs.SUMMARY).get("kind") in ("study", "sweep"):
         summary = runs.read_json(path / runs.SUMMARY)
-        console.print(f"{summary['name']} ({summary.get('study')}), {summary['status']}, started {summary.get('started_at')}")
-        if (path / "table.md").is_file():
-            console.print((path / "table.md").read_text(), markup=False)
-        console.print("files: " + ", ".join(summary.get("files", [])))
+        what = summary.get("study") or summary["kind"]
+        console.print(f"{summary['name']} ({what}), {runs.shown_status(summary)}, started {summary.get('started_at')}")
+        for table_md in ("table.md", "results.md"):  # a study's table, a sweep's points best first
+            if (path / table_md).is_file():
+                console.print((path / table_md).read_text(), markup=False)
+        files = summary.get("files") or sorted(p.name for p in path.iterdir() if p.is_file() and not p.name.startswith("."))
+        console.print("files: " + ", ".join(files))
         return
     runs.open_run(path)
     summary = runs.read_json(path / runs.SUMMARY)
@@ -246,6 +252,7 @@ def _flat(data: dict, prefix: str = "") -> dict:
 
 def _config_rows(cfg: dict, summary: dict) -> list[dict]:
     """The settings that matter, transforms only where they differ from the defaults, then results."""
+    from cnnlab import runs
     from cnnlab.config import TransformConfig
 
     defaults = _flat(TransformConfig().model_dump(mode="json"))
@@ -255,7 +262,7 @@ def _config_rows(cfg: dict, summary: dict) -> list[dict]:
     train = cfg.get("train") or {}
     acc = summary.get("test_acc")
     values = {
-        "name": cfg.get("name"), "status": summary.get("status"), "dataset": (cfg.get("dataset") or {}).get("name"),
+        "name": cfg.get("name"), "status": runs.shown_status(summary), "dataset": (cfg.get("dataset") or {}).get("name"),
         "model": ", ".join(f"{k}={v}" for k, v in model.items()), "params": f"{summary.get('params', 0):,}",
         "transform": ", ".join(f"{k}={v}" for k, v in transform.items()) or "defaults",
         "optimizer": ", ".join(f"{k}={v}" for k, v in optimizer.items()),

@@ -47,7 +47,7 @@ def forward_check(
     from cnnlab.data import load_dataset, resolve_data_dir
     from cnnlab.models import build_model
     from cnnlab.report import console, table
-    from cnnlab.runs import MODEL
+    from cnnlab.runs import load_model_weights
     from cnnlab.transforms import Pipeline
 
     cfg = _checked_config(args, run)
@@ -55,10 +55,7 @@ def forward_check(
     model = build_model(cfg.model, DATASET_SHAPES[cfg.dataset.name], DATASET_CLASSES[cfg.dataset.name])
     fc.layers(model)  # a model with layers the check does not cover is refused before any data loads
     if run is not None:
-        try:
-            model.load_state_dict(torch.load(run / MODEL, map_location="cpu", weights_only=True))
-        except FileNotFoundError:
-            raise CnnlabError(f"{run} has no {MODEL} yet (no epoch finished)") from None
+        load_model_weights(model, run)
     _, test = load_dataset(cfg.dataset.name, resolve_data_dir(data_dir, cfg.dataset.data_dir), cfg.dataset.download)
     pipeline = Pipeline(cfg.transform, test.mean, test.std, tuple(test.images.shape[1:]), cfg.seed, len(test.classes))
     x = pipeline.prepare(test.images[:n], train=False)  # the batch as evaluation sees it

@@ -8,6 +8,7 @@ summarizes their results.
 from __future__ import annotations
 
 from cnnlab.config import config_from_dict, config_to_dict
+from cnnlab.errors import ConfigError
 from cnnlab.runner import Cell
 from cnnlab.studies.spec import Member
 
@@ -22,6 +23,11 @@ def make_cells(members: list[Member], seeds: int, permute: bool) -> list[Cell]:
     """
     cells = []
     for m in members:
+        if m.cfg.transform.permute:
+            raise ConfigError(
+                f"{m.label} sets transform.permute, but compare sets it itself (ordered pixels, and permuted ones with "
+                "--permute): drop it from the config or the overrides"
+            )
         for permuted in (False, True) if permute else (False,):
             for seed in range(m.cfg.seed, m.cfg.seed + seeds):
                 name = f"{m.cfg.name}-s{seed}" + ("-permuted" if permuted else "")

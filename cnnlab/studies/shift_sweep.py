@@ -4,7 +4,8 @@ image's class probabilities at every shift (study B, generalised).
 The shift is the transforms module's: a Pipeline whose transform.shift is the sweep's offset
 prepares the test images exactly as training prepared them (float 0..1, shift with black fill,
 normalization, permutation), so shifting always happens before normalization; engine.evaluate()
-measures. At (0, 0) this is the run's own final evaluation.
+measures. Offsets add to a run's own transform.shift, so at (0, 0) this is the run's own final
+evaluation (for a run trained with a shift, when the sweep uses the run's shift mode).
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from cnnlab import runs
 from cnnlab.config import DATASET_CLASSES, DATASET_SHAPES, Config, ShiftConfig, load_config
 from cnnlab.data import Split, load_dataset, resolve_data_dir
 from cnnlab.engine import evaluate, loss_function
-from cnnlab.errors import ConfigError, RunError
+from cnnlab.errors import ConfigError
 from cnnlab.experiment import resolve_device
 from cnnlab.models import build_model
 from cnnlab.transforms import Pipeline
@@ -42,15 +43,9 @@ def load_trained(run_dir, label: str | None = None, device: str | None = None) -
     """Rebuild a run's model from its config.yaml and model.pt (weights only)."""
     path = runs.open_run(run_dir)
     cfg = load_config(path / runs.CONFIG, [f"device={device}"] if device else None)
-    if not (path / runs.MODEL).is_file():
-        raise RunError(f"{path} has no {runs.MODEL}: the run finished no epoch")
     dev = resolve_device(cfg.device)
     model = build_model(cfg.model, DATASET_SHAPES[cfg.dataset.name], DATASET_CLASSES[cfg.dataset.name])
-    try:
-        model.load_state_dict(torch.load(path / runs.MODEL, map_location=dev, weights_only=True))
-    except Exception as e:  # a different model, or not a state_dict at all
-        raise RunError(f"cannot load {path / runs.MODEL} into {cfg.model.name}: {str(e).splitlines()[0]}") from None
-    model = model.to(dev)
+    model = runs.load_model_weights(model, path, dev).to(dev)
     if cfg.train.channels_last:
         model = model.to(memory_format=torch.channels_last)
     return Trained(label or cfg.name, cfg, model.eval(), path, dev)
@@ -71,8 +66,10 @@ def splits(cfg: Config, data_dir=None) -> tuple[Split, Split]:
 
 
 def prepare_shifted(t: Trained, train: Split, images: torch.Tensor, dx: int, dy: int, mode: str) -> torch.Tensor:
-    """uint8 images -> the model's inputs, shifted by (dx, dy) first, as the run prepared its test set."""
-    transform = t.cfg.transform.model_copy(update={"shift": ShiftConfig(dx=dx, dy=dy, mode=mode)})
+    """uint8 images -> the model's inputs, as the run prepared its test set but shifted (dx, dy) further:
+    the sweep's offsets add to the run's own transform.shift, so 0 is what the run was tested on."""
+    own = t.cfg.transform.shift
+    transform = t.cfg.transform.model_copy(update={"shift": ShiftConfig(dx=own.dx + dx, dy=own.dy + dy, mode=mode)})
     pipeline = Pipeline(transform, train.mean, train.std, tuple(train.images.shape[1:]), t.cfg.seed, len(train.classes))
     memory = torch.channels_last if t.cfg.train.channels_last else torch.contiguous_format
     return pipeline.prepare(images.to(t.device), train=False).contiguous(memory_format=memory)
@@ -92,9 +89,9 @@ def sweep(t: Trained, shifts: list[tuple[int, int]], mode: str, data_dir=None) -
     return rows
 
 
-def pick_image(t: Trained, index: int, split: str, data_dir=None) -> tuple[torch.Tensor, int, list[str]]:
-    """One uint8 image (1, C, H, W) of the full split, its label and the class names."""
-    train, test = splits(t.cfg, data_dir)
+def pick_image(cfg: Config, index: int, split: str, data_dir=None) -> tuple[torch.Tensor, int, list[str]]:
+    """One uint8 image (1, C, H, W) of cfg's dataset (the full split), its label and the class names."""
+    train, test = splits(cfg, data_dir)
     source = train if split == "train" else test
     if not 0 <= index < len(source.labels):
         raise ConfigError(f"--image-index {index} is out of range: the {split} split has {len(source.labels)} images")

@@ -13,7 +13,7 @@ from typing import Literal
 
 from pydantic import Field, field_validator
 
-from cnnlab.config import Config, Strict, load_config, read_yaml, validate
+from cnnlab.config import DATASET_CLASSES, DATASET_SHAPES, Config, Strict, load_config, read_yaml, validate
 from cnnlab.errors import ConfigError
 
 REPO_CONFIGS = Path(__file__).resolve().parents[2] / "configs"
@@ -110,6 +110,10 @@ def resolve(paths: list[str], overrides: list[str]) -> tuple[StudySpec, list[Mem
     labels = [m.label for m in members]
     if len(set(labels)) != len(labels):
         raise ConfigError(f"two members share a label ({', '.join(labels)}); give them labels in a study file")
+    from cnnlab.models import build_model  # torch: only once the configs are valid
+
+    for m in members:  # a model that cannot take its dataset's images fails now, not after the others trained
+        build_model(m.cfg.model, DATASET_SHAPES[m.cfg.dataset.name], DATASET_CLASSES[m.cfg.dataset.name])
     return spec, members
 
 
