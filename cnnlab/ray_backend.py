@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from cnnlab.errors import CnnlabError, RunError
+from cnnlab.errors import CnnlabError, ConfigError, RunError
 
 INSTALL = "pip install 'cnnlab[ray]'"
 
@@ -97,6 +97,17 @@ def _gpus(ray, wanted) -> float:
     if wanted == "auto":
         return 1.0 if ray.cluster_resources().get("GPU", 0) > 0 else 0.0
     return float(wanted)
+
+
+def _check_fits(ray, cpus: float, gpus: float) -> None:
+    """Refuse trials larger than the cluster's total: Tune would wait for them forever."""
+    have = ray.cluster_resources()
+    for name, wanted, key in (("CPU", cpus, "CPU"), ("GPU", gpus, "GPU")):
+        if wanted > have.get(key, 0):
+            raise ConfigError(
+                f"each trial asks for {wanted:g} {name}(s) (resources.{name.lower()}s) but the Ray cluster has "
+                f"{have.get(key, 0):g}; lower resources.{name.lower()}s or add nodes"
+            )
 
 
 def _absolute(path) -> str | None:
@@ -279,8 +290,10 @@ def run_sweep(sweep, sweep_dir: Path, *, data_dir=None, resume: bool = False) ->
     trials_dir = sweep_dir / "trials"
     trials_dir.mkdir(exist_ok=True)
     res = sweep.spec.resources
+    gpus = _gpus(ray, res.gpus)
+    _check_fits(ray, res.cpus, gpus)
     job = Job(sweep, str(trials_dir), _absolute(data_dir), max(1, int(res.cpus)))
-    trainable = tune.with_resources(tune.with_parameters(_trial, job=job), {"cpu": res.cpus, "gpu": _gpus(ray, res.gpus)})
+    trainable = tune.with_resources(tune.with_parameters(_trial, job=job), {"cpu": res.cpus, "gpu": gpus})
     tune_dir = sweep_dir / "tune"
     if resume:
         if not tune.Tuner.can_restore(str(tune_dir)):
@@ -301,7 +314,8 @@ def run_sweep(sweep, sweep_dir: Path, *, data_dir=None, resume: bool = False) ->
                 failure_config=tune.FailureConfig(max_failures=sweep.spec.max_failures),
             ),
         )
-    return [_record(sweep, r) for r in tuner.fit()]
+    # an interrupted random or TPE sweep also returns trials its searcher never filled in: no config, no run
+    return [_record(sweep, r) for r in tuner.fit() if r.config]
 
 
 def _searcher(sweep):

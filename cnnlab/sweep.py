@@ -326,8 +326,10 @@ def trial_rows(sweep: Sweep, sweep_dir: Path, records: list[dict]) -> list[dict]
 
 
 def _plain(v):
-    """A numpy scalar from pandas as the Python number it stands for (JSON, YAML, equality)."""
-    return v.item() if hasattr(v, "item") else v
+    """A numpy scalar from pandas as the Python value it stands for (JSON, YAML, equality); pandas
+    groups a swept null as NaN, which is null again here (no swept value is NaN)."""
+    v = v.item() if hasattr(v, "item") else v
+    return None if isinstance(v, float) and v != v else v
 
 
 def point_rows(sweep: Sweep, trials: list[dict]) -> list[dict]:
@@ -352,7 +354,7 @@ def point_rows(sweep: Sweep, trials: list[dict]) -> list[dict]:
             "seconds": group["seconds"].astype(float).mean(), "params": done["params"].max() if len(done) else None,
         })
     table = pd.DataFrame(out).sort_values(f"{m}_mean", ascending=sweep.mode == "min", na_position="last", kind="stable")
-    return table.to_dict("records")
+    return [{k: _plain(v) if k in sweep.keys else v for k, v in row.items()} for row in table.to_dict("records")]
 
 
 def display_rows(sweep: Sweep, points: list[dict]) -> list[dict]:

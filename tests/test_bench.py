@@ -2,6 +2,7 @@
 loop seeing the same data as cnnlab, the table and CSV on small files, agreement on real MNIST,
 and a CLI that answers --help and config errors without importing torch. No timing assertions."""
 
+import gzip
 import os
 import re
 import subprocess
@@ -17,6 +18,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from cnnlab.bench import reference
 from cnnlab.bench.machine import PeakMemory
 from cnnlab.config import load_config
+from cnnlab.errors import DataError
 from cnnlab.experiment import prepare_data
 from cnnlab.flops import count_layers, training_flops
 from cnnlab.models import build_model
@@ -86,6 +88,19 @@ def test_the_reference_sees_the_same_images_as_cnnlab(tiny_data):
             assert torch.allclose(x, data.x_train[i], atol=1e-5) and label == data.y_train[i]
             x, label = test_set[i]  # trashnet: test images left unnormalized (the article's bug), on both sides
             assert torch.allclose(x, data.x_test[i], atol=1e-5) and label == data.y_test[i]
+
+
+def test_the_reference_on_gz_only_mnist_says_to_gunzip(tiny_data, tmp_path):
+    """cnnlab reads .gz IDX files; torchvision's MNIST class (the tutorials' loop) does not."""
+    raw = tmp_path / "MNIST" / "raw"
+    raw.mkdir(parents=True)
+    for f in (Path(tiny_data) / "MNIST" / "raw").iterdir():
+        if not f.name.endswith(".gz"):
+            (raw / f"{f.name}.gz").write_bytes(gzip.compress(f.read_bytes()))
+    cfg = load_config(ROOT / "configs" / "mnist_fc.yaml", [f"dataset.data_dir={tmp_path}", "device=cpu"])
+    assert len(prepare_data(cfg, torch.device("cpu"))[0].x_train) > 0  # cnnlab itself trains on them
+    with pytest.raises(DataError, match=r"needs the uncompressed IDX files in .*MNIST/raw.*gunzip them"):
+        reference.datasets_for(cfg)
 
 
 def test_reference_transforms_follow_the_config():

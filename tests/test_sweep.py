@@ -140,6 +140,28 @@ def test_results_average_over_seeds_best_first_and_best_yaml_is_the_best_trial(t
     assert shown.returncode == 0 and "96.00% ± 1.41" in shown.stdout and "(sweep), failed" in shown.stdout, shown.stderr
 
 
+def test_a_null_swept_value_can_be_the_best_point(tmp_path):
+    """pandas groups a null as NaN: the null point must still find its trials for best.yaml."""
+    from cnnlab import runs
+    from cnnlab.sweep import finish, start
+
+    sweep = load_sweep(write_sweep(tmp_path / "s.yaml", seeds=[0], space={"train.max_steps": [None, 1]}))
+    sweep_dir = start(sweep, tmp_path / "runs")
+    records = []
+    for index, point in enumerate(sweep.points):
+        run_dir = runs.new_run_dir(sweep_dir / "trials", f"t{index}")
+        runs.atomic_write(run_dir / "config.yaml", yaml.safe_dump(sweep.trial_config(point, 0, f"t{index}").model_dump(mode="json")))
+        acc = 0.9 if point["train.max_steps"] is None else 0.5
+        runs.write_json(run_dir / "summary.json", {"status": "completed", "test_acc": acc, "epochs": 1, "train_seconds": 1.0, "params": 100})
+        records.append({"trial_id": f"t{index}", "index": index, "point": point, "seed": 0, "run_dir": str(run_dir), "node": "n1",
+                        "node_ip": "10.0.0.1", "status": "completed", "error": None})
+    outcome = finish(sweep, sweep_dir, records)
+    assert outcome.status == "completed"
+    assert load_config(sweep_dir / "best.yaml").train.max_steps is None
+    summary = json.loads((sweep_dir / "summary.json").read_text())
+    assert summary["status"] == "completed" and summary["best"]["point"] == {"train.max_steps": None}
+
+
 def run_python(code: str):
     return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=120)
 
@@ -169,6 +191,13 @@ def test_without_ray_sweep_and_address_say_how_to_install(tmp_path, learnable):
 
 
 # ---------------------------------------------------------------------------- sweeps on a local Ray
+def test_trials_larger_than_the_cluster_are_refused_not_waited_for(tmp_path, learnable):
+    path = write_sweep(tmp_path / "big.yaml", space={"optimizer.lr": [0.1]}, resources={"cpus": 64})
+    out = cnnlab("sweep", path, "--data-dir", learnable, "--runs-dir", tmp_path / "runs", timeout=120)
+    assert out.returncode == 2 and out.stderr.count("\n") == 1, out.stderr
+    assert f"each trial asks for 64 CPU(s) (resources.cpus) but the Ray cluster has {os.cpu_count()}" in out.stderr
+
+
 def test_asha_sweep_stops_the_bad_lr_and_each_trial_is_an_ordinary_run(tmp_path, learnable):
     path = write_sweep(
         tmp_path / "asha.yaml", seeds=[0, 1], space={"optimizer.lr": [0.05, 1e-6]}, max_concurrent=1,

@@ -17,6 +17,7 @@ from torch.utils.data import DataLoader, Dataset, Subset
 
 from cnnlab.config import Config, MeanStd
 from cnnlab.data import DATASETS, load_dataset, resolve_data_dir
+from cnnlab.errors import DataError
 
 
 class CifarFromSplit(Dataset):
@@ -81,8 +82,14 @@ def datasets_for(cfg: Config, data_dir=None) -> tuple[Dataset, Dataset]:
     if name in ("mnist", "fashion-mnist"):
         cls = datasets.MNIST if name == "mnist" else datasets.FashionMNIST
         load_dataset(name, root, cfg.dataset.download)  # cnnlab's checks and messages for missing files
-        train = cls(str(root), train=True, transform=train_tf, download=False)
-        test = cls(str(root), train=False, transform=test_tf, download=False)
+        try:
+            train = cls(str(root), train=True, transform=train_tf, download=False)
+            test = cls(str(root), train=False, transform=test_tf, download=False)
+        except RuntimeError:  # cnnlab reads .gz files too; torchvision's class only the uncompressed ones
+            raise DataError(
+                f"the tutorials' loop reads {cls.__name__} through torchvision, which needs the uncompressed IDX files "
+                f"in {root / cls.__name__ / 'raw'}; only .gz copies are there: gunzip them (keep the .gz if you like)"
+            ) from None
     else:
         train_split, test_split = load_dataset(name, root, cfg.dataset.download)
         train = CifarFromSplit(train_split.images, train_split.labels, train_tf)
