@@ -102,11 +102,11 @@ def _gpus(ray, wanted) -> float:
 def _check_fits(ray, cpus: float, gpus: float) -> None:
     """Refuse trials larger than the cluster's total: Tune would wait for them forever."""
     have = ray.cluster_resources()
-    for name, wanted, key in (("CPU", cpus, "CPU"), ("GPU", gpus, "GPU")):
-        if wanted > have.get(key, 0):
+    for name, wanted in (("CPU", cpus), ("GPU", gpus)):
+        if wanted > have.get(name, 0):
             raise ConfigError(
                 f"each trial asks for {wanted:g} {name}(s) (resources.{name.lower()}s) but the Ray cluster has "
-                f"{have.get(key, 0):g}; lower resources.{name.lower()}s or add nodes"
+                f"{have.get(name, 0):g}; lower resources.{name.lower()}s or add nodes"
             )
 
 
