@@ -92,7 +92,7 @@ def train(
     line = f"{cfg.name}: {cfg.model.name} on {cfg.dataset.name}, {s['params']:,} params, test accuracy {s['test_acc']:.2%} after {s['epochs']} epoch(s), {s['train_seconds']:.1f} s training on {s['device']}"
     if cfg.reported and cfg.reported.test_acc is not None:
         line += f" (article: {cfg.reported.test_acc:.1%})"
-    console.print(line)
+    console.print(line, soft_wrap=True)  # one line in logs too, however long
     print(result.path)
 
 

@@ -198,7 +198,7 @@ class TrainConfig(Strict):
     amp: Literal["none", "bf16"] = "none"  # bf16 autocast on CUDA or CPU (fast on CPUs with bf16 instructions)
     channels_last: bool = True  # NHWC layout for conv models: faster on CPU (oneDNN) and on CUDA
     compile: bool = False  # torch.compile the model
-    threads: StrictInt | None = Field(None, gt=0)  # CPU threads; default: 1 for steps under 1 GFLOP, else torch's choice
+    threads: StrictInt | None = Field(None, gt=0)  # CPU threads; default: 1 for steps under 10 MFLOP, else torch's choice
     checkpoint: bool = True  # write a resumable checkpoint after every epoch
 
 
@@ -312,8 +312,9 @@ def apply_overrides(data: dict, overrides: list[str], schema: type[BaseModel]) -
             default = field.default if field is not None else None
             cls = type(default) if isinstance(default, BaseModel) else None
             child = node.get(part)
-            if child is None:  # a section the file left out: start from its defaults
-                child = node[part] = default.model_dump(mode="json") if cls is not None else {}
+            if child is None:  # a section the file left out: only what its default sets (e.g. optimizer's
+                # name), so that switching optimizer.name leaves no other optimizer's keys behind
+                child = node[part] = default.model_dump(mode="json", exclude_unset=True) if cls is not None else {}
             if not isinstance(child, dict):
                 raise ConfigError(f"override {text!r}: {'.'.join(parts[: i + 1])} is not a section")
             node = child

@@ -42,6 +42,15 @@ def test_overrides_are_yaml_scalars_at_any_depth():
     assert cfg.model.hidden == [1000] and cfg.optimizer.name == "adam" and cfg.optimizer.lr == 0.002
 
 
+def test_switching_optimizer_name_in_a_config_without_optimizer_section():
+    """A section the file leaves out starts from what its default sets (the name), not from all of
+    SGD's keys, so a dotted optimizer.name gives the other optimizer with its own defaults."""
+    for name in ("adam", "rmsprop", "adamw"):
+        cfg = config_from_dict(BASE, [f"optimizer.name={name}"])
+        assert cfg.optimizer.name == name and cfg.optimizer.lr == type(cfg.optimizer)(name=name).lr
+    assert config_from_dict(BASE, ["optimizer.momentum=0.9"]).optimizer.momentum == 0.9  # still SGD
+
+
 def test_override_of_a_default_section_keeps_its_other_defaults():
     cfg = config_from_dict(BASE, ["optimizer.momentum=0.9"])
     assert cfg.optimizer.name == "sgd" and cfg.optimizer.momentum == 0.9 and cfg.optimizer.lr == 0.01
