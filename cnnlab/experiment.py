@@ -10,16 +10,13 @@ from __future__ import annotations
 import contextlib
 import math
 import os
-import pickle
 import platform
 import random
-import re
 import signal
 import socket
 import subprocess
 import threading
 import time
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -29,7 +26,7 @@ import torch
 
 import cnnlab
 from cnnlab import runs
-from cnnlab.config import DEVICE_PATTERN, Config, config_to_dict, dump_yaml, load_config
+from cnnlab.config import Config, config_to_dict, dump_yaml, load_config
 from cnnlab.data import load_dataset, resolve_data_dir
 from cnnlab.engine import Data, State, fit, loss_function, steps_per_epoch
 from cnnlab.errors import ConfigError, RunError
@@ -63,8 +60,6 @@ class RunResult:
 
 # ---------------------------------------------------------------------------- building blocks
 def resolve_device(name: str) -> torch.device:
-    if not re.fullmatch(DEVICE_PATTERN, name):  # the bench's --device comes here without the schema
-        raise ConfigError(f"unknown device {name!r}; valid: auto, cpu, cuda, cuda:N")
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name.startswith("cuda"):
@@ -198,18 +193,9 @@ def checkpoint_of(state: State) -> dict:
 
 
 def load_checkpoint(path: Path, device: torch.device) -> dict:
-    try:
-        with warnings.catch_warnings():  # torch warns about unusual pickle protocols on stderr
-            warnings.simplefilter("ignore")
-            return torch.load(path, map_location=device, weights_only=True)
-    except FileNotFoundError:
-        raise RunError(f"cannot resume: {path} does not exist (the run was trained with train.checkpoint=false)") from None
-    except pickle.UnpicklingError as e:  # weights_only refuses anything but tensors and plain containers
-        # torch's first lines suggest weights_only=False; the line that says what was found is better
-        why = [line for line in str(e).splitlines() if line.strip() and not line.startswith(("Weights only load failed", "Check the doc", "Please file"))]
-        raise RunError(f"refusing to load {path}: not a plain checkpoint of tensors ({why[0].strip() if why else 'unreadable'})") from None
-    except Exception as e:  # truncated or not a torch file at all
-        raise RunError(f"cannot load checkpoint {path}: {str(e).splitlines()[0]}") from None
+    if not path.is_file():
+        raise RunError(f"cannot resume: {path} does not exist (the run was trained with train.checkpoint=false)")
+    return runs.load_tensors(path, device)
 
 
 def restore(state: State, ckpt: dict, path: Path) -> None:

@@ -62,17 +62,29 @@ def atomic_torch_save(obj: Any, path: Path) -> None:
     atomic_write(path, buf.getvalue())
 
 
-def load_model_weights(model, run: Path, device="cpu"):
-    """Load a run's model.pt into model; one RunError line for a missing, unreadable or mismatched file."""
+def load_tensors(path: Path, device="cpu"):
+    """torch.load of a file of plain tensors (weights_only); one RunError line for anything else."""
+    import pickle
+    import warnings
+
     import torch
 
+    try:
+        with warnings.catch_warnings():  # torch warns about unusual pickle protocols on stderr
+            warnings.simplefilter("ignore")
+            return torch.load(path, map_location=device, weights_only=True)
+    except pickle.UnpicklingError as e:  # weights_only refuses anything but tensors and plain containers
+        raise RunError(f"refusing to load {path}: not a plain file of tensors ({_reason(e)})") from None
+    except Exception as e:  # truncated, or not a torch file at all
+        raise RunError(f"cannot read {path}: {_reason(e)}") from None
+
+
+def load_model_weights(model, run: Path, device="cpu"):
+    """Load a run's model.pt into model; one RunError line for a missing, unreadable or mismatched file."""
     path = Path(run) / MODEL
     if not path.is_file():
         raise RunError(f"{run} has no {MODEL} yet (no epoch finished)")
-    try:
-        state = torch.load(path, map_location=device, weights_only=True)
-    except Exception as e:  # truncated, or not a torch file of plain tensors
-        raise RunError(f"cannot read {path}: {_reason(e)}") from None
+    state = load_tensors(path, device)
     try:
         model.load_state_dict(state)
     except Exception as e:  # another model's weights (a different config or override)
@@ -81,10 +93,11 @@ def load_model_weights(model, run: Path, device="cpu"):
 
 
 def _reason(e: Exception) -> str:
-    """The line of a torch error that says what is wrong (not its generic first line)."""
+    """The line of a torch error that says what is wrong, not its generic first lines (which suggest
+    weights_only=False, or name the state_dict's class)."""
+    generic = ("Error(s) in loading", "Weights only load failed", "Check the doc", "Please file")
     lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
-    useful = [ln for ln in lines if not ln.startswith(("Error(s) in loading", "Weights only load failed"))]
-    return (useful or lines or [type(e).__name__])[0]
+    return next((ln for ln in lines if not ln.startswith(generic)), lines[0] if lines else type(e).__name__)
 
 
 def ensure_dir(path: Path, what: str = "runs directory") -> Path:
