@@ -23,7 +23,6 @@ DATASET_SHAPES: dict[str, tuple[int, int, int]] = {
     "cifar10": (3, 32, 32),
     "toy": (1, 4, 4),  # the first article's two built-in 4x4 examples (no files)
 }
-DEVICE_PATTERN = r"auto|cpu|cuda(:\d+)?"  # the device names cnnlab accepts
 DATASET_CLASSES: dict[str, int] = {"mnist": 10, "fashion-mnist": 10, "cifar10": 10, "toy": 2}
 
 
@@ -233,7 +232,7 @@ class Config(Strict):
     @field_validator("device")
     @classmethod
     def _device(cls, v: str) -> str:
-        if not re.fullmatch(DEVICE_PATTERN, v):
+        if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", v):
             raise ValueError(f"unknown device {v!r}; valid: auto, cpu, cuda, cuda:N")
         return v
 
