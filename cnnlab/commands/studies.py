@@ -213,8 +213,8 @@ def show(
     from cnnlab.report import console, epochs_table, table
 
     path = Path(run_dir)
-    if (path / runs.SUMMARY).is_file() and runs.read_json(path / runs.SUMMARY).get("kind") in ("study", "sweep"):
-        summary = runs.read_json(path / runs.SUMMARY)
+    summary = runs.read_json(path / runs.SUMMARY) if (path / runs.SUMMARY).is_file() else {}
+    if summary.get("kind") in ("study", "sweep"):
         what = summary.get("study") or summary["kind"]
         console.print(f"{summary['name']} ({what}), {runs.shown_status(summary)}, started {summary.get('started_at')}")
         for table_md in ("table.md", "results.md"):  # a study's table, a sweep's points best first
@@ -224,7 +224,6 @@ def show(
         console.print("files: " + ", ".join(files))
         return
     runs.open_run(path)
-    summary = runs.read_json(path / runs.SUMMARY)
     cfg = read_yaml(path / runs.CONFIG)
     console.print(table(_config_rows(cfg, summary), ["key", "value"], title=f"{path.name}"))
     metrics = runs.read_metrics(path)
