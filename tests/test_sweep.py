@@ -105,24 +105,32 @@ def test_shipped_sweeps_expand(tmp_path):
     assert names.count("fc") == names.count("cnn") == 4 and width.n_trials == 8 * 3
 
 
-def test_results_average_over_seeds_best_first_and_best_yaml_is_the_best_trial(tmp_path):
-    """finish() on run directories as trials leave them: one failed trial, two keys, two seeds."""
+def finished_trials(sweep, sweep_dir: Path, accuracy) -> list[dict]:
+    """Run directories and Tune records as finished trials leave them; accuracy(point, seed) -> test
+    accuracy, or None for a trial that failed (its data missing on the node)."""
     from cnnlab import runs
-    from cnnlab.sweep import finish, start
 
-    sweep = load_sweep(write_sweep(tmp_path / "s.yaml", seeds=[0, 1], space={"optimizer.lr": [0.1, 0.5], "model.n_feature": [4, 8]}))
-    sweep_dir = start(sweep, tmp_path / "runs")
-    accuracy = {(0.1, 4): [0.80, 0.90], (0.1, 8): [0.60, None], (0.5, 4): [0.95, 0.97], (0.5, 8): [0.50, 0.60]}
     records = []
     for index, point in enumerate(sweep.points):
-        for seed, acc in zip(sweep.spec.seeds, accuracy[tuple(point.values())]):
+        for seed in sweep.spec.seeds:
+            acc = accuracy(point, seed)
             run_dir = runs.new_run_dir(sweep_dir / "trials", f"t{index}{seed}")
             cfg = sweep.trial_config(point, seed, f"t{index}{seed}")
             runs.atomic_write(run_dir / "config.yaml", yaml.safe_dump(cfg.model_dump(mode="json")))
             runs.write_json(run_dir / "summary.json", {"status": "completed", "test_acc": acc, "epochs": 1, "train_seconds": 1.0, "params": 100})
             records.append({"trial_id": f"t{index}{seed}", "index": index, "point": point, "seed": seed, "run_dir": str(run_dir), "node": "n1",
                             "node_ip": "10.0.0.1", "status": "completed" if acc else "failed", "error": None if acc else "MNIST not found (on node 10.0.0.1 n1)"})
-    outcome = finish(sweep, sweep_dir, records)
+    return records
+
+
+def test_results_average_over_seeds_best_first_and_best_yaml_is_the_best_trial(tmp_path):
+    """finish() on run directories as trials leave them: one failed trial, two keys, two seeds."""
+    from cnnlab.sweep import finish, start
+
+    sweep = load_sweep(write_sweep(tmp_path / "s.yaml", seeds=[0, 1], space={"optimizer.lr": [0.1, 0.5], "model.n_feature": [4, 8]}))
+    sweep_dir = start(sweep, tmp_path / "runs")
+    accuracy = {(0.1, 4): [0.80, 0.90], (0.1, 8): [0.60, None], (0.5, 4): [0.95, 0.97], (0.5, 8): [0.50, 0.60]}
+    outcome = finish(sweep, sweep_dir, finished_trials(sweep, sweep_dir, lambda point, seed: accuracy[tuple(point.values())][seed]))
 
     assert outcome.status == "failed" and len(outcome.failed) == 1
     results = pd.read_csv(sweep_dir / "results.csv")
@@ -142,20 +150,11 @@ def test_results_average_over_seeds_best_first_and_best_yaml_is_the_best_trial(t
 
 def test_a_null_swept_value_can_be_the_best_point(tmp_path):
     """pandas groups a null as NaN: the null point must still find its trials for best.yaml."""
-    from cnnlab import runs
     from cnnlab.sweep import finish, start
 
     sweep = load_sweep(write_sweep(tmp_path / "s.yaml", seeds=[0], space={"train.max_steps": [None, 1]}))
     sweep_dir = start(sweep, tmp_path / "runs")
-    records = []
-    for index, point in enumerate(sweep.points):
-        run_dir = runs.new_run_dir(sweep_dir / "trials", f"t{index}")
-        runs.atomic_write(run_dir / "config.yaml", yaml.safe_dump(sweep.trial_config(point, 0, f"t{index}").model_dump(mode="json")))
-        acc = 0.9 if point["train.max_steps"] is None else 0.5
-        runs.write_json(run_dir / "summary.json", {"status": "completed", "test_acc": acc, "epochs": 1, "train_seconds": 1.0, "params": 100})
-        records.append({"trial_id": f"t{index}", "index": index, "point": point, "seed": 0, "run_dir": str(run_dir), "node": "n1",
-                        "node_ip": "10.0.0.1", "status": "completed", "error": None})
-    outcome = finish(sweep, sweep_dir, records)
+    outcome = finish(sweep, sweep_dir, finished_trials(sweep, sweep_dir, lambda point, seed: 0.9 if point["train.max_steps"] is None else 0.5))
     assert outcome.status == "completed"
     assert load_config(sweep_dir / "best.yaml").train.max_steps is None
     summary = json.loads((sweep_dir / "summary.json").read_text())
