@@ -108,12 +108,19 @@ class KerasCNNModel(Strict):
     init: Literal["keras", "default"] = "keras"  # keras: glorot-uniform weights, zero biases (Keras' defaults)
 
 
+class FastNetModel(Strict):
+    name: Literal["fastnet"]  # airbench-style fast CIFAR-10 net (configs/cifar10_fast.yaml)
+    widths: list[Annotated[StrictInt, Field(gt=0)]] = Field([64, 256, 256], min_length=1)  # each conv group's channels
+    bn_momentum: float = Field(0.4, gt=0, le=1)  # PyTorch's convention (airbench writes 0.6 = 1 - this)
+    scale: float = Field(1 / 9, gt=0)  # multiplies the logits
+
+
 class ToyModel(Strict):
     name: Literal["toy"]  # Conv2d(1,1,3)-MaxPool2-ReLU-Flatten-Linear(1,1)-Sigmoid, 12 params
 
 
 ModelConfig = Annotated[
-    Union[FCModel, CNNModel, LeNetModel, LeNet5ClassicModel, TrashNetModel, KerasCNNModel, ToyModel],
+    Union[FCModel, CNNModel, LeNetModel, LeNet5ClassicModel, TrashNetModel, KerasCNNModel, FastNetModel, ToyModel],
     Field(discriminator="name"),
 ]
 
@@ -125,6 +132,7 @@ class SGDConfig(Strict):
     momentum: float = Field(0.0, ge=0, lt=1)
     nesterov: bool = False
     weight_decay: float = Field(0.0, ge=0)
+    bias_lr_scale: float = Field(1.0, gt=0)  # 1-D parameters (biases, BatchNorm): lr x this, weight_decay / this
 
 
 class AdamConfig(Strict):
@@ -170,8 +178,10 @@ class CosineSchedule(Strict):
 
 
 class OneCycleSchedule(Strict):
-    name: Literal["onecycle"]  # linear warm-up to lr, then linear decay to zero
+    name: Literal["onecycle"]  # linear warm-up to lr, then linear decay (start_ratio -> 1 -> end_ratio)
     pct_start: float = Field(0.25, gt=0, lt=1)
+    start_ratio: float = Field(0.0, ge=0, le=1)  # the first step's lr, as a fraction of lr
+    end_ratio: float = Field(0.0, ge=0, le=1)  # the lr the decay ends at, as a fraction of lr
 
 
 class InverseTimeSchedule(Strict):
@@ -197,6 +207,7 @@ class TrainConfig(Strict):
     amp: Literal["none", "bf16"] = "none"  # bf16 autocast on CUDA or CPU (fast on CPUs with bf16 instructions)
     channels_last: bool = True  # NHWC layout for conv models: faster on CPU (oneDNN) and on CUDA
     compile: bool = False  # torch.compile the model
+    tta: Literal["none", "flip", "flip_translate"] = "none"  # test-time augmentation of the test split
     threads: StrictInt | None = Field(None, gt=0)  # CPU threads; default: 1 for steps under 10 MFLOP, else torch's choice
     checkpoint: bool = True  # write a resumable checkpoint after every epoch
 

@@ -67,8 +67,26 @@ def autocast(device: torch.device, amp: str):
     return contextlib.nullcontext()
 
 
+def predict(model, x: torch.Tensor, tta: str = "none") -> torch.Tensor:
+    """The model's outputs for x, averaged over test-time augmentations (airbench's levels). flip:
+    the images and their mirror images; flip_translate: that, half-and-half with the same for the
+    images moved one pixel up-left and one down-right (edges reflected)."""
+    if tta == "none":
+        return model(x)
+
+    def mirrored(v):
+        return 0.5 * (model(v).float() + model(v.flip(3)).float())
+
+    out = mirrored(x)
+    if tta == "flip_translate":
+        h, w = x.shape[2:]
+        padded = F.pad(x, (1, 1, 1, 1), mode="reflect")
+        out = 0.5 * out + 0.25 * (mirrored(padded[:, :, :h, :w]) + mirrored(padded[:, :, 2:, 2:]))
+    return out
+
+
 @torch.inference_mode()
-def evaluate(model, x, y, batch_size: int, loss_fn, amp: str = "none") -> tuple[float, float]:
+def evaluate(model, x, y, batch_size: int, loss_fn, amp: str = "none", tta: str = "none") -> tuple[float, float]:
     """Mean loss and accuracy over a whole split, in eval mode, in large batches, one host sync."""
     was_training = model.training
     model.eval()
@@ -77,7 +95,7 @@ def evaluate(model, x, y, batch_size: int, loss_fn, amp: str = "none") -> tuple[
     for i in range(0, len(x), batch_size):
         xb, yb = x[i : i + batch_size], y[i : i + batch_size]
         with autocast(x.device, amp):
-            out = model(xb)
+            out = predict(model, xb, tta)
         loss_sum += loss_fn(out.float(), yb) * len(xb)
         correct += correct_count(out, yb)
     model.train(was_training)
@@ -174,7 +192,7 @@ def fit(state: State, data: Data, pipeline, train_cfg, loss_fn, on_epoch=None, o
         row.update(train_epoch(state, data, pipeline, train_cfg, loss_fn, on_step))
         t0 = time.perf_counter()
         row["test_loss"], row["test_acc"] = evaluate(
-            state.model, data.x_test, data.y_test, train_cfg.eval_batch_size, loss_fn, train_cfg.amp
+            state.model, data.x_test, data.y_test, train_cfg.eval_batch_size, loss_fn, train_cfg.amp, train_cfg.tta
         )
         row["eval_seconds"] = time.perf_counter() - t0
         state.epoch = epoch

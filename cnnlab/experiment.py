@@ -36,6 +36,7 @@ from cnnlab.transforms import Pipeline
 
 DEFAULT_THREADS = torch.get_num_threads()  # torch's choice (the machine's cores), before any run changes it
 SMALL_STEP_FLOPS = 1e7  # training FLOPs per step under which a run uses one CPU thread (cpu_threads)
+DATA_INIT_IMAGES = 5000  # training images a model's init_from_data sees (fastnet's whitening)
 
 
 class Interrupted(KeyboardInterrupt):
@@ -77,6 +78,13 @@ def build_optimizer(cfg, params, fused: bool = True) -> torch.optim.Optimizer:
     o = cfg.optimizer
     fused = fused or None  # None: PyTorch's default, a Python loop over the parameters on the CPU
     if o.name == "sgd":
+        if o.bias_lr_scale != 1:  # airbench's trick: biases and BatchNorm shifts learn faster
+            params = list(params)
+            params = [
+                {"params": [p for p in params if p.dim() > 1]},
+                {"params": [p for p in params if p.dim() <= 1], "lr": o.lr * o.bias_lr_scale,
+                 "weight_decay": o.weight_decay / o.bias_lr_scale},
+            ]
         return torch.optim.SGD(params, lr=o.lr, momentum=o.momentum, nesterov=o.nesterov, weight_decay=o.weight_decay, fused=fused)
     if o.name == "adam":
         return torch.optim.Adam(params, lr=o.lr, betas=o.betas, eps=o.eps, weight_decay=o.weight_decay, fused=fused)
@@ -103,9 +111,13 @@ def build_scheduler(cfg, optimizer, steps_per_epoch: int):
             return s.min_lr_ratio + (1 - s.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * t))
     elif s.name == "inverse_time":
         factor = lambda step: 1.0 / (1.0 + s.decay * step)  # noqa: E731
-    else:  # onecycle: linear warm-up, then linear decay to zero
-        peak = max(s.pct_start * total, 1)
-        factor = lambda step: (step + 1) / peak if step < peak else max(0.0, (total - step) / max(total - peak, 1))  # noqa: E731
+    else:  # onecycle: linear warm-up from start_ratio to 1, then linear decay to end_ratio
+
+        def factor(step):
+            peak = max(s.pct_start * total, 1)
+            if step < peak:
+                return s.start_ratio + (1 - s.start_ratio) * (step + 1) / peak
+            return s.end_ratio + (1 - s.end_ratio) * max(0.0, (total - step) / max(total - peak, 1))
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
@@ -289,6 +301,8 @@ def setup(cfg: Config, device: torch.device, data_dir=None, cpu_share: int | Non
     data, pipeline, train_split = prepare_data(cfg, device, data_dir)
     input_shape = tuple(train_split.images.shape[1:])
     model = build_model(cfg.model, input_shape, len(train_split.classes)).to(device)
+    if hasattr(model, "init_from_data"):  # fastnet's whitening filters come from the training images
+        model.init_from_data(data.x_train[:DATA_INIT_IMAGES])
     torch.set_num_threads(cpu_threads(cfg, model, input_shape, cpu_share))
     if cfg.train.channels_last:
         model = model.to(memory_format=torch.channels_last)

@@ -120,6 +120,7 @@ def test_name_defaults_to_file_stem(tmp_path):
         ({"name": "step", "step_size": 1, "gamma": 0.5}, [0.1, 0.1, 0.05, 0.05]),
         ({"name": "cosine"}, [0.1, 0.1 * (1 + math.cos(math.pi * 5 / 20)) / 2, 0.05, 0.1 * (1 + math.cos(math.pi * 19 / 20)) / 2]),
         ({"name": "onecycle", "pct_start": 0.5}, [0.01, 0.06, 0.1, 0.01]),
+        ({"name": "onecycle", "pct_start": 0.5, "start_ratio": 0.2, "end_ratio": 0.1}, [0.028, 0.068, 0.1, 0.019]),
         ({"name": "inverse_time", "decay": 0.1}, [0.1, 0.1 / 1.5, 0.1 / 2.0, 0.1 / 2.9]),
     ],
     ids=lambda v: v["name"] if isinstance(v, dict) else "",

@@ -21,6 +21,7 @@ DEFAULTS = {
     "lenet5_classic": C.LeNet5ClassicModel(name="lenet5_classic"),
     "trashnet": C.TrashNetModel(name="trashnet"),
     "keras_cnn": C.KerasCNNModel(name="keras_cnn"),
+    "fastnet": C.FastNetModel(name="fastnet"),
 }
 
 
@@ -35,6 +36,8 @@ DEFAULTS = {
         (C.TrashNetModel(name="trashnet"), CIFAR, 133_514),
         (C.KerasCNNModel(name="keras_cnn"), CIFAR, 1_250_858),
         (C.KerasCNNModel(name="keras_cnn", dropout=False), CIFAR, 1_250_858),
+        # trainable only: the whitening filters and the BatchNorm scales are frozen
+        (C.FastNetModel(name="fastnet"), CIFAR, 1_971_352),
         (C.ToyModel(name="toy"), (1, 4, 4), 12),
     ],
     ids=lambda v: getattr(v, "name", None),

@@ -74,4 +74,4 @@ def features_classifier(features: nn.Sequential, classifier: nn.Sequential) -> n
 
 
 # the family files register themselves on import
-from cnnlab.models import cnn, fc, keras, lenet, resnet, toy  # noqa: E402,F401
+from cnnlab.models import cnn, fastnet, fc, keras, lenet, resnet, toy  # noqa: E402,F401
