@@ -33,13 +33,17 @@ RunsDir = typer.Option(None, "--runs-dir", help="Where run directories go. Defau
 Device = typer.Option(None, "--device", help="auto | cpu | cuda | cuda:N (overrides the config's device).")
 
 
-def split_args(args: list[str]) -> tuple[str | None, list[str]]:
-    """[CONFIG] [KEY=VALUE ...] -> (config path or None, overrides)."""
-    paths = [a for a in args if "=" not in a]
-    overrides = [a for a in args if "=" in a]
+def split_args(args: list[str], what: str = "config file") -> tuple[str | None, list[str]]:
+    """[CONFIG] [KEY=VALUE ...] -> (config path or None, overrides). An existing file is a path even
+    with '=' in its name (exp/lr=0.1/mnist.yaml). what: the positional argument, for the error."""
+    is_path = [("=" not in a) or Path(a).is_file() for a in args]
+    paths = [a for a, p in zip(args, is_path) if p]
+    overrides = [a for a, p in zip(args, is_path) if not p]
     if len(paths) > 1:
-        extra = next((p for p in paths if not p.endswith((".yaml", ".yml")) and not Path(p).is_file()), paths[1])
-        raise CnnlabUsage(f"{extra!r} is not KEY=VALUE: give one config file, then overrides like train.epochs=3")
+        extra = paths[1]
+        if what == "config file":  # name the one that is not a config
+            extra = next((p for p in paths if not p.endswith((".yaml", ".yml")) and not Path(p).is_file()), extra)
+        raise CnnlabUsage(f"{extra!r} is not KEY=VALUE: give one {what}, then overrides like train.epochs=3")
     return (paths[0] if paths else None), overrides
 
 

@@ -70,7 +70,7 @@ class TransformConfig(Strict):
     normalize: Literal["dataset", "none"] | MeanStd = "dataset"
     normalize_test: bool = True  # false reproduces study D's bug: test images left unnormalized
     permute: bool = False  # one fixed random permutation of the pixels, same for every image
-    permute_seed: StrictInt | None = None  # seed of that permutation; default: the run's seed
+    permute_seed: StrictInt | None = Field(None, ge=-(2**63), lt=2**63)  # seed of that permutation; default: the run's seed
     shift: ShiftConfig = ShiftConfig()  # fixed translation of every train and test image
     augment: AugmentConfig = AugmentConfig()  # random, training batches only
 
@@ -132,7 +132,7 @@ class SGDConfig(Strict):
     momentum: float = Field(0.0, ge=0, lt=1)
     nesterov: bool = False
     weight_decay: float = Field(0.0, ge=0)
-    bias_lr_scale: float = Field(1.0, gt=0)  # 1-D parameters (biases, BatchNorm): lr x this, weight_decay / this
+    bn_lr_scale: float = Field(1.0, gt=0)  # BatchNorm parameters: lr x this, weight_decay / this
 
 
 class AdamConfig(Strict):
@@ -221,7 +221,7 @@ class Reported(Strict):
 
 class Config(Strict):
     name: str = Field(min_length=1)
-    seed: StrictInt = 0
+    seed: StrictInt = Field(0, ge=-(2**63), lt=2**63)  # what torch's generators take
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     description: str = ""
     dataset: DatasetConfig = DatasetConfig()
@@ -258,7 +258,8 @@ class Config(Strict):
                 raise ValueError(f"transform.augment.{name} must be smaller than the image width {w}")
         norm = self.transform.normalize
         if isinstance(norm, MeanStd) and len(norm.mean) not in (1, c):
-            raise ValueError(f"transform.normalize needs 1 or {c} mean/std values for {self.dataset.name}")
+            values = "1 mean/std value" if c == 1 else f"1 or {c} mean/std values"
+            raise ValueError(f"transform.normalize needs {values} for {self.dataset.name}")
         if self.model.name == "toy" or self.loss.name == "bce":
             if not (self.model.name == "toy" and self.loss.name == "bce"):
                 raise ValueError("loss bce goes with model toy (a single sigmoid output) and only with it")
@@ -411,7 +412,7 @@ def load_config(path: str | Path, overrides: list[str] | None = None) -> Config:
     """Load a YAML config, apply KEY=VALUE overrides, validate. Raises ConfigError."""
     data = read_yaml(path)
     data = apply_overrides(data, overrides or [], Config)
-    data.setdefault("name", Path(path).stem)
+    data.setdefault("name", re.sub(r"[^A-Za-z0-9_.-]+", "_", Path(path).stem))  # "my exp.yaml" -> my_exp
     return validate(data, Config, str(path))
 
 

@@ -27,7 +27,7 @@ import torch
 import cnnlab
 from cnnlab import runs
 from cnnlab.config import Config, config_to_dict, dump_yaml, load_config
-from cnnlab.data import load_dataset, resolve_data_dir
+from cnnlab.data import DATA_DIR_ENV, load_dataset, resolve_data_dir
 from cnnlab.engine import Data, State, fit, loss_function, steps_per_epoch
 from cnnlab.errors import ConfigError, RunError
 from cnnlab.flops import training_flops
@@ -72,18 +72,20 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def build_optimizer(cfg, params, fused: bool = True) -> torch.optim.Optimizer:
-    """The config's optimizer. fused: one kernel for all parameters instead of a few per parameter
-    (SGD's result is bit-identical; Adam's differs in the last bits); the tutorials' loop passes False."""
+def build_optimizer(cfg, model: torch.nn.Module, fused: bool = True) -> torch.optim.Optimizer:
+    """The config's optimizer for model's parameters. fused: one kernel for all parameters instead of
+    a few per parameter (SGD's result is bit-identical; Adam's differs in the last bits); the
+    tutorials' loop passes False."""
     o = cfg.optimizer
+    params = list(model.parameters())
     fused = fused or None  # None: PyTorch's default, a Python loop over the parameters on the CPU
     if o.name == "sgd":
-        if o.bias_lr_scale != 1:  # airbench's trick: biases and BatchNorm shifts learn faster
-            params = list(params)
+        if o.bn_lr_scale != 1:  # airbench's BatchNorm shifts learn faster than the weights
+            norm = {id(p) for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for p in m.parameters()}
             params = [
-                {"params": [p for p in params if p.dim() > 1]},
-                {"params": [p for p in params if p.dim() <= 1], "lr": o.lr * o.bias_lr_scale,
-                 "weight_decay": o.weight_decay / o.bias_lr_scale},
+                {"params": [p for p in params if id(p) not in norm]},
+                {"params": [p for p in params if id(p) in norm], "lr": o.lr * o.bn_lr_scale,
+                 "weight_decay": o.weight_decay / o.bn_lr_scale},
             ]
         return torch.optim.SGD(params, lr=o.lr, momentum=o.momentum, nesterov=o.nesterov, weight_decay=o.weight_decay, fused=fused)
     if o.name == "adam":
@@ -221,10 +223,10 @@ def restore(state: State, ckpt: dict, path: Path) -> None:
         _set_rng_state(ckpt["rng"])
         state.epoch = int(ckpt["epoch"])
     except (KeyError, TypeError, ValueError, RuntimeError) as e:  # e.g. a model override that changes shapes
-        raise RunError(f"cannot resume from {path}: it does not fit this config ({type(e).__name__}: {str(e).splitlines()[0]})") from None
+        raise RunError(f"cannot resume from {path}: it does not fit this config ({type(e).__name__}: {runs._reason(e)})") from None
 
 
-def reopen(resume: str | Path, state: State, device: torch.device) -> tuple[Path, list[dict], dict]:
+def reopen(resume: str | Path, state: State, device: torch.device, checkpointed: bool = True) -> tuple[Path, list[dict], dict]:
     """Restore state from a run directory's checkpoint: (path, metrics rows kept, summary)."""
     path = runs.open_run(resume)
     summary = runs.read_json(path / runs.SUMMARY)
@@ -233,7 +235,9 @@ def reopen(resume: str | Path, state: State, device: torch.device) -> tuple[Path
     for stale in path.glob(".*.tmp"):  # left by a process killed in the middle of a write
         stale.unlink(missing_ok=True)
     previous = runs.read_metrics(path)
-    if (path / runs.CHECKPOINT).exists() or len(previous):  # else no epoch finished: start afresh
+    # The table is written before the checkpoint, so a write that failed in between (a full disk)
+    # leaves rows past the checkpoint: they are dropped below. With no checkpoint at all, start afresh.
+    if (path / runs.CHECKPOINT).exists() or (len(previous) and not checkpointed):
         restore(state, load_checkpoint(path / runs.CHECKPOINT, device), path)
     rows = [r for r in previous.to_dict("records") if r["epoch"] <= state.epoch]
     return path, rows, summary
@@ -306,7 +310,7 @@ def setup(cfg: Config, device: torch.device, data_dir=None, cpu_share: int | Non
     torch.set_num_threads(cpu_threads(cfg, model, input_shape, cpu_share))
     if cfg.train.channels_last:
         model = model.to(memory_format=torch.channels_last)
-    optimizer = build_optimizer(cfg, model.parameters())
+    optimizer = build_optimizer(cfg, model)
     spe = steps_per_epoch(len(data.x_train), cfg.train.batch_size, cfg.train.max_steps)
     state = State(
         model=torch.compile(model) if cfg.train.compile else model,
@@ -346,8 +350,8 @@ def run(
 
 def _run(cfg: Config, signals: _Signals, runs_dir, data_dir, resume, progress, on_epoch, cpu_share) -> RunResult:
     device = resolve_device(cfg.device)
-    if resume is not None and data_dir is None and cfg.dataset.data_dir is None:  # the data the run trained on
-        data_dir = runs.read_json(runs.open_run(resume) / runs.SUMMARY).get("data_dir")
+    if resume is not None and data_dir is None and cfg.dataset.data_dir is None and not os.environ.get(DATA_DIR_ENV):
+        data_dir = runs.read_json(runs.open_run(resume) / runs.SUMMARY).get("data_dir")  # the data it trained on
     data, pipeline, state, loss_fn = setup(cfg, device, data_dir, cpu_share)
     model = unwrap(state.model)
     path: Path | None = None  # set once the run directory holds a true summary
@@ -379,10 +383,12 @@ def _run(cfg: Config, signals: _Signals, runs_dir, data_dir, resume, progress, o
             summary.update(status=status, error=error, finished_at=runs.utc_now())
             runs.write_json(path / runs.SUMMARY, summary)
 
+    hold = contextlib.ExitStack()  # the run directory's training lock, from when it is known to the end
     try:
         with signals.deferred():  # a signal waits until the directory holds a true summary
             if resume is not None:
-                where, rows, summary = reopen(resume, state, device)
+                hold.enter_context(runs.training_lock(runs.open_run(resume)))
+                where, rows, summary = reopen(resume, state, device, cfg.train.checkpoint)
                 if cfg.train.epochs < state.epoch:  # refused before config.yaml is rewritten
                     raise RunError(
                         f"{where} already has {state.epoch} epochs; train.epochs={cfg.train.epochs} would not undo them: "
@@ -390,6 +396,7 @@ def _run(cfg: Config, signals: _Signals, runs_dir, data_dir, resume, progress, o
                     )
             else:
                 where = runs.new_run_dir(runs.runs_root(runs_dir), cfg.name)
+                hold.enter_context(runs.training_lock(where))
                 summary = {"started_at": runs.utc_now(), "train_seconds": 0.0}
             summary.update(
                 name=cfg.name, kind="run", status="running", error=None, dataset=cfg.dataset.name, model=cfg.model.name,
@@ -422,7 +429,10 @@ def _run(cfg: Config, signals: _Signals, runs_dir, data_dir, resume, progress, o
     except BaseException as e:
         finish("failed", str(e).splitlines()[0] if str(e) else type(e).__name__)
         raise
-    finish("completed")
+    else:
+        finish("completed")
+    finally:
+        hold.close()
     return RunResult(path, summary, rows)
 
 

@@ -8,6 +8,8 @@ any moment leaves either the old or the new complete file.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import io
 import json
 import os
@@ -21,6 +23,7 @@ from typing import Any
 from cnnlab.errors import RunError
 
 CONFIG, METRICS, SUMMARY, MODEL, CHECKPOINT = "config.yaml", "metrics.csv", "summary.json", "model.pt", "checkpoint.pt"
+LOCK = ".lock"  # held (flock) by the process training the run
 
 
 def runs_root(cli_value: str | os.PathLike | None = None) -> Path:
@@ -133,6 +136,8 @@ def new_run_dir(root: Path, name: str, kind: str = "run") -> Path:
 def open_run(path: str | os.PathLike) -> Path:
     """A path that must be an existing run (config.yaml and summary.json inside)."""
     path = Path(path)
+    if path.is_file() and path.name in (CONFIG, SUMMARY, METRICS, MODEL, CHECKPOINT):
+        raise RunError(f"{path} is a file of a run: give its directory, {path.parent}")
     if not path.is_dir():
         raise RunError(f"not a run directory: {path} does not exist")
     if not (path / CONFIG).is_file() or not (path / SUMMARY).is_file():
@@ -144,11 +149,33 @@ def write_json(path: Path, data: dict) -> None:
     atomic_write(path, json.dumps(data, indent=2, default=str) + "\n")
 
 
-def read_json(path: Path) -> dict:
+@contextlib.contextmanager
+def training_lock(run: Path):
+    """Hold the run's lock while training it: a second process that would train the same run (two
+    resumes at once) is refused instead of interleaving its writes with the first's."""
     try:
-        return json.loads(Path(path).read_text())
+        fd = os.open(Path(run) / LOCK, os.O_CREAT | os.O_RDWR, 0o644)
+    except OSError as e:
+        raise RunError(f"cannot train in {run}: {e.strerror or e}") from None
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise RunError(f"{run} is being trained by another process: stop it first, or wait") from None
+        yield
+    finally:
+        os.close(fd)
+
+
+def read_json(path: Path) -> dict:
+    """A JSON object (a run's summary); one RunError line for anything else."""
+    try:
+        data = json.loads(Path(path).read_text())
     except (OSError, ValueError) as e:
         raise RunError(f"cannot read {path}: {e}") from None
+    if not isinstance(data, dict):
+        raise RunError(f"cannot read {path}: not a JSON object but a {type(data).__name__}")
+    return data
 
 
 def write_table(path: Path, rows: list[dict]) -> None:
@@ -161,7 +188,20 @@ def read_metrics(run: Path):
     import pandas as pd
 
     path = Path(run) / METRICS
-    return pd.read_csv(path) if path.is_file() and path.stat().st_size else pd.DataFrame()
+    if not path.is_file() or not path.stat().st_size:
+        return pd.DataFrame()
+    try:
+        table = pd.read_csv(path)
+    except (ValueError, UnicodeDecodeError) as e:  # pandas' ParserError is a ValueError
+        raise RunError(f"cannot read {path}: {_reason(e)}") from None
+    if "epoch" not in table.columns:
+        raise RunError(f"cannot read {path}: no 'epoch' column (a table cnnlab did not write?)")
+    return table
+
+
+def owner() -> dict:
+    """The summary keys that let owner_alive tell a live directory from one whose process was killed."""
+    return {"host": socket.gethostname(), "pid": os.getpid()}
 
 
 def owner_alive(summary: dict) -> bool | None:
@@ -204,8 +244,8 @@ def list_runs(root: Path) -> list[dict]:
         if not path.is_dir() or not summary.is_file():
             continue
         try:
-            data = json.loads(summary.read_text())
-        except ValueError:
+            data = read_json(summary)
+        except RunError:
             continue  # a summary is always replaced whole, so this is some other file
         kind_file = path / ".kind"
         data.setdefault("kind", kind_file.read_text().strip() if kind_file.is_file() else "run")

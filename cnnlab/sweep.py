@@ -255,7 +255,7 @@ def start(sweep: Sweep, root: Path, data_dir=None) -> Path:
     runs.atomic_write(path / SWEEP_FILE, dump_yaml(sweep.spec.model_dump(mode="json")))
     runs.atomic_write(path / BASE_FILE, dump_yaml(config_to_dict(sweep.base)))
     runs.write_json(path / runs.SUMMARY, {
-        "name": sweep.name, "kind": "sweep", "status": "running", "error": None, "started_at": runs.utc_now(),
+        "name": sweep.name, "kind": "sweep", "status": "running", "error": None, "started_at": runs.utc_now(), **runs.owner(),
         "dataset": sweep.datasets, "model": sweep.models, "epochs": sweep.max_epochs,
         "method": sweep.spec.method, "metric": sweep.metric, "mode": sweep.mode, "keys": sweep.keys,
         "trials_planned": sweep.n_trials, "test_acc": None, "data_dir": str(Path(data_dir).resolve()) if data_dir else None,

@@ -128,7 +128,7 @@ def test_name_defaults_to_file_stem(tmp_path):
 def test_schedules_set_the_rate_of_every_step(schedule, expected):
     cfg = config_from_dict({**BASE, "optimizer": {"name": "sgd", "lr": 0.1}, "schedule": schedule, "train": {"epochs": 2}})
     model = torch.nn.Linear(2, 1)
-    optimizer = build_optimizer(cfg, model.parameters())
+    optimizer = build_optimizer(cfg, model)
     scheduler = build_scheduler(cfg, optimizer, steps_per_epoch=10)
     rates = []
     for step in range(20):

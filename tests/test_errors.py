@@ -90,6 +90,7 @@ def write_files(tmp: Path) -> dict[str, Path]:
         "no_model": "name: x\n",
         "section_not_mapping": OK.replace("train: {epochs: 1, batch_size: 16, threads: 1}", "train: 5"),
     }
+    configs["dataset_shorthand"] = OK.replace("dataset: {name: mnist, download: false}", "dataset: mnist")
     for name, text in configs.items():
         (tmp / f"{name}.yaml").write_text(text)
     (tmp / "binary.yaml").write_bytes(b"\xff\xfe\x00\x81 not text")
@@ -105,6 +106,14 @@ def write_files(tmp: Path) -> dict[str, Path]:
     }
     paths["empty_dir"].mkdir()
     paths["a_file"].write_text("in the way\n")
+    # run directories someone else wrote or edited
+    for name, summary, metrics in (("summary_a_list", "[1, 2]", None), ("metrics_semicolons", "{}", "epoch;test_acc\n1;0.5\n")):
+        run = paths[name] = tmp / name
+        run.mkdir()
+        (run / "config.yaml").write_text(OK)
+        (run / "summary.json").write_text(summary)
+        if metrics:
+            (run / "metrics.csv").write_text(metrics)
     return paths
 
 
@@ -179,6 +188,16 @@ CASES = [
     ("resume_missing", ["train", "--resume", "{tmp}/no_such_run"], 1, "does not exist"),
     ("resume_not_a_run", ["train", "--resume", "{empty_dir}"], 1, "not a run directory"),
     ("resume_a_file", ["train", "--resume", "{a_file}"], 1, "not a run directory"),
+    ("resume_a_runs_file", ["train", "--resume", "{metrics_semicolons}/config.yaml"], 1, "is a file of a run: give its directory"),
+    ("show_summary_not_an_object", ["show", "{summary_a_list}"], 1, "not a JSON object but a list"),
+    ("show_metrics_not_cnnlabs", ["show", "{metrics_semicolons}"], 1, "no 'epoch' column"),
+    ("resume_metrics_not_cnnlabs", ["train", "--resume", "{metrics_semicolons}", "--data-dir", "{good}"], 1, "no 'epoch' column"),
+    # values torch or the dataset cannot take
+    ("seed_too_large", [*OK_ARGS, "seed=99999999999999999999"], 2, "seed: Input should be less than"),
+    ("normalize_one_channel", [*OK_ARGS, "transform.normalize={{mean: [0.1, 0.2], std: [0.3, 0.3]}}"], 2, "needs 1 mean/std value for mnist"),
+    # samples
+    ("samples_two_datasets", ["samples", "mnist", "fashion-mnist"], 2, "'fashion-mnist' is not KEY=VALUE: give one dataset"),
+    ("samples_dataset_shorthand", ["samples", "mnist", "--config", "{tmp}/dataset_shorthand.yaml"], 2, "dataset must be a section"),
 ]
 
 

@@ -53,7 +53,7 @@ def test_frozen_parameters_do_not_move_when_training():
     assert "whiten.weight" in frozen and any(n.endswith(".weight") and "body" in n for n in frozen)  # BN scales
     opt = build_optimizer(config_from_dict({"name": "t", "model": {"name": "fastnet"}, "dataset": {"name": "cifar10"},
                                             "optimizer": {"name": "sgd", "lr": 0.5, "weight_decay": 0.1}}),
-                          model.parameters())
+                          model)
     for _ in range(3):
         opt.zero_grad()
         F.cross_entropy(model(torch.randn(16, *CIFAR)), torch.randint(0, 10, (16,))).backward()
@@ -70,17 +70,19 @@ def test_convolutions_start_as_the_identity_on_their_first_channels():
     assert torch.allclose(conv(x), x[:, :8], atol=1e-6)
 
 
-def test_sgd_bias_lr_scale_gives_one_dimensional_parameters_their_own_rate():
+def test_sgd_bn_lr_scale_gives_batchnorm_parameters_their_own_rate():
     model = fastnet()
     base = {"name": "t", "model": {"name": "fastnet"}, "dataset": {"name": "cifar10"}}
-    cfg = config_from_dict({**base, "optimizer": {"name": "sgd", "lr": 0.1, "weight_decay": 0.01, "bias_lr_scale": 64}})
-    weights, biases = build_optimizer(cfg, model.parameters()).param_groups
-    assert all(p.dim() > 1 for p in weights["params"]) and all(p.dim() == 1 for p in biases["params"])
-    assert len(weights["params"]) + len(biases["params"]) == len(list(model.parameters()))
+    cfg = config_from_dict({**base, "optimizer": {"name": "sgd", "lr": 0.1, "weight_decay": 0.01, "bn_lr_scale": 64}})
+    weights, norms = build_optimizer(cfg, model).param_groups
+    bn = [m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    assert {id(p) for p in norms["params"]} == {id(p) for m in bn for p in m.parameters()}
+    assert any(p is model.whiten.bias for p in weights["params"])  # a bias, but not BatchNorm's
+    assert len(weights["params"]) + len(norms["params"]) == len(list(model.parameters()))
     assert (weights["lr"], weights["weight_decay"]) == (0.1, 0.01)
-    assert biases["lr"] == pytest.approx(6.4) and biases["weight_decay"] == pytest.approx(0.01 / 64)
+    assert norms["lr"] == pytest.approx(6.4) and norms["weight_decay"] == pytest.approx(0.01 / 64)
     plain = config_from_dict({**base, "optimizer": {"name": "sgd", "lr": 0.1}})
-    assert len(build_optimizer(plain, model.parameters()).param_groups) == 1
+    assert len(build_optimizer(plain, model).param_groups) == 1
 
 
 def test_tta_averages_the_mirrored_and_moved_images():
@@ -121,4 +123,4 @@ def test_fast_config_is_airbench_translated_to_a_mean_loss():
     kilostep = 1024 * (1 + 1 / (1 - 0.85))  # airbench's rates are per summed loss over 1024 images
     assert cfg.optimizer.lr == pytest.approx(11.5 / kilostep * cfg.train.batch_size)
     assert cfg.optimizer.lr * cfg.optimizer.weight_decay == pytest.approx(0.0153 * 1024 / kilostep, rel=1e-3)
-    assert (cfg.train.batch_size, cfg.optimizer.bias_lr_scale, cfg.loss.label_smoothing) == (1024, 64, 0.2)
+    assert (cfg.train.batch_size, cfg.optimizer.bn_lr_scale, cfg.loss.label_smoothing) == (1024, 64, 0.2)

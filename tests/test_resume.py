@@ -21,6 +21,7 @@ import pandas as pd
 import pytest
 import torch
 
+from cnnlab import runs
 from cnnlab.cli import main
 from cnnlab.config import load_config
 from cnnlab.errors import RunError
@@ -179,7 +180,8 @@ def test_every_file_in_a_run_is_renamed_into_place(setup, tmp_path, replaces):
     root, _ = setup
     result = run(load_config(root / "resume.yaml", ["train.epochs=2"]), runs_dir=tmp_path, data_dir=root / "data")
     written = {dst.name for _, dst in replaces["calls"] if dst.parent == result.path}
-    assert written == set(os.listdir(result.path)) >= {"config.yaml", "metrics.csv", "summary.json", "model.pt", "checkpoint.pt"}
+    files = set(os.listdir(result.path)) - {runs.LOCK}  # the training lock: an empty file, never data
+    assert written == files >= {"config.yaml", "metrics.csv", "summary.json", "model.pt", "checkpoint.pt"}
     for src, dst in replaces["calls"]:
         assert src.parent == dst.parent and src.name.startswith(f".{dst.name}.") and src.name.endswith(".tmp")
 

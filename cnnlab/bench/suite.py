@@ -117,7 +117,7 @@ def run_reference(case: Case, cfg: Config, device: torch.device, side: Side) -> 
         seed_everything(cfg.seed)
         model = build_model(reference.as_written(cfg.model), DATASET_SHAPES[cfg.dataset.name], DATASET_CLASSES[cfg.dataset.name])
         model = model.to(device)
-        optimizer = build_optimizer(cfg, model.parameters(), fused=False)  # the tutorials: the default
+        optimizer = build_optimizer(cfg, model, fused=False)  # the tutorials: the default
         scheduler = build_scheduler(cfg, optimizer, steps_per_epoch(len(train_set), cfg.train.batch_size, cfg.train.max_steps))
         loss_fn = loss_function(cfg.loss.name, cfg.loss.label_smoothing)
         train_loader, test_loader = reference.loaders(train_set, test_set, cfg)

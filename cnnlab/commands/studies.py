@@ -216,7 +216,7 @@ def show(
     summary = runs.read_json(path / runs.SUMMARY) if (path / runs.SUMMARY).is_file() else {}
     if summary.get("kind") in ("study", "sweep"):
         what = summary.get("study") or summary["kind"]
-        console.print(f"{summary['name']} ({what}), {runs.shown_status(summary)}, started {summary.get('started_at')}")
+        console.print(f"{summary.get('name', path.name)} ({what}), {runs.shown_status(summary)}, started {summary.get('started_at')}")
         for table_md in ("table.md", "results.md"):  # a study's table, a sweep's points best first
             if (path / table_md).is_file():
                 console.print((path / table_md).read_text(), markup=False)
@@ -249,6 +249,17 @@ def _flat(data: dict, prefix: str = "") -> dict:
     return out
 
 
+def _format(value, spec: str) -> str:
+    """value formatted with spec; "-" for None, and anything of another type (a hand-edited summary)
+    as it is."""
+    if value is None:
+        return "-"
+    try:
+        return format(value, spec)
+    except (TypeError, ValueError):
+        return str(value)
+
+
 def _config_rows(cfg: dict, summary: dict) -> list[dict]:
     """The settings that matter, transforms only where they differ from the defaults, then results."""
     from cnnlab import runs
@@ -259,15 +270,16 @@ def _config_rows(cfg: dict, summary: dict) -> list[dict]:
     model = _flat(cfg.get("model") or {})
     optimizer = _flat(cfg.get("optimizer") or {})
     train = cfg.get("train") or {}
-    acc = summary.get("test_acc")
+    reported = (summary.get("reported") or {}) if isinstance(summary.get("reported"), dict) else {}
     values = {
         "name": cfg.get("name"), "status": runs.shown_status(summary), "dataset": (cfg.get("dataset") or {}).get("name"),
-        "model": ", ".join(f"{k}={v}" for k, v in model.items()), "params": f"{summary.get('params', 0):,}",
+        "model": ", ".join(f"{k}={v}" for k, v in model.items()), "params": _format(summary.get("params", 0), ","),
         "transform": ", ".join(f"{k}={v}" for k, v in transform.items()) or "defaults",
         "optimizer": ", ".join(f"{k}={v}" for k, v in optimizer.items()),
         "schedule": cfg.get("schedule") or "none", "seed": cfg.get("seed"),
         "epochs": f"{summary.get('epochs')} of {train.get('epochs')}, batch {train.get('batch_size')}",
-        "test accuracy": "-" if acc is None else f"{acc:.2%}" + (f" (article: {summary['reported']['test_acc']:.1%})" if (summary.get("reported") or {}).get("test_acc") else ""),
-        "train seconds": f"{summary.get('train_seconds', 0):.1f} on {summary.get('device')}",
+        "test accuracy": _format(summary.get("test_acc"), ".2%")
+        + (f" (article: {_format(reported['test_acc'], '.1%')})" if reported.get("test_acc") else ""),
+        "train seconds": f"{_format(summary.get('train_seconds', 0), '.1f')} on {summary.get('device')}",
     }
     return [{"key": k, "value": str(v)} for k, v in values.items()]

@@ -5,6 +5,7 @@ The sweep file is validated before Ray is imported; ray, torch and pandas load i
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Optional
 
@@ -31,7 +32,8 @@ def sweep(
     Writes trials/, trials.csv, results.csv/.md, best.yaml and a figure; the last line is the sweep directory.
     """
     from cnnlab import sweep as sweeps
-    from cnnlab.runs import SUMMARY, read_json, runs_root
+    from cnnlab.data import DATA_DIR_ENV
+    from cnnlab.runs import SUMMARY, owner, read_json, runs_root
 
     if resume is not None:
         if args:
@@ -50,7 +52,9 @@ def sweep(
     with session(address, "cnnlab sweep"):  # connect first: no sweep directory for an unreachable cluster
         if resume is not None:
             path = Path(resume)
-            data_dir = data_dir or read_json(path / SUMMARY).get("data_dir")  # the one the sweep started with
+            if data_dir is None and not os.environ.get(DATA_DIR_ENV):
+                data_dir = read_json(path / SUMMARY).get("data_dir")  # the one the sweep started with
+            sweeps.update_summary(path, status="running", error=None, **owner())
         else:
             path = sweeps.start(spec, runs_root(runs_dir), data_dir)
         print(f"{spec.name}: {spec.describe()}\nsweep directory: {path}", flush=True)

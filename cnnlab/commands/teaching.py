@@ -98,7 +98,7 @@ def samples(
     from cnnlab.config import config_from_dict, read_yaml
     from cnnlab.runs import atomic_write, runs_root
 
-    dataset, overrides = split_args(args)
+    dataset, overrides = split_args(args, what="dataset")
     if dataset is None:
         raise CnnlabUsage("missing DATASET, e.g. cnnlab samples mnist")
     if split not in ("test", "train"):
@@ -108,6 +108,8 @@ def samples(
     named = base.get("dataset", {}).get("name") if isinstance(base.get("dataset"), dict) else None
     if config is not None and named not in (None, dataset):
         raise ConfigError(f"{config} is a config for {named}, not {dataset}")
+    if not isinstance(base.get("dataset") or {}, dict):
+        raise ConfigError(f"{config}: dataset must be a section like {{name: {dataset}}}, not a {type(base['dataset']).__name__}")
     base["dataset"] = {**(base.get("dataset") or {}), "name": dataset}
     cfg = config_from_dict(base, overrides, str(config or "samples"))
 

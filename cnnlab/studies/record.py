@@ -18,7 +18,7 @@ class StudyRecord:
     def __init__(self, root: Path, name: str, **summary):
         self.path = runs.new_run_dir(root, name, kind="study")
         self.cells = self.path / CELLS
-        self.summary = {"name": name, "kind": "study", "status": "running", "error": None, "started_at": runs.utc_now(), **summary}
+        self.summary = {"name": name, "kind": "study", "status": "running", "error": None, "started_at": runs.utc_now(), **runs.owner(), **summary}
         self.files: list[str] = []
         self.save()
 

@@ -1,0 +1,104 @@
+"""Run directories under the ways users meet them: two processes on one run, data that moved, a
+disk that filled up, directories cnnlab did not write, config paths with odd names."""
+
+import errno
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from cnnlab import runs
+from cnnlab.cli import split_args
+from cnnlab.config import load_config
+from cnnlab.errors import RunError
+from cnnlab.experiment import run
+from cnnlab.studies.record import StudyRecord
+from fakedata import make_idx_dataset
+
+CONFIG = """name: files
+seed: 1
+device: cpu
+dataset: {name: mnist, download: false}
+model: {name: fc, hidden: [16]}
+train: {epochs: 2, batch_size: 50, threads: 1}
+"""
+
+
+@pytest.fixture
+def setup(tmp_path):
+    make_idx_dataset(tmp_path / "data", n_train=200, n_test=50)
+    (tmp_path / "files.yaml").write_text(CONFIG)
+    return tmp_path
+
+
+def test_a_run_being_trained_cannot_be_resumed_by_a_second_process(setup):
+    first = run(load_config(setup / "files.yaml", ["train.epochs=1"]), runs_dir=setup / "runs", data_dir=setup / "data")
+    before = (first.path / "summary.json").read_text()
+    with runs.training_lock(first.path):  # as the process training it holds it
+        with pytest.raises(RunError, match="is being trained by another process"):
+            run(load_config(first.path / "config.yaml", ["train.epochs=2"]), resume=first.path)
+    assert (first.path / "summary.json").read_text() == before  # the refused resume wrote nothing
+    resumed = run(load_config(first.path / "config.yaml", ["train.epochs=2"]), resume=first.path)  # lock released
+    assert resumed.summary["epochs"] == 2
+
+
+def test_resume_reads_the_data_from_cnnlab_data_dir_when_the_data_moved(setup, monkeypatch):
+    first = run(load_config(setup / "files.yaml", ["train.epochs=1"]), runs_dir=setup / "runs", data_dir=setup / "data")
+    shutil.move(setup / "data", setup / "moved")
+    monkeypatch.setenv("CNNLAB_DATA_DIR", str(setup / "moved"))
+    resumed = run(load_config(first.path / "config.yaml", ["train.epochs=2"]), resume=first.path)
+    assert resumed.summary["epochs"] == 2 and resumed.summary["data_dir"] == str(setup / "moved")
+
+
+def test_a_disk_full_before_the_first_checkpoint_resumes_from_the_start(setup, monkeypatch):
+    real = os.replace
+
+    def no_room_for_weights(src, dst):
+        if Path(dst).name == runs.MODEL:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        real(src, dst)
+
+    monkeypatch.setattr(os, "replace", no_room_for_weights)
+    with pytest.raises(RunError, match="No space left"):
+        run(load_config(setup / "files.yaml"), runs_dir=setup / "runs", data_dir=setup / "data")
+    (path,) = (setup / "runs").iterdir()
+    assert len(pd.read_csv(path / "metrics.csv")) == 1 and not (path / runs.CHECKPOINT).exists()
+    monkeypatch.setattr(os, "replace", real)  # room again
+    resumed = run(load_config(path / "config.yaml"), resume=path)
+    assert resumed.summary["status"] == "completed" and list(pd.read_csv(path / "metrics.csv")["epoch"]) == [1, 2]
+
+
+def test_a_killed_study_shows_as_dead(tmp_path):
+    record = StudyRecord(tmp_path, "s", study="fc-vs-cnn")
+    summary = json.loads((record.path / "summary.json").read_text())
+    assert summary["pid"] == os.getpid() and runs.shown_status(summary) == "running"
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    record.update(pid=int(gone.stdout))  # as if the process that wrote it had been killed
+    assert [r["status"] for r in runs.list_runs(tmp_path)] == ["dead"]
+
+
+def test_listing_skips_directories_whose_summary_is_not_cnnlabs(tmp_path):
+    StudyRecord(tmp_path, "real", study="fc-vs-cnn")
+    (tmp_path / "foreign").mkdir()
+    (tmp_path / "foreign" / "summary.json").write_text("[1, 2]")
+    assert [r["name"] for r in runs.list_runs(tmp_path)] == ["real"]
+
+
+def test_a_resume_that_does_not_fit_says_which_weights_differ(setup):
+    first = run(load_config(setup / "files.yaml", ["train.epochs=1"]), runs_dir=setup / "runs", data_dir=setup / "data")
+    with pytest.raises(RunError, match=r"size mismatch for .*weight"):
+        run(load_config(first.path / "config.yaml", ["train.epochs=2", "model.hidden=[8]"]), resume=first.path)
+
+
+def test_config_paths_may_hold_an_equals_sign_and_spaces(tmp_path):
+    folder = tmp_path / "lr=0.1"
+    folder.mkdir()
+    (folder / "my exp.yaml").write_text("model: {name: fc}\n")
+    path = str(folder / "my exp.yaml")
+    assert split_args([path, "train.epochs=2"]) == (path, ["train.epochs=2"])
+    assert load_config(path).name == "my_exp"  # the name comes from the file, made a valid run name
