@@ -210,6 +210,7 @@ class TrainConfig(Strict):
     tta: Literal["none", "flip", "flip_translate"] = "none"  # test-time augmentation of the test split
     threads: StrictInt | None = Field(None, gt=0)  # CPU threads; default: 1 for steps under 10 MFLOP, else torch's choice
     checkpoint: bool = True  # write a resumable checkpoint after every epoch
+    tensorboard: bool = False  # also log each epoch's metrics for `tensorboard --logdir runs` (needs tensorboardX)
 
 
 class Reported(Strict):

@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 import cnnlab
-from cnnlab import runs
+from cnnlab import runs, tensorboard
 from cnnlab.config import Config, config_to_dict, dump_yaml, load_config
 from cnnlab.data import DATA_DIR_ENV, load_dataset, resolve_data_dir
 from cnnlab.engine import Data, State, fit, loss_function, steps_per_epoch
@@ -352,9 +352,12 @@ def _run(cfg: Config, signals: _Signals, runs_dir, data_dir, resume, progress, o
     device = resolve_device(cfg.device)
     if resume is not None and data_dir is None and cfg.dataset.data_dir is None and not os.environ.get(DATA_DIR_ENV):
         data_dir = runs.read_json(runs.open_run(resume) / runs.SUMMARY).get("data_dir")  # the data it trained on
+    if cfg.train.tensorboard:
+        tensorboard.require()
     data, pipeline, state, loss_fn = setup(cfg, device, data_dir, cpu_share)
     model = unwrap(state.model)
     path: Path | None = None  # set once the run directory holds a true summary
+    logs: list[tensorboard.EpochLog] = []  # the TensorBoard log, when asked for
     rows: list[dict] = []
     summary: dict = {}
 
@@ -372,6 +375,8 @@ def _run(cfg: Config, signals: _Signals, runs_dir, data_dir, resume, progress, o
             if cfg.train.checkpoint:
                 runs.atomic_torch_save(checkpoint_of(st), path / runs.CHECKPOINT)
             runs.write_json(path / runs.SUMMARY, summary)
+        for log in logs:
+            log.epoch(row)
         if progress is not None:
             progress.epoch_end(row)
         if on_epoch is not None:
@@ -408,6 +413,8 @@ def _run(cfg: Config, signals: _Signals, runs_dir, data_dir, resume, progress, o
             runs.atomic_write(where / runs.CONFIG, dump_yaml(config_to_dict(cfg)))
             runs.write_json(where / runs.SUMMARY, summary)
             path = where
+            if cfg.train.tensorboard:
+                logs.append(hold.enter_context(contextlib.closing(tensorboard.EpochLog(where))))
         fit(
             state, data, pipeline, cfg.train, loss_fn, on_epoch=epoch_done,
             on_step=progress.step if progress is not None else None,

@@ -161,7 +161,12 @@ def training_lock(run: Path):
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            raise RunError(f"{run} is being trained by another process: stop it first, or wait") from None
+            try:
+                pid = read_json(Path(run) / SUMMARY).get("pid")
+            except RunError:
+                pid = None
+            who = f"process {pid}" if isinstance(pid, int) else "another process"
+            raise RunError(f"{run} is still being trained by {who}: stop it first, or wait") from None
         yield
     finally:
         os.close(fd)

@@ -1,6 +1,10 @@
 """The figures: what each draws (bars, error bars, lines, annotations, labels) and that save()
 writes a real PNG atomically."""
 
+import os
+import re
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 from matplotlib.image import imread
@@ -20,6 +24,16 @@ def test_save_writes_a_png(tmp_path):
     image = imread(path)
     assert image.ndim == 3 and image.shape[0] > 200 and image.shape[1] > 400
     assert list(tmp_path.iterdir()) == [path]  # no temp file left
+
+
+def test_save_renames_a_temp_file_into_place(tmp_path, monkeypatch):
+    replaced, real = [], os.replace
+    monkeypatch.setattr(os, "replace", lambda src, dst: replaced.append((Path(src), Path(dst))) or real(src, dst))
+    path = tmp_path / "curves.png"
+    figures.save(figures.learning_curves(pd.DataFrame({"epoch": [1], "train_loss": [1.0], "test_loss": [0.9], "train_acc": [0.5], "test_acc": [0.6]}), "x"), path)
+    ((src, dst),) = replaced
+    assert dst == path and src.parent == tmp_path and re.fullmatch(r"\.curves\.png\..+\.tmp", src.name)
+    assert not src.exists() and path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 def test_comparison_bars_heights_and_error_bars():

@@ -21,7 +21,7 @@ import pandas as pd
 import pytest
 import torch
 
-from cnnlab import runs
+from cnnlab import engine, runs
 from cnnlab.cli import main
 from cnnlab.config import load_config
 from cnnlab.errors import RunError
@@ -158,6 +158,40 @@ def test_a_run_interrupted_before_its_first_epoch_resumes_from_the_start(setup, 
     assert resumed.path == interrupted.path and check_files(resumed.path)["status"] == "completed"
     pd.testing.assert_frame_equal(metrics(resumed.path), reference.iloc[:2])
 
+
+def test_a_resume_trains_only_the_missing_epochs_and_keeps_the_rows_it_had(setup, tmp_path, monkeypatch):
+    root, reference = setup
+    short = run(load_config(root / "resume.yaml", ["train.epochs=2"]), runs_dir=tmp_path, data_dir=root / "data")
+    before = pd.read_csv(short.path / "metrics.csv")  # with the timings, which a retrained epoch would not repeat
+    trained, real = [], engine.train_epoch
+    monkeypatch.setattr(engine, "train_epoch", lambda state, *args, **kw: trained.append(state.epoch + 1) or real(state, *args, **kw))
+
+    resumed = run(load_config(root / "resume.yaml", ["train.epochs=4"]), resume=short.path)
+    assert trained == [3, 4]
+    after = pd.read_csv(short.path / "metrics.csv")
+    pd.testing.assert_frame_equal(after.iloc[:2], before, check_exact=True)
+    assert resumed.summary["train_seconds"] == pytest.approx(after["epoch_seconds"].sum())
+    pd.testing.assert_frame_equal(metrics(short.path), reference.iloc[:4])
+
+
+DROPOUT = """name: dropout
+seed: 5
+device: cpu
+dataset: {name: cifar10, download: false, train_subset: 64, test_subset: 40}
+transform: {normalize: none}
+model: {name: keras_cnn}
+optimizer: {name: rmsprop, lr: 0.001}
+train: {epochs: 3, batch_size: 32, threads: 1}
+"""
+
+
+def test_a_resumed_run_with_dropout_draws_the_masks_it_would_have_drawn(tiny_data, tmp_path):
+    """Dropout takes its masks from the global RNG: the checkpoint must bring its state back."""
+    (tmp_path / "dropout.yaml").write_text(DROPOUT)
+    whole = run(load_config(tmp_path / "dropout.yaml"), runs_dir=tmp_path / "whole", data_dir=tiny_data)
+    part = run(load_config(tmp_path / "dropout.yaml", ["train.epochs=1"]), runs_dir=tmp_path / "part", data_dir=tiny_data)
+    run(load_config(tmp_path / "dropout.yaml"), resume=part.path)
+    pd.testing.assert_frame_equal(metrics(part.path), metrics(whole.path), check_exact=True)
 
 # ---------------------------------------------------------------------------- atomic writes
 @pytest.fixture

@@ -5,6 +5,7 @@ import errno
 import json
 import os
 import shutil
+import struct
 import subprocess
 import sys
 from pathlib import Path
@@ -15,7 +16,7 @@ import pytest
 from cnnlab import runs
 from cnnlab.cli import split_args
 from cnnlab.config import load_config
-from cnnlab.errors import RunError
+from cnnlab.errors import ConfigError, RunError
 from cnnlab.experiment import run
 from cnnlab.studies.record import StudyRecord
 from fakedata import make_idx_dataset
@@ -40,7 +41,7 @@ def test_a_run_being_trained_cannot_be_resumed_by_a_second_process(setup):
     first = run(load_config(setup / "files.yaml", ["train.epochs=1"]), runs_dir=setup / "runs", data_dir=setup / "data")
     before = (first.path / "summary.json").read_text()
     with runs.training_lock(first.path):  # as the process training it holds it
-        with pytest.raises(RunError, match="is being trained by another process"):
+        with pytest.raises(RunError, match=f"is still being trained by process {os.getpid()}"):
             run(load_config(first.path / "config.yaml", ["train.epochs=2"]), resume=first.path)
     assert (first.path / "summary.json").read_text() == before  # the refused resume wrote nothing
     resumed = run(load_config(first.path / "config.yaml", ["train.epochs=2"]), resume=first.path)  # lock released
@@ -102,3 +103,34 @@ def test_config_paths_may_hold_an_equals_sign_and_spaces(tmp_path):
     path = str(folder / "my exp.yaml")
     assert split_args([path, "train.epochs=2"]) == (path, ["train.epochs=2"])
     assert load_config(path).name == "my_exp"  # the name comes from the file, made a valid run name
+
+
+def read_events(path: Path) -> list:
+    """The Event records of a TensorBoard event file (TFRecord framing: length, its CRC, data, CRC)."""
+    from tensorboardX.proto.event_pb2 import Event
+
+    data, events, i = path.read_bytes(), [], 0
+    while i < len(data):
+        (length,) = struct.unpack("<Q", data[i : i + 8])
+        events.append(Event.FromString(data[i + 12 : i + 12 + length]))
+        i += 12 + length + 4
+    return events
+
+
+def test_tensorboard_logs_every_epochs_metrics_into_the_run(setup):
+    pytest.importorskip("tensorboardX")
+    result = run(load_config(setup / "files.yaml", ["train.tensorboard=true"]), runs_dir=setup / "runs", data_dir=setup / "data")
+    (events_file,) = result.path.glob("events.out.tfevents.*")
+    logged = {(v.tag, e.step): v.simple_value for e in read_events(events_file) for v in e.summary.value}
+    table = pd.read_csv(result.path / "metrics.csv")
+    assert {tag for tag, _ in logged} >= {"loss/train", "loss/test", "accuracy/train", "accuracy/test", "lr"}
+    for row in table.to_dict("records"):
+        assert logged[("accuracy/test", row["epoch"])] == pytest.approx(row["test_acc"])
+        assert logged[("loss/train", row["epoch"])] == pytest.approx(row["train_loss"])
+
+
+def test_tensorboard_without_tensorboardx_is_refused_before_the_run_starts(setup, monkeypatch):
+    monkeypatch.setitem(sys.modules, "tensorboardX", None)  # as if not installed
+    with pytest.raises(ConfigError, match=r"pip install 'cnnlab\[tensorboard\]'"):
+        run(load_config(setup / "files.yaml", ["train.tensorboard=true"]), runs_dir=setup / "runs", data_dir=setup / "data")
+    assert not (setup / "runs").exists()

@@ -4,6 +4,7 @@ outcomes on the real data when it is present (slow)."""
 
 import io
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -15,12 +16,14 @@ import pandas as pd
 import pytest
 import torch
 
+from cnnlab import figures
 from cnnlab.cli import main
 from cnnlab.config import ShiftConfig, load_config
 from cnnlab.engine import evaluate, loss_function
 from cnnlab.errors import ConfigError
 from cnnlab.experiment import run
 from cnnlab.studies import compare, shift_sweep
+from cnnlab.studies.record import StudyRecord
 from cnnlab.studies.spec import resolve
 from cnnlab.transforms import Pipeline, make_permutation, normalize, permute_pixels, shift, to_float
 from conftest import ROOT, real_data
@@ -162,6 +165,18 @@ def test_a_failing_cell_marks_the_study_failed(tmp_path, capsys, monkeypatch):
     (study,) = (tmp_path / "runs").iterdir()
     summary = json.loads((study / "summary.json").read_text())
     assert summary["status"] == "failed" and "MNIST not found" in summary["error"] and summary["kind"] == "study"
+
+
+def test_every_file_of_a_study_is_renamed_into_place(tmp_path, monkeypatch):
+    replaced, real = [], os.replace
+    monkeypatch.setattr(os, "replace", lambda src, dst: replaced.append((Path(src), Path(dst))) or real(src, dst))
+    record = StudyRecord(tmp_path, "atomic", study="compare")
+    record.write_table("table", [{"model": "FC", "test_acc": 0.9}], "| model | test_acc |\n")
+    record.write_figure("accuracy.png", figures.learning_curves(pd.DataFrame({"epoch": [1], "train_loss": [1.0], "test_loss": [0.9], "train_acc": [0.5], "test_acc": [0.6]}), "x"))
+    record.update(status="completed")
+    assert {dst.name for _, dst in replaced} == set(os.listdir(record.path)) >= {"table.csv", "table.md", "accuracy.png", "summary.json"}
+    for src, dst in replaced:
+        assert src.parent == dst.parent == record.path and src.name.startswith(f".{dst.name}.") and src.name.endswith(".tmp")
 
 
 # ---------------------------------------------------------------------------- shift sweep
@@ -309,6 +324,19 @@ def test_show_and_runs_listing(fashion_run, tiny_data, tmp_path, capsys, monkeyp
     assert code == 1 and "not a run directory" in err
     code, out, err = cnnlab(capsys, monkeypatch, "runs", "--runs-dir", tmp_path, "--status", "dead")
     assert code == 0 and f"no runs with status dead in {tmp_path}" in " ".join(out.split())
+
+
+def test_runs_lists_newest_first_and_filters_by_dataset(tiny_data, tmp_path, capsys, monkeypatch):
+    # fashion_fc first: two runs started within the same second are ordered by name, which agrees
+    fast = ["device=cpu", "train.epochs=1", "train.max_steps=2"]
+    older = run(load_config(ROOT / "configs/fashion_fc.yaml", fast), runs_dir=tmp_path, data_dir=tiny_data)
+    newer = run(load_config(ROOT / "configs/mnist_fc.yaml", fast), runs_dir=tmp_path, data_dir=tiny_data)
+    code, out, err = cnnlab(capsys, monkeypatch, "runs", "--runs-dir", tmp_path, "--csv")
+    listing = pd.read_csv(io.StringIO(out))
+    assert code == 0, err
+    assert list(listing.id) == [newer.path.name, older.path.name] and list(listing.dataset) == ["mnist", "fashion-mnist"]
+    code, out, err = cnnlab(capsys, monkeypatch, "runs", "--runs-dir", tmp_path, "--dataset", "fashion-mnist", "--csv")
+    assert code == 0 and list(pd.read_csv(io.StringIO(out)).id) == [older.path.name]
 
 
 def test_show_and_runs_agree_on_a_killed_run(fashion_run, tmp_path, capsys, monkeypatch):

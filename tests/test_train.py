@@ -10,9 +10,10 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import torch
+import torch.nn.functional as F
 
 from cnnlab.config import load_config
-from cnnlab.experiment import run
+from cnnlab.experiment import build_optimizer, prepare_data, run
 from cnnlab.models import build_model
 from conftest import ROOT, real_data
 
@@ -73,6 +74,46 @@ def test_summary_command_shows_layers_and_rule(tmp_path):
     assert out.returncode == 0, out.stderr
     assert "Conv2d" in out.stdout and "6x24x24" in out.stdout and "6,422" in out.stdout
     assert "floor((28 + 2*0 - 5) / 1) + 1 = 24" in out.stdout
+
+
+def test_optimizer_takes_every_setting_of_the_config():
+    cfg = load_config(ROOT / "configs/cifar10_trashnet_fixed.yaml")
+    sgd = build_optimizer(cfg, build_model(cfg.model, (3, 32, 32), 10))
+    assert isinstance(sgd, torch.optim.SGD)
+    group = sgd.param_groups[0]
+    assert (group["lr"], group["momentum"], group["nesterov"], group["weight_decay"]) == (0.1, 0.9, True, 5e-4)
+
+    cfg = load_config(ROOT / "configs/cifar10_keras_cnn.yaml", ["optimizer.momentum=0.5", "optimizer.weight_decay=0.01"])
+    rmsprop = build_optimizer(cfg, build_model(cfg.model, (3, 32, 32), 10))
+    assert isinstance(rmsprop, torch.optim.RMSprop)
+    group = rmsprop.param_groups[0]
+    assert (group["lr"], group["alpha"], group["eps"], group["momentum"], group["weight_decay"]) == (1e-4, 0.9, 1e-7, 0.5, 0.01)
+
+
+@pytest.fixture(scope="module")
+def subset_run(tiny_data, tmp_path_factory):
+    """One epoch on the first 50 training and 30 test images, evaluated in batches of 16 (30 = 16 + 14)."""
+    overrides = ["device=cpu", "train.epochs=1", "train.threads=1", "dataset.train_subset=50", "dataset.test_subset=30", "train.eval_batch_size=16"]
+    cfg = load_config(ROOT / "configs/mnist_cnn.yaml", overrides)
+    return cfg, run(cfg, runs_dir=tmp_path_factory.mktemp("runs"), data_dir=tiny_data)
+
+
+def test_dataset_subsets_limit_both_splits(subset_run, tiny_data):
+    cfg, result = subset_run
+    assert result.summary["train_size"] == 50 and result.summary["test_size"] == 30
+    data, _, _ = prepare_data(cfg, torch.device("cpu"), tiny_data)
+    assert (len(data.x_train), len(data.y_train), len(data.x_test), len(data.y_test)) == (50, 50, 30, 30)
+
+
+def test_test_loss_and_accuracy_are_over_the_whole_test_split(subset_run, tiny_data):
+    cfg, result = subset_run
+    data, _, _ = prepare_data(cfg, torch.device("cpu"), tiny_data)
+    model = build_model(cfg.model, (1, 28, 28), 10)
+    model.load_state_dict(torch.load(result.path / "model.pt", weights_only=True))
+    with torch.no_grad():
+        out = model.eval()(data.x_test)
+    assert result.summary["test_loss"] == pytest.approx(F.cross_entropy(out, data.y_test).item(), rel=1e-5)
+    assert result.summary["test_acc"] == (out.argmax(1) == data.y_test).sum().item() / 30
 
 
 # ---------------------------------------------------------------------------- real data

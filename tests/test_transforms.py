@@ -190,6 +190,19 @@ def test_mixup_mixes_exactly_two_classes_per_row():
     assert torch.allclose(mixed.flatten(1), (soft @ torch.arange(10.0)).view(10, 1).expand(10, 4), atol=1e-5)
 
 
+def test_mixup_draws_lambda_from_beta_alpha_alpha():
+    def spread(alpha: float) -> float:
+        """Mean |lam - 0.5| over 200 mixups; lam read off the soft targets of one-hot rows (the
+        diagonal is lam where a row got another partner, 1 where it got itself)."""
+        g, x, y = gen(0), torch.zeros(10, 1, 1, 1), torch.eye(10)
+        lams = [float(mixup(x, y, alpha, 10, g)[1].diagonal().min()) for _ in range(200)]
+        return float(np.mean(np.abs(np.array(lams) - 0.5)))
+
+    assert spread(0.1) > 0.35  # U-shaped: lam near 0 or 1 (Beta(1, 1) would give 0.25)
+    assert spread(10.0) < 0.15  # peaked at 0.5
+    assert 0.2 < spread(1.0) < 0.3
+
+
 # ---------------------------------------------------------------------------- pipeline
 MNIST = dict(mean=[0.1307], std=[0.3081], image_shape=(1, 6, 6), seed=0, num_classes=10)
 CIFAR = dict(mean=[0.49, 0.48, 0.45], std=[0.25, 0.24, 0.26], image_shape=(3, 6, 6), seed=0, num_classes=10)

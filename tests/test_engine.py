@@ -1,0 +1,83 @@
+"""The training loop's pieces on hand-made tensors: evaluate() in eval mode, the shuffled data order,
+and the loss function."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from cnnlab import engine
+from cnnlab.config import KerasCNNModel, TrainConfig, TrashNetModel, TransformConfig
+from cnnlab.engine import Data, State, evaluate, loss_function, train_epoch
+from cnnlab.models import build_model
+from cnnlab.transforms import Pipeline
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Small tensors: a second thread only waits (and on a busy machine, a lot)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+# ---------------------------------------------------------------------------- evaluate
+@pytest.mark.parametrize("opts", [TrashNetModel(name="trashnet"), KerasCNNModel(name="keras_cnn")], ids=["batchnorm", "dropout"])
+def test_evaluate_runs_in_eval_mode_and_restores_the_training_flag(opts):
+    torch.manual_seed(0)
+    model = build_model(opts, (3, 32, 32), 10)
+    x, y = torch.randn(20, 3, 32, 32), torch.randint(0, 10, (20,))
+    loss_fn = loss_function("cross_entropy", 0.0)
+    with torch.no_grad():  # move BatchNorm's running statistics away from their initial 0 and 1
+        model(x + 1.0)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+
+    model.train()
+    first = evaluate(model, x, y, 7, loss_fn)
+    assert model.training
+    assert evaluate(model, x, y, 7, loss_fn) == first  # no dropout mask
+    assert evaluate(model, x, y, 1000, loss_fn) == pytest.approx(first, rel=1e-5)  # no batch statistics
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())  # running stats untouched
+
+    model.eval()
+    with torch.no_grad():
+        out = model(x)
+    assert evaluate(model, x, y, 7, loss_fn) == pytest.approx((F.cross_entropy(out, y).item(), (out.argmax(1) == y).float().mean().item()), rel=1e-5)
+    assert not model.training
+
+
+# ---------------------------------------------------------------------------- data order
+def epoch_orders(monkeypatch, seed: int, n: int = 50, epochs: int = 2) -> list[list[int]]:
+    """The training indices each epoch takes, step after step, for a data-order generator seeded with seed."""
+    taken: list[torch.Tensor] = []
+    real_take = engine.take
+    monkeypatch.setattr(engine, "take", lambda x, idx: taken.append(idx.clone()) or real_take(x, idx))
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(4, 3))
+    state = State(model, torch.optim.SGD(model.parameters(), lr=0.1), None, torch.Generator().manual_seed(seed), torch.Generator().manual_seed(1))
+    data = Data(torch.randn(n, 1, 2, 2), torch.randint(0, 3, (n,)), torch.randn(5, 1, 2, 2), torch.randint(0, 3, (5,)))
+    pipeline = Pipeline(TransformConfig(), [0.0], [1.0], (1, 2, 2), 0, 3)
+    orders = []
+    for _ in range(epochs):
+        taken.clear()
+        train_epoch(state, data, pipeline, TrainConfig(batch_size=8), loss_function("cross_entropy", 0.0))
+        assert [len(i) for i in taken] == [8] * 6 + [2]
+        orders.append(torch.cat(taken).tolist())
+    return orders
+
+
+def test_every_epoch_takes_a_fresh_seeded_permutation_of_the_training_split(monkeypatch):
+    first, second = epoch_orders(monkeypatch, seed=0)
+    assert sorted(first) == sorted(second) == list(range(50))  # every image once per epoch
+    assert first != list(range(50)) and first != second  # shuffled, and differently each epoch
+    assert epoch_orders(monkeypatch, seed=0) == [first, second]  # the generator decides the order
+    assert epoch_orders(monkeypatch, seed=1)[0] != first
+
+
+# ---------------------------------------------------------------------------- loss
+def test_label_smoothing_mixes_cross_entropy_with_the_uniform_target():
+    logits, y = torch.randn(16, 10, generator=torch.Generator().manual_seed(0)), torch.arange(16) % 10
+    log_p = logits.log_softmax(1)
+    nll = -log_p[torch.arange(16), y].mean()
+    uniform = -log_p.mean(1).mean()
+    assert loss_function("cross_entropy", 0.1)(logits, y).item() == pytest.approx((0.9 * nll + 0.1 * uniform).item(), rel=1e-6)
+    assert loss_function("cross_entropy", 0.0)(logits, y).item() == pytest.approx(nll.item(), rel=1e-6)
