@@ -33,12 +33,17 @@ RunsDir = typer.Option(None, "--runs-dir", help="Where run directories go. Defau
 Device = typer.Option(None, "--device", help="auto | cpu | cuda | cuda:N (overrides the config's device).")
 
 
-def split_args(args: list[str], what: str = "config file") -> tuple[str | None, list[str]]:
-    """[CONFIG] [KEY=VALUE ...] -> (config path or None, overrides). An existing file is a path even
-    with '=' in its name (exp/lr=0.1/mnist.yaml). what: the positional argument, for the error."""
+def positional_and_overrides(args: list[str]) -> tuple[list[str], list[str]]:
+    """Split arguments into positional ones and KEY=VALUE overrides. An existing file is positional
+    even with '=' in its path (exp/lr=0.1/mnist.yaml)."""
     is_path = [("=" not in a) or Path(a).is_file() for a in args]
-    paths = [a for a, p in zip(args, is_path) if p]
-    overrides = [a for a, p in zip(args, is_path) if not p]
+    return [a for a, p in zip(args, is_path) if p], [a for a, p in zip(args, is_path) if not p]
+
+
+def split_args(args: list[str], what: str = "config file") -> tuple[str | None, list[str]]:
+    """[CONFIG] [KEY=VALUE ...] -> (config path or None, overrides). what: the positional argument,
+    for the error when there are several."""
+    paths, overrides = positional_and_overrides(args)
     if len(paths) > 1:
         extra = paths[1]
         if what == "config file":  # name the one that is not a config

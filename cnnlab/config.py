@@ -180,7 +180,7 @@ class CosineSchedule(Strict):
 class OneCycleSchedule(Strict):
     name: Literal["onecycle"]  # linear warm-up to lr, then linear decay (start_ratio -> 1 -> end_ratio)
     pct_start: float = Field(0.25, gt=0, lt=1)
-    start_ratio: float = Field(0.0, ge=0, le=1)  # the first step's lr, as a fraction of lr
+    start_ratio: float = Field(0.0, ge=0, le=1)  # the lr the warm-up rises from, as a fraction of lr
     end_ratio: float = Field(0.0, ge=0, le=1)  # the lr the decay ends at, as a fraction of lr
 
 

@@ -117,8 +117,8 @@ def build_scheduler(cfg, optimizer, steps_per_epoch: int):
 
         def factor(step):
             peak = max(s.pct_start * total, 1)
-            if step < peak:
-                return s.start_ratio + (1 - s.start_ratio) * (step + 1) / peak
+            if step < peak:  # (the peak may fall between two steps: never above 1)
+                return s.start_ratio + (1 - s.start_ratio) * min((step + 1) / peak, 1.0)
             return s.end_ratio + (1 - s.end_ratio) * max(0.0, (total - step) / max(total - peak, 1))
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
@@ -226,18 +226,21 @@ def restore(state: State, ckpt: dict, path: Path) -> None:
         raise RunError(f"cannot resume from {path}: it does not fit this config ({type(e).__name__}: {runs._reason(e)})") from None
 
 
-def reopen(resume: str | Path, state: State, device: torch.device, checkpointed: bool = True) -> tuple[Path, list[dict], dict]:
-    """Restore state from a run directory's checkpoint: (path, metrics rows kept, summary)."""
+def reopen(resume: str | Path, state: State, device: torch.device, cfg: Config) -> tuple[Path, list[dict], dict]:
+    """Restore state from a run directory's checkpoint: (path, metrics rows kept, summary).
+    The caller holds the run's training lock, so no other process trains it meanwhile."""
     path = runs.open_run(resume)
     summary = runs.read_json(path / runs.SUMMARY)
-    if summary.get("status") == "running" and runs.owner_alive(summary) and summary.get("pid") != os.getpid():
-        raise RunError(f"{path} is still being trained by process {summary['pid']}: stop it first, or wait")
+    trained = load_config(path / runs.CONFIG)  # as it was trained: config.yaml is rewritten only after this
+    for section in ("optimizer", "schedule"):  # the checkpoint's optimizer state would override the change
+        if getattr(trained, section) != getattr(cfg, section):
+            raise RunError(f"cannot resume {path} with another {section}: its checkpoint holds the {section} it trained with; train a new run")
     for stale in path.glob(".*.tmp"):  # left by a process killed in the middle of a write
         stale.unlink(missing_ok=True)
     previous = runs.read_metrics(path)
     # The table is written before the checkpoint, so a write that failed in between (a full disk)
     # leaves rows past the checkpoint: they are dropped below. With no checkpoint at all, start afresh.
-    if (path / runs.CHECKPOINT).exists() or (len(previous) and not checkpointed):
+    if (path / runs.CHECKPOINT).exists() or (len(previous) and not trained.train.checkpoint):
         restore(state, load_checkpoint(path / runs.CHECKPOINT, device), path)
     rows = [r for r in previous.to_dict("records") if r["epoch"] <= state.epoch]
     return path, rows, summary
@@ -393,7 +396,7 @@ def _run(cfg: Config, signals: _Signals, runs_dir, data_dir, resume, progress, o
         with signals.deferred():  # a signal waits until the directory holds a true summary
             if resume is not None:
                 hold.enter_context(runs.training_lock(runs.open_run(resume)))
-                where, rows, summary = reopen(resume, state, device, cfg.train.checkpoint)
+                where, rows, summary = reopen(resume, state, device, cfg)
                 if cfg.train.epochs < state.epoch:  # refused before config.yaml is rewritten
                     raise RunError(
                         f"{where} already has {state.epoch} epochs; train.epochs={cfg.train.epochs} would not undo them: "

@@ -12,6 +12,8 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from cnnlab.runs import METRIC_COLUMNS
+
 # off a terminal (CI logs, pipes) rich would wrap tables at 80 columns
 console = Console(highlight=False, width=None if sys.stdout.isatty() else 120)
 
@@ -95,8 +97,7 @@ def table(rows: list[dict], columns: list[str] | None = None, title: str | None 
 
 
 def epochs_table(rows: list[dict]) -> Table:
-    cols = ["epoch", "train_loss", "train_acc", "test_loss", "test_acc", "epoch_seconds", "samples_per_sec"]
-    return table(rows, cols)
+    return table(rows, METRIC_COLUMNS)
 
 
 def markdown(rows: list[dict], columns: list[str] | None = None) -> str:

@@ -24,6 +24,8 @@ from cnnlab.errors import RunError
 
 CONFIG, METRICS, SUMMARY, MODEL, CHECKPOINT = "config.yaml", "metrics.csv", "summary.json", "model.pt", "checkpoint.pt"
 LOCK = ".lock"  # held (flock) by the process training the run
+# metrics.csv columns that `show`, `--resume` and the epoch tables rely on
+METRIC_COLUMNS = ["epoch", "train_loss", "train_acc", "test_loss", "test_acc", "epoch_seconds", "samples_per_sec"]
 
 
 def runs_root(cli_value: str | os.PathLike | None = None) -> Path:
@@ -199,8 +201,9 @@ def read_metrics(run: Path):
         table = pd.read_csv(path)
     except (ValueError, UnicodeDecodeError) as e:  # pandas' ParserError is a ValueError
         raise RunError(f"cannot read {path}: {_reason(e)}") from None
-    if "epoch" not in table.columns:
-        raise RunError(f"cannot read {path}: no 'epoch' column (a table cnnlab did not write?)")
+    missing = [c for c in METRIC_COLUMNS if c not in table.columns]
+    if missing:
+        raise RunError(f"cannot read {path}: no {', '.join(repr(c) for c in missing)} column (a table cnnlab did not write?)")
     return table
 
 

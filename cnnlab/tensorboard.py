@@ -6,6 +6,8 @@ directory name. metrics.csv stays the record; this is a view of it.
 
 from __future__ import annotations
 
+import os
+import time
 from pathlib import Path
 
 from cnnlab.errors import ConfigError
@@ -34,7 +36,9 @@ class EpochLog:
         require()
         from tensorboardX import SummaryWriter
 
-        self.writer = SummaryWriter(logdir=str(run_dir))
+        # tensorboardX names the file by the second: a resume within the same second would overwrite
+        # the first process's file without a suffix of its own
+        self.writer = SummaryWriter(logdir=str(run_dir), filename_suffix=f".{os.getpid()}.{time.time_ns()}")
 
     def epoch(self, row: dict) -> None:
         for key, tag in TAGS.items():

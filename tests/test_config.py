@@ -114,6 +114,27 @@ def test_name_defaults_to_file_stem(tmp_path):
     assert isinstance(load_config(path), Config)
 
 
+def rates_of(schedule: dict) -> list[float]:
+    """The rate each of 20 steps trains with (lr 0.1, 10 steps per epoch, 2 epochs)."""
+    cfg = config_from_dict({**BASE, "optimizer": {"name": "sgd", "lr": 0.1}, "schedule": schedule, "train": {"epochs": 2}})
+    optimizer = build_optimizer(cfg, torch.nn.Linear(2, 1))
+    scheduler = build_scheduler(cfg, optimizer, steps_per_epoch=10)
+    rates = []
+    for _ in range(20):
+        rates.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        scheduler.step()
+    return rates
+
+
+def test_onecycle_never_goes_above_the_peak_rate():
+    """A warm-up whose end falls between two steps (0.23 of 20 steps = 4.6) tops out at lr."""
+    rates = rates_of({"name": "onecycle", "pct_start": 0.23, "start_ratio": 0.2, "end_ratio": 0.07})
+    assert max(rates) == pytest.approx(0.1) and rates.index(max(rates)) == 4
+    assert rates[:5] == sorted(rates[:5]) and rates[4:] == sorted(rates[4:], reverse=True)
+    assert 0.007 < rates[-1] < 0.015  # the decay ends near end_ratio x lr (0.007 after the last step)
+
+
 @pytest.mark.parametrize(
     "schedule, expected",
     [  # lr 0.1, 10 steps per epoch, 2 epochs; the rate each of the steps 0, 5, 10, 19 trains with
@@ -126,13 +147,5 @@ def test_name_defaults_to_file_stem(tmp_path):
     ids=lambda v: v["name"] if isinstance(v, dict) else "",
 )
 def test_schedules_set_the_rate_of_every_step(schedule, expected):
-    cfg = config_from_dict({**BASE, "optimizer": {"name": "sgd", "lr": 0.1}, "schedule": schedule, "train": {"epochs": 2}})
-    model = torch.nn.Linear(2, 1)
-    optimizer = build_optimizer(cfg, model)
-    scheduler = build_scheduler(cfg, optimizer, steps_per_epoch=10)
-    rates = []
-    for step in range(20):
-        rates.append(optimizer.param_groups[0]["lr"])
-        optimizer.step()
-        scheduler.step()
+    rates = rates_of(schedule)
     assert [rates[i] for i in (0, 5, 10, 19)] == pytest.approx(expected)

@@ -190,8 +190,8 @@ CASES = [
     ("resume_a_file", ["train", "--resume", "{a_file}"], 1, "not a run directory"),
     ("resume_a_runs_file", ["train", "--resume", "{metrics_semicolons}/config.yaml"], 1, "is a file of a run: give its directory"),
     ("show_summary_not_an_object", ["show", "{summary_a_list}"], 1, "not a JSON object but a list"),
-    ("show_metrics_not_cnnlabs", ["show", "{metrics_semicolons}"], 1, "no 'epoch' column"),
-    ("resume_metrics_not_cnnlabs", ["train", "--resume", "{metrics_semicolons}", "--data-dir", "{good}"], 1, "no 'epoch' column"),
+    ("show_metrics_not_cnnlabs", ["show", "{metrics_semicolons}"], 1, "no 'epoch', 'train_loss'"),
+    ("resume_metrics_not_cnnlabs", ["train", "--resume", "{metrics_semicolons}", "--data-dir", "{good}"], 1, "no 'epoch', 'train_loss'"),
     # values torch or the dataset cannot take
     ("seed_too_large", [*OK_ARGS, "seed=99999999999999999999"], 2, "seed: Input should be less than"),
     ("normalize_one_channel", [*OK_ARGS, "transform.normalize={{mean: [0.1, 0.2], std: [0.3, 0.3]}}"], 2, "needs 1 mean/std value for mnist"),

@@ -7,6 +7,7 @@ import torch.nn.functional as F
 
 from cnnlab import config as C
 from cnnlab.config import config_from_dict, load_config
+from cnnlab.errors import ConfigError
 from cnnlab.engine import evaluate, predict
 from cnnlab.experiment import build_optimizer, resolve_device, setup
 from cnnlab.models import build_model
@@ -124,3 +125,9 @@ def test_fast_config_is_airbench_translated_to_a_mean_loss():
     assert cfg.optimizer.lr == pytest.approx(11.5 / kilostep * cfg.train.batch_size)
     assert cfg.optimizer.lr * cfg.optimizer.weight_decay == pytest.approx(0.0153 * 1024 / kilostep, rel=1e-3)
     assert (cfg.train.batch_size, cfg.optimizer.bn_lr_scale, cfg.loss.label_smoothing) == (1024, 64, 0.2)
+
+
+def test_more_groups_than_the_image_can_pool_is_one_config_error():
+    with pytest.raises(ConfigError, match="cannot take inputs of shape"):
+        build_model(C.FastNetModel(name="fastnet", widths=[8] * 5), CIFAR, 10)
+    assert torch.equal(fastnet().whiten.bias, torch.zeros(24))  # as airbench starts it

@@ -134,3 +134,43 @@ def test_tensorboard_without_tensorboardx_is_refused_before_the_run_starts(setup
     with pytest.raises(ConfigError, match=r"pip install 'cnnlab\[tensorboard\]'"):
         run(load_config(setup / "files.yaml", ["train.tensorboard=true"]), runs_dir=setup / "runs", data_dir=setup / "data")
     assert not (setup / "runs").exists()
+
+
+def test_a_run_trained_without_checkpoints_is_not_silently_retrained(setup):
+    first = run(load_config(setup / "files.yaml", ["train.epochs=1", "train.checkpoint=false"]), runs_dir=setup / "runs", data_dir=setup / "data")
+    with pytest.raises(RunError, match="checkpoint.pt does not exist"):  # even when the resume asks for checkpoints
+        run(load_config(first.path / "config.yaml", ["train.epochs=2", "train.checkpoint=true"]), resume=first.path)
+    assert list(pd.read_csv(first.path / "metrics.csv")["epoch"]) == [1]
+
+
+def test_a_resume_that_changes_the_optimizer_is_refused(setup):
+    first = run(load_config(setup / "files.yaml", ["train.epochs=1"]), runs_dir=setup / "runs", data_dir=setup / "data")
+    for change in ("optimizer.lr=0.5", "schedule={name: cosine}"):
+        with pytest.raises(RunError, match="with another (optimizer|schedule)"):
+            run(load_config(first.path / "config.yaml", ["train.epochs=2", change]), resume=first.path)
+    assert load_config(first.path / "config.yaml").optimizer.lr == 0.01  # config.yaml kept as trained
+
+
+def test_a_stale_running_summary_does_not_block_a_resume(setup):
+    """After a kill -9 the summary still says running, and its pid may belong to another process by
+    now: the free lock, not the pid, says nobody trains the run."""
+    first = run(load_config(setup / "files.yaml", ["train.epochs=1"]), runs_dir=setup / "runs", data_dir=setup / "data")
+    summary = json.loads((first.path / "summary.json").read_text())
+    (first.path / "summary.json").write_text(json.dumps({**summary, "status": "running", "pid": 1}))  # pid 1 lives
+    assert run(load_config(first.path / "config.yaml", ["train.epochs=2"]), resume=first.path).summary["epochs"] == 2
+
+
+def test_tensorboard_keeps_every_epoch_across_a_quick_resume(setup):
+    pytest.importorskip("tensorboardX")
+    first = run(load_config(setup / "files.yaml", ["train.epochs=1", "train.tensorboard=true"]), runs_dir=setup / "runs", data_dir=setup / "data")
+    run(load_config(first.path / "config.yaml", ["train.epochs=2"]), resume=first.path)  # within the same second
+    steps = {e.step for f in first.path.glob("events.out.tfevents.*") for e in read_events(f) if e.summary.value}
+    assert steps == {1, 2}
+
+
+def test_every_command_reads_existing_files_with_an_equals_sign_as_paths(tmp_path):
+    from cnnlab.cli import positional_and_overrides
+
+    config = tmp_path / "lr=0.1.yaml"
+    config.write_text("model: {name: fc}\n")
+    assert positional_and_overrides(["fc-vs-cnn", str(config), "train.epochs=2"]) == (["fc-vs-cnn", str(config)], ["train.epochs=2"])

@@ -197,6 +197,15 @@ def test_sweep_at_zero_is_the_plain_evaluation(fashion_run, tiny_data):
     assert len({r["test_loss"] for r in rows}) == 5  # the shifts change what the model sees
 
 
+def test_sweep_at_zero_uses_the_runs_test_time_augmentation(tiny_data, tmp_path):
+    cfg = load_config(ROOT / "configs" / "cifar10_fast.yaml", ["model.widths=[8,8,8]", "train.tta=flip", "device=cpu",
+                                                               "train.batch_size=64", "train.max_steps=2", "train.epochs=1"])
+    trained = run(cfg, runs_dir=tmp_path, data_dir=tiny_data)
+    t = shift_sweep.load_trained(trained.path)
+    (centre,) = shift_sweep.sweep(t, [(0, 0)], "roll", tiny_data)
+    assert centre["test_loss"] == pytest.approx(trained.summary["test_loss"], rel=1e-5)
+
+
 def test_shift_happens_before_normalization(fashion_run, tiny_data):
     t = shift_sweep.load_trained(fashion_run.path)
     train, test = shift_sweep.splits(t.cfg, tiny_data)

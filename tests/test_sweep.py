@@ -148,6 +148,20 @@ def test_results_average_over_seeds_best_first_and_best_yaml_is_the_best_trial(t
     assert shown.returncode == 0 and "96.00% ± 1.41" in shown.stdout and "(sweep), failed" in shown.stdout, shown.stderr
 
 
+def test_resuming_a_sweep_that_is_still_running_is_refused(tmp_path):
+    pytest.importorskip("ray")
+    from cnnlab import runs
+    from cnnlab.sweep import start
+
+    sweep = load_sweep(write_sweep(tmp_path / "s.yaml", seeds=[0], space={"optimizer.lr": [0.1]}))
+    sweep_dir = start(sweep, tmp_path / "runs")
+    before = (sweep_dir / "summary.json").read_text()
+    with runs.training_lock(sweep_dir):  # as the process running the sweep holds it
+        out = cnnlab("sweep", "--resume", sweep_dir)
+    assert out.returncode == 1 and f"still being trained by process {os.getpid()}" in out.stderr, out.stderr
+    assert (sweep_dir / "summary.json").read_text() == before  # its summary untouched
+
+
 def test_a_null_swept_value_can_be_the_best_point(tmp_path):
     """pandas groups a null as NaN: the null point must still find its trials for best.yaml."""
     from cnnlab.sweep import finish, start

@@ -10,16 +10,11 @@ from typing import Optional
 
 import typer
 
-from cnnlab.cli import CnnlabUsage, DataDir, Device, RunsDir, app
+from cnnlab.cli import CnnlabUsage, DataDir, Device, RunsDir, app, positional_and_overrides
 
 Epochs = typer.Option(None, "--epochs", min=1, help="Epochs for every trained model (overrides train.epochs).")
 Dataset = typer.Option(None, "--dataset", help="Run every member on this dataset: mnist | fashion-mnist | cifar10.")
 Address = typer.Option(None, "--address", help="Ray cluster address: run the cells there instead of one after another here.")
-
-
-def _split(args: list[str] | None) -> tuple[list[str], list[str]]:
-    args = args or []
-    return [a for a in args if "=" not in a], [a for a in args if "=" in a]
 
 
 def _slug(label: str) -> str:
@@ -58,7 +53,7 @@ def compare(
     from cnnlab.studies.record import StudyRecord
     from cnnlab.studies.spec import common_overrides, resolve
 
-    paths, overrides = _split(args)
+    paths, overrides = positional_and_overrides(args or [])
     if not paths:
         raise CnnlabUsage("missing STUDY or CONFIG files, e.g. cnnlab compare fc-vs-cnn --permute")
     spec, members = resolve(paths, common_overrides(epochs, dataset, device) + overrides)
@@ -127,7 +122,7 @@ def shift_sweep(
     from cnnlab.studies.record import StudyRecord
     from cnnlab.studies.spec import SweepSpec, common_overrides, load_study, resolve, study_file
 
-    paths, overrides = _split(args)
+    paths, overrides = positional_and_overrides(args or [])
     from_run = from_run or []
     if from_run and not paths:
         if overrides or epochs is not None or dataset is not None:

@@ -5,6 +5,7 @@ The sweep file is validated before Ray is imported; ray, torch and pandas load i
 
 from __future__ import annotations
 
+import contextlib
 import os
 from pathlib import Path
 from typing import Optional
@@ -33,7 +34,7 @@ def sweep(
     """
     from cnnlab import sweep as sweeps
     from cnnlab.data import DATA_DIR_ENV
-    from cnnlab.runs import SUMMARY, owner, read_json, runs_root
+    from cnnlab.runs import SUMMARY, owner, read_json, runs_root, training_lock
 
     if resume is not None:
         if args:
@@ -49,22 +50,26 @@ def sweep(
     from cnnlab.report import console, table
 
     require_ray("cnnlab sweep", optuna=spec.spec.method != "grid")
-    with session(address, "cnnlab sweep"):  # connect first: no sweep directory for an unreachable cluster
+    with contextlib.ExitStack() as hold:  # the sweep directory's lock: one process runs a sweep at a time
         if resume is not None:
-            path = Path(resume)
-            if data_dir is None and not os.environ.get(DATA_DIR_ENV):
-                data_dir = read_json(path / SUMMARY).get("data_dir")  # the one the sweep started with
-            sweeps.update_summary(path, status="running", error=None, **owner())
-        else:
-            path = sweeps.start(spec, runs_root(runs_dir), data_dir)
-        print(f"{spec.name}: {spec.describe()}\nsweep directory: {path}", flush=True)
-        try:
-            records = run_sweep(spec, path, data_dir=data_dir, resume=resume is not None)
-        except BaseException as e:
-            status = "interrupted" if isinstance(e, KeyboardInterrupt) else "failed"
-            sweeps.update_summary(path, status=status, error=str(e).splitlines()[0] if str(e) else type(e).__name__)
-            raise
-    outcome = sweeps.finish(spec, path, records)
+            hold.enter_context(training_lock(Path(resume)))
+        with session(address, "cnnlab sweep"):  # connect first: no sweep directory for an unreachable cluster
+            if resume is not None:
+                path = Path(resume)
+                if data_dir is None and not os.environ.get(DATA_DIR_ENV):
+                    data_dir = read_json(path / SUMMARY).get("data_dir")  # the one the sweep started with
+                sweeps.update_summary(path, status="running", error=None, **owner())
+            else:
+                path = sweeps.start(spec, runs_root(runs_dir), data_dir)
+                hold.enter_context(training_lock(path))
+            print(f"{spec.name}: {spec.describe()}\nsweep directory: {path}", flush=True)
+            try:
+                records = run_sweep(spec, path, data_dir=data_dir, resume=resume is not None)
+            except BaseException as e:
+                status = "interrupted" if isinstance(e, KeyboardInterrupt) else "failed"
+                sweeps.update_summary(path, status=status, error=str(e).splitlines()[0] if str(e) else type(e).__name__)
+                raise
+        outcome = sweeps.finish(spec, path, records)
 
     if outcome.points:
         console.print(table(sweeps.display_rows(spec, outcome.points), title=f"{spec.name}: {spec.metric}, best first"))

@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from cnnlab.models import register
+from cnnlab.models import flat_size, register
 
 WHITEN_EPS = 5e-4  # added to the patch covariance's eigenvalues before dividing by their square root
 
@@ -41,6 +41,7 @@ class FastNet(nn.Module):
         super().__init__()
         self.whiten = nn.Conv2d(in_channels, 2 * in_channels * 4, 2, bias=True)
         self.whiten.weight.requires_grad_(False)  # set from the data by init_from_data
+        nn.init.zeros_(self.whiten.bias)
         groups, c = [], self.whiten.out_channels
         for width in widths:
             groups.append(conv_group(c, width, bn_momentum))
@@ -70,4 +71,6 @@ class FastNet(nn.Module):
 
 @register("fastnet")
 def build_fastnet(opts, input_shape, num_classes):
-    return FastNet(input_shape[0], num_classes, list(opts.widths), opts.bn_momentum, opts.scale)
+    model = FastNet(input_shape[0], num_classes, list(opts.widths), opts.bn_momentum, opts.scale)
+    flat_size(nn.Sequential(model.whiten, model.body), input_shape)  # too many pools for the image: one error line
+    return model

@@ -84,7 +84,7 @@ def sweep(t: Trained, shifts: list[tuple[int, int]], mode: str, data_dir=None) -
     rows = []
     for dx, dy in shifts:
         x = prepare_shifted(t, train, images, dx, dy, mode)
-        loss, acc = evaluate(t.model, x, labels, t.cfg.train.eval_batch_size, loss_fn, t.cfg.train.amp)
+        loss, acc = evaluate(t.model, x, labels, t.cfg.train.eval_batch_size, loss_fn, t.cfg.train.amp, t.cfg.train.tta)
         rows.append({"model": t.label, "dx": dx, "dy": dy, "mode": mode, "test_acc": acc, "test_loss": loss})
     return rows
 
