@@ -27,7 +27,7 @@ import torch
 import cnnlab
 from cnnlab import runs, tensorboard
 from cnnlab.config import Config, config_to_dict, dump_yaml, load_config
-from cnnlab.data import DATA_DIR_ENV, load_dataset, resolve_data_dir
+from cnnlab.data import load_dataset, resolve_data_dir
 from cnnlab.engine import Data, State, fit, loss_function, steps_per_epoch
 from cnnlab.errors import ConfigError, RunError
 from cnnlab.flops import training_flops
@@ -353,8 +353,8 @@ def run(
 
 def _run(cfg: Config, signals: _Signals, runs_dir, data_dir, resume, progress, on_epoch, cpu_share) -> RunResult:
     device = resolve_device(cfg.device)
-    if resume is not None and data_dir is None and cfg.dataset.data_dir is None and not os.environ.get(DATA_DIR_ENV):
-        data_dir = runs.read_json(runs.open_run(resume) / runs.SUMMARY).get("data_dir")  # the data it trained on
+    if resume is not None and data_dir is None and cfg.dataset.data_dir is None:
+        data_dir = runs.trained_data_dir(runs.open_run(resume))
     if cfg.train.tensorboard:
         tensorboard.require()
     data, pipeline, state, loss_fn = setup(cfg, device, data_dir, cpu_share)

@@ -174,6 +174,14 @@ def training_lock(run: Path):
         os.close(fd)
 
 
+def trained_data_dir(path: Path) -> str | None:
+    """The data directory a run or sweep trained on, for its --resume: used while it still exists,
+    so that a $CNNLAB_DATA_DIR set for other work does not swap the data under a resumed run, and
+    the usual order (then $CNNLAB_DATA_DIR, then ./data) applies once it has moved."""
+    recorded = read_json(Path(path) / SUMMARY).get("data_dir")
+    return recorded if isinstance(recorded, str) and Path(recorded).is_dir() else None
+
+
 def read_json(path: Path) -> dict:
     """A JSON object (a run's summary); one RunError line for anything else."""
     try:

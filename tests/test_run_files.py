@@ -56,6 +56,14 @@ def test_resume_reads_the_data_from_cnnlab_data_dir_when_the_data_moved(setup, m
     assert resumed.summary["epochs"] == 2 and resumed.summary["data_dir"] == str(setup / "moved")
 
 
+def test_resume_keeps_the_runs_own_data_while_it_is_there(setup, monkeypatch):
+    first = run(load_config(setup / "files.yaml", ["train.epochs=1"]), runs_dir=setup / "runs", data_dir=setup / "data")
+    (setup / "other").mkdir()  # no MNIST there: a resume that read it would fail
+    monkeypatch.setenv("CNNLAB_DATA_DIR", str(setup / "other"))  # set for other work
+    resumed = run(load_config(first.path / "config.yaml", ["train.epochs=2"]), resume=first.path)
+    assert resumed.summary["data_dir"] == str(setup / "data")
+
+
 def test_a_disk_full_before_the_first_checkpoint_resumes_from_the_start(setup, monkeypatch):
     real = os.replace
 

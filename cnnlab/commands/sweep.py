@@ -6,7 +6,6 @@ The sweep file is validated before Ray is imported; ray, torch and pandas load i
 from __future__ import annotations
 
 import contextlib
-import os
 from pathlib import Path
 from typing import Optional
 
@@ -33,8 +32,7 @@ def sweep(
     Writes trials/, trials.csv, results.csv/.md, best.yaml and a figure; the last line is the sweep directory.
     """
     from cnnlab import sweep as sweeps
-    from cnnlab.data import DATA_DIR_ENV
-    from cnnlab.runs import SUMMARY, owner, read_json, runs_root, training_lock
+    from cnnlab.runs import owner, runs_root, trained_data_dir, training_lock
 
     if resume is not None:
         if args:
@@ -56,8 +54,7 @@ def sweep(
         with session(address, "cnnlab sweep"):  # connect first: no sweep directory for an unreachable cluster
             if resume is not None:
                 path = Path(resume)
-                if data_dir is None and not os.environ.get(DATA_DIR_ENV):
-                    data_dir = read_json(path / SUMMARY).get("data_dir")  # the one the sweep started with
+                data_dir = data_dir or trained_data_dir(path)
                 sweeps.update_summary(path, status="running", error=None, **owner())
             else:
                 path = sweeps.start(spec, runs_root(runs_dir), data_dir)
