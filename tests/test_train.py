@@ -116,6 +116,21 @@ def test_test_loss_and_accuracy_are_over_the_whole_test_split(subset_run, tiny_d
     assert result.summary["test_acc"] == (out.argmax(1) == data.y_test).sum().item() / 30
 
 
+@pytest.mark.parametrize("change,tolerance", [("train.channels_last=false", 1e-4), ("train.amp=bf16", 5e-2)], ids=["nchw", "bf16"])
+def test_memory_layout_and_bf16_train_the_same_model(tiny_data, tmp_path, change, tolerance):
+    """Channels-last (the default) against NCHW: the same numbers up to float rounding; bf16 autocast
+    on the CPU: the same training to bf16's precision."""
+    base = ["device=cpu", "train.epochs=2", "train.threads=1", "dataset.train_subset=128", "dataset.test_subset=64", "train.batch_size=32"]
+    plain, changed = (
+        pd.read_csv(run(load_config(ROOT / "configs/mnist_cnn.yaml", base + extra), runs_dir=tmp_path / str(i), data_dir=tiny_data).path / "metrics.csv")
+        for i, extra in enumerate([[], [change]])
+    )
+    for column in ("train_loss", "test_loss"):
+        assert changed[column].tolist() == pytest.approx(plain[column].tolist(), rel=tolerance)
+    if change == "train.amp=bf16":  # and autocast did change the arithmetic
+        assert changed["train_loss"].tolist() != plain["train_loss"].tolist()
+
+
 # ---------------------------------------------------------------------------- real data
 STUDY_THRESHOLDS = [
     ("mnist_cnn.yaml", 0.95),
