@@ -137,6 +137,7 @@ STUDY_THRESHOLDS = [
     ("mnist_fc.yaml", 0.87),
     ("lenet_modern.yaml", 0.990),
     ("lenet.yaml", 0.983),
+    ("mnist_fast.yaml", 0.990),  # 99% in one epoch of 59 steps
 ]
 
 
