@@ -223,7 +223,7 @@ def restore(state: State, ckpt: dict, path: Path) -> None:
         _set_rng_state(ckpt["rng"])
         state.epoch = int(ckpt["epoch"])
     except (KeyError, TypeError, ValueError, RuntimeError) as e:  # e.g. a model override that changes shapes
-        raise RunError(f"cannot resume from {path}: it does not fit this config ({type(e).__name__}: {runs._reason(e)})") from None
+        raise RunError(f"cannot resume from {path}: it does not fit this config ({type(e).__name__}: {runs.error_reason(e)})") from None
 
 
 def reopen(resume: str | Path, state: State, device: torch.device, cfg: Config) -> tuple[Path, list[dict], dict]:

@@ -79,9 +79,9 @@ def load_tensors(path: Path, device="cpu"):
             warnings.simplefilter("ignore")
             return torch.load(path, map_location=device, weights_only=True)
     except pickle.UnpicklingError as e:  # weights_only refuses anything but tensors and plain containers
-        raise RunError(f"refusing to load {path}: not a plain file of tensors ({_reason(e)})") from None
+        raise RunError(f"refusing to load {path}: not a plain file of tensors ({error_reason(e)})") from None
     except Exception as e:  # truncated, or not a torch file at all
-        raise RunError(f"cannot read {path}: {_reason(e)}") from None
+        raise RunError(f"cannot read {path}: {error_reason(e)}") from None
 
 
 def load_model_weights(model, run: Path, device="cpu"):
@@ -93,11 +93,11 @@ def load_model_weights(model, run: Path, device="cpu"):
     try:
         model.load_state_dict(state)
     except Exception as e:  # another model's weights (a different config or override)
-        raise RunError(f"{path} does not fit this config's model: {_reason(e)}") from None
+        raise RunError(f"{path} does not fit this config's model: {error_reason(e)}") from None
     return model
 
 
-def _reason(e: Exception) -> str:
+def error_reason(e: Exception) -> str:
     """The line of a torch error that says what is wrong, not its generic first lines (which suggest
     weights_only=False, or name the state_dict's class)."""
     generic = ("Error(s) in loading", "Weights only load failed", "Check the doc", "Please file")
@@ -208,7 +208,7 @@ def read_metrics(run: Path):
     try:
         table = pd.read_csv(path)
     except (ValueError, UnicodeDecodeError) as e:  # pandas' ParserError is a ValueError
-        raise RunError(f"cannot read {path}: {_reason(e)}") from None
+        raise RunError(f"cannot read {path}: {error_reason(e)}") from None
     missing = [c for c in METRIC_COLUMNS if c not in table.columns]
     if missing:
         raise RunError(f"cannot read {path}: no {', '.join(repr(c) for c in missing)} column (a table cnnlab did not write?)")
