@@ -353,8 +353,10 @@ def run(
 
 def _run(cfg: Config, signals: _Signals, runs_dir, data_dir, resume, progress, on_epoch, cpu_share) -> RunResult:
     device = resolve_device(cfg.device)
-    if resume is not None and data_dir is None and cfg.dataset.data_dir is None:
-        data_dir = runs.trained_data_dir(runs.open_run(resume))
+    if resume is not None and data_dir is None:  # the data the run trained on, unless an override moved it
+        stored = load_config(runs.open_run(resume) / runs.CONFIG).dataset.data_dir
+        if cfg.dataset.data_dir in (None, stored):  # (a relative dataset.data_dir would follow the cwd)
+            data_dir = runs.trained_data_dir(runs.open_run(resume))
     if cfg.train.tensorboard:
         tensorboard.require()
     data, pipeline, state, loss_fn = setup(cfg, device, data_dir, cpu_share)
@@ -377,6 +379,8 @@ def _run(cfg: Config, signals: _Signals, runs_dir, data_dir, resume, progress, o
             runs.atomic_torch_save(unwrap(st.model).state_dict(), path / runs.MODEL)
             if cfg.train.checkpoint:
                 runs.atomic_torch_save(checkpoint_of(st), path / runs.CHECKPOINT)
+            else:  # an older one (a resume that turned checkpoints off) would bring back earlier epochs
+                (path / runs.CHECKPOINT).unlink(missing_ok=True)
             runs.write_json(path / runs.SUMMARY, summary)
         for log in logs:
             log.epoch(row)

@@ -163,12 +163,11 @@ def training_lock(run: Path):
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            try:
-                pid = read_json(Path(run) / SUMMARY).get("pid")
-            except RunError:
-                pid = None
-            who = f"process {pid}" if isinstance(pid, int) else "another process"
+            holder = os.pread(fd, 32, 0).decode(errors="replace").strip()
+            who = f"process {holder}" if holder.isdigit() else "another process"
             raise RunError(f"{run} is still being trained by {who}: stop it first, or wait") from None
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode())  # who holds it, for the refusal above
         yield
     finally:
         os.close(fd)
@@ -241,10 +240,33 @@ def owner_alive(summary: dict) -> bool | None:
         return True
 
 
-def shown_status(summary: dict) -> str | None:
-    """summary's status, or 'dead' for a run marked running whose process is gone."""
+def lock_held(run: Path) -> bool | None:
+    """Whether a process holds the run's training lock; None when it has no lock file (a study, or a
+    run from an older cnnlab)."""
+    try:
+        fd = os.open(Path(run) / LOCK, os.O_RDONLY)
+    except OSError:
+        return None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        return False  # closing the file below lets the lock go again
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)
+
+
+def shown_status(summary: dict, path: Path | None = None) -> str | None:
+    """summary's status, or 'dead' for a directory marked running whose process is gone: on this host
+    its free training lock says so (a pid may be reused), else the pid when the summary has one."""
     status = summary.get("status")
-    return "dead" if status == "running" and owner_alive(summary) is False else status
+    if status != "running":
+        return status
+    if path is not None and summary.get("host") in (None, socket.gethostname()):
+        held = lock_held(path)
+        if held is not None:
+            return "running" if held else "dead"
+    return "dead" if owner_alive(summary) is False else status
 
 
 def list_runs(root: Path) -> list[dict]:
@@ -265,7 +287,7 @@ def list_runs(root: Path) -> list[dict]:
             continue  # a summary is always replaced whole, so this is some other file
         kind_file = path / ".kind"
         data.setdefault("kind", kind_file.read_text().strip() if kind_file.is_file() else "run")
-        data["status"] = shown_status(data)
+        data["status"] = shown_status(data, path)
         data["path"] = str(path)
         data["id"] = path.name
         out.append(data)

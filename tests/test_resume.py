@@ -214,7 +214,7 @@ def test_every_file_in_a_run_is_renamed_into_place(setup, tmp_path, replaces):
     root, _ = setup
     result = run(load_config(root / "resume.yaml", ["train.epochs=2"]), runs_dir=tmp_path, data_dir=root / "data")
     written = {dst.name for _, dst in replaces["calls"] if dst.parent == result.path}
-    files = set(os.listdir(result.path)) - {runs.LOCK}  # the training lock: an empty file, never data
+    files = set(os.listdir(result.path)) - {runs.LOCK}  # the training lock: the trainer's pid, never data
     assert written == files >= {"config.yaml", "metrics.csv", "summary.json", "model.pt", "checkpoint.pt"}
     for src, dst in replaces["calls"]:
         assert src.parent == dst.parent and src.name.startswith(f".{dst.name}.") and src.name.endswith(".tmp")

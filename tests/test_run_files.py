@@ -182,3 +182,37 @@ def test_every_command_reads_existing_files_with_an_equals_sign_as_paths(tmp_pat
     config = tmp_path / "lr=0.1.yaml"
     config.write_text("model: {name: fc}\n")
     assert positional_and_overrides(["fc-vs-cnn", str(config), "train.epochs=2"]) == (["fc-vs-cnn", str(config)], ["train.epochs=2"])
+
+
+def test_turning_checkpoints_off_on_resume_drops_the_old_checkpoint(setup):
+    first = run(load_config(setup / "files.yaml", ["train.epochs=2"]), runs_dir=setup / "runs", data_dir=setup / "data")
+    run(load_config(first.path / "config.yaml", ["train.epochs=4", "train.checkpoint=false"]), resume=first.path)
+    assert not (first.path / runs.CHECKPOINT).exists()  # it held epoch 2: a later resume would undo 3 and 4
+    with pytest.raises(RunError, match="does not exist"):
+        run(load_config(first.path / "config.yaml", ["train.epochs=5"]), resume=first.path)
+    assert list(pd.read_csv(first.path / "metrics.csv")["epoch"]) == [1, 2, 3, 4]
+
+
+def test_a_relative_data_dir_does_not_follow_the_working_directory_on_resume(setup, monkeypatch):
+    (setup / "w1").mkdir()
+    shutil.move(setup / "data", setup / "w1" / "data")
+    monkeypatch.chdir(setup / "w1")
+    first = run(load_config(setup / "files.yaml", ["train.epochs=1", "dataset.data_dir=data"]), runs_dir=setup / "runs")
+    (setup / "w2" / "data").mkdir(parents=True)  # a different (empty) data folder under the same relative name
+    monkeypatch.chdir(setup / "w2")
+    resumed = run(load_config(first.path / "config.yaml", ["train.epochs=2"]), resume=first.path)
+    assert resumed.summary["data_dir"] == str(setup / "w1" / "data")
+
+
+def test_the_lock_names_its_holder_and_tells_a_live_run_from_a_dead_one(setup):
+    first = run(load_config(setup / "files.yaml", ["train.epochs=1"]), runs_dir=setup / "runs", data_dir=setup / "data")
+    summary = json.loads((first.path / "summary.json").read_text())
+    summary = {k: v for k, v in summary.items() if k not in ("host", "pid")}  # as an edited or foreign summary
+    (first.path / "summary.json").write_text(json.dumps({**summary, "status": "running"}))
+    assert [r["status"] for r in runs.list_runs(setup / "runs")] == ["dead"]  # its lock is free
+    with runs.training_lock(first.path):
+        assert (first.path / runs.LOCK).read_text().strip() == str(os.getpid())
+        assert [r["status"] for r in runs.list_runs(setup / "runs")] == ["running"]
+        probe = subprocess.run([sys.executable, "-c", f"from cnnlab import runs\nwith runs.training_lock({str(first.path)!r}): pass"],
+                               capture_output=True, text=True)
+        assert f"still being trained by process {os.getpid()}" in probe.stderr

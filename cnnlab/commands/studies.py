@@ -211,7 +211,7 @@ def show(
     summary = runs.read_json(path / runs.SUMMARY) if (path / runs.SUMMARY).is_file() else {}
     if summary.get("kind") in ("study", "sweep"):
         what = summary.get("study") or summary["kind"]
-        console.print(f"{summary.get('name', path.name)} ({what}), {runs.shown_status(summary)}, started {summary.get('started_at')}")
+        console.print(f"{summary.get('name', path.name)} ({what}), {runs.shown_status(summary, path)}, started {summary.get('started_at')}")
         for table_md in ("table.md", "results.md"):  # a study's table, a sweep's points best first
             if (path / table_md).is_file():
                 console.print((path / table_md).read_text(), markup=False)
@@ -220,7 +220,7 @@ def show(
         return
     runs.open_run(path)
     cfg = read_yaml(path / runs.CONFIG)
-    console.print(table(_config_rows(cfg, summary), ["key", "value"], title=f"{path.name}"))
+    console.print(table(_config_rows(cfg, summary, path), ["key", "value"], title=f"{path.name}"))
     metrics = runs.read_metrics(path)
     if metrics.empty:
         raise RunError(f"{path} has no finished epoch yet: no epoch table or learning curves to show")
@@ -255,7 +255,7 @@ def _format(value, spec: str) -> str:
         return str(value)
 
 
-def _config_rows(cfg: dict, summary: dict) -> list[dict]:
+def _config_rows(cfg: dict, summary: dict, path: Path) -> list[dict]:
     """The settings that matter, transforms only where they differ from the defaults, then results."""
     from cnnlab import runs
     from cnnlab.config import TransformConfig
@@ -267,7 +267,7 @@ def _config_rows(cfg: dict, summary: dict) -> list[dict]:
     train = cfg.get("train") or {}
     reported = (summary.get("reported") or {}) if isinstance(summary.get("reported"), dict) else {}
     values = {
-        "name": cfg.get("name"), "status": runs.shown_status(summary), "dataset": (cfg.get("dataset") or {}).get("name"),
+        "name": cfg.get("name"), "status": runs.shown_status(summary, path), "dataset": (cfg.get("dataset") or {}).get("name"),
         "model": ", ".join(f"{k}={v}" for k, v in model.items()), "params": _format(summary.get("params", 0), ","),
         "transform": ", ".join(f"{k}={v}" for k, v in transform.items()) or "defaults",
         "optimizer": ", ".join(f"{k}={v}" for k, v in optimizer.items()),
