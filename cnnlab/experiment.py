@@ -9,11 +9,9 @@ from __future__ import annotations
 
 import contextlib
 import math
-import os
 import platform
 import random
 import signal
-import socket
 import subprocess
 import threading
 import time
@@ -141,8 +139,7 @@ def provenance(device: torch.device) -> dict:
         "cnnlab_version": cnnlab.__version__,
         "python_version": platform.python_version(),
         "git_commit": git_commit(),
-        "host": socket.gethostname(),
-        "pid": os.getpid(),
+        **runs.owner(),
         "threads": torch.get_num_threads(),
     }
 
@@ -226,12 +223,11 @@ def restore(state: State, ckpt: dict, path: Path) -> None:
         raise RunError(f"cannot resume from {path}: it does not fit this config ({type(e).__name__}: {runs.error_reason(e)})") from None
 
 
-def reopen(resume: str | Path, state: State, device: torch.device, cfg: Config) -> tuple[Path, list[dict], dict]:
-    """Restore state from a run directory's checkpoint: (path, metrics rows kept, summary).
+def reopen(path: Path, trained: Config, state: State, device: torch.device, cfg: Config) -> tuple[list[dict], dict]:
+    """Restore state from the checkpoint of the run at path, trained with `trained` (its config.yaml,
+    read before it is rewritten) and resumed with cfg: (metrics rows kept, summary).
     The caller holds the run's training lock, so no other process trains it meanwhile."""
-    path = runs.open_run(resume)
     summary = runs.read_json(path / runs.SUMMARY)
-    trained = load_config(path / runs.CONFIG)  # as it was trained: config.yaml is rewritten only after this
     for section in ("optimizer", "schedule"):  # the checkpoint's optimizer state would override the change
         if getattr(trained, section) != getattr(cfg, section):
             raise RunError(f"cannot resume {path} with another {section}: its checkpoint holds the {section} it trained with; train a new run")
@@ -243,7 +239,7 @@ def reopen(resume: str | Path, state: State, device: torch.device, cfg: Config) 
     if (path / runs.CHECKPOINT).exists() or (len(previous) and not trained.train.checkpoint):
         restore(state, load_checkpoint(path / runs.CHECKPOINT, device), path)
     rows = [r for r in previous.to_dict("records") if r["epoch"] <= state.epoch]
-    return path, rows, summary
+    return rows, summary
 
 
 # ---------------------------------------------------------------------------- signals
@@ -353,16 +349,18 @@ def run(
 
 def _run(cfg: Config, signals: _Signals, runs_dir, data_dir, resume, progress, on_epoch, cpu_share) -> RunResult:
     device = resolve_device(cfg.device)
-    if resume is not None and data_dir is None:  # the data the run trained on, unless an override moved it
-        stored = load_config(runs.open_run(resume) / runs.CONFIG).dataset.data_dir
-        if cfg.dataset.data_dir in (None, stored):  # (a relative dataset.data_dir would follow the cwd)
-            data_dir = runs.trained_data_dir(runs.open_run(resume))
+    if resume is not None:
+        resume = runs.open_run(resume)
+        trained = load_config(resume / runs.CONFIG)  # the config the run trained with
+        # the data it trained on, unless an override moves it (a relative dataset.data_dir would follow the cwd)
+        if data_dir is None and cfg.dataset.data_dir in (None, trained.dataset.data_dir):
+            data_dir = runs.trained_data_dir(resume)
     if cfg.train.tensorboard:
         tensorboard.require()
     data, pipeline, state, loss_fn = setup(cfg, device, data_dir, cpu_share)
     model = unwrap(state.model)
     path: Path | None = None  # set once the run directory holds a true summary
-    logs: list[tensorboard.EpochLog] = []  # the TensorBoard log, when asked for
+    log: tensorboard.EpochLog | None = None  # the TensorBoard log, when asked for
     rows: list[dict] = []
     summary: dict = {}
 
@@ -382,7 +380,7 @@ def _run(cfg: Config, signals: _Signals, runs_dir, data_dir, resume, progress, o
             else:  # an older one (a resume that turned checkpoints off) would bring back earlier epochs
                 (path / runs.CHECKPOINT).unlink(missing_ok=True)
             runs.write_json(path / runs.SUMMARY, summary)
-        for log in logs:
+        if log is not None:
             log.epoch(row)
         if progress is not None:
             progress.epoch_end(row)
@@ -399,8 +397,9 @@ def _run(cfg: Config, signals: _Signals, runs_dir, data_dir, resume, progress, o
     try:
         with signals.deferred():  # a signal waits until the directory holds a true summary
             if resume is not None:
-                hold.enter_context(runs.training_lock(runs.open_run(resume)))
-                where, rows, summary = reopen(resume, state, device, cfg)
+                where = resume
+                hold.enter_context(runs.training_lock(where))
+                rows, summary = reopen(where, trained, state, device, cfg)
                 if cfg.train.epochs < state.epoch:  # refused before config.yaml is rewritten
                     raise RunError(
                         f"{where} already has {state.epoch} epochs; train.epochs={cfg.train.epochs} would not undo them: "
@@ -421,7 +420,7 @@ def _run(cfg: Config, signals: _Signals, runs_dir, data_dir, resume, progress, o
             runs.write_json(where / runs.SUMMARY, summary)
             path = where
             if cfg.train.tensorboard:
-                logs.append(hold.enter_context(contextlib.closing(tensorboard.EpochLog(where))))
+                log = hold.enter_context(contextlib.closing(tensorboard.EpochLog(where)))
         fit(
             state, data, pipeline, cfg.train, loss_fn, on_epoch=epoch_done,
             on_step=progress.step if progress is not None else None,

@@ -105,12 +105,12 @@ def samples(
         raise CnnlabUsage(f"--split must be test or train, not {split!r}")
     base = read_yaml(config) if config is not None else {"name": "samples", "model": {"name": "fc"}}
     base.setdefault("name", config.stem if config is not None else "samples")
-    named = base.get("dataset", {}).get("name") if isinstance(base.get("dataset"), dict) else None
-    if config is not None and named not in (None, dataset):
-        raise ConfigError(f"{config} is a config for {named}, not {dataset}")
-    if not isinstance(base.get("dataset") or {}, dict):
-        raise ConfigError(f"{config}: dataset must be a section like {{name: {dataset}}}, not a {type(base['dataset']).__name__}")
-    base["dataset"] = {**(base.get("dataset") or {}), "name": dataset}
+    section = base.get("dataset") or {}
+    if not isinstance(section, dict):
+        raise ConfigError(f"{config}: dataset must be a section like {{name: {dataset}}}, not a {type(section).__name__}")
+    if config is not None and section.get("name") not in (None, dataset):
+        raise ConfigError(f"{config} is a config for {section['name']}, not {dataset}")
+    base["dataset"] = {**section, "name": dataset}
     cfg = config_from_dict(base, overrides, str(config or "samples"))
 
     images, labels, classes = S.sample_images(cfg, n, split, data_dir)
