@@ -60,6 +60,15 @@ def correct_count(out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     return (out.argmax(1) == labels).sum()
 
 
+def class_probabilities(out: torch.Tensor) -> torch.Tensor:
+    """(N, classes) probabilities from a model's outputs: softmax of logits, or [1 - p, p] for a
+    single sigmoid output (the toy model's output is already a probability)."""
+    out = out.float()
+    if out.shape[1] == 1:
+        return torch.cat([1 - out, out], dim=1)
+    return torch.softmax(out, dim=1)
+
+
 def autocast(device: torch.device, amp: str):
     """bf16 autocast on CUDA, and on CPUs (fast where they have bf16 instructions, e.g. AVX512-BF16, AMX)."""
     if amp == "bf16" and device.type in ("cuda", "cpu"):

@@ -96,7 +96,7 @@ def probability_heatmap(probs: np.ndarray, shifts: list[int], classes: list[str]
     ax.set_xticks(range(len(classes)), classes, rotation=35, ha="right")
     ax.set_yticks(range(len(shifts)), [str(s) for s in shifts])
     ax.set(ylabel="shift (pixels)", xlabel="class", title=title)
-    fig.colorbar(im, ax=ax, label="softmax probability")
+    fig.colorbar(im, ax=ax, label="class probability")
     return fig
 
 

@@ -4,8 +4,10 @@ Parameter counts of the configs' models, mixup keeping label mass, the article's
 run summary, and the toy's prediction redone by hand as the article does it."""
 
 import json
+from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 
@@ -127,6 +129,14 @@ def test_toy_trains_and_its_prediction_is_reproduced_by_hand(tmp_path, monkeypat
     code, out, err = cli(monkeypatch, capsys, "forward-check", "--run", result.path)
     assert code == 0, err
     assert f"prediction NumPy {hand[0]:.6f}" in out and f"prediction NumPy {hand[1]:.6f}" in out
+
+    # shift-sweep reads the single sigmoid output as P(class 1), not as one softmax logit
+    code, out, err = cli(monkeypatch, capsys, "shift-sweep", "--from-run", result.path, "--max-shift", "1",
+                         "--image-index", "1", "--runs-dir", tmp_path)
+    assert code == 0, err
+    probs = pd.read_csv(Path(out.strip().splitlines()[-1]) / "image_probs.csv")
+    centre = probs[(probs.dx == 0) & (probs.dy == 0)].iloc[0]
+    assert np.isclose(centre["1"], hand[1], atol=1e-5) and np.isclose(centre["0"], 1 - hand[1], atol=1e-5)
 
 
 # ---------------------------------------------------------------------------- real data

@@ -19,7 +19,7 @@ import torch
 from cnnlab import runs
 from cnnlab.config import DATASET_CLASSES, DATASET_SHAPES, Config, ShiftConfig, load_config
 from cnnlab.data import Split, load_dataset, resolve_data_dir
-from cnnlab.engine import evaluate, loss_function
+from cnnlab.engine import class_probabilities, evaluate, loss_function
 from cnnlab.errors import ConfigError
 from cnnlab.experiment import resolve_device
 from cnnlab.models import build_model
@@ -100,10 +100,10 @@ def pick_image(cfg: Config, index: int, split: str, data_dir=None) -> tuple[torc
 
 @torch.inference_mode()
 def image_probabilities(t: Trained, image: torch.Tensor, shifts: list[tuple[int, int]], mode: str, data_dir=None) -> np.ndarray:
-    """Softmax probability of every class (columns) at every shift (rows) for one image."""
+    """Probability of every class (columns) at every shift (rows) for one image."""
     train, _ = splits(t.cfg, data_dir)
     x = torch.cat([prepare_shifted(t, train, image, dx, dy, mode) for dx, dy in shifts])
-    return torch.softmax(t.model(x).float(), dim=1).cpu().numpy()
+    return class_probabilities(t.model(x)).cpu().numpy()
 
 
 def accuracy_table(rows: list[dict], axis: str) -> list[dict]:
