@@ -261,6 +261,10 @@ class Config(Strict):
         if isinstance(norm, MeanStd) and len(norm.mean) not in (1, c):
             values = "1 mean/std value" if c == 1 else f"1 or {c} mean/std values"
             raise ValueError(f"transform.normalize needs {values} for {self.dataset.name}")
+        if self.train.tta != "none" and self.transform.permute:
+            # the test images are already scrambled: a flipped or moved copy of them is an image
+            # the model never saw (training flips before permuting)
+            raise ValueError("train.tta flips and moves images, which transform.permute has scrambled: use one or the other")
         if self.model.name == "toy" or self.loss.name == "bce":
             if not (self.model.name == "toy" and self.loss.name == "bce"):
                 raise ValueError("loss bce goes with model toy (a single sigmoid output) and only with it")

@@ -88,6 +88,13 @@ def test_shift_limit_depends_on_the_dataset():
     error_of(["transform.shift.dx=28"])
 
 
+def test_test_time_augmentation_refuses_permuted_pixels():
+    config_from_dict(BASE, ["train.tta=flip"])
+    config_from_dict(BASE, ["transform.permute=true"])
+    for tta in ("flip", "flip_translate"):
+        assert "transform.permute" in error_of(["transform.permute=true", f"train.tta={tta}"])
+
+
 def test_file_errors(tmp_path):
     cases = {"missing.yaml": None, "empty.yaml": "", "list.yaml": "- a\n- b\n", "bad.yaml": "name: [unclosed\n"}
     for name, text in cases.items():
