@@ -172,6 +172,21 @@ def test_bench_quick_prints_a_table_and_appends_the_csv(tiny_data, tmp_path):
     assert list(results["budget"]) == ["1 epoch", "5 steps", "1 epoch"]
 
 
+def test_an_unreadable_results_file_is_refused_before_measuring_and_never_loses_rows(tmp_path):
+    from cnnlab.commands.bench import append_results
+
+    results = tmp_path / "bench" / "results.csv"
+    results.parent.mkdir()
+    results.write_text("a,b\n1,2\n3,4,5\n")  # a hand-edited file pandas cannot parse
+    out = cnnlab("bench", "--quick", "--cases", "fc", "--runs-dir", tmp_path, "--data-dir", tmp_path / "no-data")
+    assert out.returncode == 1 and "move it aside" in out.stderr and "Traceback" not in out.stderr
+    assert len(out.stderr.strip().splitlines()) == 1 and "fc:" not in out.stdout  # nothing was measured
+    # unreadable only by the time the rows are written: they go to a file beside it
+    written = append_results(results, [{"time": "2026-11-26T03:00:00+00:00", "case": "fc"}])
+    assert written != results and pd.read_csv(written)["case"].tolist() == ["fc"]
+    assert results.read_text() == "a,b\n1,2\n3,4,5\n"
+
+
 def test_bench_rejects_an_unknown_case(tmp_path):
     out = cnnlab("bench", "--cases", "fc,resnet50", "--runs-dir", tmp_path)
     assert out.returncode == 2 and "unknown bench case" in out.stderr and "Traceback" not in out.stderr

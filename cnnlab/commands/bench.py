@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Optional
 
@@ -52,14 +53,36 @@ def machine_row(r: dict) -> dict:
     }
 
 
-def append_results(path: Path, rows: list[dict]) -> None:
-    """Add rows to the CSV (rewritten whole and atomically; columns are the union of old and new)."""
+def read_results(path: Path) -> list[dict]:
+    """The rows already in the results CSV ([] when there is none); RunError when it is unreadable."""
     import pandas as pd
 
+    from cnnlab.errors import RunError
+    from cnnlab.runs import error_reason
+
+    if not path.is_file() or not path.stat().st_size:
+        return []
+    try:
+        return pd.read_csv(path).to_dict("records")
+    except (OSError, ValueError, UnicodeDecodeError) as e:  # pandas' ParserError is a ValueError
+        raise RunError(f"cannot read {path} ({error_reason(e)}); move it aside and run cnnlab bench again") from None
+
+
+def append_results(path: Path, rows: list[dict]) -> Path:
+    """Add rows to the CSV (rewritten whole and atomically; columns are the union of old and new).
+    Should the CSV have become unreadable while measuring, the rows go to a new file beside it
+    rather than being lost. Returns the file written."""
+    from cnnlab.errors import RunError
     from cnnlab.runs import write_table
 
-    old = pd.read_csv(path).to_dict("records") if path.is_file() and path.stat().st_size else []
+    try:
+        old = read_results(path)
+    except RunError as e:
+        path = path.with_name(f"{path.stem}-{rows[0]['time'] if rows else 'new'}.csv".replace(":", ""))
+        print(f"{e}; this run's rows are in {path}", file=sys.stderr)
+        old = []
     write_table(path, old + rows)
+    return path
 
 
 @app.command()
@@ -83,6 +106,7 @@ def bench(
     from cnnlab.runs import ensure_dir, runs_root, utc_now
 
     out_dir = ensure_dir(runs_root(runs_dir) / "bench", "bench results directory")  # before minutes of measuring
+    read_results(out_dir / RESULTS)  # an unreadable results file is refused before measuring, too
     names = [c for c in (cases or "").replace(",", " ").split() if c] or list(QUICK_CASES if quick else DEFAULT_CASES)
     repeats = repeats or (1 if quick else 3)
 
