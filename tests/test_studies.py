@@ -127,6 +127,18 @@ def test_reading_sentence_from_numbers():
     assert compare.reading(table[~table.permuted]) == "Mean of 2 seeds: CNN beats FC by 7.0 points."
 
 
+def test_shift_reading_names_the_model_that_loses_least_not_the_most_accurate():
+    accs = {"FC": (0.653, 0.628), "CNN": (0.80, 0.784), "CNN+aug": (0.437, 0.443)}  # centred, shifted by 1 px
+    rows = [
+        {"model": m, "dx": dx, "dy": 0, "test_acc": centred if dx == 0 else shifted}
+        for m, (centred, shifted) in accs.items() for dx in (-1, 0, 1)
+    ]
+    assert shift_sweep.reading(rows, "x", "zero") == (
+        "Shifted by 1 px along x (mean of both directions, zero), FC from 65.3% to 62.8% (-2.5 points), "
+        "CNN from 80.0% to 78.4% (-1.6 points), CNN+aug from 43.7% to 44.3% (+0.6 points); CNN+aug loses the least at 1 px."
+    )
+
+
 def test_named_study_lookup_user_study_and_errors(tmp_path, monkeypatch):
     studies = tmp_path / "configs" / "studies"
     studies.mkdir(parents=True)

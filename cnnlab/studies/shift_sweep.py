@@ -135,15 +135,16 @@ def reading(rows: list[dict], axis: str, mode: str) -> str:
         best = df.sort_values("test_acc", ascending=False).iloc[0]
         return f"Only the centred images were evaluated; {best.model} is best at {best.test_acc:.1%}."
     away = {"x": [(s, 0), (-s, 0)], "y": [(0, s), (0, -s)], "both": [(s, 0), (-s, 0), (0, s), (0, -s)]}[axis]
-    parts, shifted = [], {}
+    parts, change = [], {}  # change: shifted minus centred accuracy
     for model, g in df.groupby("model", sort=False):
         acc = {(r.dx, r.dy): r.test_acc for r in g.itertuples()}
-        centred, shifted[model] = acc[0, 0], float(np.mean([acc[o] for o in away]))
-        parts.append(f"{model} from {centred:.1%} to {shifted[model]:.1%} ({100 * (shifted[model] - centred):+.1f} points)")
+        centred, shifted = acc[0, 0], float(np.mean([acc[o] for o in away]))
+        change[model] = shifted - centred
+        parts.append(f"{model} from {centred:.1%} to {shifted:.1%} ({100 * change[model]:+.1f} points)")
     where = {"x": "along x (mean of both directions", "y": "along y (mean of both directions", "both": "along x or y (mean of the four directions"}[axis]
-    best = max(shifted, key=shifted.get)
+    best = max(change, key=change.get)
     text = f"Shifted by {s} px {where}, {mode}), " + ", ".join(parts)
-    return text + (f"; {best} holds up best at {s} px." if len(shifted) > 1 else ".")
+    return text + (f"; {best} loses the least at {s} px." if len(change) > 1 else ".")
 
 
 def _ranges(values: list[int]) -> str:
