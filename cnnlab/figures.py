@@ -35,7 +35,8 @@ def comparison_bars(table, title: str) -> Figure:
     for i, permuted in enumerate(conditions):
         rows = table[table["permuted"] == permuted].set_index("model").reindex(models)
         x = np.arange(len(models)) + (i - (len(conditions) - 1) / 2) * width
-        mean, std = 100 * rows["test_acc_mean"].to_numpy(), 100 * rows["test_acc_std"].to_numpy()
+        mean = 100 * rows["test_acc_mean"].to_numpy()
+        std = np.nan_to_num(100 * rows["test_acc_std"].to_numpy())  # one seed: no error bar
         ax.bar(x, mean, width, yerr=std, capsize=4, label="permuted pixels" if permuted else "ordered pixels",
                color="tab:orange" if permuted else "tab:blue")
         for xi, m, sd in zip(x, mean, std):

@@ -9,6 +9,7 @@ import re
 import shutil
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -125,6 +126,17 @@ def test_reading_sentence_from_numbers():
         "CNN loses 13.0 points, so there FC beats CNN by 6.1 points."
     )
     assert compare.reading(table[~table.permuted]) == "Mean of 2 seeds: CNN beats FC by 7.0 points."
+
+
+def test_one_seed_has_no_spread_rather_than_zero_spread(tmp_path):
+    rows = [{"model": "FC", "permuted": False, "seed": 0, "params": 1, "test_acc": 0.88, "train_seconds": 1.0}]
+    table = compare.summarize(rows)
+    assert np.isnan(table.test_acc_std.iloc[0])
+    assert compare.display_rows(table)[0]["test accuracy (± std)"] == "88.00% ± -"
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a NaN error bar or label position warns
+        figures.save(figures.comparison_bars(table, "one seed"), tmp_path / "a.png")
+    assert (tmp_path / "a.png").stat().st_size > 0
 
 
 def test_shift_reading_names_the_model_that_loses_least_not_the_most_accurate():

@@ -46,7 +46,8 @@ def cell_row(cell: Cell, result) -> dict:
 
 
 def summarize(cell_rows: list[dict]):
-    """One row per model x condition, in the members' order: mean and std (ddof 1) over the seeds."""
+    """One row per model x condition, in the members' order: mean and std (ddof 1) over the seeds
+    (NaN for one seed: its spread is unknown, not zero)."""
     import pandas as pd
 
     df = pd.DataFrame(cell_rows)
@@ -56,7 +57,6 @@ def summarize(cell_rows: list[dict]):
              test_acc_std=("test_acc", "std"), train_seconds=("train_seconds", "mean"))
         .reset_index()
     )
-    table["test_acc_std"] = table["test_acc_std"].fillna(0.0)  # one seed: no spread to show
     return table[TABLE_COLUMNS]
 
 
@@ -65,7 +65,8 @@ def display_rows(table) -> list[dict]:
     return [
         {
             "model": r.model, "params": f"{r.params:,}", "permuted": "yes" if r.permuted else "no", "seeds": r.seeds,
-            "test accuracy (± std)": f"{r.test_acc_mean:.2%} ± {100 * r.test_acc_std:.2f}", "train s": f"{r.train_seconds:.1f}",
+            "test accuracy (± std)": f"{r.test_acc_mean:.2%} ± {'-' if r.test_acc_std != r.test_acc_std else f'{100 * r.test_acc_std:.2f}'}",
+            "train s": f"{r.train_seconds:.1f}",
         }
         for r in table.itertuples()
     ]
