@@ -242,6 +242,23 @@ def test_small_steps_train_on_one_thread_unless_told():
     assert threads("mnist_cnn", "train.threads=3", share=1) == 3
 
 
+def test_the_reference_loads_no_batch_past_its_step_budget():
+    fetched = []
+
+    def loader():  # a DataLoader's iteration: each batch is loaded and transformed when asked for
+        for i in range(10):
+            fetched.append(i)
+            yield torch.randn(4, 3), torch.randint(0, 2, (4,))
+
+    model = nn.Linear(3, 2)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    reference.train_epoch(model, optimizer, None, loader(), nn.functional.cross_entropy, torch.device("cpu"), max_steps=5)
+    assert fetched == [0, 1, 2, 3, 4]
+    fetched.clear()
+    reference.train_epoch(model, optimizer, None, loader(), nn.functional.cross_entropy, torch.device("cpu"))
+    assert len(fetched) == 10
+
+
 def test_the_reference_runs_study_a_cnn_as_written_with_cnnlabs_weights():
     opts = load_config(ROOT / "configs" / "mnist_cnn.yaml").model
     torch.manual_seed(0)

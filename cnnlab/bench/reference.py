@@ -10,6 +10,7 @@ HWC array, then the transform.
 
 from __future__ import annotations
 
+import itertools
 import time
 
 import torch
@@ -105,9 +106,9 @@ def train_epoch(model, optimizer, scheduler, loader, loss_fn, device, max_steps:
     """The tutorial's `train(epoch)`, plus the per-batch scheduler step a schedule needs. Returns seconds."""
     model.train()
     t0 = time.perf_counter()
-    for batch_idx, (data, target) in enumerate(loader):
-        if max_steps is not None and batch_idx >= max_steps:
-            break
+    # islice stops before fetching a batch past max_steps (a `break` inside the loop would load
+    # and transform one more batch on the clock)
+    for batch_idx, (data, target) in enumerate(itertools.islice(loader, max_steps)):
         data, target = data.to(device), target.to(device)
         optimizer.zero_grad()
         output = model(data)
