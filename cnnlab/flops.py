@@ -67,8 +67,8 @@ def count_layers(model: nn.Module, input_shape: tuple[int, ...]) -> list[LayerFl
     def hook(module, args, output):
         inp = args[0]
         fwd, matmul = _forward_flops(module, inp, output)
-        if matmul:  # weight gradient always; input gradient only when something upstream learns
-            bwd = fwd * (2 if inp.requires_grad else 1)
+        if matmul:  # weight gradient when the layer learns; input gradient when something upstream does
+            bwd = fwd * (int(module.weight.requires_grad) + int(inp.requires_grad))
         else:
             bwd = fwd
         rows.append(LayerFlops(names[module], type(module).__name__, fwd, bwd))

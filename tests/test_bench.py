@@ -55,7 +55,9 @@ def test_a_layer_behind_a_learned_one_pays_for_its_input_gradient():
 
 
 @pytest.mark.parametrize(
-    "config, shape", [("mnist_fc", (1, 28, 28)), ("mnist_cnn", (1, 28, 28)), ("lenet", (1, 28, 28)), ("cifar10_trashnet", (3, 32, 32))]
+    "config, shape",
+    [("mnist_fc", (1, 28, 28)), ("mnist_cnn", (1, 28, 28)), ("lenet", (1, 28, 28)), ("cifar10_trashnet", (3, 32, 32)),
+     ("mnist_fast", (1, 28, 28)), ("cifar10_fast", (3, 32, 32))],  # fastnet: a frozen first layer
 )
 def test_matrix_product_flops_agree_with_torchs_counter(config, shape):
     """torch's FlopCounterMode counts convolutions and matrix products of a real forward + backward."""
