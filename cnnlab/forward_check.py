@@ -26,7 +26,10 @@ TOLERANCE = 1e-4  # largest absolute difference from PyTorch accepted per layer
 
 
 class NotCovered(CnnlabError):
-    """The model holds a layer (or a layer option) the NumPy recomputation does not implement."""
+    """The model holds a layer (or a layer option) the NumPy recomputation does not implement.
+    Exit 2, as a usage error: exit 1 is kept for a layer that differs."""
+
+    exit_code = 2
 
 
 @dataclass
