@@ -137,8 +137,10 @@ def list_runs(
 ):
     """List runs, studies and sweeps, newest first."""
     from cnnlab.report import console, table
-    from cnnlab.runs import list_runs as find, runs_root
+    from cnnlab.runs import STATUSES, list_runs as find, runs_root
 
+    if status is not None and status not in STATUSES:
+        raise CnnlabUsage(f"unknown --status {status!r}; valid: {', '.join(STATUSES)}")
     rows = find(runs_root(runs_dir))
     want = {"dataset": dataset, "model": model, "status": status}
     # a study lists its members' datasets and models comma-separated ("fc,cnn"): any one matches
@@ -150,7 +152,7 @@ def list_runs(
         print(pd.DataFrame(rows, columns=cols).to_csv(index=False), end="")
     else:
         filters = ", ".join(f"{k} {v}" for k, v in want.items() if v is not None)
-        console.print(table(rows, cols) if rows else f"no runs{f' with {filters}' if filters else ''} in {runs_root(runs_dir)}")
+        console.print(table(rows, cols, whole=("id",)) if rows else f"no runs{f' with {filters}' if filters else ''} in {runs_root(runs_dir)}")
 
 
 # Commands beside their code (studies, bench, sweeps, ...) register on `app` when imported.

@@ -5,6 +5,7 @@ Progress is a rich bar on a terminal and one plain line per epoch otherwise (CI 
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 
@@ -15,7 +16,8 @@ from rich.table import Table
 from cnnlab.runs import METRIC_COLUMNS
 
 # off a terminal (CI logs, pipes) rich would wrap tables at 80 columns
-console = Console(highlight=False, width=None if sys.stdout.isatty() else 120)
+# a pipe gets 120 columns unless $COLUMNS says otherwise (rich reads it when width is None)
+console = Console(highlight=False, width=None if sys.stdout.isatty() or os.environ.get("COLUMNS") else 120)
 
 # how each metrics column is shown
 FORMATS = {
@@ -86,13 +88,16 @@ class ConsoleProgress:
             self._bar = None
 
 
-def table(rows: list[dict], columns: list[str] | None = None, title: str | None = None) -> Table:
+def table(rows: list[dict], columns: list[str] | None = None, title: str | None = None, whole: tuple[str, ...] = ()) -> Table:
+    """A rich table of rows; the `whole` columns (a run id to copy) are never cut or wrapped."""
     columns = columns or (list(rows[0]) if rows else [])
+    cells = [[fmt(c, r.get(c)) for c in columns] for r in rows]
     t = Table(title=title, title_justify="left")
-    for c in columns:
-        t.add_column(c, justify="left" if c in ("model", "name", "id", "kind", "status", "dataset", "config", "key", "value") else "right")
-    for r in rows:
-        t.add_row(*(fmt(c, r.get(c)) for c in columns))
+    for i, c in enumerate(columns):
+        keep = {"no_wrap": True, "min_width": max(len(row[i]) for row in cells)} if c in whole and cells else {}
+        t.add_column(c, justify="left" if c in ("model", "name", "id", "kind", "status", "dataset", "config", "key", "value") else "right", **keep)
+    for row in cells:
+        t.add_row(*row)
     return t
 
 

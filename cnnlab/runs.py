@@ -256,6 +256,9 @@ def lock_held(run: Path) -> bool | None:
         os.close(fd)
 
 
+STATUSES = ("running", "completed", "failed", "interrupted", "dead")  # dead: marked running, process gone
+
+
 def shown_status(summary: dict, path: Path | None = None) -> str | None:
     """summary's status, or 'dead' for a directory marked running whose process is gone: on this host
     its free training lock says so (a pid may be reused), else the pid when the summary has one."""

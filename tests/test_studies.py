@@ -17,7 +17,9 @@ import pandas as pd
 import pytest
 import torch
 
-from cnnlab import figures
+from rich.console import Console
+
+from cnnlab import figures, report
 from cnnlab.cli import main
 from cnnlab.config import ShiftConfig, load_config
 from cnnlab.engine import evaluate, loss_function
@@ -370,6 +372,12 @@ def test_runs_lists_newest_first_and_filters_by_dataset(tiny_data, tmp_path, cap
     assert list(listing.id) == [newer.path.name, older.path.name] and list(listing.dataset) == ["mnist", "fashion-mnist"]
     code, out, err = cnnlab(capsys, monkeypatch, "runs", "--runs-dir", tmp_path, "--dataset", "fashion-mnist", "--csv")
     assert code == 0 and list(pd.read_csv(io.StringIO(out)).id) == [older.path.name]
+    code, out, err = cnnlab(capsys, monkeypatch, "runs", "--runs-dir", tmp_path, "--status", "finished")
+    assert code == 2 and "valid: running, completed" in err and len(err.strip().splitlines()) == 1
+    # the table never cuts a run's id (what `show` and `--resume` take), even on a narrow terminal
+    narrow = Console(width=60, file=io.StringIO())
+    narrow.print(report.table(listing.to_dict("records"), list(listing.columns), whole=("id",)))
+    assert newer.path.name in narrow.file.getvalue() and older.path.name in narrow.file.getvalue()
 
 
 def test_show_and_runs_agree_on_a_killed_run(fashion_run, tmp_path, capsys, monkeypatch):
