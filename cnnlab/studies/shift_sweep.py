@@ -165,5 +165,5 @@ def image_reading(model: str, probs: np.ndarray, steps: list[int], label: int, c
     text = f"{model}: {classes[label]} has probability {centre[label]:.2f} at 0 px"
     if centre.argmax() != label:
         text += f" (the model says {classes[centre.argmax()]}, {centre.max():.2f})"
-    where = f"at {_ranges(right)} px" if right else "at no shift"
+    where = f"at {_ranges(right)} px" if right else "at none of the shifts"
     return text + f"; predicted {classes[label]} {where} ({len(right)} of {len(steps)} shifts)."
