@@ -223,14 +223,44 @@ def restore(state: State, ckpt: dict, path: Path) -> None:
         raise RunError(f"cannot resume from {path}: it does not fit this config ({type(e).__name__}: {runs.error_reason(e)})") from None
 
 
+# what a resume may change: how the run trains and where its data is, not what it trains on or how it learns
+RESUMABLE_CHANGES = (
+    "train.epochs", "train.eval_batch_size", "train.amp", "train.compile", "train.threads", "train.channels_last",
+    "train.checkpoint", "train.tensorboard", "device", "dataset.data_dir", "dataset.download", "reported",
+)
+
+
+def _flat(data: dict, prefix: str = "") -> dict:
+    out = {}
+    for key, value in data.items():
+        if isinstance(value, dict) and value:
+            out.update(_flat(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+def check_resume_changes(path: Path, trained: Config, cfg: Config) -> None:
+    """Refuse a resume whose overrides change what the run trains on or how it learns (data, seed,
+    transforms, model, optimizer, schedule, loss, batch size, ...): its epochs so far and the new
+    ones would make one curve of two experiments, under a config.yaml that describes only the second."""
+    old, new = _flat(config_to_dict(trained)), _flat(config_to_dict(cfg))
+    changed = [
+        k for k in dict.fromkeys([*old, *new])
+        if old.get(k) != new.get(k) and not any(k == a or k.startswith(a + ".") for a in RESUMABLE_CHANGES)
+    ]
+    if changed:
+        raise RunError(
+            f"cannot resume {path} with another {', '.join(changed)}: its epochs so far were trained without it; "
+            "train a new run (a resume may change train.epochs, where the data is, and how steps run: device, amp, threads, ...)"
+        )
+
+
 def reopen(path: Path, trained: Config, state: State, device: torch.device, cfg: Config) -> tuple[list[dict], dict]:
     """Restore state from the checkpoint of the run at path, trained with `trained` (its config.yaml,
     read before it is rewritten) and resumed with cfg: (metrics rows kept, summary).
     The caller holds the run's training lock, so no other process trains it meanwhile."""
     summary = runs.read_json(path / runs.SUMMARY)
-    for section in ("optimizer", "schedule"):  # the checkpoint's optimizer state would override the change
-        if getattr(trained, section) != getattr(cfg, section):
-            raise RunError(f"cannot resume {path} with another {section}: its checkpoint holds the {section} it trained with; train a new run")
     for stale in path.glob(".*.tmp"):  # left by a process killed in the middle of a write
         stale.unlink(missing_ok=True)
     previous = runs.read_metrics(path)
@@ -352,6 +382,7 @@ def _run(cfg: Config, signals: _Signals, runs_dir, data_dir, resume, progress, o
     if resume is not None:
         resume = runs.open_run(resume)
         trained = load_config(resume / runs.CONFIG)  # the config the run trained with
+        check_resume_changes(resume, trained, cfg)
         # the data it trained on, unless an override moves it (a relative dataset.data_dir would follow the cwd)
         if data_dir is None and cfg.dataset.data_dir in (None, trained.dataset.data_dir):
             data_dir = runs.trained_data_dir(resume)

@@ -256,7 +256,7 @@ def lock_held(run: Path) -> bool | None:
         os.close(fd)
 
 
-STATUSES = ("running", "completed", "failed", "interrupted", "dead")  # dead: marked running, process gone
+STATUSES = ("running", "completed", "failed", "interrupted", "stopped", "dead")  # stopped: by a sweep's scheduler; dead: marked running, process gone
 
 
 def shown_status(summary: dict, path: Path | None = None) -> str | None:

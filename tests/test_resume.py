@@ -262,7 +262,12 @@ def test_a_resume_that_cannot_go_on_leaves_the_run_as_it_was(setup, tmp_path, ca
     before = (finished.path / "summary.json").read_text()
 
     out = cnnlab_here(capsys, "train", "--resume", finished.path, "model.hidden=[5]")
+    assert out.returncode == 1 and "with another model.hidden" in error_line(out.stderr)
+    config = (finished.path / "config.yaml").read_text()
+    (finished.path / "config.yaml").write_text(config.replace("hidden: [32]", "hidden: [5]"))  # a config.yaml edited by hand
+    out = cnnlab_here(capsys, "train", "--resume", finished.path, "train.epochs=2")
     assert out.returncode == 1 and "does not fit this config" in error_line(out.stderr)
+    (finished.path / "config.yaml").write_text(config)
 
     longer = run(load_config(root / "resume.yaml", ["train.epochs=2"]), runs_dir=tmp_path / "longer", data_dir=root / "data")
     kept = {name: (longer.path / name).read_bytes() for name in ("config.yaml", "summary.json", "metrics.csv")}

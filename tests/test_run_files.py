@@ -4,6 +4,7 @@ disk that filled up, directories cnnlab did not write, config paths with odd nam
 import errno
 import json
 import os
+import re
 import shutil
 import struct
 import subprocess
@@ -151,12 +152,22 @@ def test_a_run_trained_without_checkpoints_is_not_silently_retrained(setup):
     assert list(pd.read_csv(first.path / "metrics.csv")["epoch"]) == [1]
 
 
-def test_a_resume_that_changes_the_optimizer_is_refused(setup):
+def test_a_resume_that_changes_what_or_how_the_run_learns_is_refused(setup):
     first = run(load_config(setup / "files.yaml", ["train.epochs=1"]), runs_dir=setup / "runs", data_dir=setup / "data")
-    for change in ("optimizer.lr=0.5", "schedule={name: cosine}"):
-        with pytest.raises(RunError, match="with another (optimizer|schedule)"):
-            run(load_config(first.path / "config.yaml", ["train.epochs=2", change]), resume=first.path)
-    assert load_config(first.path / "config.yaml").optimizer.lr == 0.01  # config.yaml kept as trained
+    files = {f: (first.path / f).read_bytes() for f in ("config.yaml", "summary.json", "metrics.csv")}
+    changes = {
+        "optimizer.lr=0.5": "optimizer.lr", "schedule={name: cosine}": "schedule.name", "seed=7": "seed",
+        "dataset.name=fashion-mnist": "dataset.name", "transform.permute=true": "transform.permute",
+        "train.batch_size=32": "train.batch_size", "model.hidden=[8]": "model.hidden",
+    }
+    for change, key in changes.items():
+        for epochs in ("train.epochs=1", "train.epochs=2"):  # nothing left to train, or one more epoch
+            with pytest.raises(RunError, match=f"with another {re.escape(key)}"):
+                run(load_config(first.path / "config.yaml", [epochs, change]), resume=first.path)
+    assert {f: (first.path / f).read_bytes() for f in files} == files  # the run's record is as it trained
+    # how it runs may change
+    again = run(load_config(first.path / "config.yaml", ["train.epochs=2", "device=cpu", "train.threads=1", "train.eval_batch_size=7"]), resume=first.path)
+    assert again.summary["epochs"] == 2 and again.summary["status"] == "completed"
 
 
 def test_a_stale_running_summary_does_not_block_a_resume(setup):
