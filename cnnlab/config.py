@@ -426,6 +426,17 @@ def config_from_dict(data: dict, overrides: list[str] | None = None, source: str
     return validate(data, Config, source)
 
 
+def flatten(data: dict, prefix: str = "") -> dict:
+    """{"train": {"epochs": 2}} -> {"train.epochs": 2}: the dotted keys overrides use."""
+    out = {}
+    for key, value in data.items():
+        if isinstance(value, dict) and value:
+            out.update(flatten(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
 def config_to_dict(cfg: BaseModel) -> dict:
     return cfg.model_dump(mode="json")
 

@@ -24,7 +24,7 @@ import torch
 
 import cnnlab
 from cnnlab import runs, tensorboard
-from cnnlab.config import Config, config_to_dict, dump_yaml, load_config
+from cnnlab.config import Config, config_to_dict, dump_yaml, flatten, load_config
 from cnnlab.data import load_dataset, resolve_data_dir
 from cnnlab.engine import Data, State, fit, loss_function, steps_per_epoch
 from cnnlab.errors import ConfigError, RunError
@@ -230,21 +230,11 @@ RESUMABLE_CHANGES = (
 )
 
 
-def _flat(data: dict, prefix: str = "") -> dict:
-    out = {}
-    for key, value in data.items():
-        if isinstance(value, dict) and value:
-            out.update(_flat(value, f"{prefix}{key}."))
-        else:
-            out[f"{prefix}{key}"] = value
-    return out
-
-
 def check_resume_changes(path: Path, trained: Config, cfg: Config) -> None:
     """Refuse a resume whose overrides change what the run trains on or how it learns (data, seed,
     transforms, model, optimizer, schedule, loss, batch size, ...): its epochs so far and the new
     ones would make one curve of two experiments, under a config.yaml that describes only the second."""
-    old, new = _flat(config_to_dict(trained)), _flat(config_to_dict(cfg))
+    old, new = flatten(config_to_dict(trained)), flatten(config_to_dict(cfg))
     changed = [
         k for k in dict.fromkeys([*old, *new])
         if old.get(k) != new.get(k) and not any(k == a or k.startswith(a + ".") for a in RESUMABLE_CHANGES)

@@ -234,16 +234,6 @@ def show(
     print(png)
 
 
-def _flat(data: dict, prefix: str = "") -> dict:
-    out = {}
-    for k, v in data.items():
-        if isinstance(v, dict) and v:
-            out.update(_flat(v, f"{prefix}{k}."))
-        else:
-            out[f"{prefix}{k}"] = v
-    return out
-
-
 def _format(value, spec: str) -> str:
     """value formatted with spec; "-" for None, and anything of another type (a hand-edited summary)
     as it is."""
@@ -258,12 +248,12 @@ def _format(value, spec: str) -> str:
 def _config_rows(cfg: dict, summary: dict, path: Path) -> list[dict]:
     """The settings that matter, transforms only where they differ from the defaults, then results."""
     from cnnlab import runs
-    from cnnlab.config import TransformConfig
+    from cnnlab.config import TransformConfig, flatten
 
-    defaults = _flat(TransformConfig().model_dump(mode="json"))
-    transform = {k: v for k, v in _flat(cfg.get("transform") or {}).items() if defaults.get(k) != v}
-    model = _flat(cfg.get("model") or {})
-    optimizer = _flat(cfg.get("optimizer") or {})
+    defaults = flatten(TransformConfig().model_dump(mode="json"))
+    transform = {k: v for k, v in flatten(cfg.get("transform") or {}).items() if defaults.get(k) != v}
+    model = flatten(cfg.get("model") or {})
+    optimizer = flatten(cfg.get("optimizer") or {})
     train = cfg.get("train") or {}
     reported = (summary.get("reported") or {}) if isinstance(summary.get("reported"), dict) else {}
     values = {
