@@ -317,10 +317,41 @@ def parse_override(text: str) -> tuple[str, Any]:
     return key, parsed
 
 
+def switch_variants(data: dict, names: dict[str, Any], explicit: set[str]) -> None:
+    """For each `section.name` in names (its value before) that changes the section's kind
+    (optimizer sgd -> adam), start the section afresh: the new kind's defaults plus the keys in
+    explicit (set on purpose), as for a section the file leaves out. The old kind's settings
+    (momentum 0.9, lr 0.01) would not mean the same for the new one."""
+    for key, old_name in names.items():
+        *section, _ = key.split(".")
+        node = data
+        for part in section:
+            node = node.get(part) if isinstance(node, dict) else None
+        if not isinstance(node, dict) or node.get("name") in (old_name, None):  # None: no kind to start from
+            continue
+        for k in [k for k in node if k != "name" and ".".join([*section, k]) not in explicit]:
+            del node[k]
+
+
+def section_names(data: dict, keys: list[str]) -> dict[str, Any]:
+    """{"optimizer.name": "sgd"}: the current value of every `section.name` among keys."""
+    names = {}
+    for key in keys:
+        if key.endswith(".name") and key.count(".") >= 1:
+            node = data
+            for part in key.split(".")[:-1]:
+                node = node.get(part) if isinstance(node, dict) else None
+            names[key] = node.get("name") if isinstance(node, dict) else None
+    return names
+
+
 def apply_overrides(data: dict, overrides: list[str], schema: type[BaseModel]) -> dict:
-    """Set dotted keys in a raw config dict. Unknown keys are reported by validation afterwards."""
-    for text in overrides:
-        key, value = parse_override(text)
+    """Set dotted keys in a raw config dict. Unknown keys are reported by validation afterwards.
+    An override that switches a section's kind (optimizer.name=adam) starts that section from the
+    new kind's defaults, whatever the file set for the old kind."""
+    parsed = [parse_override(text) for text in overrides]
+    names = section_names(data, [key for key, _ in parsed])
+    for text, (key, value) in zip(overrides, parsed):
         parts = key.split(".")
         node, cls = data, schema
         for i, part in enumerate(parts[:-1]):
@@ -335,6 +366,7 @@ def apply_overrides(data: dict, overrides: list[str], schema: type[BaseModel]) -
                 raise ConfigError(f"override {text!r}: {'.'.join(parts[: i + 1])} is not a section")
             node = child
         node[parts[-1]] = value
+    switch_variants(data, names, {key for key, _ in parsed})
     return data
 
 

@@ -21,7 +21,9 @@ from typing import Annotated, Any, Literal
 from pydantic import Field, field_validator, model_validator
 
 from cnnlab import runs
-from cnnlab.config import Config, Strict, apply_overrides, config_to_dict, dump_yaml, load_config, parse_override, read_yaml, validate
+from cnnlab.config import (
+    Config, Strict, apply_overrides, config_to_dict, dump_yaml, load_config, parse_override, read_yaml, section_names, switch_variants, validate,
+)
 from cnnlab.errors import ConfigError, RunError
 
 SWEEP_FILE, BASE_FILE, TRIALS = "sweep.yaml", "base.yaml", "trials"
@@ -171,7 +173,9 @@ class Sweep:
 
 
 def set_keys(data: dict, values: dict) -> dict:
-    """Set dotted config keys to values of any type (numbers, lists, whole sections) in a raw config."""
+    """Set dotted config keys to values of any type (numbers, lists, whole sections) in a raw config;
+    a value that switches a section's kind (optimizer.name: adam) starts it from that kind's defaults."""
+    names = section_names(data, list(values))
     apply_overrides(data, [f"{key}=null" for key in values], Config)  # makes the sections data left out
     for key, value in values.items():
         *parents, leaf = key.split(".")
@@ -179,6 +183,7 @@ def set_keys(data: dict, values: dict) -> dict:
         for part in parents:
             node = node[part]
         node[leaf] = copy.deepcopy(value)
+    switch_variants(data, names, set(values))
     return data
 
 

@@ -51,6 +51,20 @@ def test_switching_optimizer_name_in_a_config_without_optimizer_section():
     assert config_from_dict(BASE, ["optimizer.momentum=0.9"]).optimizer.momentum == 0.9  # still SGD
 
 
+def test_switching_a_sections_kind_in_a_file_gives_the_new_kinds_defaults():
+    base = {**BASE, "optimizer": {"name": "sgd", "lr": 0.05, "momentum": 0.9, "nesterov": True}}
+    for name in ("adam", "rmsprop", "adamw"):  # as for a file without the section (the test above)
+        assert config_from_dict(base, [f"optimizer.name={name}"]).optimizer == config_from_dict(BASE, [f"optimizer.name={name}"]).optimizer
+    assert config_from_dict(base, ["optimizer.lr=0.2", "optimizer.name=adam"]).optimizer.lr == 0.2  # set beside the switch
+    # a key set on purpose beside the switch is still checked, and a typo without a switch still named
+    assert "unknown key 'optimizer.momentum'" in error_of(["optimizer.name=adam", "optimizer.momentum=0.9"], base)
+    typo = {**BASE, "optimizer": {"name": "sgd", "momentun": 0.9}}
+    assert "momentun" in error_of(["optimizer.name=sgd"], typo)  # no switch: nothing is dropped
+    assert config_from_dict(base, ["optimizer.name=sgd"]).optimizer.momentum == 0.9
+    model = config_from_dict({**BASE, "model": {"name": "cnn", "n_feature": 4}}, ["model.name=fc"]).model
+    assert model.name == "fc" and not hasattr(model, "n_feature")
+
+
 def test_override_of_a_default_section_keeps_its_other_defaults():
     cfg = config_from_dict(BASE, ["optimizer.momentum=0.9"])
     assert cfg.optimizer.name == "sgd" and cfg.optimizer.momentum == 0.9 and cfg.optimizer.lr == 0.01

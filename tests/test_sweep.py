@@ -97,6 +97,15 @@ def test_grid_expansion_is_points_times_seeds(tmp_path):
     assert load_sweep(path, ["method=tpe", "samples=7"]).n_trials == 7 * 3
 
 
+def test_a_sweep_over_the_optimizer_kind_gives_each_kind_its_defaults(tmp_path):
+    path = write_sweep(tmp_path / "opt.yaml", space={"optimizer.name": ["sgd", "adam", "rmsprop"]})
+    sweep = load_sweep(path)
+    sgd, adam, rmsprop = (sweep.trial_config(p, 0) for p in sweep.points)
+    assert (sgd.optimizer.name, sgd.optimizer.momentum) == ("sgd", sweep.base.optimizer.momentum)
+    assert adam.optimizer == load_config(BASE, ["optimizer={name: adam}"]).optimizer  # Adam's defaults
+    assert rmsprop.optimizer == load_config(BASE, ["optimizer={name: rmsprop}"]).optimizer
+
+
 def test_shipped_sweeps_expand(tmp_path):
     lenet = load_sweep(ROOT / "configs/sweeps/lenet_lr.yaml")
     assert 0.5 in [p["optimizer.lr"] for p in lenet.points] and lenet.n_trials == 7 * 3
