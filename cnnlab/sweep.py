@@ -392,6 +392,9 @@ def write_best(sweep: Sweep, sweep_dir: Path, points: list[dict], trials: list[d
     run_dir = sweep_dir / trial["run_dir"]
     data = read_yaml(run_dir / runs.CONFIG)
     data["name"] = f"{sweep.name}-best"
+    given = runs.read_json(sweep_dir / runs.SUMMARY).get("data_dir")  # the sweep's --data-dir, if any
+    if given and not data.get("dataset", {}).get("data_dir"):
+        data.setdefault("dataset", {})["data_dir"] = given  # so that best.yaml trains on the same files anywhere
     point = ", ".join(f"{k}={show(best[k])}" for k in sweep.keys)
     spread = f" ± {best[f'{m}_std']:.4g}" if best[f"{m}_std"] == best[f"{m}_std"] else ""
     header = (

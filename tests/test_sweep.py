@@ -155,6 +155,12 @@ def test_results_average_over_seeds_best_first_and_best_yaml_is_the_best_trial(t
     assert (sweep_dir / "test_acc.png").stat().st_size > 10_000
     shown = subprocess.run([sys.executable, "-m", "cnnlab", "show", str(sweep_dir)], capture_output=True, text=True, cwd=ROOT, timeout=120)
     assert shown.returncode == 0 and "96.00% ± 1.41" in shown.stdout and "(sweep), failed" in shown.stdout, shown.stderr
+    assert best.dataset.data_dir is None  # the trials found their data through $CNNLAB_DATA_DIR or ./data
+
+    # a sweep given --data-dir: best.yaml names it, so that `cnnlab train best.yaml` finds the same files
+    sweep_dir = start(sweep, tmp_path / "runs2", data_dir=tmp_path / "data")
+    finish(sweep, sweep_dir, finished_trials(sweep, sweep_dir, lambda point, seed: accuracy[tuple(point.values())][seed]))
+    assert load_config(sweep_dir / "best.yaml").dataset.data_dir == str((tmp_path / "data").resolve())
 
 
 def test_resuming_a_sweep_that_is_still_running_is_refused(tmp_path):
