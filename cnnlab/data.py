@@ -116,6 +116,15 @@ def load_dataset(name: str, data_dir: Path, download: bool = True) -> tuple[Spli
     return _read_splits(name, root)
 
 
+def check_files(name: str, data_dir: Path, download: bool = True) -> None:
+    """Make sure a dataset's files are there (downloading them when allowed) without reading them:
+    a study checks every member's data before its first cell trains. DataError when they are not."""
+    info = DATASETS.get(name)
+    if info is None:
+        raise DataError(f"unknown dataset {name!r}; valid: {', '.join(DATASETS)}")
+    _ensure_files(info, Path(data_dir).expanduser().resolve(), download)
+
+
 # ---------------------------------------------------------------------------- finding and downloading
 def _existing(folder: Path, filename: str) -> Path | None:
     """The file, or its .gz version when only that is there, or None."""

@@ -115,24 +115,26 @@ def _absolute(path) -> str | None:
 
 
 # ---------------------------------------------------------------------------- study cells as Ray tasks
-def _run_cell(cfg, runs_dir: str, data_dir: str | None):
+def _run_cell(cfg, runs_dir: str, data_dir: str | None, resume: str | None = None):
     from cnnlab.experiment import run
 
     node = node_info()
     try:
-        result = run(cfg, runs_dir=runs_dir, data_dir=data_dir)
+        result = run(cfg, runs_dir=runs_dir, data_dir=data_dir, resume=resume)
     except CnnlabError as e:
         raise type(e)(f"{e} ({_where(node)})") from None
     result.summary.update(node)
     return result
 
 
-def run_cells_on_ray(cells: list, *, runs_dir: Path, data_dir=None, address: str | None = None, on_done: Callable | None = None) -> list:
+def run_cells_on_ray(cells: list, *, runs_dir: Path, data_dir=None, address: str | None = None, on_done: Callable | None = None, resume: list | None = None) -> list:
     """Each cell a Ray task (one CPU, a GPU where the cluster has them, retried if its node dies);
-    the RunResults come back in the cells' order, each summary naming its node."""
+    the RunResults come back in the cells' order, each summary naming its node. resume: each
+    cell's earlier run to continue, or None."""
+    resume = resume or [None] * len(cells)
     with session(address) as ray:
         task = ray.remote(_run_cell).options(num_cpus=1, num_gpus=_gpus(ray, "auto"), max_retries=3)
-        pending = {task.remote(cell.cfg, _absolute(runs_dir), _absolute(data_dir)): i for i, cell in enumerate(cells)}
+        pending = {task.remote(cell.cfg, _absolute(runs_dir), _absolute(data_dir), _absolute(r)): i for i, (cell, r) in enumerate(zip(cells, resume))}
         results: list = [None] * len(cells)
         while pending:
             [ref], _ = ray.wait(list(pending), num_returns=1)

@@ -1,6 +1,8 @@
 """Turn a list of resolved configs into runs: the one place studies and sweeps start training.
 
 Cells run one after another in this process; `address` (Ray) spreads them over a cluster when given.
+A resumed study passes each cell's earlier run (previous_runs): a completed one is taken as it is,
+any other is resumed from its last complete epoch.
 """
 
 from __future__ import annotations
@@ -20,6 +22,38 @@ class Cell:
     labels: dict
 
 
+def previous_runs(cells: list[Cell], runs_dir: Path) -> list[Path | None]:
+    """Each cell's run directory under runs_dir from an earlier attempt (its config.yaml is the
+    cell's config), or None. Each directory serves one cell; a later attempt's wins."""
+    from cnnlab.config import config_to_dict, read_yaml
+    from cnnlab.errors import CnnlabError
+    from cnnlab.runs import CONFIG
+
+    found: list[tuple[Path, dict]] = []
+    for path in sorted(Path(runs_dir).glob("*/" + CONFIG), reverse=True):  # newest first (names start with the time)
+        try:
+            found.append((path.parent, read_yaml(path)))
+        except CnnlabError:  # a directory killed before its config was whole: the cell starts afresh
+            continue
+    previous: list[Path | None] = []
+    for cell in cells:
+        wanted = config_to_dict(cell.cfg)
+        match = next((i for i, (_, data) in enumerate(found) if data == wanted), None)
+        previous.append(found.pop(match)[0] if match is not None else None)
+    return previous
+
+
+def finished_result(path: Path):
+    """The RunResult of a completed run, read from its directory; None when it did not complete."""
+    from cnnlab.experiment import RunResult
+    from cnnlab.runs import SUMMARY, read_json, read_metrics
+
+    summary = read_json(path / SUMMARY)
+    if summary.get("status") != "completed":
+        return None
+    return RunResult(path, summary, read_metrics(path).to_dict("records"))
+
+
 def run_cells(
     cells: list[Cell],
     *,
@@ -27,22 +61,32 @@ def run_cells(
     data_dir=None,
     address: str | None = None,
     on_done: Callable | None = None,
+    previous: list[Path | None] | None = None,
 ) -> list:
     """Run every cell and return their RunResults in the cells' order.
 
     Without `address` the cells run one after another in this process; with it (local, auto,
     HOST:PORT) each cell is a Ray task on that cluster and on_done is called as they finish.
+    previous: each cell's run from an earlier attempt, taken when completed, else resumed.
     """
-    if address is not None:
+    previous = previous or [None] * len(cells)
+    results: list = [finished_result(p) if p is not None else None for p in previous]
+    for cell, result in zip(cells, results):
+        if result is not None and on_done is not None:
+            on_done(cell, result)
+    todo = [i for i, r in enumerate(results) if r is None]
+    if address is not None and todo:
         from cnnlab.ray_backend import run_cells_on_ray
 
-        return run_cells_on_ray(cells, runs_dir=runs_dir, data_dir=data_dir, address=address, on_done=on_done)
+        done = run_cells_on_ray([cells[i] for i in todo], runs_dir=runs_dir, data_dir=data_dir, address=address,
+                                on_done=on_done, resume=[previous[i] for i in todo])
+        for i, result in zip(todo, done):
+            results[i] = result
+        return results
     from cnnlab.experiment import run
 
-    results = []
-    for cell in cells:
-        result = run(cell.cfg, runs_dir=runs_dir, data_dir=data_dir)
-        results.append(result)
+    for i in todo:
+        results[i] = run(cells[i].cfg, runs_dir=runs_dir, data_dir=data_dir, resume=previous[i])
         if on_done is not None:
-            on_done(cell, result)
+            on_done(cells[i], results[i])
     return results

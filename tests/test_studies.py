@@ -185,12 +185,84 @@ def test_compare_user_errors_are_one_line(capsys, monkeypatch, tmp_path):
     assert not tmp_path.exists() or not list(tmp_path.iterdir())  # nothing was created
 
 
-def test_a_failing_cell_marks_the_study_failed(tmp_path, capsys, monkeypatch):
+def test_missing_data_is_refused_before_the_study_starts(tmp_path, capsys, monkeypatch):
     code, out, err = cnnlab(capsys, monkeypatch, "compare", "fc-vs-cnn", "dataset.download=false", "--data-dir", tmp_path / "empty", "--runs-dir", tmp_path / "runs")
     assert code == 1 and "MNIST not found" in err and len(err.strip().splitlines()) == 1
-    (study,) = (tmp_path / "runs").iterdir()
-    summary = json.loads((study / "summary.json").read_text())
-    assert summary["status"] == "failed" and "MNIST not found" in summary["error"] and summary["kind"] == "study"
+    assert not (tmp_path / "runs").exists()  # nothing trained, nothing to clean up
+
+
+def _failing_run(monkeypatch, at: int, how: str):
+    """Make the study's `at`-th cell stop: interrupted after its first epoch, or failing before it trains."""
+    import signal as signals
+
+    from cnnlab import experiment
+
+    real, calls = experiment.run, []
+
+    def run(cfg, **kwargs):
+        calls.append(cfg.name)
+        if len(calls) != at:
+            return real(cfg, **kwargs)
+        if how == "fail":
+            raise experiment.RunError("the disk is full")
+
+        def stop(row, path):
+            raise experiment.Interrupted(signals.SIGINT)
+
+        return real(cfg, **kwargs, on_epoch=stop)
+
+    monkeypatch.setattr(experiment, "run", run)
+    return real
+
+
+def test_an_interrupted_or_failed_study_resumes_to_the_uninterrupted_result(tiny_data, tmp_path, capsys, monkeypatch):
+    args = ["compare", "fc-vs-cnn", "--seeds", "2", "train.epochs=2", "--data-dir", tiny_data, *FAST]
+    code, out, err = cnnlab(capsys, monkeypatch, *args, "--runs-dir", tmp_path / "whole")
+    assert code == 0, err
+    whole = pd.read_csv(last_line(out) / "table.csv").drop(columns="train_seconds")
+
+    for how, at, exit_code in (("interrupt", 3, 130), ("fail", 2, 1)):
+        from cnnlab import experiment
+
+        real = _failing_run(monkeypatch, at, how)
+        code, out, err = cnnlab(capsys, monkeypatch, *args, "--runs-dir", tmp_path / how)
+        (study,) = (tmp_path / how).iterdir()
+        assert code == exit_code and f"continue with: cnnlab compare --resume {study}" in err and len(err.strip().splitlines()) == 1
+        summary = json.loads((study / "summary.json").read_text())
+        assert summary["status"] == ("interrupted" if how == "interrupt" else "failed")
+        assert len(summary["cells"]) == at - 1  # the finished cells, kept
+        monkeypatch.setattr(experiment, "run", real)
+
+        code, out, err = cnnlab(capsys, monkeypatch, "compare", "--resume", study)
+        assert code == 0, err
+        assert last_line(out) == study and json.loads((study / "summary.json").read_text())["status"] == "completed"
+        assert len(list((study / "cells").iterdir())) == 4  # the stopped cell went on in its own directory
+        pd.testing.assert_frame_equal(pd.read_csv(study / "table.csv").drop(columns="train_seconds"), whole)
+
+    code, out, err = cnnlab(capsys, monkeypatch, "compare", "--resume", study)
+    assert code == 1 and "already complete" in err
+    code, out, err = cnnlab(capsys, monkeypatch, "compare", "--resume", study, "--seeds", "3")
+    assert code == 2 and "give no --seeds" in err
+    code, out, err = cnnlab(capsys, monkeypatch, "shift-sweep", "--resume", study)
+    assert code == 1 and "not a shift-sweep study" in err
+
+
+def test_an_interrupted_shift_sweep_resumes(fashion_run, tiny_data, tmp_path, capsys, monkeypatch):
+    args = ["shift-sweep", "configs/fashion_fc.yaml", "configs/fashion_cnn.yaml", "--from-run", fashion_run.path,
+            "--max-shift", "1", "--image-index", "0", "--data-dir", tiny_data, *FAST]
+    code, out, err = cnnlab(capsys, monkeypatch, *args, "--runs-dir", tmp_path / "whole")
+    assert code == 0, err
+    whole = pd.read_csv(last_line(out) / "table.csv")
+    from cnnlab import experiment
+
+    real = _failing_run(monkeypatch, 2, "interrupt")
+    code, out, err = cnnlab(capsys, monkeypatch, *args, "--runs-dir", tmp_path / "stopped")
+    assert code == 130 and "cnnlab shift-sweep --resume" in err
+    monkeypatch.setattr(experiment, "run", real)
+    (study,) = (tmp_path / "stopped").iterdir()
+    code, out, err = cnnlab(capsys, monkeypatch, "shift-sweep", "--resume", study)
+    assert code == 0, err
+    pd.testing.assert_frame_equal(pd.read_csv(study / "table.csv"), whole)
 
 
 def test_every_file_of_a_study_is_renamed_into_place(tmp_path, monkeypatch):

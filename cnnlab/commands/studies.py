@@ -29,9 +29,43 @@ def _cell_paths(record, results) -> list[str]:
     return [os.path.relpath(r.path, record.path) for r in results]
 
 
+Resume = typer.Option(None, "--resume", metavar="STUDY_DIR", help="Continue an interrupted or failed study: its finished cells are kept, the others resumed. Takes no other arguments but --address and --data-dir.")
+
+
+def _plan_cells(cells) -> list[dict]:
+    from cnnlab.config import config_to_dict
+
+    return [{"labels": c.labels, "config": config_to_dict(c.cfg)} for c in cells]
+
+
+def _planned_cells(plan: dict, source: str) -> list:
+    from cnnlab.config import config_from_dict
+    from cnnlab.runner import Cell
+
+    return [Cell(config_from_dict(c["config"], source=source), c["labels"]) for c in plan["cells"]]
+
+
+def _resume_only(resume: Path, given: dict) -> None:
+    """--resume takes everything from the study directory: refuse anything else that would be ignored."""
+    extra = [name for name, value in given.items() if value not in (None, [], False)]
+    if extra:
+        raise CnnlabUsage(f"--resume continues the study in {resume} as it was planned: give no {', '.join(extra)} (only --address and --data-dir)")
+
+
+def _check_data(configs, data_dir, address) -> None:
+    """Every dataset the cells need is in place before the first one trains (here; a cluster's nodes
+    find their own data)."""
+    if address is not None:
+        return
+    from cnnlab.data import check_files, resolve_data_dir
+
+    for cfg in configs:
+        check_files(cfg.dataset.name, resolve_data_dir(data_dir, cfg.dataset.data_dir), cfg.dataset.download)
+
+
 @app.command()
 def compare(
-    args: list[str] = typer.Argument(..., metavar="STUDY|CONFIG... [KEY=VALUE]...", help="A named study (e.g. fc-vs-cnn), a study file, or config files; then dotted overrides for every cell."),
+    args: list[str] = typer.Argument(None, metavar="STUDY|CONFIG... [KEY=VALUE]...", help="A named study (e.g. fc-vs-cnn), a study file, or config files; then dotted overrides for every cell."),
     permute: Optional[bool] = typer.Option(None, "--permute/--no-permute", help="Add the fixed-pixel-permutation condition (default: the study's)."),
     seeds: Optional[int] = typer.Option(None, "--seeds", min=1, help="Seeds per cell (default: the study's, else 3)."),
     epochs: Optional[int] = Epochs,
@@ -40,6 +74,7 @@ def compare(
     data_dir: Optional[Path] = DataDir,
     runs_dir: Optional[Path] = RunsDir,
     device: Optional[str] = Device,
+    resume: Optional[Path] = Resume,
 ):
     """Train every model x condition x seed; print mean ± std per model and condition and what it means.
 
@@ -47,26 +82,38 @@ def compare(
     """
     from cnnlab.figures import comparison_bars
     from cnnlab.report import console, markdown, table
-    from cnnlab.runner import run_cells
+    from cnnlab.runner import previous_runs, run_cells
     from cnnlab.runs import runs_root
     from cnnlab.studies import compare as study
     from cnnlab.studies.record import StudyRecord
     from cnnlab.studies.spec import common_overrides, resolve
 
-    paths, overrides = positional_and_overrides(args or [])
-    if not paths:
-        raise CnnlabUsage("missing STUDY or CONFIG files, e.g. cnnlab compare fc-vs-cnn --permute")
-    spec, members = resolve(paths, common_overrides(epochs, dataset, device) + overrides)
-    permute = spec.permute if permute is None else permute
-    seeds = seeds or spec.seeds
-    cells = study.make_cells(members, seeds, permute)
-    datasets = _joined(m.cfg.dataset.name for m in members)
-    record = StudyRecord(
-        runs_root(runs_dir), spec.name, study="compare", description=spec.description, dataset=datasets,
-        model=_joined(m.cfg.model.name for m in members), members={m.label: m.source for m in members},
-        epochs=max(m.cfg.train.epochs for m in members), seeds=seeds, permute=permute, test_acc=None, cells=[],
-    )
-    console.print(f"{spec.name}: {len(members)} model(s) x {2 if permute else 1} condition(s) x {seeds} seed(s) = {len(cells)} runs in {record.path}")
+    if resume is not None:
+        _resume_only(resume, {"STUDY, CONFIG or KEY=VALUE": args, "--permute": permute, "--seeds": seeds, "--epochs": epochs,
+                              "--dataset": dataset, "--runs-dir": runs_dir, "--device": device})
+        record = StudyRecord.reopen(resume, "compare")
+        plan = record.plan
+        cells, name, datasets = _planned_cells(plan, str(resume)), plan["name"], plan["datasets"]
+        data_dir = data_dir or plan["data_dir"]
+        what = f"{len(cells)} runs, resumed"
+    else:
+        paths, overrides = positional_and_overrides(args or [])
+        if not paths:
+            raise CnnlabUsage("missing STUDY or CONFIG files, e.g. cnnlab compare fc-vs-cnn --permute")
+        spec, members = resolve(paths, common_overrides(epochs, dataset, device) + overrides)
+        permute = spec.permute if permute is None else permute
+        seeds = seeds or spec.seeds
+        cells = study.make_cells(members, seeds, permute)
+        name, datasets = spec.name, _joined(m.cfg.dataset.name for m in members)
+        what = f"{len(members)} model(s) x {2 if permute else 1} condition(s) x {seeds} seed(s) = {len(cells)} runs"
+        _check_data([m.cfg for m in members], data_dir, address)
+        record = StudyRecord(
+            runs_root(runs_dir), name, study="compare", description=spec.description, dataset=datasets,
+            model=_joined(m.cfg.model.name for m in members), members={m.label: m.source for m in members},
+            epochs=max(m.cfg.train.epochs for m in members), seeds=seeds, permute=permute, test_acc=None, cells=[],
+        )
+        record.write_plan({"name": name, "datasets": datasets, "data_dir": str(data_dir.resolve()) if data_dir else None, "cells": _plan_cells(cells)})
+    console.print(f"{name}: {what} in {record.path}")
     done: list = []
 
     def on_done(cell, result):
@@ -77,15 +124,16 @@ def compare(
         console.print(f"[{len(done)}/{len(cells)}] {cell.labels['model']} seed {cell.labels['seed']}{condition}: test accuracy {s['test_acc']:.2%}, {s['train_seconds']:.1f} s")
 
     with record.running():
-        results = run_cells(cells, runs_dir=record.cells, data_dir=data_dir, address=address, on_done=on_done)
+        previous = previous_runs(cells, record.cells) if resume is not None else None
+        results = run_cells(cells, runs_dir=record.cells, data_dir=data_dir, address=address, on_done=on_done, previous=previous)
         rows = [study.cell_row(c, r) | {"run_dir": p} for c, r, p in zip(cells, results, _cell_paths(record, results))]
         summary = study.summarize(rows)
         shown, text = study.display_rows(summary), study.reading(summary)
         record.write_table("table", summary.to_dict("records"), f"{markdown(shown)}\n{text}\n")
         record.write_table("cells", rows)
-        record.write_figure("accuracy.png", comparison_bars(summary, f"{spec.name} on {datasets}"))
+        record.write_figure("accuracy.png", comparison_bars(summary, f"{name} on {datasets}"))
         record.update(reading=text, cells=_cell_paths(record, results), train_seconds=sum(r["train_seconds"] for r in rows))
-    console.print(table(shown, title=f"{spec.name} on {datasets}"))
+    console.print(table(shown, title=f"{name} on {datasets}"))
     console.print(text)
     print(record.path)
 
@@ -105,6 +153,7 @@ def shift_sweep(
     data_dir: Optional[Path] = DataDir,
     runs_dir: Optional[Path] = RunsDir,
     device: Optional[str] = Device,
+    resume: Optional[Path] = Resume,
 ):
     """Accuracy of each model on shifted test images, and one image's class probabilities per shift.
 
@@ -116,39 +165,57 @@ def shift_sweep(
     from cnnlab.errors import ConfigError
     from cnnlab.figures import accuracy_vs_shift, probability_heatmap, shift_heatmaps
     from cnnlab.report import console, markdown, table
-    from cnnlab.runner import Cell, run_cells
+    from cnnlab.runner import Cell, previous_runs, run_cells
     from cnnlab.runs import runs_root
     from cnnlab.studies import shift_sweep as study
     from cnnlab.studies.record import StudyRecord
     from cnnlab.studies.spec import SweepSpec, common_overrides, load_study, resolve, study_file
 
-    paths, overrides = positional_and_overrides(args or [])
-    from_run = from_run or []
-    if from_run and not paths:
-        if overrides or epochs is not None or dataset is not None:
-            raise CnnlabUsage("KEY=VALUE, --epochs and --dataset set up training; --from-run models are used as trained")
-        name, members, defaults = "shift-sweep", [], load_study(study_file("shift-sweep")).sweep
+    if resume is not None:
+        _resume_only(resume, {"STUDY, CONFIG or KEY=VALUE": args, "--from-run": from_run, "--max-shift": max_shift, "--axis": axis,
+                              "--mode": mode, "--image-index": image_index, "--image-split": image_split, "--epochs": epochs,
+                              "--dataset": dataset, "--runs-dir": runs_dir, "--device": device})
+        record = StudyRecord.reopen(resume, "shift-sweep")
+        plan = record.plan
+        name, cells, device = plan["name"], _planned_cells(plan, str(resume)), plan["device"]
+        opts = validate(plan["options"], SweepSpec, f"{resume}: plan")
+        data_dir = data_dir or plan["data_dir"]
+        reused = [study.load_trained(r["path"], r["label"], device) for r in plan["reused"]]
+        configs = [c.cfg for c in cells] + [t.cfg for t in reused]
     else:
-        spec, members = resolve(paths or ["shift-sweep"], common_overrides(epochs, dataset, device) + overrides)
-        name, defaults = spec.name, spec.sweep
-    given = {"max_shift": max_shift, "axis": axis, "mode": mode, "image_index": image_index, "image_split": image_split}
-    opts = validate({**defaults.model_dump(), **{k: v for k, v in given.items() if v is not None}}, SweepSpec, "shift-sweep options")
-
-    # everything that can be refused is checked before any training: the runs to reuse, one dataset, the image
-    reused = [study.load_trained(path, None, device) for path in from_run]
-    configs = [m.cfg for m in members] + [t.cfg for t in reused]
+        paths, overrides = positional_and_overrides(args or [])
+        from_run = from_run or []
+        if from_run and not paths:
+            if overrides or epochs is not None or dataset is not None:
+                raise CnnlabUsage("KEY=VALUE, --epochs and --dataset set up training; --from-run models are used as trained")
+            name, members, defaults = "shift-sweep", [], load_study(study_file("shift-sweep")).sweep
+        else:
+            spec, members = resolve(paths or ["shift-sweep"], common_overrides(epochs, dataset, device) + overrides)
+            name, defaults = spec.name, spec.sweep
+        given = {"max_shift": max_shift, "axis": axis, "mode": mode, "image_index": image_index, "image_split": image_split}
+        opts = validate({**defaults.model_dump(), **{k: v for k, v in given.items() if v is not None}}, SweepSpec, "shift-sweep options")
+        cells = [Cell(m.cfg, {"model": m.label}) for m in members]
+        # everything that can be refused is checked before any training: the runs to reuse, one dataset, the image
+        reused = [study.load_trained(path, None, device) for path in from_run]
+        configs = [c.cfg for c in cells] + [t.cfg for t in reused]
     datasets = {c.dataset.name for c in configs}
     if len(datasets) > 1:
         raise ConfigError(f"the models are trained on different datasets ({', '.join(sorted(datasets))}); sweep one dataset at a time")
     image, label, classes = study.pick_image(configs[0], opts.image_index, opts.image_split, data_dir)
-    record = StudyRecord(runs_root(runs_dir), name, study="shift-sweep", **opts.model_dump(), cells=[], test_acc=None)
+    if resume is None:
+        _check_data([c.cfg for c in cells], data_dir, address)
+        record = StudyRecord(runs_root(runs_dir), name, study="shift-sweep", **opts.model_dump(), cells=[], test_acc=None)
+        record.write_plan({
+            "name": name, "options": opts.model_dump(), "device": device, "data_dir": str(data_dir.resolve()) if data_dir else None,
+            "cells": _plan_cells(cells), "reused": [{"label": t.label, "path": str(t.run_dir.resolve())} for t in reused],
+        })
 
     with record.running():
-        cells = [Cell(m.cfg, {"model": m.label}) for m in members]
         if cells:
             console.print(f"{name}: training {len(cells)} model(s) in {record.path}")
         on_done = lambda cell, r: console.print(f"{cell.labels['model']}: test accuracy {r.summary['test_acc']:.2%} after {r.summary['epochs']} epoch(s), {r.summary['train_seconds']:.1f} s")  # noqa: E731
-        results = run_cells(cells, runs_dir=record.cells, data_dir=data_dir, address=address, on_done=on_done)
+        previous = previous_runs(cells, record.cells) if resume is not None else None
+        results = run_cells(cells, runs_dir=record.cells, data_dir=data_dir, address=address, on_done=on_done, previous=previous)
         trained = [study.load_trained(r.path, c.labels["model"], device) for c, r in zip(cells, results)]
         for t in reused:
             if t.label in {u.label for u in trained}:

@@ -1,7 +1,8 @@
 """A study directory: summary.json with a true status, tables as CSV + Markdown, figures, cells/.
 
 The directory is made with runs.new_run_dir(kind="study"); each cell's own run directory goes
-under <study>/cells, and summary.json lists their paths.
+under <study>/cells, and summary.json lists their paths. plan.json holds what the study runs (its
+cells' configs and options), so that `--resume` can finish an interrupted or failed study.
 """
 
 from __future__ import annotations
@@ -10,8 +11,10 @@ import contextlib
 from pathlib import Path
 
 from cnnlab import runs
+from cnnlab.errors import CnnlabError, RunError
 
 CELLS = "cells"
+PLAN = "plan.json"
 
 
 class StudyRecord:
@@ -22,6 +25,28 @@ class StudyRecord:
         self.files: list[str] = []
         self.save()
 
+    @classmethod
+    def reopen(cls, path: Path, study: str) -> "StudyRecord":
+        """The record of an existing `study` directory (compare, shift-sweep), to resume it."""
+        path = Path(path)
+        summary = runs.read_json(path / runs.SUMMARY) if (path / runs.SUMMARY).is_file() else {}
+        if summary.get("kind") != "study" or summary.get("study") != study or not (path / PLAN).is_file():
+            raise RunError(f"not a {study} study directory that can be resumed: {path}")
+        if summary.get("status") == "completed":
+            raise RunError(f"{path} is already complete: nothing to resume")
+        self = cls.__new__(cls)
+        self.path, self.cells, self.files = path, path / CELLS, []
+        summary.pop("files", None)
+        self.summary = {**summary, "status": "running", "error": None, "finished_at": None, **runs.owner()}
+        return self
+
+    @property
+    def plan(self) -> dict:
+        return runs.read_json(self.path / PLAN)
+
+    def write_plan(self, plan: dict) -> None:
+        runs.write_json(self.path / PLAN, plan)
+
     def save(self) -> None:
         runs.write_json(self.path / runs.SUMMARY, {**self.summary, "files": self.files})
 
@@ -31,16 +56,27 @@ class StudyRecord:
 
     @contextlib.contextmanager
     def running(self):
-        """Mark the study completed, failed or interrupted, whichever way the block ends."""
-        try:
-            yield self
-        except KeyboardInterrupt:  # also experiment.Interrupted (SIGINT/SIGTERM)
-            self.update(status="interrupted", error="stopped by a signal", finished_at=runs.utc_now())
-            raise
-        except BaseException as e:
-            self.update(status="failed", error=str(e).splitlines()[0] if str(e) else type(e).__name__, finished_at=runs.utc_now())
-            raise
-        self.update(status="completed", finished_at=runs.utc_now())
+        """Hold the study's lock (one process runs a study at a time) and mark it completed, failed
+        or interrupted, whichever way the block ends; the last two say how to resume it."""
+        resume = f"cnnlab {self.summary.get('study')} --resume {self.path}"
+        with runs.training_lock(self.path):
+            self.save()  # status running, this process as the owner
+            try:
+                yield self
+            except KeyboardInterrupt as e:  # also experiment.Interrupted (SIGINT/SIGTERM)
+                self.update(status="interrupted", error="stopped by a signal", finished_at=runs.utc_now())
+                signum = getattr(e, "signum", None)
+                if signum is None:
+                    raise
+                from cnnlab.experiment import Interrupted
+
+                raise Interrupted(signum, f"study stopped by a signal; finished cells are kept; continue with: {resume}") from None
+            except BaseException as e:
+                self.update(status="failed", error=str(e).splitlines()[0] if str(e) else type(e).__name__, finished_at=runs.utc_now())
+                if isinstance(e, CnnlabError):
+                    raise type(e)(f"{e} (finished cells are kept; once fixed, continue with: {resume})") from None
+                raise
+            self.update(status="completed", finished_at=runs.utc_now())
 
     def write_table(self, stem: str, rows: list[dict], markdown: str | None = None) -> None:
         """stem.csv (the raw numbers) and, when given, stem.md (the readable table)."""
