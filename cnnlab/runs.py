@@ -241,8 +241,8 @@ def owner_alive(summary: dict) -> bool | None:
 
 
 def lock_held(run: Path) -> bool | None:
-    """Whether a process holds the run's training lock; None when it has no lock file (a study, or a
-    run from an older cnnlab)."""
+    """Whether a process holds the run's (study's, sweep's) training lock; None when it has no lock
+    file (written by an older cnnlab)."""
     try:
         fd = os.open(Path(run) / LOCK, os.O_RDONLY)
     except OSError:
