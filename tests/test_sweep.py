@@ -213,9 +213,10 @@ def test_without_ray_sweep_and_address_say_how_to_install(tmp_path, learnable):
     assert out.returncode == 1 and out.stderr.count("\n") == 1, out.stderr
     assert "pip install 'cnnlab[ray]'" in out.stderr and not (tmp_path / "runs").exists()
     # the study commands' --address goes through the same runner
-    out = run_python(block + "from cnnlab.runner import run_cells\nfrom cnnlab.errors import CnnlabError\n"
-                     "try:\n    run_cells([], runs_dir='.', address='auto')\nexcept CnnlabError as e:\n    print(e)")
-    assert "pip install 'cnnlab[ray]'" in out.stdout, out.stderr
+    out = run_python(block + "from cnnlab.runner import Cell, run_cells\nfrom cnnlab.errors import CnnlabError\n"
+                     "from cnnlab.config import config_from_dict\ncell = Cell(config_from_dict({'name': 't', 'model': {'name': 'fc'}}), {})\n"
+                     f"try:\n    run_cells([cell], runs_dir={str(tmp_path / 'cells')!r}, address='auto')\nexcept CnnlabError as e:\n    print(e)")
+    assert "pip install 'cnnlab[ray]'" in out.stdout and not (tmp_path / "cells").exists(), out.stderr
 
 
 # ---------------------------------------------------------------------------- sweeps on a local Ray
