@@ -317,11 +317,26 @@ def parse_override(text: str) -> tuple[str, Any]:
     return key, parsed
 
 
+def _is_choice(schema: type[BaseModel], section: list[str]) -> bool:
+    """Whether the section is a choice between kinds (model, optimizer, schedule: a union of
+    classes told apart by `name`), not a plain section that has a name (dataset)."""
+    cls: type[BaseModel] | None = schema
+    models: list[type[BaseModel]] = []
+    for part in section:
+        field = cls.model_fields.get(part) if cls is not None else None
+        models = _model_classes(field.annotation) if field is not None else []
+        cls = models[0] if len(models) == 1 else None
+    return len(models) > 1
+
+
 def switch_variants(data: dict, names: dict[str, Any], explicit: set[str]) -> None:
     """For each `section.name` in names (its value before) that changes the section's kind
     (optimizer sgd -> adam), start the section afresh: the new kind's defaults plus the keys in
-    explicit (set on purpose), as for a section the file leaves out. The old kind's settings
-    (momentum 0.9, lr 0.01) would not mean the same for the new one."""
+    explicit (set on purpose; a whole section counts for its keys), as for a section the file
+    leaves out. The old kind's settings (momentum 0.9, lr 0.01) would not mean the same for the new one."""
+    def chosen(key: str) -> bool:
+        return any(key == e or key.startswith(e + ".") for e in explicit)
+
     for key, old_name in names.items():
         *section, _ = key.split(".")
         node = data
@@ -329,17 +344,18 @@ def switch_variants(data: dict, names: dict[str, Any], explicit: set[str]) -> No
             node = node.get(part) if isinstance(node, dict) else None
         if not isinstance(node, dict) or node.get("name") in (old_name, None):  # None: no kind to start from
             continue
-        for k in [k for k in node if k != "name" and ".".join([*section, k]) not in explicit]:
+        for k in [k for k in node if k != "name" and not chosen(".".join([*section, k]))]:
             del node[k]
 
 
-def section_names(data: dict, keys: list[str]) -> dict[str, Any]:
-    """{"optimizer.name": "sgd"}: the current value of every `section.name` among keys."""
+def section_names(data: dict, keys: list[str], schema: type[BaseModel]) -> dict[str, Any]:
+    """{"optimizer.name": "sgd"}: the current kind of every choice section whose `name` is among keys."""
     names = {}
     for key in keys:
-        if key.endswith(".name") and key.count(".") >= 1:
+        section = key.split(".")[:-1]
+        if key.endswith(".name") and section and _is_choice(schema, section):
             node = data
-            for part in key.split(".")[:-1]:
+            for part in section:
                 node = node.get(part) if isinstance(node, dict) else None
             names[key] = node.get("name") if isinstance(node, dict) else None
     return names
@@ -350,7 +366,7 @@ def apply_overrides(data: dict, overrides: list[str], schema: type[BaseModel]) -
     An override that switches a section's kind (optimizer.name=adam) starts that section from the
     new kind's defaults, whatever the file set for the old kind."""
     parsed = [parse_override(text) for text in overrides]
-    names = section_names(data, [key for key, _ in parsed])
+    names = section_names(data, [key for key, _ in parsed], schema)
     for text, (key, value) in zip(overrides, parsed):
         parts = key.split(".")
         node, cls = data, schema

@@ -136,6 +136,7 @@ class Sweep:
     max_epochs: int = 1  # the most epochs any trial plans
     models: str = ""  # the model names the trials train, comma-separated
     datasets: str = ""
+    explicit: tuple[str, ...] = ()  # config keys the user set for every trial (set:, command line)
 
     @property
     def name(self) -> str:
@@ -162,7 +163,7 @@ class Sweep:
         return self.n_points * len(self.spec.seeds)
 
     def trial_config(self, point: dict, seed: int, name: str | None = None) -> Config:
-        data = set_keys(config_to_dict(self.base), point)
+        data = set_keys(config_to_dict(self.base), point, self.explicit)
         data.update(seed=seed, name=name or self.base.name)
         return validate(data, Config, f"{self.source}: space")
 
@@ -172,10 +173,11 @@ class Sweep:
         return f"{self.n_points} point(s) ({how}) x {len(self.spec.seeds)} seed(s) = {self.n_trials} trials{stop}, {self.mode} {self.metric}"
 
 
-def set_keys(data: dict, values: dict) -> dict:
+def set_keys(data: dict, values: dict, explicit=()) -> dict:
     """Set dotted config keys to values of any type (numbers, lists, whole sections) in a raw config;
-    a value that switches a section's kind (optimizer.name: adam) starts it from that kind's defaults."""
-    names = section_names(data, list(values))
+    a value that switches a section's kind (optimizer.name: adam) starts it from that kind's defaults
+    and the keys in explicit (the sweep's `set` and command-line keys, meant for every trial)."""
+    names = section_names(data, list(values), Config)
     apply_overrides(data, [f"{key}=null" for key in values], Config)  # makes the sections data left out
     for key, value in values.items():
         *parents, leaf = key.split(".")
@@ -183,7 +185,7 @@ def set_keys(data: dict, values: dict) -> dict:
         for part in parents:
             node = node[part]
         node[leaf] = copy.deepcopy(value)
-    switch_variants(data, names, set(values))
+    switch_variants(data, names, set(values) | set(explicit))
     return data
 
 
@@ -215,7 +217,8 @@ def load_sweep(path: str | Path, overrides: list[str] | None = None) -> Sweep:
     base.setdefault("name", base_path.stem)
     set_keys(base, spec.set)
     apply_overrides(base, config_overrides, Config)
-    return resolve(spec, validate(base, Config, f"{path}: base {spec.base}"), str(path))
+    explicit = (*spec.set, *(parse_override(text)[0] for text in config_overrides))
+    return resolve(spec, validate(base, Config, f"{path}: base {spec.base}"), str(path), explicit)
 
 
 def validate_spec(data: dict, source: str) -> SweepFile:
@@ -226,9 +229,9 @@ def validate_spec(data: dict, source: str) -> SweepFile:
     return validate(data, SweepFile, source)
 
 
-def resolve(spec: SweepFile, base: Config, source: str) -> Sweep:
+def resolve(spec: SweepFile, base: Config, source: str, explicit=()) -> Sweep:
     """Check the space against the config schema (every grid point, else every bound) and expand it."""
-    sweep = Sweep(spec, base, source)
+    sweep = Sweep(spec, base, source, explicit=tuple(explicit))
     for key in ("seed", "name"):
         if key in spec.space:
             raise ConfigError(f"{source}: space: '{key}' is set by the sweep itself (use seeds: [...] for seeds)")
@@ -264,6 +267,7 @@ def start(sweep: Sweep, root: Path, data_dir=None) -> Path:
         "dataset": sweep.datasets, "model": sweep.models, "epochs": sweep.max_epochs,
         "method": sweep.spec.method, "metric": sweep.metric, "mode": sweep.mode, "keys": sweep.keys,
         "trials_planned": sweep.n_trials, "test_acc": None, "data_dir": str(Path(data_dir).resolve()) if data_dir else None,
+        "explicit_keys": list(sweep.explicit),
     })
     return path
 
@@ -274,7 +278,8 @@ def reopen(path: str | Path) -> Sweep:
     if not (path / SWEEP_FILE).is_file() or not (path / BASE_FILE).is_file():
         raise RunError(f"not a sweep directory: {path} has no {SWEEP_FILE} and {BASE_FILE}")
     spec = validate_spec(read_yaml(path / SWEEP_FILE, "sweep"), str(path / SWEEP_FILE))
-    return resolve(spec, load_config(path / BASE_FILE), str(path / SWEEP_FILE))
+    explicit = runs.read_json(path / runs.SUMMARY).get("explicit_keys") if (path / runs.SUMMARY).is_file() else None
+    return resolve(spec, load_config(path / BASE_FILE), str(path / SWEEP_FILE), explicit if isinstance(explicit, list) else spec.set)
 
 
 def update_summary(path: Path, **values) -> dict:

@@ -63,6 +63,10 @@ def test_switching_a_sections_kind_in_a_file_gives_the_new_kinds_defaults():
     assert config_from_dict(base, ["optimizer.name=sgd"]).optimizer.momentum == 0.9
     model = config_from_dict({**BASE, "model": {"name": "cnn", "n_feature": 4}}, ["model.name=fc"]).model
     assert model.name == "fc" and not hasattr(model, "n_feature")
+    # the dataset is a plain section with a name, not a choice of kinds: the rest of it stays
+    data = {**BASE, "dataset": {"name": "mnist", "data_dir": "/d", "download": False, "train_subset": 100}}
+    dataset = config_from_dict(data, ["dataset.name=fashion-mnist"]).dataset
+    assert (dataset.name, dataset.data_dir, dataset.download, dataset.train_subset) == ("fashion-mnist", "/d", False, 100)
 
 
 def test_override_of_a_default_section_keeps_its_other_defaults():

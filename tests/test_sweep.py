@@ -98,12 +98,23 @@ def test_grid_expansion_is_points_times_seeds(tmp_path):
 
 
 def test_a_sweep_over_the_optimizer_kind_gives_each_kind_its_defaults(tmp_path):
+    from cnnlab.sweep import reopen, start
+
     path = write_sweep(tmp_path / "opt.yaml", space={"optimizer.name": ["sgd", "adam", "rmsprop"]})
     sweep = load_sweep(path)
     sgd, adam, rmsprop = (sweep.trial_config(p, 0) for p in sweep.points)
     assert (sgd.optimizer.name, sgd.optimizer.momentum) == ("sgd", sweep.base.optimizer.momentum)
     assert adam.optimizer == load_config(BASE, ["optimizer={name: adam}"]).optimizer  # Adam's defaults
     assert rmsprop.optimizer == load_config(BASE, ["optimizer={name: rmsprop}"]).optimizer
+    # keys the sweep sets for every trial (set:, the command line) stay where the kind has them
+    path = write_sweep(tmp_path / "set.yaml", space={"optimizer.name": ["sgd", "adam"]},
+                       set={"device": "cpu", "optimizer.weight_decay": 0.0005})
+    sweep = load_sweep(path, ["optimizer.lr=0.02"])
+    resumed = reopen(start(sweep, tmp_path / "runs"))  # what --resume builds its trials from
+    for point in sweep.points:
+        for s in (sweep, resumed):
+            o = s.trial_config(point, 0).optimizer
+            assert (o.weight_decay, o.lr) == (0.0005, 0.02), o
 
 
 def test_shipped_sweeps_expand(tmp_path):
