@@ -299,6 +299,12 @@ class _Signals:
                 raise Interrupted(self.pending)
 
 
+def interruptible():
+    """While in this block SIGINT and SIGTERM raise Interrupted (carrying the signal), for work
+    around runs such as a study's; run() installs its own handler while it trains."""
+    return _Signals().installed()
+
+
 # ---------------------------------------------------------------------------- the run
 def cpu_threads(cfg: Config, model: torch.nn.Module, input_shape: tuple[int, ...], share: int | None = None) -> int:
     """train.threads, else 1 for a small training step (under SMALL_STEP_FLOPS), else the run's

@@ -22,9 +22,20 @@ class Cell:
     labels: dict
 
 
+def _continuable(run: Path) -> bool:
+    """Whether an earlier attempt's run can be taken or resumed: completed, or with a checkpoint, or
+    without a finished epoch yet (it starts afresh in place). A run trained without checkpoints and
+    stopped after some epochs cannot go on: its cell starts again in a new directory."""
+    from cnnlab.runs import CHECKPOINT, SUMMARY, read_json, read_metrics
+
+    summary = read_json(run / SUMMARY)
+    return summary.get("status") == "completed" or (run / CHECKPOINT).is_file() or read_metrics(run).empty
+
+
 def previous_runs(cells: list[Cell], runs_dir: Path) -> list[Path | None]:
     """Each cell's run directory under runs_dir from an earlier attempt (its config.yaml is the
-    cell's config), or None. Each directory serves one cell; a later attempt's wins."""
+    cell's config) that can be taken or continued, or None. Each directory serves one cell; a later
+    attempt's wins."""
     from cnnlab.config import config_to_dict, read_yaml
     from cnnlab.errors import CnnlabError
     from cnnlab.runs import CONFIG
@@ -32,8 +43,9 @@ def previous_runs(cells: list[Cell], runs_dir: Path) -> list[Path | None]:
     found: list[tuple[Path, dict]] = []
     for path in sorted(Path(runs_dir).glob("*/" + CONFIG), reverse=True):  # newest first (names start with the time)
         try:
-            found.append((path.parent, read_yaml(path)))
-        except CnnlabError:  # a directory killed before its config was whole: the cell starts afresh
+            if _continuable(path.parent):
+                found.append((path.parent, read_yaml(path)))
+        except CnnlabError:  # killed before its config or summary was whole: the cell starts afresh
             continue
     previous: list[Path | None] = []
     for cell in cells:

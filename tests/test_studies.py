@@ -7,8 +7,10 @@ import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
+import time
 import warnings
 from pathlib import Path
 
@@ -22,7 +24,7 @@ from rich.console import Console
 from cnnlab import figures, report
 from cnnlab.cli import main
 from cnnlab.config import ShiftConfig, load_config
-from cnnlab.engine import evaluate, loss_function
+from cnnlab.engine import NonFiniteLoss, evaluate, loss_function
 from cnnlab.errors import ConfigError
 from cnnlab.experiment import run
 from cnnlab.studies import compare, shift_sweep
@@ -205,6 +207,8 @@ def _failing_run(monkeypatch, at: int, how: str):
             return real(cfg, **kwargs)
         if how == "fail":
             raise experiment.RunError("the disk is full")
+        if how == "nan":
+            raise NonFiniteLoss("the loss became nan at epoch 1, step 2")
 
         def stop(row, path):
             raise experiment.Interrupted(signals.SIGINT)
@@ -221,12 +225,15 @@ def test_an_interrupted_or_failed_study_resumes_to_the_uninterrupted_result(tiny
     assert code == 0, err
     whole = pd.read_csv(last_line(out) / "table.csv").drop(columns="train_seconds")
 
-    for how, at, exit_code in (("interrupt", 3, 130), ("fail", 2, 1)):
+    # the stopped cell goes on in its own directory; one trained without checkpoints starts again in a new one
+    for how, at, exit_code, extra, dirs in (("interrupt", 3, 130, [], 4), ("fail", 2, 1, [], 4),
+                                             ("interrupt", 3, 130, ["train.checkpoint=false"], 5)):
         from cnnlab import experiment
 
         real = _failing_run(monkeypatch, at, how)
-        code, out, err = cnnlab(capsys, monkeypatch, *args, "--runs-dir", tmp_path / how)
-        (study,) = (tmp_path / how).iterdir()
+        runs_dir = tmp_path / f"{how}{len(extra)}"
+        code, out, err = cnnlab(capsys, monkeypatch, *args, *extra, "--runs-dir", runs_dir)
+        (study,) = runs_dir.iterdir()
         assert code == exit_code and f"continue with: cnnlab compare --resume {study}" in err and len(err.strip().splitlines()) == 1
         summary = json.loads((study / "summary.json").read_text())
         assert summary["status"] == ("interrupted" if how == "interrupt" else "failed")
@@ -236,7 +243,7 @@ def test_an_interrupted_or_failed_study_resumes_to_the_uninterrupted_result(tiny
         code, out, err = cnnlab(capsys, monkeypatch, "compare", "--resume", study)
         assert code == 0, err
         assert last_line(out) == study and json.loads((study / "summary.json").read_text())["status"] == "completed"
-        assert len(list((study / "cells").iterdir())) == 4  # the stopped cell went on in its own directory
+        assert len(list((study / "cells").iterdir())) == dirs
         pd.testing.assert_frame_equal(pd.read_csv(study / "table.csv").drop(columns="train_seconds"), whole)
 
     code, out, err = cnnlab(capsys, monkeypatch, "compare", "--resume", study)
@@ -245,6 +252,30 @@ def test_an_interrupted_or_failed_study_resumes_to_the_uninterrupted_result(tiny
     assert code == 2 and "give no --seeds" in err
     code, out, err = cnnlab(capsys, monkeypatch, "shift-sweep", "--resume", study)
     assert code == 1 and "not a shift-sweep study" in err
+    code, out, err = cnnlab(capsys, monkeypatch, "compare", "--resume", study, "--no-permute")
+    assert code == 2 and "give no --permute/--no-permute" in err
+
+
+def test_a_study_that_cannot_get_further_says_so_and_a_broken_plan_is_one_line(tiny_data, tmp_path, capsys, monkeypatch):
+    _failing_run(monkeypatch, 2, "nan")
+    code, out, err = cnnlab(capsys, monkeypatch, "compare", "fc-vs-cnn", "--seeds", "1", "--data-dir", tiny_data, *FAST, "--runs-dir", tmp_path)
+    assert code == 1 and "start a new study" in err and "--resume" not in err and len(err.strip().splitlines()) == 1
+    (study,) = tmp_path.iterdir()
+    (study / "plan.json").write_text('{"name": 1, "cells": 5}')
+    code, out, err = cnnlab(capsys, monkeypatch, "compare", "--resume", study)
+    assert code == 2 and "plan.json" in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
+
+
+def test_a_signal_between_cells_marks_the_study_interrupted(tmp_path):
+    """SIGTERM outside any run's training (between cells, while evaluating or writing tables)."""
+    from cnnlab.experiment import Interrupted
+
+    record = StudyRecord(tmp_path, "s", study="compare")
+    with pytest.raises(Interrupted, match=f"stopped by SIGTERM.*continue with: cnnlab compare --resume {record.path}"):
+        with record.running():
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(5)  # the handler raises first
+    assert json.loads((record.path / "summary.json").read_text())["status"] == "interrupted"
 
 
 def test_an_interrupted_shift_sweep_resumes(fashion_run, tiny_data, tmp_path, capsys, monkeypatch):

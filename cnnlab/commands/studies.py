@@ -47,7 +47,7 @@ def _planned_cells(plan: dict, source: str) -> list:
 
 def _resume_only(resume: Path, given: dict) -> None:
     """--resume takes everything from the study directory: refuse anything else that would be ignored."""
-    extra = [name for name, value in given.items() if value not in (None, [], False)]
+    extra = [name for name, value in given.items() if value is not None and value != []]
     if extra:
         raise CnnlabUsage(f"--resume continues the study in {resume} as it was planned: give no {', '.join(extra)} (only --address and --data-dir)")
 
@@ -89,7 +89,7 @@ def compare(
     from cnnlab.studies.spec import common_overrides, resolve
 
     if resume is not None:
-        _resume_only(resume, {"STUDY, CONFIG or KEY=VALUE": args, "--permute": permute, "--seeds": seeds, "--epochs": epochs,
+        _resume_only(resume, {"STUDY, CONFIG or KEY=VALUE": args, "--permute/--no-permute": permute, "--seeds": seeds, "--epochs": epochs,
                               "--dataset": dataset, "--runs-dir": runs_dir, "--device": device})
         record = StudyRecord.reopen(resume, "compare")
         plan = record.plan

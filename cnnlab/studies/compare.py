@@ -28,6 +28,10 @@ def make_cells(members: list[Member], seeds: int, permute: bool) -> list[Cell]:
                 f"{m.label} sets transform.permute, but compare sets it itself (ordered pixels, and permuted ones with "
                 "--permute): drop it from the config or the overrides"
             )
+        if permute and m.cfg.train.tta != "none":
+            raise ConfigError(
+                f"{m.label} uses train.tta={m.cfg.train.tta}, which cannot undo --permute's scrambled pixels: add train.tta=none"
+            )
         for permuted in (False, True) if permute else (False,):
             for seed in range(m.cfg.seed, m.cfg.seed + seeds):
                 name = f"{m.cfg.name}-s{seed}" + ("-permuted" if permuted else "")

@@ -8,13 +8,38 @@ cells' configs and options), so that `--resume` can finish an interrupted or fai
 from __future__ import annotations
 
 import contextlib
+import signal
 from pathlib import Path
+from typing import Any, Optional
 
 from cnnlab import runs
+from cnnlab.config import Strict, validate
 from cnnlab.errors import CnnlabError, RunError
 
 CELLS = "cells"
 PLAN = "plan.json"
+
+
+class PlannedCell(Strict):
+    labels: dict[str, Any]  # what the study's table groups by (model, permuted, seed)
+    config: dict[str, Any]  # the cell's resolved config
+
+
+class ReusedRun(Strict):
+    label: str
+    path: str
+
+
+class Plan(Strict):
+    """plan.json: what a study runs, written before its first cell trains."""
+
+    name: str
+    cells: list[PlannedCell]
+    data_dir: Optional[str] = None  # the --data-dir it was started with
+    datasets: str = ""  # compare: the members' datasets, comma-separated
+    options: dict[str, Any] = {}  # shift-sweep: its sweep options
+    device: Optional[str] = None  # shift-sweep: --device, for the reused runs
+    reused: list[ReusedRun] = []  # shift-sweep: --from-run models
 
 
 class StudyRecord:
@@ -42,7 +67,8 @@ class StudyRecord:
 
     @property
     def plan(self) -> dict:
-        return runs.read_json(self.path / PLAN)
+        """plan.json, checked (a hand-edited one that does not fit is one ConfigError line)."""
+        return validate(runs.read_json(self.path / PLAN), Plan, str(self.path / PLAN)).model_dump()
 
     def write_plan(self, plan: dict) -> None:
         runs.write_json(self.path / PLAN, plan)
@@ -58,21 +84,22 @@ class StudyRecord:
     def running(self):
         """Hold the study's lock (one process runs a study at a time) and mark it completed, failed
         or interrupted, whichever way the block ends; the last two say how to resume it."""
+        from cnnlab.engine import NonFiniteLoss
+        from cnnlab.experiment import Interrupted, interruptible
+
         resume = f"cnnlab {self.summary.get('study')} --resume {self.path}"
-        with runs.training_lock(self.path):
+        with runs.training_lock(self.path), interruptible():  # SIGTERM, too, marks the study interrupted
             self.save()  # status running, this process as the owner
             try:
                 yield self
-            except KeyboardInterrupt as e:  # also experiment.Interrupted (SIGINT/SIGTERM)
+            except KeyboardInterrupt as e:  # also Interrupted (SIGINT/SIGTERM)
                 self.update(status="interrupted", error="stopped by a signal", finished_at=runs.utc_now())
-                signum = getattr(e, "signum", None)
-                if signum is None:
-                    raise
-                from cnnlab.experiment import Interrupted
-
-                raise Interrupted(signum, f"study stopped by a signal; finished cells are kept; continue with: {resume}") from None
+                signum = getattr(e, "signum", signal.SIGINT)
+                raise Interrupted(signum, f"study stopped by {signal.Signals(signum).name}; finished cells are kept; continue with: {resume}") from None
             except BaseException as e:
                 self.update(status="failed", error=str(e).splitlines()[0] if str(e) else type(e).__name__, finished_at=runs.utc_now())
+                if isinstance(e, NonFiniteLoss):  # the planned configs would diverge again
+                    raise NonFiniteLoss(f"{e}; a resume replays the same configs: start a new study with other settings") from None
                 if isinstance(e, CnnlabError):
                     raise type(e)(f"{e} (finished cells are kept; once fixed, continue with: {resume})") from None
                 raise
