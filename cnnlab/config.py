@@ -317,26 +317,24 @@ def parse_override(text: str) -> tuple[str, Any]:
     return key, parsed
 
 
-def _is_choice(schema: type[BaseModel], section: list[str]) -> bool:
-    """Whether the section is a choice between kinds (model, optimizer, schedule: a union of
-    classes told apart by `name`), not a plain section that has a name (dataset)."""
+def _choices(schema: type[BaseModel], section: list[str]) -> list[type[BaseModel]]:
+    """The kinds a section may be (optimizer: SGDConfig, AdamConfig, ...); [] for a plain section
+    that merely has a name (dataset) or a path outside the schema."""
     cls: type[BaseModel] | None = schema
     models: list[type[BaseModel]] = []
     for part in section:
         field = cls.model_fields.get(part) if cls is not None else None
         models = _model_classes(field.annotation) if field is not None else []
         cls = models[0] if len(models) == 1 else None
-    return len(models) > 1
+    return models if len(models) > 1 else []
 
 
-def switch_variants(data: dict, names: dict[str, Any], explicit: set[str]) -> None:
+def switch_variants(data: dict, names: dict[str, Any], explicit: set[str], schema: type[BaseModel], every: set[str] = frozenset()) -> None:
     """For each `section.name` in names (its value before) that changes the section's kind
     (optimizer sgd -> adam), start the section afresh: the new kind's defaults plus the keys in
-    explicit (set on purpose; a whole section counts for its keys), as for a section the file
-    leaves out. The old kind's settings (momentum 0.9, lr 0.01) would not mean the same for the new one."""
-    def chosen(key: str) -> bool:
-        return any(key == e or key.startswith(e + ".") for e in explicit)
-
+    explicit (set on purpose here: kept, and checked) and those in `every` (a sweep's keys for all
+    its trials: kept where the new kind has them). The old kind's settings (momentum 0.9, lr 0.01)
+    would not mean the same for the new one."""
     for key, old_name in names.items():
         *section, _ = key.split(".")
         node = data
@@ -344,8 +342,17 @@ def switch_variants(data: dict, names: dict[str, Any], explicit: set[str]) -> No
             node = node.get(part) if isinstance(node, dict) else None
         if not isinstance(node, dict) or node.get("name") in (old_name, None):  # None: no kind to start from
             continue
-        for k in [k for k in node if k != "name" and not chosen(".".join([*section, k]))]:
-            del node[k]
+        kind = [m for m in _choices(schema, section) if typing.get_args(m.model_fields["name"].annotation) == (node["name"],)]
+        fields = set(kind[0].model_fields) if kind else set()
+        for k in [k for k in node if k != "name"]:
+            dotted = ".".join([*section, k])
+            if dotted not in explicit and not (dotted in every and k in fields):
+                del node[k]
+
+
+def leaf_keys(values: dict) -> set[str]:
+    """The dotted keys a set of values really sets: {"optimizer": {"name": "adam"}} -> optimizer.name."""
+    return {k for key, value in values.items() for k in (flatten({key: value}) if isinstance(value, dict) else {key: value})}
 
 
 def section_names(data: dict, keys: list[str], schema: type[BaseModel]) -> dict[str, Any]:
@@ -353,7 +360,7 @@ def section_names(data: dict, keys: list[str], schema: type[BaseModel]) -> dict[
     names = {}
     for key in keys:
         section = key.split(".")[:-1]
-        if key.endswith(".name") and section and _is_choice(schema, section):
+        if key.endswith(".name") and section and _choices(schema, section):
             node = data
             for part in section:
                 node = node.get(part) if isinstance(node, dict) else None
@@ -382,7 +389,7 @@ def apply_overrides(data: dict, overrides: list[str], schema: type[BaseModel]) -
                 raise ConfigError(f"override {text!r}: {'.'.join(parts[: i + 1])} is not a section")
             node = child
         node[parts[-1]] = value
-    switch_variants(data, names, {key for key, _ in parsed})
+    switch_variants(data, names, leaf_keys(dict(parsed)), schema)
     return data
 
 
@@ -435,7 +442,10 @@ def _describe(err: dict, schema: type[BaseModel]) -> str:
         return f"unknown key '{'.'.join(path)}'{hint}"
     if kind in ("union_tag_invalid", "union_tag_not_found"):
         what = ".".join(_walk(schema, loc)[1])
-        expected = err.get("ctx", {}).get("expected_tags", "")
+        # pydantic leaves the tags out for an optional section (schedule): name them from the schema
+        expected = err.get("ctx", {}).get("expected_tags") or ", ".join(
+            repr(typing.get_args(m.model_fields["name"].annotation)[0]) for m in _choices(schema, what.split("."))
+        )
         if kind == "union_tag_not_found":
             return f"{what}: missing 'name'; valid names: {expected}"
         tag = err.get("ctx", {}).get("tag")

@@ -16,8 +16,10 @@ import contextlib
 import logging
 import math
 import os
+import signal
 import socket
 import sys
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -67,6 +69,9 @@ def session(address: str | None, what: str = "--address"):
     address = address or os.environ.get("RAY_ADDRESS") or "local"
     _check_reachable(address)
     quiet = {"logging_level": logging.ERROR, "log_to_driver": False}
+    # ray.init installs its own SIGTERM handler (it aborts the process); a study's, which marks the
+    # study interrupted, must stay in charge
+    handlers = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)} if threading.current_thread() is threading.main_thread() else {}
     try:
         if address == "local":
             # a local instance stays on the loopback interface
@@ -75,6 +80,10 @@ def session(address: str | None, what: str = "--address"):
             ray.init(address=address, **quiet)
     except (ConnectionError, RuntimeError, ValueError) as e:
         raise RunError(f"cannot reach a Ray cluster at {address}: {_first_line(e)}") from None
+    finally:
+        for s, handler in handlers.items():
+            if handler is not None:
+                signal.signal(s, handler)
     try:
         yield ray
     finally:

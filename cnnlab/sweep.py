@@ -22,7 +22,7 @@ from pydantic import Field, field_validator, model_validator
 
 from cnnlab import runs
 from cnnlab.config import (
-    Config, Strict, apply_overrides, config_to_dict, dump_yaml, load_config, parse_override, read_yaml, section_names, switch_variants, validate,
+    Config, Strict, apply_overrides, config_to_dict, dump_yaml, load_config, leaf_keys, parse_override, read_yaml, section_names, switch_variants, validate,
 )
 from cnnlab.errors import ConfigError, RunError
 
@@ -185,7 +185,7 @@ def set_keys(data: dict, values: dict, explicit=()) -> dict:
         for part in parents:
             node = node[part]
         node[leaf] = copy.deepcopy(value)
-    switch_variants(data, names, set(values) | set(explicit))
+    switch_variants(data, names, leaf_keys(values), Config, set(explicit))
     return data
 
 
@@ -217,7 +217,7 @@ def load_sweep(path: str | Path, overrides: list[str] | None = None) -> Sweep:
     base.setdefault("name", base_path.stem)
     set_keys(base, spec.set)
     apply_overrides(base, config_overrides, Config)
-    explicit = (*spec.set, *(parse_override(text)[0] for text in config_overrides))
+    explicit = sorted(leaf_keys(spec.set) | leaf_keys(dict(parse_override(text) for text in config_overrides)))
     return resolve(spec, validate(base, Config, f"{path}: base {spec.base}"), str(path), explicit)
 
 
@@ -279,7 +279,7 @@ def reopen(path: str | Path) -> Sweep:
         raise RunError(f"not a sweep directory: {path} has no {SWEEP_FILE} and {BASE_FILE}")
     spec = validate_spec(read_yaml(path / SWEEP_FILE, "sweep"), str(path / SWEEP_FILE))
     explicit = runs.read_json(path / runs.SUMMARY).get("explicit_keys") if (path / runs.SUMMARY).is_file() else None
-    return resolve(spec, load_config(path / BASE_FILE), str(path / SWEEP_FILE), explicit if isinstance(explicit, list) else spec.set)
+    return resolve(spec, load_config(path / BASE_FILE), str(path / SWEEP_FILE), explicit if isinstance(explicit, list) else leaf_keys(spec.set))
 
 
 def update_summary(path: Path, **values) -> dict:

@@ -99,6 +99,7 @@ def test_wrong_values_name_the_key():
     assert "'cifar10'" in error_of(["dataset.name=cifar"])
     assert "auto, cpu, cuda" in error_of(["device=tpu"])
     assert "valid names" in error_of(["optimizer.name=adagrad"])
+    assert "valid names: 'step', 'cosine'" in error_of(["schedule.warmup_epochs=1"])  # an optional section
 
 
 def test_shift_limit_depends_on_the_dataset():

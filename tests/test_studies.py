@@ -261,9 +261,13 @@ def test_a_study_that_cannot_get_further_says_so_and_a_broken_plan_is_one_line(t
     code, out, err = cnnlab(capsys, monkeypatch, "compare", "fc-vs-cnn", "--seeds", "1", "--data-dir", tiny_data, *FAST, "--runs-dir", tmp_path)
     assert code == 1 and "start a new study" in err and "--resume" not in err and len(err.strip().splitlines()) == 1
     (study,) = tmp_path.iterdir()
-    (study / "plan.json").write_text('{"name": 1, "cells": 5}')
-    code, out, err = cnnlab(capsys, monkeypatch, "compare", "--resume", study)
-    assert code == 2 and "plan.json" in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
+    plan = json.loads((study / "plan.json").read_text())
+    broken = [{"name": 1, "cells": 5}, {**plan, "cells": []}, {**plan, "cells": [{**plan["cells"][0], "labels": {}}]}]
+    for text in broken:
+        (study / "plan.json").write_text(json.dumps(text))
+        code, out, err = cnnlab(capsys, monkeypatch, "compare", "--resume", study)
+        assert code == 2 and "plan.json" in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
+    assert json.loads((study / "summary.json").read_text())["status"] == "failed"  # as it was: nothing ran
 
 
 def test_a_signal_between_cells_marks_the_study_interrupted(tmp_path):

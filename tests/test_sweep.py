@@ -109,12 +109,17 @@ def test_a_sweep_over_the_optimizer_kind_gives_each_kind_its_defaults(tmp_path):
     # keys the sweep sets for every trial (set:, the command line) stay where the kind has them
     path = write_sweep(tmp_path / "set.yaml", space={"optimizer.name": ["sgd", "adam"]},
                        set={"device": "cpu", "optimizer.weight_decay": 0.0005})
-    sweep = load_sweep(path, ["optimizer.lr=0.02"])
+    sweep = load_sweep(path, ["optimizer.lr=0.02", "optimizer.momentum=0.9"])
     resumed = reopen(start(sweep, tmp_path / "runs"))  # what --resume builds its trials from
     for point in sweep.points:
         for s in (sweep, resumed):
             o = s.trial_config(point, 0).optimizer
-            assert (o.weight_decay, o.lr) == (0.0005, 0.02), o
+            assert (o.weight_decay, o.lr, getattr(o, "momentum", None)) == (0.0005, 0.02, 0.9 if o.name == "sgd" else None), o
+    # a whole section set for every trial counts for the keys it sets, not for the defaults filled in
+    path = write_sweep(tmp_path / "whole.yaml", space={"optimizer.name": ["sgd", "rmsprop", "adam"]},
+                       set={"device": "cpu", "optimizer": {"name": "adam", "lr": 0.003}})
+    sweep = load_sweep(path)
+    assert [(o.name, o.lr) for o in (sweep.trial_config(p, 0).optimizer for p in sweep.points)] == [("sgd", 0.003), ("rmsprop", 0.003), ("adam", 0.003)]
 
 
 def test_shipped_sweeps_expand(tmp_path):

@@ -113,7 +113,6 @@ def compare(
             epochs=max(m.cfg.train.epochs for m in members), seeds=seeds, permute=permute, test_acc=None, cells=[],
         )
         record.write_plan({"name": name, "datasets": datasets, "data_dir": str(data_dir.resolve()) if data_dir else None, "cells": _plan_cells(cells)})
-    console.print(f"{name}: {what} in {record.path}")
     done: list = []
 
     def on_done(cell, result):
@@ -124,6 +123,7 @@ def compare(
         console.print(f"[{len(done)}/{len(cells)}] {cell.labels['model']} seed {cell.labels['seed']}{condition}: test accuracy {s['test_acc']:.2%}, {s['train_seconds']:.1f} s")
 
     with record.running():
+        console.print(f"{name}: {what} in {record.path}")
         previous = previous_runs(cells, record.cells) if resume is not None else None
         results = run_cells(cells, runs_dir=record.cells, data_dir=data_dir, address=address, on_done=on_done, previous=previous)
         rows = [study.cell_row(c, r) | {"run_dir": p} for c, r, p in zip(cells, results, _cell_paths(record, results))]

@@ -14,10 +14,11 @@ from typing import Any, Optional
 
 from cnnlab import runs
 from cnnlab.config import Strict, validate
-from cnnlab.errors import CnnlabError, RunError
+from cnnlab.errors import CnnlabError, ConfigError, RunError
 
 CELLS = "cells"
 PLAN = "plan.json"
+LABELS = {"compare": ("model", "permuted", "seed"), "shift-sweep": ("model",)}  # what each study's cells carry
 
 
 class PlannedCell(Strict):
@@ -68,7 +69,16 @@ class StudyRecord:
     @property
     def plan(self) -> dict:
         """plan.json, checked (a hand-edited one that does not fit is one ConfigError line)."""
-        return validate(runs.read_json(self.path / PLAN), Plan, str(self.path / PLAN)).model_dump()
+        source = self.path / PLAN
+        plan = validate(runs.read_json(source), Plan, str(source))
+        labels = LABELS.get(self.summary.get("study"), ())
+        for i, cell in enumerate(plan.cells):
+            missing = [k for k in labels if k not in cell.labels]
+            if missing:
+                raise ConfigError(f"{source}: cells[{i}].labels has no {', '.join(missing)}")
+        if not plan.cells and not plan.reused:
+            raise ConfigError(f"{source}: no cells to run")
+        return plan.model_dump()
 
     def write_plan(self, plan: dict) -> None:
         runs.write_json(self.path / PLAN, plan)
@@ -94,8 +104,9 @@ class StudyRecord:
                 yield self
             except KeyboardInterrupt as e:  # also Interrupted (SIGINT/SIGTERM)
                 self.update(status="interrupted", error="stopped by a signal", finished_at=runs.utc_now())
-                signum = getattr(e, "signum", signal.SIGINT)
-                raise Interrupted(signum, f"study stopped by {signal.Signals(signum).name}; finished cells are kept; continue with: {resume}") from None
+                signum = getattr(e, "signum", None)  # None: a KeyboardInterrupt from elsewhere (Ray turns signals into them)
+                by = signal.Signals(signum).name if signum else "a signal"
+                raise Interrupted(signum or signal.SIGINT, f"study stopped by {by}; finished cells are kept; continue with: {resume}") from None
             except BaseException as e:
                 self.update(status="failed", error=str(e).splitlines()[0] if str(e) else type(e).__name__, finished_at=runs.utc_now())
                 if isinstance(e, NonFiniteLoss):  # the planned configs would diverge again
