@@ -6,6 +6,7 @@ The sweep file is validated before Ray is imported; ray, torch and pandas load i
 from __future__ import annotations
 
 import contextlib
+import signal
 from pathlib import Path
 from typing import Optional
 
@@ -47,8 +48,11 @@ def sweep(
     from cnnlab.ray_backend import require_ray, run_sweep, session
     from cnnlab.report import console, table
 
+    from cnnlab.experiment import Interrupted, interruptible
+
     require_ray("cnnlab sweep", optuna=spec.spec.method != "grid")
     with contextlib.ExitStack() as hold:  # the sweep directory's lock: one process runs a sweep at a time
+        hold.enter_context(interruptible())  # SIGTERM stops the sweep like Ctrl-C: marked interrupted, resumable
         if resume is not None:
             hold.enter_context(training_lock(Path(resume)))
         with session(address, "cnnlab sweep"):  # connect first: no sweep directory for an unreachable cluster
@@ -65,6 +69,9 @@ def sweep(
             except BaseException as e:
                 status = "interrupted" if isinstance(e, KeyboardInterrupt) else "failed"
                 sweeps.update_summary(path, status=status, error=str(e).splitlines()[0] if str(e) else type(e).__name__)
+                if isinstance(e, KeyboardInterrupt):
+                    signum = getattr(e, "signum", None) or signal.SIGINT  # Tune may hand on a bare KeyboardInterrupt
+                    raise Interrupted(signum, f"sweep stopped by a signal; continue it with: cnnlab sweep --resume {path}") from None
                 raise
         outcome = sweeps.finish(spec, path, records)
 
