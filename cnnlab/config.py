@@ -329,6 +329,14 @@ def _choices(schema: type[BaseModel], section: list[str]) -> list[type[BaseModel
     return models if len(models) > 1 else []
 
 
+def _section(data: dict, parts: list[str]) -> dict | None:
+    """The raw config's section at parts (["optimizer"]), None when it is not there or not a mapping."""
+    node: Any = data
+    for part in parts:
+        node = node.get(part) if isinstance(node, dict) else None
+    return node if isinstance(node, dict) else None
+
+
 def switch_variants(data: dict, names: dict[str, Any], explicit: set[str], schema: type[BaseModel], every: set[str] = frozenset()) -> None:
     """For each `section.name` in names (its value before) that changes the section's kind
     (optimizer sgd -> adam), start the section afresh: the new kind's defaults plus the keys in
@@ -337,10 +345,8 @@ def switch_variants(data: dict, names: dict[str, Any], explicit: set[str], schem
     would not mean the same for the new one."""
     for key, old_name in names.items():
         *section, _ = key.split(".")
-        node = data
-        for part in section:
-            node = node.get(part) if isinstance(node, dict) else None
-        if not isinstance(node, dict) or node.get("name") in (old_name, None):  # None: no kind to start from
+        node = _section(data, section)
+        if node is None or node.get("name") in (old_name, None):  # None: no kind to start from
             continue
         kind = [m for m in _choices(schema, section) if typing.get_args(m.model_fields["name"].annotation) == (node["name"],)]
         fields = set(kind[0].model_fields) if kind else set()
@@ -361,10 +367,8 @@ def section_names(data: dict, keys: list[str], schema: type[BaseModel]) -> dict[
     for key in keys:
         section = key.split(".")[:-1]
         if key.endswith(".name") and section and _choices(schema, section):
-            node = data
-            for part in section:
-                node = node.get(part) if isinstance(node, dict) else None
-            names[key] = node.get("name") if isinstance(node, dict) else None
+            node = _section(data, section)
+            names[key] = node.get("name") if node is not None else None
     return names
 
 

@@ -44,6 +44,14 @@ class Interrupted(KeyboardInterrupt):
         super().__init__(message or signal.Signals(signum).name)
         self.signum = signum
 
+    @classmethod
+    def of(cls, e: KeyboardInterrupt, what: str, then: str) -> "Interrupted":
+        """An Interrupted for a study or sweep (`what`) that `e` stopped, saying `then` (how to go on).
+        e may be a bare KeyboardInterrupt that Ray made of a signal: then the signal is unknown."""
+        signum = getattr(e, "signum", None)
+        by = signal.Signals(signum).name if signum else "a signal"
+        return cls(signum or signal.SIGINT, f"{what} stopped by {by}; {then}")
+
 
 class Stopped(Exception):
     """Raised by an on_epoch callback to end the run after that epoch (a sweep's scheduler stopped

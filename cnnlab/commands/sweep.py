@@ -6,7 +6,6 @@ The sweep file is validated before Ray is imported; ray, torch and pandas load i
 from __future__ import annotations
 
 import contextlib
-import signal
 from pathlib import Path
 from typing import Optional
 
@@ -45,10 +44,9 @@ def sweep(
             raise CnnlabUsage("missing SWEEP_FILE, e.g. cnnlab sweep configs/sweeps/lenet_lr.yaml")
         spec = sweeps.load_sweep(file, overrides)
 
+    from cnnlab.experiment import Interrupted, interruptible
     from cnnlab.ray_backend import require_ray, run_sweep, session
     from cnnlab.report import console, table
-
-    from cnnlab.experiment import Interrupted, interruptible
 
     require_ray("cnnlab sweep", optuna=spec.spec.method != "grid")
     with contextlib.ExitStack() as hold:  # the sweep directory's lock: one process runs a sweep at a time
@@ -70,8 +68,7 @@ def sweep(
                 status = "interrupted" if isinstance(e, KeyboardInterrupt) else "failed"
                 sweeps.update_summary(path, status=status, error=str(e).splitlines()[0] if str(e) else type(e).__name__)
                 if isinstance(e, KeyboardInterrupt):
-                    signum = getattr(e, "signum", None) or signal.SIGINT  # Tune may hand on a bare KeyboardInterrupt
-                    raise Interrupted(signum, f"sweep stopped by a signal; continue it with: cnnlab sweep --resume {path}") from None
+                    raise Interrupted.of(e, "sweep", f"continue it with: cnnlab sweep --resume {path}") from None
                 raise
         outcome = sweeps.finish(spec, path, records)
 

@@ -8,7 +8,6 @@ cells' configs and options), so that `--resume` can finish an interrupted or fai
 from __future__ import annotations
 
 import contextlib
-import signal
 from pathlib import Path
 from typing import Any, Optional
 
@@ -104,9 +103,7 @@ class StudyRecord:
                 yield self
             except KeyboardInterrupt as e:  # also Interrupted (SIGINT/SIGTERM)
                 self.update(status="interrupted", error="stopped by a signal", finished_at=runs.utc_now())
-                signum = getattr(e, "signum", None)  # None: a KeyboardInterrupt from elsewhere (Ray turns signals into them)
-                by = signal.Signals(signum).name if signum else "a signal"
-                raise Interrupted(signum or signal.SIGINT, f"study stopped by {by}; finished cells are kept; continue with: {resume}") from None
+                raise Interrupted.of(e, "study", f"finished cells are kept; continue with: {resume}") from None
             except BaseException as e:
                 self.update(status="failed", error=str(e).splitlines()[0] if str(e) else type(e).__name__, finished_at=runs.utc_now())
                 if isinstance(e, NonFiniteLoss):  # the planned configs would diverge again
