@@ -15,6 +15,7 @@ from cnnlab.cli import CnnlabUsage, DataDir, Device, RunsDir, app, positional_an
 Epochs = typer.Option(None, "--epochs", min=1, help="Epochs for every trained model (overrides train.epochs).")
 Dataset = typer.Option(None, "--dataset", help="Run every member on this dataset: mnist | fashion-mnist | cifar10.")
 Address = typer.Option(None, "--address", help="Ray cluster address: run the cells there instead of one after another here.")
+Resume = typer.Option(None, "--resume", metavar="STUDY_DIR", help="Continue an interrupted or failed study: its finished cells are kept, the others resumed. Takes no other arguments but --address and --data-dir.")
 
 
 def _slug(label: str) -> str:
@@ -27,9 +28,6 @@ def _joined(values) -> str:
 
 def _cell_paths(record, results) -> list[str]:
     return [os.path.relpath(r.path, record.path) for r in results]
-
-
-Resume = typer.Option(None, "--resume", metavar="STUDY_DIR", help="Continue an interrupted or failed study: its finished cells are kept, the others resumed. Takes no other arguments but --address and --data-dir.")
 
 
 def _plan_cells(cells) -> list[dict]:
