@@ -62,6 +62,7 @@ class AugmentConfig(Strict):
     hflip: bool = False  # random horizontal flip, p=0.5
     grayscale: float = Field(0.0, ge=0.0, le=1.0)  # probability of turning an image grayscale
     crop_padding: StrictInt = Field(0, ge=0)  # random crop of the original size after padding by N
+    crop_padding_mode: Literal["constant", "reflect"] = "constant"  # the padding: black, or mirrored edges (airbench)
     translate: StrictInt = Field(0, ge=0)  # random translation by up to +-N pixels, zero fill
     mixup: float = Field(0.0, ge=0.0)  # mixup alpha; 0 switches it off
 
@@ -113,6 +114,7 @@ class FastNetModel(Strict):
     widths: list[Annotated[StrictInt, Field(gt=0)]] = Field([64, 256, 256], min_length=1)  # each conv group's channels
     bn_momentum: float = Field(0.4, gt=0, le=1)  # PyTorch's convention (airbench writes 0.6 = 1 - this)
     scale: float = Field(1 / 9, gt=0)  # multiplies the logits
+    bn_eps: float = Field(1e-12, gt=0)  # BatchNorm's epsilon (airbench's 1e-12; MNIST needs more, see mnist_fast.yaml)
 
 
 class ToyModel(Strict):

@@ -42,20 +42,23 @@ def _channels(values: Fill, like: Tensor) -> Tensor | float:
     return _cached_channels(tuple(float(v) for v in values), like.device, like.dtype)
 
 
-def _translate(x: Tensor, dx: Tensor, dy: Tensor, fill: Fill) -> Tensor:
-    """Move image n by (dx[n], dy[n]) pixels (right, down); uncovered pixels get `fill`.
+def _translate(x: Tensor, dx: Tensor, dy: Tensor, fill: Fill, mode: str = "constant") -> Tensor:
+    """Move image n by (dx[n], dy[n]) pixels (right, down). Uncovered pixels get `fill` (mode
+    "constant") or the image mirrored at its edge (mode "reflect", the edge pixel not repeated).
 
-    dx and dy are integer tensors of shape (N,) or (1,) on x's device. One gather over the
-    flattened H*W positions, then a mask for the pixels that came from outside the image.
+    dx and dy are integer tensors of shape (N,) or (1,) on x's device, |d| < the image's size. One
+    gather over the flattened H*W positions, then a mask for the pixels that came from outside the image.
     """
     n, c, h, w = x.shape
     rows = torch.arange(h, device=x.device).view(1, h) - dy.view(-1, 1)  # (B, H) source rows
     cols = torch.arange(w, device=x.device).view(1, w) - dx.view(-1, 1)  # (B, W) source columns
+    if mode == "reflect":  # -1 -> 1, h -> h - 2
+        rows, cols = (h - 1) - ((h - 1) - rows.abs()).abs(), (w - 1) - ((w - 1) - cols.abs()).abs()
     inside = ((rows >= 0) & (rows < h)).view(-1, 1, h, 1) & ((cols >= 0) & (cols < w)).view(-1, 1, 1, w)
     index = rows.clamp(0, h - 1).view(-1, h, 1) * w + cols.clamp(0, w - 1).view(-1, 1, w)
     index = index.view(-1, 1, h * w).expand(n, c, h * w)
     moved = x.reshape(n, c, h * w).gather(2, index).view(n, c, h, w)
-    return torch.where(inside, moved, _channels(fill, x))
+    return moved if mode == "reflect" else torch.where(inside, moved, _channels(fill, x))
 
 
 def _rand(n: int, generator: torch.Generator, device: torch.device) -> Tensor:
@@ -123,21 +126,23 @@ def random_grayscale(x: Tensor, p: float, generator: torch.Generator) -> Tensor:
     return torch.where(pick.view(-1, 1, 1, 1), gray, x)
 
 
-def random_translate(x: Tensor, max_px: int, generator: torch.Generator, fill: Fill = 0.0) -> Tensor:
-    """Move each image by its own random dx, dy in [-max_px, max_px]; uncovered pixels get `fill`."""
+def random_translate(x: Tensor, max_px: int, generator: torch.Generator, fill: Fill = 0.0, mode: str = "constant") -> Tensor:
+    """Move each image by its own random dx, dy in [-max_px, max_px]; uncovered pixels get `fill`
+    (or, with mode "reflect", the image mirrored at its edge)."""
     if max_px <= 0:
         return x
     offsets = torch.randint(-max_px, max_px + 1, (2, x.shape[0]), generator=generator, device=x.device)
-    return _translate(x, offsets[0], offsets[1], fill)
+    return _translate(x, offsets[0], offsets[1], fill, mode)
 
 
-def random_crop(x: Tensor, padding: int, generator: torch.Generator, fill: Fill = 0.0) -> Tensor:
-    """Pad by `padding` with `fill`, crop back to H x W at a random offset per image.
+def random_crop(x: Tensor, padding: int, generator: torch.Generator, fill: Fill = 0.0, mode: str = "constant") -> Tensor:
+    """Pad by `padding` with `fill` (mode "constant") or the mirrored edge (mode "reflect", like
+    torchvision's RandomCrop padding_mode), crop back to H x W at a random offset per image.
 
     Cropping at offset o in [0, 2*padding] of the padded image is a translation by padding - o,
     so this is random_translate with max_px = padding (no padded copy is materialised).
     """
-    return random_translate(x, padding, generator, fill)
+    return random_translate(x, padding, generator, fill, mode)
 
 
 def _beta(alpha: float, generator: torch.Generator) -> float:
@@ -249,7 +254,7 @@ class Pipeline:
         aug = self.cfg.augment
         on = self._on(x.device)
         if aug.crop_padding > 0:
-            x = random_crop(x, aug.crop_padding, generator, fill=on["fill"])
+            x = random_crop(x, aug.crop_padding, generator, fill=on["fill"], mode=aug.crop_padding_mode)
         if aug.translate > 0:
             x = random_translate(x, aug.translate, generator, fill=on["fill"])
         if aug.hflip:

@@ -5,6 +5,7 @@ and a CLI that answers --help and config errors without importing torch. No timi
 import gzip
 import os
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -187,6 +188,14 @@ def test_an_unreadable_results_file_is_refused_before_measuring_and_never_loses_
     written = append_results(results, [{"time": "2026-11-26T03:00:00+00:00", "case": "fc"}])
     assert written != results and pd.read_csv(written)["case"].tolist() == ["fc"]
     assert results.read_text() == "a,b\n1,2\n3,4,5\n"
+
+
+def test_a_case_without_its_data_stops_the_bench_before_the_first_measurement(tiny_data, tmp_path):
+    data = tmp_path / "data"
+    shutil.copytree(Path(tiny_data) / "MNIST", data / "MNIST")  # fc's data, but no CIFAR-10 for trashnet
+    out = cnnlab("bench", "--quick", "--cases", "fc,trashnet", "--device", "cpu", "--data-dir", data, "--runs-dir", tmp_path / "runs")
+    assert out.returncode == 1 and "CIFAR-10 not found" in out.stderr and "Traceback" not in out.stderr
+    assert "fc:" not in out.stdout  # measuring fc first would have been minutes lost
 
 
 def test_bench_rejects_an_unknown_case(tmp_path):

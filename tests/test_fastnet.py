@@ -131,3 +131,30 @@ def test_more_groups_than_the_image_can_pool_is_one_config_error():
     with pytest.raises(ConfigError, match="cannot take inputs of shape"):
         build_model(C.FastNetModel(name="fastnet", widths=[8] * 5), CIFAR, 10)
     assert torch.equal(fastnet().whiten.bias, torch.zeros(24))  # as airbench starts it
+
+
+def _first_step_gradient(cfg):
+    from cnnlab.engine import take
+
+    data, pipeline, state, loss_fn = setup(cfg, resolve_device("cpu"))
+    idx = torch.arange(cfg.train.batch_size)
+    x, y = pipeline.train_batch(take(data.x_train, idx), data.y_train.index_select(0, idx), state.aug_gen)
+    loss_fn(state.model(x), y).backward()
+    return state.model.body[1][0].weight.grad.norm().item()  # the first 3x3 convolution
+
+
+def test_mnist_fast_batchnorm_epsilon_keeps_the_first_gradients_tame():
+    """MNIST's blank borders leave a channel or two almost constant deep in the net; with airbench's
+    BatchNorm epsilon of 1e-12 those get divided by almost nothing and the first gradients are
+    thousands of times CIFAR's (under bf16 autocast the run then diverged on a GPU or stayed at
+    chance on the CPU). mnist_fast's epsilon bounds that."""
+    from conftest import real_data
+
+    data = real_data("MNIST", "raw")
+    overrides = ["device=cpu", f"dataset.data_dir={data}", "dataset.train_subset=2048", "dataset.test_subset=100"]
+    cfg = load_config(ROOT / "configs" / "mnist_fast.yaml", overrides)
+    assert cfg.model.bn_eps == 1e-3
+    assert all(m.eps == 1e-3 for m in build_model(cfg.model, (1, 28, 28), 10).modules() if isinstance(m, torch.nn.BatchNorm2d))
+    tame = _first_step_gradient(cfg)
+    wild = _first_step_gradient(load_config(ROOT / "configs" / "mnist_fast.yaml", [*overrides, "model.bn_eps=1e-12"]))
+    assert tame < 200 and wild > 20 * tame, (tame, wild)

@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 
 from cnnlab.config import AugmentConfig, MeanStd, ShiftConfig, TransformConfig
 from cnnlab.transforms import (
@@ -158,6 +159,19 @@ def test_translate_fills_uncovered_pixels_per_channel():
     assert set(out[:, 0].unique().tolist()) == {1.0, -3.0}
     assert set(out[:, 1].unique().tolist()) == {1.0, 5.0}
     assert (out == 1).all(1).any()  # some translations are (0, 0)
+
+
+def test_reflect_crop_equals_torch_reflect_padding_then_a_crop_at_the_same_offset():
+    x = torch.rand(300, 3, 7, 9, generator=gen())
+    pad = 3
+    out = random_crop(x, pad, gen(4), mode="reflect")
+    offsets = torch.randint(-pad, pad + 1, (2, 300), generator=gen(4))  # the draw random_crop made
+    padded = F.pad(x, (pad,) * 4, mode="reflect")
+    for i in range(300):
+        dx, dy = offsets[:, i].tolist()  # a move by (dx, dy) is the crop at (pad - dy, pad - dx)
+        crop = padded[i, :, pad - dy : pad - dy + 7, pad - dx : pad - dx + 9]
+        assert torch.equal(out[i], crop), (i, dx, dy)
+    assert len({tuple(v) for v in offsets.T.tolist()}) == (2 * pad + 1) ** 2  # every offset was checked
 
 
 def test_random_ops_are_reproducible_from_the_generator_seed():

@@ -12,12 +12,13 @@ from __future__ import annotations
 
 import itertools
 import time
+from pathlib import Path
 
 import torch
 from torch.utils.data import DataLoader, Dataset, Subset
 
 from cnnlab.config import Config, MeanStd
-from cnnlab.data import DATASETS, load_dataset, resolve_data_dir
+from cnnlab.data import DATASETS, check_files, load_dataset, resolve_data_dir
 from cnnlab.errors import DataError
 
 
@@ -64,7 +65,7 @@ def transforms_for(cfg: Config):
     aug = tc.augment
     size = DATASETS[cfg.dataset.name].shape[1]
     augment = (
-        ([T.RandomCrop(size, padding=aug.crop_padding)] if aug.crop_padding else [])
+        ([T.RandomCrop(size, padding=aug.crop_padding, padding_mode=aug.crop_padding_mode)] if aug.crop_padding else [])
         + ([T.RandomHorizontalFlip()] if aug.hflip else [])
         + ([T.RandomGrayscale(aug.grayscale)] if aug.grayscale else [])
     )
@@ -73,24 +74,37 @@ def transforms_for(cfg: Config):
     return train, test
 
 
+def check_data(cfg: Config, data_dir=None) -> None:
+    """Both sides' files for cfg are there (cnnlab's, downloading when allowed, and the uncompressed
+    IDX files torchvision's MNIST classes read), without loading them: the bench checks every case
+    before its first measurement. DataError when they are not."""
+    from torchvision import datasets
+
+    root = resolve_data_dir(data_dir, cfg.dataset.data_dir)
+    check_files(cfg.dataset.name, root, cfg.dataset.download)
+    if cfg.dataset.name in ("mnist", "fashion-mnist"):
+        cls = datasets.MNIST if cfg.dataset.name == "mnist" else datasets.FashionMNIST
+        raw = root / cls.__name__ / "raw"
+        names = [Path(url).name.removesuffix(".gz") for url, _ in cls.resources]
+        if not all((raw / n).is_file() for n in names):  # cnnlab reads .gz files too; torchvision's class does not
+            raise DataError(
+                f"the tutorials' loop reads {cls.__name__} through torchvision, which needs the uncompressed IDX files "
+                f"in {raw}; only .gz copies are there: gunzip them (keep the .gz if you like)"
+            )
+
+
 def datasets_for(cfg: Config, data_dir=None) -> tuple[Dataset, Dataset]:
     """The tutorial's (train, test) dataset objects over the real files cnnlab reads too."""
     from torchvision import datasets
 
+    check_data(cfg, data_dir)
     root = resolve_data_dir(data_dir, cfg.dataset.data_dir)
     train_tf, test_tf = transforms_for(cfg)
     name = cfg.dataset.name
     if name in ("mnist", "fashion-mnist"):
         cls = datasets.MNIST if name == "mnist" else datasets.FashionMNIST
-        load_dataset(name, root, cfg.dataset.download)  # cnnlab's checks and messages for missing files
-        try:
-            train = cls(str(root), train=True, transform=train_tf, download=False)
-            test = cls(str(root), train=False, transform=test_tf, download=False)
-        except RuntimeError:  # cnnlab reads .gz files too; torchvision's class only the uncompressed ones
-            raise DataError(
-                f"the tutorials' loop reads {cls.__name__} through torchvision, which needs the uncompressed IDX files "
-                f"in {root / cls.__name__ / 'raw'}; only .gz copies are there: gunzip them (keep the .gz if you like)"
-            ) from None
+        train = cls(str(root), train=True, transform=train_tf, download=False)
+        test = cls(str(root), train=False, transform=test_tf, download=False)
     else:
         train_split, test_split = load_dataset(name, root, cfg.dataset.download)
         train = CifarFromSplit(train_split.images, train_split.labels, train_tf)

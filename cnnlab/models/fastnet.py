@@ -16,8 +16,8 @@ from cnnlab.models import flat_size, register
 WHITEN_EPS = 5e-4  # added to the patch covariance's eigenvalues before dividing by their square root
 
 
-def batch_norm(channels: int, momentum: float) -> nn.BatchNorm2d:
-    bn = nn.BatchNorm2d(channels, momentum=momentum, eps=1e-12)
+def batch_norm(channels: int, momentum: float, eps: float) -> nn.BatchNorm2d:
+    bn = nn.BatchNorm2d(channels, momentum=momentum, eps=eps)
     bn.weight.requires_grad_(False)  # the scale stays 1: only the shift learns
     return bn
 
@@ -29,22 +29,22 @@ def conv3x3(c_in: int, c_out: int) -> nn.Conv2d:
     return conv
 
 
-def conv_group(c_in: int, c_out: int, bn_momentum: float) -> nn.Sequential:
+def conv_group(c_in: int, c_out: int, bn_momentum: float, bn_eps: float) -> nn.Sequential:
     return nn.Sequential(
-        conv3x3(c_in, c_out), nn.MaxPool2d(2), batch_norm(c_out, bn_momentum), nn.GELU(),
-        conv3x3(c_out, c_out), batch_norm(c_out, bn_momentum), nn.GELU(),
+        conv3x3(c_in, c_out), nn.MaxPool2d(2), batch_norm(c_out, bn_momentum, bn_eps), nn.GELU(),
+        conv3x3(c_out, c_out), batch_norm(c_out, bn_momentum, bn_eps), nn.GELU(),
     )
 
 
 class FastNet(nn.Module):
-    def __init__(self, in_channels: int, num_classes: int, widths: list[int], bn_momentum: float, scale: float):
+    def __init__(self, in_channels: int, num_classes: int, widths: list[int], bn_momentum: float, scale: float, bn_eps: float = 1e-12):
         super().__init__()
         self.whiten = nn.Conv2d(in_channels, 2 * in_channels * 4, 2, bias=True)
         self.whiten.weight.requires_grad_(False)  # set from the data by init_from_data
         nn.init.zeros_(self.whiten.bias)
         groups, c = [], self.whiten.out_channels
         for width in widths:
-            groups.append(conv_group(c, width, bn_momentum))
+            groups.append(conv_group(c, width, bn_momentum, bn_eps))
             c = width
         self.body = nn.Sequential(nn.GELU(), *groups, nn.AdaptiveMaxPool2d(1), nn.Flatten())
         self.head = nn.Linear(c, num_classes, bias=False)
@@ -71,6 +71,6 @@ class FastNet(nn.Module):
 
 @register("fastnet")
 def build_fastnet(opts, input_shape, num_classes):
-    model = FastNet(input_shape[0], num_classes, list(opts.widths), opts.bn_momentum, opts.scale)
+    model = FastNet(input_shape[0], num_classes, list(opts.widths), opts.bn_momentum, opts.scale, opts.bn_eps)
     flat_size(nn.Sequential(model.whiten, model.body), input_shape)  # too many pools for the image: one error line
     return model
