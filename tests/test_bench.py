@@ -198,6 +198,21 @@ def test_a_case_without_its_data_stops_the_bench_before_the_first_measurement(ti
     assert "fc:" not in out.stdout  # measuring fc first would have been minutes lost
 
 
+def test_a_damaged_mnist_file_is_one_line_for_the_reference_too(tiny_data, tmp_path):
+    data = tmp_path / "data"
+    shutil.copytree(Path(tiny_data) / "MNIST", data / "MNIST")
+    labels = data / "MNIST" / "raw" / "t10k-labels-idx1-ubyte"
+    labels.write_bytes(labels.read_bytes()[:50])
+    out = cnnlab("bench", "--quick", "--cases", "fc", "--device", "cpu", "--data-dir", data, "--runs-dir", tmp_path / "runs")
+    assert out.returncode == 1 and "truncated" in out.stderr and "Traceback" not in out.stderr
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")
+def test_cuda_without_cuda_is_refused_before_looking_for_data(tmp_path):
+    out = cnnlab("bench", "--quick", "--cases", "fc", "--device", "cuda", "--data-dir", tmp_path / "empty", "--runs-dir", tmp_path / "runs")
+    assert out.returncode == 2 and "no CUDA device" in out.stderr and "not found" not in out.stderr
+
+
 def test_bench_rejects_an_unknown_case(tmp_path):
     out = cnnlab("bench", "--cases", "fc,resnet50", "--runs-dir", tmp_path)
     assert out.returncode == 2 and "unknown bench case" in out.stderr and "Traceback" not in out.stderr

@@ -282,6 +282,27 @@ def test_a_signal_between_cells_marks_the_study_interrupted(tmp_path):
     assert json.loads((record.path / "summary.json").read_text())["status"] == "interrupted"
 
 
+def test_a_run_written_before_a_config_key_existed_still_counts_for_its_cell(tmp_path):
+    """A study resumed after an upgrade keeps its finished cells: their config.yaml lacks the keys
+    added since (at their defaults), and a run whose config no longer validates is skipped."""
+    import yaml
+
+    from cnnlab.config import config_to_dict
+    from cnnlab.runner import Cell, previous_runs
+    from cnnlab.runs import CONFIG, SUMMARY
+
+    cfg = load_config(ROOT / "configs" / "mnist_fc.yaml", ["device=cpu"])
+    old = config_to_dict(cfg)
+    del old["transform"]["augment"]["crop_padding_mode"]  # added in a later cnnlab, default "constant"
+    invalid = config_to_dict(cfg) | {"no_such_key": 1}
+    for name, data in (("20261101-000000-mnist_fc-aaaaaa", old), ("20261102-000000-mnist_fc-bbbbbb", invalid)):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / CONFIG).write_text(yaml.safe_dump(data))
+        (tmp_path / name / SUMMARY).write_text(json.dumps({"status": "completed"}))
+    other = load_config(ROOT / "configs" / "mnist_fc.yaml", ["device=cpu", "transform.augment.crop_padding_mode=reflect"])
+    assert previous_runs([Cell(other, {}), Cell(cfg, {})], tmp_path) == [None, tmp_path / "20261101-000000-mnist_fc-aaaaaa"]
+
+
 def test_an_interrupted_shift_sweep_resumes(fashion_run, tiny_data, tmp_path, capsys, monkeypatch):
     args = ["shift-sweep", "configs/fashion_fc.yaml", "configs/fashion_cnn.yaml", "--from-run", fashion_run.path,
             "--max-shift", "1", "--image-index", "0", "--data-dir", tiny_data, *FAST]

@@ -103,6 +103,7 @@ def datasets_for(cfg: Config, data_dir=None) -> tuple[Dataset, Dataset]:
     name = cfg.dataset.name
     if name in ("mnist", "fashion-mnist"):
         cls = datasets.MNIST if name == "mnist" else datasets.FashionMNIST
+        load_dataset(name, root, cfg.dataset.download)  # cnnlab's reader refuses a damaged file in one line
         train = cls(str(root), train=True, transform=train_tf, download=False)
         test = cls(str(root), train=False, transform=test_tf, download=False)
     else:

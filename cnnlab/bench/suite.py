@@ -247,9 +247,9 @@ def run_bench(
     if unknown:
         raise ConfigError(f"unknown bench case(s) {', '.join(unknown)}; valid: {', '.join(CASES)}")
     configs = [case_config(CASES[n], device, quick, data_dir, compile, amp, threads) for n in case_names]
+    dev = resolve_device(device)  # after the configs: their schema has refused an unknown device name
     for cfg in configs:  # every case's files before the first measurement, not after minutes of it
         reference.check_data(cfg)
-    dev = resolve_device(device)  # after the configs: their schema has refused an unknown device name
     amp_dtype = torch.bfloat16 if configs and configs[0].train.amp == "bf16" else torch.float32
     info = machine_info(dev)
     info["load_before"] = load_average()
