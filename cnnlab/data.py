@@ -303,7 +303,10 @@ def _read_cifar_batch(path: Path, info: DatasetInfo) -> tuple[np.ndarray, np.nda
         got = f"{data.dtype} {data.shape}" if isinstance(data, np.ndarray) else type(data).__name__
         raise DataError(f"{path}: 'data' must be uint8 of shape (N, {size}), got {got}")
     try:
-        labels = np.asarray(labels, dtype=np.int64)
+        labels = np.asarray(labels)
+        if labels.size and labels.dtype.kind not in "iu":  # 2.7 would be read as 2
+            raise TypeError
+        labels = labels.astype(np.int64)
     except (TypeError, ValueError, OverflowError):
         raise DataError(f"{path}: 'labels' must be a list of integers") from None
     if labels.shape != (len(data),):

@@ -16,7 +16,7 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
-from cnnlab.errors import CnnlabError
+from cnnlab.errors import CnnlabError, ConfigError
 
 CHECK_EVERY = 50  # steps between checks that the loss is finite (each one waits for the device)
 
@@ -159,7 +159,15 @@ def train_epoch(state: State, data: Data, pipeline, train_cfg, loss_fn, on_step=
         idx = order[step * bs : (step + 1) * bs]
         xb, yb = pipeline.train_batch(take(x, idx), y.index_select(0, idx), state.aug_gen)
         with autocast(device, train_cfg.amp):
-            out = model(xb)
+            try:
+                out = model(xb)
+            except ValueError as e:  # BatchNorm over a single value per channel (one image, 1x1 maps)
+                if "more than 1 value per channel" not in str(e):
+                    raise
+                raise ConfigError(
+                    f"a training batch of {len(xb)} image(s) is too small for this model's BatchNorm; choose "
+                    "train.batch_size or dataset.train_subset so that no batch holds a single image"
+                ) from None
         loss = loss_fn(out.float(), yb)
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -175,7 +183,9 @@ def train_epoch(state: State, data: Data, pipeline, train_cfg, loss_fn, on_step=
         if on_step is not None:
             on_step(step + 1, steps, losses[-1])
     correct = correct_count(torch.cat(outputs), torch.cat(targets)) if steps else torch.zeros(())
-    train_loss = torch.stack(losses).mean().item() if steps else float("nan")
+    sizes = torch.tensor([len(t) for t in targets], dtype=torch.float32, device=device)
+    # per image, like the accuracy: a short last batch weighs what its images weigh
+    train_loss = ((torch.stack(losses).float() * sizes).sum() / sizes.sum()).item() if steps else float("nan")
     if device.type == "cuda":
         torch.cuda.synchronize(device)
     seconds = time.perf_counter() - t0

@@ -8,6 +8,7 @@ failed, interrupted), writes a resumable checkpoint after every epoch and resume
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import math
 import platform
 import random
@@ -217,6 +218,16 @@ def load_checkpoint(path: Path, device: torch.device) -> dict:
     return runs.load_tensors(path, device)
 
 
+def set_aug_state(gen: torch.Generator, saved: torch.Tensor) -> None:
+    """Restore the augmentation generator. A run resumed on another kind of device (CPU <-> CUDA,
+    whose generators keep states of different sizes) gets a new stream seeded from the saved state,
+    so the same checkpoint always continues the same way."""
+    if saved.numel() == gen.get_state().numel():
+        gen.set_state(saved)
+    else:
+        gen.manual_seed(int.from_bytes(hashlib.sha256(saved.numpy().tobytes()).digest()[:8], "little") >> 1)
+
+
 def restore(state: State, ckpt: dict, path: Path) -> None:
     try:
         unwrap(state.model).load_state_dict(ckpt["model"])
@@ -224,7 +235,7 @@ def restore(state: State, ckpt: dict, path: Path) -> None:
         if state.scheduler is not None and ckpt["scheduler"] is not None:
             state.scheduler.load_state_dict(ckpt["scheduler"])
         state.order_gen.set_state(ckpt["order_gen"].cpu())
-        state.aug_gen.set_state(ckpt["aug_gen"].cpu())
+        set_aug_state(state.aug_gen, ckpt["aug_gen"].cpu())
         _set_rng_state(ckpt["rng"])
         state.epoch = int(ckpt["epoch"])
     except (KeyError, TypeError, ValueError, RuntimeError) as e:  # e.g. a model override that changes shapes
@@ -339,7 +350,7 @@ def setup(cfg: Config, device: torch.device, data_dir=None, cpu_share: int | Non
     input_shape = tuple(train_split.images.shape[1:])
     model = build_model(cfg.model, input_shape, len(train_split.classes)).to(device)
     if hasattr(model, "init_from_data"):  # fastnet's whitening filters come from the training images
-        model.init_from_data(data.x_train[:DATA_INIT_IMAGES])
+        model.init_from_data(pipeline.as_trained(data.x_train[:DATA_INIT_IMAGES]))
     torch.set_num_threads(cpu_threads(cfg, model, input_shape, cpu_share))
     if cfg.train.channels_last:
         model = model.to(memory_format=torch.channels_last)

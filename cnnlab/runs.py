@@ -16,6 +16,7 @@ import os
 import secrets
 import socket
 import tempfile
+import time
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -24,6 +25,7 @@ from cnnlab.errors import RunError
 
 CONFIG, METRICS, SUMMARY, MODEL, CHECKPOINT = "config.yaml", "metrics.csv", "summary.json", "model.pt", "checkpoint.pt"
 LOCK = ".lock"  # held (flock) by the process training the run
+LOCK_TRIES = 10  # 0.1 s apart, before a second process is told the run is being trained
 # metrics.csv columns that `show`, `--resume` and the epoch tables rely on
 METRIC_COLUMNS = ["epoch", "train_loss", "train_acc", "test_loss", "test_acc", "epoch_seconds", "samples_per_sec"]
 
@@ -141,7 +143,7 @@ def open_run(path: str | os.PathLike) -> Path:
     if path.is_file() and path.name in (CONFIG, SUMMARY, METRICS, MODEL, CHECKPOINT):
         raise RunError(f"{path} is a file of a run: give its directory, {path.parent}")
     if not path.is_dir():
-        raise RunError(f"not a run directory: {path} does not exist")
+        raise RunError(f"not a run directory: {path} {'is a file' if path.exists() else 'does not exist'}")
     if not (path / CONFIG).is_file() or not (path / SUMMARY).is_file():
         raise RunError(f"not a run directory: {path} has no {CONFIG} and {SUMMARY}")
     return path
@@ -160,9 +162,14 @@ def training_lock(run: Path):
     except OSError as e:
         raise RunError(f"cannot train in {run}: {e.strerror or e}") from None
     try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
+        for attempt in range(LOCK_TRIES):  # `cnnlab runs` looks at the lock for an instant: wait that out
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if attempt < LOCK_TRIES - 1:
+                    time.sleep(0.1)
+        else:
             holder = os.pread(fd, 32, 0).decode(errors="replace").strip()
             who = f"process {holder}" if holder.isdigit() else "another process"
             raise RunError(f"{run} is still being trained by {who}: stop it first, or wait") from None
@@ -211,6 +218,9 @@ def read_metrics(run: Path):
     missing = [c for c in METRIC_COLUMNS if c not in table.columns]
     if missing:
         raise RunError(f"cannot read {path}: no {', '.join(repr(c) for c in missing)} column (a table cnnlab did not write?)")
+    text = [c for c in METRIC_COLUMNS if not pd.api.types.is_numeric_dtype(table[c])]
+    if text:
+        raise RunError(f"cannot read {path}: column {text[0]!r} holds something other than numbers (edited by hand?)")
     return table
 
 

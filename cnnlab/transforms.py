@@ -246,6 +246,11 @@ class Pipeline:
             out[start : start + x.shape[0]] = x
         return out
 
+    def as_trained(self, x: Tensor) -> Tensor:
+        """Prepared training images as the model sees them without augmentation: with the
+        permutation when train_batch() applies it (deferred behind the geometric augmentation)."""
+        return permute_pixels(x, self._on(x.device)["perm"]) if self.defer_permutation else x
+
     def train_batch(self, x: Tensor, y: Tensor, generator: torch.Generator) -> tuple[Tensor, Tensor]:
         """Random augmentation of a prepared training batch: crop, translate, hflip, grayscale,
         the deferred permutation, mixup. (x, y) come back as they are when nothing is configured."""
@@ -265,8 +270,7 @@ class Pipeline:
             else:  # grayscale is defined on 0..1 RGB, and CIFAR's channels have different stats
                 x = random_grayscale(x * on["std"] + on["mean"], aug.grayscale, generator)
                 x = x.sub_(on["mean"]).div_(on["std"])
-        if self.defer_permutation:
-            x = permute_pixels(x, on["perm"])
+        x = self.as_trained(x)
         if aug.mixup > 0:
             x, y = mixup(x, y, aug.mixup, self.num_classes, generator)
         return x, y

@@ -3,6 +3,7 @@ and a run whose process was killed outright shown as dead, then resumed."""
 
 import io
 import json
+import os
 import subprocess
 
 import pandas as pd
@@ -73,3 +74,18 @@ def test_runs_shows_a_live_run_as_running_and_a_killed_one_as_dead(data, tmp_pat
     done = pd.read_csv(run_dir / "metrics.csv")["epoch"].max()
     result = run(load_config(run_dir / "config.yaml", [f"train.epochs={done + 1}"]), resume=run_dir)
     assert check_files(run_dir)["status"] == "completed" and result.summary["epochs"] == done + 1
+
+
+def test_a_glance_at_the_lock_does_not_refuse_a_trainer(tmp_path):
+    """`cnnlab runs` takes the lock shared for an instant to see whether a run is alive; a resume
+    starting in that instant waits it out instead of saying the run is being trained."""
+    import fcntl
+    import threading
+
+    from cnnlab import runs
+
+    fd = os.open(tmp_path / runs.LOCK, os.O_CREAT | os.O_RDWR)
+    fcntl.flock(fd, fcntl.LOCK_SH)
+    threading.Timer(0.3, os.close, (fd,)).start()  # closing lets the shared lock go
+    with runs.training_lock(tmp_path):
+        assert runs.lock_held(tmp_path)

@@ -211,6 +211,7 @@ def test_malicious_pickle_is_refused_and_not_run(tmp_path):
         ("data_batch_1", lambda b: b.pop("labels"), "with 'data' and 'labels'"),
         ("data_batch_2", lambda b: b.update(labels=b["labels"][:3]), "4 images but 'labels' has shape (3,)"),
         ("data_batch_5", lambda b: b.update(labels=[10, 0, 0, 0]), "label 10 is outside 0..9"),
+        ("test_batch", lambda b: b.update(labels=[0.7, 1.7, 2.7, 3.7]), "'labels' must be a list of integers"),  # not read as 0..3
     ],
 )
 def test_malformed_cifar_batch(tmp_path, name, change, expected):

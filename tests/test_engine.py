@@ -81,3 +81,31 @@ def test_label_smoothing_mixes_cross_entropy_with_the_uniform_target():
     uniform = -log_p.mean(1).mean()
     assert loss_function("cross_entropy", 0.1)(logits, y).item() == pytest.approx((0.9 * nll + 0.1 * uniform).item(), rel=1e-6)
     assert loss_function("cross_entropy", 0.0)(logits, y).item() == pytest.approx(nll.item(), rel=1e-6)
+
+
+# ---------------------------------------------------------------------------- epoch metrics
+def test_the_epoch_train_loss_is_per_image_like_the_accuracy():
+    """65 images in batches of 64: the last batch of one image weighs 1/65 of the loss, not 1/2."""
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(4, 3))
+    state = State(model, torch.optim.SGD(model.parameters(), lr=1e-30), None, torch.Generator().manual_seed(0), torch.Generator().manual_seed(1))
+    x, y = torch.randn(65, 1, 2, 2), torch.randint(0, 3, (65,))
+    data = Data(x, y, x[:5], y[:5])
+    pipeline = Pipeline(TransformConfig(), [0.0], [1.0], (1, 2, 2), 0, 3)
+    loss_fn = loss_function("cross_entropy", 0.0)
+    row = train_epoch(state, data, pipeline, TrainConfig(batch_size=64), loss_fn)  # lr 1e-30: the weights stay put
+    with torch.no_grad():
+        out = model(x)
+    assert row["train_loss"] == pytest.approx(F.cross_entropy(out, y).item(), rel=1e-6)
+    assert row["train_acc"] == pytest.approx((out.argmax(1) == y).float().mean().item())
+
+
+def test_a_single_image_batch_that_batchnorm_cannot_take_is_one_config_error():
+    from cnnlab.errors import ConfigError
+
+    model = torch.nn.Sequential(torch.nn.Conv2d(1, 2, 2), torch.nn.BatchNorm2d(2), torch.nn.Flatten(), torch.nn.Linear(2, 3))
+    state = State(model, torch.optim.SGD(model.parameters(), lr=0.1), None, torch.Generator().manual_seed(0), torch.Generator().manual_seed(1))
+    x, y = torch.randn(5, 1, 2, 2), torch.randint(0, 3, (5,))
+    pipeline = Pipeline(TransformConfig(), [0.0], [1.0], (1, 2, 2), 0, 3)
+    with pytest.raises(ConfigError, match="batch of 1 image"):
+        train_epoch(state, Data(x, y, x, y), pipeline, TrainConfig(batch_size=4), loss_function("cross_entropy", 0.0))

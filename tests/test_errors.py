@@ -107,7 +107,9 @@ def write_files(tmp: Path) -> dict[str, Path]:
     paths["empty_dir"].mkdir()
     paths["a_file"].write_text("in the way\n")
     # run directories someone else wrote or edited
-    for name, summary, metrics in (("summary_a_list", "[1, 2]", None), ("metrics_semicolons", "{}", "epoch;test_acc\n1;0.5\n")):
+    text_epoch = "epoch,train_loss,train_acc,test_loss,test_acc,epoch_seconds,samples_per_sec\none,1.0,0.5,1.0,0.5,1.0,100\n"
+    for name, summary, metrics in (("summary_a_list", "[1, 2]", None), ("metrics_semicolons", "{}", "epoch;test_acc\n1;0.5\n"),
+                                   ("metrics_text_epoch", "{}", text_epoch)):
         run = paths[name] = tmp / name
         run.mkdir()
         (run / "config.yaml").write_text(OK)
@@ -187,7 +189,8 @@ CASES = [
     ("loss_diverges", ["train", "{tmp}/ok.yaml", "optimizer.lr=1e20", "--data-dir", "{good}", "--runs-dir", "{tmp}/nan_runs"], 1, "at epoch 1, step"),
     ("resume_missing", ["train", "--resume", "{tmp}/no_such_run"], 1, "does not exist"),
     ("resume_not_a_run", ["train", "--resume", "{empty_dir}"], 1, "not a run directory"),
-    ("resume_a_file", ["train", "--resume", "{a_file}"], 1, "not a run directory"),
+    ("resume_a_file", ["train", "--resume", "{a_file}"], 1, "a_file is a file"),
+    ("resume_metrics_not_numbers", ["train", "--resume", "{metrics_text_epoch}", "--data-dir", "{good}"], 1, "column 'epoch' holds something other than numbers"),
     ("resume_a_runs_file", ["train", "--resume", "{metrics_semicolons}/config.yaml"], 1, "is a file of a run: give its directory"),
     ("show_summary_not_an_object", ["show", "{summary_a_list}"], 1, "not a JSON object but a list"),
     ("show_metrics_not_cnnlabs", ["show", "{metrics_semicolons}"], 1, "no 'epoch', 'train_loss'"),

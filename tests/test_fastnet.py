@@ -158,3 +158,20 @@ def test_mnist_fast_batchnorm_epsilon_keeps_the_first_gradients_tame():
     tame = _first_step_gradient(cfg)
     wild = _first_step_gradient(load_config(ROOT / "configs" / "mnist_fast.yaml", [*overrides, "model.bn_eps=1e-12"]))
     assert tame < 200 and wild > 20 * tame, (tame, wild)
+
+
+def test_whitening_is_set_from_permuted_images_when_the_permutation_waits_for_the_augmentation():
+    """With transform.permute and flips/crops, the stored training images are unpermuted and each
+    batch is permuted after its augmentation: the whitening must see what the model sees. (Real
+    images: the pixels of random ones are as correlated permuted as not.)"""
+    from conftest import real_data
+
+    data_dir = real_data("cifar-10-batches-py")
+    cfg = load_config(ROOT / "configs" / "cifar10_fast.yaml", ["model.widths=[8,8,8]", "device=cpu", "transform.permute=true",
+                                                               "train.tta=none", "dataset.train_subset=2000", "dataset.test_subset=100"])
+    data, pipeline, state, _ = setup(cfg, resolve_device("cpu"), data_dir)
+    assert pipeline.defer_permutation
+    seen = pipeline.as_trained(data.x_train)
+    assert not torch.equal(seen, data.x_train)
+    rows = whitened(state.model, seen)[:, :12]
+    assert torch.allclose(rows.T @ rows / len(rows), torch.eye(12), atol=5e-2)

@@ -10,6 +10,7 @@ generators, the optimizer state and the schedule must all come back exactly.
 import errno
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -172,6 +173,22 @@ def test_a_resume_trains_only_the_missing_epochs_and_keeps_the_rows_it_had(setup
     pd.testing.assert_frame_equal(after.iloc[:2], before, check_exact=True)
     assert resumed.summary["train_seconds"] == pytest.approx(after["epoch_seconds"].sum())
     pd.testing.assert_frame_equal(metrics(short.path), reference.iloc[:4])
+
+
+def test_a_run_resumed_on_another_kind_of_device_goes_on_with_a_stream_seeded_from_its_checkpoint(setup, tmp_path):
+    """A CUDA generator's state (16 bytes) does not fit a CPU one (and back): a resume that moves a
+    run between them reseeds the augmentation from the saved state, the same way every time."""
+    root, _ = setup
+    first = run(load_config(root / "resume.yaml", ["train.epochs=1"]), runs_dir=tmp_path / "a", data_dir=root / "data")
+    ckpt = runs.load_tensors(first.path / "checkpoint.pt")
+    assert ckpt["aug_gen"].numel() != 16
+    ckpt["aug_gen"] = torch.arange(16, dtype=torch.uint8)  # as a CUDA generator would have left it
+    runs.atomic_torch_save(ckpt, first.path / "checkpoint.pt")
+    second = tmp_path / "b" / first.path.name
+    shutil.copytree(first.path, second)
+    for path in (first.path, second):
+        assert run(load_config(root / "resume.yaml", ["train.epochs=2"]), resume=path).summary["status"] == "completed"
+    pd.testing.assert_frame_equal(metrics(first.path), metrics(second), check_exact=True)
 
 
 DROPOUT = """name: dropout
