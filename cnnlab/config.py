@@ -218,7 +218,7 @@ class TrainConfig(Strict):
 class Reported(Strict):
     """What the original article reported, shown beside cnnlab's result."""
 
-    test_acc: float | None = None
+    test_acc: float | None = Field(None, ge=0, le=1)  # a fraction, like cnnlab's own: 0.716 for 71.6%
     source: str = ""
 
 
@@ -278,13 +278,27 @@ class Config(Strict):
 
 
 # ---------------------------------------------------------------------------- loading
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """yaml's safe loader, refusing a key given twice in one mapping (plain YAML keeps the last
+    silently, so a second `model:` section would replace the first unseen)."""
+
+    def construct_mapping(self, node, deep=False):
+        seen = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=True)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(None, None, f"the key {key!r} is given twice", key_node.start_mark)
+            seen.add(key)
+        return super().construct_mapping(node, deep)
+
+
 def read_yaml(path: str | Path, what: str = "config") -> dict:
     """Read a YAML mapping safely; every failure becomes one ConfigError line."""
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"{what} file not found: {path}")
     try:
-        data = yaml.safe_load(path.read_text())
+        data = yaml.load(path.read_text(), Loader=_UniqueKeyLoader)  # noqa: S506 (a SafeLoader)
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import math
+import re
 import textwrap
 from pathlib import Path
 
@@ -97,6 +98,8 @@ def title_for(cfg: Config, n: int, split: str) -> str:
     return f"{DATASETS[cfg.dataset.name].title}: the first {n} {split} images, {after}"
 
 
-def default_out(root: Path, cfg: Config, from_config: bool) -> Path:
+def default_out(root: Path, cfg: Config, from_config: bool, overrides: list[str] = ()) -> Path:
+    """runs/samples-DATASET[-CONFIG][-OVERRIDES].png: a grid with other transforms gets its own file."""
     name = f"samples-{cfg.dataset.name}" + (f"-{cfg.name}" if from_config else "")
+    name += "".join("-" + re.sub(r"[^A-Za-z0-9_.=-]+", "_", o.replace(" ", "")) for o in overrides)
     return root / f"{name}.png"

@@ -24,7 +24,7 @@ from cnnlab import runs
 from cnnlab.config import (
     Config, Strict, apply_overrides, config_to_dict, dump_yaml, load_config, leaf_keys, parse_override, read_yaml, section_names, switch_variants, validate,
 )
-from cnnlab.errors import ConfigError, RunError
+from cnnlab.errors import CnnlabError, ConfigError, RunError
 
 SWEEP_FILE, BASE_FILE, TRIALS = "sweep.yaml", "base.yaml", "trials"
 METRIC_LABELS = {"test_acc": "test accuracy (%)", "train_acc": "train accuracy (%)", "test_loss": "test loss", "train_loss": "train loss"}
@@ -303,6 +303,18 @@ def settle(run_dir: Path, status: str, reason: str) -> None:
         runs.write_json(Path(run_dir) / runs.SUMMARY, summary)
 
 
+def settle_interrupted(sweep: Sweep, sweep_dir: Path) -> None:
+    """After an interrupted sweep: its trials still running, or ended early by Tune as the sweep
+    stopped (without a scheduler nothing else ends one early), are interrupted runs."""
+    ended_early = ("running",) if sweep.spec.scheduler else ("running", "stopped")
+    for path in (Path(sweep_dir) / TRIALS).glob("*/" + runs.SUMMARY):
+        try:
+            if runs.read_json(path).get("status") in ended_early:
+                settle(path.parent, "interrupted", "the sweep was interrupted; continue it with cnnlab sweep --resume")
+        except CnnlabError:  # a summary cut short by the kill: nothing to settle
+            continue
+
+
 # ---------------------------------------------------------------------------- results
 def show(value) -> Any:
     """A swept value as the tables show it: numbers and strings as they are, sections compactly."""
@@ -321,6 +333,10 @@ def trial_rows(sweep: Sweep, sweep_dir: Path, records: list[dict]) -> list[dict]
         run_dir = Path(rec["run_dir"]) if rec.get("run_dir") else None
         summary = runs.read_json(run_dir / runs.SUMMARY) if run_dir and (run_dir / runs.SUMMARY).is_file() else {}
         status, error = rec["status"], rec.get("error")
+        if status == "stopped" and sweep.spec.scheduler is None:
+            status = "unfinished"  # no scheduler stops trials early: Tune ended it because the sweep was interrupted
+        elif status == "unfinished" and summary.get("status") == "completed":
+            status = "completed"  # it finished as the sweep was interrupted, before Tune heard of its last epoch
         if run_dir and status == "stopped":
             settle(run_dir, "stopped", stop_reason(sweep, summary.get("epochs")))
         elif run_dir and status == "unfinished" and summary.get("status") in ("running", "stopped"):

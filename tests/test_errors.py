@@ -76,6 +76,7 @@ def write_files(tmp: Path) -> dict[str, Path]:
     configs = {
         "ok": OK,
         "not_yaml": "model: [fc,\n  name: x\n",
+        "key_twice": "name: x\nmodel: {name: cnn}\ntrain: {epochs: 1}\nmodel: {name: fc}\n",
         "empty": "",
         "a_list": "- name: fc\n- name: cnn\n",
         "python_tag": f"name: !!python/object/apply:os.system ['touch {tmp / 'yaml_ran'}']\nmodel: {{name: fc}}\n",
@@ -127,6 +128,7 @@ CASES = [
     # the config file itself
     ("missing_file", ["train", "{tmp}/nope.yaml"], 2, "not found"),
     ("not_yaml", ["train", "{tmp}/not_yaml.yaml"], 2, "not valid YAML (line 3, column 1)"),
+    ("key_twice", ["train", "{tmp}/key_twice.yaml"], 2, "(line 4, column 1): the key 'model' is given twice"),
     ("empty", ["train", "{tmp}/empty.yaml"], 2, "empty"),
     ("a_list", ["train", "{tmp}/a_list.yaml"], 2, "must be a mapping"),
     ("binary", ["train", "{tmp}/binary.yaml"], 2, "cannot read"),
@@ -180,6 +182,10 @@ CASES = [
     ("runs_unknown_option", ["runs", "--bogus"], 2, "No such option"),
     # runtime: device, data, runs directory, resume
     ("cuda_without_cuda", [*OK_ARGS, "device=cuda"], 2, "no CUDA device"),
+    # refused before a study or sweep directory exists (it could never train, yet would offer a resume)
+    ("compare_cuda_without_cuda", ["compare", "{tmp}/ok.yaml", "--device", "cuda", "--seeds", "1", "--data-dir", "{good}", "--runs-dir", "{tmp}/no_study"], 2, "no CUDA device"),
+    ("shift_sweep_cuda_without_cuda", ["shift-sweep", "--device", "cuda", "--runs-dir", "{tmp}/no_study"], 2, "no CUDA device"),
+    ("sweep_cuda_without_cuda", ["sweep", "configs/sweeps/lenet_lr.yaml", "--device", "cuda", "--runs-dir", "{tmp}/no_study"], 2, "no CUDA device"),
     ("data_missing", ["train", "{tmp}/ok.yaml", "--data-dir", "{empty_dir}", *RUNS], 1, "MNIST not found in"),
     ("download_impossible", ["train", "{tmp}/ok.yaml", "dataset.download=true", "--data-dir", "{a_file}/data", *RUNS], 1, "the download failed"),
     ("idx_bad_magic", ["train", "{tmp}/ok.yaml", "--data-dir", "{magic}", *RUNS], 1, "bad magic number 0x00000809"),
@@ -197,6 +203,7 @@ CASES = [
     ("resume_metrics_not_cnnlabs", ["train", "--resume", "{metrics_semicolons}", "--data-dir", "{good}"], 1, "no 'epoch', 'train_loss'"),
     # values torch or the dataset cannot take
     ("seed_too_large", [*OK_ARGS, "seed=99999999999999999999"], 2, "seed: Input should be less than"),
+    ("reported_as_a_percentage", [*OK_ARGS, "reported.test_acc=96"], 2, "reported.test_acc: Input should be less than or equal to 1"),
     ("normalize_one_channel", [*OK_ARGS, "transform.normalize={{mean: [0.1, 0.2], std: [0.3, 0.3]}}"], 2, "needs 1 mean/std value for mnist"),
     # samples
     ("samples_two_datasets", ["samples", "mnist", "fashion-mnist"], 2, "'fashion-mnist' is not KEY=VALUE: give one dataset"),
@@ -239,6 +246,12 @@ def test_bad_input_is_one_clear_line(results, case_id, args, code, expected):
     line = error_line(out.stderr)
     assert out.returncode == code, f"exit {out.returncode}: {line}"
     assert line.startswith("error: ") and expected in line, line
+
+
+def test_a_study_that_cannot_start_leaves_no_directory(results):
+    tmp, done = results
+    if "compare_cuda_without_cuda" in done:
+        assert not (tmp / "no_study").exists()
 
 
 def test_yaml_tags_run_no_code(results):

@@ -44,7 +44,8 @@ def test_default_path_is_in_the_runs_directory(tiny_mnist, runs_dir, monkeypatch
     code, out, err = cli(monkeypatch, capsys, "samples", "mnist", "--n", 4, "--config", "configs/mnist_cnn.yaml",
                          "transform.permute=true", "--data-dir", tiny_mnist[0])
     assert code == 0, err
-    assert out.strip() == str(runs_dir / "samples-mnist-mnist_cnn.png") and (runs_dir / "samples-mnist-mnist_cnn.png").is_file()
+    name = "samples-mnist-mnist_cnn-transform.permute=true.png"  # not the plain grid's file
+    assert out.strip() == str(runs_dir / name) and (runs_dir / name).is_file()
 
 
 def test_images_are_shown_after_the_permutation_and_the_shift(tiny_mnist):
@@ -88,3 +89,5 @@ def test_user_errors(tiny_mnist, monkeypatch, capsys):
     assert code == 2 and "shift" in err
     code, _, err = cli(monkeypatch, capsys, "samples", "mnist", "--split", "val", "--data-dir", root)
     assert code == 2 and "--split" in err
+    code, _, err = cli(monkeypatch, capsys, "samples", "mnist", "transform.augment.translate=4", "--data-dir", root)
+    assert code == 2 and "transform.augment.translate does not change what samples draws" in err

@@ -324,6 +324,8 @@ def test_resume_finishes_an_interrupted_sweep_like_an_uninterrupted_one(tmp_path
     assert "cnnlab sweep --resume" in stderr and json.loads((sweep_dir / "summary.json").read_text())["status"] == "interrupted"
     finished = {p.parent.name: p.read_text() for p in sweep_dir.glob("trials/*/summary.json") if json.loads(p.read_text())["status"] == "completed"}
     assert 1 <= len(finished) < 5
+    # no scheduler: a trial ended with the sweep is interrupted, not "stopped" as a scheduler would have
+    assert set(trial_statuses(tmp_path / "runs")) <= {"completed", "interrupted"}
 
     out = cnnlab("sweep", "--resume", sweep_dir, "--data-dir", learnable)
     assert out.returncode == 0, out.stderr

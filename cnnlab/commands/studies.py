@@ -51,12 +51,15 @@ def _resume_only(resume: Path, given: dict) -> None:
 
 
 def _check_data(configs, data_dir, address) -> None:
-    """Every dataset the cells need is in place before the first one trains (here; a cluster's nodes
-    find their own data)."""
+    """Every device and dataset the cells need is here before the study starts (a study that can
+    never train would be left behind, offering a resume); a cluster's nodes have their own."""
     if address is not None:
         return
     from cnnlab.data import check_files, resolve_data_dir
+    from cnnlab.experiment import resolve_device
 
+    for cfg in configs:
+        resolve_device(cfg.device)
     for cfg in configs:
         check_files(cfg.dataset.name, resolve_data_dir(data_dir, cfg.dataset.data_dir), cfg.dataset.download)
 
@@ -199,9 +202,10 @@ def shift_sweep(
     datasets = {c.dataset.name for c in configs}
     if len(datasets) > 1:
         raise ConfigError(f"the models are trained on different datasets ({', '.join(sorted(datasets))}); sweep one dataset at a time")
-    image, label, classes = study.pick_image(configs[0], opts.image_index, opts.image_split, data_dir)
     if resume is None:
         _check_data([c.cfg for c in cells], data_dir, address)
+    image, label, classes = study.pick_image(configs[0], opts.image_index, opts.image_split, data_dir)
+    if resume is None:
         record = StudyRecord(runs_root(runs_dir), name, study="shift-sweep", **opts.model_dump(), cells=[], test_acc=None)
         record.write_plan({
             "name": name, "options": opts.model_dump(), "device": device, "data_dir": str(data_dir.resolve()) if data_dir else None,

@@ -6,12 +6,13 @@ The sweep file is validated before Ray is imported; ray, torch and pandas load i
 from __future__ import annotations
 
 import contextlib
+import os
 from pathlib import Path
 from typing import Optional
 
 import typer
 
-from cnnlab.cli import CnnlabUsage, DataDir, RunsDir, app, split_args
+from cnnlab.cli import CnnlabUsage, DataDir, Device, RunsDir, app, split_args
 from cnnlab.errors import CnnlabError, RunError
 
 
@@ -26,6 +27,7 @@ def sweep(
     address: Optional[str] = typer.Option(None, "--address", help="Ray cluster: auto | HOST:PORT. Default: $RAY_ADDRESS, else Ray on this machine with all its cores."),
     data_dir: Optional[Path] = DataDir,
     runs_dir: Optional[Path] = RunsDir,
+    device: Optional[str] = Device,
 ):
     """Run every trial of a sweep (an ordinary run each) on Ray Tune; print the points best first.
 
@@ -35,20 +37,24 @@ def sweep(
     from cnnlab.runs import owner, runs_root, trained_data_dir, training_lock
 
     if resume is not None:
-        if args:
-            raise CnnlabUsage("--resume takes the sweep from SWEEP_DIR: give no SWEEP_FILE or KEY=VALUE")
+        if args or device is not None:
+            raise CnnlabUsage("--resume takes the sweep from SWEEP_DIR: give no SWEEP_FILE, KEY=VALUE or --device")
         spec = sweeps.reopen(resume)
     else:
         file, overrides = split_args(args or [])
         if file is None:
             raise CnnlabUsage("missing SWEEP_FILE, e.g. cnnlab sweep configs/sweeps/lenet_lr.yaml")
-        spec = sweeps.load_sweep(file, overrides)
+        spec = sweeps.load_sweep(file, overrides + ([f"device={device}"] if device is not None else []))
 
     from cnnlab.experiment import Interrupted, interruptible
     from cnnlab.ray_backend import require_ray, run_sweep, session
     from cnnlab.report import console, table
 
     require_ray("cnnlab sweep", optuna=spec.spec.method != "grid")
+    if address is None and not os.environ.get("RAY_ADDRESS"):  # on this machine: a device it lacks fails every trial
+        from cnnlab.experiment import resolve_device
+
+        resolve_device(spec.base.device)
     with contextlib.ExitStack() as hold:  # the sweep directory's lock: one process runs a sweep at a time
         hold.enter_context(interruptible())  # SIGTERM stops the sweep like Ctrl-C: marked interrupted, resumable
         if resume is not None:
@@ -62,14 +68,18 @@ def sweep(
                 path = sweeps.start(spec, runs_root(runs_dir), data_dir)
                 hold.enter_context(training_lock(path))
             print(f"{spec.name}: {spec.describe()}\nsweep directory: {path}", flush=True)
+            stopped_by = None
             try:
                 records = run_sweep(spec, path, data_dir=data_dir, resume=resume is not None)
             except BaseException as e:
                 status = "interrupted" if isinstance(e, KeyboardInterrupt) else "failed"
                 sweeps.update_summary(path, status=status, error=str(e).splitlines()[0] if str(e) else type(e).__name__)
-                if isinstance(e, KeyboardInterrupt):
-                    raise Interrupted.of(e, "sweep", f"continue it with: cnnlab sweep --resume {path}") from None
-                raise
+                if not isinstance(e, KeyboardInterrupt):
+                    raise
+                stopped_by = e
+        if stopped_by is not None:  # Ray's workers are gone now: none rewrites a trial's status after this
+            sweeps.settle_interrupted(spec, path)
+            raise Interrupted.of(stopped_by, "sweep", f"continue it with: cnnlab sweep --resume {path}") from None
         outcome = sweeps.finish(spec, path, records)
 
     if outcome.points:

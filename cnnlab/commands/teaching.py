@@ -103,6 +103,11 @@ def samples(
         raise CnnlabUsage("missing DATASET, e.g. cnnlab samples mnist")
     if split not in ("test", "train"):
         raise CnnlabUsage(f"--split must be test or train, not {split!r}")
+    shown = ("dataset.", "transform.shift", "transform.permute", "seed")  # what sample_images applies
+    for text in overrides:
+        key = text.partition("=")[0].strip()
+        if not key.startswith(shown):
+            raise CnnlabUsage(f"{key} does not change what samples draws: it shows the images after transform.shift and transform.permute only")
     base = read_yaml(config) if config is not None else {"name": "samples", "model": {"name": "fc"}}
     base.setdefault("name", config.stem if config is not None else "samples")
     section = base.get("dataset") or {}
@@ -115,7 +120,7 @@ def samples(
 
     images, labels, classes = S.sample_images(cfg, n, split, data_dir)
     png = S.grid_png(images, labels, classes, S.title_for(cfg, len(images), split))
-    path = out if out is not None else S.default_out(runs_root(runs_dir), cfg, config is not None)
+    path = out if out is not None else S.default_out(runs_root(runs_dir), cfg, config is not None, overrides)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
     except OSError as e:
