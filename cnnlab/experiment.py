@@ -472,6 +472,9 @@ def _run(cfg: Config, signals: _Signals, runs_dir, data_dir, resume, progress, o
             on_step=progress.step if progress is not None else None,
             on_epoch_start=progress.epoch_start if progress is not None else None,
         )
+        # every epoch is written: a signal from here on waits (and is dropped; the run is complete)
+        # instead of escaping from the else branch below with the summary still "running"
+        signals.critical = True
     except Interrupted as e:
         message = f"stopped by {signal.Signals(e.signum).name} during epoch {state.epoch + 1}"
         finish("interrupted", message)

@@ -48,8 +48,8 @@ def atomic_write(path: Path, data: bytes | str) -> None:
     except OSError as e:
         raise RunError(f"cannot write in {path.parent}: {e.strerror or e}") from None
     try:
-        os.fchmod(fd, 0o644)  # mkstemp makes 0600 files; results are meant to be shared
-        with os.fdopen(fd, "wb") as f:
+        with os.fdopen(fd, "wb") as f:  # first: closes fd whatever fails below
+            os.fchmod(f.fileno(), 0o644)  # mkstemp makes 0600 files; results are meant to be shared
             f.write(payload)
             f.flush()
             os.fsync(f.fileno())

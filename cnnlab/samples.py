@@ -101,5 +101,6 @@ def title_for(cfg: Config, n: int, split: str) -> str:
 def default_out(root: Path, cfg: Config, from_config: bool, overrides: list[str] = ()) -> Path:
     """runs/samples-DATASET[-CONFIG][-OVERRIDES].png: a grid with other transforms gets its own file."""
     name = f"samples-{cfg.dataset.name}" + (f"-{cfg.name}" if from_config else "")
-    name += "".join("-" + re.sub(r"[^A-Za-z0-9_.=-]+", "_", o.replace(" ", "")) for o in overrides)
+    drawn = [o for o in overrides if not o.startswith(("dataset.data_dir", "dataset.download"))]  # where, not what
+    name += "".join("-" + re.sub(r"[^A-Za-z0-9_.=-]+", "_", o.replace(" ", "")) for o in drawn)
     return root / f"{name}.png"

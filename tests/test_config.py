@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from cnnlab.config import Config, config_from_dict, load_config, parse_override
+from cnnlab.config import Config, config_from_dict, load_config, parse_override, read_yaml
 from cnnlab.errors import ConfigError
 from cnnlab.experiment import build_optimizer, build_scheduler
 
@@ -175,3 +175,11 @@ def test_onecycle_never_goes_above_the_peak_rate():
 def test_schedules_set_the_rate_of_every_step(schedule, expected):
     rates = rates_of(schedule)
     assert [rates[i] for i in (0, 5, 10, 19)] == pytest.approx(expected)
+
+
+def test_yaml_merge_keys_load_and_a_key_of_its_own_wins(tmp_path):
+    path = tmp_path / "merge.yaml"
+    path.write_text("name: merge\nmodel: {name: fc}\nshared: &train {epochs: 2, batch_size: 32}\n"
+                    "train:\n  <<: *train\n  batch_size: 16\n")
+    data = read_yaml(path)
+    assert data["train"] == {"epochs": 2, "batch_size": 16}

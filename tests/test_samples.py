@@ -91,3 +91,10 @@ def test_user_errors(tiny_mnist, monkeypatch, capsys):
     assert code == 2 and "--split" in err
     code, _, err = cli(monkeypatch, capsys, "samples", "mnist", "transform.augment.translate=4", "--data-dir", root)
     assert code == 2 and "transform.augment.translate does not change what samples draws" in err
+
+
+def test_a_whole_transform_section_is_taken_and_where_the_data_is_stays_out_of_the_name(tiny_mnist, runs_dir, monkeypatch, capsys):
+    code, out, err = cli(monkeypatch, capsys, "samples", "mnist", "--n", 4, "transform={permute: true}",
+                         f"dataset.data_dir={tiny_mnist[0]}")
+    assert code == 0, err
+    assert out.strip() == str(runs_dir / "samples-mnist-transform=_permute_true_.png")

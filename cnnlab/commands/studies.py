@@ -53,7 +53,7 @@ def _resume_only(resume: Path, given: dict) -> None:
 def _check_data(configs, data_dir, address) -> None:
     """Every device and dataset the cells need is here before the study starts (a study that can
     never train would be left behind, offering a resume); a cluster's nodes have their own."""
-    if address is not None:
+    if address not in (None, "local"):
         return
     from cnnlab.data import check_files, resolve_data_dir
     from cnnlab.experiment import resolve_device

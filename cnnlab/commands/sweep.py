@@ -51,7 +51,7 @@ def sweep(
     from cnnlab.report import console, table
 
     require_ray("cnnlab sweep", optuna=spec.spec.method != "grid")
-    if address is None and not os.environ.get("RAY_ADDRESS"):  # on this machine: a device it lacks fails every trial
+    if (address or os.environ.get("RAY_ADDRESS") or "local") == "local":  # on this machine: a device it lacks fails every trial
         from cnnlab.experiment import resolve_device
 
         resolve_device(spec.base.device)

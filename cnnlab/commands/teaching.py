@@ -103,10 +103,10 @@ def samples(
         raise CnnlabUsage("missing DATASET, e.g. cnnlab samples mnist")
     if split not in ("test", "train"):
         raise CnnlabUsage(f"--split must be test or train, not {split!r}")
-    shown = ("dataset.", "transform.shift", "transform.permute", "seed")  # what sample_images applies
+    shown = ("dataset", "transform.shift", "transform.permute", "seed")  # what sample_images applies
     for text in overrides:
         key = text.partition("=")[0].strip()
-        if not key.startswith(shown):
+        if not key.startswith(shown) and key != "transform":
             raise CnnlabUsage(f"{key} does not change what samples draws: it shows the images after transform.shift and transform.permute only")
     base = read_yaml(config) if config is not None else {"name": "samples", "model": {"name": "fc"}}
     base.setdefault("name", config.stem if config is not None else "samples")
