@@ -506,6 +506,8 @@ def finish(sweep: Sweep, sweep_dir: Path, records: list[dict]) -> Outcome:
     failed = [t for t in trials if t["status"] == "failed"]
     finished = sum(t["status"] in DONE for t in trials) + len(failed)
     status = "interrupted" if finished < sweep.n_trials else ("failed" if failed else "completed")
+    if status == "interrupted":  # also the trials Tune has no record of (cut off before it heard from them)
+        settle_interrupted(sweep, sweep_dir)
     runs.write_table(sweep_dir / "trials.csv", trials)
     points = point_rows(sweep, trials) if trials else []
     best = write_best(sweep, sweep_dir, points, trials) if points else None
