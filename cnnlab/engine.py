@@ -183,13 +183,14 @@ def train_epoch(state: State, data: Data, pipeline, train_cfg, loss_fn, on_step=
         if on_step is not None:
             on_step(step + 1, steps, losses[-1])
     correct = correct_count(torch.cat(outputs), torch.cat(targets)) if steps else torch.zeros(())
-    sizes = torch.tensor([len(t) for t in targets], dtype=torch.float32, device=device)
+    sizes = [len(t) for t in targets]
+    seen = sum(sizes)
     # per image, like the accuracy: a short last batch weighs what its images weigh
-    train_loss = ((torch.stack(losses).float() * sizes).sum() / sizes.sum()).item() if steps else float("nan")
+    weights = torch.tensor(sizes, dtype=torch.float32, device=device)
+    train_loss = (torch.stack(losses).float() * weights).sum().item() / seen if steps else float("nan")
     if device.type == "cuda":
         torch.cuda.synchronize(device)
     seconds = time.perf_counter() - t0
-    seen = sum(len(t) for t in targets)
     return {
         "train_loss": train_loss,
         "train_acc": correct.item() / max(seen, 1),

@@ -57,6 +57,11 @@ def _check_reachable(address: str) -> None:
         raise RunError(f"cannot reach a Ray cluster at {address}: {e.strerror or e}") from None
 
 
+def ray_address(address: str | None) -> str:
+    """The cluster a session joins: --address, else $RAY_ADDRESS, else 'local' (Ray on this machine)."""
+    return address or os.environ.get("RAY_ADDRESS") or "local"
+
+
 @contextlib.contextmanager
 def session(address: str | None, what: str = "--address"):
     """Ray for the length of a block: here (address None or 'local', unless $RAY_ADDRESS names a
@@ -66,7 +71,7 @@ def session(address: str | None, what: str = "--address"):
 
     os.environ.setdefault("RAY_CHDIR_TO_TRIAL_DIR", "0")  # trials keep the working directory: relative paths hold
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # with verbose=0, Tune prints no tables of its own
-    address = address or os.environ.get("RAY_ADDRESS") or "local"
+    address = ray_address(address)
     _check_reachable(address)
     quiet = {"logging_level": logging.ERROR, "log_to_driver": False}
     # ray.init installs its own SIGTERM handler (it aborts the process); a study's, which marks the

@@ -37,7 +37,7 @@ def previous_runs(cells: list[Cell], runs_dir: Path) -> list[Path | None]:
     cell's config) that can be taken or continued, or None. Each directory serves one cell; a later
     attempt's wins. The configs are compared as validated, so a run written by an earlier cnnlab,
     whose config.yaml lacks keys added since (at their defaults), still matches."""
-    from cnnlab.config import config_from_dict, config_to_dict, read_yaml
+    from cnnlab.config import config_to_dict, load_config
     from cnnlab.errors import CnnlabError
     from cnnlab.runs import CONFIG
 
@@ -45,7 +45,7 @@ def previous_runs(cells: list[Cell], runs_dir: Path) -> list[Path | None]:
     for path in sorted(Path(runs_dir).glob("*/" + CONFIG), reverse=True):  # newest first (names start with the time)
         try:
             if _continuable(path.parent):
-                found.append((path.parent, config_to_dict(config_from_dict(read_yaml(path)))))
+                found.append((path.parent, config_to_dict(load_config(path))))
         except CnnlabError:  # killed before its config or summary was whole, or no longer valid: the cell starts afresh
             continue
     previous: list[Path | None] = []

@@ -74,36 +74,43 @@ def transforms_for(cfg: Config):
     return train, test
 
 
+def _torchvision_class(name: str):
+    """The torchvision dataset class the tutorials read an IDX dataset with."""
+    from torchvision import datasets
+
+    return datasets.MNIST if name == "mnist" else datasets.FashionMNIST
+
+
+def _check_uncompressed(name: str, root: Path) -> None:
+    """cnnlab reads .gz IDX files too; torchvision's MNIST classes only the uncompressed ones."""
+    cls = _torchvision_class(name)
+    raw = root / cls.__name__ / "raw"
+    if not all((raw / Path(url).name.removesuffix(".gz")).is_file() for url, _ in cls.resources):
+        raise DataError(
+            f"the tutorials' loop reads {cls.__name__} through torchvision, which needs the uncompressed IDX files "
+            f"in {raw}; only .gz copies are there: gunzip them (keep the .gz if you like)"
+        )
+
+
 def check_data(cfg: Config, data_dir=None) -> None:
     """Both sides' files for cfg are there (cnnlab's, downloading when allowed, and the uncompressed
     IDX files torchvision's MNIST classes read), without loading them: the bench checks every case
     before its first measurement. DataError when they are not."""
-    from torchvision import datasets
-
     root = resolve_data_dir(data_dir, cfg.dataset.data_dir)
     check_files(cfg.dataset.name, root, cfg.dataset.download)
     if cfg.dataset.name in ("mnist", "fashion-mnist"):
-        cls = datasets.MNIST if cfg.dataset.name == "mnist" else datasets.FashionMNIST
-        raw = root / cls.__name__ / "raw"
-        names = [Path(url).name.removesuffix(".gz") for url, _ in cls.resources]
-        if not all((raw / n).is_file() for n in names):  # cnnlab reads .gz files too; torchvision's class does not
-            raise DataError(
-                f"the tutorials' loop reads {cls.__name__} through torchvision, which needs the uncompressed IDX files "
-                f"in {raw}; only .gz copies are there: gunzip them (keep the .gz if you like)"
-            )
+        _check_uncompressed(cfg.dataset.name, root)
 
 
 def datasets_for(cfg: Config, data_dir=None) -> tuple[Dataset, Dataset]:
     """The tutorial's (train, test) dataset objects over the real files cnnlab reads too."""
-    from torchvision import datasets
-
-    check_data(cfg, data_dir)
     root = resolve_data_dir(data_dir, cfg.dataset.data_dir)
     train_tf, test_tf = transforms_for(cfg)
     name = cfg.dataset.name
     if name in ("mnist", "fashion-mnist"):
-        cls = datasets.MNIST if name == "mnist" else datasets.FashionMNIST
-        load_dataset(name, root, cfg.dataset.download)  # cnnlab's reader refuses a damaged file in one line
+        load_dataset(name, root, cfg.dataset.download)  # cnnlab's checks: a missing or damaged file in one line
+        _check_uncompressed(name, root)
+        cls = _torchvision_class(name)
         train = cls(str(root), train=True, transform=train_tf, download=False)
         test = cls(str(root), train=False, transform=test_tf, download=False)
     else:

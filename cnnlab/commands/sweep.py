@@ -6,7 +6,6 @@ The sweep file is validated before Ray is imported; ray, torch and pandas load i
 from __future__ import annotations
 
 import contextlib
-import os
 from pathlib import Path
 from typing import Optional
 
@@ -47,11 +46,11 @@ def sweep(
         spec = sweeps.load_sweep(file, overrides + ([f"device={device}"] if device is not None else []))
 
     from cnnlab.experiment import Interrupted, interruptible
-    from cnnlab.ray_backend import require_ray, run_sweep, session
+    from cnnlab.ray_backend import ray_address, require_ray, run_sweep, session
     from cnnlab.report import console, table
 
     require_ray("cnnlab sweep", optuna=spec.spec.method != "grid")
-    if (address or os.environ.get("RAY_ADDRESS") or "local") == "local":  # on this machine: a device it lacks fails every trial
+    if ray_address(address) == "local":  # on this machine: a device it lacks fails every trial
         from cnnlab.experiment import resolve_device
 
         resolve_device(spec.base.device)
