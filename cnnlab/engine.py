@@ -161,7 +161,8 @@ def train_epoch(state: State, data: Data, pipeline, train_cfg, loss_fn, on_step=
         with autocast(device, train_cfg.amp):
             try:
                 out = model(xb)
-            except ValueError as e:  # BatchNorm over a single value per channel (one image, 1x1 maps)
+            except (ValueError, RuntimeError) as e:  # BatchNorm over one value per channel (one image, 1x1
+                # maps): a ValueError, which torch.compile wraps in a RuntimeError of its own
                 if "more than 1 value per channel" not in str(e):
                     raise
                 raise ConfigError(

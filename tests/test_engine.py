@@ -100,11 +100,12 @@ def test_the_epoch_train_loss_is_per_image_like_the_accuracy():
     assert row["train_acc"] == pytest.approx((out.argmax(1) == y).float().mean().item())
 
 
-def test_a_single_image_batch_that_batchnorm_cannot_take_is_one_config_error():
+@pytest.mark.parametrize("compiled", [False, True], ids=["eager", "torch.compile"])
+def test_a_single_image_batch_that_batchnorm_cannot_take_is_one_config_error(compiled):
     from cnnlab.errors import ConfigError
 
     model = torch.nn.Sequential(torch.nn.Conv2d(1, 2, 2), torch.nn.BatchNorm2d(2), torch.nn.Flatten(), torch.nn.Linear(2, 3))
-    state = State(model, torch.optim.SGD(model.parameters(), lr=0.1), None, torch.Generator().manual_seed(0), torch.Generator().manual_seed(1))
+    state = State(torch.compile(model) if compiled else model, torch.optim.SGD(model.parameters(), lr=0.1), None, torch.Generator().manual_seed(0), torch.Generator().manual_seed(1))
     x, y = torch.randn(5, 1, 2, 2), torch.randint(0, 3, (5,))
     pipeline = Pipeline(TransformConfig(), [0.0], [1.0], (1, 2, 2), 0, 3)
     with pytest.raises(ConfigError, match="batch of 1 image"):

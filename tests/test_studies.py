@@ -256,6 +256,29 @@ def test_an_interrupted_or_failed_study_resumes_to_the_uninterrupted_result(tiny
     assert code == 2 and "give no --permute/--no-permute" in err
 
 
+def test_a_resume_without_the_data_or_device_is_refused_before_anything_changes(tiny_data, tmp_path, capsys, monkeypatch):
+    from cnnlab import experiment
+
+    real = _failing_run(monkeypatch, 2, "interrupt")
+    code, out, err = cnnlab(capsys, monkeypatch, "compare", "fc-vs-cnn", "--seeds", "1", "--data-dir", tiny_data, *FAST, "--runs-dir", tmp_path / "runs")
+    assert code == 130
+    monkeypatch.setattr(experiment, "run", real)
+    (study,) = (tmp_path / "runs").iterdir()
+    before = {p: p.stat().st_mtime_ns for p in study.rglob("*")}
+    (tmp_path / "empty").mkdir()
+    code, out, err = cnnlab(capsys, monkeypatch, "compare", "--resume", study, "--data-dir", tmp_path / "empty")
+    assert code == 1 and "not found in" in err and len(err.strip().splitlines()) == 1
+    plan = json.loads((study / "plan.json").read_text())
+    plan["cells"][1]["config"]["device"] = "cuda"  # the unfinished cell, as if planned on a machine with a GPU
+    (study / "plan.json").write_text(json.dumps(plan))
+    before[study / "plan.json"] = (study / "plan.json").stat().st_mtime_ns
+    if not torch.cuda.is_available():
+        code, out, err = cnnlab(capsys, monkeypatch, "compare", "--resume", study)
+        assert code == 2 and "no CUDA device" in err and len(err.strip().splitlines()) == 1
+    assert {p: p.stat().st_mtime_ns for p in study.rglob("*")} == before  # nothing written, still "interrupted"
+    assert json.loads((study / "summary.json").read_text())["status"] == "interrupted"
+
+
 def test_a_study_that_cannot_get_further_says_so_and_a_broken_plan_is_one_line(tiny_data, tmp_path, capsys, monkeypatch):
     _failing_run(monkeypatch, 2, "nan")
     code, out, err = cnnlab(capsys, monkeypatch, "compare", "fc-vs-cnn", "--seeds", "1", "--data-dir", tiny_data, *FAST, "--runs-dir", tmp_path)

@@ -50,11 +50,9 @@ def _resume_only(resume: Path, given: dict) -> None:
         raise CnnlabUsage(f"--resume continues the study in {resume} as it was planned: give no {', '.join(extra)} (only --address and --data-dir)")
 
 
-def _check_data(configs, data_dir, address) -> None:
-    """Every device and dataset the cells need is here before the study starts (a study that can
-    never train would be left behind, offering a resume); a cluster's nodes have their own."""
-    if address not in (None, "local"):
-        return
+def _check_here(configs, data_dir) -> None:
+    """Every device and dataset the configs need is on this machine, before a study starts or goes
+    on (a study that can never train would be left behind, offering a resume)."""
     from cnnlab.data import check_files, resolve_data_dir
     from cnnlab.experiment import resolve_device
 
@@ -62,6 +60,19 @@ def _check_data(configs, data_dir, address) -> None:
         resolve_device(cfg.device)
     for cfg in configs:
         check_files(cfg.dataset.name, resolve_data_dir(data_dir, cfg.dataset.data_dir), cfg.dataset.download)
+
+
+def _check_data(configs, data_dir, address) -> None:
+    """_check_here for the cells that train here; a cluster's nodes have their own devices and data."""
+    if address in (None, "local"):
+        _check_here(configs, data_dir)
+
+
+def _to_train(cells, previous) -> list:
+    """The configs of the cells a resumed study still trains: those without a completed run."""
+    from cnnlab.runner import finished_result
+
+    return [c.cfg for c, p in zip(cells, previous) if p is None or finished_result(p) is None]
 
 
 @app.command()
@@ -97,6 +108,8 @@ def compare(
         cells, name, datasets = _planned_cells(plan, str(resume)), plan["name"], plan["datasets"]
         data_dir = data_dir or plan["data_dir"]
         what = f"{len(cells)} runs, resumed"
+        previous = previous_runs(cells, record.cells)
+        _check_data(_to_train(cells, previous), data_dir, address)
     else:
         paths, overrides = positional_and_overrides(args or [])
         if not paths:
@@ -114,6 +127,7 @@ def compare(
             epochs=max(m.cfg.train.epochs for m in members), seeds=seeds, permute=permute, test_acc=None, cells=[],
         )
         record.write_plan({"name": name, "datasets": datasets, "data_dir": str(data_dir.resolve()) if data_dir else None, "cells": _plan_cells(cells)})
+        previous = None
     done: list = []
 
     def on_done(cell, result):
@@ -125,7 +139,6 @@ def compare(
 
     with record.running():
         console.print(f"{name}: {what} in {record.path}")
-        previous = previous_runs(cells, record.cells) if resume is not None else None
         results = run_cells(cells, runs_dir=record.cells, data_dir=data_dir, address=address, on_done=on_done, previous=previous)
         rows = [study.cell_row(c, r) | {"run_dir": p} for c, r, p in zip(cells, results, _cell_paths(record, results))]
         summary = study.summarize(rows)
@@ -164,6 +177,7 @@ def shift_sweep(
 
     from cnnlab.config import validate
     from cnnlab.errors import ConfigError
+    from cnnlab.experiment import resolve_device
     from cnnlab.figures import accuracy_vs_shift, probability_heatmap, shift_heatmaps
     from cnnlab.report import console, markdown, table
     from cnnlab.runner import Cell, previous_runs, run_cells
@@ -202,8 +216,10 @@ def shift_sweep(
     datasets = {c.dataset.name for c in configs}
     if len(datasets) > 1:
         raise ConfigError(f"the models are trained on different datasets ({', '.join(sorted(datasets))}); sweep one dataset at a time")
-    if resume is None:
-        _check_data([c.cfg for c in cells], data_dir, address)
+    previous = previous_runs(cells, record.cells) if resume is not None else None
+    _check_data(_to_train(cells, previous or [None] * len(cells)), data_dir, address)
+    for cfg in configs:  # the sweep itself evaluates every model here, after training, wherever that ran
+        resolve_device(device or cfg.device)
     image, label, classes = study.pick_image(configs[0], opts.image_index, opts.image_split, data_dir)
     if resume is None:
         record = StudyRecord(runs_root(runs_dir), name, study="shift-sweep", **opts.model_dump(), cells=[], test_acc=None)
@@ -216,7 +232,6 @@ def shift_sweep(
         if cells:
             console.print(f"{name}: training {len(cells)} model(s) in {record.path}")
         on_done = lambda cell, r: console.print(f"{cell.labels['model']}: test accuracy {r.summary['test_acc']:.2%} after {r.summary['epochs']} epoch(s), {r.summary['train_seconds']:.1f} s")  # noqa: E731
-        previous = previous_runs(cells, record.cells) if resume is not None else None
         results = run_cells(cells, runs_dir=record.cells, data_dir=data_dir, address=address, on_done=on_done, previous=previous)
         trained = [study.load_trained(r.path, c.labels["model"], device) for c, r in zip(cells, results)]
         for t in reused:
