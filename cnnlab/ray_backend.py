@@ -262,7 +262,7 @@ def _record(sweep, result) -> dict:
     error = m.get("error") or (_first_line(result.error).removeprefix("ray::") if result.error else None)
     if error:
         status = "failed"
-    elif m.get("done"):
+    elif m.get("done"):  # Tune sets it when its scheduler stops a trial or the trial returns, not when it cuts one off
         status = "stopped" if m.get("epoch", 0) < m.get("epochs_planned", 0) else "completed"
     else:
         status = "unfinished"
@@ -330,8 +330,23 @@ def run_sweep(sweep, sweep_dir: Path, *, data_dir=None, resume: bool = False) ->
                 failure_config=tune.FailureConfig(max_failures=sweep.spec.max_failures),
             ),
         )
+    return _records(sweep, tuner.fit())
+
+
+def _records(sweep, results) -> list[dict]:
     # an interrupted random or TPE sweep also returns trials its searcher never filled in: no config, no run
-    return [_record(sweep, r) for r in tuner.fit() if r.config]
+    return [_record(sweep, r) for r in results if r.config]
+
+
+def saved_records(sweep, sweep_dir: Path) -> list[dict]:
+    """Tune's records as it last saved them (every 10 s or so, and as a Ctrl-C ends the sweep), for a
+    sweep that a signal cut short inside run_sweep: what --resume continues from. None if Tune saved none."""
+    from ray import tune
+
+    try:
+        return _records(sweep, tune.ResultGrid(tune.ExperimentAnalysis(str(Path(sweep_dir).resolve() / "tune"))))
+    except (ValueError, FileNotFoundError):
+        return []
 
 
 def _searcher(sweep):

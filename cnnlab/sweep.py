@@ -303,13 +303,14 @@ def settle(run_dir: Path, status: str, reason: str) -> None:
         runs.write_json(Path(run_dir) / runs.SUMMARY, summary)
 
 
-def settle_interrupted(sweep: Sweep, sweep_dir: Path) -> None:
-    """After an interrupted sweep: its trials still running, or ended early by Tune as the sweep
-    stopped (without a scheduler nothing else ends one early), are interrupted runs."""
-    ended_early = ("running",) if sweep.spec.scheduler else ("running", "stopped")
+def settle_interrupted(sweep_dir: Path, records: list[dict]) -> None:
+    """After an interrupted sweep: its trials still running or ended early are interrupted runs, except
+    those Tune's records say its scheduler stopped. A trial that Tune ends as the sweep stops says
+    'stopped' itself, also one cut off before Tune heard from it (no record points to its directory)."""
+    stopped = {Path(r["run_dir"]).name for r in records if r["status"] == "stopped" and r["run_dir"]}
     for path in (Path(sweep_dir) / TRIALS).glob("*/" + runs.SUMMARY):
         try:
-            if runs.read_json(path).get("status") in ended_early:
+            if path.parent.name not in stopped and runs.read_json(path).get("status") in ("running", "stopped"):
                 settle(path.parent, "interrupted", "the sweep was interrupted; continue it with cnnlab sweep --resume")
         except CnnlabError:  # a summary cut short by the kill: nothing to settle
             continue
@@ -327,20 +328,16 @@ def show(value) -> Any:
 
 
 def trial_rows(sweep: Sweep, sweep_dir: Path, records: list[dict]) -> list[dict]:
-    """One row per trial, from Tune's record of it and its run directory; also settles the run's status."""
+    """One row per trial, from Tune's record of it and its run directory; also settles a stopped trial's run."""
     rows = []
     for rec in sorted(records, key=lambda r: (r["index"], r["seed"])):
         run_dir = Path(rec["run_dir"]) if rec.get("run_dir") else None
         summary = runs.read_json(run_dir / runs.SUMMARY) if run_dir and (run_dir / runs.SUMMARY).is_file() else {}
         status, error = rec["status"], rec.get("error")
-        if status == "stopped" and sweep.spec.scheduler is None:
-            status = "unfinished"  # no scheduler stops trials early: Tune ended it because the sweep was interrupted
-        elif status == "unfinished" and summary.get("status") == "completed":
+        if status == "unfinished" and summary.get("status") == "completed":
             status = "completed"  # it finished as the sweep was interrupted, before Tune heard of its last epoch
         if run_dir and status == "stopped":
             settle(run_dir, "stopped", stop_reason(sweep, summary.get("epochs")))
-        elif run_dir and status == "unfinished" and summary.get("status") in ("running", "stopped"):
-            settle(run_dir, "interrupted", "the sweep was interrupted; continue it with cnnlab sweep --resume")
         rows.append({
             **{key: show(rec["point"][key]) for key in sweep.keys}, "seed": rec["seed"],
             sweep.metric: summary.get(sweep.metric) if status in DONE else None,
@@ -506,8 +503,8 @@ def finish(sweep: Sweep, sweep_dir: Path, records: list[dict]) -> Outcome:
     failed = [t for t in trials if t["status"] == "failed"]
     finished = sum(t["status"] in DONE for t in trials) + len(failed)
     status = "interrupted" if finished < sweep.n_trials else ("failed" if failed else "completed")
-    if status == "interrupted":  # also the trials Tune has no record of (cut off before it heard from them)
-        settle_interrupted(sweep, sweep_dir)
+    if status == "interrupted":
+        settle_interrupted(sweep_dir, records)
     runs.write_table(sweep_dir / "trials.csv", trials)
     points = point_rows(sweep, trials) if trials else []
     best = write_best(sweep, sweep_dir, points, trials) if points else None

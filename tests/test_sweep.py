@@ -293,14 +293,19 @@ def wait_for(condition, timeout: float, what: str):
     raise AssertionError(f"timed out waiting for {what}")
 
 
-def trial_statuses(runs_dir: Path) -> list[str]:
-    out = []
+def trial_summaries(runs_dir: Path) -> dict[Path, dict]:
+    """Each trial run directory's summary.json (skipping one being written)."""
+    out = {}
     for p in runs_dir.glob("*/trials/*/summary.json"):
         try:
-            out.append(json.loads(p.read_text())["status"])
+            out[p.parent] = json.loads(p.read_text())
         except (OSError, ValueError):
             pass
     return out
+
+
+def trial_statuses(runs_dir: Path) -> list[str]:
+    return [s["status"] for s in trial_summaries(runs_dir).values()]
 
 
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
@@ -335,3 +340,51 @@ def test_resume_finishes_an_interrupted_sweep_like_an_uninterrupted_one(tmp_path
     assert len(list((sweep_dir / "trials").iterdir())) == 5
     ours, theirs = (pd.read_csv(d / "results.csv").drop(columns="seconds") for d in (sweep_dir, last_line(reference)))
     pd.testing.assert_frame_equal(ours, theirs)
+
+
+@pytest.mark.parametrize("signals", [1, 2], ids=["SIGINT", "SIGINT-twice"])
+def test_an_interrupted_asha_sweep_stops_only_the_trials_asha_stopped(tmp_path, signals):
+    """Tune ends the trial still running as the sweep stops, and the trial then says 'stopped' itself,
+    also one cut off in its first epoch, before Tune heard from it: it is interrupted (--resume finishes
+    it), and only the trial ASHA stopped stays stopped. A second Ctrl-C cuts Tune's own ending short:
+    the sweep then settles from the state Tune saved at the first."""
+    data = make_learnable_mnist(tmp_path / "data", n_train=6000)  # epochs long enough to signal within one
+    path = write_sweep(
+        tmp_path / "asha.yaml", seeds=[0], space={"optimizer.lr": [0.05, 1e-6, 0.04]}, max_concurrent=1,
+        scheduler={"name": "asha", "grace_period": 1, "reduction_factor": 4},  # one rung: epoch 1 (of 3)
+        **{"set": {"device": "cpu", "train.batch_size": 20, "train.epochs": 3}},
+    )
+    runs_dir = tmp_path / "runs"
+    proc = subprocess.Popen([sys.executable, "-m", "cnnlab", "sweep", str(path), "--data-dir", str(data), "--runs-dir", str(runs_dir)],
+                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:  # ASHA has stopped 1e-6 after epoch 1 and the last trial is training its first epochs
+        wait_for(lambda: len(trial_statuses(runs_dir)) == 3 and {"stopped", "running"} <= set(trial_statuses(runs_dir)), 300, "the last trial")
+        proc.send_signal(signal.SIGINT)
+        if signals == 2:  # while Tune waits for the cut-off trial's epoch to end
+            time.sleep(0.2)
+            proc.send_signal(signal.SIGINT)
+        stdout, stderr = proc.communicate(timeout=120)
+    finally:
+        proc.kill()
+    assert proc.returncode == 130 and "cnnlab sweep --resume" in stderr, stderr
+    sweep_dir = Path(stdout.split("sweep directory: ")[1].splitlines()[0])
+
+    def by_lr() -> dict[float, dict]:
+        return {load_config(d / "config.yaml").optimizer.lr: s for d, s in trial_summaries(runs_dir).items()}
+
+    runs = by_lr()
+    ended = {lr: (s["status"], s["error"]) for lr, s in runs.items()}
+    assert (runs[0.05]["status"], runs[1e-6]["status"], runs[0.04]["status"]) == ("completed", "stopped", "interrupted"), ended
+    assert "ASHA" in runs[1e-6]["error"] and "sweep was interrupted" in runs[0.04]["error"], ended
+    if signals == 1 or (sweep_dir / "trials.csv").exists():  # the sweep ended through Tune, not cut short by a second signal
+        trials = pd.read_csv(sweep_dir / "trials.csv").set_index("optimizer.lr")["status"].to_dict()
+        assert trials == {0.05: "completed", 1e-6: "stopped", 0.04: "unfinished"}
+    if signals == 2:
+        return  # what Tune saved as the first signal came is all a resume has (it may start the cut-off trial anew)
+
+    out = cnnlab("sweep", "--resume", sweep_dir, "--data-dir", data)
+    assert out.returncode == 0, out.stderr
+    runs = by_lr()
+    assert len(runs) == 3 and (runs[0.04]["status"], runs[0.04]["epochs"], runs[1e-6]["status"]) == ("completed", 3, "stopped")
+    trials = pd.read_csv(sweep_dir / "trials.csv").set_index("optimizer.lr")["status"].to_dict()
+    assert trials == {0.05: "completed", 1e-6: "stopped", 0.04: "completed"}

@@ -46,7 +46,7 @@ def sweep(
         spec = sweeps.load_sweep(file, overrides + ([f"device={device}"] if device is not None else []))
 
     from cnnlab.experiment import Interrupted, interruptible
-    from cnnlab.ray_backend import ray_address, require_ray, run_sweep, session
+    from cnnlab.ray_backend import ray_address, require_ray, run_sweep, saved_records, session
     from cnnlab.report import console, table
 
     require_ray("cnnlab sweep", optuna=spec.spec.method != "grid")
@@ -77,7 +77,7 @@ def sweep(
                     raise
                 stopped_by = e
         if stopped_by is not None:  # Ray's workers are gone now: none rewrites a trial's status after this
-            sweeps.settle_interrupted(spec, path)
+            sweeps.settle_interrupted(path, saved_records(spec, path))
             raise Interrupted.of(stopped_by, "sweep", f"continue it with: cnnlab sweep --resume {path}") from None
         outcome = sweeps.finish(spec, path, records)
 
