@@ -340,12 +340,12 @@ def _records(sweep, results) -> list[dict]:
 
 def saved_records(sweep, sweep_dir: Path) -> list[dict]:
     """Tune's records as it last saved them (every 10 s or so, and as a Ctrl-C ends the sweep), for a
-    sweep that a signal cut short inside run_sweep: what --resume continues from. None if Tune saved none."""
+    sweep that a signal cut short inside run_sweep: what --resume continues from. Empty if Tune saved none."""
     from ray import tune
 
     try:
         return _records(sweep, tune.ResultGrid(tune.ExperimentAnalysis(str(Path(sweep_dir).resolve() / "tune"))))
-    except (ValueError, FileNotFoundError):
+    except Exception:  # nothing saved yet, or a state cut short by the signal: the records only refine the statuses
         return []
 
 
