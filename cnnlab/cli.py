@@ -7,6 +7,7 @@ runtime failures, 128 + signal for an interruption.
 
 from __future__ import annotations
 
+import os
 import signal
 import sys
 from pathlib import Path
@@ -159,6 +160,36 @@ def list_runs(
 from cnnlab import commands  # noqa: E402,F401
 
 
+class StdoutUntilReaderGone:
+    """sys.stdout that, once its reader has gone (`cnnlab train ... | head -1`), sends the rest to
+    /dev/null instead of raising BrokenPipeError: a run, study or bench whose output nobody reads
+    any more still trains to its end and writes its files."""
+
+    def __init__(self, stream):
+        self._stream = stream
+
+    def _discard_from_now(self) -> None:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, self._stream.fileno())  # what is still buffered, and all that follows, goes nowhere
+        os.close(devnull)
+
+    def write(self, text: str) -> int:
+        try:
+            return self._stream.write(text)
+        except BrokenPipeError:
+            self._discard_from_now()
+            return len(text)
+
+    def flush(self) -> None:
+        try:
+            self._stream.flush()
+        except BrokenPipeError:
+            self._discard_from_now()
+
+    def __getattr__(self, name):  # isatty, fileno, encoding, ...: the real stream's
+        return getattr(self._stream, name)
+
+
 def main() -> None:
     """Entry point: run the app and turn user errors into one line and an exit code.
 
@@ -166,7 +197,9 @@ def main() -> None:
     KeyboardInterrupt into exit 130 (SIGTERM must give 143) and prints multi-line usage errors.
     """
     command = typer.main.get_command(app)
+    stdout = sys.stdout
     try:
+        sys.stdout = StdoutUntilReaderGone(stdout)
         with command.make_context("cnnlab", sys.argv[1:]) as ctx:
             command.invoke(ctx)
         code = 0
@@ -184,7 +217,9 @@ def main() -> None:
     except (KeyboardInterrupt, typer.Abort) as e:
         print(f"interrupted: {e}" if str(e) else "interrupted", file=sys.stderr)
         code = 128 + getattr(e, "signum", signal.SIGINT)
-    except BrokenPipeError:  # e.g. `cnnlab runs | head`
+    except BrokenPipeError:  # a write that bypassed sys.stdout, after its reader had gone
         sys.stderr.close()
         code = 1
+    finally:
+        sys.stdout = stdout
     sys.exit(code)

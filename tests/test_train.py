@@ -51,6 +51,27 @@ def test_cli_train_writes_a_complete_run(tiny_data, tmp_path):
     assert "epoch 1/2" in out.stdout and "epoch 2/2" in out.stdout
 
 
+def test_a_reader_that_goes_away_does_not_stop_the_training(tiny_data, tmp_path):
+    """`cnnlab train ... | head -1`: what follows the first line goes nowhere; the run trains to its end."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "cnnlab", "train", "configs/mnist_fc.yaml", "train.epochs=100", "--device", "cpu",
+         "--data-dir", str(tiny_data), "--runs-dir", str(tmp_path)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT,
+    )
+    try:
+        assert proc.stdout.readline().startswith("epoch 1/100")
+        proc.stdout.close()  # 99 epoch lines, the table and the run's path are still to come
+        err = proc.stderr.read()
+        assert proc.wait(timeout=300) == 0, err
+    finally:
+        proc.kill()
+    assert "Traceback" not in err
+    (run_dir,) = tmp_path.iterdir()
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert (summary["status"], summary["epochs"]) == ("completed", 100)
+    assert len(pd.read_csv(run_dir / "metrics.csv")) == 100
+
+
 def test_print_config_resolves_overrides(tmp_path):
     out = cnnlab("train", "configs/mnist_fc.yaml", "model.hidden=[100]", "optimizer.lr=1e-3", "--print-config")
     assert out.returncode == 0, out.stderr
