@@ -544,6 +544,20 @@ def test_show_and_runs_agree_on_a_killed_run(fashion_run, tmp_path, capsys, monk
     assert code == 0 and re.search(r"status\s*│\s*dead", out), out
 
 
+def test_show_says_why_a_run_or_study_did_not_complete(fashion_run, tmp_path, capsys, monkeypatch):
+    stopped = tmp_path / fashion_run.path.name
+    shutil.copytree(fashion_run.path, stopped)
+    summary = json.loads((stopped / "summary.json").read_text())
+    (stopped / "summary.json").write_text(json.dumps({**summary, "status": "stopped", "error": "stopped early by ASHA after epoch 1"}))
+    code, out, err = cnnlab(capsys, monkeypatch, "show", stopped)
+    assert code == 0 and re.search(r"why\s*│\s*stopped early by ASHA after epoch 1", out), out
+    record = StudyRecord(tmp_path, "s", study="compare", status="failed", error="the disk is full [really]")
+    code, out, err = cnnlab(capsys, monkeypatch, "show", record.path)
+    assert code == 0 and "why: the disk is full [really]" in out, out
+    code, out, err = cnnlab(capsys, monkeypatch, "show", fashion_run.path)
+    assert code == 0 and "why" not in out  # a completed run has nothing to explain
+
+
 # ---------------------------------------------------------------------------- real data
 @pytest.mark.slow
 def test_fc_vs_cnn_permutation_on_real_mnist(tmp_path, capsys, monkeypatch):

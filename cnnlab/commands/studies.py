@@ -296,6 +296,8 @@ def show(
     if summary.get("kind") in ("study", "sweep"):
         what = summary.get("study") or summary["kind"]
         console.print(f"{summary.get('name', path.name)} ({what}), {runs.shown_status(summary, path)}, started {summary.get('started_at')}")
+        if summary.get("error"):
+            console.print(f"why: {summary['error']}", markup=False)
         for table_md in ("table.md", "results.md"):  # a study's table, a sweep's points best first
             if (path / table_md).is_file():
                 console.print((path / table_md).read_text(), markup=False)
@@ -341,7 +343,9 @@ def _config_rows(cfg: dict, summary: dict, path: Path) -> list[dict]:
     train = cfg.get("train") or {}
     reported = (summary.get("reported") or {}) if isinstance(summary.get("reported"), dict) else {}
     values = {
-        "name": cfg.get("name"), "status": runs.shown_status(summary, path), "dataset": (cfg.get("dataset") or {}).get("name"),
+        "name": cfg.get("name"), "status": runs.shown_status(summary, path),
+        **({"why": summary["error"]} if summary.get("error") else {}),  # failed, stopped or interrupted: the reason
+        "dataset": (cfg.get("dataset") or {}).get("name"),
         "model": ", ".join(f"{k}={v}" for k, v in model.items()), "params": _format(summary.get("params", 0), ","),
         "transform": ", ".join(f"{k}={v}" for k, v in transform.items()) or "defaults",
         "optimizer": ", ".join(f"{k}={v}" for k, v in optimizer.items()),
