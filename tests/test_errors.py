@@ -188,6 +188,7 @@ CASES = [
     # refused before a study or sweep directory exists (it could never train, yet would offer a resume)
     ("compare_cuda_without_cuda", ["compare", "{tmp}/ok.yaml", "--device", "cuda", "--seeds", "1", "--data-dir", "{good}", "--runs-dir", "{tmp}/no_study"], 2, "no CUDA device"),
     ("shift_sweep_cuda_without_cuda", ["shift-sweep", "--device", "cuda", "--runs-dir", "{tmp}/no_study"], 2, "no CUDA device"),
+    ("compare_two_datasets", ["compare", "configs/mnist_fc.yaml", "configs/fashion_fc.yaml", "--runs-dir", "{tmp}/no_study"], 2, "trained on different datasets (fashion-mnist, mnist); compare one dataset at a time"),
     # the cells would train on the cluster, but the sweep evaluates them here
     ("shift_sweep_cuda_on_a_cluster", ["shift-sweep", "--device", "cuda", "--address", "127.0.0.1:1", "--runs-dir", "{tmp}/no_study"], 2, "no CUDA device"),
     ("sweep_cuda_without_cuda", ["sweep", "configs/sweeps/lenet_lr.yaml", "--device", "cuda", "--runs-dir", "{tmp}/no_study"], 2, "no CUDA device"),

@@ -68,6 +68,16 @@ def _check_data(configs, data_dir, address) -> None:
         _check_here(configs, data_dir)
 
 
+def _one_dataset(configs, verb: str) -> None:
+    """A study's table and reading put its models side by side on one dataset."""
+    from cnnlab.errors import ConfigError
+
+    datasets = sorted({c.dataset.name for c in configs})
+    if len(datasets) > 1:
+        raise ConfigError(f"the models are trained on different datasets ({', '.join(datasets)}); {verb} one dataset at a time "
+                          "(--dataset NAME puts every model on one)")
+
+
 def _to_train(cells, previous) -> list:
     """The configs of the cells a resumed study still trains: those without a completed run."""
     from cnnlab.runner import finished_result
@@ -115,6 +125,7 @@ def compare(
         if not paths:
             raise CnnlabUsage("missing STUDY or CONFIG files, e.g. cnnlab compare fc-vs-cnn --permute")
         spec, members = resolve(paths, common_overrides(epochs, dataset, device) + overrides)
+        _one_dataset([m.cfg for m in members], "compare")
         permute = spec.permute if permute is None else permute
         seeds = seeds or spec.seeds
         cells = study.make_cells(members, seeds, permute)
@@ -176,7 +187,6 @@ def shift_sweep(
     import pandas as pd
 
     from cnnlab.config import validate
-    from cnnlab.errors import ConfigError
     from cnnlab.experiment import resolve_device
     from cnnlab.figures import accuracy_vs_shift, probability_heatmap, shift_heatmaps
     from cnnlab.report import console, markdown, table
@@ -213,9 +223,7 @@ def shift_sweep(
         # everything that can be refused is checked before any training: the runs to reuse, one dataset, the image
         reused = [study.load_trained(path, None, device) for path in from_run]
         configs = [c.cfg for c in cells] + [t.cfg for t in reused]
-    datasets = {c.dataset.name for c in configs}
-    if len(datasets) > 1:
-        raise ConfigError(f"the models are trained on different datasets ({', '.join(sorted(datasets))}); sweep one dataset at a time")
+    _one_dataset(configs, "sweep")
     previous = previous_runs(cells, record.cells) if resume is not None else None
     _check_data(_to_train(cells, previous or [None] * len(cells)), data_dir, address)
     for cfg in configs:  # the sweep itself evaluates every model here, after training, wherever that ran
