@@ -5,6 +5,7 @@ Progress is a rich bar on a terminal and one plain line per epoch otherwise (CI 
 
 from __future__ import annotations
 
+import math
 import os
 import sys
 import time
@@ -34,6 +35,14 @@ def fmt(column: str, value) -> str:
         return FORMATS.get(column, "{}").format(value)
     except (ValueError, TypeError):
         return str(value)
+
+
+MAX_EPOCH_LINES = 50  # beyond this many epochs (the toy's 2,000) every k-th is shown, and the first and last
+
+
+def shown_epoch(epoch: int, epochs: int) -> bool:
+    """Whether the progress lines and epoch tables show this epoch (all of them, up to MAX_EPOCH_LINES)."""
+    return epoch in (1, epochs) or epoch % math.ceil(epochs / MAX_EPOCH_LINES) == 0
 
 
 def epoch_line(row: dict, epochs: int) -> str:
@@ -76,6 +85,8 @@ class ConsoleProgress:
             self._bar.update(self._task, completed=step, stats=f"loss {float(loss):.4f}")
 
     def epoch_end(self, row: dict) -> None:
+        if not shown_epoch(row["epoch"], self.epochs):
+            return
         line = epoch_line(row, self.epochs)
         if self._bar is not None:
             self._bar.console.print(line)
@@ -102,7 +113,11 @@ def table(rows: list[dict], columns: list[str] | None = None, title: str | None 
 
 
 def epochs_table(rows: list[dict]) -> Table:
-    return table(rows, METRIC_COLUMNS)
+    """The epochs' metrics; of many epochs a sample (metrics.csv has them all)."""
+    epochs = max((int(r["epoch"]) for r in rows), default=0)
+    shown = [r for r in rows if shown_epoch(int(r["epoch"]), epochs)]
+    title = f"{len(shown)} of {len(rows)} epochs (all in metrics.csv)" if len(shown) < len(rows) else None
+    return table(shown, METRIC_COLUMNS, title=title)
 
 
 def markdown(rows: list[dict], columns: list[str] | None = None) -> str:

@@ -2,6 +2,7 @@
 disk that filled up, directories cnnlab did not write, config paths with odd names."""
 
 import errno
+import io
 import json
 import os
 import re
@@ -229,3 +230,27 @@ def test_the_lock_names_its_holder_and_tells_a_live_run_from_a_dead_one(setup):
         probe = subprocess.run([sys.executable, "-c", f"from cnnlab import runs\nwith runs.training_lock({str(first.path)!r}): pass"],
                                capture_output=True, text=True)
         assert f"still being trained by process {os.getpid()}" in probe.stderr
+
+
+def test_a_long_run_prints_and_tables_a_sample_of_its_epochs(capsys):
+    """The toy's 2,000 epochs: the first, every 40th and the last, in the lines and the table alike."""
+    from rich.console import Console
+
+    from cnnlab.report import ConsoleProgress, epochs_table
+
+    rows = [{"epoch": e, "train_loss": 1 / e, "train_acc": 0.5, "test_loss": 1 / e, "test_acc": 0.5, "epoch_seconds": 0.01,
+             "samples_per_sec": 100.0} for e in range(1, 2001)]
+    progress = ConsoleProgress(2000, "toy", live=False)
+    for row in rows:
+        progress.epoch_end(row)
+    printed = [int(line.split()[1].split("/")[0]) for line in capsys.readouterr().out.splitlines()]
+    assert printed == [1, *range(40, 2001, 40)]
+    out = Console(width=200, file=io.StringIO())
+    out.print(epochs_table(rows))
+    shown = out.file.getvalue()
+    assert "51 of 2000 epochs (all in metrics.csv)" in shown and "│    40 │" in shown and "│    41 │" not in shown
+
+    short = ConsoleProgress(16, "lenet", live=False)  # up to 50 epochs: every one
+    for row in rows[:16]:
+        short.epoch_end(row)
+    assert len(capsys.readouterr().out.splitlines()) == 16
