@@ -245,7 +245,7 @@ def restore(state: State, ckpt: dict, path: Path) -> None:
 # what a resume may change: how the run trains and where its data is, not what it trains on or how it learns
 RESUMABLE_CHANGES = (
     "train.epochs", "train.eval_batch_size", "train.amp", "train.compile", "train.threads", "train.channels_last",
-    "train.checkpoint", "train.tensorboard", "device", "dataset.data_dir", "dataset.download", "reported",
+    "train.checkpoint", "train.tensorboard", "device", "dataset.data_dir", "dataset.download", "reported", "description",
 )
 
 
@@ -451,6 +451,8 @@ def _run(cfg: Config, signals: _Signals, runs_dir, data_dir, resume, progress, o
                         f"{where} already has {state.epoch} epochs; train.epochs={cfg.train.epochs} would not undo them: "
                         f"ask for more (train.epochs={state.epoch + 1} or higher) or train a new run"
                     )
+                if cfg.train.epochs == state.epoch and summary.get("status") == "completed":  # its files stay as they are
+                    raise RunError(f"{where} is already complete ({state.epoch} epochs): nothing to train; extend it with train.epochs={state.epoch + 1} or more")
             else:
                 where = runs.new_run_dir(runs.runs_root(runs_dir), cfg.name)
                 hold.enter_context(runs.training_lock(where))

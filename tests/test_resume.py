@@ -290,7 +290,12 @@ def test_a_resume_that_cannot_go_on_leaves_the_run_as_it_was(setup, tmp_path, ca
     kept = {name: (longer.path / name).read_bytes() for name in ("config.yaml", "summary.json", "metrics.csv")}
     out = cnnlab_here(capsys, "train", "--resume", longer.path, "train.epochs=1")  # fewer epochs than it has
     assert out.returncode == 1 and "already has 2 epochs" in error_line(out.stderr)
+    out = cnnlab_here(capsys, "train", "--resume", longer.path)  # nothing left to train
+    assert out.returncode == 1 and "already complete (2 epochs): nothing to train" in error_line(out.stderr)
     assert {name: (longer.path / name).read_bytes() for name in kept} == kept
+    out = cnnlab_here(capsys, "train", "--resume", longer.path, "description=a label only", "train.epochs=3")
+    assert out.returncode == 0, out.stderr
+    assert load_config(longer.path / "config.yaml").description == "a label only"
 
     marker = tmp_path / "payload_ran"
     torch.save({"epoch": 1, "model": Payload(marker)}, finished.path / "checkpoint.pt")
