@@ -499,6 +499,9 @@ def validate(data: dict, schema: type[BaseModel] = Config, source: str = "config
 def load_config(path: str | Path, overrides: list[str] | None = None) -> Config:
     """Load a YAML config, apply KEY=VALUE overrides, validate. Raises ConfigError."""
     data = read_yaml(path)
+    for key, kind, command in (("space", "sweep", "sweep"), ("members", "study", "compare")):
+        if isinstance(data, dict) and key in data and "model" not in data:
+            raise ConfigError(f"{path} is a {kind} file, not a config: run it with cnnlab {command} {path}")
     data = apply_overrides(data, overrides or [], Config)
     data.setdefault("name", re.sub(r"[^A-Za-z0-9_.-]+", "_", Path(path).stem))  # "my exp.yaml" -> my_exp
     return validate(data, Config, str(path))

@@ -136,6 +136,8 @@ CASES = [
     ("a_list", ["train", "{tmp}/a_list.yaml"], 2, "must be a mapping"),
     ("binary", ["train", "{tmp}/binary.yaml"], 2, "cannot read"),
     ("python_tag", ["train", "{tmp}/python_tag.yaml"], 2, "python/object/apply"),
+    ("train_a_sweep_file", ["train", "configs/sweeps/lenet_lr.yaml"], 2, "is a sweep file, not a config: run it with cnnlab sweep configs/sweeps/lenet_lr.yaml"),
+    ("train_a_study_file", ["train", "configs/studies/fc_vs_cnn.yaml"], 2, "is a study file, not a config: run it with cnnlab compare"),
     # unknown keys, at any depth, with the closest valid key
     ("unknown_top", ["train", "{tmp}/unknown_top.yaml"], 2, "unknown key 'sedd'; did you mean 'seed'?"),
     ("unknown_nested", ["train", "{tmp}/unknown_nested.yaml"], 2, "unknown key 'train.epohcs'; did you mean 'train.epochs'?"),
