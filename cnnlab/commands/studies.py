@@ -238,7 +238,7 @@ def shift_sweep(
 
     with record.running():
         if cells:
-            console.print(f"{name}: training {len(cells)} model(s) in {record.path}")
+            console.print(f"{name}: training {len(cells)} model(s){', resumed,' if resume is not None else ''} in {record.path}")
         on_done = lambda cell, r: console.print(f"{cell.labels['model']}: test accuracy {r.summary['test_acc']:.2%} after {r.summary['epochs']} epoch(s), {r.summary['train_seconds']:.1f} s")  # noqa: E731
         results = run_cells(cells, runs_dir=record.cells, data_dir=data_dir, address=address, on_done=on_done, previous=previous)
         trained = [study.load_trained(r.path, c.labels["model"], device) for c, r in zip(cells, results)]
