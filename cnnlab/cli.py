@@ -20,7 +20,7 @@ try:  # typer >= 0.20 carries its own copy of click
 except ImportError:  # older typer drives the click package
     from click.exceptions import ClickException, NoArgsIsHelpError
 
-from cnnlab.errors import CnnlabError
+from cnnlab.errors import CnnlabError, RunError
 
 app = typer.Typer(
     add_completion=False,
@@ -41,15 +41,15 @@ def positional_and_overrides(args: list[str]) -> tuple[list[str], list[str]]:
     return [a for a, p in zip(args, is_path) if p], [a for a, p in zip(args, is_path) if not p]
 
 
-def split_args(args: list[str], what: str = "config file") -> tuple[str | None, list[str]]:
+def split_args(args: list[str], what: str = "config file", example: str = "train.epochs=3") -> tuple[str | None, list[str]]:
     """[CONFIG] [KEY=VALUE ...] -> (config path or None, overrides). what: the positional argument,
-    for the error when there are several."""
+    and example: an override the command applies, for the error when there are several."""
     paths, overrides = positional_and_overrides(args)
     if len(paths) > 1:
         extra = paths[1]
         if what == "config file":  # name the one that is not a config
             extra = next((p for p in paths if not p.endswith((".yaml", ".yml")) and not Path(p).is_file()), extra)
-        raise CnnlabUsage(f"{extra!r} is not KEY=VALUE: give one {what}, then overrides like train.epochs=3")
+        raise CnnlabUsage(f"{extra!r} is not KEY=VALUE: give one {what}, then overrides like {example}")
     return (paths[0] if paths else None), overrides
 
 
@@ -142,7 +142,16 @@ def list_runs(
 
     if status is not None and status not in STATUSES:
         raise CnnlabUsage(f"unknown --status {status!r}; valid: {', '.join(STATUSES)}")
-    rows = find(runs_root(runs_dir))
+    if dataset is not None or model is not None:
+        from cnnlab.config import DATASET_SHAPES, model_names  # the schema's names: no torch, unlike cnnlab.models
+
+        for option, value, valid in (("--dataset", dataset, list(DATASET_SHAPES)), ("--model", model, model_names())):
+            if value is not None and value not in valid:
+                raise CnnlabUsage(f"unknown {option} {value!r}; valid: {', '.join(valid)}")
+    root = runs_root(runs_dir)
+    if root.exists() and not root.is_dir():
+        raise RunError(f"{root} is a file, not a runs directory")
+    rows = find(root)
     want = {"dataset": dataset, "model": model, "status": status}
     # a study lists its members' datasets and models comma-separated ("fc,cnn"): any one matches
     rows = [r for r in rows if all(v is None or v in str(r.get(k)).split(",") for k, v in want.items())]
@@ -153,7 +162,7 @@ def list_runs(
         print(pd.DataFrame(rows, columns=cols).to_csv(index=False), end="")
     else:
         filters = ", ".join(f"{k} {v}" for k, v in want.items() if v is not None)
-        console.print(table(rows, cols, whole=("id",)) if rows else f"no runs{f' with {filters}' if filters else ''} in {runs_root(runs_dir)}")
+        console.print(table(rows, cols, whole=("id",)) if rows else f"no runs{f' with {filters}' if filters else ''} in {root}")
 
 
 # Commands beside their code (studies, bench, sweeps, ...) register on `app` when imported.

@@ -350,6 +350,11 @@ def _choices(schema: type[BaseModel], section: list[str]) -> list[type[BaseModel
     return models if len(models) > 1 else []
 
 
+def model_names() -> list[str]:
+    """Every model.name the schema accepts (cnnlab.models builds each; it needs torch, this does not)."""
+    return [typing.get_args(m.model_fields["name"].annotation)[0] for m in _choices(Config, ["model"])]
+
+
 def _section(data: dict, parts: list[str]) -> dict | None:
     """The raw config's section at parts (["optimizer"]), None when it is not there or not a mapping."""
     node: Any = data

@@ -98,9 +98,10 @@ def title_for(cfg: Config, n: int, split: str) -> str:
     return f"{DATASETS[cfg.dataset.name].title}: the first {n} {split} images, {after}"
 
 
-def default_out(root: Path, cfg: Config, from_config: bool, overrides: list[str] = ()) -> Path:
-    """runs/samples-DATASET[-CONFIG][-OVERRIDES].png: a grid with other transforms gets its own file."""
-    name = f"samples-{cfg.dataset.name}" + (f"-{cfg.name}" if from_config else "")
+def default_out(root: Path, cfg: Config, split: str, from_config: bool, overrides: list[str] = ()) -> Path:
+    """runs/samples-DATASET-SPLIT[-CONFIG][-OVERRIDES].png: a grid of other images gets its own file.
+    The split is always named: were it left out for one, a config called "train" would collide."""
+    name = f"samples-{cfg.dataset.name}-{split}" + (f"-{cfg.name}" if from_config else "")
     drawn = [o for o in overrides if not o.startswith(("dataset.data_dir", "dataset.download"))]  # where, not what
     name += "".join("-" + re.sub(r"[^A-Za-z0-9_.=-]+", "_", o.replace(" ", "")) for o in drawn)
     return root / f"{name}.png"

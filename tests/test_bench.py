@@ -219,6 +219,20 @@ def test_bench_rejects_an_unknown_case(tmp_path):
     assert len(out.stderr.strip().splitlines()) == 1
 
 
+def test_device_auto_on_a_gpu_gets_cudas_bf16_default(monkeypatch):
+    from cnnlab.bench.suite import CASES, case_config
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    cfg = case_config(CASES["fc"], "auto")
+    assert cfg.device == "cuda" and cfg.train.amp == "bf16"  # as --device cuda, which --help promises
+
+
+def test_help_lists_every_device_bench_takes():
+    out = subprocess.run([sys.executable, "-m", "cnnlab", "bench", "--help"], capture_output=True, text=True, cwd=ROOT, timeout=60,
+                         env={**os.environ, "COLUMNS": "200"})  # wide enough that the help is not wrapped
+    assert out.returncode == 0 and "auto | cpu | cuda | cuda:N" in out.stdout
+
+
 @pytest.mark.slow
 def test_bench_quick_on_real_mnist_agrees(tmp_path):
     data = real_data("MNIST", "raw")
@@ -243,7 +257,8 @@ print("torch imported:", "torch" in sys.modules, "exit:", code)
 """
 
 
-@pytest.mark.parametrize("args, code", [(["--help"], 0), (["bench", "--help"], 0), (["train", "missing.yaml"], 2), (["train", "configs/mnist_cnn.yaml", "train.epochs=0"], 2)])
+@pytest.mark.parametrize("args, code", [(["--help"], 0), (["bench", "--help"], 0), (["train", "missing.yaml"], 2), (["train", "configs/mnist_cnn.yaml", "train.epochs=0"], 2),
+                                        (["runs", "--dataset", "mnist", "--model", "fc", "--runs-dir", "no-runs-here"], 0)])
 def test_help_and_config_errors_do_not_import_torch(args, code):
     out = subprocess.run([sys.executable, "-c", _PROBE, *args], capture_output=True, text=True, cwd=ROOT, timeout=60,
                          env={**os.environ, "COLUMNS": "120"})

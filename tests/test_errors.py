@@ -182,9 +182,15 @@ CASES = [
     ("summary_no_config", ["summary", "train.epochs=3"], 2, "missing CONFIG"),
     ("toy_on_mnist", [*OK_ARGS, "model={{name: toy}}", "loss.name=bce"], 2, "needs a two-class dataset (toy), not mnist"),
     ("bench_unknown_device", ["bench", "--quick", "--device", "gpu", *RUNS], 2, "unknown device 'gpu'"),
+    # no data: a bench that took these cases would stop at once instead of measuring for minutes
+    ("bench_no_case", ["bench", "--cases", "", "--data-dir", "{empty_dir}", *RUNS], 2, "--cases '' names no case"),
+    ("bench_case_twice", ["bench", "--cases", "fc,cnn,fc", "--data-dir", "{empty_dir}", *RUNS], 2, "--cases names fc more than once"),
     ("bench_runs_dir_under_a_file", ["bench", "--quick", "--runs-dir", "{a_file}/runs"], 1, "cannot create the bench results directory"),
     ("resume_and_config", ["train", "{tmp}/ok.yaml", "--resume", "{empty_dir}"], 2, "--resume takes the config from the run"),
     ("runs_unknown_option", ["runs", "--bogus"], 2, "No such option"),
+    ("runs_unknown_dataset", ["runs", "--dataset", "fashion", *RUNS], 2, "unknown --dataset 'fashion'; valid: mnist, fashion-mnist, cifar10"),
+    ("runs_unknown_model", ["runs", "--model", "resnet", *RUNS], 2, "unknown --model 'resnet'; valid: fc, cnn, lenet"),
+    ("runs_dir_a_file", ["runs", "--runs-dir", "{a_file}"], 1, "a_file is a file, not a runs directory"),
     # runtime: device, data, runs directory, resume
     ("cuda_without_cuda", [*OK_ARGS, "device=cuda"], 2, "no CUDA device"),
     # refused before a study or sweep directory exists (it could never train, yet would offer a resume)
@@ -214,7 +220,8 @@ CASES = [
     ("reported_as_a_percentage", [*OK_ARGS, "reported.test_acc=96"], 2, "reported.test_acc: Input should be less than or equal to 1"),
     ("normalize_one_channel", [*OK_ARGS, "transform.normalize={{mean: [0.1, 0.2], std: [0.3, 0.3]}}"], 2, "needs 1 mean/std value for mnist"),
     # samples
-    ("samples_two_datasets", ["samples", "mnist", "fashion-mnist"], 2, "'fashion-mnist' is not KEY=VALUE: give one dataset"),
+    ("samples_two_datasets", ["samples", "mnist", "fashion-mnist"], 2, "'fashion-mnist' is not KEY=VALUE: give one dataset, then overrides like transform.permute=true"),
+    ("samples_misspelt_key", ["samples", "mnist", "transform.permut=true"], 2, "unknown key 'transform.permut'; did you mean 'transform.permute'?"),
     ("samples_dataset_shorthand", ["samples", "mnist", "--config", "{tmp}/dataset_shorthand.yaml"], 2, "dataset must be a section"),
 ]
 

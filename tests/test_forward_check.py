@@ -124,6 +124,22 @@ def test_cli_passes_on_a_fresh_model(tiny_mnist, monkeypatch, capsys):
     assert out.strip().splitlines()[-1].startswith("all 13 layers match PyTorch within 0.0001")
 
 
+def test_cli_checks_the_configs_test_subset(tiny_mnist, monkeypatch, capsys):
+    code, out, err = cli(monkeypatch, capsys, "forward-check", "configs/mnist_fc.yaml", "dataset.test_subset=3", "--data-dir", tiny_mnist)
+    assert code == 0 and err == ""  # fewer than the default 8 because of the config: nothing to say
+    assert "fc on 3 mnist test images" in out and "predicted classes, NumPy:   [" in out
+    assert len(out.split("predicted classes, NumPy:   [")[1].split("]")[0].split(",")) == 3
+
+
+def test_cli_says_when_n_is_more_than_the_split_holds(tiny_mnist, monkeypatch, capsys):
+    code, out, err = cli(monkeypatch, capsys, "forward-check", "configs/mnist_fc.yaml", "--n", 20, "--data-dir", tiny_mnist)
+    assert code == 0 and "fc on 10 mnist test images" in out
+    assert err.strip() == "note: --n 20 is more than the 10 mnist test images; checking all 10"
+    code, out, err = cli(monkeypatch, capsys, "forward-check", "configs/mnist_fc.yaml", "--n", 5, "dataset.test_subset=4", "--data-dir", tiny_mnist)
+    assert code == 0 and "fc on 4 mnist test images" in out
+    assert err.strip() == "note: --n 5 is more than the 4 mnist test images (dataset.test_subset=4); checking all 4"
+
+
 def test_cli_fails_naming_the_layer_when_a_weight_changes(tiny_mnist, monkeypatch, capsys):
     original = fc.torch_outputs
 

@@ -93,6 +93,17 @@ def test_a_killed_study_shows_as_dead(tmp_path):
     assert [r["status"] for r in runs.list_runs(tmp_path)] == ["dead"]
 
 
+def test_runs_filters_check_names_against_the_schema_which_matches_the_model_registry(tmp_path, monkeypatch, capsys):
+    from cnnlab.config import model_names
+    from cnnlab.models import MODELS
+    from test_forward_check import cli
+
+    assert sorted(model_names()) == sorted(MODELS)  # `cnnlab runs --model` checks the schema's names: no torch
+    StudyRecord(tmp_path, "toy-study", study="compare", dataset="toy", model="toy")
+    code, out, err = cli(monkeypatch, capsys, "runs", "--dataset", "toy", "--model", "toy", "--runs-dir", tmp_path)
+    assert code == 0 and "toy-study" in out, err  # the toy is a dataset and a model too
+
+
 def test_listing_skips_directories_whose_summary_is_not_cnnlabs(tmp_path):
     StudyRecord(tmp_path, "real", study="fc-vs-cnn")
     (tmp_path / "foreign").mkdir()

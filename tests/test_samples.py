@@ -1,5 +1,7 @@
 """`cnnlab samples`: the grid's size, the images after a config's deterministic transforms, errors."""
 
+from pathlib import Path
+
 import matplotlib.image
 import numpy as np
 import pytest
@@ -44,8 +46,17 @@ def test_default_path_is_in_the_runs_directory(tiny_mnist, runs_dir, monkeypatch
     code, out, err = cli(monkeypatch, capsys, "samples", "mnist", "--n", 4, "--config", "configs/mnist_cnn.yaml",
                          "transform.permute=true", "--data-dir", tiny_mnist[0])
     assert code == 0, err
-    name = "samples-mnist-mnist_cnn-transform.permute=true.png"  # not the plain grid's file
+    name = "samples-mnist-test-mnist_cnn-transform.permute=true.png"  # not the plain grid's file
     assert out.strip() == str(runs_dir / name) and (runs_dir / name).is_file()
+
+
+def test_each_split_gets_its_own_default_file(tiny_mnist, runs_dir, monkeypatch, capsys):
+    paths = {}
+    for split in ("test", "train"):
+        code, out, err = cli(monkeypatch, capsys, "samples", "mnist", "--n", 2, "--split", split, "--data-dir", tiny_mnist[0])
+        assert code == 0, err
+        paths[split] = out.strip()
+    assert paths["test"] != paths["train"] and all(Path(p).is_file() for p in paths.values())
 
 
 def test_images_are_shown_after_the_permutation_and_the_shift(tiny_mnist):
@@ -97,4 +108,4 @@ def test_a_whole_transform_section_is_taken_and_where_the_data_is_stays_out_of_t
     code, out, err = cli(monkeypatch, capsys, "samples", "mnist", "--n", 4, "transform={permute: true}",
                          f"dataset.data_dir={tiny_mnist[0]}")
     assert code == 0, err
-    assert out.strip() == str(runs_dir / "samples-mnist-transform=_permute_true_.png")
+    assert out.strip() == str(runs_dir / "samples-mnist-test-transform=_permute_true_.png")

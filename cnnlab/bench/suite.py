@@ -85,6 +85,8 @@ def case_config(case: Case, device: str, quick: bool = False, data_dir=None, com
     path = CONFIGS_DIR / case.config
     if not path.is_file():
         raise ConfigError(f"bench case {case.name!r} needs {path}; run cnnlab bench from a checkout of cnnlab")
+    if device == "auto":  # decided now, so that auto on a GPU gets CUDA's bf16 default below
+        device = resolve_device(device).type
     steps = min(case.steps or case.quick_steps, case.quick_steps) if quick else case.steps
     overrides = [*case.overrides, f"device={device}", "train.checkpoint=false"]
     if steps:

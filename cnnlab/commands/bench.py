@@ -8,7 +8,7 @@ from typing import Optional
 
 import typer
 
-from cnnlab.cli import DataDir, RunsDir, app
+from cnnlab.cli import CnnlabUsage, DataDir, RunsDir, app
 
 RESULTS = "results.csv"
 
@@ -53,6 +53,19 @@ def machine_row(r: dict) -> dict:
     }
 
 
+def case_names(cases: str | None, default: tuple[str, ...]) -> list[str]:
+    """--cases as a list: default when not given; naming none, or a case twice, is refused."""
+    if cases is None:
+        return list(default)
+    names = cases.replace(",", " ").split()
+    if not names:
+        raise CnnlabUsage(f"--cases {cases!r} names no case; e.g. --cases fc,cnn, or leave it out to run {', '.join(default)}")
+    twice = sorted({c for c in names if names.count(c) > 1})
+    if twice:
+        raise CnnlabUsage(f"--cases names {', '.join(twice)} more than once; each case is measured once, --repeats N times")
+    return names
+
+
 def read_results(path: Path) -> list[dict]:
     """The rows already in the results CSV ([] when there is none); RunError when it is unreadable."""
     import pandas as pd
@@ -88,7 +101,7 @@ def append_results(path: Path, rows: list[dict]) -> Path:
 @app.command()
 def bench(
     quick: bool = typer.Option(False, "--quick", help="A fraction of an epoch per case, one repeat, a 2,000-image test subset (for CI)."),
-    device: str = typer.Option("cpu", "--device", help="cpu | cuda | cuda:N. On CUDA cnnlab trains with bf16 autocast; the reference in float32."),
+    device: str = typer.Option("cpu", "--device", help="auto | cpu | cuda | cuda:N (not the configs' device). On CUDA cnnlab trains with bf16 autocast; the reference in float32."),
     cases: Optional[str] = typer.Option(None, "--cases", help="Comma-separated cases: fc, cnn, lenet, trashnet, lenet99. Default: all (--quick: all but lenet99)."),
     repeats: Optional[int] = typer.Option(None, "--repeats", min=1, help="Reference/cnnlab pairs per case. Default 3 (--quick: 1)."),
     compile: bool = typer.Option(False, "--compile", help="torch.compile cnnlab's model; the compile time counts in its epochs."),
@@ -105,9 +118,9 @@ def bench(
     from cnnlab.report import markdown as markdown_table
     from cnnlab.runs import ensure_dir, runs_root, utc_now
 
+    names = case_names(cases, QUICK_CASES if quick else DEFAULT_CASES)
     out_dir = ensure_dir(runs_root(runs_dir) / "bench", "bench results directory")  # before minutes of measuring
     read_results(out_dir / RESULTS)  # an unreadable results file is refused before measuring, too
-    names = [c for c in (cases or "").replace(",", " ").split() if c] or list(QUICK_CASES if quick else DEFAULT_CASES)
     repeats = repeats or (1 if quick else 3)
 
     def progress(row: dict) -> None:

@@ -3,6 +3,7 @@ in NumPy, layer by layer) and `cnnlab samples` (a PNG grid of images with their 
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Optional
 
@@ -32,11 +33,14 @@ def _checked_config(args: list[str], run: Optional[Path]):
     return cfg
 
 
+DEFAULT_N = 8  # forward-check's batch
+
+
 @app.command("forward-check")
 def forward_check(
     args: list[str] = typer.Argument(None, metavar="CONFIG [KEY=VALUE]...", help="A YAML config (optional with --run)."),
     run: Optional[Path] = typer.Option(None, "--run", help="Check this run's trained weights (model.pt) instead of a fresh init."),
-    n: int = typer.Option(8, "--n", min=1, help="Test images in the batch."),
+    n: Optional[int] = typer.Option(None, "--n", min=1, help=f"Test images in the batch (default {DEFAULT_N}); no more than the test split holds after dataset.test_subset."),
     data_dir: Optional[Path] = DataDir,
 ):
     """Redo one batch's forward pass by hand in NumPy, layer by layer; exit 1 if a layer differs by > 1e-4."""
@@ -58,7 +62,11 @@ def forward_check(
         load_model_weights(model, run)
     _, test = load_dataset(cfg.dataset.name, resolve_data_dir(data_dir, cfg.dataset.data_dir), cfg.dataset.download)
     pipeline = Pipeline(cfg.transform, test.mean, test.std, tuple(test.images.shape[1:]), cfg.seed, len(test.classes))
-    x = pipeline.prepare(test.images[:n], train=False)  # the batch as evaluation sees it
+    held = len(test.images[: cfg.dataset.test_subset])  # the test split as a run evaluates it
+    if n is not None and n > held:  # the first `held` images still check every layer: say so, go on
+        subset = f" (dataset.test_subset={cfg.dataset.test_subset})" if cfg.dataset.test_subset == held else ""
+        print(f"note: --n {n} is more than the {held:,} {cfg.dataset.name} test images{subset}; checking all {held:,}", file=sys.stderr)
+    x = pipeline.prepare(test.images[: min(n or DEFAULT_N, held)], train=False)  # the batch as evaluation sees it
     rows, out_torch, out_numpy = fc.check(model, x)
 
     weights = f"the trained weights of {run}" if run is not None else f"a fresh init (seed {cfg.seed})"
@@ -89,7 +97,7 @@ def samples(
     n: int = typer.Option(32, "--n", min=1, max=256, help="How many images."),
     config: Optional[Path] = typer.Option(None, "--config", help="Show the images after this config's deterministic transforms."),
     split: str = typer.Option("test", "--split", help="test | train"),
-    out: Optional[Path] = typer.Option(None, "--out", help="PNG path. Default: RUNS_DIR/samples-DATASET[-CONFIG].png"),
+    out: Optional[Path] = typer.Option(None, "--out", help="PNG path. Default: RUNS_DIR/samples-DATASET-SPLIT[-CONFIG][-OVERRIDES].png"),
     data_dir: Optional[Path] = DataDir,
     runs_dir: Optional[Path] = RunsDir,
 ):
@@ -98,16 +106,11 @@ def samples(
     from cnnlab.config import config_from_dict, read_yaml
     from cnnlab.runs import atomic_write, runs_root
 
-    dataset, overrides = split_args(args, what="dataset")
+    dataset, overrides = split_args(args, what="dataset", example="transform.permute=true")
     if dataset is None:
         raise CnnlabUsage("missing DATASET, e.g. cnnlab samples mnist")
     if split not in ("test", "train"):
         raise CnnlabUsage(f"--split must be test or train, not {split!r}")
-    shown = ("dataset", "transform.shift", "transform.permute", "seed")  # what sample_images applies
-    for text in overrides:
-        key = text.partition("=")[0].strip()
-        if not key.startswith(shown) and key != "transform":
-            raise CnnlabUsage(f"{key} does not change what samples draws: it shows the images after transform.shift and transform.permute only")
     base = read_yaml(config) if config is not None else {"name": "samples", "model": {"name": "fc"}}
     base.setdefault("name", config.stem if config is not None else "samples")
     section = base.get("dataset") or {}
@@ -116,11 +119,16 @@ def samples(
     if config is not None and section.get("name") not in (None, dataset):
         raise ConfigError(f"{config} is a config for {section['name']}, not {dataset}")
     base["dataset"] = {**section, "name": dataset}
-    cfg = config_from_dict(base, overrides, str(config or "samples"))
+    cfg = config_from_dict(base, overrides, str(config or "samples"))  # a misspelt key: train's error and suggestion
+    shown = ("dataset", "transform.shift", "transform.permute", "seed")  # what sample_images applies
+    for text in overrides:
+        key = text.partition("=")[0].strip()
+        if not key.startswith(shown) and key != "transform":
+            raise CnnlabUsage(f"{key} does not change what samples draws: it shows the images after transform.shift and transform.permute only")
 
     images, labels, classes = S.sample_images(cfg, n, split, data_dir)
     png = S.grid_png(images, labels, classes, S.title_for(cfg, len(images), split))
-    path = out if out is not None else S.default_out(runs_root(runs_dir), cfg, config is not None, overrides)
+    path = out if out is not None else S.default_out(runs_root(runs_dir), cfg, split, config is not None, overrides)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
     except OSError as e:
