@@ -106,22 +106,32 @@ def _where(node: dict) -> str:
     return f"on node {node['node_ip']} {node['node']}"
 
 
-def _gpus(ray, wanted) -> float:
-    """'auto': one GPU per trial or cell when the cluster has GPUs, else none."""
+def _gpus(have: dict, wanted) -> float:
+    """'auto': one GPU per trial or cell when the cluster (its resources `have`) has GPUs, else none."""
     if wanted == "auto":
-        return 1.0 if ray.cluster_resources().get("GPU", 0) > 0 else 0.0
+        return 1.0 if have.get("GPU", 0) > 0 else 0.0
     return float(wanted)
 
 
-def _check_fits(ray, cpus: float, gpus: float) -> None:
-    """Refuse trials larger than the cluster's total: Tune would wait for them forever."""
-    have = ray.cluster_resources()
-    for name, wanted in (("CPU", cpus), ("GPU", gpus)):
+def local_resources() -> dict:
+    """What a local Ray has: session() gives it every core, and it finds the GPUs torch sees."""
+    import torch
+
+    return {"CPU": os.cpu_count(), "GPU": torch.cuda.device_count()}
+
+
+def check_fits(resources, have: dict, local: bool = False) -> float:
+    """The GPUs each trial asks for; refuse trials larger than the cluster's total (`have`): Tune
+    would wait for them forever. local: `have` is this machine's, checked before Ray starts."""
+    gpus = _gpus(have, resources.gpus)
+    where, fix = ("this machine", "run the sweep on a Ray cluster (--address)") if local else ("the Ray cluster", "add nodes")
+    for name, wanted in (("CPU", resources.cpus), ("GPU", gpus)):
         if wanted > have.get(name, 0):
             raise ConfigError(
-                f"each trial asks for {wanted:g} {name}(s) (resources.{name.lower()}s) but the Ray cluster has "
-                f"{have.get(name, 0):g}; lower resources.{name.lower()}s or add nodes"
+                f"each trial asks for {wanted:g} {name}(s) (resources.{name.lower()}s) but {where} has "
+                f"{have.get(name, 0):g}; lower resources.{name.lower()}s or {fix}"
             )
+    return gpus
 
 
 def _absolute(path) -> str | None:
@@ -147,7 +157,7 @@ def run_cells_on_ray(cells: list, *, runs_dir: Path, data_dir=None, address: str
     cell's earlier run to continue, or None."""
     resume = resume or [None] * len(cells)
     with session(address) as ray:
-        task = ray.remote(_run_cell).options(num_cpus=1, num_gpus=_gpus(ray, "auto"), max_retries=3)
+        task = ray.remote(_run_cell).options(num_cpus=1, num_gpus=_gpus(ray.cluster_resources(), "auto"), max_retries=3)
         pending = {task.remote(cell.cfg, _absolute(runs_dir), _absolute(data_dir), _absolute(r)): i for i, (cell, r) in enumerate(zip(cells, resume))}
         results: list = [None] * len(cells)
         while pending:
@@ -306,8 +316,7 @@ def run_sweep(sweep, sweep_dir: Path, *, data_dir=None, resume: bool = False) ->
     trials_dir = sweep_dir / "trials"
     trials_dir.mkdir(exist_ok=True)
     res = sweep.spec.resources
-    gpus = _gpus(ray, res.gpus)
-    _check_fits(ray, res.cpus, gpus)
+    gpus = check_fits(res, ray.cluster_resources())
     job = Job(sweep, str(trials_dir), _absolute(data_dir), max(1, int(res.cpus)))
     trainable = tune.with_resources(tune.with_parameters(_trial, job=job), {"cpu": res.cpus, "gpu": gpus})
     tune_dir = sweep_dir / "tune"

@@ -137,6 +137,7 @@ class Sweep:
     models: str = ""  # the model names the trials train, comma-separated
     datasets: str = ""
     explicit: tuple[str, ...] = ()  # config keys the user set for every trial (set:, command line)
+    configs: list[Config] = field(default_factory=list)  # trials that stand for the space: each grid point, else each bound
 
     @property
     def name(self) -> str:
@@ -244,7 +245,7 @@ def resolve(spec: SweepFile, base: Config, source: str, explicit=()) -> Sweep:
         checked = sweep.points
     else:
         checked = [{key: v} for key, entry in spec.space.items() for v in entry.bounds()]
-    configs = [sweep.trial_config(point, spec.seeds[0]) for point in checked]
+    configs = sweep.configs = [sweep.trial_config(point, spec.seeds[0]) for point in checked]
     sweep.max_epochs = max(c.train.epochs for c in configs)
     sweep.models = ",".join(dict.fromkeys(c.model.name for c in configs))  # as `cnnlab runs` lists studies
     sweep.datasets = ",".join(dict.fromkeys(c.dataset.name for c in configs))
@@ -287,6 +288,10 @@ def update_summary(path: Path, **values) -> dict:
     summary.update(values)
     runs.write_json(path / runs.SUMMARY, summary)
     return summary
+
+
+def resume_hint(sweep_dir: Path) -> str:
+    return f"continue it with: cnnlab sweep --resume {sweep_dir}"
 
 
 def stop_reason(sweep: Sweep, epoch) -> str:
@@ -374,7 +379,8 @@ def point_rows(sweep: Sweep, trials: list[dict]) -> list[dict]:
             "seeds": len(done), "trials": len(group),
             "epochs": str(epochs[0]) if len(epochs) == 1 else f"{epochs[0]}-{epochs[-1]}",
             "stop": ", ".join(k if len(stops) == 1 else f"{n} {k}" for k, n in stops.most_common()),
-            "seconds": group["seconds"].astype(float).mean(), "params": done["params"].max() if len(done) else None,
+            # the point's model: also a trial that failed or was cut off after building it counts
+            "seconds": group["seconds"].astype(float).mean(), "params": group["params"].max(),
         })
     table = pd.DataFrame(out).sort_values(f"{m}_mean", ascending=sweep.mode == "min", na_position="last", kind="stable")
     return [{k: _plain(v) if k in sweep.keys else v for k, v in row.items()} for row in table.to_dict("records")]
@@ -514,9 +520,13 @@ def finish(sweep: Sweep, sweep_dir: Path, records: list[dict]) -> Outcome:
         runs.atomic_write(sweep_dir / "results.md", title + markdown(display_rows(sweep, points)))
         save(figure(sweep, points), sweep_dir / f"{sweep.metric}.png")
     m = sweep.metric
+    if status == "interrupted":  # Tune took the signal and returned: which one is unknown here
+        error = f"sweep stopped by a signal; {resume_hint(sweep_dir)}"
+    else:
+        error = failed[0]["error"] if failed else None
     update_summary(
         sweep_dir, status=status, finished_at=runs.utc_now(), trials=len(trials), trials_finished=finished,
-        trials_failed=len(failed), error=failed[0]["error"] if failed else None, best=best,
+        trials_failed=len(failed), error=error, best=best,
         test_acc=best[f"{m}_mean"] if best and m == "test_acc" else None,
         train_seconds=sum(t["seconds"] or 0 for t in trials), nodes=len({t["node"] for t in trials if t["node"]}),
     )

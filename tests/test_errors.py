@@ -200,6 +200,16 @@ CASES = [
     # the cells would train on the cluster, but the sweep evaluates them here
     ("shift_sweep_cuda_on_a_cluster", ["shift-sweep", "--device", "cuda", "--address", "127.0.0.1:1", "--runs-dir", "{tmp}/no_study"], 2, "no CUDA device"),
     ("sweep_cuda_without_cuda", ["sweep", "configs/sweeps/lenet_lr.yaml", "--device", "cuda", "--runs-dir", "{tmp}/no_study"], 2, "no CUDA device"),
+    # more than this machine has: a local Ray would wait for it forever
+    ("sweep_more_gpus_than_here", ["sweep", "configs/sweeps/lenet_lr.yaml", "resources.gpus=1000", "--runs-dir", "{tmp}/no_study"], 2,
+     "each trial asks for 1000 GPU(s) (resources.gpus) but this machine has"),
+    ("sweep_more_cpus_than_here", ["sweep", "configs/sweeps/lenet_lr.yaml", "resources.cpus=1000", "--address", "local", "--runs-dir", "{tmp}/no_study"], 2,
+     "each trial asks for 1000 CPU(s) (resources.cpus) but this machine has"),
+    ("sweep_data_missing", ["sweep", "configs/sweeps/lenet_lr.yaml", "dataset.download=false", "--data-dir", "{empty_dir}", "--runs-dir", "{tmp}/no_study"], 1,
+     "error: MNIST not found in"),  # not "N of N trials failed; the first: ..."
+    # a cluster's nodes have their own data: not checked here
+    ("sweep_data_on_a_cluster", ["sweep", "configs/sweeps/lenet_lr.yaml", "dataset.download=false", "--data-dir", "{empty_dir}", "--address", "127.0.0.1:1",
+                                 "--runs-dir", "{tmp}/no_study"], 1, "cannot reach a Ray cluster at 127.0.0.1:1"),
     ("data_missing", ["train", "{tmp}/ok.yaml", "--data-dir", "{empty_dir}", *RUNS], 1, "MNIST not found in"),
     ("download_impossible", ["train", "{tmp}/ok.yaml", "dataset.download=true", "--data-dir", "{a_file}/data", *RUNS], 1, "the download failed"),
     ("idx_bad_magic", ["train", "{tmp}/ok.yaml", "--data-dir", "{magic}", *RUNS], 1, "bad magic number 0x00000809"),
@@ -263,10 +273,10 @@ def test_bad_input_is_one_clear_line(results, case_id, args, code, expected):
     assert line.startswith("error: ") and expected in line, line
 
 
-def test_a_study_that_cannot_start_leaves_no_directory(results):
-    tmp, done = results
-    if "compare_cuda_without_cuda" in done:
-        assert not (tmp / "no_study").exists()
+def test_a_study_or_sweep_that_cannot_start_leaves_no_directory(results):
+    tmp, _ = results
+    made = tmp / "no_study"
+    assert not made.exists(), sorted(p.name for p in made.iterdir())
 
 
 def test_yaml_tags_run_no_code(results):

@@ -50,7 +50,7 @@ def _resume_only(resume: Path, given: dict) -> None:
         raise CnnlabUsage(f"--resume continues the study in {resume} as it was planned: give no {', '.join(extra)} (only --address and --data-dir)")
 
 
-def _check_here(configs, data_dir) -> None:
+def check_here(configs, data_dir) -> None:
     """Every device and dataset the configs need is on this machine, before a study starts or goes
     on (a study that can never train would be left behind, offering a resume)."""
     from cnnlab.data import check_files, resolve_data_dir
@@ -63,9 +63,9 @@ def _check_here(configs, data_dir) -> None:
 
 
 def _check_data(configs, data_dir, address) -> None:
-    """_check_here for the cells that train here; a cluster's nodes have their own devices and data."""
+    """check_here for the cells that train here; a cluster's nodes have their own devices and data."""
     if address in (None, "local"):
-        _check_here(configs, data_dir)
+        check_here(configs, data_dir)
 
 
 def _one_dataset(configs, verb: str) -> None:

@@ -19,6 +19,16 @@ class SweepInterrupted(CnnlabError):
     exit_code = 130
 
 
+def _check_here(sweep, data_dir) -> None:
+    """What a sweep on a local Ray asks of this machine: its trials' devices and dataset files (else
+    every trial fails) and their cores and GPUs (else Tune waits forever), before anything is written."""
+    from cnnlab.commands.studies import check_here
+    from cnnlab.ray_backend import check_fits, local_resources
+
+    check_fits(sweep.spec.resources, local_resources(), local=True)
+    check_here(sweep.configs, data_dir)
+
+
 @app.command()
 def sweep(
     args: list[str] = typer.Argument(None, metavar="SWEEP_FILE [KEY=VALUE]...", help="A sweep file and overrides: sweep keys (seeds=[0], method=tpe, space.optimizer.lr=[0.1,0.5]) or base-config keys (train.epochs=2)."),
@@ -33,7 +43,7 @@ def sweep(
     Writes trials/, trials.csv, results.csv/.md, best.yaml and a figure; the last line is the sweep directory.
     """
     from cnnlab import sweep as sweeps
-    from cnnlab.runs import owner, runs_root, trained_data_dir, training_lock
+    from cnnlab.runs import owner, runs_root, trained_data_dir, training_lock, utc_now
 
     if resume is not None:
         if args or device is not None:
@@ -50,19 +60,17 @@ def sweep(
     from cnnlab.report import console, table
 
     require_ray("cnnlab sweep", optuna=spec.spec.method != "grid")
-    if ray_address(address) == "local":  # on this machine: a device it lacks fails every trial
-        from cnnlab.experiment import resolve_device
-
-        resolve_device(spec.base.device)
     with contextlib.ExitStack() as hold:  # the sweep directory's lock: one process runs a sweep at a time
         hold.enter_context(interruptible())  # SIGTERM stops the sweep like Ctrl-C: marked interrupted, resumable
         if resume is not None:
             hold.enter_context(training_lock(Path(resume)))
+            data_dir = data_dir or trained_data_dir(Path(resume))
+        if ray_address(address) == "local":  # a cluster's nodes have their own devices and data
+            _check_here(spec, data_dir)
         with session(address, "cnnlab sweep"):  # connect first: no sweep directory for an unreachable cluster
             if resume is not None:
                 path = Path(resume)
-                data_dir = data_dir or trained_data_dir(path)
-                sweeps.update_summary(path, status="running", error=None, **owner())
+                sweeps.update_summary(path, status="running", error=None, finished_at=None, **owner())
             else:
                 path = sweeps.start(spec, runs_root(runs_dir), data_dir)
                 hold.enter_context(training_lock(path))
@@ -70,15 +78,15 @@ def sweep(
             stopped_by = None
             try:
                 records = run_sweep(spec, path, data_dir=data_dir, resume=resume is not None)
+            except KeyboardInterrupt as e:  # also Interrupted (SIGINT/SIGTERM)
+                stopped_by = Interrupted.of(e, "sweep", sweeps.resume_hint(path))
+                sweeps.update_summary(path, status="interrupted", error=str(stopped_by), finished_at=utc_now())
             except BaseException as e:
-                status = "interrupted" if isinstance(e, KeyboardInterrupt) else "failed"
-                sweeps.update_summary(path, status=status, error=str(e).splitlines()[0] if str(e) else type(e).__name__)
-                if not isinstance(e, KeyboardInterrupt):
-                    raise
-                stopped_by = e
+                sweeps.update_summary(path, status="failed", error=str(e).splitlines()[0] if str(e) else type(e).__name__, finished_at=utc_now())
+                raise
         if stopped_by is not None:  # Ray's workers are gone now: none rewrites a trial's status after this
             sweeps.settle_interrupted(path, saved_records(spec, path))
-            raise Interrupted.of(stopped_by, "sweep", f"continue it with: cnnlab sweep --resume {path}") from None
+            raise stopped_by from None
         outcome = sweeps.finish(spec, path, records)
 
     if outcome.points:
@@ -89,6 +97,6 @@ def sweep(
     print(path)
     if outcome.status == "interrupted":
         done = sum(t["status"] in sweeps.DONE for t in outcome.trials)
-        raise SweepInterrupted(f"sweep interrupted after {done} of {spec.n_trials} trials; continue it with: cnnlab sweep --resume {path}")
+        raise SweepInterrupted(f"sweep interrupted after {done} of {spec.n_trials} trials; {sweeps.resume_hint(path)}")
     if outcome.failed:
         raise RunError(f"{len(outcome.failed)} of {spec.n_trials} trials failed; the first: {outcome.failed[0]['error']}")
