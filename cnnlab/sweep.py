@@ -209,6 +209,8 @@ def load_sweep(path: str | Path, overrides: list[str] | None = None) -> Sweep:
                 space[key[len("space."):]] = value
         elif top in SweepFile.model_fields:
             apply_overrides(data, [text], SweepFile)
+        elif key == "seed" and isinstance(value, list):  # the base config's one seed, given as a sweep's list
+            raise ConfigError(f"{text}: a sweep's seeds are set with seeds={value}; seed is the base config's single seed")
         else:
             config_overrides.append(text)
     data.setdefault("name", path.stem)
