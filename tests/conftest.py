@@ -6,15 +6,17 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-REAL_DATA = Path(os.environ.get("CNNLAB_DATA_DIR") or ROOT.parent / "shared" / "data")
+# where the real datasets may be: $CNNLAB_DATA_DIR, then ../shared/data (a data dir set for other
+# work must not hide the shared copy from the real-data tests)
+REAL_DATA_DIRS = [Path(p) for p in (os.environ.get("CNNLAB_DATA_DIR"), ROOT.parent / "shared" / "data") if p]
 
 
 def real_data(*parts: str) -> Path:
-    """The real dataset folder, or skip the test when this machine has none."""
-    path = REAL_DATA.joinpath(*parts)
-    if not path.exists():
-        pytest.skip(f"real data not present at {path}")
-    return REAL_DATA
+    """The first real data folder that holds parts, or skip the test when this machine has none."""
+    for root in REAL_DATA_DIRS:
+        if root.joinpath(*parts).exists():
+            return root
+    pytest.skip(f"real data not present at {' or '.join(str(r.joinpath(*parts)) for r in REAL_DATA_DIRS)}")
 
 
 @pytest.fixture(scope="session")

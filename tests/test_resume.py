@@ -191,6 +191,20 @@ def test_a_run_resumed_on_another_kind_of_device_goes_on_with_a_stream_seeded_fr
     pd.testing.assert_frame_equal(metrics(first.path), metrics(second), check_exact=True)
 
 
+def test_a_saved_stream_of_another_size_seeds_a_new_one_from_its_bytes():
+    """The reseeding the test above relies on: the same saved state gives the same new stream, another
+    state another one, and neither is the generator's stream before the resume."""
+    from cnnlab.experiment import set_aug_state
+
+    states = []
+    for saved in (torch.arange(16, dtype=torch.uint8), torch.arange(16, dtype=torch.uint8), torch.arange(16, 32, dtype=torch.uint8)):
+        gen = torch.Generator().manual_seed(3)
+        set_aug_state(gen, saved)
+        states.append(gen.get_state())
+    assert torch.equal(states[0], states[1]) and not torch.equal(states[0], states[2])
+    assert not torch.equal(states[0], torch.Generator().manual_seed(3).get_state())
+
+
 DROPOUT = """name: dropout
 seed: 5
 device: cpu

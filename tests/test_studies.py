@@ -53,6 +53,10 @@ def last_line(text: str) -> Path:
 def check_reading(text: str, table: pd.DataFrame) -> None:
     """Every 'A beats B by N points' and 'A loses/gains N points' in text agrees with the table."""
     acc = {(r.model, bool(r.permuted)): r.test_acc_mean for r in table.itertuples()}
+    assert text.startswith(f"Mean of {int(table['seeds'].max())} seed")  # a reading there is, and about this table
+    moved = [m for m in set(table.model) if (m, True) in acc and (m, False) in acc]
+    assert len(re.findall(r"\S+ beats \S+ by [\d.]+ points", text)) >= (table.model.nunique() > 1) + (len(moved) > 1)
+    assert len(re.findall(r"(?:loses|gains) [\d.]+ points", text)) == len(moved)
     ordered_part, _, permuted_part = text.partition("with permuted pixels")
     for part, permuted in ((ordered_part, False), (permuted_part.partition("so there")[2], True)):
         for a, b, points in re.findall(r"(\S+) beats (\S+) by ([\d.]+) points", part):

@@ -152,6 +152,20 @@ def test_memory_layout_and_bf16_train_the_same_model(tiny_data, tmp_path, change
         assert changed["train_loss"].tolist() != plain["train_loss"].tolist()
 
 
+@pytest.mark.parametrize("channels_last", [True, False])
+def test_train_channels_last_decides_the_layout_of_the_data_and_the_weights(tiny_data, channels_last):
+    """The test above shows the two layouts train alike; this one that the flag does pick the layout
+    (CIFAR-10: 3 channels, so the two layouts differ in memory)."""
+    from cnnlab.experiment import setup
+
+    cfg = load_config(ROOT / "configs/mnist_cnn.yaml", ["device=cpu", "dataset.name=cifar10", f"train.channels_last={channels_last}"])
+    data, _, state, _ = setup(cfg, torch.device("cpu"), tiny_data)
+    layout = torch.channels_last if channels_last else torch.contiguous_format
+    convs = [m for m in state.model.modules() if isinstance(m, torch.nn.Conv2d)]
+    assert convs and all(m.weight.is_contiguous(memory_format=layout) for m in convs)
+    assert data.x_train.is_contiguous(memory_format=layout) and data.x_test.is_contiguous(memory_format=layout)
+
+
 # ---------------------------------------------------------------------------- real data
 STUDY_THRESHOLDS = [
     ("mnist_cnn.yaml", 0.95),
