@@ -33,7 +33,7 @@ class Strict(BaseModel):
 # ---------------------------------------------------------------------------- data and transforms
 class DatasetConfig(Strict):
     name: Literal["mnist", "fashion-mnist", "cifar10", "toy"] = "mnist"
-    data_dir: str | None = None  # else --data-dir, $CNNLAB_DATA_DIR, ./data
+    data_dir: str | None = None  # after --data-dir, before $CNNLAB_DATA_DIR and ./data; relative: to the working directory
     download: bool = True  # fetch through torchvision when the files are missing
     train_subset: StrictInt | None = Field(None, gt=0)  # first N training images (smoke runs)
     test_subset: StrictInt | None = Field(None, gt=0)  # first N test images
@@ -136,11 +136,20 @@ class SGDConfig(Strict):
     weight_decay: float = Field(0.0, ge=0)
     bn_lr_scale: float = Field(1.0, gt=0)  # BatchNorm parameters: lr x this, weight_decay / this
 
+    @model_validator(mode="after")
+    def _nesterov_needs_momentum(self):
+        if self.nesterov and self.momentum == 0:
+            raise ValueError("nesterov needs a momentum above 0 (e.g. optimizer.momentum=0.9)")
+        return self
+
+
+Beta = Annotated[float, Field(ge=0, lt=1)]  # Adam's decay rates: torch refuses 1 and above
+
 
 class AdamConfig(Strict):
     name: Literal["adam"]
     lr: float = Field(1e-3, gt=0)
-    betas: tuple[float, float] = (0.9, 0.999)
+    betas: tuple[Beta, Beta] = (0.9, 0.999)
     eps: float = Field(1e-8, gt=0)
     weight_decay: float = Field(0.0, ge=0)
 
@@ -148,7 +157,7 @@ class AdamConfig(Strict):
 class AdamWConfig(Strict):
     name: Literal["adamw"]
     lr: float = Field(1e-3, gt=0)
-    betas: tuple[float, float] = (0.9, 0.999)
+    betas: tuple[Beta, Beta] = (0.9, 0.999)
     eps: float = Field(1e-8, gt=0)
     weight_decay: float = Field(0.01, ge=0)
 
@@ -274,6 +283,12 @@ class Config(Strict):
                 raise ValueError(f"model toy (one sigmoid output, loss bce) needs a two-class dataset (toy), not {self.dataset.name}")
             if self.transform.augment.mixup:
                 raise ValueError("transform.augment.mixup needs loss cross_entropy (soft targets over classes), not bce")
+            if self.loss.label_smoothing:
+                raise ValueError("loss.label_smoothing smooths cross_entropy's targets over classes; loss bce takes none")
+        schedule = self.schedule
+        if isinstance(schedule, CosineSchedule) and schedule.warmup_epochs >= self.train.epochs:
+            raise ValueError(f"schedule.warmup_epochs ({schedule.warmup_epochs:g}) must be below train.epochs ({self.train.epochs}): "
+                             "the rate would never reach optimizer.lr")
         return self
 
 
@@ -496,8 +511,9 @@ def validate(data: dict, schema: type[BaseModel] = Config, source: str = "config
     try:
         return schema.model_validate(data)
     except ValidationError as e:
-        # of the alternatives of a plain union, the deepest error is the one that says most
-        error = max(e.errors(), key=lambda err: (len(err["loc"]), err["type"] != "literal_error"))
+        # of the alternatives of a plain union, the deepest error is the one that says most; at equal
+        # depth, a string is best told the words it may be (normalize: dataset | none | {mean, std})
+        error = max(e.errors(), key=lambda err: (len(err["loc"]), (err["type"] == "literal_error") == isinstance(err.get("input"), str)))
         raise ConfigError(f"{source}: {_describe(error, schema)}") from None
 
 

@@ -230,6 +230,11 @@ CASES = [
     ("seed_too_large", [*OK_ARGS, "seed=99999999999999999999"], 2, "seed: Input should be less than"),
     ("reported_as_a_percentage", [*OK_ARGS, "reported.test_acc=96"], 2, "reported.test_acc: Input should be less than or equal to 1"),
     ("normalize_one_channel", [*OK_ARGS, "transform.normalize={{mean: [0.1, 0.2], std: [0.3, 0.3]}}"], 2, "needs 1 mean/std value for mnist"),
+    ("nesterov_without_momentum", [*OK_ARGS, "optimizer.nesterov=true"], 2, "optimizer: nesterov needs a momentum above 0"),
+    ("adam_beta_of_one", [*OK_ARGS, "optimizer.name=adam", "optimizer.betas=[0.9, 1.0]"], 2, "optimizer.betas.1: Input should be less than 1"),
+    ("warmup_longer_than_the_run", [*OK_ARGS, "schedule.name=cosine", "schedule.warmup_epochs=5", "train.epochs=2"], 2, "schedule.warmup_epochs (5) must be below train.epochs (2)"),
+    ("normalize_not_a_choice", [*OK_ARGS, "transform.normalize=Dataset"], 2, "transform.normalize: must be one of 'dataset' or 'none' (got 'Dataset')"),
+    ("label_smoothing_with_bce", ["train", "configs/toy_4x4.yaml", "loss.label_smoothing=0.3", *RUNS], 2, "loss bce takes none"),
     # samples
     ("samples_two_datasets", ["samples", "mnist", "fashion-mnist"], 2, "'fashion-mnist' is not KEY=VALUE: give one dataset, then overrides like transform.permute=true"),
     ("samples_misspelt_key", ["samples", "mnist", "transform.permut=true"], 2, "unknown key 'transform.permut'; did you mean 'transform.permute'?"),
