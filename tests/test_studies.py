@@ -501,6 +501,8 @@ def test_show_and_runs_listing(fashion_run, tiny_data, tmp_path, capsys, monkeyp
     png = last_line(out)
     assert png == fashion_run.path / "learning_curves.png" and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "fashion_cnn" in out and "n_feature=6" in out and "permute=True" in out and "train_loss" in out
+    # what changes the numbers is on screen: how many images, the step cap, the loss
+    assert re.search(r"images\s*│\s*300 train, 100 test", out) and "max_steps=3" in out and "name=cross_entropy" in out, out
 
     code, out, _ = cnnlab(capsys, monkeypatch, "shift-sweep", "--from-run", fashion_run.path, "--max-shift", "1", "--image-index", "0", "--data-dir", tiny_data, "--runs-dir", tmp_path)
     study = last_line(out)

@@ -342,23 +342,34 @@ def _format(value, spec: str) -> str:
 def _config_rows(cfg: dict, summary: dict, path: Path) -> list[dict]:
     """The settings that matter, transforms only where they differ from the defaults, then results."""
     from cnnlab import runs
-    from cnnlab.config import TransformConfig, flatten
+    from cnnlab.config import LossConfig, TrainConfig, TransformConfig, flatten
 
-    defaults = flatten(TransformConfig().model_dump(mode="json"))
-    transform = {k: v for k, v in flatten(cfg.get("transform") or {}).items() if defaults.get(k) != v}
+    def changed(section: str, schema) -> dict:  # the section's settings that differ from the defaults
+        defaults = flatten(schema().model_dump(mode="json"))
+        return {k: v for k, v in flatten(cfg.get(section) or {}).items() if defaults.get(k) != v}
+
+    transform = changed("transform", TransformConfig)
+    loss = {"name": (cfg.get("loss") or {}).get("name", "cross_entropy"), **changed("loss", LossConfig)}
+    train_changed = {k: v for k, v in changed("train", TrainConfig).items() if k not in ("epochs", "batch_size")}
+    dataset = cfg.get("dataset") or {}
+    subsets = [f"{k}={dataset[k]}" for k in ("train_subset", "test_subset") if dataset.get(k)]
     model = flatten(cfg.get("model") or {})
     optimizer = flatten(cfg.get("optimizer") or {})
     train = cfg.get("train") or {}
     reported = (summary.get("reported") or {}) if isinstance(summary.get("reported"), dict) else {}
     values = {
-        "name": cfg.get("name"), "status": runs.shown_status(summary, path),
+        "name": cfg.get("name"), **({"description": cfg["description"]} if cfg.get("description") else {}),
+        "status": runs.shown_status(summary, path),
         **({"why": summary["error"]} if summary.get("error") else {}),  # failed, stopped or interrupted: the reason
         "dataset": (cfg.get("dataset") or {}).get("name"),
+        "images": f"{_format(summary.get('train_size'), ',')} train, {_format(summary.get('test_size'), ',')} test"
+        + (f" ({', '.join(subsets)})" if subsets else ""),
         "model": ", ".join(f"{k}={v}" for k, v in model.items()), "params": _format(summary.get("params", 0), ","),
         "transform": ", ".join(f"{k}={v}" for k, v in transform.items()) or "defaults",
         "optimizer": ", ".join(f"{k}={v}" for k, v in optimizer.items()),
-        "schedule": cfg.get("schedule") or "none", "seed": cfg.get("seed"),
-        "epochs": f"{summary.get('epochs')} of {train.get('epochs')}, batch {train.get('batch_size')}",
+        "schedule": cfg.get("schedule") or "none", "loss": ", ".join(f"{k}={v}" for k, v in loss.items()), "seed": cfg.get("seed"),
+        "epochs": f"{summary.get('epochs')} of {train.get('epochs')}, batch {train.get('batch_size')}"
+        + "".join(f", {k}={v}" for k, v in train_changed.items()),
         "test accuracy": _format(summary.get("test_acc"), ".2%")
         + (f" (article: {_format(reported['test_acc'], '.1%')})" if reported.get("test_acc") else ""),
         "train seconds": f"{_format(summary.get('train_seconds', 0), '.1f')} on {summary.get('device')}",
