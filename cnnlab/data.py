@@ -139,9 +139,12 @@ def _missing(info: DatasetInfo, folder: Path) -> list[str]:
 
 
 def _not_found(info: DatasetInfo, folder: Path, failure: str | None = None) -> str:
+    """One line naming the files still missing (all of them: the dataset is not there at all)."""
+    missing = _missing(info, folder) or list(info.required_files)
     download = f" and the download failed ({failure})" if failure else ""
+    where = f"not found in {folder}" if len(missing) == len(info.required_files) else f"incomplete in {folder}"
     return (
-        f"{info.title} not found in {folder}{download}; put {', '.join(info.required_files)} there, "
+        f"{info.title} {where}{download}; put {', '.join(missing)} there, "
         f"or point --data-dir / {DATA_DIR_ENV} at a folder that has them"
     )
 
@@ -158,15 +161,28 @@ def _ensure_files(info: DatasetInfo, root: Path, download: bool) -> None:
         return
     if not download:
         raise DataError(_not_found(info, folder))
+    new_dirs = [d for d in (folder, *folder.parents) if not d.exists()]  # deepest first
     try:
         import torchvision.datasets
 
         getattr(torchvision.datasets, info.torchvision_class)(root=str(root), train=True, download=True)
     except Exception as e:  # no network, a refused md5, a full disk, ...
-        raise DataError(_not_found(info, folder, _one_line(e))) from None
-    still = _missing(info, folder)
-    if still:
-        raise DataError(_not_found(info, folder, f"{', '.join(still)} still missing afterwards"))
+        failure = _one_line(e)
+    else:
+        if not _missing(info, folder):
+            return
+        failure = "files still missing afterwards"  # _not_found names them
+    _remove_empty(new_dirs)
+    raise DataError(_not_found(info, folder, failure))
+
+
+def _remove_empty(dirs: list[Path]) -> None:
+    """rmdir each (deepest first) that a failed download left empty; one that holds a file stays."""
+    for d in dirs:
+        try:
+            d.rmdir()
+        except OSError:  # not empty, never made, or not a directory
+            pass
 
 
 @functools.lru_cache(maxsize=8)

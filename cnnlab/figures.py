@@ -45,7 +45,8 @@ def comparison_bars(table, title: str) -> Figure:
     seeds = int(table["seeds"].max())
     ax.set(xticks=np.arange(len(models)), xticklabels=models, ylim=(0, 115), xlabel="model", ylabel="test accuracy (%)",
            title=f"{title}\nmean ± std over {seeds} seed{'s' if seeds > 1 else ''}")
-    ax.legend(loc="upper center", ncols=len(conditions), frameon=False)
+    if len(conditions) > 1:  # one condition (ordered pixels only): nothing for a legend to tell apart
+        ax.legend(loc="upper center", ncols=len(conditions), frameon=False)
     ax.grid(axis="y", alpha=0.3)
     return fig
 
@@ -101,15 +102,18 @@ def probability_heatmap(probs: np.ndarray, shifts: list[int], classes: list[str]
     return fig
 
 
-def learning_curves(metrics, title: str) -> Figure:
-    """Loss and accuracy per epoch, train and test, side by side."""
+LOSSES = {"cross_entropy": "cross-entropy", "bce": "binary cross-entropy"}
+
+
+def learning_curves(metrics, title: str, loss: str = "cross_entropy") -> Figure:
+    """Loss and accuracy per epoch, train and test, side by side; loss is the config's loss.name."""
     fig = Figure(figsize=(10, 4))
     loss_ax, acc_ax = fig.subplots(1, 2)
     for split, style in (("train", "-o"), ("test", "--s")):
         label = "train (mean over the epoch)" if split == "train" else "test (after the epoch)"
         loss_ax.plot(metrics["epoch"], metrics[f"{split}_loss"], style, label=label)
         acc_ax.plot(metrics["epoch"], 100 * metrics[f"{split}_acc"], style, label=label)
-    loss_ax.set(xlabel="epoch", ylabel="loss (cross-entropy)", title="loss")
+    loss_ax.set(xlabel="epoch", ylabel=f"loss ({LOSSES.get(loss, loss)})", title="loss")
     acc_ax.set(xlabel="epoch", ylabel="accuracy (%)", title="accuracy")
     for ax in (loss_ax, acc_ax):
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))

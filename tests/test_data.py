@@ -94,7 +94,15 @@ def test_missing_files_without_download(tmp_path):
     assert str(tmp_path / "MNIST" / "raw") in message
     assert "train-images-idx3-ubyte" in message and "CNNLAB_DATA_DIR" in message
     assert "download" not in message
+    assert "put train-images-idx3-ubyte, train-labels-idx1-ubyte, t10k-images-idx3-ubyte, t10k-labels-idx1-ubyte there" in message
 
+
+def test_incomplete_idx_files_name_only_the_missing_one(tmp_path):
+    make_idx_dataset(tmp_path, "FashionMNIST", gz=True)
+    (tmp_path / "FashionMNIST" / "raw" / "t10k-labels-idx1-ubyte.gz").unlink()
+    message = load_error("fashion-mnist", tmp_path, download=False)
+    assert message.startswith(f"Fashion-MNIST incomplete in {tmp_path / 'FashionMNIST' / 'raw'}; put t10k-labels-idx1-ubyte there")
+    assert "train-images" not in message
 
 @pytest.fixture
 def fake_torchvision(monkeypatch):
@@ -132,7 +140,36 @@ def test_download_then_read_with_own_reader(tmp_path, fake_torchvision):
 
 def test_download_that_leaves_files_missing(tmp_path, fake_torchvision):
     fake_torchvision.CIFAR10 = lambda root, train, download: None
-    assert "test_batch still missing afterwards" in load_error("cifar10", tmp_path)
+    message = load_error("cifar10", tmp_path)
+    assert "download failed (files still missing afterwards); put data_batch_1, data_batch_2" in message
+    assert message.count("test_batch") == 1
+
+
+def test_a_failed_download_removes_the_empty_folders_it_made(tmp_path, fake_torchvision):
+    def no_network(root, train, download):  # what torchvision does: make <root>/MNIST/raw, then fail
+        (Path(root) / "MNIST" / "raw").mkdir(parents=True)
+        raise RuntimeError("no network")
+
+    fake_torchvision.MNIST = no_network
+    (tmp_path / "old_empty").mkdir()
+    assert "download failed (RuntimeError: no network)" in load_error("mnist", tmp_path / "absent" / "data")
+    assert "download failed" in load_error("mnist", tmp_path / "old_empty")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["old_empty"]  # it was there before: kept
+    assert list((tmp_path / "old_empty").iterdir()) == []
+
+
+def test_a_failed_download_keeps_folders_that_hold_files(tmp_path, fake_torchvision):
+    def half_download(root, train, download):
+        raw = Path(root) / "MNIST" / "raw"
+        raw.mkdir(parents=True)
+        (raw / "train-images-idx3-ubyte.gz").write_bytes(b"partial")
+        (Path(root) / "MNIST" / "empty").mkdir()
+        raise RuntimeError("connection reset")
+
+    fake_torchvision.MNIST = half_download
+    message = load_error("mnist", tmp_path / "data")
+    assert "put train-labels-idx1-ubyte, t10k-images-idx3-ubyte, t10k-labels-idx1-ubyte there" in message
+    assert (tmp_path / "data" / "MNIST" / "raw" / "train-images-idx3-ubyte.gz").read_bytes() == b"partial"
 
 
 def test_unknown_dataset(tmp_path):
@@ -229,6 +266,14 @@ def test_corrupt_cifar_pickle(tmp_path):
 def test_missing_cifar_names_the_folder(tmp_path):
     message = load_error("cifar10", tmp_path, download=False)
     assert f"CIFAR-10 not found in {tmp_path / 'cifar-10-batches-py'}" in message and "test_batch" in message
+
+
+def test_incomplete_cifar_names_only_the_missing_batch(tmp_path):
+    make_cifar(tmp_path)
+    (tmp_path / "cifar-10-batches-py" / "data_batch_4").unlink()
+    message = load_error("cifar10", tmp_path, download=False)
+    assert message.startswith(f"CIFAR-10 incomplete in {tmp_path / 'cifar-10-batches-py'}; put data_batch_4 there, or point --data-dir")
+    assert "data_batch_1" not in message and "test_batch" not in message
 
 
 # ---------------------------------------------------------------------------- data directory

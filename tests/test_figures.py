@@ -52,6 +52,20 @@ def test_comparison_bars_heights_and_error_bars():
     assert {t.get_text() for t in ax.texts} == {"88.0", "87.0", "95.0", "81.0"}
 
 
+def test_comparison_bars_without_the_permuted_condition_has_no_legend():
+    table = pd.DataFrame({"model": ["FC", "CNN"], "permuted": [False, False], "seeds": [1, 1],
+                          "test_acc_mean": [0.88, 0.95], "test_acc_std": [np.nan, np.nan]})
+    ax = figures.comparison_bars(table, "ordered only").axes[0]
+    assert sorted(round(p.get_height(), 6) for p in ax.patches) == [88.0, 95.0]
+    assert ax.get_legend() is None
+
+
+def test_learning_curves_name_the_loss():
+    metrics = pd.DataFrame({"epoch": [1, 2], "train_loss": [0.7, 0.5], "test_loss": [0.6, 0.4], "train_acc": [0.5, 1.0], "test_acc": [0.5, 1.0]})
+    assert figures.learning_curves(metrics, "toy", loss="bce").axes[0].get_ylabel() == "loss (binary cross-entropy)"
+    assert figures.learning_curves(metrics, "lenet").axes[0].get_ylabel() == "loss (cross-entropy)"
+
+
 def test_accuracy_vs_shift_one_line_per_model():
     rows = [{"model": m, "dx": dx, "dy": 0, "test_acc": 0.9 - 0.1 * abs(dx) * k} for k, m in enumerate(["FC", "CNN"], 1) for dx in range(-2, 3)]
     ax = figures.accuracy_vs_shift(pd.DataFrame(rows), "x", "roll", "sweep").axes[0]
