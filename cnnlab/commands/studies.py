@@ -322,7 +322,8 @@ def show(
     from cnnlab.figures import learning_curves, save
 
     png = path / "learning_curves.png"
-    save(learning_curves(metrics, f"{summary.get('name')}: {summary.get('model')} on {summary.get('dataset')}"), png)
+    title = f"{summary.get('name')}: {summary.get('model')} on {summary.get('dataset')}"
+    save(learning_curves(metrics, title, loss=(cfg.get("loss") or {}).get("name", "cross_entropy")), png)
     if open_png:
         typer.launch(str(png))
     print(png)
