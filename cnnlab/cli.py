@@ -208,7 +208,8 @@ def main() -> None:
     command = typer.main.get_command(app)
     stdout = sys.stdout
     try:
-        sys.stdout = StdoutUntilReaderGone(stdout)
+        if stdout is not None:  # None: started with stdout closed (`cnnlab ... >&-`)
+            sys.stdout = StdoutUntilReaderGone(stdout)
         with command.make_context("cnnlab", sys.argv[1:]) as ctx:
             command.invoke(ctx)
         code = 0

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, StrictInt, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, ValidationError, ValidationInfo, field_validator, model_validator
 
 from cnnlab.errors import ConfigError
 
@@ -283,8 +283,17 @@ class Config(Strict):
                 raise ValueError(f"model toy (one sigmoid output, loss bce) needs a two-class dataset (toy), not {self.dataset.name}")
             if self.transform.augment.mixup:
                 raise ValueError("transform.augment.mixup needs loss cross_entropy (soft targets over classes), not bce")
-            if self.loss.label_smoothing:
-                raise ValueError("loss.label_smoothing smooths cross_entropy's targets over classes; loss bce takes none")
+        return self
+
+    @model_validator(mode="after")
+    def _does_what_it_says(self, info: ValidationInfo):
+        """Settings that would be ignored or never take effect. Refused in configs given now, not in
+        the stored configs of runs, studies and sweeps that an earlier cnnlab accepted (they must stay
+        resumable)."""
+        if (info.context or {}).get("stored"):
+            return self
+        if self.loss.name == "bce" and self.loss.label_smoothing:
+            raise ValueError("loss.label_smoothing smooths cross_entropy's targets over classes; loss bce takes none")
         schedule = self.schedule
         if isinstance(schedule, CosineSchedule) and schedule.warmup_epochs >= self.train.epochs:
             raise ValueError(f"schedule.warmup_epochs ({schedule.warmup_epochs:g}) must be below train.epochs ({self.train.epochs}): "
@@ -506,10 +515,11 @@ def _describe(err: dict, schema: type[BaseModel]) -> str:
     return f"{shown}: {msg}{got_text}" if shown else f"{msg}{got_text}"
 
 
-def validate(data: dict, schema: type[BaseModel] = Config, source: str = "config"):
-    """Validate a raw dict against a schema; the first problem becomes one ConfigError line."""
+def validate(data: dict, schema: type[BaseModel] = Config, source: str = "config", stored: bool = False):
+    """Validate a raw dict against a schema; the first problem becomes one ConfigError line. stored:
+    a config cnnlab wrote itself (a run's, a study's plan), held to the checks it was written under."""
     try:
-        return schema.model_validate(data)
+        return schema.model_validate(data, context={"stored": stored})
     except ValidationError as e:
         # of the alternatives of a plain union, the deepest error is the one that says most; at equal
         # depth, a string is best told the words it may be (normalize: dataset | none | {mean, std})
@@ -517,20 +527,20 @@ def validate(data: dict, schema: type[BaseModel] = Config, source: str = "config
         raise ConfigError(f"{source}: {_describe(error, schema)}") from None
 
 
-def load_config(path: str | Path, overrides: list[str] | None = None) -> Config:
-    """Load a YAML config, apply KEY=VALUE overrides, validate. Raises ConfigError."""
+def load_config(path: str | Path, overrides: list[str] | None = None, stored: bool = False) -> Config:
+    """Load a YAML config, apply KEY=VALUE overrides, validate (stored: see validate). Raises ConfigError."""
     data = read_yaml(path)
     for key, kind, command in (("space", "sweep", "sweep"), ("members", "study", "compare")):
         if isinstance(data, dict) and key in data and "model" not in data:
             raise ConfigError(f"{path} is a {kind} file, not a config: run it with cnnlab {command} {path}")
     data = apply_overrides(data, overrides or [], Config)
     data.setdefault("name", re.sub(r"[^A-Za-z0-9_.-]+", "_", Path(path).stem))  # "my exp.yaml" -> my_exp
-    return validate(data, Config, str(path))
+    return validate(data, Config, str(path), stored)
 
 
-def config_from_dict(data: dict, overrides: list[str] | None = None, source: str = "config") -> Config:
+def config_from_dict(data: dict, overrides: list[str] | None = None, source: str = "config", stored: bool = False) -> Config:
     data = apply_overrides(_deepcopy(data), overrides or [], Config)
-    return validate(data, Config, source)
+    return validate(data, Config, source, stored)
 
 
 def flatten(data: dict, prefix: str = "") -> dict:

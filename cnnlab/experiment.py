@@ -368,7 +368,7 @@ def setup(cfg: Config, device: torch.device, data_dir=None, cpu_share: int | Non
 
 def resume_config(run_dir: str | Path, overrides: list[str] | None = None) -> tuple[Path, Config]:
     path = runs.open_run(run_dir)
-    return path, load_config(path / runs.CONFIG, overrides)
+    return path, load_config(path / runs.CONFIG, overrides, stored=True)
 
 
 def run(
@@ -396,7 +396,7 @@ def _run(cfg: Config, signals: _Signals, runs_dir, data_dir, resume, progress, o
     device = resolve_device(cfg.device)
     if resume is not None:
         resume = runs.open_run(resume)
-        trained = load_config(resume / runs.CONFIG)  # the config the run trained with
+        trained = load_config(resume / runs.CONFIG, stored=True)  # the config the run trained with
         check_resume_changes(resume, trained, cfg)
         # the data it trained on, unless an override moves it (a relative dataset.data_dir would follow the cwd)
         if data_dir is None and cfg.dataset.data_dir in (None, trained.dataset.data_dir):

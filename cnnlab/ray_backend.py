@@ -141,10 +141,12 @@ def _absolute(path) -> str | None:
 # ---------------------------------------------------------------------------- study cells as Ray tasks
 def _run_cell(cfg, runs_dir: str, data_dir: str | None, resume: str | None = None):
     from cnnlab.experiment import run
+    from cnnlab.runner import finished_result
 
     node = node_info()
     try:
-        result = run(cfg, runs_dir=runs_dir, data_dir=data_dir, resume=resume)
+        # a retry (its node died) after the resumed run had completed takes it as it is
+        result = (finished_result(Path(resume)) if resume is not None else None) or run(cfg, runs_dir=runs_dir, data_dir=data_dir, resume=resume)
     except CnnlabError as e:
         raise type(e)(f"{e} ({_where(node)})") from None
     result.summary.update(node)

@@ -1,6 +1,7 @@
 """Terminal output: live training progress and rich tables from rows / DataFrames.
 
-Progress is a rich bar on a terminal and one plain line per epoch otherwise (CI logs, pipes).
+Progress is a rich bar on a terminal and one plain line per epoch otherwise (CI logs, pipes); of
+more than MAX_EPOCH_LINES epochs, both print a sample, as the epoch tables show one.
 """
 
 from __future__ import annotations
@@ -54,7 +55,8 @@ def epoch_line(row: dict, epochs: int) -> str:
 
 
 class ConsoleProgress:
-    """Engine callbacks that draw a live bar (terminal) or print a line per epoch (anything else)."""
+    """Engine callbacks that draw a live bar (terminal) or print a line per shown epoch (anything
+    else); the first epoch a session trains is always shown (a resume's too)."""
 
     def __init__(self, epochs: int, label: str, live: bool | None = None):
         self.epochs, self.label = epochs, label
@@ -62,6 +64,7 @@ class ConsoleProgress:
         self._bar: Progress | None = None
         self._task = None
         self._last = 0.0
+        self._shown_any = False
 
     def epoch_start(self, epoch: int, steps: int) -> None:
         if not self.live:
@@ -85,8 +88,9 @@ class ConsoleProgress:
             self._bar.update(self._task, completed=step, stats=f"loss {float(loss):.4f}")
 
     def epoch_end(self, row: dict) -> None:
-        if not shown_epoch(row["epoch"], self.epochs):
+        if self._shown_any and not shown_epoch(row["epoch"], self.epochs):
             return
+        self._shown_any = True
         line = epoch_line(row, self.epochs)
         if self._bar is not None:
             self._bar.console.print(line)

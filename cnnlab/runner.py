@@ -32,6 +32,17 @@ def _continuable(run: Path) -> bool:
     return summary.get("status") == "completed" or (run / CHECKPOINT).is_file() or read_metrics(run).empty
 
 
+def check_here(configs: list[Config], data_dir=None) -> None:
+    """Every device and dataset file the configs need is on this machine (DataError, ConfigError)."""
+    from cnnlab.data import check_files, resolve_data_dir
+    from cnnlab.experiment import resolve_device
+
+    for cfg in configs:
+        resolve_device(cfg.device)
+    for cfg in configs:
+        check_files(cfg.dataset.name, resolve_data_dir(data_dir, cfg.dataset.data_dir), cfg.dataset.download)
+
+
 def previous_runs(cells: list[Cell], runs_dir: Path) -> list[Path | None]:
     """Each cell's run directory under runs_dir from an earlier attempt (its config.yaml is the
     cell's config) that can be taken or continued, or None. Each directory serves one cell; a later
@@ -45,7 +56,7 @@ def previous_runs(cells: list[Cell], runs_dir: Path) -> list[Path | None]:
     for path in sorted(Path(runs_dir).glob("*/" + CONFIG), reverse=True):  # newest first (names start with the time)
         try:
             if _continuable(path.parent):
-                found.append((path.parent, config_to_dict(load_config(path))))
+                found.append((path.parent, config_to_dict(load_config(path, stored=True))))
         except CnnlabError:  # killed before its config or summary was whole, or no longer valid: the cell starts afresh
             continue
     previous: list[Path | None] = []

@@ -282,7 +282,7 @@ def reopen(path: str | Path) -> Sweep:
         raise RunError(f"not a sweep directory: {path} has no {SWEEP_FILE} and {BASE_FILE}")
     spec = validate_spec(read_yaml(path / SWEEP_FILE, "sweep"), str(path / SWEEP_FILE))
     explicit = runs.read_json(path / runs.SUMMARY).get("explicit_keys") if (path / runs.SUMMARY).is_file() else None
-    return resolve(spec, load_config(path / BASE_FILE), str(path / SWEEP_FILE), explicit if isinstance(explicit, list) else leaf_keys(spec.set))
+    return resolve(spec, load_config(path / BASE_FILE, stored=True), str(path / SWEEP_FILE), explicit if isinstance(explicit, list) else leaf_keys(spec.set))
 
 
 def update_summary(path: Path, **values) -> dict:
@@ -311,9 +311,9 @@ def settle(run_dir: Path, status: str, reason: str) -> None:
 
 
 def settle_interrupted(sweep_dir: Path, records: list[dict]) -> None:
-    """After an interrupted sweep: its trials still running or ended early are interrupted runs, except
-    those Tune's records say its scheduler stopped. A trial that Tune ends as the sweep stops says
-    'stopped' itself, also one cut off before Tune heard from it (no record points to its directory)."""
+    """After an interrupted sweep, its trial runs still 'running', or 'stopped' without a Tune record
+    saying the scheduler stopped them, become 'interrupted' (a trial Tune ends as the sweep stops
+    writes 'stopped' itself, even one Tune never heard from)."""
     stopped = {Path(r["run_dir"]).name for r in records if r["status"] == "stopped" and r["run_dir"]}
     for path in (Path(sweep_dir) / TRIALS).glob("*/" + runs.SUMMARY):
         try:

@@ -28,6 +28,7 @@ from cnnlab.config import load_config
 from cnnlab.errors import RunError
 from cnnlab.experiment import run
 from cnnlab.models import build_model
+from conftest import ROOT
 from fakedata import make_idx_dataset
 from test_errors import cli, error_line, start
 
@@ -319,3 +320,19 @@ def test_a_resume_that_cannot_go_on_leaves_the_run_as_it_was(setup, tmp_path, ca
     assert not marker.exists()
     assert (finished.path / "summary.json").read_text() == before
     assert load_config(finished.path / "config.yaml").model.hidden == [32]
+
+
+def test_a_run_an_earlier_cnnlab_accepted_still_resumes_under_a_newer_check(tiny_data, tmp_path, capsys):
+    """A check added later (here: a cosine warm-up as long as the run) refuses new configs, not the
+    config.yaml of a run written before it: that run still resumes and extends."""
+    from cnnlab.errors import ConfigError
+
+    done = run(load_config(ROOT / "configs/mnist_fc.yaml", ["device=cpu", "train.epochs=2", "train.max_steps=2", "schedule={name: cosine, warmup_epochs: 1}"]),
+               runs_dir=tmp_path, data_dir=tiny_data)
+    config = done.path / "config.yaml"
+    config.write_text(config.read_text().replace("warmup_epochs: 1.0", "warmup_epochs: 2.0"))  # as the earlier cnnlab wrote it
+    with pytest.raises(ConfigError, match="warmup_epochs"):
+        load_config(config)  # given now, it is refused
+    out = cnnlab_here(capsys, "train", "--resume", done.path, "train.epochs=3", "--data-dir", tiny_data)
+    assert out.returncode == 0, out.stderr
+    assert json.loads((done.path / "summary.json").read_text())["epochs"] == 3

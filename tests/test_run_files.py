@@ -265,3 +265,15 @@ def test_a_long_run_prints_and_tables_a_sample_of_its_epochs(capsys):
     for row in rows[:16]:
         short.epoch_end(row)
     assert len(capsys.readouterr().out.splitlines()) == 16
+
+
+def test_a_resumed_session_prints_its_first_epoch(capsys):
+    """Resumed at epoch 101 of 2,000: the session's first epoch is shown, then the sample goes on."""
+    from cnnlab.report import ConsoleProgress
+
+    progress = ConsoleProgress(2000, "toy", live=False)
+    for epoch in range(101, 201):
+        progress.epoch_end({"epoch": epoch, "train_loss": 0.1, "train_acc": 0.5, "test_loss": 0.1, "test_acc": 0.5,
+                            "epoch_seconds": 0.01, "samples_per_sec": 100.0})
+    printed = [int(line.split()[1].split("/")[0]) for line in capsys.readouterr().out.splitlines()]
+    assert printed == [101, 120, 160, 200]

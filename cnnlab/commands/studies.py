@@ -40,7 +40,7 @@ def _planned_cells(plan: dict, source: str) -> list:
     from cnnlab.config import config_from_dict
     from cnnlab.runner import Cell
 
-    return [Cell(config_from_dict(c["config"], source=source), c["labels"]) for c in plan["cells"]]
+    return [Cell(config_from_dict(c["config"], source=source, stored=True), c["labels"]) for c in plan["cells"]]
 
 
 def _resume_only(resume: Path, given: dict) -> None:
@@ -50,21 +50,12 @@ def _resume_only(resume: Path, given: dict) -> None:
         raise CnnlabUsage(f"--resume continues the study in {resume} as it was planned: give no {', '.join(extra)} (only --address and --data-dir)")
 
 
-def check_here(configs, data_dir) -> None:
-    """Every device and dataset the configs need is on this machine, before a study starts or goes
-    on (a study that can never train would be left behind, offering a resume)."""
-    from cnnlab.data import check_files, resolve_data_dir
-    from cnnlab.experiment import resolve_device
-
-    for cfg in configs:
-        resolve_device(cfg.device)
-    for cfg in configs:
-        check_files(cfg.dataset.name, resolve_data_dir(data_dir, cfg.dataset.data_dir), cfg.dataset.download)
-
-
-def _check_data(configs, data_dir, address) -> None:
-    """check_here for the cells that train here; a cluster's nodes have their own devices and data."""
+def _check_cells(configs, data_dir, address) -> None:
+    """The devices and datasets of the cells that train here, before a study starts or goes on (one that
+    can never train would be left behind, offering a resume); a cluster's nodes have their own."""
     if address in (None, "local"):
+        from cnnlab.runner import check_here
+
         check_here(configs, data_dir)
 
 
@@ -74,15 +65,16 @@ def _one_dataset(configs, verb: str) -> None:
 
     datasets = sorted({c.dataset.name for c in configs})
     if len(datasets) > 1:
-        raise ConfigError(f"the models are trained on different datasets ({', '.join(datasets)}); {verb} one dataset at a time "
-                          "(--dataset NAME puts every model on one)")
+        hint = " (--dataset NAME trains every model on one)" if verb == "compare" else ""
+        raise ConfigError(f"the models are trained on different datasets ({', '.join(datasets)}); {verb} one dataset at a time{hint}")
 
 
-def _to_train(cells, previous) -> list:
-    """The configs of the cells a resumed study still trains: those without a completed run."""
+def _to_train(cells, previous=None) -> list:
+    """The configs of the cells a study still trains: all of a new one's; a resumed one's without a
+    completed run."""
     from cnnlab.runner import finished_result
 
-    return [c.cfg for c, p in zip(cells, previous) if p is None or finished_result(p) is None]
+    return [c.cfg for c, p in zip(cells, previous or [None] * len(cells)) if p is None or finished_result(p) is None]
 
 
 @app.command()
@@ -119,7 +111,7 @@ def compare(
         data_dir = data_dir or plan["data_dir"]
         what = f"{len(cells)} runs, resumed"
         previous = previous_runs(cells, record.cells)
-        _check_data(_to_train(cells, previous), data_dir, address)
+        _check_cells(_to_train(cells, previous), data_dir, address)
     else:
         paths, overrides = positional_and_overrides(args or [])
         if not paths:
@@ -131,7 +123,7 @@ def compare(
         cells = study.make_cells(members, seeds, permute)
         name, datasets = spec.name, _joined(m.cfg.dataset.name for m in members)
         what = f"{len(members)} model(s) x {2 if permute else 1} condition(s) x {seeds} seed(s) = {len(cells)} runs"
-        _check_data([m.cfg for m in members], data_dir, address)
+        _check_cells([m.cfg for m in members], data_dir, address)
         record = StudyRecord(
             runs_root(runs_dir), name, study="compare", description=spec.description, dataset=datasets,
             model=_joined(m.cfg.model.name for m in members), members={m.label: m.source for m in members},
@@ -225,7 +217,7 @@ def shift_sweep(
         configs = [c.cfg for c in cells] + [t.cfg for t in reused]
     _one_dataset(configs, "sweep")
     previous = previous_runs(cells, record.cells) if resume is not None else None
-    _check_data(_to_train(cells, previous or [None] * len(cells)), data_dir, address)
+    _check_cells(_to_train(cells, previous), data_dir, address)
     for cfg in configs:  # the sweep itself evaluates every model here, after training, wherever that ran
         resolve_device(device or cfg.device)
     image, label, classes = study.pick_image(configs[0], opts.image_index, opts.image_split, data_dir)
@@ -351,7 +343,7 @@ def _config_rows(cfg: dict, summary: dict, path: Path) -> list[dict]:
 
     transform = changed("transform", TransformConfig)
     loss = {"name": (cfg.get("loss") or {}).get("name", "cross_entropy"), **changed("loss", LossConfig)}
-    train_changed = {k: v for k, v in changed("train", TrainConfig).items() if k not in ("epochs", "batch_size")}
+    train_changed = {k: v for k, v in changed("train", TrainConfig).items() if k in ("max_steps", "amp", "compile", "tta")}  # those that move the numbers
     dataset = cfg.get("dataset") or {}
     subsets = [f"{k}={dataset[k]}" for k in ("train_subset", "test_subset") if dataset.get(k)]
     model = flatten(cfg.get("model") or {})
@@ -363,8 +355,8 @@ def _config_rows(cfg: dict, summary: dict, path: Path) -> list[dict]:
         "status": runs.shown_status(summary, path),
         **({"why": summary["error"]} if summary.get("error") else {}),  # failed, stopped or interrupted: the reason
         "dataset": (cfg.get("dataset") or {}).get("name"),
-        "images": f"{_format(summary.get('train_size'), ',')} train, {_format(summary.get('test_size'), ',')} test"
-        + (f" ({', '.join(subsets)})" if subsets else ""),
+        **({"images": f"{_format(summary.get('train_size'), ',')} train, {_format(summary.get('test_size'), ',')} test"
+            + (f" ({', '.join(subsets)})" if subsets else "")} if "train_size" in summary else {}),
         "model": ", ".join(f"{k}={v}" for k, v in model.items()), "params": _format(summary.get("params", 0), ","),
         "transform": ", ".join(f"{k}={v}" for k, v in transform.items()) or "defaults",
         "optimizer": ", ".join(f"{k}={v}" for k, v in optimizer.items()),

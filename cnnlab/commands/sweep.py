@@ -19,11 +19,11 @@ class SweepInterrupted(CnnlabError):
     exit_code = 130
 
 
-def _check_here(sweep, data_dir) -> None:
+def _check_local_ray(sweep, data_dir) -> None:
     """What a sweep on a local Ray asks of this machine: its trials' devices and dataset files (else
     every trial fails) and their cores and GPUs (else Tune waits forever), before anything is written."""
-    from cnnlab.commands.studies import check_here
     from cnnlab.ray_backend import check_fits, local_resources
+    from cnnlab.runner import check_here
 
     check_fits(sweep.spec.resources, local_resources(), local=True)
     check_here(sweep.configs, data_dir)
@@ -66,7 +66,7 @@ def sweep(
             hold.enter_context(training_lock(Path(resume)))
             data_dir = data_dir or trained_data_dir(Path(resume))
         if ray_address(address) == "local":  # a cluster's nodes have their own devices and data
-            _check_here(spec, data_dir)
+            _check_local_ray(spec, data_dir)
         with session(address, "cnnlab sweep"):  # connect first: no sweep directory for an unreachable cluster
             if resume is not None:
                 path = Path(resume)

@@ -20,9 +20,10 @@ def _checked_config(args: list[str], run: Optional[Path]):
         if config is None:
             raise CnnlabUsage("missing CONFIG, e.g. cnnlab forward-check configs/mnist_cnn.yaml")
         return load(config, overrides)
+    from cnnlab.config import load_config
     from cnnlab.runs import CONFIG, open_run
 
-    cfg = load(str(open_run(run) / CONFIG), overrides)
+    cfg = load_config(open_run(run) / CONFIG, overrides, stored=True)
     if config is not None:
         named = load(config, [])
         if named.model != cfg.model or named.dataset.name != cfg.dataset.name:

@@ -42,7 +42,7 @@ class Trained:
 def load_trained(run_dir, label: str | None = None, device: str | None = None) -> Trained:
     """Rebuild a run's model from its config.yaml and model.pt (weights only)."""
     path = runs.open_run(run_dir)
-    cfg = load_config(path / runs.CONFIG, [f"device={device}"] if device else None)
+    cfg = load_config(path / runs.CONFIG, [f"device={device}"] if device else None, stored=True)
     dev = resolve_device(cfg.device)
     model = build_model(cfg.model, DATASET_SHAPES[cfg.dataset.name], DATASET_CLASSES[cfg.dataset.name])
     model = runs.load_model_weights(model, path, dev).to(dev)
