@@ -84,7 +84,12 @@ def session(address: str | None, what: str = "--address"):
         else:
             ray.init(address=address, **quiet)
     except (ConnectionError, RuntimeError, ValueError) as e:
-        raise RunError(f"cannot reach a Ray cluster at {address}: {_first_line(e)}") from None
+        # a listening cluster that refuses us is most often one with token authentication, which
+        # `ray start` turns on by default since Ray 2.59, while a driver's ray.init does not
+        auth = "" if os.environ.get("RAY_AUTH_MODE") else (
+            "; if the cluster uses token authentication (ray start's default since Ray 2.59), "
+            "set RAY_AUTH_MODE=token and its token (ray get-auth-token) here too")
+        raise RunError(f"cannot reach a Ray cluster at {address}: {_first_line(e)}{auth}") from None
     finally:
         for s, handler in handlers.items():
             if handler is not None:

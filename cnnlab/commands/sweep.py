@@ -56,7 +56,7 @@ def sweep(
         spec = sweeps.load_sweep(file, overrides + ([f"device={device}"] if device is not None else []))
 
     from cnnlab.experiment import Interrupted, interruptible
-    from cnnlab.ray_backend import ray_address, require_ray, run_sweep, saved_records, session
+    from cnnlab.ray_backend import check_fits, ray_address, require_ray, run_sweep, saved_records, session
     from cnnlab.report import console, table
 
     require_ray("cnnlab sweep", optuna=spec.spec.method != "grid")
@@ -67,7 +67,8 @@ def sweep(
             data_dir = data_dir or trained_data_dir(Path(resume))
         if ray_address(address) == "local":  # a cluster's nodes have their own devices and data
             _check_local_ray(spec, data_dir)
-        with session(address, "cnnlab sweep"):  # connect first: no sweep directory for an unreachable cluster
+        with session(address, "cnnlab sweep") as ray:  # connect first: no sweep directory for an unreachable cluster
+            check_fits(spec.spec.resources, ray.cluster_resources())  # nor for trials larger than the cluster
             if resume is not None:
                 path = Path(resume)
                 sweeps.update_summary(path, status="running", error=None, finished_at=None, **owner())
