@@ -523,7 +523,9 @@ def validate(data: dict, schema: type[BaseModel] = Config, source: str = "config
     except ValidationError as e:
         # of the alternatives of a plain union, the deepest error is the one that says most; at equal
         # depth, a string is best told the words it may be (normalize: dataset | none | {mean, std})
-        error = max(e.errors(), key=lambda err: (len(err["loc"]), (err["type"] == "literal_error") == isinstance(err.get("input"), str)))
+        # and an unknown key (`spce:`) is the likelier mistake than the key it leaves missing (`space`)
+        error = max(e.errors(), key=lambda err: (len(err["loc"]), err["type"] == "extra_forbidden",
+                                                 (err["type"] == "literal_error") == isinstance(err.get("input"), str)))
         raise ConfigError(f"{source}: {_describe(error, schema)}") from None
 
 

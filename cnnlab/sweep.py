@@ -64,6 +64,8 @@ class SpaceEntry(Strict):
             raise ValueError(f"low ({self.low:g}) must be below high ({self.high:g})")
         elif self.log and self.low <= 0:
             raise ValueError("a log range needs low > 0")
+        elif self.integer and not (float(self.low).is_integer() and float(self.high).is_integer()):
+            raise ValueError(f"an integer range needs whole bounds, not {self.low:g} and {self.high:g}")
         return self
 
     def grid(self) -> list:
@@ -199,18 +201,18 @@ def load_sweep(path: str | Path, overrides: list[str] | None = None) -> Sweep:
     for text in overrides or []:
         key, value = parse_override(text)
         top = key.split(".")[0]
-        if top == "space" and "." in key:  # swept keys hold dots themselves: space.optimizer.lr=[...]
-            space = data.setdefault("space", {})
-            if not isinstance(space, dict):
-                raise ConfigError(f"{path}: space must be a mapping of dotted config keys to values")
+        if top in ("space", "set") and "." in key:  # their keys hold dots themselves: space.optimizer.lr=[...]
+            section = data.setdefault(top, {})
+            if not isinstance(section, dict):
+                raise ConfigError(f"{path}: {top} must be a mapping of dotted config keys to values")
             if value is None:
-                space.pop(key[len("space."):], None)
+                section.pop(key[len(top) + 1:], None)
             else:
-                space[key[len("space."):]] = value
+                section[key[len(top) + 1:]] = value
         elif top in SweepFile.model_fields:
             apply_overrides(data, [text], SweepFile)
-        elif key == "seed" and isinstance(value, list):  # the base config's one seed, given as a sweep's list
-            raise ConfigError(f"{text}: a sweep's seeds are set with seeds={value}; seed is the base config's single seed")
+        elif key == "seed":  # each trial runs with one of the sweep's seeds, whatever the base config says
+            raise ConfigError(f"{path}: {text}: a sweep's trials take their seeds from seeds=[...], e.g. seeds={value if isinstance(value, list) else [value]}")
         else:
             config_overrides.append(text)
     data.setdefault("name", path.stem)
@@ -238,6 +240,10 @@ def resolve(spec: SweepFile, base: Config, source: str, explicit=()) -> Sweep:
     for key in ("seed", "name"):
         if key in spec.space:
             raise ConfigError(f"{source}: space: '{key}' is set by the sweep itself (use seeds: [...] for seeds)")
+    for key in spec.space:  # a section and a key inside it: one would silently overwrite the other
+        inside = [other for other in spec.space if other.startswith(key + ".")]
+        if inside:
+            raise ConfigError(f"{source}: space: {key} and {inside[0]} overlap; sweep the whole section or keys inside it, not both")
     if spec.method == "grid":
         for key, entry in spec.space.items():
             if entry.values is None and entry.num is None:
@@ -246,6 +252,9 @@ def resolve(spec: SweepFile, base: Config, source: str, explicit=()) -> Sweep:
         sweep.points = [dict(zip(spec.space, values)) for values in itertools.product(*grids)]
         checked = sweep.points
     else:
+        for key, entry in spec.space.items():
+            if entry.num is not None:
+                raise ConfigError(f"{source}: space.{key}: num (grid points) is for method grid; {spec.method} draws `samples` points from the range")
         checked = [{key: v} for key, entry in spec.space.items() for v in entry.bounds()]
     configs = sweep.configs = [sweep.trial_config(point, spec.seeds[0]) for point in checked]
     sweep.max_epochs = max(c.train.epochs for c in configs)

@@ -69,6 +69,11 @@ def last_line(out) -> Path:
     ({"space": {"optimizer.lr": [0.1]}}, ["train.epoch=2"], "unknown key 'train.epoch'; did you mean 'train.epochs'?"),
     ({"space": {"optimizer.lr": [0.1]}}, ["method=bayes"], "method: must be one of 'grid', 'random' or 'tpe'"),
     ({"space": {"optimizer.lr": [0.1]}, "scheduler": {"name": "asha", "grace_period": 3}}, [], "grace_period (3) must be below train.epochs (1)"),
+    ({"spce": {"optimizer.lr": [0.1]}}, [], "unknown key 'spce'; did you mean 'space'?"),  # not "space: Field required"
+    ({"space": {"optimizer.lr": {"low": 0.01, "high": 0.1, "num": 3}}, "method": "random"}, [], "num (grid points) is for method grid"),
+    ({"space": {"train.batch_size": {"low": 16.5, "high": 64.7, "integer": True}}, "method": "random"}, [], "an integer range needs whole bounds"),
+    ({"space": {"optimizer": [{"name": "adam"}], "optimizer.lr": [0.1]}}, [], "optimizer and optimizer.lr overlap"),
+    ({"space": {"optimizer.lr": [0.1]}}, ["seed=5"], "a sweep's trials take their seeds from seeds=[...], e.g. seeds=[5]"),
 ])
 def test_sweep_file_errors_say_where_and_the_closest_key(tmp_path, body, overrides, message):
     path = write_sweep(tmp_path / "bad.yaml", **body)
@@ -76,6 +81,11 @@ def test_sweep_file_errors_say_where_and_the_closest_key(tmp_path, body, overrid
         load_sweep(path, overrides)
     assert str(e.value).startswith(str(path)) and message in str(e.value)
     assert "\n" not in str(e.value)
+
+
+def test_set_takes_dotted_overrides_like_space(tmp_path):
+    path = write_sweep(tmp_path / "s.yaml", space={"optimizer.lr": [0.1]})
+    assert all(c.train.epochs == 2 for c in load_sweep(path, ["set.train.epochs=2"]).configs)
 
 
 def test_grid_expansion_is_points_times_seeds(tmp_path):
