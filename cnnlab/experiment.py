@@ -46,10 +46,11 @@ class Interrupted(KeyboardInterrupt):
         self.signum = signum
 
     @classmethod
-    def of(cls, e: KeyboardInterrupt, what: str, then: str) -> "Interrupted":
+    def of(cls, e: KeyboardInterrupt, what: str, then: str, received: int | None = None) -> "Interrupted":
         """An Interrupted for a study or sweep (`what`) that `e` stopped, saying `then` (how to go on).
-        e may be a bare KeyboardInterrupt that Ray made of a signal: then the signal is unknown."""
-        signum = getattr(e, "signum", None)
+        e may be a bare KeyboardInterrupt that Ray made of a signal: then the signal is the one our
+        handler `received`, if it saw one, else unknown."""
+        signum = getattr(e, "signum", None) or received
         by = signal.Signals(signum).name if signum else "a signal"
         return cls(signum or signal.SIGINT, f"{what} stopped by {by}; {then}")
 
@@ -288,8 +289,10 @@ class _Signals:
     def __init__(self):
         self.pending: int | None = None
         self.critical = False
+        self.received: int | None = None
 
     def handler(self, signum, frame):
+        self.received = signum  # kept: Tune, for one, catches what we raise and returns
         if self.critical:
             self.pending = signum
         else:

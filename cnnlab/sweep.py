@@ -13,6 +13,7 @@ import copy
 import itertools
 import math
 import os
+import signal
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -511,7 +512,7 @@ class Outcome:
     failed: list[dict]
 
 
-def finish(sweep: Sweep, sweep_dir: Path, records: list[dict]) -> Outcome:
+def finish(sweep: Sweep, sweep_dir: Path, records: list[dict], signum: int | None = None) -> Outcome:
     """Write trials.csv, results.csv/.md, best.yaml, the figure and summary.json from Tune's records."""
     from cnnlab.figures import save
     from cnnlab.report import markdown
@@ -531,8 +532,9 @@ def finish(sweep: Sweep, sweep_dir: Path, records: list[dict]) -> Outcome:
         runs.atomic_write(sweep_dir / "results.md", title + markdown(display_rows(sweep, points)))
         save(figure(sweep, points), sweep_dir / f"{sweep.metric}.png")
     m = sweep.metric
-    if status == "interrupted":  # Tune took the signal and returned: which one is unknown here
-        error = f"sweep stopped by a signal; {resume_hint(sweep_dir)}"
+    if status == "interrupted":  # Tune took the signal and returned; signum: the one our handler saw, if any
+        by = signal.Signals(signum).name if signum else "a signal"
+        error = f"sweep stopped by {by}; {resume_hint(sweep_dir)}"
     else:
         error = failed[0]["error"] if failed else None
     update_summary(

@@ -6,6 +6,7 @@ The sweep file is validated before Ray is imported; ray, torch and pandas load i
 from __future__ import annotations
 
 import contextlib
+import signal
 from pathlib import Path
 from typing import Optional
 
@@ -61,7 +62,7 @@ def sweep(
 
     require_ray("cnnlab sweep", optuna=spec.spec.method != "grid")
     with contextlib.ExitStack() as hold:  # the sweep directory's lock: one process runs a sweep at a time
-        hold.enter_context(interruptible())  # SIGTERM stops the sweep like Ctrl-C: marked interrupted, resumable
+        signals = hold.enter_context(interruptible())  # SIGTERM stops the sweep like Ctrl-C: marked interrupted, resumable
         if resume is not None:
             hold.enter_context(training_lock(Path(resume)))
             data_dir = data_dir or trained_data_dir(Path(resume))
@@ -80,7 +81,7 @@ def sweep(
             try:
                 records = run_sweep(spec, path, data_dir=data_dir, resume=resume is not None)
             except KeyboardInterrupt as e:  # also Interrupted (SIGINT/SIGTERM)
-                stopped_by = Interrupted.of(e, "sweep", sweeps.resume_hint(path))
+                stopped_by = Interrupted.of(e, "sweep", sweeps.resume_hint(path), signals.received)
                 sweeps.update_summary(path, status="interrupted", error=str(stopped_by), finished_at=utc_now())
             except BaseException as e:
                 sweeps.update_summary(path, status="failed", error=str(e).splitlines()[0] if str(e) else type(e).__name__, finished_at=utc_now())
@@ -88,7 +89,7 @@ def sweep(
         if stopped_by is not None:  # Ray's workers are gone now: none rewrites a trial's status after this
             sweeps.settle_interrupted(path, saved_records(spec, path))
             raise stopped_by from None
-        outcome = sweeps.finish(spec, path, records)
+        outcome = sweeps.finish(spec, path, records, signals.received)
 
     if outcome.points:
         console.print(table(sweeps.display_rows(spec, outcome.points), title=f"{spec.name}: {spec.metric}, best first"))
@@ -98,6 +99,9 @@ def sweep(
     print(path)
     if outcome.status == "interrupted":
         done = sum(t["status"] in sweeps.DONE for t in outcome.trials)
-        raise SweepInterrupted(f"sweep interrupted after {done} of {spec.n_trials} trials; {sweeps.resume_hint(path)}")
+        by = f" by {signal.Signals(signals.received).name}" if signals.received else ""
+        stopped = SweepInterrupted(f"sweep interrupted{by} after {done} of {spec.n_trials} trials; {sweeps.resume_hint(path)}")
+        stopped.exit_code = 128 + (signals.received or signal.SIGINT)  # 130 for Ctrl-C, 143 for SIGTERM
+        raise stopped
     if outcome.failed:
         raise RunError(f"{len(outcome.failed)} of {spec.n_trials} trials failed; the first: {outcome.failed[0]['error']}")
