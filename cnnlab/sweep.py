@@ -252,10 +252,7 @@ def resolve(spec: SweepFile, base: Config, source: str, explicit=()) -> Sweep:
         grids = [entry.grid() for entry in spec.space.values()]
         sweep.points = [dict(zip(spec.space, values)) for values in itertools.product(*grids)]
         checked = sweep.points
-    else:
-        for key, entry in spec.space.items():
-            if entry.num is not None:
-                raise ConfigError(f"{source}: space.{key}: num (grid points) is for method grid; {spec.method} draws `samples` points from the range")
+    else:  # a range's num is the grid's (a file switched to method=tpe keeps it): random and tpe draw `samples` points
         checked = [{key: v} for key, entry in spec.space.items() for v in entry.bounds()]
     configs = sweep.configs = [sweep.trial_config(point, spec.seeds[0]) for point in checked]
     sweep.max_epochs = max(c.train.epochs for c in configs)

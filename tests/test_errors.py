@@ -136,7 +136,7 @@ CASES = [
     ("a_list", ["train", "{tmp}/a_list.yaml"], 2, "must be a mapping"),
     ("binary", ["train", "{tmp}/binary.yaml"], 2, "cannot read"),
     ("python_tag", ["train", "{tmp}/python_tag.yaml"], 2, "python/object/apply"),
-    ("sweep_seed_as_a_list", ["sweep", "configs/sweeps/lenet_lr.yaml", "seed=[0]", "--runs-dir", "{tmp}/no_study"], 2, "seed=[0]: a sweep's seeds are set with seeds=[0]"),
+    ("sweep_seed_as_a_list", ["sweep", "configs/sweeps/lenet_lr.yaml", "seed=[0]", "--runs-dir", "{tmp}/no_study"], 2, "seed=[0]: a sweep's trials take their seeds from seeds=[...], e.g. seeds=[0]"),
     ("train_a_sweep_file", ["train", "configs/sweeps/lenet_lr.yaml"], 2, "is a sweep file, not a config: run it with cnnlab sweep configs/sweeps/lenet_lr.yaml"),
     ("train_a_study_file", ["train", "configs/studies/fc_vs_cnn.yaml"], 2, "is a study file, not a config: run it with cnnlab compare"),
     # unknown keys, at any depth, with the closest valid key
