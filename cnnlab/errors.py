@@ -1,5 +1,12 @@
 """Errors a user can cause. The CLI turns each into one line on stderr and an exit code."""
 
+import signal
+
+
+def signal_name(signum: int | None) -> str:
+    """How an interruption names its signal: 'SIGTERM', or 'a signal' when it is not known."""
+    return signal.Signals(signum).name if signum else "a signal"
+
 
 class CnnlabError(Exception):
     """A user-caused failure: printed as one line, never as a traceback."""

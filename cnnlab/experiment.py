@@ -28,7 +28,7 @@ from cnnlab import runs, tensorboard
 from cnnlab.config import Config, config_to_dict, dump_yaml, flatten, load_config
 from cnnlab.data import load_dataset, resolve_data_dir
 from cnnlab.engine import Data, State, fit, loss_function, steps_per_epoch
-from cnnlab.errors import ConfigError, RunError
+from cnnlab.errors import ConfigError, RunError, signal_name
 from cnnlab.flops import training_flops
 from cnnlab.models import build_model, count_params
 from cnnlab.transforms import Pipeline
@@ -51,8 +51,7 @@ class Interrupted(KeyboardInterrupt):
         e may be a bare KeyboardInterrupt that Ray made of a signal: then the signal is the one our
         handler `received`, if it saw one, else unknown."""
         signum = getattr(e, "signum", None) or received
-        by = signal.Signals(signum).name if signum else "a signal"
-        return cls(signum or signal.SIGINT, f"{what} stopped by {by}; {then}")
+        return cls(signum or signal.SIGINT, f"{what} stopped by {signal_name(signum)}; {then}")
 
 
 class Stopped(Exception):

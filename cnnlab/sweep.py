@@ -13,7 +13,6 @@ import copy
 import itertools
 import math
 import os
-import signal
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,7 +24,7 @@ from cnnlab import runs
 from cnnlab.config import (
     Config, Strict, apply_overrides, config_to_dict, dump_yaml, load_config, leaf_keys, parse_override, read_yaml, section_names, switch_variants, validate,
 )
-from cnnlab.errors import CnnlabError, ConfigError, RunError
+from cnnlab.errors import CnnlabError, ConfigError, RunError, signal_name
 
 SWEEP_FILE, BASE_FILE, TRIALS = "sweep.yaml", "base.yaml", "trials"
 METRIC_LABELS = {"test_acc": "test accuracy (%)", "train_acc": "train accuracy (%)", "test_loss": "test loss", "train_loss": "train loss"}
@@ -530,8 +529,7 @@ def finish(sweep: Sweep, sweep_dir: Path, records: list[dict], signum: int | Non
         save(figure(sweep, points), sweep_dir / f"{sweep.metric}.png")
     m = sweep.metric
     if status == "interrupted":  # Tune took the signal and returned; signum: the one our handler saw, if any
-        by = signal.Signals(signum).name if signum else "a signal"
-        error = f"sweep stopped by {by}; {resume_hint(sweep_dir)}"
+        error = f"sweep stopped by {signal_name(signum)}; {resume_hint(sweep_dir)}"
     else:
         error = failed[0]["error"] if failed else None
     update_summary(

@@ -219,7 +219,7 @@ def shift_sweep(
     previous = previous_runs(cells, record.cells) if resume is not None else None
     _check_cells(_to_train(cells, previous), data_dir, address)
     for cfg in configs:  # the sweep itself evaluates every model here, after training, wherever that ran
-        resolve_device(device or cfg.device)
+        resolve_device(cfg.device)  # --device is in every config already (the cells', and load_trained's)
     image, label, classes = study.pick_image(configs[0], opts.image_index, opts.image_split, data_dir)
     if resume is None:
         record = StudyRecord(runs_root(runs_dir), name, study="shift-sweep", **opts.model_dump(), cells=[], test_acc=None)
@@ -315,7 +315,7 @@ def show(
 
     png = path / "learning_curves.png"
     title = f"{summary.get('name')}: {summary.get('model')} on {summary.get('dataset')}"
-    save(learning_curves(metrics, title, loss=(cfg.get("loss") or {}).get("name", "cross_entropy")), png)
+    save(learning_curves(metrics, title, loss=_loss_name(cfg)), png)
     if open_png:
         typer.launch(str(png))
     print(png)
@@ -332,6 +332,13 @@ def _format(value, spec: str) -> str:
         return str(value)
 
 
+def _loss_name(cfg: dict) -> str:
+    """The loss a run's config.yaml names, else the default one."""
+    from cnnlab.config import LossConfig
+
+    return (cfg.get("loss") or {}).get("name", LossConfig().name)
+
+
 def _config_rows(cfg: dict, summary: dict, path: Path) -> list[dict]:
     """The settings that matter, transforms only where they differ from the defaults, then results."""
     from cnnlab import runs
@@ -342,7 +349,7 @@ def _config_rows(cfg: dict, summary: dict, path: Path) -> list[dict]:
         return {k: v for k, v in flatten(cfg.get(section) or {}).items() if defaults.get(k) != v}
 
     transform = changed("transform", TransformConfig)
-    loss = {"name": (cfg.get("loss") or {}).get("name", "cross_entropy"), **changed("loss", LossConfig)}
+    loss = {"name": _loss_name(cfg), **changed("loss", LossConfig)}
     train_changed = {k: v for k, v in changed("train", TrainConfig).items() if k in ("max_steps", "amp", "compile", "tta")}  # those that move the numbers
     dataset = cfg.get("dataset") or {}
     subsets = [f"{k}={dataset[k]}" for k in ("train_subset", "test_subset") if dataset.get(k)]
@@ -354,7 +361,7 @@ def _config_rows(cfg: dict, summary: dict, path: Path) -> list[dict]:
         "name": cfg.get("name"), **({"description": cfg["description"]} if cfg.get("description") else {}),
         "status": runs.shown_status(summary, path),
         **({"why": summary["error"]} if summary.get("error") else {}),  # failed, stopped or interrupted: the reason
-        "dataset": (cfg.get("dataset") or {}).get("name"),
+        "dataset": dataset.get("name"),
         **({"images": f"{_format(summary.get('train_size'), ',')} train, {_format(summary.get('test_size'), ',')} test"
             + (f" ({', '.join(subsets)})" if subsets else "")} if "train_size" in summary else {}),
         "model": ", ".join(f"{k}={v}" for k, v in model.items()), "params": _format(summary.get("params", 0), ","),
