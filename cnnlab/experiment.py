@@ -27,7 +27,7 @@ import cnnlab
 from cnnlab import runs, tensorboard
 from cnnlab.config import Config, config_to_dict, dump_yaml, flatten, load_config
 from cnnlab.data import load_dataset, resolve_data_dir
-from cnnlab.engine import Data, State, fit, loss_function, steps_per_epoch
+from cnnlab.engine import Data, State, StepGraph, fit, loss_function, steps_per_epoch
 from cnnlab.errors import ConfigError, RunError, signal_name
 from cnnlab.flops import training_flops
 from cnnlab.models import build_model, count_params
@@ -244,7 +244,7 @@ def restore(state: State, ckpt: dict, path: Path) -> None:
 
 # what a resume may change: how the run trains and where its data is, not what it trains on or how it learns
 RESUMABLE_CHANGES = (
-    "train.epochs", "train.eval_batch_size", "train.amp", "train.compile", "train.threads", "train.channels_last",
+    "train.epochs", "train.eval_batch_size", "train.amp", "train.compile", "train.cuda_graphs", "train.threads", "train.channels_last",
     "train.checkpoint", "train.tensorboard", "device", "dataset.data_dir", "dataset.download", "reported", "description",
 )
 
@@ -358,6 +358,7 @@ def setup(cfg: Config, device: torch.device, data_dir=None, cpu_share: int | Non
         model = model.to(memory_format=torch.channels_last)
     optimizer = build_optimizer(cfg, model)
     spe = steps_per_epoch(len(data.x_train), cfg.train.batch_size, cfg.train.max_steps)
+    loss_fn = loss_function(cfg.loss.name, cfg.loss.label_smoothing)
     state = State(
         model=torch.compile(model) if cfg.train.compile else model,
         optimizer=optimizer,
@@ -365,7 +366,9 @@ def setup(cfg: Config, device: torch.device, data_dir=None, cpu_share: int | Non
         order_gen=torch.Generator().manual_seed(cfg.seed),
         aug_gen=torch.Generator(device).manual_seed(cfg.seed + 1),
     )
-    return data, pipeline, state, loss_function(cfg.loss.name, cfg.loss.label_smoothing)
+    if device.type == "cuda" and cfg.train.cuda_graphs and not cfg.train.compile:
+        state.step_graph = StepGraph(state.model, loss_fn, cfg.train.amp, cfg.train.batch_size)
+    return data, pipeline, state, loss_fn
 
 
 def resume_config(run_dir: str | Path, overrides: list[str] | None = None) -> tuple[Path, Config]:

@@ -225,6 +225,7 @@ def test_device_auto_on_a_gpu_gets_cudas_bf16_default(monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     cfg = case_config(CASES["fc"], "auto")
     assert cfg.device == "cuda" and cfg.train.amp == "bf16"  # as --device cuda, which --help promises
+    assert cfg.train.cuda_graphs and not case_config(CASES["fc"], "auto", cuda_graphs=False).train.cuda_graphs
 
 
 def test_help_lists_every_device_bench_takes():

@@ -80,7 +80,10 @@ class _Reached(Exception):
     """Stops fit() once a time-to-accuracy case reaches its target."""
 
 
-def case_config(case: Case, device: str, quick: bool = False, data_dir=None, compile: bool = False, amp: str | None = None, threads: int | None = None) -> Config:
+def case_config(
+    case: Case, device: str, quick: bool = False, data_dir=None, compile: bool = False, amp: str | None = None,
+    threads: int | None = None, cuda_graphs: bool = True,
+) -> Config:
     """The case's config file with the bench's overrides: device, step budget, --quick, cnnlab's options."""
     path = CONFIGS_DIR / case.config
     if not path.is_file():
@@ -95,6 +98,8 @@ def case_config(case: Case, device: str, quick: bool = False, data_dir=None, com
         overrides.append(f"dataset.test_subset={QUICK_TEST_SUBSET}")
     if compile:
         overrides.append("train.compile=true")
+    if not cuda_graphs:
+        overrides.append("train.cuda_graphs=false")
     # cnnlab's side only (the tutorials train in float32): bf16 autocast by default on CUDA
     overrides.append(f"train.amp={amp or ('bf16' if device.startswith('cuda') else 'none')}")
     if threads:
@@ -224,6 +229,7 @@ def summarize(case: Case, cfg: Config, ref: Side, ours: Side, quick: bool, peaks
         "bound": "compute" if gflops / peak >= COMPUTE_BOUND else "overhead",
         "amp": cfg.train.amp,
         "compile": cfg.train.compile,
+        "cuda_graphs": cfg.train.cuda_graphs and cfg.device.startswith("cuda") and not cfg.train.compile,
         "channels_last": cfg.train.channels_last,
     }
 
@@ -237,6 +243,7 @@ def run_bench(
     compile: bool = False,
     amp: str | None = None,
     threads: int | None = None,
+    cuda_graphs: bool = True,
     data_dir=None,
     on_row: Callable[[dict], None] | None = None,
 ) -> tuple[list[dict], dict]:
@@ -248,7 +255,7 @@ def run_bench(
     unknown = [c for c in case_names if c not in CASES]
     if unknown:
         raise ConfigError(f"unknown bench case(s) {', '.join(unknown)}; valid: {', '.join(CASES)}")
-    configs = [case_config(CASES[n], device, quick, data_dir, compile, amp, threads) for n in case_names]
+    configs = [case_config(CASES[n], device, quick, data_dir, compile, amp, threads, cuda_graphs) for n in case_names]
     dev = resolve_device(device)  # after the configs: their schema has refused an unknown device name
     for cfg in configs:  # every case's files before the first measurement, not after minutes of it
         reference.check_data(cfg)

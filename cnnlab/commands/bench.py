@@ -105,6 +105,7 @@ def bench(
     cases: Optional[str] = typer.Option(None, "--cases", help="Comma-separated cases: fc, cnn, lenet, trashnet, lenet99. Default: all (--quick: all but lenet99)."),
     repeats: Optional[int] = typer.Option(None, "--repeats", min=1, help="Reference/cnnlab pairs per case. Default 3 (--quick: 1)."),
     compile: bool = typer.Option(False, "--compile", help="torch.compile cnnlab's model; the compile time counts in its epochs."),
+    cuda_graphs: bool = typer.Option(True, "--cuda-graphs/--no-cuda-graphs", help="On CUDA, cnnlab replays each training step as a CUDA graph (train.cuda_graphs)."),
     amp: Optional[str] = typer.Option(None, "--amp", help="cnnlab's autocast: none | bf16. Default: bf16 on CUDA, none on the CPU."),
     threads: Optional[int] = typer.Option(None, "--threads", min=1, help="torch threads for BOTH sides. Default: torch's choice for the reference, the config's for cnnlab."),
     markdown: bool = typer.Option(False, "--markdown", help="Also print the table as Markdown (for the README)."),
@@ -129,7 +130,7 @@ def bench(
             f"accuracy {_pct(row['ref_acc'])} vs {_pct(row['cnnlab_acc'])}"
         )
 
-    rows, info = run_bench(names, device=device, repeats=repeats, quick=quick, compile=compile, amp=amp, threads=threads, data_dir=data_dir, on_row=progress)
+    rows, info = run_bench(names, device=device, repeats=repeats, quick=quick, compile=compile, amp=amp, threads=threads, cuda_graphs=cuda_graphs, data_dir=data_dir, on_row=progress)
     load = "/".join("-" if v is None else f"{v:.1f}" for v in (info["load_before"], info["load_after"]))
     speed, machine = [speed_row(r) for r in rows], [machine_row(r) for r in rows]
     console.print(table(speed, title=f"cnnlab bench{' --quick' if quick else ''} on {info['device']}: medians of {repeats} interleaved pair(s), seconds of training per budget"))

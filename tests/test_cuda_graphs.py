@@ -1,0 +1,96 @@
+"""CUDA graphs of the training step (engine.StepGraph, `train.cuda_graphs`): a run whose steps are
+replayed from a graph trains exactly like one whose steps run one kernel launch at a time, resumes
+exactly, and the CPU never builds one. All but the last test need a CUDA device."""
+
+import pandas as pd
+import pytest
+import torch
+
+from cnnlab.config import load_config
+from cnnlab.engine import StepGraph, fit, steps_per_epoch
+from cnnlab.experiment import run, setup
+
+needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+
+
+@pytest.fixture(autouse=True)
+def deterministic_cudnn(monkeypatch):
+    """cuDNN's default algorithms may sum in any order: two ordinary runs of the CNN on two H200s
+    differed in the fourth digit of the test loss, which would hide what this file checks (that a
+    replay computes what the launches it replaces compute). Without this, on an H200, the fc, bf16
+    LeNet, fastnet and toy cases were equal to the last bit; the CNN's train loss differed in the
+    seventh digit."""
+    monkeypatch.setattr(torch.backends.cudnn, "deterministic", True)
+
+# 300 MNIST / 600 CIFAR training images in batches of 32: nine or eighteen full batches, then a short
+# one, which runs as an ordinary step; the second epoch replays the graph captured in the first.
+# The toy's two examples make one batch per epoch, so its graph is captured in its fourth epoch.
+CASES = {
+    "fc": "dataset: {name: mnist}\nmodel: {name: fc, hidden: [32]}\noptimizer: {name: sgd, lr: 0.05, momentum: 0.9}\ntrain: {epochs: 2, batch_size: 32}",
+    "cnn": "dataset: {name: mnist}\nmodel: {name: cnn}\noptimizer: {name: adam, lr: 0.01}\nschedule: {name: step, step_size: 1, gamma: 0.5}\ntrain: {epochs: 2, batch_size: 32}",
+    "lenet_bf16": "dataset: {name: mnist}\nmodel: {name: lenet}\noptimizer: {name: sgd, lr: 0.5}\ntrain: {amp: bf16, epochs: 2, batch_size: 32}",
+    "trashnet_batchnorm": "dataset: {name: cifar10}\nmodel: {name: trashnet}\noptimizer: {name: sgd, lr: 0.01, momentum: 0.9}\ntrain: {epochs: 2, batch_size: 32}",
+    "keras_cnn_dropout": "dataset: {name: cifar10}\nmodel: {name: keras_cnn}\noptimizer: {name: rmsprop, lr: 0.001}\ntrain: {epochs: 2, batch_size: 32}",
+    "fastnet_augmented": "dataset: {name: cifar10}\nmodel: {name: fastnet}\ntransform: {augment: {hflip: true, crop_padding: 2}}\n"
+    "optimizer: {name: sgd, lr: 0.05, momentum: 0.85, nesterov: true}\nloss: {label_smoothing: 0.2}\ntrain: {epochs: 2, batch_size: 32}",
+    "lenet5_classic_onecycle": "dataset: {name: mnist}\nmodel: {name: lenet5_classic}\noptimizer: {name: adam, lr: 0.003}\n"
+    "schedule: {name: onecycle, pct_start: 0.2}\ntrain: {epochs: 2, batch_size: 32}",
+    "toy_bce": "dataset: {name: toy}\ntransform: {normalize: none}\nmodel: {name: toy}\noptimizer: {name: adam, lr: 0.01}\n"
+    "loss: {name: bce}\ntrain: {batch_size: 2, epochs: 8, eval_batch_size: 2}",
+}
+
+
+def config_file(tmp_path, case: str):
+    path = tmp_path / f"{case}.yaml"
+    path.write_text(f"name: {case}\nseed: 7\ndevice: cuda\n{CASES[case]}\n")
+    return path
+
+
+def train(path, tiny_data, graphs: bool):
+    cfg = load_config(path, [f"train.cuda_graphs={str(graphs).lower()}"])
+    data, pipeline, state, loss_fn = setup(cfg, torch.device("cuda"), tiny_data)
+    rows = []
+    fit(state, data, pipeline, cfg.train, loss_fn, on_epoch=lambda row, _: rows.append(row))
+    weights = {k: v.detach().cpu() for k, v in state.model.state_dict().items()}
+    bs, n = cfg.train.batch_size, len(data.x_train)
+    steps = cfg.train.epochs * steps_per_epoch(n, bs, None)
+    ordinary_steps = StepGraph.WARMUP + (cfg.train.epochs if n % bs else 0)  # the warm-up and the short batches
+    return pd.DataFrame(rows).drop(columns=["epoch_seconds", "eval_seconds", "samples_per_sec"]), weights, state, steps - ordinary_steps
+
+
+@needs_cuda
+@pytest.mark.parametrize("case", list(CASES))
+def test_replayed_steps_train_exactly_like_ordinary_ones(case, tiny_data, tmp_path):
+    path = config_file(tmp_path, case)
+    ordinary, ordinary_weights, plain, _ = train(path, tiny_data, graphs=False)
+    graphed, graphed_weights, state, replays = train(path, tiny_data, graphs=True)
+
+    assert plain.step_graph is None
+    graph = state.step_graph
+    assert graph is not None and graph.graph is not None
+    assert graph.replays == replays > 0
+    pd.testing.assert_frame_equal(graphed, ordinary, check_exact=True)
+    for name, tensor in ordinary_weights.items():
+        assert torch.equal(graphed_weights[name], tensor), name
+
+
+@needs_cuda
+def test_a_resumed_graphed_run_is_the_run_that_was_never_stopped(tiny_data, tmp_path):
+    """The resumed run captures a new graph after its own warm-up steps; dropout's masks, the
+    optimizer's state and the schedule come back as without graphs."""
+    path = config_file(tmp_path, "keras_cnn_dropout")
+    overrides = ["train.batch_size=32", "schedule={name: step, step_size: 1, gamma: 0.5}"]
+    whole = run(load_config(path, [*overrides, "train.epochs=3"]), runs_dir=tmp_path / "whole", data_dir=tiny_data)
+    part = run(load_config(path, [*overrides, "train.epochs=1"]), runs_dir=tmp_path / "part", data_dir=tiny_data)
+    run(load_config(path, [*overrides, "train.epochs=3"]), resume=part.path)
+    metrics = [pd.read_csv(p / "metrics.csv").drop(columns=["epoch_seconds", "eval_seconds", "samples_per_sec"]) for p in (part.path, whole.path)]
+    pd.testing.assert_frame_equal(*metrics, check_exact=True)
+
+
+def test_the_cpu_trains_without_a_graph(tiny_data, tmp_path):
+    path = tmp_path / "fc.yaml"
+    path.write_text("name: fc\ndevice: cpu\ndataset: {name: mnist}\nmodel: {name: fc, hidden: [8]}\n")
+    cfg = load_config(path)
+    assert cfg.train.cuda_graphs  # on by default, and a no-op off CUDA
+    _, _, state, _ = setup(cfg, torch.device("cpu"), tiny_data)
+    assert state.step_graph is None
