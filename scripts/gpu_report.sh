@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The GPU numbers in README.md's "On a GPU" section, in one go: the fast configs' time to accuracy
 # (3 seeds in one process, so the first seed carries CUDA's start-up and the others show the warm
-# time), `cnnlab bench --device cuda`, then cifar10_fast with torch.compile.
+# time), `cnnlab bench --device cuda` with and without CUDA graphs, then cifar10_fast with torch.compile.
 #
 #   bash scripts/gpu_report.sh OUT_DIR [DATA_DIR]
 #
@@ -22,10 +22,12 @@ mkdir -p "$out"
 if [ "${QUICK:-0}" = 1 ]; then
   tiny="train.epochs=1 train.max_steps=3 dataset.train_subset=3000 dataset.test_subset=500"
   bench_args="--quick --cases fc,trashnet"
+  plain_args="--quick --cases fc"
   seeds=2
 else
   tiny=""
   bench_args="--repeats 2 --cases fc,cnn,lenet,trashnet,lenet99"
+  plain_args="--repeats 1 --cases fc,cnn"
   seeds=3
 fi
 
@@ -55,6 +57,7 @@ step cifar10_fast 150 "$out/fast.log" $py -m cnnlab compare configs/cifar10_fast
 cells "$out/fast.log"
 
 step bench 240 "$out/bench.log" $py -m cnnlab bench --device "$device" $bench_args --markdown
+step bench_no_graphs 90 "$out/bench.log" $py -m cnnlab bench --device "$device" $plain_args --no-cuda-graphs
 cp "$CNNLAB_RUNS_DIR/bench/results.csv" "$out/" 2>/dev/null
 
 step cifar10_fast_compile 150 "$out/compile.log" $py -m cnnlab compare configs/cifar10_fast.yaml --seeds 2 --device "$device" train.amp=bf16 train.compile=true $tiny
