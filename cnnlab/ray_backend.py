@@ -145,6 +145,7 @@ def _absolute(path) -> str | None:
 
 # ---------------------------------------------------------------------------- study cells as Ray tasks
 def _run_cell(cfg, runs_dir: str, data_dir: str | None, resume: str | None = None):
+    from cnnlab import runs
     from cnnlab.experiment import run
     from cnnlab.runner import finished_result
 
@@ -155,6 +156,7 @@ def _run_cell(cfg, runs_dir: str, data_dir: str | None, resume: str | None = Non
     except CnnlabError as e:
         raise type(e)(f"{e} ({_where(node)})") from None
     result.summary.update(node)
+    runs.write_json(result.path / runs.SUMMARY, result.summary)  # the cell's own record names its node too
     return result
 
 

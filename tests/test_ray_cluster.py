@@ -127,7 +127,9 @@ def test_sweep_and_cells_spread_over_both_nodes(cluster, learnable, tmp_path):
     assert out.returncode == 0, out.stderr
     cells = json.loads(out.stdout.strip().splitlines()[-1])
     assert [seed for seed, _, _ in cells] == [0, 1, 2, 3] and len({node for _, node, _ in cells}) == 2
-    assert all(json.loads((Path(p) / "summary.json").read_text())["status"] == "completed" for _, _, p in cells)
+    for _, node, p in cells:  # each cell's own record says where it ran
+        summary = json.loads((Path(p) / "summary.json").read_text())
+        assert summary["status"] == "completed" and summary["node"] == node and summary["node_ip"]
 
 
 def running_on(node: subprocess.Popen, runs_dir: Path) -> list[Path]:
