@@ -324,7 +324,7 @@ def settle_interrupted(sweep_dir: Path, records: list[dict]) -> None:
     for path in (Path(sweep_dir) / TRIALS).glob("*/" + runs.SUMMARY):
         try:
             if path.parent.name not in stopped and runs.read_json(path).get("status") in ("running", "stopped"):
-                settle(path.parent, "interrupted", "the sweep was interrupted; continue it with cnnlab sweep --resume")
+                settle(path.parent, "interrupted", f"the sweep was interrupted; {resume_hint(sweep_dir)}")
         except CnnlabError:  # a summary cut short by the kill: nothing to settle
             continue
 

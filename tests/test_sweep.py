@@ -417,7 +417,7 @@ def test_an_interrupted_asha_sweep_stops_only_the_trials_asha_stopped(tmp_path, 
     runs = by_lr()
     ended = {lr: (s["status"], s["error"]) for lr, s in runs.items()}
     assert (runs[0.05]["status"], runs[1e-6]["status"], runs[0.04]["status"]) == ("completed", "stopped", "interrupted"), ended
-    assert "ASHA" in runs[1e-6]["error"] and "sweep was interrupted" in runs[0.04]["error"], ended
+    assert "ASHA" in runs[1e-6]["error"] and f"sweep was interrupted; continue it with: cnnlab sweep --resume {sweep_dir}" in runs[0.04]["error"], ended
     if signals == 1 or (sweep_dir / "trials.csv").exists():  # the sweep ended through Tune, not cut short by a second signal
         trials = pd.read_csv(sweep_dir / "trials.csv").set_index("optimizer.lr")["status"].to_dict()
         assert trials == {0.05: "completed", 1e-6: "stopped", 0.04: "unfinished"}
