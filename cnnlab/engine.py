@@ -170,15 +170,20 @@ class StepGraph:
 
     WARMUP = 3  # ordinary steps before the capture, on the capture's stream (PyTorch's recipe)
 
-    def __init__(self, model, loss_fn, amp: str, batch_size: int):
-        self.model, self.loss_fn, self.amp, self.batch_size = model, loss_fn, amp, batch_size
+    def __init__(self, model, loss_fn, amp: str, batch_size: int, device: torch.device):
+        self.model, self.loss_fn, self.amp, self.batch_size, self.device = model, loss_fn, amp, batch_size, device
         self.graph: torch.cuda.CUDAGraph | None = None
         self.steps = 0
         self.replays = 0
-        self.stream = torch.cuda.Stream()
+        self.stream = torch.cuda.Stream(device)
 
     def __call__(self, optimizer, xb: torch.Tensor, yb: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Zero the gradients and run the batch forward and backward; returns (outputs, loss)."""
+        # torch.cuda's streams and captures follow the current device, which stays cuda:0 unless set
+        with torch.cuda.device(self.device):
+            return self._step(optimizer, xb, yb)
+
+    def _step(self, optimizer, xb: torch.Tensor, yb: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         if self.graph is None and self.steps >= self.WARMUP and len(xb) == self.batch_size:
             self._capture(optimizer, xb, yb)
         self.steps += 1

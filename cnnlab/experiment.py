@@ -367,7 +367,7 @@ def setup(cfg: Config, device: torch.device, data_dir=None, cpu_share: int | Non
         aug_gen=torch.Generator(device).manual_seed(cfg.seed + 1),
     )
     if device.type == "cuda" and cfg.train.cuda_graphs and not cfg.train.compile:
-        state.step_graph = StepGraph(state.model, loss_fn, cfg.train.amp, cfg.train.batch_size)
+        state.step_graph = StepGraph(state.model, loss_fn, cfg.train.amp, cfg.train.batch_size, device)
     return data, pipeline, state, loss_fn
 
 

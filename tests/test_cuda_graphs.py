@@ -46,9 +46,9 @@ def config_file(tmp_path, case: str):
     return path
 
 
-def train(path, tiny_data, graphs: bool):
-    cfg = load_config(path, [f"train.cuda_graphs={str(graphs).lower()}"])
-    data, pipeline, state, loss_fn = setup(cfg, torch.device("cuda"), tiny_data)
+def train(path, tiny_data, graphs: bool, device: str = "cuda"):
+    cfg = load_config(path, [f"train.cuda_graphs={str(graphs).lower()}", f"device={device}"])
+    data, pipeline, state, loss_fn = setup(cfg, torch.device(device), tiny_data)
     rows = []
     fit(state, data, pipeline, cfg.train, loss_fn, on_epoch=lambda row, _: rows.append(row))
     weights = {k: v.detach().cpu() for k, v in state.model.state_dict().items()}
@@ -72,6 +72,17 @@ def test_replayed_steps_train_exactly_like_ordinary_ones(case, tiny_data, tmp_pa
     pd.testing.assert_frame_equal(graphed, ordinary, check_exact=True)
     for name, tensor in ordinary_weights.items():
         assert torch.equal(graphed_weights[name], tensor), name
+
+
+@pytest.mark.skipif(torch.cuda.device_count() < 2, reason="needs two CUDA devices")
+def test_a_run_on_the_second_gpu_captures_its_steps_there(tiny_data, tmp_path):
+    """Streams and captures follow torch.cuda's current device (cuda:0 unless set): a graph captured
+    from there would hold none of cuda:1's kernels, and every replay would do nothing."""
+    path = config_file(tmp_path, "cnn")
+    ordinary, _, _, _ = train(path, tiny_data, graphs=False, device="cuda:1")
+    graphed, _, state, replays = train(path, tiny_data, graphs=True, device="cuda:1")
+    assert state.step_graph.replays == replays > 0
+    pd.testing.assert_frame_equal(graphed, ordinary, check_exact=True)
 
 
 @needs_cuda
