@@ -219,6 +219,7 @@ class TrainConfig(Strict):
     channels_last: bool = True  # NHWC layout for conv models: faster on CPU (oneDNN) and on CUDA
     compile: bool = False  # torch.compile the model
     cuda_graphs: bool = True  # on CUDA, replay each step's forward and backward as a CUDA graph (not with compile)
+    deterministic: bool = True  # on CUDA, only cuDNN's deterministic algorithms: the same numbers on every run
     tta: Literal["none", "flip", "flip_translate"] = "none"  # test-time augmentation of the test split
     threads: StrictInt | None = Field(None, gt=0)  # CPU threads; default: 1 for steps under 10 MFLOP, else torch's choice
     checkpoint: bool = True  # write a resumable checkpoint after every epoch

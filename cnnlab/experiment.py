@@ -244,7 +244,7 @@ def restore(state: State, ckpt: dict, path: Path) -> None:
 
 # what a resume may change: how the run trains and where its data is, not what it trains on or how it learns
 RESUMABLE_CHANGES = (
-    "train.epochs", "train.eval_batch_size", "train.amp", "train.compile", "train.cuda_graphs", "train.threads", "train.channels_last",
+    "train.epochs", "train.eval_batch_size", "train.amp", "train.compile", "train.cuda_graphs", "train.deterministic", "train.threads", "train.channels_last",
     "train.checkpoint", "train.tensorboard", "device", "dataset.data_dir", "dataset.download", "reported", "description",
 )
 
@@ -366,6 +366,9 @@ def setup(cfg: Config, device: torch.device, data_dir=None, cpu_share: int | Non
         order_gen=torch.Generator().manual_seed(cfg.seed),
         aug_gen=torch.Generator(device).manual_seed(cfg.seed + 1),
     )
+    if device.type == "cuda":
+        # cuDNN's default algorithms may add up in any order (atomics): runs of one seed would differ
+        torch.backends.cudnn.deterministic = cfg.train.deterministic
     if device.type == "cuda" and cfg.train.cuda_graphs and not cfg.train.compile:
         state.step_graph = StepGraph(state.model, loss_fn, cfg.train.amp, cfg.train.batch_size, device)
     return data, pipeline, state, loss_fn

@@ -1,6 +1,11 @@
 """CUDA graphs of the training step (engine.StepGraph, `train.cuda_graphs`): a run whose steps are
 replayed from a graph trains exactly like one whose steps run one kernel launch at a time, resumes
-exactly, and the CPU never builds one. All but the last test need a CUDA device."""
+exactly, and the CPU never builds one; and with `train.deterministic` (the default) a seed gives
+the same numbers on every run. All but the last test need a CUDA device.
+
+Before train.deterministic, on an H200, replayed and ordinary runs were equal to the last bit for
+the fc, bf16 LeNet, fastnet and toy cases; for the float32 CNN the train loss differed in the
+seventh digit (cuDNN's default algorithms may add up in any order)."""
 
 import pandas as pd
 import pytest
@@ -12,15 +17,6 @@ from cnnlab.experiment import run, setup
 
 needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 
-
-@pytest.fixture(autouse=True)
-def deterministic_cudnn(monkeypatch):
-    """cuDNN's default algorithms may sum in any order: two ordinary runs of the CNN on two H200s
-    differed in the fourth digit of the test loss, which would hide what this file checks (that a
-    replay computes what the launches it replaces compute). Without this, on an H200, the fc, bf16
-    LeNet, fastnet and toy cases were equal to the last bit; the CNN's train loss differed in the
-    seventh digit."""
-    monkeypatch.setattr(torch.backends.cudnn, "deterministic", True)
 
 # 300 MNIST / 600 CIFAR training images in batches of 32: nine or eighteen full batches, then a short
 # one, which runs as an ordinary step; the second epoch replays the graph captured in the first.
@@ -83,6 +79,17 @@ def test_a_run_on_the_second_gpu_captures_its_steps_there(tiny_data, tmp_path):
     graphed, _, state, replays = train(path, tiny_data, graphs=True, device="cuda:1")
     assert state.step_graph.replays == replays > 0
     pd.testing.assert_frame_equal(graphed, ordinary, check_exact=True)
+
+
+@needs_cuda
+@pytest.mark.parametrize("graphs", [False, True], ids=["ordinary", "graphed"])
+@pytest.mark.parametrize("case", ["cnn", "trashnet_batchnorm"])
+def test_a_seed_gives_the_same_numbers_on_every_run(case, graphs, tiny_data, tmp_path):
+    path = config_file(tmp_path, case)
+    first, first_weights, _, _ = train(path, tiny_data, graphs)
+    second, second_weights, _, _ = train(path, tiny_data, graphs)
+    pd.testing.assert_frame_equal(first, second, check_exact=True)
+    assert all(torch.equal(second_weights[k], v) for k, v in first_weights.items())
 
 
 @needs_cuda
