@@ -369,8 +369,8 @@ def setup(cfg: Config, device: torch.device, data_dir=None, cpu_share: int | Non
     if device.type == "cuda":
         # cuDNN's default algorithms may add up in any order (atomics): runs of one seed would differ
         torch.backends.cudnn.deterministic = cfg.train.deterministic
-    if device.type == "cuda" and cfg.train.cuda_graphs and not cfg.train.compile:
-        state.step_graph = StepGraph(state.model, loss_fn, cfg.train.amp, cfg.train.batch_size, device)
+        if cfg.train.cuda_graphs and not cfg.train.compile:
+            state.step_graph = StepGraph(state.model, loss_fn, cfg.train.amp, cfg.train.batch_size, device)
     return data, pipeline, state, loss_fn
 
 
