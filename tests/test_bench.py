@@ -314,3 +314,27 @@ def test_the_reference_runs_study_a_cnn_as_written_with_cnnlabs_weights():
     assert all(torch.equal(a, b) for a, b in zip(ours.state_dict().values(), theirs.state_dict().values()))
     lenet = load_config(ROOT / "configs" / "lenet.yaml").model
     assert reference.as_written(lenet) == lenet  # the other models are already as written
+
+
+def test_the_process_settings_cnnlab_makes_do_not_leak_into_the_reference(tiny_data, monkeypatch):
+    """setup() sets torch's thread count and, on CUDA, cuDNN's determinism for the whole process; the
+    bench's next reference run must find them as they were."""
+    from cnnlab.bench import suite
+
+    real_setup = suite.setup
+
+    def setup_as_on_cuda(cfg, device):
+        torch.backends.cudnn.deterministic = True  # what setup() does on a CUDA device
+        return real_setup(cfg, device)
+
+    monkeypatch.setattr(suite, "setup", setup_as_on_cuda)
+    monkeypatch.setattr(torch.backends.cudnn, "deterministic", False)
+    threads = torch.get_num_threads()
+    cfg = suite.case_config(suite.CASES["fc"], "cpu", quick=True, data_dir=tiny_data)  # fc: one training thread
+    side = suite.Side()
+    try:
+        suite.run_cnnlab(suite.CASES["fc"], cfg, torch.device("cpu"), side)
+        assert side.threads == 1 and side.seconds[0] > 0
+        assert torch.get_num_threads() == threads and torch.backends.cudnn.deterministic is False
+    finally:
+        torch.set_num_threads(threads)

@@ -93,9 +93,12 @@ def test_a_seed_gives_the_same_numbers_on_every_run(case, graphs, tiny_data, tmp
 
 
 @needs_cuda
-def test_a_resumed_graphed_run_is_the_run_that_was_never_stopped(tiny_data, tmp_path):
+def test_a_resumed_graphed_run_is_the_run_that_was_never_stopped(tiny_data, tmp_path, monkeypatch):
     """The resumed run captures a new graph after its own warm-up steps; dropout's masks, the
     optimizer's state and the schedule come back as without graphs."""
+    replays = []
+    real_replay = torch.cuda.CUDAGraph.replay
+    monkeypatch.setattr(torch.cuda.CUDAGraph, "replay", lambda graph: replays.append(1) or real_replay(graph))
     path = config_file(tmp_path, "keras_cnn_dropout")
     overrides = ["train.batch_size=32", "schedule={name: step, step_size: 1, gamma: 0.5}"]
     whole = run(load_config(path, [*overrides, "train.epochs=3"]), runs_dir=tmp_path / "whole", data_dir=tiny_data)
@@ -103,12 +106,18 @@ def test_a_resumed_graphed_run_is_the_run_that_was_never_stopped(tiny_data, tmp_
     run(load_config(path, [*overrides, "train.epochs=3"]), resume=part.path)
     metrics = [pd.read_csv(p / "metrics.csv").drop(columns=["epoch_seconds", "eval_seconds", "samples_per_sec"]) for p in (part.path, whole.path)]
     pd.testing.assert_frame_equal(*metrics, check_exact=True)
+    # 600 images in batches of 32: 18 full batches an epoch; the graph is captured after the first
+    # 3 steps of the whole run and of the resumed one
+    assert len(replays) == (3 * 18 - 3) + (18 - 3) + (2 * 18 - 3)
 
 
 def test_the_cpu_trains_without_a_graph(tiny_data, tmp_path):
     path = tmp_path / "fc.yaml"
-    path.write_text("name: fc\ndevice: cpu\ndataset: {name: mnist}\nmodel: {name: fc, hidden: [8]}\n")
+    path.write_text("name: fc\ndevice: cpu\ndataset: {name: mnist}\nmodel: {name: fc, hidden: [8]}\ntrain: {max_steps: 5}\n")
     cfg = load_config(path)
-    assert cfg.train.cuda_graphs  # on by default, and a no-op off CUDA
-    _, _, state, _ = setup(cfg, torch.device("cpu"), tiny_data)
-    assert state.step_graph is None
+    assert cfg.train.cuda_graphs and cfg.train.deterministic  # on by default, and no-ops off CUDA
+    deterministic = torch.backends.cudnn.deterministic
+    data, pipeline, state, loss_fn = setup(cfg, torch.device("cpu"), tiny_data)
+    fit(state, data, pipeline, cfg.train, loss_fn)
+    assert state.step_graph is None and state.epoch == 1
+    assert torch.backends.cudnn.deterministic == deterministic

@@ -142,7 +142,8 @@ def run_reference(case: Case, cfg: Config, device: torch.device, side: Side) -> 
 def run_cnnlab(case: Case, cfg: Config, device: torch.device, side: Side) -> None:
     """cnnlab's own path: setup() (what `cnnlab train` runs) and the engine's fit()."""
     gc.collect()
-    threads = torch.get_num_threads()  # a config's train.threads must not leak into the reference
+    # process-wide settings cnnlab's setup() makes must not leak into the reference's runs
+    threads, deterministic = torch.get_num_threads(), torch.backends.cudnn.deterministic
     rows: list[dict] = []
 
     def on_epoch(row, state):
@@ -162,6 +163,7 @@ def run_cnnlab(case: Case, cfg: Config, device: torch.device, side: Side) -> Non
                 pass
     finally:
         torch.set_num_threads(threads)
+        torch.backends.cudnn.deterministic = deterministic
     seconds = sum(r["epoch_seconds"] for r in rows)
     _record(side, case, cfg, len(data.x_train), seconds, rows[-1]["test_acc"], len(rows), mem.mib, setup_s)
 
