@@ -7,6 +7,8 @@ Before train.deterministic, on an H200, replayed and ordinary runs were equal to
 the fc, bf16 LeNet, fastnet and toy cases; for the float32 CNN the train loss differed in the
 seventh digit (cuDNN's default algorithms may add up in any order)."""
 
+import gc
+
 import pandas as pd
 import pytest
 import torch
@@ -90,6 +92,22 @@ def test_a_seed_gives_the_same_numbers_on_every_run(case, graphs, tiny_data, tmp
     second, second_weights, _, _ = train(path, tiny_data, graphs)
     pd.testing.assert_frame_equal(first, second, check_exact=True)
     assert all(torch.equal(second_weights[k], v) for k, v in first_weights.items())
+
+
+@needs_cuda
+def test_graphed_runs_leave_no_gpu_memory_behind(tiny_data, tmp_path):
+    """A study or the bench trains many runs in one process: what one graphed run allocated (its
+    graph's pool, a stream's cuBLAS workspace) must not stay allocated after it."""
+    path = config_file(tmp_path, "cnn")
+
+    def allocated_after_a_run() -> int:
+        train(path, tiny_data, graphs=True)
+        gc.collect()
+        return torch.cuda.memory_allocated()
+
+    first = allocated_after_a_run()
+    later = [allocated_after_a_run() for _ in range(3)]
+    assert max(later) <= first + 2**20, (first, later)
 
 
 @needs_cuda
