@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# The GPU numbers in README.md's "On a GPU" section, in one go: the fast configs' time to accuracy
+# The GPU numbers in README.md's "On a GPU" section, in one go, after the tests only a GPU runs
+# (tests/test_cuda_graphs.py: replayed steps against ordinary ones): the fast configs' time to accuracy
 # (3 seeds in one process, so the first seed carries CUDA's start-up and the others show the warm
 # time), `cnnlab bench --device cuda` with and without CUDA graphs, then cifar10_fast with torch.compile.
 #
@@ -8,7 +9,7 @@
 # Needs a CUDA machine with the real data in DATA_DIR (default $CNNLAB_DATA_DIR, else ./data):
 # MNIST/raw (uncompressed, for the bench's torchvision reference) and cifar-10-batches-py.
 # Runs cnnlab with $PYTHON (default python3) as `-m cnnlab`, so an installed copy is not needed.
-# Logs go to OUT_DIR: fast.log, bench.log, compile.log, plus the bench's results.csv.
+# Logs go to OUT_DIR: tests.log, fast.log, bench.log, compile.log, plus the bench's results.csv.
 # QUICK=1 cuts every budget to a few steps (a dry run of the script itself, e.g. with DEVICE=cpu).
 set -u
 out=${1:?usage: gpu_report.sh OUT_DIR [DATA_DIR]}
@@ -49,6 +50,8 @@ cells() {  # cells LOG: the study just run, one row per seed (train_seconds: tra
 { nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader 2>&1
   $py -c "import torch, torchvision; print('torch', torch.__version__, 'torchvision', torchvision.__version__, 'cuda', torch.cuda.is_available())"
 } | tee -a "$out/fast.log"
+
+step gpu_tests 180 "$out/tests.log" $py -m pytest -q -p no:cacheprovider tests/test_cuda_graphs.py
 
 # The aims: MNIST to 99% in under a second of training, CIFAR-10 to 94% in under 5 s.
 step mnist_fast 90 "$out/fast.log" $py -m cnnlab compare configs/mnist_fast.yaml --seeds $seeds --device "$device" train.amp=bf16 $tiny
