@@ -215,9 +215,17 @@ class StepGraph:
     def _capture(self, optimizer, xb: torch.Tensor, yb: torch.Tensor) -> None:
         self.x, self.y = xb.clone(), yb.clone()
         graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph, stream=self.stream):
-            optimizer.zero_grad(set_to_none=False)
-            out, loss = forward_backward(self.model, self.x, self.y, self.loss_fn, self.amp)
+        here = torch.cuda.current_stream()
+        try:
+            with torch.cuda.graph(graph, stream=self.stream):
+                optimizer.zero_grad(set_to_none=False)
+                out, loss = forward_backward(self.model, self.x, self.y, self.loss_fn, self.amp)
+        except RuntimeError as e:  # an op CUDA cannot capture (a host sync, say) in a model's step
+            torch.cuda.set_stream(here)  # an aborted capture leaves its own stream the current one
+            reason = next((line for line in str(e).splitlines() if line.strip()), type(e).__name__)
+            raise ConfigError(
+                f"this model's training step cannot be captured as a CUDA graph ({reason.strip()}); set train.cuda_graphs=false"
+            ) from None
         self.out, self.loss = out.detach(), loss.detach()
         self.graph = graph
 

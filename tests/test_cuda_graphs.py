@@ -1,7 +1,8 @@
 """CUDA graphs of the training step (engine.StepGraph, `train.cuda_graphs`): a run whose steps are
 replayed from a graph trains exactly like one whose steps run one kernel launch at a time, resumes
 exactly, and the CPU never builds one; and with `train.deterministic` (the default) a seed gives
-the same numbers on every run. All but the last test need a CUDA device.
+the same numbers on every run; a step CUDA cannot capture ends the run in one line. All but the
+last two tests need a CUDA device.
 
 Before train.deterministic, on an H200, replayed and ordinary runs were equal to the last bit for
 the fc, bf16 LeNet, fastnet and toy cases; for the float32 CNN the train loss differed in the
@@ -139,3 +140,35 @@ def test_the_cpu_trains_without_a_graph(tiny_data, tmp_path):
     fit(state, data, pipeline, cfg.train, loss_fn)
     assert state.step_graph is None and state.epoch == 1
     assert torch.backends.cudnn.deterministic == deterministic
+
+
+def test_a_step_cuda_cannot_capture_ends_the_run_in_one_line(monkeypatch):
+    """A model with an op CUDA cannot capture (a host sync, say) makes torch.cuda.graph raise when the
+    capture ends: the run gets one line that names the way out, and the stream in use is restored.
+    Runs on the CPU: torch.cuda's capture is replaced by one that fails as CUDA's does."""
+    import contextlib
+
+    from cnnlab import engine
+    from cnnlab.errors import ConfigError
+
+    streams = []
+
+    @contextlib.contextmanager
+    def failing_capture(graph, stream=None):
+        yield
+        raise RuntimeError("CUDA error: operation not permitted when stream is capturing\nCUDA kernel errors might be reported later")
+
+    monkeypatch.setattr(engine, "capture_stream", lambda device: "side stream")
+    monkeypatch.setattr(torch.cuda, "CUDAGraph", object)
+    monkeypatch.setattr(torch.cuda, "graph", failing_capture)
+    monkeypatch.setattr(torch.cuda, "current_stream", lambda: "default stream")
+    monkeypatch.setattr(torch.cuda, "set_stream", streams.append)
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(4, 3))
+    step = StepGraph(model, engine.loss_function("cross_entropy", 0.0), "none", 2, torch.device("cpu"))
+    with pytest.raises(ConfigError) as e:
+        step._capture(torch.optim.SGD(model.parameters(), lr=0.1), torch.randn(2, 1, 2, 2), torch.tensor([0, 2]))
+    assert str(e.value) == (
+        "this model's training step cannot be captured as a CUDA graph (CUDA error: operation not permitted "
+        "when stream is capturing); set train.cuda_graphs=false"
+    )
+    assert streams == ["default stream"] and step.graph is None
