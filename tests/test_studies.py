@@ -586,3 +586,18 @@ def test_shift_sweep_on_real_fashion_mnist(tmp_path, capsys, monkeypatch):
     assert acc["FC", 0] - at_4["FC"] >= 0.25  # well below its centred accuracy
     assert at_4["CNN+aug"] - at_4["FC"] >= 0.20 and at_4["CNN+aug"] - at_4["CNN"] >= 0.15
     assert acc["CNN+aug", 0] - at_4["CNN+aug"] <= 0.10
+
+
+def test_show_names_a_cuda_run_that_gave_up_determinism():
+    """train.deterministic=false lets cuDNN add up in any order on CUDA, so such a run's numbers are
+    not the seed's alone: show says so beside the epochs; on the CPU the setting changes nothing."""
+    from cnnlab.commands.studies import _config_rows
+
+    cfg = {"name": "r", "dataset": {"name": "mnist"}, "model": {"name": "cnn"}, "train": {"epochs": 1, "batch_size": 64, "deterministic": False}}
+
+    def epochs(device):
+        rows = _config_rows(cfg, {"status": "completed", "epochs": 1, "device": device}, Path("."))
+        return next(r["value"] for r in rows if r["key"] == "epochs")
+
+    assert epochs("cuda:0") == "1 of 1, batch 64, deterministic=False"
+    assert epochs("cpu") == "1 of 1, batch 64"

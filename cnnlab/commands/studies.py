@@ -350,7 +350,9 @@ def _config_rows(cfg: dict, summary: dict, path: Path) -> list[dict]:
 
     transform = changed("transform", TransformConfig)
     loss = {"name": _loss_name(cfg), **changed("loss", LossConfig)}
-    train_changed = {k: v for k, v in changed("train", TrainConfig).items() if k in ("max_steps", "amp", "compile", "tta")}  # those that move the numbers
+    # the train settings that move the numbers (cuDNN's nondeterministic algorithms only on CUDA)
+    moving = ("max_steps", "amp", "compile", "tta") + (("deterministic",) if str(summary.get("device", "")).startswith("cuda") else ())
+    train_changed = {k: v for k, v in changed("train", TrainConfig).items() if k in moving}
     dataset = cfg.get("dataset") or {}
     subsets = [f"{k}={dataset[k]}" for k in ("train_subset", "test_subset") if dataset.get(k)]
     model = flatten(cfg.get("model") or {})
