@@ -369,9 +369,14 @@ def setup(cfg: Config, device: torch.device, data_dir=None, cpu_share: int | Non
     if device.type == "cuda":
         # cuDNN's default algorithms may add up in any order (atomics): runs of one seed would differ
         torch.backends.cudnn.deterministic = cfg.train.deterministic
-        if cfg.train.cuda_graphs and not cfg.train.compile:
-            state.step_graph = StepGraph(state.model, loss_fn, cfg.train.amp, cfg.train.batch_size, device)
+    if replays_steps(cfg, device):
+        state.step_graph = StepGraph(state.model, loss_fn, cfg.train.amp, cfg.train.batch_size, device)
     return data, pipeline, state, loss_fn
+
+
+def replays_steps(cfg: Config, device: torch.device) -> bool:
+    """Whether a run of cfg on device replays its steps as a CUDA graph (train.cuda_graphs)."""
+    return device.type == "cuda" and cfg.train.cuda_graphs and not cfg.train.compile
 
 
 def resume_config(run_dir: str | Path, overrides: list[str] | None = None) -> tuple[Path, Config]:

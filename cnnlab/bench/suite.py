@@ -26,7 +26,7 @@ from cnnlab.bench.machine import PeakMemory, load_average, machine_info, matmul_
 from cnnlab.config import DATASET_CLASSES, DATASET_SHAPES, Config, load_config
 from cnnlab.engine import fit, loss_function, steps_per_epoch
 from cnnlab.errors import ConfigError
-from cnnlab.experiment import build_optimizer, build_scheduler, resolve_device, seed_everything, setup
+from cnnlab.experiment import build_optimizer, build_scheduler, replays_steps, resolve_device, seed_everything, setup
 from cnnlab.flops import training_flops
 from cnnlab.models import build_model
 
@@ -231,7 +231,7 @@ def summarize(case: Case, cfg: Config, ref: Side, ours: Side, quick: bool, peaks
         "bound": "compute" if gflops / peak >= COMPUTE_BOUND else "overhead",
         "amp": cfg.train.amp,
         "compile": cfg.train.compile,
-        "cuda_graphs": cfg.train.cuda_graphs and cfg.device.startswith("cuda") and not cfg.train.compile,
+        "cuda_graphs": replays_steps(cfg, torch.device(cfg.device)),
         "channels_last": cfg.train.channels_last,
     }
 

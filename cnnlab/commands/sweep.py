@@ -13,7 +13,7 @@ from typing import Optional
 import typer
 
 from cnnlab.cli import CnnlabUsage, DataDir, Device, RunsDir, app, split_args
-from cnnlab.errors import CnnlabError, RunError
+from cnnlab.errors import CnnlabError, RunError, signal_name
 
 
 class SweepInterrupted(CnnlabError):
@@ -99,7 +99,7 @@ def sweep(
     print(path)
     if outcome.status == "interrupted":
         done = sum(t["status"] in sweeps.DONE for t in outcome.trials)
-        by = f" by {signal.Signals(signals.received).name}" if signals.received else ""
+        by = f" by {signal_name(signals.received)}" if signals.received else ""
         stopped = SweepInterrupted(f"sweep interrupted{by} after {done} of {spec.n_trials} trials; {sweeps.resume_hint(path)}")
         stopped.exit_code = 128 + (signals.received or signal.SIGINT)  # 130 for Ctrl-C, 143 for SIGTERM
         raise stopped
