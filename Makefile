@@ -32,10 +32,12 @@ smoke: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/cnnlab bench
 
-# The real CIFAR-10 batches, built once per machine from the compact archive in ../shared/data.
+# The real CIFAR-10 batches, built once per machine from the compact archive in ../shared/data: beside
+# it, or into data/ (git-ignored) when that folder is read-only; the real-data tests look in both.
 cifar-data: $(STAMP)
-	@if [ -f ../shared/data/cifar10-jpeg.tar.xz ] && [ ! -f ../shared/data/cifar-10-batches-py/test_batch ] && [ -w ../shared/data ]; then \
-	  $(BIN)/python ../shared/data/build_cifar10.py; fi
+	@if [ -f ../shared/data/cifar10-jpeg.tar.xz ] && [ ! -f ../shared/data/cifar-10-batches-py/test_batch ]; then \
+	  if [ -w ../shared/data ]; then $(BIN)/python ../shared/data/build_cifar10.py; \
+	  elif [ ! -f data/cifar-10-batches-py/test_batch ]; then $(BIN)/python ../shared/data/build_cifar10.py data; fi; fi
 
 clean:
 	rm -rf $(VENV) *.egg-info

@@ -7,14 +7,19 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 # where the real datasets may be: $CNNLAB_DATA_DIR, then ../shared/data (a data dir set for other
-# work must not hide the shared copy from the real-data tests)
-REAL_DATA_DIRS = [Path(p) for p in (os.environ.get("CNNLAB_DATA_DIR"), ROOT.parent / "shared" / "data") if p]
+# work must not hide the shared copy from the real-data tests), then ./data (where `make cifar-data`
+# builds CIFAR-10 when ../shared/data is read-only)
+REAL_DATA_DIRS = [
+    Path(p) for p in (os.environ.get("CNNLAB_DATA_DIR"), ROOT.parent / "shared" / "data", ROOT / "data") if p
+]
 
 
 def real_data(*parts: str) -> Path:
-    """The first real data folder that holds parts, or skip the test when this machine has none."""
+    """The first real data folder that holds files under parts, or skip the test when this machine
+    has none (an empty folder left by a failed download does not count)."""
     for root in REAL_DATA_DIRS:
-        if root.joinpath(*parts).exists():
+        folder = root.joinpath(*parts)
+        if folder.is_dir() and any(folder.iterdir()):
             return root
     pytest.skip(f"real data not present at {' or '.join(str(r.joinpath(*parts)) for r in REAL_DATA_DIRS)}")
 
