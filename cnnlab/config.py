@@ -62,7 +62,7 @@ class AugmentConfig(Strict):
     hflip: bool = False  # random horizontal flip, p=0.5
     grayscale: float = Field(0.0, ge=0.0, le=1.0)  # probability of turning an image grayscale
     crop_padding: StrictInt = Field(0, ge=0)  # random crop of the original size after padding by N
-    crop_padding_mode: Literal["constant", "reflect"] = "constant"  # the padding: black, or mirrored edges (airbench)
+    crop_padding_mode: Literal["constant", "reflect", "edge"] = "constant"  # the padding: black, mirrored edges (airbench), or the edge pixels repeated (Keras' fill_mode "nearest")
     translate: StrictInt = Field(0, ge=0)  # random translation by up to +-N pixels, zero fill
     mixup: float = Field(0.0, ge=0.0)  # mixup alpha; 0 switches it off
 

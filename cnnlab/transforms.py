@@ -44,7 +44,8 @@ def _channels(values: Fill, like: Tensor) -> Tensor | float:
 
 def _translate(x: Tensor, dx: Tensor, dy: Tensor, fill: Fill, mode: str = "constant") -> Tensor:
     """Move image n by (dx[n], dy[n]) pixels (right, down). Uncovered pixels get `fill` (mode
-    "constant") or the image mirrored at its edge (mode "reflect", the edge pixel not repeated).
+    "constant"), the image mirrored at its edge (mode "reflect", the edge pixel not repeated) or the
+    nearest edge pixel (mode "edge").
 
     dx and dy are integer tensors of shape (N,) or (1,) on x's device, |d| < the image's size. One
     gather over the flattened H*W positions, then a mask for the pixels that came from outside the image.
@@ -58,7 +59,8 @@ def _translate(x: Tensor, dx: Tensor, dy: Tensor, fill: Fill, mode: str = "const
     index = rows.clamp(0, h - 1).view(-1, h, 1) * w + cols.clamp(0, w - 1).view(-1, 1, w)
     index = index.view(-1, 1, h * w).expand(n, c, h * w)
     moved = x.reshape(n, c, h * w).gather(2, index).view(n, c, h, w)
-    return moved if mode == "reflect" else torch.where(inside, moved, _channels(fill, x))
+    # the clamped index already repeats the edge pixels: only mode "constant" masks them
+    return torch.where(inside, moved, _channels(fill, x)) if mode == "constant" else moved
 
 
 def _rand(n: int, generator: torch.Generator, device: torch.device) -> Tensor:
@@ -128,7 +130,7 @@ def random_grayscale(x: Tensor, p: float, generator: torch.Generator) -> Tensor:
 
 def random_translate(x: Tensor, max_px: int, generator: torch.Generator, fill: Fill = 0.0, mode: str = "constant") -> Tensor:
     """Move each image by its own random dx, dy in [-max_px, max_px]; uncovered pixels get `fill`
-    (or, with mode "reflect", the image mirrored at its edge)."""
+    (or, with mode "reflect", the image mirrored at its edge; with "edge", the nearest edge pixel)."""
     if max_px <= 0:
         return x
     offsets = torch.randint(-max_px, max_px + 1, (2, x.shape[0]), generator=generator, device=x.device)
@@ -136,8 +138,9 @@ def random_translate(x: Tensor, max_px: int, generator: torch.Generator, fill: F
 
 
 def random_crop(x: Tensor, padding: int, generator: torch.Generator, fill: Fill = 0.0, mode: str = "constant") -> Tensor:
-    """Pad by `padding` with `fill` (mode "constant") or the mirrored edge (mode "reflect", like
-    torchvision's RandomCrop padding_mode), crop back to H x W at a random offset per image.
+    """Pad by `padding` with `fill` (mode "constant"), the mirrored image (mode "reflect") or the
+    edge pixels repeated (mode "edge"), as torchvision's RandomCrop padding_mode does, and crop back
+    to H x W at a random offset per image.
 
     Cropping at offset o in [0, 2*padding] of the padded image is a translation by padding - o,
     so this is random_translate with max_px = padding (no padded copy is materialised).

@@ -161,12 +161,13 @@ def test_translate_fills_uncovered_pixels_per_channel():
     assert (out == 1).all(1).any()  # some translations are (0, 0)
 
 
-def test_reflect_crop_equals_torch_reflect_padding_then_a_crop_at_the_same_offset():
+@pytest.mark.parametrize("mode,torch_mode", [("reflect", "reflect"), ("edge", "replicate")])
+def test_reflect_and_edge_crops_equal_torch_padding_then_a_crop_at_the_same_offset(mode, torch_mode):
     x = torch.rand(300, 3, 7, 9, generator=gen())
     pad = 3
-    out = random_crop(x, pad, gen(4), mode="reflect")
+    out = random_crop(x, pad, gen(4), mode=mode)
     offsets = torch.randint(-pad, pad + 1, (2, 300), generator=gen(4))  # the draw random_crop made
-    padded = F.pad(x, (pad,) * 4, mode="reflect")
+    padded = F.pad(x, (pad,) * 4, mode=torch_mode)
     for i in range(300):
         dx, dy = offsets[:, i].tolist()  # a move by (dx, dy) is the crop at (pad - dy, pad - dx)
         crop = padded[i, :, pad - dy : pad - dy + 7, pad - dx : pad - dx + 9]
