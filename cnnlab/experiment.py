@@ -228,10 +228,21 @@ def set_aug_state(gen: torch.Generator, saved: torch.Tensor) -> None:
         gen.manual_seed(int.from_bytes(hashlib.sha256(saved.numpy().tobytes()).digest()[:8], "little") >> 1)
 
 
+def match_layouts(optimizer: torch.optim.Optimizer) -> None:
+    """Give each optimizer state tensor its parameter's memory layout. A checkpoint keeps the layout
+    it was trained in, and a resume may change train.channels_last: the fused optimizers walk a
+    parameter and its state in memory order, so a state in the other layout would be read scrambled."""
+    for p, st in optimizer.state.items():
+        for k, v in st.items():
+            if torch.is_tensor(v) and v.shape == p.shape and v.stride() != p.stride():
+                st[k] = torch.empty_like(p, dtype=v.dtype).copy_(v)
+
+
 def restore(state: State, ckpt: dict, path: Path) -> None:
     try:
         unwrap(state.model).load_state_dict(ckpt["model"])
         state.optimizer.load_state_dict(ckpt["optimizer"])
+        match_layouts(state.optimizer)
         if state.scheduler is not None and ckpt["scheduler"] is not None:
             state.scheduler.load_state_dict(ckpt["scheduler"])
         state.order_gen.set_state(ckpt["order_gen"].cpu())

@@ -225,6 +225,23 @@ def test_a_resumed_run_with_dropout_draws_the_masks_it_would_have_drawn(tiny_dat
     run(load_config(tmp_path / "dropout.yaml"), resume=part.path)
     pd.testing.assert_frame_equal(metrics(part.path), metrics(whole.path), check_exact=True)
 
+@pytest.mark.parametrize("optimizer,first,then", [("{name: sgd, lr: 0.05, momentum: 0.9}", True, False), ("{name: adam, lr: 0.003}", False, True)],
+                         ids=["sgd_to_nchw", "adam_to_channels_last"])
+def test_a_resume_that_changes_channels_last_goes_on_with_the_optimizer_state_it_had(tiny_data, tmp_path, optimizer, first, then):
+    """The checkpoint's momentum (Adam's moments) is in the layout it was trained in; the fused
+    optimizers read it in the parameter's memory order, so it must come back in the new layout
+    (only the last bits of the convolutions may differ, not the momentum's meaning)."""
+    overrides = ["device=cpu", "train.threads=1", f"optimizer={optimizer}", "train.batch_size=32", "train.max_steps=4", f"train.channels_last={first}"]
+    paths = []
+    for layout in (first, then):
+        part = run(load_config(ROOT / "configs/mnist_cnn.yaml", overrides + ["train.epochs=1"]), runs_dir=tmp_path / str(layout), data_dir=tiny_data)
+        run(load_config(part.path / "config.yaml", ["train.epochs=3", f"train.channels_last={layout}"]), resume=part.path)
+        paths.append(part.path)
+    same, changed = (torch.load(p / "model.pt", weights_only=True) for p in paths)
+    for name, weight in same.items():
+        torch.testing.assert_close(changed[name], weight, rtol=0, atol=1e-5)
+
+
 # ---------------------------------------------------------------------------- atomic writes
 @pytest.fixture
 def replaces(monkeypatch):
