@@ -292,6 +292,27 @@ def reopen(path: Path, trained: Config, state: State, device: torch.device, cfg:
     return rows, summary
 
 
+def epoch_numbers(rows: list[dict]) -> dict:
+    """summary.json's numbers from the epochs in rows: the last one's, the best test accuracy and the
+    training time (None and 0 before the first epoch)."""
+    last = rows[-1] if rows else {}
+    return {
+        **{k: last.get(k) for k in ("train_loss", "train_acc", "test_loss", "test_acc")},
+        "best_test_acc": max((r["test_acc"] for r in rows), default=None),
+        "train_seconds": sum(r["epoch_seconds"] for r in rows),
+    }
+
+
+def drop_epochs_past(path: Path, rows: list[dict], state: State) -> None:
+    """Rewrite metrics.csv and model.pt of the run at path for the epochs it keeps (rows, state)."""
+    if rows:
+        runs.write_table(path / runs.METRICS, rows)
+        runs.atomic_torch_save(unwrap(state.model).state_dict(), path / runs.MODEL)
+    else:
+        (path / runs.METRICS).unlink(missing_ok=True)
+        (path / runs.MODEL).unlink(missing_ok=True)
+
+
 # ---------------------------------------------------------------------------- signals
 class _Signals:
     """Turn SIGINT/SIGTERM into Interrupted, but never in the middle of writing an epoch's files."""
@@ -437,12 +458,7 @@ def _run(cfg: Config, signals: _Signals, runs_dir, data_dir, resume, progress, o
     def epoch_done(row: dict, st: State) -> None:
         with signals.deferred():
             rows.append(row)
-            summary.update(
-                epochs=st.epoch, train_loss=row["train_loss"], train_acc=row["train_acc"],
-                test_loss=row["test_loss"], test_acc=row["test_acc"],
-                best_test_acc=max(r["test_acc"] for r in rows),
-                train_seconds=sum(r["epoch_seconds"] for r in rows),
-            )
+            summary.update(epochs=st.epoch, **epoch_numbers(rows))
             runs.write_table(path / runs.METRICS, rows)
             runs.atomic_torch_save(unwrap(st.model).state_dict(), path / runs.MODEL)
             if cfg.train.checkpoint:
@@ -477,6 +493,9 @@ def _run(cfg: Config, signals: _Signals, runs_dir, data_dir, resume, progress, o
                     )
                 if cfg.train.epochs == state.epoch and summary.get("status") == "completed":  # its files stay as they are
                     raise RunError(f"{where} is already complete ({state.epoch} epochs): nothing to train; extend it with train.epochs={state.epoch + 1} or more")
+                if len(rows) < len(runs.read_metrics(where)):  # epochs past the checkpoint (see reopen): trained again,
+                    drop_epochs_past(where, rows, state)  # so the run's files say what its checkpoint holds
+                summary.update(epoch_numbers(rows))
             else:
                 where = runs.new_run_dir(runs.runs_root(runs_dir), cfg.name)
                 hold.enter_context(runs.training_lock(where))

@@ -294,6 +294,44 @@ def test_a_failed_write_keeps_the_previous_complete_file(setup, tmp_path, replac
     pd.testing.assert_frame_equal(metrics(run_dir), reference.iloc[:3])
 
 
+def test_a_resume_drops_every_trace_of_the_epochs_past_the_checkpoint(setup, tmp_path, replaces):
+    """A checkpoint write that failed leaves metrics.csv, model.pt and summary.json an epoch ahead of
+    the checkpoint; the resume trains that epoch again, and until it has, the run's files must
+    describe the checkpoint's epochs, even when the resume is interrupted first."""
+    from cnnlab.experiment import Interrupted
+
+    root, reference = setup
+    cfg = load_config(root / "resume.yaml", ["train.epochs=3"])
+    checkpoints = []
+    replaces["fail"] = lambda dst: dst.name == "checkpoint.pt" and (checkpoints.append(dst) or len(checkpoints) == 2)
+    with pytest.raises(RunError, match="No space left on device"):
+        run(cfg, runs_dir=tmp_path, data_dir=root / "data")
+    (run_dir,) = tmp_path.iterdir()
+    assert len(pd.read_csv(run_dir / "metrics.csv")) == 2 and runs.load_tensors(run_dir / "checkpoint.pt")["epoch"] == 1
+    replaces["fail"] = lambda dst: False
+
+    class StopInEpoch2:
+        def epoch_start(self, epoch, steps):
+            pass
+
+        def step(self, step, steps, loss):
+            raise Interrupted(signal.SIGINT)
+
+    with pytest.raises(Interrupted):
+        run(cfg, resume=run_dir, progress=StopInEpoch2())
+    summary = check_files(run_dir)  # epochs: checkpoint = summary = metrics rows
+    assert summary["status"] == "interrupted" and summary["epochs"] == 1
+    table = pd.read_csv(run_dir / "metrics.csv")
+    assert summary["test_acc"] == table["test_acc"].iloc[-1] and summary["train_loss"] == table["train_loss"].iloc[-1]
+    assert summary["train_seconds"] == pytest.approx(table["epoch_seconds"].sum())
+    weights, saved = torch.load(run_dir / "model.pt", weights_only=True), runs.load_tensors(run_dir / "checkpoint.pt")["model"]
+    assert all(torch.equal(weights[k], saved[k]) for k in saved)
+
+    run(cfg, resume=run_dir)
+    assert check_files(run_dir)["status"] == "completed"
+    pd.testing.assert_frame_equal(metrics(run_dir), reference.iloc[:3])
+
+
 # ---------------------------------------------------------------------------- safe loading
 class Payload:
     """Unpickling this runs a shell command: a config, checkpoint or data file must never do that."""
