@@ -57,10 +57,11 @@ class CnnlabUsage(CnnlabError):
     exit_code = 2
 
 
-def load(config: str, overrides: list[str], device: str | None = None):
+def load(config: str, overrides: list[str], device: str | None = None, stored: bool = False):
+    """config with overrides and --device; stored: a run's own config.yaml (see config.validate)."""
     from cnnlab.config import load_config
 
-    return load_config(config, overrides + ([f"device={device}"] if device else []))
+    return load_config(config, overrides + ([f"device={device}"] if device else []), stored)
 
 
 @app.command()
@@ -81,7 +82,7 @@ def train(
             raise CnnlabUsage("--resume takes the config from the run directory; pass only KEY=VALUE overrides")
         from cnnlab.runs import CONFIG, open_run
 
-        cfg = load(str(open_run(resume) / CONFIG), overrides, device)
+        cfg = load(str(open_run(resume) / CONFIG), overrides, device, stored=True)  # as an earlier cnnlab accepted it
     elif config is None:
         raise CnnlabUsage("missing CONFIG, e.g. cnnlab train configs/mnist_cnn.yaml")
     else:

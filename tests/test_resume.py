@@ -381,13 +381,30 @@ def test_a_run_an_earlier_cnnlab_accepted_still_resumes_under_a_newer_check(tiny
     """A check added later (here: a cosine warm-up as long as the run) refuses new configs, not the
     config.yaml of a run written before it: that run still resumes and extends."""
     from cnnlab.errors import ConfigError
+    from cnnlab.experiment import Interrupted
 
-    done = run(load_config(ROOT / "configs/mnist_fc.yaml", ["device=cpu", "train.epochs=2", "train.max_steps=2", "schedule={name: cosine, warmup_epochs: 1}"]),
-               runs_dir=tmp_path, data_dir=tiny_data)
-    config = done.path / "config.yaml"
+    class StopInEpoch2:
+        def epoch_start(self, epoch, steps):
+            self.epoch = epoch
+
+        def step(self, step, steps, loss):
+            if self.epoch == 2:
+                raise Interrupted(signal.SIGINT)
+
+        def epoch_end(self, row):
+            pass
+
+    with pytest.raises(Interrupted):
+        run(load_config(ROOT / "configs/mnist_fc.yaml", ["device=cpu", "train.epochs=2", "train.max_steps=2", "schedule={name: cosine, warmup_epochs: 1}"]),
+            runs_dir=tmp_path, data_dir=tiny_data, progress=StopInEpoch2())
+    (done,) = tmp_path.iterdir()
+    config = done / "config.yaml"
     config.write_text(config.read_text().replace("warmup_epochs: 1.0", "warmup_epochs: 2.0"))  # as the earlier cnnlab wrote it
     with pytest.raises(ConfigError, match="warmup_epochs"):
         load_config(config)  # given now, it is refused
-    out = cnnlab_here(capsys, "train", "--resume", done.path, "train.epochs=3", "--data-dir", tiny_data)
+    out = cnnlab_here(capsys, "train", "--resume", done, "--data-dir", tiny_data)  # the interrupted run goes on as it was
     assert out.returncode == 0, out.stderr
-    assert json.loads((done.path / "summary.json").read_text())["epochs"] == 3
+    assert json.loads((done / "summary.json").read_text())["epochs"] == 2
+    out = cnnlab_here(capsys, "train", "--resume", done, "train.epochs=3", "--data-dir", tiny_data)
+    assert out.returncode == 0, out.stderr
+    assert json.loads((done / "summary.json").read_text())["epochs"] == 3
