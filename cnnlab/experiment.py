@@ -517,15 +517,19 @@ def _run(cfg: Config, signals: _Signals, runs_dir, data_dir, resume, progress, o
             on_step=progress.step if progress is not None else None,
             on_epoch_start=progress.epoch_start if progress is not None else None,
         )
-        # every epoch is written: a signal from here on waits (and is dropped; the run is complete)
-        # instead of escaping from the else branch below with the summary still "running"
+        # every epoch is written: a signal from here on waits until the summary says "completed"
         signals.critical = True
     except Interrupted as e:
+        if path is not None and state.epoch == cfg.train.epochs:  # came as the last epoch's files were written
+            finish("completed")
+            raise stopped_when_complete(e.signum, path) from None
         message = f"stopped by {signal.Signals(e.signum).name} during epoch {state.epoch + 1}"
         finish("interrupted", message)
         if path is None:
             raise
-        how = f"continue with: cnnlab train --resume {path}" if cfg.train.checkpoint else "no checkpoint to continue from (train.checkpoint=false)"
+        # a resume that turned checkpoints off keeps the earlier checkpoint until its first epoch ends
+        resumable = cfg.train.checkpoint or (path / runs.CHECKPOINT).exists()
+        how = f"continue with: cnnlab train --resume {path}" if resumable else "no checkpoint to continue from (train.checkpoint=false)"
         raise Interrupted(e.signum, f"{message}; {state.epoch} complete epoch(s) kept; {how}") from None
     except KeyboardInterrupt:
         finish("interrupted", f"stopped during epoch {state.epoch + 1}")
@@ -538,9 +542,17 @@ def _run(cfg: Config, signals: _Signals, runs_dir, data_dir, resume, progress, o
         raise
     else:
         finish("completed")
+        if signals.pending is not None:
+            raise stopped_when_complete(signals.pending, path)
     finally:
         hold.close()
     return RunResult(path, summary, rows)
+
+
+def stopped_when_complete(signum: int, path: Path) -> Interrupted:
+    """A signal that came once every epoch was written: the run is complete, and whatever runs it
+    (a study, a script) still stops, as it was asked to."""
+    return Interrupted(signum, f"stopped by {signal_name(signum)} after the last epoch; the run is complete: {path}")
 
 
 def run_config_file(path, overrides=None, **kwargs) -> RunResult:

@@ -408,3 +408,50 @@ def test_a_run_an_earlier_cnnlab_accepted_still_resumes_under_a_newer_check(tiny
     out = cnnlab_here(capsys, "train", "--resume", done, "train.epochs=3", "--data-dir", tiny_data)
     assert out.returncode == 0, out.stderr
     assert json.loads((done / "summary.json").read_text())["epochs"] == 3
+
+
+@pytest.mark.parametrize("when", ["after the last epoch's files", "as the summary says completed"])
+def test_a_signal_once_every_epoch_is_written_leaves_the_run_completed_and_still_stops(tiny_data, tmp_path, monkeypatch, when):
+    from cnnlab.experiment import Interrupted
+
+    kill = lambda: os.kill(os.getpid(), signal.SIGTERM)  # noqa: E731
+    on_epoch = (lambda row, path: row["epoch"] == 2 and kill()) if when.startswith("after") else None
+    if on_epoch is None:
+        write_json = runs.write_json
+
+        def write_and_signal(path, data):
+            write_json(path, data)
+            if data.get("status") == "completed":
+                kill()
+
+        monkeypatch.setattr(runs, "write_json", write_and_signal)
+    cfg = load_config(ROOT / "configs/mnist_fc.yaml", ["device=cpu", "train.epochs=2", "train.max_steps=2"])
+    with pytest.raises(Interrupted) as stopped:
+        run(cfg, runs_dir=tmp_path, data_dir=tiny_data, on_epoch=on_epoch)
+    (path,) = [p for p in tmp_path.iterdir() if p.is_dir()]
+    assert stopped.value.signum == signal.SIGTERM
+    assert str(stopped.value) == f"stopped by SIGTERM after the last epoch; the run is complete: {path}"
+    summary = json.loads((path / runs.SUMMARY).read_text())
+    assert (summary["status"], summary["epochs"], summary["error"]) == ("completed", 2, None)
+    assert len(pd.read_csv(path / runs.METRICS)) == 2
+
+
+def test_a_resume_that_turns_checkpoints_off_and_is_stopped_before_an_epoch_ends_says_it_can_go_on(tiny_data, tmp_path):
+    from cnnlab.experiment import Interrupted, resume_config
+
+    first = run(load_config(ROOT / "configs/mnist_fc.yaml", ["device=cpu", "train.epochs=1", "train.max_steps=2"]), runs_dir=tmp_path, data_dir=tiny_data)
+
+    class StopInEpoch2:
+        def epoch_start(self, epoch, steps):
+            os.kill(os.getpid(), signal.SIGTERM)
+
+        def step(self, step, steps, loss): ...
+        def epoch_end(self, row): ...
+
+    path, cfg = resume_config(first.path, ["train.epochs=2", "train.checkpoint=false"])
+    with pytest.raises(Interrupted) as stopped:
+        run(cfg, resume=path, data_dir=tiny_data, progress=StopInEpoch2())
+    assert str(stopped.value).endswith(f"1 complete epoch(s) kept; continue with: cnnlab train --resume {path}")
+    assert (path / runs.CHECKPOINT).exists()
+    path, cfg = resume_config(path)  # and it does go on, from that checkpoint
+    assert run(cfg, resume=path, data_dir=tiny_data).summary["epochs"] == 2
