@@ -197,6 +197,8 @@ def load_sweep(path: str | Path, overrides: list[str] | None = None) -> Sweep:
     space.optimizer.lr=[0.1,0.5]) or, for any other key, the base config (train.epochs=2)."""
     path = Path(path)
     data = read_yaml(path, "sweep")
+    if "model" in data and "space" not in data:  # `seed` would be offered as "did you mean 'seeds'?"
+        raise ConfigError(f"{path} is a config, not a sweep file: train it with cnnlab train {path}, or name it as a sweep file's base")
     config_overrides = []
     for text in overrides or []:
         key, value = parse_override(text)

@@ -82,6 +82,12 @@ def test_sweep_file_errors_say_where_and_the_closest_key(tmp_path, body, overrid
     assert "\n" not in str(e.value)
 
 
+def test_a_train_config_given_as_the_sweep_file_says_so(tmp_path):
+    with pytest.raises(ConfigError) as e:  # not "unknown key 'seed'; did you mean 'seeds'?"
+        load_sweep(BASE)
+    assert str(e.value) == f"{BASE} is a config, not a sweep file: train it with cnnlab train {BASE}, or name it as a sweep file's base"
+
+
 def test_set_takes_dotted_overrides_like_space(tmp_path):
     path = write_sweep(tmp_path / "s.yaml", space={"optimizer.lr": [0.1]})
     assert all(c.train.epochs == 2 for c in load_sweep(path, ["set.train.epochs=2"]).configs)
