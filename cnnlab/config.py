@@ -531,12 +531,18 @@ def validate(data: dict, schema: type[BaseModel] = Config, source: str = "config
         raise ConfigError(f"{source}: {_describe(error, schema)}") from None
 
 
-def load_config(path: str | Path, overrides: list[str] | None = None, stored: bool = False) -> Config:
-    """Load a YAML config, apply KEY=VALUE overrides, validate (stored: see validate). Raises ConfigError."""
+def read_config_yaml(path: str | Path) -> dict:
+    """read_yaml of a config file; a sweep or study file given instead is told where it belongs."""
     data = read_yaml(path)
     for key, kind, command in (("space", "sweep", "sweep"), ("members", "study", "compare")):
-        if isinstance(data, dict) and key in data and "model" not in data:
+        if key in data and "model" not in data:
             raise ConfigError(f"{path} is a {kind} file, not a config: run it with cnnlab {command} {path}")
+    return data
+
+
+def load_config(path: str | Path, overrides: list[str] | None = None, stored: bool = False) -> Config:
+    """Load a YAML config, apply KEY=VALUE overrides, validate (stored: see validate). Raises ConfigError."""
+    data = read_config_yaml(path)
     data = apply_overrides(data, overrides or [], Config)
     data.setdefault("name", re.sub(r"[^A-Za-z0-9_.-]+", "_", Path(path).stem))  # "my exp.yaml" -> my_exp
     return validate(data, Config, str(path), stored)

@@ -104,7 +104,7 @@ def samples(
 ):
     """A PNG grid of the first N images with their class names; the last line is the PNG's path."""
     from cnnlab import samples as S
-    from cnnlab.config import config_from_dict, read_yaml
+    from cnnlab.config import config_from_dict, read_config_yaml
     from cnnlab.runs import atomic_write, runs_root
 
     dataset, overrides = split_args(args, what="dataset", example="transform.permute=true")
@@ -112,7 +112,7 @@ def samples(
         raise CnnlabUsage("missing DATASET, e.g. cnnlab samples mnist")
     if split not in ("test", "train"):
         raise CnnlabUsage(f"--split must be test or train, not {split!r}")
-    base = read_yaml(config) if config is not None else {"name": "samples", "model": {"name": "fc"}}
+    base = read_config_yaml(config) if config is not None else {"name": "samples", "model": {"name": "fc"}}
     base.setdefault("name", config.stem if config is not None else "samples")
     section = base.get("dataset") or {}
     if not isinstance(section, dict):
