@@ -486,8 +486,8 @@ def _walk(schema: type[BaseModel], loc: tuple) -> tuple[type[BaseModel] | None, 
 
 
 def _describe(err: dict, schema: type[BaseModel]) -> str:
-    # drop the member names pydantic adds inside plain unions, e.g. "literal['dataset','none']"
-    loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and (p.startswith(("literal[", "function-")) or p[:1].isupper())))
+    # drop the member names pydantic adds inside plain unions, e.g. "literal['dataset','none']", "constrained-float"
+    loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and (p.startswith(("literal[", "function-", "constrained-")) or p[:1].isupper())))
     kind = err["type"]
     if kind == "extra_forbidden":
         cls, path = _walk(schema, loc)
