@@ -24,6 +24,7 @@ DATASET_SHAPES: dict[str, tuple[int, int, int]] = {
     "toy": (1, 4, 4),  # the first article's two built-in 4x4 examples (no files)
 }
 DATASET_CLASSES: dict[str, int] = {"mnist": 10, "fashion-mnist": 10, "cifar10": 10, "toy": 2}
+DEVICES = r"auto|cpu|cuda(:\d+)?"  # the device names a config (and --device) takes
 
 
 class Strict(BaseModel):
@@ -257,7 +258,7 @@ class Config(Strict):
     @field_validator("device")
     @classmethod
     def _device(cls, v: str) -> str:
-        if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", v):
+        if not re.fullmatch(DEVICES, v):
             raise ValueError(f"unknown device {v!r}; valid: auto, cpu, cuda, cuda:N")
         return v
 

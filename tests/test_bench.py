@@ -219,6 +219,13 @@ def test_bench_rejects_an_unknown_case(tmp_path):
     assert len(out.stderr.strip().splitlines()) == 1
 
 
+@pytest.mark.parametrize("option, value", [("--amp", "fp16"), ("--device", "gpu")])
+def test_a_bad_device_or_amp_names_the_option_not_a_case_config(tmp_path, option, value):
+    out = cnnlab("bench", "--cases", "fc", option, value, "--runs-dir", tmp_path)
+    assert out.returncode == 2 and out.stderr.startswith(f"error: unknown {option} {value!r}; valid: ")
+    assert ".yaml" not in out.stderr and len(out.stderr.strip().splitlines()) == 1
+
+
 def test_device_auto_on_a_gpu_gets_cudas_bf16_default(monkeypatch):
     from cnnlab.bench.suite import CASES, case_config
 

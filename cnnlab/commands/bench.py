@@ -66,6 +66,18 @@ def case_names(cases: str | None, default: tuple[str, ...]) -> list[str]:
     return names
 
 
+def check_options(device: str, amp: str | None) -> None:
+    """--device and --amp name themselves when refused (not the train.amp of a case's config file)."""
+    import re
+
+    from cnnlab.config import DEVICES
+
+    if not re.fullmatch(DEVICES, device):
+        raise CnnlabUsage(f"unknown --device {device!r}; valid: auto, cpu, cuda, cuda:N")
+    if amp not in (None, "none", "bf16"):
+        raise CnnlabUsage(f"unknown --amp {amp!r}; valid: none, bf16")
+
+
 def read_results(path: Path) -> list[dict]:
     """The rows already in the results CSV ([] when there is none); RunError when it is unreadable."""
     import pandas as pd
@@ -120,6 +132,7 @@ def bench(
     from cnnlab.runs import ensure_dir, runs_root, utc_now
 
     names = case_names(cases, QUICK_CASES if quick else DEFAULT_CASES)
+    check_options(device, amp)
     out_dir = ensure_dir(runs_root(runs_dir) / "bench", "bench results directory")  # before minutes of measuring
     read_results(out_dir / RESULTS)  # an unreadable results file is refused before measuring, too
     repeats = repeats or (1 if quick else 3)
