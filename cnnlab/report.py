@@ -19,7 +19,12 @@ from cnnlab.runs import METRIC_COLUMNS
 
 # off a terminal (CI logs, pipes) rich would wrap tables at 80 columns
 # a pipe gets 120 columns unless $COLUMNS says otherwise (rich reads it when width is None)
-console = Console(highlight=False, width=None if sys.stdout.isatty() or os.environ.get("COLUMNS") else 120)
+def on_a_terminal() -> bool:
+    """Whether stdout is a terminal (not a pipe, a file, or closed: `cnnlab ... >&-`)."""
+    return sys.stdout is not None and sys.stdout.isatty()
+
+
+console = Console(highlight=False, width=None if on_a_terminal() or os.environ.get("COLUMNS") else 120)
 
 # how each metrics column is shown
 FORMATS = {
@@ -60,7 +65,7 @@ class ConsoleProgress:
 
     def __init__(self, epochs: int, label: str, live: bool | None = None):
         self.epochs, self.label = epochs, label
-        self.live = sys.stdout.isatty() if live is None else live
+        self.live = on_a_terminal() if live is None else live
         self._bar: Progress | None = None
         self._task = None
         self._last = 0.0

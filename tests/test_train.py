@@ -72,6 +72,17 @@ def test_a_reader_that_goes_away_does_not_stop_the_training(tiny_data, tmp_path)
     assert len(pd.read_csv(run_dir / "metrics.csv")) == 100
 
 
+def test_a_closed_stdout_does_not_stop_the_training(tiny_data, tmp_path):
+    """`cnnlab train ... >&-`: nothing to print to, but the run trains and writes its files."""
+    out = subprocess.run(
+        [sys.executable, "-m", "cnnlab", "train", "configs/mnist_fc.yaml", "--device", "cpu", "--data-dir", str(tiny_data), "--runs-dir", str(tmp_path)],
+        stderr=subprocess.PIPE, text=True, cwd=ROOT, timeout=300, preexec_fn=lambda: os.close(1),
+    )
+    assert out.returncode == 0 and out.stderr == ""
+    (run_dir,) = tmp_path.iterdir()
+    assert json.loads((run_dir / "summary.json").read_text())["status"] == "completed"
+
+
 def test_print_config_resolves_overrides(tmp_path):
     out = cnnlab("train", "configs/mnist_fc.yaml", "model.hidden=[100]", "optimizer.lr=1e-3", "--print-config")
     assert out.returncode == 0, out.stderr
