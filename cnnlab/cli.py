@@ -173,10 +173,12 @@ from cnnlab import commands  # noqa: E402,F401
 class StdoutUntilReaderGone:
     """sys.stdout that, once its reader has gone (`cnnlab train ... | head -1`), sends the rest to
     /dev/null instead of raising BrokenPipeError: a run, study or bench whose output nobody reads
-    any more still trains to its end and writes its files."""
+    any more still trains to its end and writes its files. So does one whose output cannot be
+    written (a full disk, /dev/full): `failed` keeps why, for main() to say at the end."""
 
     def __init__(self, stream):
         self._stream = stream
+        self.failed: OSError | None = None
 
     def _discard_from_now(self) -> None:
         devnull = os.open(os.devnull, os.O_WRONLY)
@@ -186,15 +188,20 @@ class StdoutUntilReaderGone:
     def write(self, text: str) -> int:
         try:
             return self._stream.write(text)
-        except BrokenPipeError:
-            self._discard_from_now()
+        except OSError as e:
+            self._lost(e)
             return len(text)
 
     def flush(self) -> None:
         try:
             self._stream.flush()
-        except BrokenPipeError:
-            self._discard_from_now()
+        except OSError as e:
+            self._lost(e)
+
+    def _lost(self, e: OSError) -> None:
+        if not isinstance(e, BrokenPipeError):
+            self.failed = self.failed or e
+        self._discard_from_now()
 
     def __getattr__(self, name):  # isatty, fileno, encoding, ...: the real stream's
         return getattr(self._stream, name)
@@ -208,9 +215,10 @@ def main() -> None:
     """
     command = typer.main.get_command(app)
     stdout = sys.stdout
+    out = StdoutUntilReaderGone(stdout) if stdout is not None else None  # None: started with stdout closed (`cnnlab ... >&-`)
     try:
-        if stdout is not None:  # None: started with stdout closed (`cnnlab ... >&-`)
-            sys.stdout = StdoutUntilReaderGone(stdout)
+        if out is not None:
+            sys.stdout = out
         with command.make_context("cnnlab", sys.argv[1:]) as ctx:
             command.invoke(ctx)
         code = 0
@@ -232,5 +240,10 @@ def main() -> None:
         sys.stderr.close()
         code = 1
     finally:
+        if out is not None:
+            out.flush()  # what is still buffered: a failure to write it is caught there, too
         sys.stdout = stdout
+    if out is not None and out.failed is not None:
+        print(f"error: cannot write the output: {out.failed.strerror or out.failed}", file=sys.stderr)
+        code = code or 1
     sys.exit(code)

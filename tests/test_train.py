@@ -83,6 +83,22 @@ def test_a_closed_stdout_does_not_stop_the_training(tiny_data, tmp_path):
     assert json.loads((run_dir / "summary.json").read_text())["status"] == "completed"
 
 
+@pytest.mark.skipif(not Path("/dev/full").exists(), reason="no /dev/full here")
+def test_output_that_cannot_be_written_is_one_line_and_the_run_still_completes(tiny_data, tmp_path):
+    """`cnnlab train ... > /dev/full` (a full disk): the run trains to its end; the lost output is
+    one line on stderr and exit 1, not a traceback."""
+    with open("/dev/full", "w") as full:
+        out = subprocess.run(
+            [sys.executable, "-m", "cnnlab", "train", "configs/mnist_fc.yaml", "train.epochs=2", "--device", "cpu",
+             "--data-dir", str(tiny_data), "--runs-dir", str(tmp_path)],
+            stdout=full, stderr=subprocess.PIPE, text=True, cwd=ROOT, timeout=300,
+        )
+    assert (out.returncode, out.stderr) == (1, "error: cannot write the output: No space left on device\n")
+    (run_dir,) = tmp_path.iterdir()
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert (summary["status"], summary["epochs"]) == ("completed", 2)
+
+
 def test_print_config_resolves_overrides(tmp_path):
     out = cnnlab("train", "configs/mnist_fc.yaml", "model.hidden=[100]", "optimizer.lr=1e-3", "--print-config")
     assert out.returncode == 0, out.stderr
