@@ -80,6 +80,8 @@ def train(
     if resume is not None:
         if config is not None:
             raise CnnlabUsage("--resume takes the config from the run directory; pass only KEY=VALUE overrides")
+        if runs_dir is not None:  # it would be ignored: the run goes on where it is
+            raise CnnlabUsage(f"--resume continues the run in {resume} itself: give no --runs-dir")
         from cnnlab.runs import CONFIG, open_run
 
         cfg = load(str(open_run(resume) / CONFIG), overrides, device, stored=True)  # as an earlier cnnlab accepted it

@@ -363,6 +363,9 @@ def test_a_resume_that_cannot_go_on_leaves_the_run_as_it_was(setup, tmp_path, ca
     out = cnnlab_here(capsys, "train", "--resume", longer.path)  # nothing left to train
     assert out.returncode == 1 and "already complete (2 epochs): nothing to train" in error_line(out.stderr)
     assert {name: (longer.path / name).read_bytes() for name in kept} == kept
+    out = cnnlab_here(capsys, "train", "--resume", longer.path, "train.epochs=3", "--runs-dir", tmp_path / "elsewhere")
+    assert out.returncode == 2 and "give no --runs-dir" in error_line(out.stderr)  # not trained on, in place, silently
+    assert not (tmp_path / "elsewhere").exists()
     out = cnnlab_here(capsys, "train", "--resume", longer.path, "description=a label only", "train.epochs=3")
     assert out.returncode == 0, out.stderr
     assert load_config(longer.path / "config.yaml").description == "a label only"

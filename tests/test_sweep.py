@@ -233,6 +233,8 @@ def test_resuming_a_sweep_that_is_still_running_is_refused(tmp_path):
         out = cnnlab("sweep", "--resume", sweep_dir)
     assert out.returncode == 1 and f"still being trained by process {os.getpid()}" in out.stderr, out.stderr
     assert (sweep_dir / "summary.json").read_text() == before  # its summary untouched
+    out = cnnlab("sweep", "--resume", sweep_dir, "--runs-dir", tmp_path / "elsewhere")  # would be ignored
+    assert out.returncode == 2 and "give no SWEEP_FILE, KEY=VALUE, --device or --runs-dir" in out.stderr, out.stderr
 
 
 def test_a_null_swept_value_can_be_the_best_point(tmp_path):

@@ -47,8 +47,8 @@ def sweep(
     from cnnlab.runs import owner, runs_root, trained_data_dir, training_lock, utc_now
 
     if resume is not None:
-        if args or device is not None:
-            raise CnnlabUsage("--resume takes the sweep from SWEEP_DIR: give no SWEEP_FILE, KEY=VALUE or --device")
+        if args or device is not None or runs_dir is not None:
+            raise CnnlabUsage("--resume takes the sweep from SWEEP_DIR and goes on there: give no SWEEP_FILE, KEY=VALUE, --device or --runs-dir")
         spec = sweeps.reopen(resume)
     else:
         file, overrides = split_args(args or [])
