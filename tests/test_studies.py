@@ -306,7 +306,9 @@ def test_a_signal_between_cells_marks_the_study_interrupted(tmp_path):
         with record.running():
             os.kill(os.getpid(), signal.SIGTERM)
             time.sleep(5)  # the handler raises first
-    assert json.loads((record.path / "summary.json").read_text())["status"] == "interrupted"
+    summary = json.loads((record.path / "summary.json").read_text())
+    assert summary["status"] == "interrupted"
+    assert summary["error"] == f"study stopped by SIGTERM; finished cells are kept; continue with: cnnlab compare --resume {record.path}"
 
 
 def test_a_run_written_before_a_config_key_existed_still_counts_for_its_cell(tmp_path):

@@ -97,13 +97,14 @@ class StudyRecord:
         from cnnlab.experiment import Interrupted, interruptible
 
         resume = f"cnnlab {self.summary.get('study')} --resume {self.path}"
-        with runs.training_lock(self.path), interruptible():  # SIGTERM, too, marks the study interrupted
+        with runs.training_lock(self.path), interruptible() as signals:  # SIGTERM, too, marks the study interrupted
             self.save()  # status running, this process as the owner
             try:
                 yield self
             except KeyboardInterrupt as e:  # also Interrupted (SIGINT/SIGTERM)
-                self.update(status="interrupted", error="stopped by a signal", finished_at=runs.utc_now())
-                raise Interrupted.of(e, "study", f"finished cells are kept; continue with: {resume}") from None
+                stopped = Interrupted.of(e, "study", f"finished cells are kept; continue with: {resume}", signals.received)
+                self.update(status="interrupted", error=str(stopped), finished_at=runs.utc_now())  # what show says, as a sweep's
+                raise stopped from None
             except BaseException as e:
                 self.update(status="failed", error=str(e).splitlines()[0] if str(e) else type(e).__name__, finished_at=runs.utc_now())
                 if isinstance(e, NonFiniteLoss):  # the planned configs would diverge again
