@@ -46,7 +46,7 @@ def _first_line(e: BaseException) -> str:
     return lines[0].strip() if lines else type(e).__name__
 
 
-def _check_reachable(address: str) -> None:
+def check_reachable(address: str) -> None:
     """Fail in one line at once when nothing listens at HOST:PORT (ray.init would retry for minutes)."""
     host, sep, port = address.rpartition(":")
     if not sep or not port.isdigit() or "://" in address:
@@ -72,7 +72,7 @@ def session(address: str | None, what: str = "--address"):
     os.environ.setdefault("RAY_CHDIR_TO_TRIAL_DIR", "0")  # trials keep the working directory: relative paths hold
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # with verbose=0, Tune prints no tables of its own
     address = ray_address(address)
-    _check_reachable(address)
+    check_reachable(address)
     quiet = {"logging_level": logging.ERROR, "log_to_driver": False}
     # ray.init installs its own SIGTERM handler (it aborts the process); a study's, which marks the
     # study interrupted, must stay in charge

@@ -297,6 +297,14 @@ def test_a_study_that_cannot_get_further_says_so_and_a_broken_plan_is_one_line(t
     assert json.loads((study / "summary.json").read_text())["status"] == "failed"  # as it was: nothing ran
 
 
+@pytest.mark.parametrize("command", [["compare", "fc-vs-cnn", "--seeds", "1"], ["shift-sweep"]])
+def test_a_study_on_a_cluster_that_cannot_be_reached_leaves_no_directory(tmp_path, capsys, monkeypatch, command):
+    pytest.importorskip("ray")
+    code, out, err = cnnlab(capsys, monkeypatch, *command, "--address", "127.0.0.1:1", "--runs-dir", tmp_path / "runs")
+    assert code == 1 and err == "error: cannot reach a Ray cluster at 127.0.0.1:1: Connection refused\n"
+    assert not (tmp_path / "runs").exists()  # no failed study offering a resume
+
+
 def test_a_signal_between_cells_marks_the_study_interrupted(tmp_path):
     """SIGTERM outside any run's training (between cells, while evaluating or writing tables)."""
     from cnnlab.experiment import Interrupted
