@@ -175,6 +175,8 @@ def test_building_leaves_batchnorm_statistics_alone():
 def test_user_errors_are_one_line():
     with pytest.raises(ConfigError, match="cannot take inputs of shape"):
         build_model(DEFAULTS["cnn"], (1, 8, 8), 10)
+    with pytest.raises(ConfigError, match="^model 'cnn' is too large for this machine's memory: .*can't allocate memory"):
+        build_model(C.CNNModel(name="cnn", n_feature=10**7), MNIST, 10)  # 10^14 weights: not "cannot take inputs of shape"
 
     class Unknown:
         name = "vgg"

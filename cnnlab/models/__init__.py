@@ -39,6 +39,8 @@ def build_model(opts, input_shape: tuple[int, int, int], num_classes: int) -> nn
         return builder(opts, tuple(input_shape), num_classes)
     except RuntimeError as e:  # a dry forward pass found the input too small for the layers
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        if "can't allocate memory" in first:  # no: its weights do not fit in memory (model.n_feature=1000000)
+            raise ConfigError(f"model {opts.name!r} is too large for this machine's memory: {first}") from None
         raise ConfigError(f"model {opts.name!r} cannot take inputs of shape {tuple(input_shape)}: {first}") from None
 
 
