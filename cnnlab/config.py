@@ -28,7 +28,7 @@ DEVICES = r"auto|cpu|cuda(:\d+)?"  # the device names a config (and --device) ta
 
 
 class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)  # optimizer.lr=.inf would only fail later, as a NaN loss
 
 
 # ---------------------------------------------------------------------------- data and transforms
@@ -327,6 +327,8 @@ class _UniqueKeyLoader(yaml.SafeLoader):
 def read_yaml(path: str | Path, what: str = "config") -> dict:
     """Read a YAML mapping safely; every failure becomes one ConfigError line."""
     path = Path(path)
+    if path.is_dir():
+        raise ConfigError(f"{path} is a directory, not a {what} file")
     if not path.is_file():
         raise ConfigError(f"{what} file not found: {path}")
     try:

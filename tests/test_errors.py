@@ -128,6 +128,7 @@ OK_ARGS = ["train", "{tmp}/ok.yaml", "--data-dir", "{good}", *RUNS]
 CASES = [
     # the config file itself
     ("missing_file", ["train", "{tmp}/nope.yaml"], 2, "not found"),
+    ("a_directory", ["train", "{tmp}"], 2, "is a directory, not a config file"),
     ("not_yaml", ["train", "{tmp}/not_yaml.yaml"], 2, "not valid YAML (line 3, column 1)"),
     ("key_twice", ["train", "{tmp}/key_twice.yaml"], 2, "(line 4, column 1): the key 'model' is given twice"),
     ("key_unhashable", ["train", "{tmp}/key_unhashable.yaml"], 2, "(line 3, column 1): found unhashable key"),
@@ -156,6 +157,7 @@ CASES = [
     ("zero_epochs", [*OK_ARGS, "train.epochs=0"], 2, "train.epochs"),
     ("zero_lr", [*OK_ARGS, "optimizer.lr=0"], 2, "optimizer.lr: Input should be greater than 0"),
     ("negative_lr", [*OK_ARGS, "optimizer.lr=-0.1"], 2, "optimizer.lr"),
+    ("infinite_lr", [*OK_ARGS, "optimizer.lr=.inf"], 2, "optimizer.lr: Input should be a finite number (got inf)"),
     ("zero_batch", [*OK_ARGS, "train.batch_size=0"], 2, "train.batch_size"),
     ("shift_too_large", [*OK_ARGS, "transform.shift.dx=28"], 2, "must be smaller than the 28x28 image"),
     ("shift_too_large_up", [*OK_ARGS, "transform.shift.dy=-40"], 2, "(0, -40)"),

@@ -104,6 +104,8 @@ def test_user_errors(tiny_mnist, monkeypatch, capsys):
     assert code == 2 and "transform.augment.translate does not change what samples draws" in err
     code, _, err = cli(monkeypatch, capsys, "samples", "mnist", "--config", "configs/sweeps/lenet_lr.yaml", "--data-dir", root)
     assert code == 2 and "lenet_lr.yaml is a sweep file, not a config: run it with cnnlab sweep" in err  # not "did you mean 'dataset'?"
+    code, _, err = cli(monkeypatch, capsys, "samples", "mnist", "--out", "grid.jpg", "--data-dir", root)
+    assert code == 2 and "--out must name a .png file" in err  # not PNG bytes in a .jpg
 
 
 def test_a_whole_transform_section_is_taken_and_where_the_data_is_stays_out_of_the_name(tiny_mnist, runs_dir, monkeypatch, capsys):

@@ -112,6 +112,8 @@ def samples(
         raise CnnlabUsage("missing DATASET, e.g. cnnlab samples mnist")
     if split not in ("test", "train"):
         raise CnnlabUsage(f"--split must be test or train, not {split!r}")
+    if out is not None and out.suffix.lower() != ".png":
+        raise CnnlabUsage(f"--out must name a .png file (the grid is a PNG), not {out.name!r}")
     base = read_config_yaml(config) if config is not None else {"name": "samples", "model": {"name": "fc"}}
     base.setdefault("name", config.stem if config is not None else "samples")
     section = base.get("dataset") or {}
