@@ -184,7 +184,7 @@ CASES = [
     ("no_config", ["train"], 2, "missing CONFIG"),
     ("summary_no_config", ["summary", "train.epochs=3"], 2, "missing CONFIG"),
     ("toy_on_mnist", [*OK_ARGS, "model={{name: toy}}", "loss.name=bce"], 2, "needs a two-class dataset (toy), not mnist"),
-    ("bench_unknown_device", ["bench", "--quick", "--device", "gpu", *RUNS], 2, "unknown device 'gpu'"),
+    ("bench_unknown_device", ["bench", "--quick", "--device", "gpu", *RUNS], 2, "unknown --device 'gpu'; valid: auto, cpu, cuda, cuda:N"),
     # no data: a bench that took these cases would stop at once instead of measuring for minutes
     ("bench_no_case", ["bench", "--cases", "", "--data-dir", "{empty_dir}", *RUNS], 2, "--cases '' names no case"),
     ("bench_case_twice", ["bench", "--cases", "fc,cnn,fc", "--data-dir", "{empty_dir}", *RUNS], 2, "--cases names fc more than once"),
