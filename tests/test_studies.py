@@ -198,7 +198,8 @@ def test_missing_data_is_refused_before_the_study_starts(tmp_path, capsys, monke
 
 
 def _failing_run(monkeypatch, at: int, how: str):
-    """Make the study's `at`-th cell stop: interrupted after its first epoch, or failing before it trains."""
+    """Make the study's `at`-th cell stop: interrupted after its first epoch (of two or more: after its
+    last, the cell is complete), or failing before it trains."""
     import signal as signals
 
     from cnnlab import experiment
@@ -264,7 +265,7 @@ def test_a_resume_without_the_data_or_device_is_refused_before_anything_changes(
     from cnnlab import experiment
 
     real = _failing_run(monkeypatch, 2, "interrupt")
-    code, out, err = cnnlab(capsys, monkeypatch, "compare", "fc-vs-cnn", "--seeds", "1", "--data-dir", tiny_data, *FAST, "--runs-dir", tmp_path / "runs")
+    code, out, err = cnnlab(capsys, monkeypatch, "compare", "fc-vs-cnn", "--seeds", "1", "train.epochs=2", "--data-dir", tiny_data, *FAST, "--runs-dir", tmp_path / "runs")
     assert code == 130
     monkeypatch.setattr(experiment, "run", real)
     (study,) = (tmp_path / "runs").iterdir()
@@ -342,7 +343,7 @@ def test_a_run_written_before_a_config_key_existed_still_counts_for_its_cell(tmp
 
 def test_an_interrupted_shift_sweep_resumes(fashion_run, tiny_data, tmp_path, capsys, monkeypatch):
     args = ["shift-sweep", "configs/fashion_fc.yaml", "configs/fashion_cnn.yaml", "--from-run", fashion_run.path,
-            "--max-shift", "1", "--image-index", "0", "--data-dir", tiny_data, *FAST]
+            "--max-shift", "1", "--image-index", "0", "--data-dir", tiny_data, "train.epochs=2", *FAST]
     code, out, err = cnnlab(capsys, monkeypatch, *args, "--runs-dir", tmp_path / "whole")
     assert code == 0, err
     whole = pd.read_csv(last_line(out) / "table.csv")

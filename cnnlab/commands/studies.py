@@ -223,9 +223,9 @@ def shift_sweep(
         configs = [c.cfg for c in cells] + [t.cfg for t in reused]
     _one_dataset(configs, "sweep")
     previous = previous_runs(cells, record.cells) if resume is not None else None
-    _check_cells(_to_train(cells, previous), data_dir, address)
     for cfg in configs:  # the sweep itself evaluates every model here, after training, wherever that ran
         resolve_device(cfg.device)  # --device is in every config already (the cells', and load_trained's)
+    _check_cells(_to_train(cells, previous), data_dir, address)
     image, label, classes = study.pick_image(configs[0], opts.image_index, opts.image_split, data_dir)
     if resume is None:
         record = StudyRecord(runs_root(runs_dir), name, study="shift-sweep", **opts.model_dump(), cells=[], test_acc=None)
