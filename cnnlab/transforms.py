@@ -22,8 +22,10 @@ from cnnlab.config import MeanStd, TransformConfig
 
 Fill = Union[float, Sequence[float], Tensor]
 
-# ITU-R 601-2 luma, the weights of PIL's convert("L") that torchvision's Grayscale follows.
-LUMA = (0.299, 0.587, 0.114)
+# ITU-R 601-2 luma as PIL's convert("L") computes it, which is what torchvision's RandomGrayscale
+# does to the PIL images of the tutorials' datasets: on 8-bit values, in 16-bit fixed point, rounded
+# to an 8-bit value, L = (19595 R + 38470 G + 7471 B + 32768) >> 16 (0.299, 0.587, 0.114 scaled by 2**16).
+LUMA_FIXED = (19595, 38470, 7471)
 PREPARE_CHUNK = 10_000  # images per step of Pipeline.prepare(): bounds the float32 temporaries
 
 
@@ -117,13 +119,19 @@ def random_hflip(x: Tensor, generator: torch.Generator, p: float = 0.5) -> Tenso
 def random_grayscale(x: Tensor, p: float, generator: torch.Generator) -> Tensor:
     """With probability p per image, replace 0..1 RGB by its luma on all 3 channels.
 
-    Luma = 0.299 R + 0.587 G + 0.114 B (ITU-R 601-2). One-channel batches come back unchanged.
+    Luma = 0.299 R + 0.587 G + 0.114 B (ITU-R 601-2), computed exactly as PIL's convert("L") does
+    it (torchvision's RandomGrayscale on the datasets' PIL images): on the 8-bit values x * 255,
+    rounded to an 8-bit value, so the result is PIL's bit for bit (a float luma differs from it
+    by up to 0.5/255). One-channel batches come back unchanged.
     """
     if x.shape[1] == 1:
         return x
     if x.shape[1] != 3:
         raise ValueError(f"grayscale needs 1 or 3 channels, got {x.shape[1]}")
-    gray = (x * _channels(LUMA, x)).sum(1, keepdim=True).expand_as(x)
+    v = x.mul(255).round_().to(torch.int32)  # the 8-bit values (x is 0..1 on the 1/255 grid)
+    r, g, b = LUMA_FIXED
+    luma = (v[:, 0:1] * r + v[:, 1:2] * g + v[:, 2:3] * b + 32768).bitwise_right_shift_(16)
+    gray = luma.to(x.dtype).div_(255).expand_as(x)
     pick = _rand(x.shape[0], generator, x.device) < p
     return torch.where(pick.view(-1, 1, 1, 1), gray, x)
 
