@@ -72,7 +72,7 @@ def resolve_device(name: str) -> torch.device:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name.startswith("cuda"):
         if not torch.cuda.is_available():
-            raise ConfigError(f"device {name!r} asked for, but this machine has no CUDA device; use device=cpu or auto")
+            raise ConfigError(f"device {name!r} asked for, but this machine has no CUDA device; use cpu or auto (--device cpu, or device: cpu in the config)")
         index = torch.device(name).index or 0
         if index >= torch.cuda.device_count():
             raise ConfigError(f"device {name!r} asked for, but only {torch.cuda.device_count()} CUDA device(s) exist")
