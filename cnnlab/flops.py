@@ -19,7 +19,6 @@ per sample) are not counted.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import torch
@@ -96,11 +95,3 @@ def training_flops(model: nn.Module, input_shape: tuple[int, ...]) -> int:
 def matmul_flops(n: int) -> int:
     """FLOPs of an n x n by n x n matrix product (2 n^3)."""
     return 2 * n**3
-
-
-def describe(flops: float) -> str:
-    """1.23 MFLOP style."""
-    if flops <= 0:
-        return "0 FLOP"
-    exp = min(int(math.log10(flops) // 3), 4)
-    return f"{flops / 10 ** (3 * exp):.3g} {['', 'k', 'M', 'G', 'T'][exp]}FLOP"
