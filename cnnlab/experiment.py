@@ -553,7 +553,3 @@ def stopped_when_complete(signum: int, path: Path) -> Interrupted:
     """A signal that came once every epoch was written: the run is complete, and whatever runs it
     (a study, a script) still stops, as it was asked to."""
     return Interrupted(signum, f"stopped by {signal_name(signum)} after the last epoch; the run is complete: {path}")
-
-
-def run_config_file(path, overrides=None, **kwargs) -> RunResult:
-    return run(load_config(path, overrides), **kwargs)
