@@ -17,13 +17,13 @@ from rich.table import Table
 
 from cnnlab.runs import METRIC_COLUMNS
 
-# off a terminal (CI logs, pipes) rich would wrap tables at 80 columns
-# a pipe gets 120 columns unless $COLUMNS says otherwise (rich reads it when width is None)
 def on_a_terminal() -> bool:
     """Whether stdout is a terminal (not a pipe, a file, or closed: `cnnlab ... >&-`)."""
     return sys.stdout is not None and sys.stdout.isatty()
 
 
+# off a terminal (CI logs, pipes) rich would wrap tables at 80 columns: a pipe gets 120 columns
+# unless $COLUMNS says otherwise (rich reads it when width is None)
 console = Console(highlight=False, width=None if on_a_terminal() or os.environ.get("COLUMNS") else 120)
 
 # how each metrics column is shown
