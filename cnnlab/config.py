@@ -5,6 +5,7 @@ Imports neither torch nor anything heavy, so `cnnlab --help` and config errors a
 
 from __future__ import annotations
 
+import copy
 import difflib
 import re
 import typing
@@ -552,7 +553,7 @@ def load_config(path: str | Path, overrides: list[str] | None = None, stored: bo
 
 
 def config_from_dict(data: dict, overrides: list[str] | None = None, source: str = "config", stored: bool = False) -> Config:
-    data = apply_overrides(_deepcopy(data), overrides or [], Config)
+    data = apply_overrides(copy.deepcopy(data), overrides or [], Config)
     return validate(data, Config, source, stored)
 
 
@@ -573,11 +574,3 @@ def config_to_dict(cfg: BaseModel) -> dict:
 
 def dump_yaml(data: dict) -> str:
     return yaml.safe_dump(data, sort_keys=False, default_flow_style=None)
-
-
-def _deepcopy(data: Any) -> Any:
-    if isinstance(data, dict):
-        return {k: _deepcopy(v) for k, v in data.items()}
-    if isinstance(data, list):
-        return [_deepcopy(v) for v in data]
-    return data
