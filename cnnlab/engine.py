@@ -17,7 +17,7 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
-from cnnlab.errors import CnnlabError, ConfigError
+from cnnlab.errors import CnnlabError, ConfigError, first_line
 
 CHECK_EVERY = 50  # steps between checks that the loss is finite (each one waits for the device)
 
@@ -222,9 +222,8 @@ class StepGraph:
                 out, loss = forward_backward(self.model, self.x, self.y, self.loss_fn, self.amp)
         except RuntimeError as e:  # an op CUDA cannot capture (a host sync, say) in a model's step
             torch.cuda.set_stream(here)  # an aborted capture leaves its own stream the current one
-            reason = next((line for line in str(e).splitlines() if line.strip()), type(e).__name__)
             raise ConfigError(
-                f"this model's training step cannot be captured as a CUDA graph ({reason.strip()}); set train.cuda_graphs=false"
+                f"this model's training step cannot be captured as a CUDA graph ({first_line(e)}); set train.cuda_graphs=false"
             ) from None
         self.out, self.loss = out.detach(), loss.detach()
         self.graph = graph

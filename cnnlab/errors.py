@@ -3,6 +3,11 @@
 import signal
 
 
+def first_line(e: BaseException) -> str:
+    """An exception as one line: its message's first non-blank line, else its type's name."""
+    return next((line.strip() for line in str(e).splitlines() if line.strip()), type(e).__name__)
+
+
 def signal_name(signum: int | None) -> str:
     """How an interruption names its signal: 'SIGTERM', or 'a signal' when it is not known."""
     return signal.Signals(signum).name if signum else "a signal"

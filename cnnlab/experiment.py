@@ -28,7 +28,7 @@ from cnnlab import runs, tensorboard
 from cnnlab.config import Config, config_to_dict, dump_yaml, flatten, load_config
 from cnnlab.data import load_dataset, resolve_data_dir
 from cnnlab.engine import Data, State, StepGraph, fit, loss_function, steps_per_epoch
-from cnnlab.errors import ConfigError, RunError, signal_name
+from cnnlab.errors import ConfigError, RunError, first_line, signal_name
 from cnnlab.flops import training_flops
 from cnnlab.models import build_model, count_params
 from cnnlab.transforms import Pipeline
@@ -538,7 +538,7 @@ def _run(cfg: Config, signals: _Signals, runs_dir, data_dir, resume, progress, o
         finish("stopped", str(e) or None)
         return RunResult(path, summary, rows)
     except BaseException as e:
-        finish("failed", str(e).splitlines()[0] if str(e) else type(e).__name__)
+        finish("failed", first_line(e))
         raise
     else:
         finish("completed")

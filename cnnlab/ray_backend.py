@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from cnnlab.errors import CnnlabError, ConfigError, RunError
+from cnnlab.errors import CnnlabError, ConfigError, RunError, first_line
 
 INSTALL = "pip install 'cnnlab[ray]'"
 
@@ -39,11 +39,6 @@ def require_ray(what: str, optuna: bool = False) -> None:
             import optuna  # noqa: F401
     except ImportError as e:
         raise CnnlabError(f"{what} needs Ray, which is missing here ({e.name or e}); install it with: {INSTALL}") from None
-
-
-def _first_line(e: BaseException) -> str:
-    lines = [line for line in str(e).splitlines() if line.strip()]
-    return lines[0].strip() if lines else type(e).__name__
 
 
 def check_reachable(address: str) -> None:
@@ -89,7 +84,7 @@ def session(address: str | None, what: str = "--address"):
         auth = "" if os.environ.get("RAY_AUTH_MODE") else (
             "; if the cluster uses token authentication (ray start's default since Ray 2.59), "
             "set RAY_AUTH_MODE=token and its token (ray get-auth-token) here too")
-        raise RunError(f"cannot reach a Ray cluster at {address}: {_first_line(e)}{auth}") from None
+        raise RunError(f"cannot reach a Ray cluster at {address}: {first_line(e)}{auth}") from None
     finally:
         for s, handler in handlers.items():
             if handler is not None:
@@ -179,7 +174,7 @@ def run_cells_on_ray(cells: list, *, runs_dir: Path, data_dir=None, address: str
                     raise e.cause from None
                 raise
             except ray.exceptions.RayError as e:  # the task's worker or node died more often than retried
-                raise RunError(f"cell {i + 1} of {len(cells)} was lost on the cluster: {_first_line(e)}") from None
+                raise RunError(f"cell {i + 1} of {len(cells)} was lost on the cluster: {first_line(e)}") from None
             if on_done is not None:
                 on_done(cells[i], results[i])
         return results
@@ -278,7 +273,7 @@ def _record(sweep, result) -> dict:
     """What the sweep keeps of a Tune trial: its point, seed, run directory, node and how it ended."""
     m = result.metrics or {}
     index, point, seed = decode(sweep, result.config)
-    error = m.get("error") or (_first_line(result.error).removeprefix("ray::") if result.error else None)
+    error = m.get("error") or (first_line(result.error).removeprefix("ray::") if result.error else None)
     if error:
         status = "failed"
     elif m.get("done"):  # Tune sets it when its scheduler stops a trial or the trial returns, not when it cuts one off

@@ -93,6 +93,15 @@ def test_a_killed_study_shows_as_dead(tmp_path):
     assert [r["status"] for r in runs.list_runs(tmp_path)] == ["dead"]
 
 
+def test_a_failed_study_records_the_first_line_that_says_something(tmp_path):
+    record = StudyRecord(tmp_path, "s", study="compare")
+    with pytest.raises(RuntimeError):
+        with record.running():
+            raise RuntimeError("\n  the disk is full\nmore detail")  # a message that starts with a blank line
+    summary = json.loads((record.path / "summary.json").read_text())
+    assert summary["status"] == "failed" and summary["error"] == "the disk is full"
+
+
 def test_runs_filters_check_names_against_the_schema_which_matches_the_model_registry(tmp_path, monkeypatch, capsys):
     from cnnlab.config import model_names
     from cnnlab.models import MODELS

@@ -13,7 +13,7 @@ from typing import Optional
 import typer
 
 from cnnlab.cli import CnnlabUsage, DataDir, Device, RunsDir, app, split_args
-from cnnlab.errors import CnnlabError, RunError, signal_name
+from cnnlab.errors import CnnlabError, RunError, first_line, signal_name
 
 
 class SweepInterrupted(CnnlabError):
@@ -84,7 +84,7 @@ def sweep(
                 stopped_by = Interrupted.of(e, "sweep", sweeps.resume_hint(path), signals.received)
                 sweeps.update_summary(path, status="interrupted", error=str(stopped_by), finished_at=utc_now())
             except BaseException as e:
-                sweeps.update_summary(path, status="failed", error=str(e).splitlines()[0] if str(e) else type(e).__name__, finished_at=utc_now())
+                sweeps.update_summary(path, status="failed", error=first_line(e), finished_at=utc_now())
                 raise
         if stopped_by is not None:  # Ray's workers are gone now: none rewrites a trial's status after this
             sweeps.settle_interrupted(path, saved_records(spec, path))

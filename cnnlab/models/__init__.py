@@ -12,7 +12,7 @@ from typing import Callable
 import torch
 from torch import nn
 
-from cnnlab.errors import ConfigError
+from cnnlab.errors import ConfigError, first_line
 
 Builder = Callable[..., nn.Module]
 MODELS: dict[str, Builder] = {}
@@ -38,7 +38,7 @@ def build_model(opts, input_shape: tuple[int, int, int], num_classes: int) -> nn
     try:
         return builder(opts, tuple(input_shape), num_classes)
     except RuntimeError as e:  # a dry forward pass found the input too small for the layers
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        first = first_line(e)
         if "can't allocate memory" in first:  # no: its weights do not fit in memory (model.n_feature=1000000)
             raise ConfigError(f"model {opts.name!r} is too large for this machine's memory: {first}") from None
         raise ConfigError(f"model {opts.name!r} cannot take inputs of shape {tuple(input_shape)}: {first}") from None

@@ -13,7 +13,7 @@ from typing import Any, Optional
 
 from cnnlab import runs
 from cnnlab.config import Strict, validate
-from cnnlab.errors import CnnlabError, ConfigError, RunError
+from cnnlab.errors import CnnlabError, ConfigError, RunError, first_line
 
 CELLS = "cells"
 PLAN = "plan.json"
@@ -106,7 +106,7 @@ class StudyRecord:
                 self.update(status="interrupted", error=str(stopped), finished_at=runs.utc_now())  # what show says, as a sweep's
                 raise stopped from None
             except BaseException as e:
-                self.update(status="failed", error=str(e).splitlines()[0] if str(e) else type(e).__name__, finished_at=runs.utc_now())
+                self.update(status="failed", error=first_line(e), finished_at=runs.utc_now())
                 if isinstance(e, NonFiniteLoss):  # the planned configs would diverge again
                     raise NonFiniteLoss(f"{e}; a resume replays the same configs: start a new study with other settings") from None
                 if isinstance(e, CnnlabError):
