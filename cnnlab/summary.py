@@ -8,6 +8,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from cnnlab.models import count_params
+
 # layers whose output size follows the convolution rule, and their number of spatial dims
 _RULE_DIMS = {
     nn.Conv1d: 1, nn.MaxPool1d: 1, nn.AvgPool1d: 1,
@@ -81,8 +83,7 @@ def summarize(model: nn.Module, input_shape: tuple[int, ...]) -> tuple[list[Laye
         def hook(module, inputs, output):
             first = inputs[0] if inputs and isinstance(inputs[0], torch.Tensor) else None
             rule = output_rule(module, tuple(first.shape[2:])) if first is not None else ""
-            params = sum(p.numel() for p in module.parameters() if p.requires_grad)
-            rows.append(LayerRow(name, type(module).__name__, _shape(output), params, rule))
+            rows.append(LayerRow(name, type(module).__name__, _shape(output), count_params(module), rule))
 
         return hook
 
@@ -101,5 +102,4 @@ def summarize(model: nn.Module, input_shape: tuple[int, ...]) -> tuple[list[Laye
             handle.remove()
         for m, training in modes.items():
             m.training = training
-    total = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    return rows, total
+    return rows, count_params(model)
