@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
+from cnnlab import runs
 from cnnlab.errors import CnnlabError, ConfigError, RunError, first_line
 
 INSTALL = "pip install 'cnnlab[ray]'"
@@ -140,7 +141,6 @@ def _absolute(path) -> str | None:
 
 # ---------------------------------------------------------------------------- study cells as Ray tasks
 def _run_cell(cfg, runs_dir: str, data_dir: str | None, resume: str | None = None):
-    from cnnlab import runs
     from cnnlab.experiment import run
     from cnnlab.runner import finished_result
 
@@ -220,7 +220,7 @@ def decode(sweep, params: dict) -> tuple[int, dict, int]:
 
 def _previous_run(trials_dir: Path, name: str) -> Path | None:
     """This trial's run directory from an earlier attempt (node lost, sweep interrupted), if any."""
-    found = sorted(p for p in trials_dir.glob(f"*-{name}-*") if (p / "summary.json").is_file() and (p / "config.yaml").is_file())
+    found = sorted(p for p in trials_dir.glob(f"*-{name}-*") if (p / runs.SUMMARY).is_file() and (p / runs.CONFIG).is_file())
     return found[-1] if found else None
 
 
@@ -228,7 +228,6 @@ def _trial(params: dict, job: Job) -> None:
     """One trial: an ordinary cnnlab run that reports every epoch to Tune."""
     from ray import tune
 
-    from cnnlab import runs
     from cnnlab.experiment import Stopped, run
     from cnnlab.sweep import settle, stop_reason
 
@@ -316,8 +315,10 @@ def run_sweep(sweep, sweep_dir: Path, *, data_dir=None, resume: bool = False) ->
     import ray
     from ray import tune
 
+    from cnnlab.sweep import TRIALS
+
     sweep_dir = Path(sweep_dir).resolve()
-    trials_dir = sweep_dir / "trials"
+    trials_dir = sweep_dir / TRIALS
     trials_dir.mkdir(exist_ok=True)
     res = sweep.spec.resources
     gpus = check_fits(res, ray.cluster_resources())
