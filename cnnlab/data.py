@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from cnnlab.config import DATASET_SHAPES
+from cnnlab.config import DATASET_SHAPES, Config
 from cnnlab.errors import DataError
 
 DATA_DIR_ENV = "CNNLAB_DATA_DIR"
@@ -114,6 +114,11 @@ def load_dataset(name: str, data_dir: Path, download: bool = True) -> tuple[Spli
     root = Path(data_dir).expanduser().resolve()
     _ensure_files(info, root, download)
     return _read_splits(name, root)
+
+
+def load_splits(cfg: Config, data_dir: str | Path | None = None) -> tuple[Split, Split]:
+    """load_dataset of a config's dataset section, from --data-dir (data_dir) or where the config says."""
+    return load_dataset(cfg.dataset.name, resolve_data_dir(data_dir, cfg.dataset.data_dir), cfg.dataset.download)
 
 
 def check_files(name: str, data_dir: Path, download: bool = True) -> None:

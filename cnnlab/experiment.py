@@ -26,7 +26,7 @@ import torch
 import cnnlab
 from cnnlab import runs, tensorboard
 from cnnlab.config import Config, config_to_dict, dump_yaml, flatten, load_config
-from cnnlab.data import load_dataset, resolve_data_dir
+from cnnlab.data import load_splits, resolve_data_dir
 from cnnlab.engine import Data, State, StepGraph, fit, loss_function, steps_per_epoch
 from cnnlab.errors import ConfigError, RunError, first_line, signal_name
 from cnnlab.flops import training_flops
@@ -161,9 +161,9 @@ def seed_everything(seed: int) -> None:
 
 def prepare_data(cfg: Config, device: torch.device, data_dir=None):
     """Load both splits once, apply the deterministic transforms once, move them to the device."""
-    train, test = load_dataset(cfg.dataset.name, resolve_data_dir(data_dir, cfg.dataset.data_dir), cfg.dataset.download)
+    train, test = load_splits(cfg, data_dir)
     n_train, n_test = cfg.dataset.train_subset, cfg.dataset.test_subset
-    pipeline = Pipeline(cfg.transform, train.mean, train.std, tuple(train.images.shape[1:]), cfg.seed, len(train.classes))
+    pipeline = Pipeline.for_split(cfg.transform, train, cfg.seed)
     memory = torch.channels_last if cfg.train.channels_last else torch.contiguous_format
 
     def put(images, labels, is_train):

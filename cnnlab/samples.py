@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 
 from cnnlab.config import Config
-from cnnlab.data import DATASETS, load_dataset, resolve_data_dir
+from cnnlab.data import DATASETS, load_splits
 from cnnlab.transforms import Pipeline
 
 COLUMNS = 8  # images per row
@@ -47,10 +47,10 @@ def transforms_shown(cfg: Config) -> list[str]:
 def sample_images(cfg: Config, n: int, split: str = "test", data_dir=None) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
     """The first n images of a split as the config's deterministic transforms leave them (no
     normalization), float on the 0..1 scale (the toy: its own scale), with labels and class names."""
-    train, test = load_dataset(cfg.dataset.name, resolve_data_dir(data_dir, cfg.dataset.data_dir), cfg.dataset.download)
+    train, test = load_splits(cfg, data_dir)
     source = train if split == "train" else test
     shown = cfg.transform.model_copy(update={"normalize": "none"})
-    pipeline = Pipeline(shown, source.mean, source.std, tuple(source.images.shape[1:]), cfg.seed, len(source.classes))
+    pipeline = Pipeline.for_split(shown, source, cfg.seed)
     # the training split's permutation is only deferred when augmenting, and it is the same one
     images = pipeline.prepare(source.images[:n], train=False)
     return images, source.labels[:n], source.classes

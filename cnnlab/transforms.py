@@ -12,13 +12,16 @@ whole split, ``train_batch()`` the random augmentation of each training batch.
 from __future__ import annotations
 
 from functools import lru_cache
-from typing import Sequence, Union
+from typing import TYPE_CHECKING, Sequence, Union
 
 import numpy as np
 import torch
 from torch import Tensor
 
 from cnnlab.config import MeanStd, TransformConfig
+
+if TYPE_CHECKING:
+    from cnnlab.data import Split
 
 Fill = Union[float, Sequence[float], Tensor]
 
@@ -211,6 +214,11 @@ class Pipeline:
         # grayscale and mixup act per pixel, so they commute with the permutation; moving pixels does not
         self.defer_permutation = self.perm is not None and geometric
         self._device_cache: dict[torch.device, dict[str, Tensor | float]] = {}
+
+    @classmethod
+    def for_split(cls, cfg: TransformConfig, split: Split, seed: int) -> Pipeline:
+        """The pipeline for a dataset's images: its published mean/std, image shape and classes."""
+        return cls(cfg, split.mean, split.std, tuple(split.images.shape[1:]), seed, len(split.classes))
 
     @property
     def augments(self) -> bool:

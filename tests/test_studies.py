@@ -24,6 +24,7 @@ from rich.console import Console
 from cnnlab import figures, report
 from cnnlab.cli import main
 from cnnlab.config import ShiftConfig, load_config
+from cnnlab.data import load_splits
 from cnnlab.engine import NonFiniteLoss, evaluate, loss_function
 from cnnlab.errors import ConfigError
 from cnnlab.experiment import run
@@ -400,7 +401,7 @@ def test_sweep_at_zero_uses_the_runs_test_time_augmentation(tiny_data, tmp_path)
 
 def test_shift_happens_before_normalization(fashion_run, tiny_data):
     t = shift_sweep.load_trained(fashion_run.path)
-    train, test = shift_sweep.splits(t.cfg, tiny_data)
+    train, test = load_splits(t.cfg, tiny_data)
     images = test.images[:10]
     for mode in ("roll", "zero"):
         got = shift_sweep.prepare_shifted(t, train, images, 3, -2, mode)
@@ -417,7 +418,7 @@ def test_sweep_offsets_add_to_the_runs_own_shift(fashion_run, tiny_data):
     t = shift_sweep.load_trained(fashion_run.path)
     own = t.cfg.transform.model_copy(update={"shift": ShiftConfig(dx=2, dy=-1, mode="zero")})
     t.cfg = t.cfg.model_copy(update={"transform": own})
-    train, test = shift_sweep.splits(t.cfg, tiny_data)
+    train, test = load_splits(t.cfg, tiny_data)
     images = test.images[:10]
 
     def prepared(transform):
@@ -437,7 +438,7 @@ def test_single_image_probabilities(fashion_run, tiny_data):
     assert probs.shape == (7, 10) and classes[2] == "Pullover"
     np.testing.assert_allclose(probs.sum(1), 1.0, rtol=1e-5)
     # each row is the model's softmax on that shifted image, as evaluated one by one
-    train, _ = shift_sweep.splits(t.cfg, tiny_data)
+    train, _ = load_splits(t.cfg, tiny_data)
     with torch.no_grad():
         one = torch.softmax(t.model(shift_sweep.prepare_shifted(t, train, image, -3, 0, "roll")), 1)[0].numpy()
     np.testing.assert_allclose(probs[0], one, rtol=1e-5, atol=1e-7)

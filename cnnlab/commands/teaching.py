@@ -49,7 +49,7 @@ def forward_check(
 
     from cnnlab import forward_check as fc
     from cnnlab.config import DATASET_CLASSES, DATASET_SHAPES
-    from cnnlab.data import load_dataset, resolve_data_dir
+    from cnnlab.data import load_splits
     from cnnlab.models import build_model
     from cnnlab.report import console, table
     from cnnlab.runs import load_model_weights
@@ -61,8 +61,8 @@ def forward_check(
     fc.layers(model)  # a model with layers the check does not cover is refused before any data loads
     if run is not None:
         load_model_weights(model, run)
-    _, test = load_dataset(cfg.dataset.name, resolve_data_dir(data_dir, cfg.dataset.data_dir), cfg.dataset.download)
-    pipeline = Pipeline(cfg.transform, test.mean, test.std, tuple(test.images.shape[1:]), cfg.seed, len(test.classes))
+    _, test = load_splits(cfg, data_dir)
+    pipeline = Pipeline.for_split(cfg.transform, test, cfg.seed)
     held = len(test.images[: cfg.dataset.test_subset])  # the test split as a run evaluates it
     if n is not None and n > held:  # the first `held` images still check every layer: say so, go on
         subset = f" (dataset.test_subset={cfg.dataset.test_subset})" if cfg.dataset.test_subset == held else ""

@@ -18,7 +18,7 @@ import torch
 
 from cnnlab import runs
 from cnnlab.config import DATASET_CLASSES, DATASET_SHAPES, Config, ShiftConfig, load_config
-from cnnlab.data import Split, load_dataset, resolve_data_dir
+from cnnlab.data import Split, load_splits
 from cnnlab.engine import class_probabilities, evaluate, loss_function
 from cnnlab.errors import ConfigError
 from cnnlab.experiment import resolve_device
@@ -61,23 +61,19 @@ def offsets(max_shift: int, axis: str) -> list[tuple[int, int]]:
     return [(dx, dy) for dy in r for dx in r]
 
 
-def splits(cfg: Config, data_dir=None) -> tuple[Split, Split]:
-    return load_dataset(cfg.dataset.name, resolve_data_dir(data_dir, cfg.dataset.data_dir), cfg.dataset.download)
-
-
 def prepare_shifted(t: Trained, train: Split, images: torch.Tensor, dx: int, dy: int, mode: str) -> torch.Tensor:
     """uint8 images -> the model's inputs, as the run prepared its test set but shifted (dx, dy) further:
     the sweep's offsets add to the run's own transform.shift, so 0 is what the run was tested on."""
     own = t.cfg.transform.shift
     transform = t.cfg.transform.model_copy(update={"shift": ShiftConfig(dx=own.dx + dx, dy=own.dy + dy, mode=mode)})
-    pipeline = Pipeline(transform, train.mean, train.std, tuple(train.images.shape[1:]), t.cfg.seed, len(train.classes))
+    pipeline = Pipeline.for_split(transform, train, t.cfg.seed)
     memory = torch.channels_last if t.cfg.train.channels_last else torch.contiguous_format
     return pipeline.prepare(images.to(t.device), train=False).contiguous(memory_format=memory)
 
 
 def sweep(t: Trained, shifts: list[tuple[int, int]], mode: str, data_dir=None) -> list[dict]:
     """Test loss and accuracy at every (dx, dy), on the run's own test split (its test_subset too)."""
-    train, test = splits(t.cfg, data_dir)
+    train, test = load_splits(t.cfg, data_dir)
     n = t.cfg.dataset.test_subset
     images, labels = test.images[:n], test.labels[:n].to(t.device)
     loss_fn = loss_function(t.cfg.loss.name, t.cfg.loss.label_smoothing)
@@ -91,7 +87,7 @@ def sweep(t: Trained, shifts: list[tuple[int, int]], mode: str, data_dir=None) -
 
 def pick_image(cfg: Config, index: int, split: str, data_dir=None) -> tuple[torch.Tensor, int, list[str]]:
     """One uint8 image (1, C, H, W) of cfg's dataset (the full split), its label and the class names."""
-    train, test = splits(cfg, data_dir)
+    train, test = load_splits(cfg, data_dir)
     source = train if split == "train" else test
     if not 0 <= index < len(source.labels):
         raise ConfigError(f"--image-index {index} is out of range: the {split} split has {len(source.labels)} images")
@@ -101,7 +97,7 @@ def pick_image(cfg: Config, index: int, split: str, data_dir=None) -> tuple[torc
 @torch.inference_mode()
 def image_probabilities(t: Trained, image: torch.Tensor, shifts: list[tuple[int, int]], mode: str, data_dir=None) -> np.ndarray:
     """Probability of every class (columns) at every shift (rows) for one image."""
-    train, _ = splits(t.cfg, data_dir)
+    train, _ = load_splits(t.cfg, data_dir)
     x = torch.cat([prepare_shifted(t, train, image, dx, dy, mode) for dx, dy in shifts])
     return class_probabilities(t.model(x)).cpu().numpy()
 
