@@ -226,10 +226,6 @@ class Pipeline:
         aug = self.cfg.augment
         return bool(aug.hflip or aug.grayscale > 0 or aug.crop_padding > 0 or aug.translate > 0 or aug.mixup > 0)
 
-    @property
-    def soft_targets(self) -> bool:
-        return self.cfg.augment.mixup > 0
-
     def _on(self, device: torch.device) -> dict[str, Tensor | float]:
         """mean, std, fill (normalized black) and the permutation on a device, made once."""
         cached = self._device_cache.get(device)

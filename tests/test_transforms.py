@@ -278,7 +278,7 @@ def test_prepare_permutes_both_splits_with_the_permute_seed():
 def test_train_batch_is_a_no_op_without_augmentation():
     p = pipe(permute=True)
     x, y = p.prepare(images(c=1, h=6, w=6), train=True), torch.arange(4)
-    assert not p.augments and not p.soft_targets
+    assert not p.augments
     out_x, out_y = p.train_batch(x, y, gen())
     assert out_x is x and out_y is y
 
@@ -332,7 +332,7 @@ def test_permutation_is_deferred_after_geometric_augmentation():
 
 def test_pipeline_mixup_gives_soft_targets():
     p = pipe(augment=AugmentConfig(mixup=0.4))
-    assert p.augments and p.soft_targets
+    assert p.augments
     x = p.prepare(images(n=8, c=1, h=6, w=6), train=True)
     out, soft = p.train_batch(x, torch.arange(8) % 10, gen())
     assert out.shape == x.shape and soft.shape == (8, 10)
