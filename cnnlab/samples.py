@@ -58,16 +58,13 @@ def sample_images(cfg: Config, n: int, split: str = "test", data_dir=None) -> tu
 
 def grid_png(images: torch.Tensor, labels: torch.Tensor, classes: list[str], title: str, columns: int = COLUMNS) -> bytes:
     """The grid as PNG bytes: one image per cell, its class name below it."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure  # as cnnlab.figures: the Agg canvas, no pyplot, no global backend switch
 
     n = len(images)
     cols = min(n, columns)
     rows = math.ceil(n / cols)
     width, height = grid_size(n, columns)
-    fig = plt.figure(figsize=(width / DPI, height / DPI), dpi=DPI)
+    fig = Figure(figsize=(width / DPI, height / DPI), dpi=DPI)
     side = (1 - min(cols, MIN_COLUMNS) / max(cols, MIN_COLUMNS)) / 2 if cols < MIN_COLUMNS else 0.0
     top = 1 - TITLE_INCHES * DPI / height
     grid = fig.add_gridspec(rows, cols, left=side + 0.02, right=1 - side - 0.02, bottom=0.02, top=top, hspace=0.3, wspace=0.1)
@@ -88,7 +85,6 @@ def grid_png(images: torch.Tensor, labels: torch.Tensor, classes: list[str], tit
         ax.set_xlabel(classes[int(labels[i])], fontsize=8, labelpad=2)
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=DPI)
-    plt.close(fig)
     return buf.getvalue()
 
 

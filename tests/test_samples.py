@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from cnnlab.config import config_from_dict
-from cnnlab.samples import grid_size, sample_images, title_for
+from cnnlab.samples import grid_png, grid_size, sample_images, title_for
 from cnnlab.transforms import make_permutation
 from fakedata import make_idx_dataset
 from test_forward_check import cli
@@ -29,6 +29,16 @@ def test_grid_size_follows_the_image_count():
     assert grid_size(32) == (8 * 130, 4 * 150 + 60)
     assert grid_size(9) == (8 * 130, 2 * 150 + 60)
     assert grid_size(2) == (4 * 130, 150 + 60)  # never narrower than 4 cells, so the title fits
+
+
+def test_drawing_a_grid_leaves_the_callers_matplotlib_backend_alone():
+    before = matplotlib.get_backend()
+    matplotlib.use("svg")  # a notebook's or a script's own choice
+    try:
+        png = grid_png(torch.rand(3, 1, 6, 6), torch.tensor([0, 1, 0]), ["a", "b"], "t")
+        assert png.startswith(b"\x89PNG") and matplotlib.get_backend() == "svg"
+    finally:
+        matplotlib.use(before)
 
 
 @pytest.mark.parametrize("n", [32, 9, 2])
