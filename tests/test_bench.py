@@ -115,6 +115,14 @@ def test_reference_transforms_follow_the_config():
         reference.transforms_for(load_config(ROOT / "configs" / "mnist_cnn.yaml", ["transform.permute=true"]))
 
 
+def test_runs_and_the_bench_name_the_cpu_alike():
+    from cnnlab.bench.machine import cpu_model, machine_info
+    from cnnlab.experiment import provenance
+
+    cpu = torch.device("cpu")  # a run's summary.json said what platform.processor() says ('x86_64', or '')
+    assert provenance(cpu)["device_name"] == machine_info(cpu)["device_name"] == cpu_model() != ""
+
+
 def test_peak_memory_sees_an_allocation():
     with PeakMemory(torch.device("cpu")) as before:
         pass

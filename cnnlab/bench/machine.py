@@ -3,25 +3,14 @@
 from __future__ import annotations
 
 import os
-import platform
 import resource
 import time
 from pathlib import Path
 
 import torch
 
+from cnnlab.experiment import cpu_model, device_name
 from cnnlab.flops import matmul_flops
-
-
-def cpu_model() -> str:
-    """The CPU's model name from /proc/cpuinfo (Linux), else what platform knows."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def machine_info(device: torch.device) -> dict:
@@ -31,7 +20,7 @@ def machine_info(device: torch.device) -> dict:
         "threads": torch.get_num_threads(),
         "torch_version": torch.__version__,
         "device": str(device),
-        "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else cpu_model(),
+        "device_name": device_name(device),
     }
 
 
