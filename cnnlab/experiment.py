@@ -41,7 +41,7 @@ class Interrupted(KeyboardInterrupt):
     """SIGINT or SIGTERM arrived: the run stops cleanly; exit code 128 + signal number."""
 
     def __init__(self, signum: int, message: str | None = None):
-        super().__init__(message or signal.Signals(signum).name)
+        super().__init__(message or signal_name(signum))
         self.signum = signum
 
     @classmethod
@@ -538,7 +538,7 @@ def _run(cfg: Config, signals: _Signals, runs_dir, data_dir, resume, progress, o
         if path is not None and state.epoch == cfg.train.epochs:  # came as the last epoch's files were written
             finish("completed")
             raise stopped_when_complete(e.signum, path) from None
-        message = f"stopped by {signal.Signals(e.signum).name} during epoch {state.epoch + 1}"
+        message = f"stopped by {signal_name(e.signum)} during epoch {state.epoch + 1}"
         finish("interrupted", message)
         if path is None:
             raise
