@@ -258,8 +258,10 @@ def _trial(params: dict, job: Job) -> None:
             run(cfg, runs_dir=job.trials_dir, data_dir=job.data_dir, resume=previous, on_epoch=report, cpu_share=job.threads)
     except Stopped as e:  # while telling Tune the earlier epochs (run() handles its own)
         settle(previous, "stopped", str(e))
-    except CnnlabError as e:  # bad data on this node, ...: the trial fails with one line, not retried
-        tune.report({sweep.metric: math.nan, "epoch": 0, "epochs_planned": planned, "error": f"{e} ({_where(node)})", **node})
+    except CnnlabError as e:  # bad data on this node, a diverged loss, ...: the trial fails with one line, not retried
+        made = _previous_run(Path(job.trials_dir), cfg.name)  # the run it made before failing (a NaN loss), if any
+        tune.report({sweep.metric: math.nan, "epoch": 0, "epochs_planned": planned, "error": f"{e} ({_where(node)})",
+                     **({"run_dir": str(made)} if made else {}), **node})
     if ended:
         sys.exit(0)  # returning would make Tune's session wait for a next report forever
 

@@ -333,6 +333,19 @@ def test_asha_sweep_stops_the_bad_lr_and_each_trial_is_an_ordinary_run(tmp_path,
     pd.testing.assert_frame_equal(pd.read_csv(plain_dir / "metrics.csv")[keys], pd.read_csv(trial / "metrics.csv")[keys])
 
 
+def test_a_diverged_trial_keeps_its_run_directory_in_trials_csv(tmp_path, learnable):
+    """A trial whose loss became NaN made a run directory before failing: trials.csv names it."""
+    path = write_sweep(tmp_path / "nan.yaml", seeds=[0], space={"optimizer.lr": [0.05, 1e5]}, max_concurrent=1)
+    out = cnnlab("sweep", path, "--data-dir", learnable, "--runs-dir", tmp_path / "runs", timeout=300)
+    assert out.returncode == 1 and "the loss became nan" in out.stderr, out.stderr
+    sweep_dir = last_line(out)
+    trials = pd.read_csv(sweep_dir / "trials.csv")
+    failed = trials[trials["status"] == "failed"].iloc[0]
+    assert failed["optimizer.lr"] == 1e5 and isinstance(failed["run_dir"], str), failed.to_dict()
+    summary = json.loads((sweep_dir / failed["run_dir"] / "summary.json").read_text())
+    assert summary["status"] == "failed" and "nan" in summary["error"] and failed["params"] == summary["params"]
+
+
 def wait_for(condition, timeout: float, what: str):
     end = time.monotonic() + timeout
     while time.monotonic() < end:
