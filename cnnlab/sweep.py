@@ -242,6 +242,9 @@ def resolve(spec: SweepFile, base: Config, source: str, explicit=()) -> Sweep:
     for key in ("seed", "name"):
         if key in spec.space:
             raise ConfigError(f"{source}: space: '{key}' is set by the sweep itself (use seeds: [...] for seeds)")
+    if "seed" in spec.set:  # trial_config replaces it with one of the seeds: it would be ignored
+        value = spec.set["seed"]
+        raise ConfigError(f"{source}: set.seed: a sweep's trials take their seeds from seeds=[...], e.g. seeds={value if isinstance(value, list) else [value]}")
     for key in spec.space:  # a section and a key inside it: one would silently overwrite the other
         inside = [other for other in spec.space if other.startswith(key + ".")]
         if inside:

@@ -73,6 +73,8 @@ def last_line(out) -> Path:
     ({"space": {"train.batch_size": {"low": 16.5, "high": 64.7, "integer": True}}, "method": "random"}, [], "an integer range needs whole bounds"),
     ({"space": {"optimizer": [{"name": "adam"}], "optimizer.lr": [0.1]}}, [], "optimizer and optimizer.lr overlap"),
     ({"space": {"optimizer.lr": [0.1]}}, ["seed=5"], "a sweep's trials take their seeds from seeds=[...], e.g. seeds=[5]"),
+    ({"space": {"optimizer.lr": [0.1]}, "set": {"device": "cpu", "seed": 7}}, [], "set.seed: a sweep's trials take their seeds from seeds=[...], e.g. seeds=[7]"),
+    ({"space": {"optimizer.lr": [0.1]}}, ["set.seed=5"], "set.seed: a sweep's trials take their seeds from seeds=[...], e.g. seeds=[5]"),
     ({"space": {"optimizer.lr": [0.1]}, "resources": {"gpus": -1}}, [], ": resources.gpus: Input should be greater than or equal to 0"),
 ])
 def test_sweep_file_errors_say_where_and_the_closest_key(tmp_path, body, overrides, message):
