@@ -115,6 +115,16 @@ def test_grid_expansion_is_points_times_seeds(tmp_path):
     assert load_sweep(path, ["method=tpe", "samples=7"]).n_trials == 7 * 3
 
 
+def test_exponent_values_without_a_dot_are_numbers_not_strings(tmp_path):
+    """YAML 1.1 reads 1e-3 as a string: swept values written so must be numbers in the points (and so in
+    trials.csv, results, the figure's log axis), not strings the config converts later."""
+    path = tmp_path / "exp.yaml"
+    path.write_text(f"base: {BASE}\nset: {{device: cpu}}\nspace:\n  optimizer.lr: [1e-4, 1e-3, 1e-2]\n")
+    for sweep in (load_sweep(path), load_sweep(path, ["space.optimizer.lr=[1e-4, 1e-3, 1e-2]"])):
+        assert [p["optimizer.lr"] for p in sweep.points] == [1e-4, 1e-3, 1e-2]
+        assert all(type(p["optimizer.lr"]) is float for p in sweep.points)
+
+
 def test_a_sweep_over_the_optimizer_kind_gives_each_kind_its_defaults(tmp_path):
     from cnnlab.sweep import reopen, start
 
