@@ -306,9 +306,10 @@ class Config(Strict):
 
 
 # ---------------------------------------------------------------------------- loading
-class _UniqueKeyLoader(yaml.SafeLoader):
+class _Loader(yaml.SafeLoader):
     """yaml's safe loader, refusing a key given twice in one mapping (plain YAML keeps the last
-    silently, so a second `model:` section would replace the first unseen)."""
+    silently, so a second `model:` section would replace the first unseen), and reading 1e-3 as the
+    number it is (YAML 1.1, which PyYAML follows, needs a dot: 1.0e-3; anything else is a string)."""
 
     def construct_mapping(self, node, deep=False):
         seen = set()
@@ -325,6 +326,9 @@ class _UniqueKeyLoader(yaml.SafeLoader):
         return super().construct_mapping(node, deep)
 
 
+_Loader.add_implicit_resolver("tag:yaml.org,2002:float", re.compile(r"^[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+$"), list("-+.0123456789"))
+
+
 def read_yaml(path: str | Path, what: str = "config") -> dict:
     """Read a YAML mapping safely; every failure becomes one ConfigError line."""
     path = Path(path)
@@ -333,7 +337,7 @@ def read_yaml(path: str | Path, what: str = "config") -> dict:
     if not path.is_file():
         raise ConfigError(f"{what} file not found: {path}")
     try:
-        data = yaml.load(path.read_text(), Loader=_UniqueKeyLoader)  # noqa: S506 (a SafeLoader)
+        data = yaml.load(path.read_text(), Loader=_Loader)  # noqa: S506 (a SafeLoader)
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
@@ -360,11 +364,9 @@ def parse_override(text: str) -> tuple[str, Any]:
     if not _KEY.fullmatch(key):
         raise ConfigError(f"override {text!r}: {key!r} is not a dotted key like train.epochs")
     try:
-        parsed = yaml.safe_load(value) if value.strip() else None
+        parsed = yaml.load(value, Loader=_Loader) if value.strip() else None  # noqa: S506 (a SafeLoader)
     except yaml.YAMLError:
         raise ConfigError(f"override {text!r}: the value is not valid YAML") from None
-    if isinstance(parsed, str) and re.fullmatch(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+", parsed):
-        parsed = float(parsed)  # YAML 1.1 reads 1e-3 as a string
     return key, parsed
 
 

@@ -13,7 +13,6 @@ import copy
 import itertools
 import math
 import os
-import re
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,9 +32,6 @@ DONE = ("completed", "stopped")  # trial statuses whose metric counts
 
 
 # ---------------------------------------------------------------------------- the sweep file
-_EXPONENT = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+")
-
-
 class SpaceEntry(Strict):
     """One swept key: a list of values, or a range from low to high."""
 
@@ -57,8 +53,7 @@ class SpaceEntry(Strict):
 
     @model_validator(mode="after")
     def _check(self):
-        if self.values is not None:  # YAML 1.1 reads 1e-3 (no dot) as a string: the number it is
-            self.values = [float(v) if isinstance(v, str) and _EXPONENT.fullmatch(v) else v for v in self.values]
+        if self.values is not None:
             if self.low is not None or self.high is not None:
                 raise ValueError("give values or low/high, not both")
             if not self.values:
