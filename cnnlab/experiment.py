@@ -291,9 +291,10 @@ def check_resume_changes(path: Path, trained: Config, cfg: Config) -> None:
         )
 
 
-def reopen(path: Path, trained: Config, state: State, device: torch.device, cfg: Config) -> tuple[list[dict], dict]:
+def reopen(path: Path, trained: Config, state: State, device: torch.device, cfg: Config) -> tuple[list[dict], dict, bool]:
     """Restore state from the checkpoint of the run at path, trained with `trained` (its config.yaml,
-    read before it is rewritten) and resumed with cfg: (metrics rows kept, summary).
+    read before it is rewritten) and resumed with cfg: (metrics rows kept, summary, whether
+    metrics.csv holds epochs past the checkpoint).
     The caller holds the run's training lock, so no other process trains it meanwhile."""
     summary = runs.read_json(path / runs.SUMMARY)
     for stale in path.glob(".*.tmp"):  # left by a process killed in the middle of a write
@@ -304,7 +305,7 @@ def reopen(path: Path, trained: Config, state: State, device: torch.device, cfg:
     if (path / runs.CHECKPOINT).exists() or (len(previous) and not trained.train.checkpoint):
         restore(state, load_checkpoint(path / runs.CHECKPOINT, device), path)
     rows = [r for r in previous.to_dict("records") if r["epoch"] <= state.epoch]
-    return rows, summary
+    return rows, summary, len(rows) < len(previous)
 
 
 def epoch_numbers(rows: list[dict]) -> dict:
@@ -500,7 +501,7 @@ def _run(cfg: Config, signals: _Signals, runs_dir, data_dir, resume, progress, o
             if resume is not None:
                 where = resume
                 hold.enter_context(runs.training_lock(where))
-                rows, summary = reopen(where, trained, state, device, cfg)
+                rows, summary, past_checkpoint = reopen(where, trained, state, device, cfg)
                 if cfg.train.epochs < state.epoch:  # refused before config.yaml is rewritten
                     raise RunError(
                         f"{where} already has {state.epoch} epochs; train.epochs={cfg.train.epochs} would not undo them: "
@@ -508,7 +509,7 @@ def _run(cfg: Config, signals: _Signals, runs_dir, data_dir, resume, progress, o
                     )
                 if cfg.train.epochs == state.epoch and summary.get("status") == "completed":  # its files stay as they are
                     raise RunError(f"{where} is already complete ({state.epoch} epochs): nothing to train; extend it with train.epochs={state.epoch + 1} or more")
-                if len(rows) < len(runs.read_metrics(where)):  # epochs past the checkpoint (see reopen): trained again,
+                if past_checkpoint:  # epochs past the checkpoint (see reopen): trained again,
                     drop_epochs_past(where, rows, state)  # so the run's files say what its checkpoint holds
                 summary.update(epoch_numbers(rows))
             else:
