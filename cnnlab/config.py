@@ -26,6 +26,7 @@ DATASET_SHAPES: dict[str, tuple[int, int, int]] = {
 }
 DATASET_CLASSES: dict[str, int] = {"mnist": 10, "fashion-mnist": 10, "cifar10": 10, "toy": 2}
 DEVICES = r"auto|cpu|cuda(:\d+)?"  # the device names a config (and --device) takes
+DEVICE_NAMES = "auto, cpu, cuda, cuda:N"  # the same, as error messages list them
 
 
 class Strict(BaseModel):
@@ -260,7 +261,7 @@ class Config(Strict):
     @classmethod
     def _device(cls, v: str) -> str:
         if not re.fullmatch(DEVICES, v):
-            raise ValueError(f"unknown device {v!r}; valid: auto, cpu, cuda, cuda:N")
+            raise ValueError(f"unknown device {v!r}; valid: {DEVICE_NAMES}")
         return v
 
     @model_validator(mode="after")

@@ -70,10 +70,10 @@ def check_options(device: str, amp: str | None) -> None:
     """--device and --amp name themselves when refused (not the train.amp of a case's config file)."""
     import re
 
-    from cnnlab.config import DEVICES
+    from cnnlab.config import DEVICE_NAMES, DEVICES
 
     if not re.fullmatch(DEVICES, device):
-        raise CnnlabUsage(f"unknown --device {device!r}; valid: auto, cpu, cuda, cuda:N")
+        raise CnnlabUsage(f"unknown --device {device!r}; valid: {DEVICE_NAMES}")
     if amp not in (None, "none", "bf16"):
         raise CnnlabUsage(f"unknown --amp {amp!r}; valid: none, bf16")
 
