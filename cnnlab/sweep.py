@@ -13,6 +13,7 @@ import copy
 import itertools
 import math
 import os
+import statistics
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -345,10 +346,30 @@ def show(value) -> Any:
     return value
 
 
+def _rank(entry: SpaceEntry, value):
+    """Where a swept value (as the tables show it) comes in the sweep's own order: its place in the
+    entry's values, or the value itself in a range (which a grid visits from low to high)."""
+    if entry.values is None:
+        return value
+    order = [show(v) for v in entry.values]
+    return order.index(value) if value in order else len(order)
+
+
+def _order(sweep: Sweep, row: dict) -> tuple:
+    """A point's place in the sweep's own order: the grid's, also for the points random and tpe drew
+    (whose records carry no grid index), never the order Tune returned the records in."""
+    return tuple(_rank(sweep.spec.space[k], row[k]) for k in sweep.keys)
+
+
+def _missing(x) -> bool:
+    return x is None or x != x
+
+
 def trial_rows(sweep: Sweep, sweep_dir: Path, records: list[dict]) -> list[dict]:
-    """One row per trial, from Tune's record of it and its run directory; also settles a stopped trial's run."""
+    """One row per trial, from Tune's record of it and its run directory, in the sweep's order; also
+    settles a stopped trial's run."""
     rows = []
-    for rec in sorted(records, key=lambda r: (r["index"], r["seed"])):
+    for rec in records:
         run_dir = Path(rec["run_dir"]) if rec.get("run_dir") else None
         summary = runs.read_json(run_dir / runs.SUMMARY) if run_dir and (run_dir / runs.SUMMARY).is_file() else {}
         status, error = rec["status"], rec.get("error")
@@ -363,40 +384,46 @@ def trial_rows(sweep: Sweep, sweep_dir: Path, records: list[dict]) -> list[dict]
             "params": summary.get("params"), "node": rec.get("node"), "node_ip": rec.get("node_ip"),
             "trial": rec["trial_id"], "run_dir": os.path.relpath(run_dir, sweep_dir) if run_dir else None, "error": error,
         })
-    return rows
+    # a tpe point drawn twice has two trials of a seed: their trial ids settle which comes first
+    return sorted(rows, key=lambda r: (_order(sweep, r), r["seed"], r["trial"]))
 
 
-def _plain(v):
-    """A numpy scalar from pandas as the Python value it stands for (JSON, YAML, equality); pandas
-    groups a swept null as NaN, which is null again here (no swept value is NaN)."""
-    v = v.item() if hasattr(v, "item") else v
-    return None if isinstance(v, float) and v != v else v
+def _mean(values) -> float:
+    """fmean sums exactly: the same trials in any order give the same mean, so ties stay ties."""
+    known = [v for v in values if not _missing(v)]
+    return statistics.fmean(known) if known else math.nan
 
 
 def point_rows(sweep: Sweep, trials: list[dict]) -> list[dict]:
     """One row per point: the metric's mean and std over seeds, sorted best first."""
-    import pandas as pd
-
-    df = pd.DataFrame(trials)
     m = sweep.metric
+    groups: dict[tuple, list[dict]] = {}
+    for t in trials:
+        groups.setdefault(tuple(t[k] for k in sweep.keys), []).append(t)
     out = []
-    for values, group in df.groupby(sweep.keys, sort=False, dropna=False):
-        done = group[group["status"].isin(DONE)]
-        scores = done[m].astype(float)
-        epochs = sorted(set(group["epochs"]))
-        stops = Counter(group["status"])
+    for values, group in groups.items():
+        done = [t for t in group if t["status"] in DONE]
+        scores = [t[m] for t in done if not _missing(t[m])]
+        epochs = sorted({t["epochs"] for t in group})
+        stops = sorted(Counter(t["status"] for t in group).items(), key=lambda s: (-s[1], s[0]))
         out.append({
-            **{k: _plain(v) for k, v in zip(sweep.keys, values)},
-            f"{m}_mean": scores.mean() if len(scores) else math.nan,
-            f"{m}_std": scores.std(ddof=1) if len(scores) > 1 else math.nan,
+            **dict(zip(sweep.keys, values)),
+            f"{m}_mean": _mean(scores), f"{m}_std": statistics.stdev(scores) if len(scores) > 1 else math.nan,
             "seeds": len(done), "trials": len(group),
             "epochs": str(epochs[0]) if len(epochs) == 1 else f"{epochs[0]}-{epochs[-1]}",
-            "stop": ", ".join(k if len(stops) == 1 else f"{n} {k}" for k, n in stops.most_common()),
+            "stop": ", ".join(k if len(stops) == 1 else f"{n} {k}" for k, n in stops),
             # the point's model: also a trial that failed or was cut off after building it counts
-            "seconds": group["seconds"].astype(float).mean(), "params": group["params"].max(),
+            "seconds": _mean(t["seconds"] for t in group), "params": max((t["params"] for t in group if not _missing(t["params"])), default=None),
         })
-    table = pd.DataFrame(out).sort_values(f"{m}_mean", ascending=sweep.mode == "min", na_position="last", kind="stable")
-    return [{k: _plain(v) if k in sweep.keys else v for k, v in row.items()} for row in table.to_dict("records")]
+    return sorted(out, key=lambda p: _best_first(sweep, p))
+
+
+def _best_first(sweep: Sweep, point: dict) -> tuple:
+    """The results' order: the best mean first; on a tie the smaller std (the steadier point; one
+    finished seed, no std, after), then the sweep's own order."""
+    mean, std = point[f"{sweep.metric}_mean"], point[f"{sweep.metric}_std"]
+    sign = -1 if sweep.mode == "max" else 1
+    return _missing(mean), 0 if _missing(mean) else sign * mean, _missing(std), 0 if _missing(std) else std, _order(sweep, point)
 
 
 def display_rows(sweep: Sweep, points: list[dict]) -> list[dict]:
@@ -412,7 +439,7 @@ def display_rows(sweep: Sweep, points: list[dict]) -> list[dict]:
         params = p["params"]
         row.update({m: value, "seeds": f"{p['seeds']}/{p['trials']}", "epochs": p["epochs"], "stop": p["stop"],
                     "seconds": f"{p['seconds']:.1f}" if p["seconds"] == p["seconds"] else "-",
-                    "params": f"{int(params):,}" if params == params and params is not None else "-"})
+                    "params": "-" if _missing(params) else f"{int(params):,}"})
         shown.append(row)
     return shown
 
@@ -424,8 +451,8 @@ def write_best(sweep: Sweep, sweep_dir: Path, points: list[dict], trials: list[d
     if best is None:
         return None
     mine = [t for t in trials if all(t[k] == best[k] for k in sweep.keys) and t["status"] in DONE]
-    # a completed trial before an early-stopped one: best.yaml trains all the planned epochs
-    trial = sorted(mine, key=lambda t: (t["status"] != "completed", -t[m] if sweep.mode == "max" else t[m]))[0]
+    # a completed trial before an early-stopped one: best.yaml trains all the planned epochs; on a tie the first seed
+    trial = min(mine, key=lambda t: (t["status"] != "completed", -t[m] if sweep.mode == "max" else t[m], t["seed"], t["trial"]))
     run_dir = sweep_dir / trial["run_dir"]
     data = read_yaml(run_dir / runs.CONFIG)
     data["name"] = f"{sweep.name}-best"
@@ -446,7 +473,7 @@ def write_best(sweep: Sweep, sweep_dir: Path, points: list[dict], trials: list[d
 
 def _number(x) -> float | None:
     """NaN (one seed's std) as null: summary.json stays strict JSON."""
-    return None if x is None or x != x else float(x)
+    return None if _missing(x) else float(x)
 
 
 def _numeric(values) -> bool:
@@ -473,8 +500,7 @@ def figure(sweep: Sweep, points: list[dict]):
         if numeric:
             values.sort()
         elif entry.values is not None:  # the sweep file's order, not the ranking
-            order = [show(v) for v in entry.values]
-            values.sort(key=lambda v: order.index(v) if v in order else len(order))
+            values.sort(key=lambda v: _rank(entry, v))
         where = {v: (v if numeric else j) for j, v in enumerate(values)}
         others = [k for k in keys if k != key]
         groups: dict[tuple, list[dict]] = {}

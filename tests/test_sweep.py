@@ -262,6 +262,29 @@ def test_a_null_swept_value_can_be_the_best_point(tmp_path):
     assert summary["status"] == "completed" and summary["best"]["point"] == {"train.max_steps": None}
 
 
+def test_tied_points_rank_by_std_then_the_sweeps_order_whatever_order_tune_returns_them(tmp_path):
+    """A tpe sweep's records carry no grid index; a resumed sweep gets them back in another order.
+    lr 0.1 is drawn twice (four trials), lr 2.0 lost a seed: every point's mean is 0.5."""
+    from cnnlab.sweep import finish, start
+
+    space = {"optimizer.lr": [0.1, 0.5, 1.0, 2.0, 0.1]}
+    grid = load_sweep(write_sweep(tmp_path / "grid.yaml", seeds=[0, 1], space=space))  # makes the trials
+    tpe = load_sweep(write_sweep(tmp_path / "tpe.yaml", seeds=[0, 1], space=space, method="tpe", samples=5))
+    sweep_dir = start(tpe, tmp_path / "runs")
+    accuracy = {0.1: [0.5, 0.5], 0.5: [0.25, 0.75], 1.0: [0.5, 0.5], 2.0: [0.5, None]}
+    records = finished_trials(grid, sweep_dir, lambda point, seed: accuracy[point["optimizer.lr"]][seed])
+    for record in records:
+        record["index"] = -1  # as decode() gives a drawn point
+
+    written = []
+    for order in (records, records[::-1], records[1::2] + records[::2]):
+        outcome = finish(tpe, sweep_dir, order)
+        written.append([(sweep_dir / name).read_text() for name in ("trials.csv", "results.csv", "results.md", "best.yaml")])
+        assert [p["optimizer.lr"] for p in outcome.points] == [0.1, 1.0, 0.5, 2.0]  # std 0 (first in the space), 0, 0.35, none
+        assert (outcome.best["point"], outcome.best["seed"], outcome.best["run_dir"]) == ({"optimizer.lr": 0.1}, 0, os.path.relpath(records[0]["run_dir"], sweep_dir))
+    assert written[0] == written[1] == written[2]
+
+
 def run_python(code: str):
     return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=120)
 
