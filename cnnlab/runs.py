@@ -12,6 +12,7 @@ import contextlib
 import fcntl
 import io
 import json
+import numbers
 import os
 import secrets
 import socket
@@ -200,9 +201,16 @@ def read_json(path: Path) -> dict:
 
 
 def write_table(path: Path, rows: list[dict]) -> None:
+    """rows as CSV; a column of whole numbers stays whole where some rows lack it (6422 and an empty
+    cell, not the 6422.0 of the float column pandas makes for a missing value)."""
     import pandas as pd
 
-    atomic_write(path, pd.DataFrame(rows).to_csv(index=False))
+    table = pd.DataFrame(rows)
+    for column in table.columns:
+        given = [row[column] for row in rows if row.get(column) is not None]
+        if given and all(isinstance(v, numbers.Integral) and not isinstance(v, bool) for v in given):
+            table[column] = pd.array([row.get(column) for row in rows], dtype="Int64")
+    atomic_write(path, table.to_csv(index=False))
 
 
 def read_metrics(run: Path):

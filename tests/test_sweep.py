@@ -285,6 +285,28 @@ def test_tied_points_rank_by_std_then_the_sweeps_order_whatever_order_tune_retur
     assert written[0] == written[1] == written[2]
 
 
+def test_whole_numbers_stay_whole_in_the_tables_where_a_trial_lacks_them(tmp_path):
+    """Trials that failed before making a run directory (data missing on the node) have no params:
+    the others' stay 100, not 100.0, and theirs is an empty cell."""
+    import csv
+
+    from cnnlab.sweep import finish, start
+
+    sweep = load_sweep(write_sweep(tmp_path / "s.yaml", seeds=[0, 1], space={"optimizer.lr": [0.1, 0.5]}))
+    sweep_dir = start(sweep, tmp_path / "runs")
+    records = finished_trials(sweep, sweep_dir, lambda point, seed: 0.9 if (point["optimizer.lr"], seed) == (0.1, 0) else None)
+    for record in records[1:]:
+        record["run_dir"] = None
+    finish(sweep, sweep_dir, records)
+
+    def column(name, key):
+        return [row[key] for row in csv.DictReader((sweep_dir / name).read_text().splitlines())]
+
+    assert column("trials.csv", "params") == ["100", "", "", ""]
+    assert column("trials.csv", "seed") == ["0", "1", "0", "1"] and column("trials.csv", "epochs") == ["1", "0", "0", "0"]
+    assert column("results.csv", "params") == ["100", ""] and column("results.csv", "seeds") == ["1", "0"]
+
+
 def run_python(code: str):
     return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=120)
 
