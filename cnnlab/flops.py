@@ -24,6 +24,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from cnnlab.layer_calls import LayerCall, dry_input, layer_calls
+
 _POINTWISE = {nn.ReLU: 1, nn.Sigmoid: 4, nn.Tanh: 4, nn.BatchNorm1d: 5, nn.BatchNorm2d: 5}
 
 
@@ -59,32 +61,20 @@ def _forward_flops(module: nn.Module, inp: torch.Tensor, out: torch.Tensor) -> t
     return 0, False  # Flatten, Dropout, identity-like layers
 
 
+def _layer_flops(call: LayerCall) -> LayerFlops:
+    module, inp = call.module, call.inputs[0]
+    fwd, matmul = _forward_flops(module, inp, call.output)
+    if matmul:  # weight gradient when the layer learns; input gradient when something upstream does
+        bwd = fwd * (int(module.weight.requires_grad) + int(inp.requires_grad))
+    else:
+        bwd = fwd
+    return LayerFlops(call.name, type(module).__name__, fwd, bwd)
+
+
 def count_layers(model: nn.Module, input_shape: tuple[int, ...]) -> list[LayerFlops]:
     """Forward and backward FLOPs of every leaf layer for one input of input_shape (no batch dim)."""
-    rows: list[LayerFlops] = []
-
-    def hook(module, args, output):
-        inp = args[0]
-        fwd, matmul = _forward_flops(module, inp, output)
-        if matmul:  # weight gradient when the layer learns; input gradient when something upstream does
-            bwd = fwd * (int(module.weight.requires_grad) + int(inp.requires_grad))
-        else:
-            bwd = fwd
-        rows.append(LayerFlops(names[module], type(module).__name__, fwd, bwd))
-
-    names = {m: n for n, m in model.named_modules() if not list(m.children())}
-    handles = [m.register_forward_hook(hook) for m in names]
-    was_training = model.training
-    param = next(model.parameters(), None)
-    device = param.device if param is not None else torch.device("cpu")
-    try:
-        model.eval()  # leave BatchNorm's running statistics alone; shapes are the same
-        model(torch.zeros(1, *input_shape, device=device))
-    finally:
-        model.train(was_training)
-        for h in handles:
-            h.remove()
-    return rows
+    calls, _ = layer_calls(model, dry_input(model, input_shape))  # autograd on: inputs tell if they need a gradient
+    return [_layer_flops(call) for call in calls]
 
 
 def training_flops(model: nn.Module, input_shape: tuple[int, ...]) -> int:

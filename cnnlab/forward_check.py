@@ -21,6 +21,7 @@ from numpy.lib.stride_tricks import sliding_window_view
 from torch import nn
 
 from cnnlab.errors import CnnlabError
+from cnnlab.layer_calls import layer_calls
 
 TOLERANCE = 1e-4  # largest absolute difference from PyTorch accepted per layer
 
@@ -165,29 +166,11 @@ def layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
 def torch_outputs(model: nn.Module, x: torch.Tensor) -> list[torch.Tensor]:
     """PyTorch's output of every layer of layers(model), in eval mode, from one real forward pass."""
     named = layers(model)
-    outputs: dict[str, torch.Tensor] = {}
-    order: list[str] = []
-
-    def hook_for(name):
-        def hook(module, inputs, output):
-            outputs[name] = output.detach().clone()
-            order.append(name)
-
-        return hook
-
-    handles = [m.register_forward_hook(hook_for(name)) for name, m in named]
-    was_training = model.training
-    try:
-        model.eval()
-        with torch.no_grad():
-            final = model(x)
-    finally:
-        for h in handles:
-            h.remove()
-        model.train(was_training)
-    if order != [name for name, _ in named] or not torch.equal(final, outputs[order[-1]]):
+    with torch.no_grad():
+        calls, final = layer_calls(model, x, named)
+    if [call.name for call in calls] != [name for name, _ in named] or not torch.equal(final, calls[-1].output):
         raise NotCovered("forward-check covers models whose forward runs their layers once each, in order")
-    return [outputs[name] for name, _ in named]
+    return [call.output for call in calls]
 
 
 def numpy_outputs(model: nn.Module, x: torch.Tensor) -> list[np.ndarray]:

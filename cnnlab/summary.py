@@ -8,6 +8,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from cnnlab.layer_calls import LayerCall, dry_input, layer_calls
 from cnnlab.models import count_params
 
 # layers whose output size follows the convolution rule, and their number of spatial dims
@@ -74,32 +75,15 @@ def _shape(output) -> tuple:
     return ()
 
 
+def _row(call: LayerCall) -> LayerRow:
+    first = call.inputs[0] if call.inputs and isinstance(call.inputs[0], torch.Tensor) else None
+    rule = output_rule(call.module, tuple(first.shape[2:])) if first is not None else ""
+    return LayerRow(call.name, type(call.module).__name__, _shape(call.output), count_params(call.module), rule)
+
+
 def summarize(model: nn.Module, input_shape: tuple[int, ...]) -> tuple[list[LayerRow], int]:
     """One forward pass on zeros of (1, *input_shape) in eval mode; rows per leaf module call, and
     the total of trainable parameters. Training modes are restored afterwards."""
-    rows: list[LayerRow] = []
-
-    def hook_for(name: str):
-        def hook(module, inputs, output):
-            first = inputs[0] if inputs and isinstance(inputs[0], torch.Tensor) else None
-            rule = output_rule(module, tuple(first.shape[2:])) if first is not None else ""
-            rows.append(LayerRow(name, type(module).__name__, _shape(output), count_params(module), rule))
-
-        return hook
-
-    leaves = [(name, m) for name, m in model.named_modules() if not any(True for _ in m.children())]
-    handles = [m.register_forward_hook(hook_for(name)) for name, m in leaves]
-    modes = {m: m.training for m in model.modules()}
-    first_param = next(model.parameters(), None)
-    device = first_param.device if first_param is not None else torch.device("cpu")
-    dtype = first_param.dtype if first_param is not None and first_param.is_floating_point() else torch.float32
-    try:
-        model.eval()
-        with torch.no_grad():
-            model(torch.zeros(1, *input_shape, device=device, dtype=dtype))
-    finally:
-        for handle in handles:
-            handle.remove()
-        for m, training in modes.items():
-            m.training = training
-    return rows, count_params(model)
+    with torch.no_grad():
+        calls, _ = layer_calls(model, dry_input(model, input_shape))
+    return [_row(call) for call in calls], count_params(model)

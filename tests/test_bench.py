@@ -55,6 +55,14 @@ def test_a_layer_behind_a_learned_one_pays_for_its_input_gradient():
     assert model.training  # the dry pass leaves the mode as it was
 
 
+def test_the_dry_pass_keeps_each_layers_mode_and_takes_the_models_dtype():
+    model = nn.Sequential(nn.Conv2d(1, 2, 3), nn.BatchNorm2d(2))
+    model[1].eval()  # frozen statistics inside a model in training mode
+    rows = count_layers(model, (1, 6, 6))
+    assert model.training and not model[1].training
+    assert [(r.forward, r.backward) for r in count_layers(model.double(), (1, 6, 6))] == [(r.forward, r.backward) for r in rows]
+
+
 @pytest.mark.parametrize(
     "config, shape",
     [("mnist_fc", (1, 28, 28)), ("mnist_cnn", (1, 28, 28)), ("lenet", (1, 28, 28)), ("cifar10_trashnet", (3, 32, 32)),

@@ -86,6 +86,13 @@ def test_a_weight_changed_after_the_pytorch_pass_names_its_layer():
     assert all(r.ok for r in rows[:3])
 
 
+def test_the_pytorch_pass_keeps_each_layers_mode():
+    model = nn.Sequential(nn.Linear(3, 3), nn.Sequential(nn.Dropout(0.5), nn.ReLU()))
+    model[1].eval()
+    rows, _, _ = fc.check(model, torch.randn(2, 3))
+    assert all(r.ok for r in rows) and model.training and not model[1].training and not model[1][0].training
+
+
 def test_uncovered_layers_are_named():
     model = build_model(C.TrashNetModel(name="trashnet"), CIFAR, 10)
     with pytest.raises(fc.NotCovered) as e:

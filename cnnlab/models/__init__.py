@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 from cnnlab.errors import ConfigError, first_line
+from cnnlab.layer_calls import eval_mode
 
 Builder = Callable[..., nn.Module]
 MODELS: dict[str, Builder] = {}
@@ -51,12 +52,8 @@ def count_params(model: nn.Module) -> int:
 
 def flat_size(features: nn.Module, input_shape: tuple[int, ...]) -> int:
     """Number of values features outputs for one input of input_shape (a dry forward pass)."""
-    was_training = features.training
-    features.eval()  # leave BatchNorm running statistics untouched
-    with torch.no_grad():
-        n = features(torch.zeros(1, *input_shape)).numel()
-    features.train(was_training)
-    return n
+    with eval_mode(features), torch.no_grad():
+        return features(torch.zeros(1, *input_shape)).numel()
 
 
 def xavier_init(model: nn.Module, zero_bias: bool = False) -> nn.Module:
