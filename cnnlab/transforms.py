@@ -38,6 +38,19 @@ def _cached_channels(values: tuple[float, ...], device: torch.device, dtype: tor
     return torch.tensor(values, dtype=dtype, device=device).view(1, -1, 1, 1)
 
 
+@lru_cache(maxsize=16)
+def _device_constants(stats: tuple | None, perm_args: tuple[int, int] | None, device: torch.device) -> dict[str, Tensor | float]:
+    """A pipeline's mean, std, fill (normalized black) and permutation on a device, made once.
+    Shared by the pipelines that ask alike: read them, never modify them."""
+    on: dict[str, Tensor | float] = {"fill": 0.0}
+    if stats is not None:
+        mean, std = (_cached_channels(values, device, torch.float32) for values in stats)
+        on.update(mean=mean, std=std, fill=(-mean / std).view(-1))
+    if perm_args is not None:
+        on["perm"] = make_permutation(*perm_args).to(device)
+    return on
+
+
 def _channels(values: Fill, like: Tensor) -> Tensor | float:
     """Per-channel values as a (1, C, 1, 1) tensor on like's device (cached), or a plain float."""
     if isinstance(values, (int, float)):
@@ -208,12 +221,12 @@ class Pipeline:
                 raise ValueError(f"normalization needs 1 or {c} mean/std values, got {len(m)} and {len(s)}")
             self.stats = (tuple(float(v) for v in m), tuple(float(v) for v in s))
         perm_seed = cfg.permute_seed if cfg.permute_seed is not None else seed
-        self.perm = make_permutation(h * w, perm_seed) if cfg.permute else None
+        self._perm_args = (h * w, perm_seed) if cfg.permute else None
+        self.perm = make_permutation(*self._perm_args) if cfg.permute else None
         aug = cfg.augment
         geometric = aug.hflip or aug.crop_padding > 0 or aug.translate > 0
         # grayscale and mixup act per pixel, so they commute with the permutation; moving pixels does not
         self.defer_permutation = self.perm is not None and geometric
-        self._device_cache: dict[torch.device, dict[str, Tensor | float]] = {}
 
     @classmethod
     def for_split(cls, cfg: TransformConfig, split: Split, seed: int) -> Pipeline:
@@ -228,17 +241,7 @@ class Pipeline:
 
     def _on(self, device: torch.device) -> dict[str, Tensor | float]:
         """mean, std, fill (normalized black) and the permutation on a device, made once."""
-        cached = self._device_cache.get(device)
-        if cached is None:
-            cached = {"fill": 0.0}
-            if self.stats is not None:
-                mean = torch.tensor(self.stats[0], dtype=torch.float32, device=device).view(1, -1, 1, 1)
-                std = torch.tensor(self.stats[1], dtype=torch.float32, device=device).view(1, -1, 1, 1)
-                cached.update(mean=mean, std=std, fill=(-mean / std).view(-1))
-            if self.perm is not None:
-                cached["perm"] = self.perm.to(device)
-            self._device_cache[device] = cached
-        return cached
+        return _device_constants(self.stats, self._perm_args, device)
 
     def prepare(self, images_uint8: Tensor, train: bool) -> Tensor:
         """The deterministic part, once over a whole split, in chunks: float 0..1, the fixed shift

@@ -8,6 +8,7 @@ import torch.nn.functional as F
 from cnnlab.config import AugmentConfig, MeanStd, ShiftConfig, TransformConfig
 from cnnlab.transforms import (
     Pipeline,
+    _cached_channels,
     make_permutation,
     mixup,
     normalize,
@@ -273,6 +274,17 @@ def test_prepare_permutes_both_splits_with_the_permute_seed():
     assert torch.equal(p.prepare(raw, train=False), expected)
     default_seed = Pipeline(TransformConfig(normalize="none", permute=True), **{**MNIST, "seed": 11})
     assert torch.equal(default_seed.perm, make_permutation(36, 11))
+
+
+def test_pipelines_alike_share_their_device_constants_with_normalize():
+    cpu = torch.device("cpu")
+    p = pipe(CIFAR, permute=True)
+    on = p._on(cpu)
+    assert pipe(CIFAR, permute=True)._on(cpu) is on  # made once for every pipeline that asks alike
+    assert on["mean"] is _cached_channels(tuple(CIFAR["mean"]), cpu, torch.float32)  # normalize()'s own tensors
+    assert torch.equal(on["perm"], p.perm) and pipe(CIFAR)._on(cpu) is not on
+    black = p.prepare(torch.zeros(1, 3, 6, 6, dtype=torch.uint8), train=True)
+    assert torch.equal(black[0, :, 0, 0], on["fill"])  # the fill is black as prepare() normalizes it
 
 
 def test_train_batch_is_a_no_op_without_augmentation():
