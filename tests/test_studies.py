@@ -382,7 +382,7 @@ def fashion_run(tiny_data, tmp_path_factory):
 
 def test_sweep_at_zero_is_the_plain_evaluation(fashion_run, tiny_data):
     t = shift_sweep.load_trained(fashion_run.path)
-    rows = shift_sweep.sweep(t, shift_sweep.offsets(2, "x"), "roll", tiny_data)
+    rows = shift_sweep.sweep(t, load_splits(t.cfg, tiny_data), shift_sweep.offsets(2, "x"), "roll")
     assert [(r["dx"], r["dy"]) for r in rows] == [(-2, 0), (-1, 0), (0, 0), (1, 0), (2, 0)]
     centre = rows[2]
     assert centre["test_acc"] == fashion_run.summary["test_acc"]
@@ -390,12 +390,37 @@ def test_sweep_at_zero_is_the_plain_evaluation(fashion_run, tiny_data):
     assert len({r["test_loss"] for r in rows}) == 5  # the shifts change what the model sees
 
 
+def test_every_sweep_row_is_the_evaluation_of_the_test_split_shifted_so(fashion_run, tiny_data):
+    """The numbers at every offset, and one image's probabilities, against pipelines with that shift
+    built here: a guard on which split, images and shift the sweep reads."""
+    t = shift_sweep.load_trained(fashion_run.path)
+    train, test = load_splits(t.cfg, tiny_data)
+    n, loss_fn = t.cfg.dataset.test_subset, loss_function(t.cfg.loss.name, t.cfg.loss.label_smoothing)
+
+    def shifted(images, dx, dy):
+        transform = t.cfg.transform.model_copy(update={"shift": ShiftConfig(dx=dx, dy=dy, mode="zero")})
+        return Pipeline.for_split(transform, train, t.cfg.seed).prepare(images, train=False)
+
+    rows = shift_sweep.sweep(t, (train, test), [(-2, 1), (0, 0), (3, 0)], "zero")
+    assert len({r["test_loss"] for r in rows}) == 3
+    for r in rows:
+        x = shifted(test.images[:n], r["dx"], r["dy"])
+        loss, acc = evaluate(t.model, x, test.labels[:n], t.cfg.train.eval_batch_size, loss_fn, t.cfg.train.amp, t.cfg.train.tta)
+        assert (r["test_acc"], r["test_loss"]) == (acc, pytest.approx(loss, rel=1e-6))
+    image, label, classes = shift_sweep.pick_image((train, test), 7, "test")
+    assert torch.equal(image, test.images[7:8]) and label == int(test.labels[7]) and classes == list(train.classes)
+    probs = shift_sweep.image_probabilities(t, train, image, [(2, 0), (0, -1)], "zero")
+    with torch.no_grad():
+        want = torch.softmax(t.model(torch.cat([shifted(image, 2, 0), shifted(image, 0, -1)])), 1)
+    np.testing.assert_allclose(probs, want.numpy(), rtol=1e-5, atol=1e-7)
+
+
 def test_sweep_at_zero_uses_the_runs_test_time_augmentation(tiny_data, tmp_path):
     cfg = load_config(ROOT / "configs" / "cifar10_fast.yaml", ["model.widths=[8,8,8]", "train.tta=flip", "device=cpu",
                                                                "train.batch_size=64", "train.max_steps=2", "train.epochs=1"])
     trained = run(cfg, runs_dir=tmp_path, data_dir=tiny_data)
     t = shift_sweep.load_trained(trained.path)
-    (centre,) = shift_sweep.sweep(t, [(0, 0)], "roll", tiny_data)
+    (centre,) = shift_sweep.sweep(t, load_splits(t.cfg, tiny_data), [(0, 0)], "roll")
     assert centre["test_loss"] == pytest.approx(trained.summary["test_loss"], rel=1e-5)
 
 
@@ -432,18 +457,19 @@ def test_sweep_offsets_add_to_the_runs_own_shift(fashion_run, tiny_data):
 
 def test_single_image_probabilities(fashion_run, tiny_data):
     t = shift_sweep.load_trained(fashion_run.path)
-    image, label, classes = shift_sweep.pick_image(t.cfg, 5, "train", tiny_data)
+    splits = load_splits(t.cfg, tiny_data)
+    train, _ = splits
+    image, label, classes = shift_sweep.pick_image(splits, 5, "train")
     shifts = shift_sweep.offsets(3, "x")
-    probs = shift_sweep.image_probabilities(t, image, shifts, "roll", tiny_data)
+    probs = shift_sweep.image_probabilities(t, train, image, shifts, "roll")
     assert probs.shape == (7, 10) and classes[2] == "Pullover"
     np.testing.assert_allclose(probs.sum(1), 1.0, rtol=1e-5)
     # each row is the model's softmax on that shifted image, as evaluated one by one
-    train, _ = load_splits(t.cfg, tiny_data)
     with torch.no_grad():
         one = torch.softmax(t.model(shift_sweep.prepare_shifted(t, train, image, -3, 0, "roll")), 1)[0].numpy()
     np.testing.assert_allclose(probs[0], one, rtol=1e-5, atol=1e-7)
     with pytest.raises(ConfigError, match="out of range"):
-        shift_sweep.pick_image(t.cfg, 24150, "train", tiny_data)
+        shift_sweep.pick_image(splits, 24150, "train")
 
 
 def test_shift_sweep_command_end_to_end(tiny_data, tmp_path, capsys, monkeypatch):

@@ -185,6 +185,7 @@ def shift_sweep(
     import pandas as pd
 
     from cnnlab.config import validate
+    from cnnlab.data import load_splits
     from cnnlab.experiment import resolve_device
     from cnnlab.figures import accuracy_vs_shift, probability_heatmap, shift_heatmaps
     from cnnlab.report import console, markdown, table
@@ -226,7 +227,7 @@ def shift_sweep(
     for cfg in configs:  # the sweep itself evaluates every model here, after training, wherever that ran
         resolve_device(cfg.device)  # --device is in every config already (the cells', and load_trained's)
     _check_cells(_to_train(cells, previous), data_dir, address)
-    image, label, classes = study.pick_image(configs[0], opts.image_index, opts.image_split, data_dir)
+    image, label, classes = study.pick_image(load_splits(configs[0], data_dir), opts.image_index, opts.image_split)
     if resume is None:
         record = StudyRecord(runs_root(runs_dir), name, study="shift-sweep", **opts.model_dump(), cells=[], test_acc=None)
         record.write_plan({
@@ -248,7 +249,8 @@ def shift_sweep(
                       members={t.label: str(t.run_dir) for t in trained}, cells=_cell_paths(record, results),
                       train_seconds=sum(r.summary["train_seconds"] for r in results))
 
-        rows = [row for t in trained for row in study.sweep(t, study.offsets(opts.max_shift, opts.axis), opts.mode, data_dir)]
+        splits = [load_splits(t.cfg, data_dir) for t in trained]  # each model's (train, test), read once for both views
+        rows = [row for t, s in zip(trained, splits) for row in study.sweep(t, s, study.offsets(opts.max_shift, opts.axis), opts.mode)]
         title = f"{name}: test accuracy on shifted {record.summary['dataset']} test images"
         if opts.axis == "both":
             shown = {f"{t.label}: test accuracy (%)": study.grid_table(rows, t.label) for t in trained}
@@ -266,8 +268,8 @@ def shift_sweep(
         image_axis = "y" if opts.axis == "y" else "x"
         shifts = study.offsets(opts.max_shift, image_axis)
         prob_rows, image_lines = [], []
-        for t in trained:
-            probs = study.image_probabilities(t, image, shifts, opts.mode, data_dir)
+        for t, (train, _) in zip(trained, splits):
+            probs = study.image_probabilities(t, train, image, shifts, opts.mode)
             steps = [dx if image_axis == "x" else dy for dx, dy in shifts]
             heading = f"{t.label}: {opts.image_split} image {opts.image_index} ({classes[label]}) shifted along {image_axis} ({opts.mode})"
             record.write_figure(f"image_{_slug(t.label)}.png", probability_heatmap(probs, steps, classes, heading))

@@ -18,7 +18,7 @@ import torch
 
 from cnnlab import runs
 from cnnlab.config import DATASET_CLASSES, DATASET_SHAPES, Config, ShiftConfig, load_config
-from cnnlab.data import Split, load_splits
+from cnnlab.data import Split
 from cnnlab.engine import class_probabilities, evaluate, loss_function
 from cnnlab.errors import ConfigError
 from cnnlab.experiment import resolve_device
@@ -71,9 +71,10 @@ def prepare_shifted(t: Trained, train: Split, images: torch.Tensor, dx: int, dy:
     return pipeline.prepare(images.to(t.device), train=False).contiguous(memory_format=memory)
 
 
-def sweep(t: Trained, shifts: list[tuple[int, int]], mode: str, data_dir=None) -> list[dict]:
-    """Test loss and accuracy at every (dx, dy), on the run's own test split (its test_subset too)."""
-    train, test = load_splits(t.cfg, data_dir)
+def sweep(t: Trained, splits: tuple[Split, Split], shifts: list[tuple[int, int]], mode: str) -> list[dict]:
+    """Test loss and accuracy at every (dx, dy), on the run's own test split (its test_subset too);
+    splits: the run's (train, test), as load_splits(t.cfg, data_dir) gives them."""
+    train, test = splits
     n = t.cfg.dataset.test_subset
     images, labels = test.images[:n], test.labels[:n].to(t.device)
     loss_fn = loss_function(t.cfg.loss.name, t.cfg.loss.label_smoothing)
@@ -85,9 +86,10 @@ def sweep(t: Trained, shifts: list[tuple[int, int]], mode: str, data_dir=None) -
     return rows
 
 
-def pick_image(cfg: Config, index: int, split: str, data_dir=None) -> tuple[torch.Tensor, int, list[str]]:
-    """One uint8 image (1, C, H, W) of cfg's dataset (the full split), its label and the class names."""
-    train, test = load_splits(cfg, data_dir)
+def pick_image(splits: tuple[Split, Split], index: int, split: str) -> tuple[torch.Tensor, int, list[str]]:
+    """One uint8 image (1, C, H, W) of a dataset's (train, test) splits (the full split named by
+    split), its label and the class names."""
+    train, test = splits
     source = train if split == "train" else test
     if not 0 <= index < len(source.labels):
         raise ConfigError(f"--image-index {index} is out of range: the {split} split has {len(source.labels)} images")
@@ -95,9 +97,9 @@ def pick_image(cfg: Config, index: int, split: str, data_dir=None) -> tuple[torc
 
 
 @torch.inference_mode()
-def image_probabilities(t: Trained, image: torch.Tensor, shifts: list[tuple[int, int]], mode: str, data_dir=None) -> np.ndarray:
-    """Probability of every class (columns) at every shift (rows) for one image."""
-    train, _ = load_splits(t.cfg, data_dir)
+def image_probabilities(t: Trained, train: Split, image: torch.Tensor, shifts: list[tuple[int, int]], mode: str) -> np.ndarray:
+    """Probability of every class (columns) at every shift (rows) for one image; train: the run's
+    training split, whose statistics prepare the image."""
     x = torch.cat([prepare_shifted(t, train, image, dx, dy, mode) for dx, dy in shifts])
     return class_probabilities(t.model(x)).cpu().numpy()
 
