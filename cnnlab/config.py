@@ -327,7 +327,13 @@ class _Loader(yaml.SafeLoader):
         return super().construct_mapping(node, deep)
 
 
-_Loader.add_implicit_resolver("tag:yaml.org,2002:float", re.compile(r"^[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+$"), list("-+.0123456789"))
+class _Dumper(yaml.SafeDumper):
+    """yaml's safe dumper, quoting a string that _Loader would read as a number: PyYAML writes the
+    string 1e5 (a config named 1e5.yaml) bare, which would come back as 100000.0."""
+
+
+for _kind in (_Loader, _Dumper):
+    _kind.add_implicit_resolver("tag:yaml.org,2002:float", re.compile(r"^[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+$"), list("-+.0123456789"))
 
 
 def read_yaml(path: str | Path, what: str = "config") -> dict:
@@ -576,4 +582,4 @@ def config_to_dict(cfg: BaseModel) -> dict:
 
 
 def dump_yaml(data: dict) -> str:
-    return yaml.safe_dump(data, sort_keys=False, default_flow_style=None)
+    return yaml.dump(data, Dumper=_Dumper, sort_keys=False, default_flow_style=None)

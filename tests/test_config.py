@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from cnnlab.config import Config, config_from_dict, load_config, parse_override, read_yaml
+from cnnlab.config import Config, config_from_dict, config_to_dict, dump_yaml, load_config, parse_override, read_yaml
 from cnnlab.errors import ConfigError
 from cnnlab.experiment import build_optimizer, build_scheduler
 
@@ -81,6 +81,15 @@ def test_parse_override():
     for bad in ["train.epochs", "=3", ".x=1", "a..b=1"]:
         with pytest.raises(ConfigError):
             parse_override(bad)
+
+
+def test_a_config_named_like_a_number_reads_back_as_written(tmp_path):
+    # a run's config.yaml is dumped by PyYAML, which writes the string 1e5 bare (YAML 1.1 reads it as a
+    # string), and read back by cnnlab's loader, which reads a bare 1e5 as a number: it must be quoted
+    (tmp_path / "1e5.yaml").write_text("model:\n  name: fc\n")
+    cfg = load_config(tmp_path / "1e5.yaml")
+    (tmp_path / "config.yaml").write_text(dump_yaml(config_to_dict(cfg)))
+    assert load_config(tmp_path / "config.yaml", stored=True) == cfg
 
 
 def test_unknown_keys_say_where_and_suggest():
