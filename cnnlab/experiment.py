@@ -536,17 +536,18 @@ def _run(cfg: Config, signals: _Signals, runs_dir, data_dir, resume, progress, o
         # every epoch is written: a signal from here on waits until the summary says "completed"
         signals.critical = True
     except Interrupted as e:
-        if path is not None and state.epoch == cfg.train.epochs:  # came as the last epoch's files were written
+        written = summary.get("epochs", state.epoch)  # fit counts an epoch (state.epoch) a moment before its files are written
+        if path is not None and written == cfg.train.epochs:  # came as the last epoch's files were written
             finish("completed")
             raise stopped_when_complete(e.signum, path) from None
-        message = f"stopped by {signal_name(e.signum)} during epoch {state.epoch + 1}"
+        message = f"stopped by {signal_name(e.signum)} during epoch {written + 1}"
         finish("interrupted", message)
         if path is None:
             raise
         # a resume that turned checkpoints off keeps the earlier checkpoint until its first epoch ends
         resumable = cfg.train.checkpoint or (path / runs.CHECKPOINT).exists()
         how = f"continue with: cnnlab train --resume {path}" if resumable else "no checkpoint to continue from (train.checkpoint=false)"
-        raise Interrupted(e.signum, f"{message}; {state.epoch} complete epoch(s) kept; {how}") from None
+        raise Interrupted(e.signum, f"{message}; {written} complete epoch(s) kept; {how}") from None
     except KeyboardInterrupt:
         finish("interrupted", f"stopped during epoch {state.epoch + 1}")
         raise

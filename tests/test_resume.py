@@ -439,6 +439,33 @@ def test_a_signal_once_every_epoch_is_written_leaves_the_run_completed_and_still
     assert len(pd.read_csv(path / runs.METRICS)) == 2
 
 
+def test_a_signal_before_the_last_epochs_files_are_written_leaves_the_run_interrupted(tiny_data, tmp_path, monkeypatch):
+    """fit counts the last epoch (state.epoch) a moment before the run writes its files: a signal in
+    that moment leaves the run interrupted with the epochs it wrote, not completed one epoch short."""
+    from cnnlab import experiment
+    from cnnlab.experiment import Interrupted
+
+    real_fit = experiment.fit
+
+    def fit(state, data, pipeline, train_cfg, loss_fn, on_epoch=None, **kwargs):
+        def signalled(row, st):
+            if st.epoch == train_cfg.epochs:  # as if SIGTERM came just before the run's on_epoch began writing
+                raise Interrupted(signal.SIGTERM)
+            on_epoch(row, st)
+
+        real_fit(state, data, pipeline, train_cfg, loss_fn, on_epoch=signalled, **kwargs)
+
+    monkeypatch.setattr(experiment, "fit", fit)
+    cfg = load_config(ROOT / "configs/mnist_fc.yaml", ["device=cpu", "train.epochs=2", "train.max_steps=2"])
+    with pytest.raises(Interrupted) as stopped:
+        run(cfg, runs_dir=tmp_path, data_dir=tiny_data)
+    (path,) = [p for p in tmp_path.iterdir() if p.is_dir()]
+    assert str(stopped.value).startswith("stopped by SIGTERM during epoch 2; 1 complete epoch(s) kept")
+    summary = json.loads((path / runs.SUMMARY).read_text())
+    assert (summary["status"], summary["epochs"]) == ("interrupted", 1)
+    assert len(pd.read_csv(path / runs.METRICS)) == 1
+
+
 def test_a_resume_that_turns_checkpoints_off_and_is_stopped_before_an_epoch_ends_says_it_can_go_on(tiny_data, tmp_path):
     from cnnlab.experiment import Interrupted, resume_config
 
