@@ -307,6 +307,14 @@ def test_a_study_on_a_cluster_that_cannot_be_reached_leaves_no_directory(tmp_pat
     assert not (tmp_path / "runs").exists()  # no failed study offering a resume
 
 
+@pytest.mark.parametrize("command", [["compare", "fc-vs-cnn", "--seeds", "1"], ["shift-sweep", "--image-index", "0"]])
+def test_a_study_on_a_local_ray_without_ray_installed_leaves_no_directory(tmp_path, capsys, monkeypatch, tiny_data, command):
+    monkeypatch.setitem(sys.modules, "ray", None)  # as if Ray were not installed
+    code, out, err = cnnlab(capsys, monkeypatch, *command, "--address", "local", "--runs-dir", tmp_path / "runs", "--data-dir", tiny_data)
+    assert code == 1 and err.startswith("error: --address needs Ray, which is missing here") and err.count("\n") == 1, err
+    assert not (tmp_path / "runs").exists()  # no failed study offering a resume that cannot work either
+
+
 def test_a_signal_between_cells_marks_the_study_interrupted(tmp_path):
     """SIGTERM outside any run's training (between cells, while evaluating or writing tables)."""
     from cnnlab.experiment import Interrupted

@@ -53,16 +53,16 @@ def _resume_only(resume: Path, given: dict) -> None:
 def _check_cells(configs, data_dir, address) -> None:
     """The devices and datasets of the cells that train here, before a study starts or goes on (one that
     can never train would be left behind, offering a resume); a cluster's nodes have their own, but
-    the cluster must be there."""
+    the cluster must be there, and Ray wherever --address asks for it (also 'local')."""
+    if address is not None and configs:
+        from cnnlab.ray_backend import check_reachable, require_ray
+
+        require_ray("--address")
+        check_reachable(address)  # HOST:PORT; 'local' and 'auto' pass
     if address in (None, "local"):
         from cnnlab.runner import check_here
 
         check_here(configs, data_dir)
-    elif configs:
-        from cnnlab.ray_backend import check_reachable, require_ray
-
-        require_ray("--address")
-        check_reachable(address)
 
 
 def _one_dataset(configs, verb: str) -> None:
