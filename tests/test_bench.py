@@ -2,6 +2,7 @@
 loop seeing the same data as cnnlab, the table and CSV on small files, agreement on real MNIST,
 and a CLI that answers --help and config errors without importing torch. No timing assertions."""
 
+import csv
 import gzip
 import os
 import re
@@ -361,3 +362,14 @@ def test_the_process_settings_cnnlab_makes_do_not_leak_into_the_reference(tiny_d
         assert torch.get_num_threads() == threads and torch.backends.cudnn.deterministic is False
     finally:
         torch.set_num_threads(threads)
+
+
+def test_appending_keeps_whole_numbers_whole_where_an_earlier_row_lacks_them(tmp_path):
+    from cnnlab.commands.bench import append_results
+
+    results = tmp_path / "results.csv"
+    append_results(results, [{"case": "fc", "params": 6442, "threads": 1, "ref_s": 6.5}, {"case": "x", "params": None, "threads": 2, "ref_s": None}])
+    append_results(results, [{"case": "cnn", "params": 6422, "threads": 2, "ref_s": 9.0}])
+    rows = list(csv.DictReader(results.open()))
+    assert [r["params"] for r in rows] == ["6442", "", "6422"] and [r["threads"] for r in rows] == ["1", "2", "2"]
+    assert [r["ref_s"] for r in rows] == ["6.5", "", "9.0"] and [r["case"] for r in rows] == ["fc", "x", "cnn"]

@@ -88,9 +88,11 @@ def read_results(path: Path) -> list[dict]:
     if not path.is_file() or not path.stat().st_size:
         return []
     try:
-        return pd.read_csv(path).to_dict("records")
+        table = pd.read_csv(path)
     except (OSError, ValueError, UnicodeDecodeError) as e:  # pandas' ParserError is a ValueError
         raise RunError(f"cannot read {path} ({error_reason(e)}); move it aside and run cnnlab bench again") from None
+    # nullable dtypes: a column of whole numbers with an empty cell stays whole (6442, not 6442.0)
+    return [{k: None if pd.isna(v) else v for k, v in row.items()} for row in table.convert_dtypes().to_dict("records")]
 
 
 def append_results(path: Path, rows: list[dict]) -> Path:
