@@ -2,19 +2,15 @@
 
 `run()` is the single place a config becomes a trained model and a run directory; `cnnlab train`,
 the studies and the sweeps all call it. It keeps summary.json's status true (running, completed,
-failed, interrupted), writes a resumable checkpoint after every epoch and resumes from one.
+failed, interrupted), writes a resumable checkpoint after every epoch and resumes from one (what a
+checkpoint holds and how a run is restored to it: cnnlab.resume).
 """
 
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import math
-import platform
 import random
-import signal
-import subprocess
-import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -22,35 +18,21 @@ from typing import Callable
 import numpy as np
 import torch
 
-import cnnlab
 from cnnlab import runs, tensorboard
-from cnnlab.config import Config, config_to_dict, dump_yaml, flatten, load_config
+from cnnlab.config import Config, config_to_dict, dump_yaml, load_config
 from cnnlab.data import load_splits, resolve_data_dir
 from cnnlab.engine import Data, State, StepGraph, fit, loss_function, steps_per_epoch
 from cnnlab.errors import ConfigError, RunError, first_line, signal_name
 from cnnlab.flops import training_flops
-from cnnlab.models import build_model, count_params
+from cnnlab.interrupts import Interrupted, Signals
+from cnnlab.models import build_model, count_params, unwrap
+from cnnlab.provenance import provenance
+from cnnlab.resume import check_resume_changes, checkpoint_of, drop_epochs_past, reopen
 from cnnlab.transforms import Pipeline
 
 DEFAULT_THREADS = torch.get_num_threads()  # torch's choice (the machine's cores), before any run changes it
 SMALL_STEP_FLOPS = 1e7  # training FLOPs per step under which a run uses one CPU thread (cpu_threads)
 DATA_INIT_IMAGES = 5000  # training images a model's init_from_data sees (fastnet's whitening)
-
-
-class Interrupted(KeyboardInterrupt):
-    """SIGINT or SIGTERM arrived: the run stops cleanly; exit code 128 + signal number."""
-
-    def __init__(self, signum: int, message: str | None = None):
-        super().__init__(message or signal_name(signum))
-        self.signum = signum
-
-    @classmethod
-    def of(cls, e: KeyboardInterrupt, what: str, then: str, received: int | None = None) -> "Interrupted":
-        """An Interrupted for a study or sweep (`what`) that `e` stopped, saying `then` (how to go on).
-        e may be a bare KeyboardInterrupt that Ray made of a signal: then the signal is the one our
-        handler `received`, if it saw one, else unknown."""
-        signum = getattr(e, "signum", None) or received
-        return cls(signum or signal.SIGINT, f"{what} stopped by {signal_name(signum)}; {then}")
 
 
 class Stopped(Exception):
@@ -129,45 +111,6 @@ def build_scheduler(cfg, optimizer, steps_per_epoch: int):
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
-def git_commit() -> str | None:
-    try:
-        out = subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=Path(cnnlab.__file__).parent, capture_output=True, text=True, timeout=5
-        )
-        return out.stdout.strip() or None if out.returncode == 0 else None
-    except (OSError, subprocess.SubprocessError):
-        return None
-
-
-def cpu_model() -> str:
-    """The CPU's model name from /proc/cpuinfo (Linux), else what platform knows."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
-def device_name(device: torch.device) -> str:
-    """What the device is: the GPU's name, or the CPU's model."""
-    return torch.cuda.get_device_name(device) if device.type == "cuda" else cpu_model()
-
-
-def provenance(device: torch.device) -> dict:
-    return {
-        "device": str(device),
-        "device_name": device_name(device),
-        "torch_version": torch.__version__,
-        "cnnlab_version": cnnlab.__version__,
-        "python_version": platform.python_version(),
-        "git_commit": git_commit(),
-        **runs.owner(),
-        "threads": torch.get_num_threads(),
-    }
-
-
 def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
@@ -189,125 +132,6 @@ def prepare_data(cfg: Config, device: torch.device, data_dir=None):
     return data, pipeline, train
 
 
-# ---------------------------------------------------------------------------- checkpoints
-def _rng_state() -> dict:
-    np_state = np.random.get_state()
-    return {
-        "torch": torch.get_rng_state(),
-        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
-        "numpy": [np_state[0], torch.from_numpy(np_state[1].astype(np.int64)), *np_state[2:]],
-        "python": list(random.getstate()[1]) + [random.getstate()[0], random.getstate()[2]],
-    }
-
-
-def _set_rng_state(state: dict) -> None:
-    torch.set_rng_state(state["torch"])
-    if state["cuda"] and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
-    kind, keys, *rest = state["numpy"]
-    np.random.set_state((kind, keys.numpy().astype(np.uint32), *rest))
-    *keys, version, gauss = state["python"]
-    random.setstate((version, tuple(keys), gauss))
-
-
-def unwrap(model: torch.nn.Module) -> torch.nn.Module:
-    """The module behind torch.compile's wrapper, whose state_dict has the plain keys."""
-    return getattr(model, "_orig_mod", model)
-
-
-def checkpoint_of(state: State) -> dict:
-    return {
-        "epoch": state.epoch,
-        "model": unwrap(state.model).state_dict(),
-        "optimizer": state.optimizer.state_dict(),
-        "scheduler": state.scheduler.state_dict() if state.scheduler is not None else None,
-        "order_gen": state.order_gen.get_state(),
-        "aug_gen": state.aug_gen.get_state(),
-        "rng": _rng_state(),
-    }
-
-
-def load_checkpoint(path: Path, device: torch.device) -> dict:
-    if not path.is_file():
-        raise RunError(f"cannot resume: {path} does not exist (the run was trained with train.checkpoint=false)")
-    return runs.load_tensors(path, device)
-
-
-def set_aug_state(gen: torch.Generator, saved: torch.Tensor) -> None:
-    """Restore the augmentation generator. A run resumed on another kind of device (CPU <-> CUDA,
-    whose generators keep states of different sizes) gets a new stream seeded from the saved state,
-    so the same checkpoint always continues the same way."""
-    if saved.numel() == gen.get_state().numel():
-        gen.set_state(saved)
-    else:
-        gen.manual_seed(int.from_bytes(hashlib.sha256(saved.numpy().tobytes()).digest()[:8], "little") >> 1)
-
-
-def match_layouts(optimizer: torch.optim.Optimizer) -> None:
-    """Give each optimizer state tensor its parameter's memory layout. A checkpoint keeps the layout
-    it was trained in, and a resume may change train.channels_last: the fused optimizers walk a
-    parameter and its state in memory order, so a state in the other layout would be read scrambled."""
-    for p, st in optimizer.state.items():
-        for k, v in st.items():
-            if torch.is_tensor(v) and v.shape == p.shape and v.stride() != p.stride():
-                st[k] = torch.empty_like(p, dtype=v.dtype).copy_(v)
-
-
-def restore(state: State, ckpt: dict, path: Path) -> None:
-    try:
-        unwrap(state.model).load_state_dict(ckpt["model"])
-        state.optimizer.load_state_dict(ckpt["optimizer"])
-        match_layouts(state.optimizer)
-        if state.scheduler is not None and ckpt["scheduler"] is not None:
-            state.scheduler.load_state_dict(ckpt["scheduler"])
-        state.order_gen.set_state(ckpt["order_gen"].cpu())
-        set_aug_state(state.aug_gen, ckpt["aug_gen"].cpu())
-        _set_rng_state(ckpt["rng"])
-        state.epoch = int(ckpt["epoch"])
-    except (KeyError, TypeError, ValueError, RuntimeError) as e:  # e.g. a model override that changes shapes
-        raise RunError(f"cannot resume from {path}: it does not fit this config ({type(e).__name__}: {runs.error_reason(e)})") from None
-
-
-# what a resume may change: how the run trains and where its data is, not what it trains on or how it learns
-RESUMABLE_CHANGES = (
-    "train.epochs", "train.eval_batch_size", "train.amp", "train.compile", "train.cuda_graphs", "train.deterministic", "train.threads", "train.channels_last",
-    "train.checkpoint", "train.tensorboard", "device", "dataset.data_dir", "dataset.download", "reported", "description",
-)
-
-
-def check_resume_changes(path: Path, trained: Config, cfg: Config) -> None:
-    """Refuse a resume whose overrides change what the run trains on or how it learns (data, seed,
-    transforms, model, optimizer, schedule, loss, batch size, ...): its epochs so far and the new
-    ones would make one curve of two experiments, under a config.yaml that describes only the second."""
-    old, new = flatten(config_to_dict(trained)), flatten(config_to_dict(cfg))
-    changed = [
-        k for k in dict.fromkeys([*old, *new])
-        if old.get(k) != new.get(k) and not any(k == a or k.startswith(a + ".") for a in RESUMABLE_CHANGES)
-    ]
-    if changed:
-        raise RunError(
-            f"cannot resume {path} with another {', '.join(changed)}: its epochs so far were trained without it; "
-            "train a new run (a resume may change train.epochs, where the data is, and how steps run: device, amp, threads, ...)"
-        )
-
-
-def reopen(path: Path, trained: Config, state: State, device: torch.device, cfg: Config) -> tuple[list[dict], dict, bool]:
-    """Restore state from the checkpoint of the run at path, trained with `trained` (its config.yaml,
-    read before it is rewritten) and resumed with cfg: (metrics rows kept, summary, whether
-    metrics.csv holds epochs past the checkpoint).
-    The caller holds the run's training lock, so no other process trains it meanwhile."""
-    summary = runs.read_json(path / runs.SUMMARY)
-    for stale in path.glob(".*.tmp"):  # left by a process killed in the middle of a write
-        stale.unlink(missing_ok=True)
-    previous = runs.read_metrics(path)
-    # The table is written before the checkpoint, so a write that failed in between (a full disk)
-    # leaves rows past the checkpoint: they are dropped below. With no checkpoint at all, start afresh.
-    if (path / runs.CHECKPOINT).exists() or (len(previous) and not trained.train.checkpoint):
-        restore(state, load_checkpoint(path / runs.CHECKPOINT, device), path)
-    rows = [r for r in previous.to_dict("records") if r["epoch"] <= state.epoch]
-    return rows, summary, len(rows) < len(previous)
-
-
 def epoch_numbers(rows: list[dict]) -> dict:
     """summary.json's numbers from the epochs in rows: the last one's, the best test accuracy and the
     training time (None and 0 before the first epoch)."""
@@ -317,61 +141,6 @@ def epoch_numbers(rows: list[dict]) -> dict:
         "best_test_acc": max((r["test_acc"] for r in rows), default=None),
         "train_seconds": sum(r["epoch_seconds"] for r in rows),
     }
-
-
-def drop_epochs_past(path: Path, rows: list[dict], state: State) -> None:
-    """Rewrite metrics.csv and model.pt of the run at path for the epochs it keeps (rows, state)."""
-    if rows:
-        runs.write_table(path / runs.METRICS, rows)
-        runs.atomic_torch_save(unwrap(state.model).state_dict(), path / runs.MODEL)
-    else:
-        (path / runs.METRICS).unlink(missing_ok=True)
-        (path / runs.MODEL).unlink(missing_ok=True)
-
-
-# ---------------------------------------------------------------------------- signals
-class _Signals:
-    """Turn SIGINT/SIGTERM into Interrupted, but never in the middle of writing an epoch's files."""
-
-    def __init__(self):
-        self.pending: int | None = None
-        self.critical = False
-        self.received: int | None = None
-
-    def handler(self, signum, frame):
-        self.received = signum  # kept: Tune, for one, catches what we raise and returns
-        if self.critical:
-            self.pending = signum
-        else:
-            raise Interrupted(signum)
-
-    @contextlib.contextmanager
-    def installed(self):
-        if threading.current_thread() is not threading.main_thread():
-            yield self
-            return
-        old = {s: signal.signal(s, self.handler) for s in (signal.SIGINT, signal.SIGTERM)}
-        try:
-            yield self
-        finally:
-            for s, h in old.items():
-                signal.signal(s, h)
-
-    @contextlib.contextmanager
-    def deferred(self):
-        self.critical = True
-        try:
-            yield
-        finally:
-            self.critical = False
-            if self.pending is not None:
-                raise Interrupted(self.pending)
-
-
-def interruptible():
-    """While in this block SIGINT and SIGTERM raise Interrupted (carrying the signal), for work
-    around runs such as a study's; run() installs its own handler while it trains."""
-    return _Signals().installed()
 
 
 # ---------------------------------------------------------------------------- the run
@@ -427,11 +196,6 @@ def replays_steps(cfg: Config, device: torch.device) -> bool:
     return device.type == "cuda" and cfg.train.cuda_graphs and not cfg.train.compile
 
 
-def resume_config(run_dir: str | Path, overrides: list[str] | None = None) -> tuple[Path, Config]:
-    path = runs.open_run(run_dir)
-    return path, load_config(path / runs.CONFIG, overrides, stored=True)
-
-
 def run(
     cfg: Config,
     *,
@@ -448,12 +212,12 @@ def run(
     SIGINT and SIGTERM raise Interrupted from the first line: before the run directory exists
     nothing is lost; after, the run is marked interrupted and keeps its last complete epoch.
     """
-    signals = _Signals()
+    signals = Signals()
     with signals.installed():
         return _run(cfg, signals, runs_dir, data_dir, resume, progress, on_epoch, cpu_share)
 
 
-def _run(cfg: Config, signals: _Signals, runs_dir, data_dir, resume, progress, on_epoch, cpu_share) -> RunResult:
+def _run(cfg: Config, signals: Signals, runs_dir, data_dir, resume, progress, on_epoch, cpu_share) -> RunResult:
     device = resolve_device(cfg.device)
     if resume is not None:
         resume = runs.open_run(resume)

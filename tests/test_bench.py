@@ -126,7 +126,7 @@ def test_reference_transforms_follow_the_config():
 
 def test_runs_and_the_bench_name_the_cpu_alike():
     from cnnlab.bench.machine import cpu_model, machine_info
-    from cnnlab.experiment import provenance
+    from cnnlab.provenance import provenance
 
     cpu = torch.device("cpu")  # a run's summary.json said what platform.processor() says ('x86_64', or '')
     assert provenance(cpu)["device_name"] == machine_info(cpu)["device_name"] == cpu_model() != ""

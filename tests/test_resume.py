@@ -195,7 +195,7 @@ def test_a_run_resumed_on_another_kind_of_device_goes_on_with_a_stream_seeded_fr
 def test_a_saved_stream_of_another_size_seeds_a_new_one_from_its_bytes():
     """The reseeding the test above relies on: the same saved state gives the same new stream, another
     state another one, and neither is the generator's stream before the resume."""
-    from cnnlab.experiment import set_aug_state
+    from cnnlab.resume import set_aug_state
 
     states = []
     for saved in (torch.arange(16, dtype=torch.uint8), torch.arange(16, dtype=torch.uint8), torch.arange(16, 32, dtype=torch.uint8)):
@@ -298,7 +298,7 @@ def test_a_resume_drops_every_trace_of_the_epochs_past_the_checkpoint(setup, tmp
     """A checkpoint write that failed leaves metrics.csv, model.pt and summary.json an epoch ahead of
     the checkpoint; the resume trains that epoch again, and until it has, the run's files must
     describe the checkpoint's epochs, even when the resume is interrupted first."""
-    from cnnlab.experiment import Interrupted
+    from cnnlab.interrupts import Interrupted
 
     root, reference = setup
     cfg = load_config(root / "resume.yaml", ["train.epochs=3"])
@@ -384,7 +384,7 @@ def test_a_run_an_earlier_cnnlab_accepted_still_resumes_under_a_newer_check(tiny
     """A check added later (here: a cosine warm-up as long as the run) refuses new configs, not the
     config.yaml of a run written before it: that run still resumes and extends."""
     from cnnlab.errors import ConfigError
-    from cnnlab.experiment import Interrupted
+    from cnnlab.interrupts import Interrupted
 
     class StopInEpoch2:
         def epoch_start(self, epoch, steps):
@@ -415,7 +415,7 @@ def test_a_run_an_earlier_cnnlab_accepted_still_resumes_under_a_newer_check(tiny
 
 @pytest.mark.parametrize("when", ["after the last epoch's files", "as the summary says completed"])
 def test_a_signal_once_every_epoch_is_written_leaves_the_run_completed_and_still_stops(tiny_data, tmp_path, monkeypatch, when):
-    from cnnlab.experiment import Interrupted
+    from cnnlab.interrupts import Interrupted
 
     kill = lambda: os.kill(os.getpid(), signal.SIGTERM)  # noqa: E731
     on_epoch = (lambda row, path: row["epoch"] == 2 and kill()) if when.startswith("after") else None
@@ -443,7 +443,7 @@ def test_a_signal_before_the_last_epochs_files_are_written_leaves_the_run_interr
     """fit counts the last epoch (state.epoch) a moment before the run writes its files: a signal in
     that moment leaves the run interrupted with the epochs it wrote, not completed one epoch short."""
     from cnnlab import experiment
-    from cnnlab.experiment import Interrupted
+    from cnnlab.interrupts import Interrupted
 
     real_fit = experiment.fit
 
@@ -467,7 +467,8 @@ def test_a_signal_before_the_last_epochs_files_are_written_leaves_the_run_interr
 
 
 def test_a_resume_that_turns_checkpoints_off_and_is_stopped_before_an_epoch_ends_says_it_can_go_on(tiny_data, tmp_path):
-    from cnnlab.experiment import Interrupted, resume_config
+    from cnnlab.interrupts import Interrupted
+    from cnnlab.resume import resume_config
 
     first = run(load_config(ROOT / "configs/mnist_fc.yaml", ["device=cpu", "train.epochs=1", "train.max_steps=2"]), runs_dir=tmp_path, data_dir=tiny_data)
 

@@ -204,6 +204,7 @@ def _failing_run(monkeypatch, at: int, how: str):
     import signal as signals
 
     from cnnlab import experiment
+    from cnnlab.interrupts import Interrupted
 
     real, calls = experiment.run, []
 
@@ -217,7 +218,7 @@ def _failing_run(monkeypatch, at: int, how: str):
             raise NonFiniteLoss("the loss became nan at epoch 1, step 2")
 
         def stop(row, path):
-            raise experiment.Interrupted(signals.SIGINT)
+            raise Interrupted(signals.SIGINT)
 
         return real(cfg, **kwargs, on_epoch=stop)
 
@@ -317,7 +318,7 @@ def test_a_study_on_a_local_ray_without_ray_installed_leaves_no_directory(tmp_pa
 
 def test_a_signal_between_cells_marks_the_study_interrupted(tmp_path):
     """SIGTERM outside any run's training (between cells, while evaluating or writing tables)."""
-    from cnnlab.experiment import Interrupted
+    from cnnlab.interrupts import Interrupted
 
     record = StudyRecord(tmp_path, "s", study="compare")
     with pytest.raises(Interrupted, match=f"stopped by SIGTERM.*continue with: cnnlab compare --resume {record.path}"):

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import torch
 
-from cnnlab.experiment import cpu_model, device_name
 from cnnlab.flops import matmul_flops
+from cnnlab.provenance import cpu_model, device_name
 
 
 def machine_info(device: torch.device) -> dict:

@@ -128,7 +128,7 @@ def bench(
 ):
     """Time the tutorials' loop and cnnlab on the studies' models, interleaved; append to runs/bench/results.csv."""
     from cnnlab.bench.suite import COMPUTE_BOUND, DEFAULT_CASES, QUICK_CASES, run_bench
-    from cnnlab.experiment import git_commit
+    from cnnlab.provenance import git_commit
     from cnnlab.report import console, table
     from cnnlab.report import markdown as markdown_table
     from cnnlab.runs import ensure_dir, runs_root, utc_now

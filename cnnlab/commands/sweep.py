@@ -56,7 +56,7 @@ def sweep(
             raise CnnlabUsage("missing SWEEP_FILE, e.g. cnnlab sweep configs/sweeps/lenet_lr.yaml")
         spec = sweeps.load_sweep(file, overrides + ([f"device={device}"] if device is not None else []))
 
-    from cnnlab.experiment import Interrupted, interruptible
+    from cnnlab.interrupts import Interrupted, interruptible
     from cnnlab.ray_backend import check_fits, ray_address, require_ray, run_sweep, saved_records, session
     from cnnlab.report import console, table
 

@@ -50,6 +50,11 @@ def count_params(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
 
 
+def unwrap(model: nn.Module) -> nn.Module:
+    """The module behind torch.compile's wrapper, whose state_dict has the plain keys."""
+    return getattr(model, "_orig_mod", model)
+
+
 def flat_size(features: nn.Module, input_shape: tuple[int, ...]) -> int:
     """Number of values features outputs for one input of input_shape (a dry forward pass)."""
     with eval_mode(features), torch.no_grad():

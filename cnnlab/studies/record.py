@@ -94,7 +94,7 @@ class StudyRecord:
         """Hold the study's lock (one process runs a study at a time) and mark it completed, failed
         or interrupted, whichever way the block ends; the last two say how to resume it."""
         from cnnlab.engine import NonFiniteLoss
-        from cnnlab.experiment import Interrupted, interruptible
+        from cnnlab.interrupts import Interrupted, interruptible
 
         resume = f"cnnlab {self.summary.get('study')} --resume {self.path}"
         with runs.training_lock(self.path), interruptible() as signals:  # SIGTERM, too, marks the study interrupted

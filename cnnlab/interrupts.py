@@ -1,0 +1,70 @@
+"""SIGINT and SIGTERM as Interrupted, an exception on which a run, a study or a sweep stops cleanly
+(a run never in the middle of writing an epoch's files)."""
+
+from __future__ import annotations
+
+import contextlib
+import signal
+import threading
+
+from cnnlab.errors import signal_name
+
+
+class Interrupted(KeyboardInterrupt):
+    """SIGINT or SIGTERM arrived: the run stops cleanly; exit code 128 + signal number."""
+
+    def __init__(self, signum: int, message: str | None = None):
+        super().__init__(message or signal_name(signum))
+        self.signum = signum
+
+    @classmethod
+    def of(cls, e: KeyboardInterrupt, what: str, then: str, received: int | None = None) -> "Interrupted":
+        """An Interrupted for a study or sweep (`what`) that `e` stopped, saying `then` (how to go on).
+        e may be a bare KeyboardInterrupt that Ray made of a signal: then the signal is the one our
+        handler `received`, if it saw one, else unknown."""
+        signum = getattr(e, "signum", None) or received
+        return cls(signum or signal.SIGINT, f"{what} stopped by {signal_name(signum)}; {then}")
+
+
+class Signals:
+    """Turn SIGINT/SIGTERM into Interrupted, but never in the middle of writing an epoch's files."""
+
+    def __init__(self):
+        self.pending: int | None = None
+        self.critical = False
+        self.received: int | None = None
+
+    def handler(self, signum, frame):
+        self.received = signum  # kept: Tune, for one, catches what we raise and returns
+        if self.critical:
+            self.pending = signum
+        else:
+            raise Interrupted(signum)
+
+    @contextlib.contextmanager
+    def installed(self):
+        if threading.current_thread() is not threading.main_thread():
+            yield self
+            return
+        old = {s: signal.signal(s, self.handler) for s in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            yield self
+        finally:
+            for s, h in old.items():
+                signal.signal(s, h)
+
+    @contextlib.contextmanager
+    def deferred(self):
+        self.critical = True
+        try:
+            yield
+        finally:
+            self.critical = False
+            if self.pending is not None:
+                raise Interrupted(self.pending)
+
+
+def interruptible():
+    """While in this block SIGINT and SIGTERM raise Interrupted (carrying the signal), for work
+    around runs such as a study's; run() installs its own handler while it trains."""
+    return Signals().installed()

@@ -1,0 +1,145 @@
+"""Resuming a run: the checkpoint written after each epoch, which overrides a resume may change,
+and how a run's state and files are restored to that checkpoint."""
+
+from __future__ import annotations
+
+import hashlib
+import random
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from cnnlab import runs
+from cnnlab.config import Config, config_to_dict, flatten, load_config
+from cnnlab.engine import State
+from cnnlab.errors import RunError
+from cnnlab.models import unwrap
+
+
+def _rng_state() -> dict:
+    np_state = np.random.get_state()
+    return {
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        "numpy": [np_state[0], torch.from_numpy(np_state[1].astype(np.int64)), *np_state[2:]],
+        "python": list(random.getstate()[1]) + [random.getstate()[0], random.getstate()[2]],
+    }
+
+
+def _set_rng_state(state: dict) -> None:
+    torch.set_rng_state(state["torch"])
+    if state["cuda"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+    kind, keys, *rest = state["numpy"]
+    np.random.set_state((kind, keys.numpy().astype(np.uint32), *rest))
+    *keys, version, gauss = state["python"]
+    random.setstate((version, tuple(keys), gauss))
+
+
+def checkpoint_of(state: State) -> dict:
+    return {
+        "epoch": state.epoch,
+        "model": unwrap(state.model).state_dict(),
+        "optimizer": state.optimizer.state_dict(),
+        "scheduler": state.scheduler.state_dict() if state.scheduler is not None else None,
+        "order_gen": state.order_gen.get_state(),
+        "aug_gen": state.aug_gen.get_state(),
+        "rng": _rng_state(),
+    }
+
+
+def load_checkpoint(path: Path, device: torch.device) -> dict:
+    if not path.is_file():
+        raise RunError(f"cannot resume: {path} does not exist (the run was trained with train.checkpoint=false)")
+    return runs.load_tensors(path, device)
+
+
+def set_aug_state(gen: torch.Generator, saved: torch.Tensor) -> None:
+    """Restore the augmentation generator. A run resumed on another kind of device (CPU <-> CUDA,
+    whose generators keep states of different sizes) gets a new stream seeded from the saved state,
+    so the same checkpoint always continues the same way."""
+    if saved.numel() == gen.get_state().numel():
+        gen.set_state(saved)
+    else:
+        gen.manual_seed(int.from_bytes(hashlib.sha256(saved.numpy().tobytes()).digest()[:8], "little") >> 1)
+
+
+def match_layouts(optimizer: torch.optim.Optimizer) -> None:
+    """Give each optimizer state tensor its parameter's memory layout. A checkpoint keeps the layout
+    it was trained in, and a resume may change train.channels_last: the fused optimizers walk a
+    parameter and its state in memory order, so a state in the other layout would be read scrambled."""
+    for p, st in optimizer.state.items():
+        for k, v in st.items():
+            if torch.is_tensor(v) and v.shape == p.shape and v.stride() != p.stride():
+                st[k] = torch.empty_like(p, dtype=v.dtype).copy_(v)
+
+
+def restore(state: State, ckpt: dict, path: Path) -> None:
+    try:
+        unwrap(state.model).load_state_dict(ckpt["model"])
+        state.optimizer.load_state_dict(ckpt["optimizer"])
+        match_layouts(state.optimizer)
+        if state.scheduler is not None and ckpt["scheduler"] is not None:
+            state.scheduler.load_state_dict(ckpt["scheduler"])
+        state.order_gen.set_state(ckpt["order_gen"].cpu())
+        set_aug_state(state.aug_gen, ckpt["aug_gen"].cpu())
+        _set_rng_state(ckpt["rng"])
+        state.epoch = int(ckpt["epoch"])
+    except (KeyError, TypeError, ValueError, RuntimeError) as e:  # e.g. a model override that changes shapes
+        raise RunError(f"cannot resume from {path}: it does not fit this config ({type(e).__name__}: {runs.error_reason(e)})") from None
+
+
+# what a resume may change: how the run trains and where its data is, not what it trains on or how it learns
+RESUMABLE_CHANGES = (
+    "train.epochs", "train.eval_batch_size", "train.amp", "train.compile", "train.cuda_graphs", "train.deterministic", "train.threads", "train.channels_last",
+    "train.checkpoint", "train.tensorboard", "device", "dataset.data_dir", "dataset.download", "reported", "description",
+)
+
+
+def check_resume_changes(path: Path, trained: Config, cfg: Config) -> None:
+    """Refuse a resume whose overrides change what the run trains on or how it learns (data, seed,
+    transforms, model, optimizer, schedule, loss, batch size, ...): its epochs so far and the new
+    ones would make one curve of two experiments, under a config.yaml that describes only the second."""
+    old, new = flatten(config_to_dict(trained)), flatten(config_to_dict(cfg))
+    changed = [
+        k for k in dict.fromkeys([*old, *new])
+        if old.get(k) != new.get(k) and not any(k == a or k.startswith(a + ".") for a in RESUMABLE_CHANGES)
+    ]
+    if changed:
+        raise RunError(
+            f"cannot resume {path} with another {', '.join(changed)}: its epochs so far were trained without it; "
+            "train a new run (a resume may change train.epochs, where the data is, and how steps run: device, amp, threads, ...)"
+        )
+
+
+def reopen(path: Path, trained: Config, state: State, device: torch.device, cfg: Config) -> tuple[list[dict], dict, bool]:
+    """Restore state from the checkpoint of the run at path, trained with `trained` (its config.yaml,
+    read before it is rewritten) and resumed with cfg: (metrics rows kept, summary, whether
+    metrics.csv holds epochs past the checkpoint).
+    The caller holds the run's training lock, so no other process trains it meanwhile."""
+    summary = runs.read_json(path / runs.SUMMARY)
+    for stale in path.glob(".*.tmp"):  # left by a process killed in the middle of a write
+        stale.unlink(missing_ok=True)
+    previous = runs.read_metrics(path)
+    # The table is written before the checkpoint, so a write that failed in between (a full disk)
+    # leaves rows past the checkpoint: they are dropped below. With no checkpoint at all, start afresh.
+    if (path / runs.CHECKPOINT).exists() or (len(previous) and not trained.train.checkpoint):
+        restore(state, load_checkpoint(path / runs.CHECKPOINT, device), path)
+    rows = [r for r in previous.to_dict("records") if r["epoch"] <= state.epoch]
+    return rows, summary, len(rows) < len(previous)
+
+
+def drop_epochs_past(path: Path, rows: list[dict], state: State) -> None:
+    """Rewrite metrics.csv and model.pt of the run at path for the epochs it keeps (rows, state)."""
+    if rows:
+        runs.write_table(path / runs.METRICS, rows)
+        runs.atomic_torch_save(unwrap(state.model).state_dict(), path / runs.MODEL)
+    else:
+        (path / runs.METRICS).unlink(missing_ok=True)
+        (path / runs.MODEL).unlink(missing_ok=True)
+
+
+def resume_config(run_dir: str | Path, overrides: list[str] | None = None) -> tuple[Path, Config]:
+    path = runs.open_run(run_dir)
+    return path, load_config(path / runs.CONFIG, overrides, stored=True)
