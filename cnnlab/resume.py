@@ -11,7 +11,7 @@ import numpy as np
 import torch
 
 from cnnlab import runs
-from cnnlab.config import Config, config_to_dict, flatten, load_config
+from cnnlab.config import Config, config_to_dict, flatten
 from cnnlab.engine import State
 from cnnlab.errors import RunError
 from cnnlab.models import unwrap
@@ -138,8 +138,3 @@ def drop_epochs_past(path: Path, rows: list[dict], state: State) -> None:
     else:
         (path / runs.METRICS).unlink(missing_ok=True)
         (path / runs.MODEL).unlink(missing_ok=True)
-
-
-def resume_config(run_dir: str | Path, overrides: list[str] | None = None) -> tuple[Path, Config]:
-    path = runs.open_run(run_dir)
-    return path, load_config(path / runs.CONFIG, overrides, stored=True)

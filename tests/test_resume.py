@@ -468,7 +468,10 @@ def test_a_signal_before_the_last_epochs_files_are_written_leaves_the_run_interr
 
 def test_a_resume_that_turns_checkpoints_off_and_is_stopped_before_an_epoch_ends_says_it_can_go_on(tiny_data, tmp_path):
     from cnnlab.interrupts import Interrupted
-    from cnnlab.resume import resume_config
+
+    def resume_config(run_dir, overrides=None):  # as cnnlab train --resume RUN_DIR [overrides] reads it
+        path = runs.open_run(run_dir)
+        return path, load_config(path / runs.CONFIG, overrides, stored=True)
 
     first = run(load_config(ROOT / "configs/mnist_fc.yaml", ["device=cpu", "train.epochs=1", "train.max_steps=2"]), runs_dir=tmp_path, data_dir=tiny_data)
 
