@@ -277,11 +277,14 @@ def _latin1_encode(text: str, encoding: str = "utf-8") -> bytes:
 
 _NP_RECONSTRUCT = np.ndarray.__reduce__(np.zeros(1))[0]
 _NP_SCALAR = np.int64(0).__reduce__()[0]
+_NP_FROMBUFFER = np.zeros(1).__reduce_ex__(5)[0]  # how protocol 5 (pickle.HIGHEST_PROTOCOL) rebuilds arrays
 _PICKLE_ALLOWED = {
     ("numpy.core.multiarray", "_reconstruct"): _NP_RECONSTRUCT,
     ("numpy._core.multiarray", "_reconstruct"): _NP_RECONSTRUCT,
     ("numpy.core.multiarray", "scalar"): _NP_SCALAR,
     ("numpy._core.multiarray", "scalar"): _NP_SCALAR,
+    ("numpy.core.numeric", "_frombuffer"): _NP_FROMBUFFER,
+    ("numpy._core.numeric", "_frombuffer"): _NP_FROMBUFFER,
     ("numpy", "ndarray"): np.ndarray,
     ("numpy", "dtype"): np.dtype,
     ("_codecs", "encode"): _latin1_encode,

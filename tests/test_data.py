@@ -212,6 +212,17 @@ def test_cifar_pickles_naming_the_old_numpy_module(tmp_path):
     assert np.array_equal(test.images.reshape(4, -1).numpy(), batches["test_batch"]["data"])
 
 
+def test_cifar_pickles_of_protocol_5(tmp_path):
+    """A copy re-pickled with pickle.HIGHEST_PROTOCOL (5) rebuilds its arrays with numpy's _frombuffer."""
+    batches = make_cifar(tmp_path)
+    path = tmp_path / "cifar-10-batches-py/data_batch_2"
+    path.write_bytes(pickle.dumps(batches["data_batch_2"], protocol=5))
+    assert b"_frombuffer" in path.read_bytes()
+    train, _ = load_dataset("cifar10", tmp_path, download=False)
+    assert np.array_equal(train.images[4:8].reshape(4, -1).numpy(), batches["data_batch_2"]["data"])
+    assert train.labels[4:8].tolist() == batches["data_batch_2"]["labels"]
+
+
 class Payload:
     """Unpickling this runs a shell command: the restricted unpickler must refuse it."""
 
