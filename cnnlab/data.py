@@ -204,10 +204,14 @@ def _read_splits(name: str, root: Path) -> tuple[Split, Split]:
     else:
         read = functools.partial(_read_cifar_split, info, folder)
         classes = _read_cifar_classes(info, folder)
-    return tuple(
-        Split(images, labels, classes, info.mean, info.std)
-        for images, labels in (read(info.train_files), read(info.test_files))
-    )
+
+    def split(files: tuple[str, ...]) -> Split:
+        images, labels = read(files)
+        if not len(labels):  # would train on nothing, or test to 0%, and exit 0
+            raise DataError(f"{info.title} in {folder}: no images in {', '.join(files)}")
+        return Split(images, labels, classes, info.mean, info.std)
+
+    return split(info.train_files), split(info.test_files)
 
 
 def _open(path: Path):

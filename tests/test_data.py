@@ -82,6 +82,16 @@ def test_malformed_idx_file(tmp_path, name, change, expected):
     assert name in message and expected in message
 
 
+def test_an_empty_split_is_an_error(tmp_path):
+    """A split of no images would train on nothing or report 0% test accuracy, exit 0."""
+    make_idx_dataset(tmp_path, "MNIST", n_test=0)
+    message = load_error("mnist", tmp_path, download=False)
+    assert message == f"MNIST in {tmp_path / 'MNIST' / 'raw'}: no images in t10k-images-idx3-ubyte, t10k-labels-idx1-ubyte"
+    make_cifar(tmp_path)
+    (tmp_path / "cifar-10-batches-py" / "test_batch").write_bytes(pickle.dumps(cifar_batch(0, 0), protocol=4))
+    assert load_error("cifar10", tmp_path, download=False).endswith(": no images in test_batch")
+
+
 def test_corrupt_gz_file(tmp_path):
     make_idx_dataset(tmp_path, "MNIST", gz=True)
     (tmp_path / "MNIST/raw/t10k-labels-idx1-ubyte.gz").write_bytes(b"not gzip at all")
