@@ -134,8 +134,11 @@ def check_files(name: str, data_dir: Path, download: bool = True) -> None:
 def _existing(folder: Path, filename: str) -> Path | None:
     """The file, or its .gz version when only that is there, or None."""
     for path in (folder / filename, folder / (filename + ".gz")):
-        if path.is_file():
-            return path
+        try:
+            if path.is_file():
+                return path
+        except OSError as e:  # is_file() is False for "not there" but raises for a folder we may not search
+            raise DataError(f"cannot read {path}: {_one_line(e)}") from None
     return None
 
 

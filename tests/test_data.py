@@ -98,6 +98,22 @@ def test_corrupt_gz_file(tmp_path):
     assert "cannot read" in load_error("mnist", tmp_path, download=False)
 
 
+def test_a_folder_without_search_permission(tmp_path, monkeypatch):
+    """stat() in a folder the user may not search fails with EACCES (simulated: root ignores modes)."""
+    make_idx_dataset(tmp_path, "MNIST")
+    raw = tmp_path / "MNIST" / "raw"
+    real_stat = os.stat
+
+    def stat(path, *args, **kwargs):
+        if Path(path).parent == raw:
+            raise PermissionError(13, "Permission denied", str(path))
+        return real_stat(path, *args, **kwargs)
+
+    monkeypatch.setattr(os, "stat", stat)
+    message = load_error("mnist", tmp_path, download=False)
+    assert message == f"cannot read {raw / 'train-images-idx3-ubyte'}: PermissionError: [Errno 13] Permission denied: '{raw / 'train-images-idx3-ubyte'}'"
+
+
 # ---------------------------------------------------------------------------- missing files and downloads
 def test_missing_files_without_download(tmp_path):
     message = load_error("mnist", tmp_path, download=False)
