@@ -311,11 +311,19 @@ class _RestrictedUnpickler(pickle.Unpickler):
             raise DataError(f"refusing to unpickle {module}.{name}") from None
 
 
+def _text(value: object) -> object:
+    """bytes as str: what pickle.load(f, encoding='bytes'), the CIFAR-10 page's own loader, makes of
+    the official files' strings (b'data', b'labels', b'label_names'), and so what a copy it re-pickles holds."""
+    return value.decode("latin1") if isinstance(value, bytes) else value
+
+
 def read_pickle(path: Path) -> object:
-    """Load a CIFAR pickle with the restricted unpickler; any failure is one DataError line."""
+    """Load a CIFAR pickle with the restricted unpickler (a dict's bytes keys as str); any failure
+    is one DataError line."""
     try:
         with _open(path) as f:
-            return _RestrictedUnpickler(f, encoding="latin1").load()
+            obj = _RestrictedUnpickler(f, encoding="latin1").load()
+        return {_text(k): v for k, v in obj.items()} if isinstance(obj, dict) else obj
     except DataError as e:
         raise DataError(f"{path}: {e}") from None
     except OSError as e:
@@ -360,6 +368,8 @@ def _read_cifar_classes(info: DatasetInfo, folder: Path) -> list[str]:
         return list(info.classes)
     meta = read_pickle(path)
     names = meta.get("label_names") if isinstance(meta, dict) else None
+    if isinstance(names, list):
+        names = [_text(n) for n in names]
     if not isinstance(names, list) or len(names) != len(info.classes) or not all(isinstance(n, str) for n in names):
         raise DataError(f"{path}: expected a dict whose 'label_names' lists {len(info.classes)} class names")
     return names

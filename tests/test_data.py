@@ -249,6 +249,20 @@ def test_cifar_pickles_of_protocol_5(tmp_path):
     assert train.labels[4:8].tolist() == batches["data_batch_2"]["labels"]
 
 
+def test_cifar_pickles_with_bytes_keys(tmp_path):
+    """The CIFAR-10 page's loader, pickle.load(f, encoding='bytes'), reads the official (Python 2)
+    files as b'data', b'labels' and b'label_names' of bytes: a copy it re-pickles loads too."""
+    batches = make_cifar(tmp_path)
+    folder = tmp_path / "cifar-10-batches-py"
+    as_bytes = lambda value: value.encode() if isinstance(value, str) else value  # noqa: E731
+    write_pickle(folder / "test_batch", {as_bytes(k): v for k, v in batches["test_batch"].items()})
+    write_pickle(folder / "batches.meta", {b"label_names": [as_bytes(f"class{i}") for i in range(10)]})
+    train, test = load_dataset("cifar10", tmp_path, download=False)
+    assert np.array_equal(test.images.reshape(4, -1).numpy(), batches["test_batch"]["data"])
+    assert test.labels.tolist() == batches["test_batch"]["labels"]
+    assert train.classes == [f"class{i}" for i in range(10)]
+
+
 class Payload:
     """Unpickling this runs a shell command: the restricted unpickler must refuse it."""
 
