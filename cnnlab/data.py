@@ -98,7 +98,9 @@ TOY_EXAMPLES = (
 # ---------------------------------------------------------------------------- public entry points
 def resolve_data_dir(cli_value: str | None = None, config_value: str | None = None) -> Path:
     """--data-dir, else the config's dataset.data_dir, else $CNNLAB_DATA_DIR, else ./data"""
-    value = cli_value or config_value or os.environ.get(DATA_DIR_ENV) or DEFAULT_DATA_DIR
+    value = str(cli_value or config_value or os.environ.get(DATA_DIR_ENV) or DEFAULT_DATA_DIR)
+    if "\0" in value:  # no OS takes it: resolve() would raise ValueError
+        raise DataError(f"data directory {value!r} contains a NUL byte")
     return Path(value).expanduser().resolve()
 
 

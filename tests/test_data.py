@@ -338,6 +338,13 @@ def test_resolve_data_dir_precedence(tmp_path, monkeypatch):
     assert resolve_data_dir(cli_value=str(tmp_path / "cli"), config_value="cfg") == tmp_path / "cli"
 
 
+def test_a_data_dir_with_a_nul_byte(monkeypatch):
+    """A YAML "\\0" in dataset.data_dir: Path.resolve() would raise ValueError (a traceback)."""
+    monkeypatch.delenv("CNNLAB_DATA_DIR", raising=False)
+    with pytest.raises(DataError, match=r"^data directory 'da\\x00ta' contains a NUL byte$"):
+        resolve_data_dir(config_value="da\0ta")
+
+
 def test_registry_matches_config_shapes():
     from cnnlab.config import DATASET_CLASSES, DATASET_SHAPES
 
