@@ -359,16 +359,22 @@ def channel_mean(images: torch.Tensor) -> list[float]:
     return (images.numpy().mean(axis=(0, 2, 3), dtype=np.float64) / 255).tolist()
 
 
+# the published label counts per class and first labels: a reader that misaligns or wraps labels changes them
+MNIST_TRAIN_COUNTS = [5923, 6742, 5958, 6131, 5842, 5421, 5918, 6265, 5851, 5949]
+MNIST_TEST_COUNTS = [980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009]
+
+
 @pytest.mark.parametrize(
-    "name, folder, mean, std",
-    [("mnist", "MNIST", 0.1307, 0.3081), ("fashion-mnist", "FashionMNIST", 0.2860, 0.3530)],
+    "name, folder, mean, std, counts, first",
+    [("mnist", "MNIST", 0.1307, 0.3081, (MNIST_TRAIN_COUNTS, MNIST_TEST_COUNTS), ([5, 0, 4, 1, 9], [7, 2, 1, 0, 4])),
+     ("fashion-mnist", "FashionMNIST", 0.2860, 0.3530, ([6000] * 10, [1000] * 10), ([9, 0, 0, 3, 0], [9, 2, 1, 1, 6]))],
 )
-def test_real_idx_data(name, folder, mean, std):
+def test_real_idx_data(name, folder, mean, std, counts, first):
     root = real_data(folder, "raw")
     train, test = load_dataset(name, root, download=False)
     assert train.images.shape == (60000, 1, 28, 28) and test.images.shape == (10000, 1, 28, 28)
-    assert len(train.labels) == 60000 and len(test.labels) == 10000
-    assert sorted(set(train.labels.tolist())) == list(range(10))
+    assert (np.bincount(train.labels).tolist(), np.bincount(test.labels).tolist()) == counts
+    assert (train.labels[:5].tolist(), test.labels[:5].tolist()) == first
     assert channel_mean(train.images) == pytest.approx([mean], abs=1e-3)
     assert (train.images.float() / 255).std().item() == pytest.approx(std, abs=1e-3)
 
@@ -378,4 +384,5 @@ def test_real_cifar10():
     train, test = load_dataset("cifar10", root, download=False)
     assert train.images.shape == (50000, 3, 32, 32) and test.images.shape == (10000, 3, 32, 32)
     assert train.classes[0] == "airplane" and train.classes[-1] == "truck"
+    assert np.bincount(train.labels).tolist() == [5000] * 10 and np.bincount(test.labels).tolist() == [1000] * 10
     assert channel_mean(train.images) == pytest.approx([0.4913, 0.4821, 0.4465], abs=2e-3)
