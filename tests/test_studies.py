@@ -541,6 +541,20 @@ def test_shift_sweep_refuses_before_training(fashion_run, tiny_data, tmp_path, c
         assert not runs_dir.exists()  # no study directory, no cell trained
 
 
+
+def test_shift_sweep_refuses_a_run_that_did_not_complete(fashion_run, tiny_data, tmp_path, capsys, monkeypatch):
+    """An interrupted or failed --from-run run holds the weights of an earlier epoch than its config
+    says: swept as if trained, its table and summary would misstate what was measured."""
+    stopped = tmp_path / fashion_run.path.name
+    shutil.copytree(fashion_run.path, stopped)
+    summary = json.loads((stopped / "summary.json").read_text())
+    (stopped / "summary.json").write_text(json.dumps({**summary, "status": "interrupted", "epochs": 0}))
+    code, out, err = cnnlab(capsys, monkeypatch, "shift-sweep", "--from-run", stopped, "--image-index", "0",
+                            "--data-dir", tiny_data, "--runs-dir", tmp_path / "runs")
+    assert code == 1 and f"{stopped} is interrupted" in err and len(err.strip().splitlines()) == 1, err
+    assert not (tmp_path / "runs").exists()
+
+
 # ---------------------------------------------------------------------------- show and runs
 def test_show_and_runs_listing(fashion_run, tiny_data, tmp_path, capsys, monkeypatch):
     code, out, err = cnnlab(capsys, monkeypatch, "show", fashion_run.path)
