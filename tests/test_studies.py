@@ -433,6 +433,22 @@ def test_sweep_at_zero_uses_the_runs_test_time_augmentation(tiny_data, tmp_path)
     assert centre["test_loss"] == pytest.approx(trained.summary["test_loss"], rel=1e-5)
 
 
+
+def test_single_image_probabilities_use_the_runs_test_time_augmentation(tiny_data, tmp_path):
+    """The image view shows what the run predicts, as its evaluation (and the sweep's table) does."""
+    cfg = load_config(ROOT / "configs" / "cifar10_fast.yaml", ["model.widths=[8,8,8]", "train.tta=flip", "device=cpu",
+                                                               "train.batch_size=64", "train.max_steps=2", "train.epochs=1"])
+    t = shift_sweep.load_trained(run(cfg, runs_dir=tmp_path, data_dir=tiny_data).path)
+    splits = load_splits(t.cfg, tiny_data)
+    image, _, _ = shift_sweep.pick_image(splits, 0, "test")
+    probs = shift_sweep.image_probabilities(t, splits[0], image, [(0, 0)], "roll")
+    with torch.no_grad():
+        x = shift_sweep.prepare_shifted(t, splits[0], image, 0, 0, "roll")
+        flipped = torch.softmax(0.5 * (t.model(x) + t.model(x.flip(3))), 1).numpy()
+        plain = torch.softmax(t.model(x), 1).numpy()
+    assert not np.allclose(flipped, plain, atol=1e-6)  # the flip matters for this model
+    np.testing.assert_allclose(probs, flipped, rtol=1e-5, atol=1e-7)
+
 def test_shift_happens_before_normalization(fashion_run, tiny_data):
     t = shift_sweep.load_trained(fashion_run.path)
     train, test = load_splits(t.cfg, tiny_data)

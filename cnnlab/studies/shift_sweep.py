@@ -19,7 +19,7 @@ import torch
 from cnnlab import runs
 from cnnlab.config import DATASET_CLASSES, DATASET_SHAPES, Config, ShiftConfig, load_config
 from cnnlab.data import Split
-from cnnlab.engine import class_probabilities, evaluate, loss_function
+from cnnlab.engine import autocast, class_probabilities, evaluate, loss_function, predict
 from cnnlab.errors import ConfigError, RunError
 from cnnlab.experiment import resolve_device
 from cnnlab.models import build_model
@@ -106,9 +106,12 @@ def pick_image(splits: tuple[Split, Split], index: int, split: str) -> tuple[tor
 @torch.inference_mode()
 def image_probabilities(t: Trained, train: Split, image: torch.Tensor, shifts: list[tuple[int, int]], mode: str) -> np.ndarray:
     """Probability of every class (columns) at every shift (rows) for one image; train: the run's
-    training split, whose statistics prepare the image."""
+    training split, whose statistics prepare the image. The outputs are the run's predictions, as
+    evaluate() makes them (its train.amp and train.tta)."""
     x = torch.cat([prepare_shifted(t, train, image, dx, dy, mode) for dx, dy in shifts])
-    return class_probabilities(t.model(x)).cpu().numpy()
+    with autocast(t.device, t.cfg.train.amp):
+        out = predict(t.model, x, t.cfg.train.tta)
+    return class_probabilities(out).cpu().numpy()
 
 
 def accuracy_table(rows: list[dict], axis: str) -> list[dict]:
