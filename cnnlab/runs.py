@@ -189,14 +189,25 @@ def trained_data_dir(path: Path) -> str | None:
     return recorded if isinstance(recorded, str) and Path(recorded).is_dir() else None
 
 
-def read_json(path: Path) -> dict:
-    """A JSON object (a run's summary); one RunError line for anything else."""
+def read_json(path: Path, types: dict[str, type] | None = None) -> dict:
+    """A JSON object (a run's summary); one RunError line for anything else (see check_types)."""
     try:
         data = json.loads(Path(path).read_text())
     except (OSError, ValueError) as e:
         raise RunError(f"cannot read {path}: {e}") from None
     if not isinstance(data, dict):
         raise RunError(f"cannot read {path}: not a JSON object but a {type(data).__name__}")
+    return check_types(data, types or {}, path)
+
+
+def check_types(data: dict, types: dict[str, type], path: Path) -> dict:
+    """data, once each key of types it holds is of that type (or null): a file edited by hand is
+    one RunError line naming the key, not a failure deep inside the command that reads it."""
+    for key, kind in types.items():
+        value = data.get(key)
+        if value is not None and not isinstance(value, kind):
+            what = {dict: "mapping", list: "list"}.get(kind, kind.__name__)
+            raise RunError(f"cannot read {path}: {key!r} should be a {what}, not {value!r:.40} (edited by hand?)")
     return data
 
 
@@ -307,7 +318,7 @@ def list_runs(root: Path) -> list[dict]:
         except RunError:
             continue  # a summary is always replaced whole, so this is some other file
         kind_file = path / ".kind"
-        data.setdefault("kind", kind_file.read_text().strip() if kind_file.is_file() else "run")
+        data.setdefault("kind", kind_file.read_text(errors="replace").strip() if kind_file.is_file() else "run")
         data["status"] = shown_status(data, path)
         data["path"] = str(path)
         data["id"] = path.name

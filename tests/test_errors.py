@@ -111,13 +111,16 @@ def write_files(tmp: Path) -> dict[str, Path]:
     # run directories someone else wrote or edited
     text_epoch = "epoch,train_loss,train_acc,test_loss,test_acc,epoch_seconds,samples_per_sec\none,1.0,0.5,1.0,0.5,1.0,100\n"
     for name, summary, metrics in (("summary_a_list", "[1, 2]", None), ("metrics_semicolons", "{}", "epoch;test_acc\n1;0.5\n"),
-                                   ("metrics_text_epoch", "{}", text_epoch)):
+                                   ("metrics_text_epoch", "{}", text_epoch), ("study_files_a_number", '{"kind": "study", "files": 5}', None),
+                                   ("study_table_binary", '{"kind": "study"}', None), ("config_model_a_name", "{}", None)):
         run = paths[name] = tmp / name
         run.mkdir()
         (run / "config.yaml").write_text(OK)
         (run / "summary.json").write_text(summary)
         if metrics:
             (run / "metrics.csv").write_text(metrics)
+    (paths["study_table_binary"] / "table.md").write_bytes(b"\xff\xfe\x81")
+    (paths["config_model_a_name"] / "config.yaml").write_text(OK.replace("{name: fc, hidden: [8]}", "fc"))
     return paths
 
 
@@ -227,6 +230,9 @@ CASES = [
     ("resume_a_runs_file", ["train", "--resume", "{metrics_semicolons}/config.yaml"], 1, "is a file of a run: give its directory"),
     ("show_summary_not_an_object", ["show", "{summary_a_list}"], 1, "not a JSON object but a list"),
     ("show_metrics_not_cnnlabs", ["show", "{metrics_semicolons}"], 1, "no 'epoch', 'train_loss'"),
+    ("show_study_files_a_number", ["show", "{study_files_a_number}"], 1, "summary.json: 'files' should be a list, not 5 (edited by hand?)"),
+    ("show_study_table_binary", ["show", "{study_table_binary}"], 1, "table.md: 'utf-8' codec can't decode"),
+    ("show_config_model_a_name", ["show", "{config_model_a_name}"], 1, "config.yaml: 'model' should be a mapping, not 'fc'"),
     ("resume_metrics_not_cnnlabs", ["train", "--resume", "{metrics_semicolons}", "--data-dir", "{good}"], 1, "no 'epoch', 'train_loss'"),
     # values torch or the dataset cannot take
     ("seed_too_large", [*OK_ARGS, "seed=99999999999999999999"], 2, "seed: Input should be less than"),

@@ -120,6 +120,15 @@ def test_listing_skips_directories_whose_summary_is_not_cnnlabs(tmp_path):
     assert [r["name"] for r in runs.list_runs(tmp_path)] == ["real"]
 
 
+def test_listing_reads_a_kind_file_that_is_not_text(tmp_path):
+    record = StudyRecord(tmp_path, "real", study="fc-vs-cnn")
+    summary = json.loads((record.path / "summary.json").read_text())
+    del summary["kind"]  # as a run's summary: the kind comes from .kind
+    (record.path / "summary.json").write_text(json.dumps(summary))
+    (record.path / ".kind").write_bytes(b"\xff\xfe")
+    assert [r["name"] for r in runs.list_runs(tmp_path)] == ["real"]
+
+
 def test_a_resume_that_does_not_fit_says_which_weights_differ(setup):
     first = run(load_config(setup / "files.yaml", ["train.epochs=1"]), runs_dir=setup / "runs", data_dir=setup / "data")
     config = first.path / "config.yaml"

@@ -300,7 +300,7 @@ def show(
     from cnnlab.report import console, epochs_table, table
 
     path = Path(run_dir)
-    summary = runs.read_json(path / runs.SUMMARY) if (path / runs.SUMMARY).is_file() else {}
+    summary = runs.read_json(path / runs.SUMMARY, {"files": list}) if (path / runs.SUMMARY).is_file() else {}
     if summary.get("kind") in ("study", "sweep"):
         what = summary.get("study") or summary["kind"]
         console.print(f"{summary.get('name', path.name)} ({what}), {runs.shown_status(summary, path)}, started {summary.get('started_at')}")
@@ -308,12 +308,12 @@ def show(
             console.print(f"why: {summary['error']}", markup=False)
         for table_md in ("table.md", "results.md"):  # a study's table, a sweep's points best first
             if (path / table_md).is_file():
-                console.print((path / table_md).read_text(), markup=False)
+                console.print(_read_text(path / table_md), markup=False)
         files = summary.get("files") or sorted(p.name for p in path.iterdir() if p.is_file() and not p.name.startswith("."))
-        console.print("files: " + ", ".join(files))
+        console.print("files: " + ", ".join(map(str, files)))
         return
     runs.open_run(path)
-    cfg = read_yaml(path / runs.CONFIG)
+    cfg = runs.check_types(read_yaml(path / runs.CONFIG), dict.fromkeys(SECTIONS, dict), path / runs.CONFIG)
     console.print(table(_config_rows(cfg, summary, path), ["key", "value"], title=f"{path.name}"))
     metrics = runs.read_metrics(path)
     if metrics.empty:
@@ -327,6 +327,18 @@ def show(
     if open_png:
         typer.launch(str(png))
     print(png)
+
+
+SECTIONS = ("dataset", "transform", "model", "optimizer", "loss", "train")  # what show reads of a run's config.yaml
+
+
+def _read_text(path: Path) -> str:
+    from cnnlab.errors import RunError
+
+    try:
+        return path.read_text()
+    except (OSError, UnicodeDecodeError) as e:
+        raise RunError(f"cannot read {path}: {e}") from None
 
 
 def _format(value, spec: str) -> str:
