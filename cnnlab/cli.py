@@ -8,6 +8,7 @@ runtime failures, 128 + signal for an interruption.
 from __future__ import annotations
 
 import os
+import re
 import signal
 import sys
 from pathlib import Path
@@ -29,9 +30,44 @@ app = typer.Typer(
     help="Run the classic CNN studies on MNIST, Fashion-MNIST and CIFAR-10: fast, reproducible, honest numbers.",
 )
 
-DataDir = typer.Option(None, "--data-dir", help="Dataset folder (torchvision layout). Default: the config's dataset.data_dir, else $CNNLAB_DATA_DIR, else ./data.")
-RunsDir = typer.Option(None, "--runs-dir", help="Where run directories go. Default: $CNNLAB_RUNS_DIR, else ./runs.")
-Device = typer.Option(None, "--device", help="auto | cpu | cuda | cuda:N (overrides the config's device).")
+
+class CnnlabUsage(CnnlabError):
+    exit_code = 2
+
+
+def not_empty(option: str, convert=str):
+    """The parser of an option whose empty value (`--runs-dir "$UNSET"`) would silently stand for
+    something else: not given, or the working directory ('' as a path is '.'). Refused instead."""
+
+    def parse(value: str):
+        if not value.strip():
+            raise CnnlabUsage(f"{option} is empty: give a value, or leave {option} out")
+        return convert(value)
+
+    return parse
+
+
+def device_name(value: str) -> str:
+    """--device's parser: the names a config's device takes, refused as --device's."""
+    from cnnlab.config import DEVICE_NAMES, DEVICES
+
+    if not re.fullmatch(DEVICES, value):
+        raise CnnlabUsage(f"unknown --device {value!r}; valid: {DEVICE_NAMES}")
+    return value
+
+
+def dataset_name(value: str) -> str:
+    """--dataset's parser: a dataset cnnlab knows, refused as --dataset's."""
+    from cnnlab.config import DATASET_SHAPES
+
+    if value not in DATASET_SHAPES:
+        raise CnnlabUsage(f"unknown --dataset {value!r}; valid: {', '.join(DATASET_SHAPES)}")
+    return value
+
+
+DataDir = typer.Option(None, "--data-dir", parser=not_empty("--data-dir", Path), help="Dataset folder (torchvision layout). Default: the config's dataset.data_dir, else $CNNLAB_DATA_DIR, else ./data.")
+RunsDir = typer.Option(None, "--runs-dir", parser=not_empty("--runs-dir", Path), help="Where run directories go. Default: $CNNLAB_RUNS_DIR, else ./runs.")
+Device = typer.Option(None, "--device", parser=device_name, help="auto | cpu | cuda | cuda:N (overrides the config's device).")
 
 
 def positional_and_overrides(args: list[str]) -> tuple[list[str], list[str]]:
@@ -53,15 +89,11 @@ def split_args(args: list[str], what: str = "config file", example: str = "train
     return (paths[0] if paths else None), overrides
 
 
-class CnnlabUsage(CnnlabError):
-    exit_code = 2
-
-
 def load(config: str, overrides: list[str], device: str | None = None, stored: bool = False):
     """config with overrides and --device; stored: a run's own config.yaml (see config.validate)."""
     from cnnlab.config import load_config
 
-    return load_config(config, overrides + ([f"device={device}"] if device else []), stored)
+    return load_config(config, overrides + ([f"device={device}"] if device is not None else []), stored)
 
 
 @app.command()
@@ -133,7 +165,7 @@ def summary(
 
 @app.command("runs")
 def list_runs(
-    dataset: Optional[str] = typer.Option(None, "--dataset"),
+    dataset: Optional[str] = typer.Option(None, "--dataset", parser=dataset_name),
     model: Optional[str] = typer.Option(None, "--model"),
     status: Optional[str] = typer.Option(None, "--status"),
     csv: bool = typer.Option(False, "--csv", help="Print CSV instead of a table."),
@@ -145,12 +177,11 @@ def list_runs(
 
     if status is not None and status not in STATUSES:
         raise CnnlabUsage(f"unknown --status {status!r}; valid: {', '.join(STATUSES)}")
-    if dataset is not None or model is not None:
-        from cnnlab.config import DATASET_SHAPES, model_names  # the schema's names: no torch, unlike cnnlab.models
+    if model is not None:
+        from cnnlab.config import model_names  # the schema's names: no torch, unlike cnnlab.models
 
-        for option, value, valid in (("--dataset", dataset, list(DATASET_SHAPES)), ("--model", model, model_names())):
-            if value is not None and value not in valid:
-                raise CnnlabUsage(f"unknown {option} {value!r}; valid: {', '.join(valid)}")
+        if model not in model_names():
+            raise CnnlabUsage(f"unknown --model {model!r}; valid: {', '.join(model_names())}")
     root = runs_root(runs_dir)
     if root.exists() and not root.is_dir():
         raise RunError(f"{root} is a file, not a runs directory")

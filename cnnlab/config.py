@@ -498,7 +498,7 @@ def _walk(schema: type[BaseModel], loc: tuple) -> tuple[type[BaseModel] | None, 
     return cls, path
 
 
-def _describe(err: dict, schema: type[BaseModel]) -> str:
+def _describe(err: dict, schema: type[BaseModel], names: dict[str, str]) -> str:
     # drop the member names pydantic adds inside plain unions, e.g. "literal['dataset','none']", "constrained-float"
     loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and (p.startswith(("literal[", "function-", "constrained-")) or p[:1].isupper())))
     kind = err["type"]
@@ -520,6 +520,7 @@ def _describe(err: dict, schema: type[BaseModel]) -> str:
         tag = err.get("ctx", {}).get("tag")
         return f"unknown {what} {tag!r}; valid names: {expected}"
     shown = ".".join(_walk(schema, loc)[1])
+    shown = names.get(shown, shown)
     msg = err["msg"]
     if kind == "literal_error":
         msg = f"must be one of {err['ctx']['expected']}"
@@ -530,9 +531,11 @@ def _describe(err: dict, schema: type[BaseModel]) -> str:
     return f"{shown}: {msg}{got_text}" if shown else f"{msg}{got_text}"
 
 
-def validate(data: dict, schema: type[BaseModel] = Config, source: str = "config", stored: bool = False):
+def validate(data: dict, schema: type[BaseModel] = Config, source: str = "config", stored: bool = False, names: dict[str, str] | None = None):
     """Validate a raw dict against a schema; the first problem becomes one ConfigError line. stored:
-    a config cnnlab wrote itself (a run's, a study's plan), held to the checks it was written under."""
+    a config cnnlab wrote itself (a run's, a study's plan), held to the checks it was written under.
+    names: what the user typed for a key (max_shift: --max-shift), as the error names it; source '':
+    no prefix."""
     try:
         return schema.model_validate(data, context={"stored": stored})
     except ValidationError as e:
@@ -541,7 +544,8 @@ def validate(data: dict, schema: type[BaseModel] = Config, source: str = "config
         # and an unknown key (`spce:`) is the likelier mistake than the key it leaves missing (`space`)
         error = max(e.errors(), key=lambda err: (len(err["loc"]), err["type"] == "extra_forbidden",
                                                  (err["type"] == "literal_error") == isinstance(err.get("input"), str)))
-        raise ConfigError(f"{source}: {_describe(error, schema)}") from None
+        prefix = f"{source}: " if source else ""
+        raise ConfigError(prefix + _describe(error, schema, names or {})) from None
 
 
 def read_config_yaml(path: str | Path) -> dict:

@@ -183,7 +183,7 @@ def test_named_study_lookup_user_study_and_errors(tmp_path, monkeypatch):
 def test_compare_user_errors_are_one_line(capsys, monkeypatch, tmp_path):
     for args, needle in [
         (["compare", "no-such-study"], "unknown study"),
-        (["compare", "fc-vs-cnn", "--dataset", "svhn"], "dataset.name"),
+        (["compare", "fc-vs-cnn", "--dataset", "svhn"], "unknown --dataset 'svhn'; valid: mnist"),  # the option, not dataset.name
         (["compare", "fc-vs-cnn", "transform.permute=true"], "compare sets it itself"),  # not silently dropped
         (["compare", "fc-vs-cnn", "--dataset", "toy"], "cannot take inputs of shape (1, 4, 4)"),  # before FC trains
     ]:

@@ -8,7 +8,7 @@ from typing import Optional
 
 import typer
 
-from cnnlab.cli import CnnlabUsage, DataDir, RunsDir, app
+from cnnlab.cli import CnnlabUsage, DataDir, RunsDir, app, device_name
 
 RESULTS = "results.csv"
 
@@ -66,14 +66,8 @@ def case_names(cases: str | None, default: tuple[str, ...]) -> list[str]:
     return names
 
 
-def check_options(device: str, amp: str | None) -> None:
-    """--device and --amp name themselves when refused (not the train.amp of a case's config file)."""
-    import re
-
-    from cnnlab.config import DEVICE_NAMES, DEVICES
-
-    if not re.fullmatch(DEVICES, device):
-        raise CnnlabUsage(f"unknown --device {device!r}; valid: {DEVICE_NAMES}")
+def check_amp(amp: str | None) -> None:
+    """--amp names itself when refused (not the train.amp of a case's config file)."""
     if amp not in (None, "none", "bf16"):
         raise CnnlabUsage(f"unknown --amp {amp!r}; valid: none, bf16")
 
@@ -115,7 +109,7 @@ def append_results(path: Path, rows: list[dict]) -> Path:
 @app.command()
 def bench(
     quick: bool = typer.Option(False, "--quick", help="A fraction of an epoch per case, one repeat, a 2,000-image test subset (for CI)."),
-    device: str = typer.Option("cpu", "--device", help="auto | cpu | cuda | cuda:N (not the configs' device). On CUDA cnnlab trains with bf16 autocast; the reference in float32."),
+    device: str = typer.Option("cpu", "--device", parser=device_name, help="auto | cpu | cuda | cuda:N (not the configs' device). On CUDA cnnlab trains with bf16 autocast; the reference in float32."),
     cases: Optional[str] = typer.Option(None, "--cases", help="Comma-separated cases: fc, cnn, lenet, trashnet, lenet99. Default: all (--quick: all but lenet99)."),
     repeats: Optional[int] = typer.Option(None, "--repeats", min=1, help="Reference/cnnlab pairs per case. Default 3 (--quick: 1)."),
     compile: bool = typer.Option(False, "--compile", help="torch.compile cnnlab's model; the compile time counts in its epochs."),
@@ -134,7 +128,7 @@ def bench(
     from cnnlab.runs import ensure_dir, runs_root, utc_now
 
     names = case_names(cases, QUICK_CASES if quick else DEFAULT_CASES)
-    check_options(device, amp)
+    check_amp(amp)
     out_dir = ensure_dir(runs_root(runs_dir) / "bench", "bench results directory")  # before minutes of measuring
     read_results(out_dir / RESULTS)  # an unreadable results file is refused before measuring, too
     repeats = repeats or (1 if quick else 3)

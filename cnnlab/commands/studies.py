@@ -10,11 +10,11 @@ from typing import Optional
 
 import typer
 
-from cnnlab.cli import CnnlabUsage, DataDir, Device, RunsDir, app, positional_and_overrides
+from cnnlab.cli import CnnlabUsage, DataDir, Device, RunsDir, app, dataset_name, not_empty, positional_and_overrides
 
 Epochs = typer.Option(None, "--epochs", min=1, help="Epochs for every trained model (overrides train.epochs).")
-Dataset = typer.Option(None, "--dataset", help="Run every member on this dataset: mnist | fashion-mnist | cifar10.")
-Address = typer.Option(None, "--address", help="Ray cluster address: run the cells there instead of one after another here.")
+Dataset = typer.Option(None, "--dataset", parser=dataset_name, help="Run every member on this dataset: mnist | fashion-mnist | cifar10.")
+Address = typer.Option(None, "--address", parser=not_empty("--address"), help="Ray cluster address: run the cells there instead of one after another here.")
 Resume = typer.Option(None, "--resume", metavar="STUDY_DIR", help="Continue an interrupted or failed study: its finished cells are kept, the others resumed. Takes no other arguments but --address and --data-dir.")
 
 
@@ -217,7 +217,8 @@ def shift_sweep(
             spec, members = resolve(paths or ["shift-sweep"], common_overrides(epochs, dataset, device) + overrides)
             name, defaults = spec.name, spec.sweep
         given = {"max_shift": max_shift, "axis": axis, "mode": mode, "image_index": image_index, "image_split": image_split}
-        opts = validate({**defaults.model_dump(), **{k: v for k, v in given.items() if v is not None}}, SweepSpec, "shift-sweep options")
+        options = {k: f"--{k.replace('_', '-')}" for k in given}  # a refused value is named as it was typed
+        opts = validate({**defaults.model_dump(), **{k: v for k, v in given.items() if v is not None}}, SweepSpec, "", names=options)
         cells = [Cell(m.cfg, {"model": m.label}) for m in members]
         # everything that can be refused is checked before any training: the runs to reuse, one dataset, the image
         reused = [study.load_trained(path, None, device) for path in from_run]
