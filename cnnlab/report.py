@@ -23,8 +23,9 @@ def on_a_terminal() -> bool:
 
 
 # off a terminal (CI logs, pipes) rich would wrap tables at 80 columns: a pipe gets 120 columns
-# unless $COLUMNS says otherwise (rich reads it when width is None)
-console = Console(highlight=False, width=None if on_a_terminal() or os.environ.get("COLUMNS") else 120)
+# unless $COLUMNS says otherwise (rich reads it when width is None); no markup: what is printed holds
+# the user's text (descriptions, paths), where '[/x]' would fail and '[bold]' vanish
+console = Console(highlight=False, markup=False, width=None if on_a_terminal() or os.environ.get("COLUMNS") else 120)
 
 # how each metrics column is shown
 FORMATS = {

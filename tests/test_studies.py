@@ -641,6 +641,18 @@ def test_show_says_why_a_run_or_study_did_not_complete(fashion_run, tmp_path, ca
     assert code == 0 and "why" not in out  # a completed run has nothing to explain
 
 
+def test_show_and_runs_print_square_brackets_as_they_are(fashion_run, tmp_path, capsys, monkeypatch):
+    """Text in brackets (a description, a path) is not rich markup: '[/x]' neither fails nor vanishes."""
+    described = tmp_path / fashion_run.path.name
+    shutil.copytree(fashion_run.path, described)
+    config = described / "config.yaml"
+    config.write_text(config.read_text().replace("description: ''", "description: see [/x] and [bold]y"))
+    code, out, err = cnnlab(capsys, monkeypatch, "show", described)
+    assert code == 0 and "see [/x] and [bold]y" in out, err
+    code, out, err = cnnlab(capsys, monkeypatch, "runs", "--runs-dir", tmp_path / "[/x]")
+    assert code == 0 and f"no runs in {tmp_path / '[/x]'}" in " ".join(out.split()), err
+
+
 # ---------------------------------------------------------------------------- real data
 @pytest.mark.slow
 def test_fc_vs_cnn_permutation_on_real_mnist(tmp_path, capsys, monkeypatch):

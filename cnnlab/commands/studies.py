@@ -306,10 +306,10 @@ def show(
         what = summary.get("study") or summary["kind"]
         console.print(f"{summary.get('name', path.name)} ({what}), {runs.shown_status(summary, path)}, started {summary.get('started_at')}")
         if summary.get("error"):
-            console.print(f"why: {summary['error']}", markup=False)
+            console.print(f"why: {summary['error']}")
         for table_md in ("table.md", "results.md"):  # a study's table, a sweep's points best first
             if (path / table_md).is_file():
-                console.print(_read_text(path / table_md), markup=False)
+                console.print(_read_text(path / table_md))
         files = summary.get("files") or sorted(p.name for p in path.iterdir() if p.is_file() and not p.name.startswith("."))
         console.print("files: " + ", ".join(map(str, files)))
         return
