@@ -224,7 +224,9 @@ class TrainConfig(Strict):
     cuda_graphs: bool = True  # on CUDA, replay each step's forward and backward as a CUDA graph (not with compile)
     deterministic: bool = True  # on CUDA, only cuDNN's deterministic algorithms: the same numbers on every run
     tta: Literal["none", "flip", "flip_translate"] = "none"  # test-time augmentation of the test split
-    threads: StrictInt | None = Field(None, gt=0)  # CPU threads; default: 1 for steps under 10 MFLOP, else torch's choice
+    # CPU threads; default: 1 for steps under 10 MFLOP, else torch's choice. Bounded: torch asked for
+    # 100,000 runs out of memory starting them, and dies in a segfault
+    threads: StrictInt | None = Field(None, gt=0, le=1024)
     checkpoint: bool = True  # write a resumable checkpoint after every epoch
     tensorboard: bool = False  # also log each epoch's metrics for `tensorboard --logdir runs` (needs tensorboardX)
 

@@ -30,6 +30,7 @@ from cnnlab.errors import CnnlabError, ConfigError, RunError, signal_name
 SWEEP_FILE, BASE_FILE, TRIALS = "sweep.yaml", "base.yaml", "trials"
 METRIC_LABELS = {"test_acc": "test accuracy (%)", "train_acc": "train accuracy (%)", "test_loss": "test loss", "train_loss": "train loss"}
 DONE = ("completed", "stopped")  # trial statuses whose metric counts
+MAX_POINTS = 10_000  # a grid is expanded in memory: num: 1e9 must be refused, not exhaust it
 
 
 # ---------------------------------------------------------------------------- the sweep file
@@ -254,6 +255,9 @@ def resolve(spec: SweepFile, base: Config, source: str, explicit=()) -> Sweep:
         for key, entry in spec.space.items():
             if entry.values is None and entry.num is None:
                 raise ConfigError(f"{source}: space.{key}: a range needs num (how many grid points) for method grid")
+        size = math.prod(len(entry.values) if entry.values is not None else entry.num for entry in spec.space.values())
+        if size > MAX_POINTS:
+            raise ConfigError(f"{source}: space: a grid of {size:,} points is more than {MAX_POINTS:,}; give fewer values, a smaller num, or method=random")
         grids = [entry.grid() for entry in spec.space.values()]
         sweep.points = [dict(zip(spec.space, values)) for values in itertools.product(*grids)]
         checked = sweep.points

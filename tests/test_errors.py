@@ -162,6 +162,9 @@ CASES = [
     ("negative_lr", [*OK_ARGS, "optimizer.lr=-0.1"], 2, "optimizer.lr"),
     ("infinite_lr", [*OK_ARGS, "optimizer.lr=.inf"], 2, "optimizer.lr: Input should be a finite number (got inf)"),
     ("zero_batch", [*OK_ARGS, "train.batch_size=0"], 2, "train.batch_size"),
+    ("threads_too_many", [*OK_ARGS, "train.threads=100000"], 2, "train.threads: Input should be less than or equal to 1024 (got 100000)"),  # torch: a segfault
+    ("compare_too_many_seeds", ["compare", "{tmp}/ok.yaml", "--seeds", "99999999999", "--runs-dir", "{tmp}/no_study"], 2,
+     "1 model(s) x 1 condition(s) x 99,999,999,999 seeds is more than 10,000 runs"),  # not the memory exhausted making them
     ("shift_too_large", [*OK_ARGS, "transform.shift.dx=28"], 2, "must be smaller than the 28x28 image"),
     ("shift_too_large_up", [*OK_ARGS, "transform.shift.dy=-40"], 2, "(0, -40)"),
     ("translate_too_large", [*OK_ARGS, "transform.augment.translate=28"], 2, "transform.augment.translate"),

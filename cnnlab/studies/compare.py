@@ -13,6 +13,7 @@ from cnnlab.runner import Cell
 from cnnlab.studies.spec import Member
 
 TABLE_COLUMNS = ["model", "params", "permuted", "seeds", "test_acc_mean", "test_acc_std", "train_seconds"]
+MAX_RUNS = 10_000  # the cells are made in memory before any trains: --seeds 1e11 must be refused, not exhaust it
 
 
 def make_cells(members: list[Member], seeds: int, permute: bool) -> list[Cell]:
@@ -21,6 +22,9 @@ def make_cells(members: list[Member], seeds: int, permute: bool) -> list[Cell]:
     The permutation's own seed stays the config's (null: the run's seed), so by default every seed
     draws a different permutation.
     """
+    conditions = 2 if permute else 1
+    if len(members) * conditions * seeds > MAX_RUNS:
+        raise ConfigError(f"{len(members)} model(s) x {conditions} condition(s) x {seeds:,} seeds is more than {MAX_RUNS:,} runs; give fewer seeds")
     cells = []
     for m in members:
         if m.cfg.transform.permute:
