@@ -232,7 +232,7 @@ def read_metrics(run: Path):
         return pd.DataFrame()
     try:
         table = pd.read_csv(path)
-    except (ValueError, UnicodeDecodeError) as e:  # pandas' ParserError is a ValueError
+    except (OSError, ValueError, UnicodeDecodeError) as e:  # pandas' ParserError is a ValueError
         raise RunError(f"cannot read {path}: {error_reason(e)}") from None
     missing = [c for c in METRIC_COLUMNS if c not in table.columns]
     if missing:
@@ -301,6 +301,15 @@ def shown_status(summary: dict, path: Path | None = None) -> str | None:
     return "dead" if owner_alive(summary) is False else status
 
 
+def _kind(path: Path) -> str:
+    """What a directory's .kind says it is (run, study, sweep): 'run' without one (an older cnnlab's
+    run), or when it cannot be read."""
+    try:
+        return (path / ".kind").read_text(errors="replace").strip()
+    except OSError:
+        return "run"
+
+
 def list_runs(root: Path) -> list[dict]:
     """Summaries of every run, study and sweep under root, newest first.
 
@@ -317,8 +326,7 @@ def list_runs(root: Path) -> list[dict]:
             data = read_json(summary)
         except RunError:
             continue  # a summary is always replaced whole, so this is some other file
-        kind_file = path / ".kind"
-        data.setdefault("kind", kind_file.read_text(errors="replace").strip() if kind_file.is_file() else "run")
+        data.setdefault("kind", _kind(path))
         data["status"] = shown_status(data, path)
         data["path"] = str(path)
         data["id"] = path.name

@@ -129,6 +129,27 @@ def test_listing_reads_a_kind_file_that_is_not_text(tmp_path):
     assert [r["name"] for r in runs.list_runs(tmp_path)] == ["real"]
 
 
+def test_unreadable_files_of_a_run_are_one_line_not_a_traceback(tmp_path, monkeypatch):
+    """As for a user who may not read them (tests run as root, who may: the read is made to fail)."""
+    record = StudyRecord(tmp_path, "real", study="fc-vs-cnn")
+    (record.path / "metrics.csv").write_text("epoch\n1\n")
+    read_text = Path.read_text
+
+    def denied(path, *args, **kwargs):
+        if path.name in (".kind", "metrics.csv"):
+            raise PermissionError(errno.EACCES, "Permission denied", str(path))
+        return read_text(path, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "read_text", denied)
+    monkeypatch.setattr(pd, "read_csv", lambda path, *a, **k: denied(Path(path)))
+    with pytest.raises(RunError, match="cannot read .*metrics.csv: .*Permission denied"):
+        runs.read_metrics(record.path)
+    summary = json.loads(read_text(record.path / "summary.json"))
+    del summary["kind"]  # as a run's summary: the kind comes from .kind
+    (record.path / "summary.json").write_text(json.dumps(summary))
+    assert [(r["name"], r["kind"]) for r in runs.list_runs(tmp_path)] == [("real", "run")]
+
+
 def test_a_resume_that_does_not_fit_says_which_weights_differ(setup):
     first = run(load_config(setup / "files.yaml", ["train.epochs=1"]), runs_dir=setup / "runs", data_dir=setup / "data")
     config = first.path / "config.yaml"
