@@ -7,6 +7,7 @@ runtime failures, 128 + signal for an interruption.
 
 from __future__ import annotations
 
+import errno
 import os
 import re
 import signal
@@ -70,10 +71,18 @@ RunsDir = typer.Option(None, "--runs-dir", parser=not_empty("--runs-dir", Path),
 Device = typer.Option(None, "--device", parser=device_name, help="auto | cpu | cuda | cuda:N (overrides the config's device).")
 
 
+def is_file(arg: str) -> bool:
+    """Whether arg names an existing file; not when it cannot be a path (description=<300 letters>)."""
+    try:
+        return Path(arg).is_file()
+    except OSError:  # a name too long
+        return False
+
+
 def positional_and_overrides(args: list[str]) -> tuple[list[str], list[str]]:
     """Split arguments into positional ones and KEY=VALUE overrides. An existing file is positional
     even with '=' in its path (exp/lr=0.1/mnist.yaml)."""
-    is_path = [("=" not in a) or Path(a).is_file() for a in args]
+    is_path = [("=" not in a) or is_file(a) for a in args]
     return [a for a, p in zip(args, is_path) if p], [a for a, p in zip(args, is_path) if not p]
 
 
@@ -84,7 +93,7 @@ def split_args(args: list[str], what: str = "config file", example: str = "train
     if len(paths) > 1:
         extra = paths[1]
         if what == "config file":  # name the one that is not a config
-            extra = next((p for p in paths if not p.endswith((".yaml", ".yml")) and not Path(p).is_file()), extra)
+            extra = next((p for p in paths if not p.endswith((".yaml", ".yml")) and not is_file(p)), extra)
         raise CnnlabUsage(f"{extra!r} is not KEY=VALUE: give one {what}, then overrides like {example}")
     return (paths[0] if paths else None), overrides
 
@@ -272,6 +281,11 @@ def main() -> None:
     except BrokenPipeError:  # a write that bypassed sys.stdout, after its reader had gone
         sys.stderr.close()
         code = 1
+    except OSError as e:
+        if e.errno != errno.ENAMETOOLONG:  # only a path the user gave is ever too long: anything else is a bug to see
+            raise
+        print(f"error: {e.strerror}: {e.filename}", file=sys.stderr)
+        code = 2
     finally:
         if out is not None:
             out.flush()  # what is still buffered: a failure to write it is caught there, too

@@ -188,6 +188,10 @@ CASES = [
     ("unknown_command", ["trian"], 2, "No such command 'trian'"),
     ("option_without_value", ["train", "--resume"], 2, "'--resume' requires an argument"),
     ("no_config", ["train"], 2, "missing CONFIG"),
+    # a path longer than a file name may be (255 bytes) is one line wherever it is given
+    ("config_name_too_long", ["train", "a" * 300 + ".yaml"], 2, "error: File name too long: " + "a" * 300 + ".yaml"),
+    ("runs_dir_name_too_long", ["runs", "--runs-dir", "{tmp}/" + "a" * 300], 2, "File name too long"),
+    ("show_name_too_long", ["show", "a" * 300], 2, "File name too long"),
     ("summary_no_config", ["summary", "train.epochs=3"], 2, "missing CONFIG"),
     ("toy_on_mnist", [*OK_ARGS, "model={{name: toy}}", "loss.name=bce"], 2, "needs a two-class dataset (toy), not mnist"),
     ("bench_unknown_device", ["bench", "--quick", "--device", "gpu", *RUNS], 2, "unknown --device 'gpu'; valid: auto, cpu, cuda, cuda:N"),
@@ -305,6 +309,13 @@ def test_bad_input_is_one_clear_line(results, case_id, args, code, expected):
     line = error_line(out.stderr)
     assert out.returncode == code, f"exit {out.returncode}: {line}"
     assert line.startswith("error: ") and expected in line, line
+
+
+def test_an_override_longer_than_a_file_name_is_an_override(tmp_path):
+    """Whether an argument is a config file is asked of the file system, which refuses names over 255 bytes."""
+    (tmp_path / "ok.yaml").write_text(OK)
+    out = cli("train", tmp_path / "ok.yaml", "description=" + "x" * 300, "--print-config")
+    assert out.returncode == 0 and "x" * 300 in out.stdout.replace("\n", "").replace(" ", ""), out.stderr
 
 
 def test_a_study_or_sweep_that_cannot_start_leaves_no_directory(results):
