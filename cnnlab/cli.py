@@ -22,7 +22,7 @@ try:  # typer >= 0.20 carries its own copy of click
 except ImportError:  # older typer drives the click package
     from click.exceptions import ClickException, NoArgsIsHelpError
 
-from cnnlab.errors import CnnlabError, RunError
+from cnnlab.errors import CnnlabError, RunError, one_line
 
 app = typer.Typer(
     add_completion=False,
@@ -270,13 +270,13 @@ def main() -> None:
         e.show()
         code = e.exit_code
     except ClickException as e:  # unknown option or command, missing argument, bad value
-        print(f"error: {e.format_message()}", file=sys.stderr)
+        print(f"error: {one_line(e.format_message())}", file=sys.stderr)
         code = e.exit_code
     except CnnlabError as e:
-        print(f"error: {e}", file=sys.stderr)
+        print(f"error: {one_line(str(e))}", file=sys.stderr)
         code = e.exit_code
     except (KeyboardInterrupt, typer.Abort) as e:
-        print(f"interrupted: {e}" if str(e) else "interrupted", file=sys.stderr)
+        print(f"interrupted: {one_line(str(e))}" if str(e) else "interrupted", file=sys.stderr)
         code = 128 + getattr(e, "signum", signal.SIGINT)
     except BrokenPipeError:  # a write that bypassed sys.stdout, after its reader had gone
         sys.stderr.close()
@@ -284,7 +284,7 @@ def main() -> None:
     except OSError as e:
         if e.errno != errno.ENAMETOOLONG:  # only a path the user gave is ever too long: anything else is a bug to see
             raise
-        print(f"error: {e.strerror}: {e.filename}", file=sys.stderr)
+        print(f"error: {e.strerror}: {one_line(str(e.filename))}", file=sys.stderr)
         code = 2
     finally:
         if out is not None:

@@ -8,6 +8,12 @@ def first_line(e: BaseException) -> str:
     return next((line.strip() for line in str(e).splitlines() if line.strip()), type(e).__name__)
 
 
+def one_line(text: str) -> str:
+    """text with its line breaks written as \\n: a message holding a path or value the user gave
+    with one (a directory named 'a<newline>b') stays one line."""
+    return text.replace("\r", "\\r").replace("\n", "\\n")
+
+
 def signal_name(signum: int | None) -> str:
     """How an interruption names its signal: 'SIGTERM', or 'a signal' when it is not known."""
     return signal.Signals(signum).name if signum else "a signal"

@@ -192,6 +192,9 @@ CASES = [
     ("config_name_too_long", ["train", "a" * 300 + ".yaml"], 2, "error: File name too long: " + "a" * 300 + ".yaml"),
     ("runs_dir_name_too_long", ["runs", "--runs-dir", "{tmp}/" + "a" * 300], 2, "File name too long"),
     ("show_name_too_long", ["show", "a" * 300], 2, "File name too long"),
+    # a line break in a path the user gave is written \n: the message stays one line
+    ("config_path_with_a_newline", ["train", "{tmp}/no\nfile.yaml"], 2, "no\\nfile.yaml"),
+    ("runs_dir_with_a_newline", ["train", "{tmp}/ok.yaml", "--data-dir", "{good}", "--runs-dir", "{a_file}/x\ny"], 1, "a_file/x\\ny: Not a directory"),
     ("summary_no_config", ["summary", "train.epochs=3"], 2, "missing CONFIG"),
     ("toy_on_mnist", [*OK_ARGS, "model={{name: toy}}", "loss.name=bce"], 2, "needs a two-class dataset (toy), not mnist"),
     ("bench_unknown_device", ["bench", "--quick", "--device", "gpu", *RUNS], 2, "unknown --device 'gpu'; valid: auto, cpu, cuda, cuda:N"),
