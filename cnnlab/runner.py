@@ -70,9 +70,9 @@ def previous_runs(cells: list[Cell], runs_dir: Path) -> list[Path | None]:
 def finished_result(path: Path):
     """The RunResult of a completed run, read from its directory; None when it did not complete."""
     from cnnlab.experiment import RunResult
-    from cnnlab.runs import SUMMARY, read_json, read_metrics
+    from cnnlab.runs import RESULTS, SUMMARY, read_json, read_metrics
 
-    summary = read_json(path / SUMMARY)
+    summary = read_json(path / SUMMARY, RESULTS)
     if summary.get("status") != "completed":
         return None
     return RunResult(path, summary, read_metrics(path).to_dict("records"))

@@ -19,6 +19,7 @@ import socket
 import tempfile
 import time
 from datetime import datetime, timezone
+from numbers import Real
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +30,8 @@ LOCK = ".lock"  # held (flock) by the process training the run
 LOCK_TRIES = 10  # 0.1 s apart, before a second process is told the run is being trained
 # metrics.csv columns that `show`, `--resume` and the epoch tables rely on
 METRIC_COLUMNS = ["epoch", "train_loss", "train_acc", "test_loss", "test_acc", "epoch_seconds", "samples_per_sec"]
+# summary.json's results that a resumed study computes with, for its completed cells (check_types)
+RESULTS = {**dict.fromkeys(("train_loss", "train_acc", "test_loss", "test_acc", "train_seconds"), Real), "epochs": int, "params": int}
 
 
 def runs_root(cli_value: str | os.PathLike | None = None) -> Path:
@@ -206,7 +209,7 @@ def check_types(data: dict, types: dict[str, type], path: Path) -> dict:
     for key, kind in types.items():
         value = data.get(key)
         if value is not None and not isinstance(value, kind):
-            what = {dict: "mapping", list: "list"}.get(kind, kind.__name__)
+            what = {dict: "mapping", list: "list", Real: "number", int: "whole number"}.get(kind, kind.__name__)
             raise RunError(f"cannot read {path}: {key!r} should be a {what}, not {value!r:.40} (edited by hand?)")
     return data
 

@@ -150,6 +150,18 @@ def test_unreadable_files_of_a_run_are_one_line_not_a_traceback(tmp_path, monkey
     assert [(r["name"], r["kind"]) for r in runs.list_runs(tmp_path)] == [("real", "run")]
 
 
+def test_a_completed_cell_whose_results_were_edited_by_hand_is_one_line(setup):
+    """A study resumed takes its completed cells' results from their summary.json, and computes with them."""
+    from cnnlab.runner import finished_result
+
+    done = run(load_config(setup / "files.yaml", ["train.epochs=1"]), runs_dir=setup / "runs", data_dir=setup / "data")
+    summary = json.loads((done.path / "summary.json").read_text())
+    assert finished_result(done.path).summary["test_acc"] == summary["test_acc"]
+    (done.path / "summary.json").write_text(json.dumps({**summary, "test_acc": "96%"}))
+    with pytest.raises(RunError, match=r"summary.json: 'test_acc' should be a number, not '96%' \(edited by hand\?\)"):
+        finished_result(done.path)
+
+
 def test_a_resume_that_does_not_fit_says_which_weights_differ(setup):
     first = run(load_config(setup / "files.yaml", ["train.epochs=1"]), runs_dir=setup / "runs", data_dir=setup / "data")
     config = first.path / "config.yaml"
