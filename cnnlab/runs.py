@@ -243,6 +243,8 @@ def read_metrics(run: Path):
     text = [c for c in METRIC_COLUMNS if not pd.api.types.is_numeric_dtype(table[c])]
     if text:
         raise RunError(f"cannot read {path}: column {text[0]!r} holds something other than numbers (edited by hand?)")
+    if not all(float(epoch).is_integer() for epoch in table["epoch"]):  # a blank one is NaN
+        raise RunError(f"cannot read {path}: column 'epoch' holds something other than whole numbers (edited by hand?)")
     return table
 
 
