@@ -77,8 +77,9 @@ class ConsoleProgress:
             return
         if self._bar is None:
             self._bar = Progress(
-                TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                TextColumn("{task.fields[stats]}"), console=console, transient=True,
+                # the label holds the user's text (a config's name): shown as it is, like the console's
+                TextColumn("{task.description}", markup=False), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                TextColumn("{task.fields[stats]}", markup=False), console=console, transient=True,
             )
             self._bar.start()
         if self._task is not None:

@@ -328,3 +328,16 @@ def test_a_resumed_session_prints_its_first_epoch(capsys):
                             "epoch_seconds": 0.01, "samples_per_sec": 100.0})
     printed = [int(line.split()[1].split("/")[0]) for line in capsys.readouterr().out.splitlines()]
     assert printed == [101, 120, 160, 200]
+
+
+def test_the_live_bar_shows_a_label_with_square_brackets_as_it_is():
+    from cnnlab.report import ConsoleProgress
+
+    progress = ConsoleProgress(2, "a[/x]b[bold]c", live=True)  # a config named so: rich markup would fail on '[/x]'
+    try:
+        progress.epoch_start(1, 3)
+        progress.step(3, 3, 0.5)
+        shown = [column.render(task).plain for task in progress._bar.tasks for column in progress._bar.columns[:1]]
+    finally:
+        progress.close()
+    assert shown == ["a[/x]b[bold]c epoch 1/2"]
