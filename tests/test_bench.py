@@ -373,3 +373,14 @@ def test_appending_keeps_whole_numbers_whole_where_an_earlier_row_lacks_them(tmp
     rows = list(csv.DictReader(results.open()))
     assert [r["params"] for r in rows] == ["6442", "", "6422"] and [r["threads"] for r in rows] == ["1", "2", "2"]
     assert [r["ref_s"] for r in rows] == ["6.5", "", "9.0"] and [r["case"] for r in rows] == ["fc", "x", "cnn"]
+
+
+def test_appending_keeps_true_and_false_as_written(tmp_path):
+    """compile and cuda_graphs are bools: they stay True/False, not the 1/0 of a whole-number column."""
+    from cnnlab.commands.bench import append_results
+
+    results = tmp_path / "results.csv"
+    append_results(results, [{"case": "fc", "compile": True, "cuda_graphs": False}, {"case": "x", "compile": False, "cuda_graphs": None}])
+    append_results(results, [{"case": "cnn", "compile": False, "cuda_graphs": True}])
+    rows = list(csv.DictReader(results.open()))
+    assert [r["compile"] for r in rows] == ["True", "False", "False"] and [r["cuda_graphs"] for r in rows] == ["False", "", "True"]
