@@ -192,8 +192,13 @@ def test_compare_user_errors_are_one_line(capsys, monkeypatch, tmp_path):
     assert not tmp_path.exists() or not list(tmp_path.iterdir())  # nothing was created
 
 
-def test_missing_data_is_refused_before_the_study_starts(tmp_path, capsys, monkeypatch):
-    code, out, err = cnnlab(capsys, monkeypatch, "compare", "fc-vs-cnn", "dataset.download=false", "--data-dir", tmp_path / "empty", "--runs-dir", tmp_path / "runs")
+@pytest.mark.parametrize("address", [[], ["--address", "local"]], ids=["here", "local-ray"])
+def test_missing_data_is_refused_before_the_study_starts(tmp_path, capsys, monkeypatch, address):
+    if address:  # a local Ray trains on this machine's data: checked before Ray starts
+        ray = pytest.importorskip("ray")
+        monkeypatch.setattr(ray, "init", lambda *args, **kwargs: pytest.fail("Ray started before the data was checked"))
+    code, out, err = cnnlab(capsys, monkeypatch, "compare", "fc-vs-cnn", "dataset.download=false", *address,
+                            "--data-dir", tmp_path / "empty", "--runs-dir", tmp_path / "runs")
     assert code == 1 and "MNIST not found" in err and len(err.strip().splitlines()) == 1
     assert not (tmp_path / "runs").exists()  # nothing trained, nothing to clean up
 
