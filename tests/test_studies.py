@@ -2,6 +2,7 @@
 IDX files, the reading sentences against the numbers, the shift semantics, and the studies'
 outcomes on the real data when it is present (slow)."""
 
+import contextlib
 import io
 import json
 import os
@@ -574,6 +575,29 @@ def test_shift_sweep_refuses_a_run_that_did_not_complete(fashion_run, tiny_data,
                             "--data-dir", tiny_data, "--runs-dir", tmp_path / "runs")
     assert code == 1 and f"{stopped} is interrupted" in err and len(err.strip().splitlines()) == 1, err
     assert not (tmp_path / "runs").exists()
+
+
+
+@pytest.mark.parametrize("status, refused", [
+    ("stopped", None),  # a sweep's scheduler stopped it for good: its weights are what it trained
+    ("failed", "is failed after 1 epoch(s): sweep a finished run (continue it with: cnnlab train --resume "),
+    ("dead", "is dead after 1 epoch(s): sweep a finished run (continue it with: cnnlab train --resume "),
+    ("running", "is running after 1 epoch(s): sweep a finished run (wait until it is done)"),
+], ids=["stopped", "failed", "dead", "running"])
+def test_load_trained_takes_a_finished_run_only(fashion_run, tmp_path, status, refused):
+    from cnnlab import runs
+    from cnnlab.errors import RunError
+
+    copy = tmp_path / fashion_run.path.name
+    shutil.copytree(fashion_run.path, copy)
+    summary = json.loads((copy / "summary.json").read_text())
+    (copy / "summary.json").write_text(json.dumps({**summary, "status": "running" if status == "dead" else status}))
+    with runs.training_lock(copy) if status == "running" else contextlib.nullcontext():  # dead: marked running, no one training it
+        if refused is None:
+            assert shift_sweep.load_trained(copy).cfg == shift_sweep.load_trained(fashion_run.path).cfg
+        else:
+            with pytest.raises(RunError, match=re.escape(f"{copy} {refused}")):
+                shift_sweep.load_trained(copy)
 
 
 # ---------------------------------------------------------------------------- show and runs
