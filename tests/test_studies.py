@@ -3,6 +3,7 @@ IDX files, the reading sentences against the numbers, the shift semantics, and t
 outcomes on the real data when it is present (slow)."""
 
 import contextlib
+import dataclasses
 import io
 import json
 import os
@@ -454,6 +455,22 @@ def test_single_image_probabilities_use_the_runs_test_time_augmentation(tiny_dat
         plain = torch.softmax(t.model(x), 1).numpy()
     assert not np.allclose(flipped, plain, atol=1e-6)  # the flip matters for this model
     np.testing.assert_allclose(probs, flipped, rtol=1e-5, atol=1e-7)
+
+def test_single_image_probabilities_use_the_runs_autocast(fashion_run, tiny_data):
+    """A run with train.amp=bf16 evaluates under autocast: the image view shows those outputs too."""
+    t = shift_sweep.load_trained(fashion_run.path)
+    t = dataclasses.replace(t, cfg=t.cfg.model_copy(update={"train": t.cfg.train.model_copy(update={"amp": "bf16"})}))
+    train, test = load_splits(t.cfg, tiny_data)
+    probs = shift_sweep.image_probabilities(t, train, test.images[:1], [(1, 0)], "roll")
+    x = shift_sweep.prepare_shifted(t, train, test.images[:1], 1, 0, "roll")
+    with torch.no_grad():
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            out = t.model(x)
+        plain = torch.softmax(t.model(x), 1).numpy()
+    want = torch.softmax(out.float(), 1).numpy()
+    assert not np.allclose(want, plain, rtol=1e-5, atol=1e-7)  # bf16 changes the numbers
+    np.testing.assert_allclose(probs, want, rtol=1e-5, atol=1e-7)
+
 
 def test_shift_happens_before_normalization(fashion_run, tiny_data):
     t = shift_sweep.load_trained(fashion_run.path)
