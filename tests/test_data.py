@@ -88,6 +88,9 @@ def test_an_empty_split_is_an_error(tmp_path):
     make_idx_dataset(tmp_path, "MNIST", n_test=0)
     message = load_error("mnist", tmp_path, download=False)
     assert message == f"MNIST in {tmp_path / 'MNIST' / 'raw'}: no images in t10k-images-idx3-ubyte, t10k-labels-idx1-ubyte"
+    make_idx_dataset(tmp_path / "no-train", "MNIST", n_train=0)
+    message = load_error("mnist", tmp_path / "no-train", download=False)
+    assert message == f"MNIST in {tmp_path / 'no-train' / 'MNIST' / 'raw'}: no images in train-images-idx3-ubyte, train-labels-idx1-ubyte"
     make_cifar(tmp_path)
     (tmp_path / "cifar-10-batches-py" / "test_batch").write_bytes(pickle.dumps(cifar_batch(0, 0), protocol=4))
     assert load_error("cifar10", tmp_path, download=False).endswith(": no images in test_batch")
