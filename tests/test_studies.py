@@ -565,6 +565,15 @@ def test_shift_sweep_from_run_grid(fashion_run, tiny_data, tmp_path, capsys, mon
         assert code in (1, 2) and needle in err and len(err.strip().splitlines()) == 1, err
 
 
+def test_a_study_with_nothing_to_train_needs_no_ray(fashion_run, tiny_data, tmp_path, capsys, monkeypatch):
+    """--address only says where cells train: a study with none left (here --from-run only; also a
+    resumed study whose cells all trained) finishes without Ray or the cluster, which may be gone."""
+    monkeypatch.setitem(sys.modules, "ray", None)  # as if Ray were not installed
+    code, out, err = cnnlab(capsys, monkeypatch, "shift-sweep", "--from-run", fashion_run.path, "--max-shift", "1", "--image-index", "0",
+                            "--address", "127.0.0.1:1", "--data-dir", tiny_data, "--runs-dir", tmp_path)
+    assert code == 0 and (last_line(out) / "table.csv").is_file(), err
+
+
 def test_shift_sweep_refuses_before_training(fashion_run, tiny_data, tmp_path, capsys, monkeypatch):
     """A bad image index, a missing run or a second dataset stop the sweep before any model trains."""
     mnist_run = run(load_config(ROOT / "configs/mnist_fc.yaml", ["device=cpu", "train.max_steps=2"]), runs_dir=tmp_path / "own", data_dir=tiny_data)
