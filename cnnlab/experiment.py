@@ -300,9 +300,7 @@ def _run(cfg: Config, signals: Signals, runs_dir, data_dir, resume, progress, on
         # every epoch is written: a signal from here on waits until the summary says "completed"
         signals.critical = True
     except Interrupted as e:
-        # fit counts an epoch (state.epoch) a moment before its files are written; before the run
-        # directory holds a summary (path None) there is none to read
-        written = summary.get("epochs", state.epoch) if path is not None else state.epoch
+        written = summary.get("epochs", state.epoch)  # fit counts an epoch (state.epoch) a moment before its files are written
         if path is not None and written == cfg.train.epochs:  # came as the last epoch's files were written
             finish("completed")
             raise stopped_when_complete(e.signum, path) from None
