@@ -217,6 +217,7 @@ CASES = [
     ("shift_sweep_unknown_axis", ["shift-sweep", "--axis", "z", "--runs-dir", "{tmp}/no_study"], 2, "error: --axis: must be one of 'x', 'y' or 'both' (got 'z')"),
     ("shift_sweep_unknown_image_split", ["shift-sweep", "--image-split", "val", "--runs-dir", "{tmp}/no_study"], 2, "error: --image-split: must be one of"),
     ("shift_sweep_negative_image_index", ["shift-sweep", "--image-index", "-1", "--runs-dir", "{tmp}/no_study"], 2, "error: --image-index: Input should be greater"),
+    ("bench_too_many_threads", ["bench", "--quick", "--threads", "5000", *RUNS], 2, "error: --threads: Input should be less than or equal to 1024 (got 5000)"),
     ("shift_sweep_unknown_dataset", ["shift-sweep", "--dataset", "fashion", "--runs-dir", "{tmp}/no_study"], 2, "unknown --dataset 'fashion'; valid: mnist"),
     ("compare_unknown_dataset", ["compare", "{tmp}/ok.yaml", "--dataset", "fashion", "--runs-dir", "{tmp}/no_study"], 2, "unknown --dataset 'fashion'; valid: mnist"),
     # no data: a bench that took these cases would stop at once instead of measuring for minutes

@@ -72,6 +72,13 @@ def check_amp(amp: str | None) -> None:
         raise CnnlabUsage(f"unknown --amp {amp!r}; valid: none, bf16")
 
 
+def check_threads(threads: int | None) -> None:
+    """--threads held to train.threads' bounds, and named as typed when refused."""
+    from cnnlab.config import TrainConfig, validate
+
+    validate({"threads": threads}, TrainConfig, "", names={"threads": "--threads"})
+
+
 def read_results(path: Path) -> list[dict]:
     """The rows already in the results CSV ([] when there is none); RunError when it is unreadable."""
     import pandas as pd
@@ -129,6 +136,7 @@ def bench(
 
     names = case_names(cases, QUICK_CASES if quick else DEFAULT_CASES)
     check_amp(amp)
+    check_threads(threads)
     out_dir = ensure_dir(runs_root(runs_dir) / "bench", "bench results directory")  # before minutes of measuring
     read_results(out_dir / RESULTS)  # an unreadable results file is refused before measuring, too
     repeats = repeats or (1 if quick else 3)
