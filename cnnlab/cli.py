@@ -125,7 +125,7 @@ def train(
             raise CnnlabUsage(f"--resume continues the run in {resume} itself: give no --runs-dir")
         from cnnlab.runs import CONFIG, open_run
 
-        cfg = load(str(open_run(resume) / CONFIG), overrides, device, stored=True)  # as an earlier cnnlab accepted it
+        cfg = load(str(open_run(resume, resuming=True) / CONFIG), overrides, device, stored=True)  # as an earlier cnnlab accepted it
     elif config is None:
         raise CnnlabUsage("missing CONFIG, e.g. cnnlab train configs/mnist_cnn.yaml")
     else:

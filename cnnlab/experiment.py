@@ -220,7 +220,7 @@ def run(
 def _run(cfg: Config, signals: Signals, runs_dir, data_dir, resume, progress, on_epoch, cpu_share) -> RunResult:
     device = resolve_device(cfg.device)
     if resume is not None:
-        resume = runs.open_run(resume)
+        resume = runs.open_run(resume, resuming=True)
         trained = load_config(resume / runs.CONFIG, stored=True)  # the config the run trained with
         check_resume_changes(resume, trained, cfg)
         # the data it trained on, unless an override moves it (a relative dataset.data_dir would follow the cwd)

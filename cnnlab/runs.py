@@ -141,14 +141,48 @@ def new_run_dir(root: Path, name: str, kind: str = "run") -> Path:
     raise RunError(f"could not find a free run directory name in {root}")
 
 
-def open_run(path: str | os.PathLike) -> Path:
-    """A path that must be an existing run (config.yaml and summary.json inside)."""
+# the directories cnnlab makes, as a message names them (each is resumed by the command of its
+# name, a run by train), and where a study or sweep keeps its runs
+DIRECTORIES = {"run": "a run", "compare": "a compare study", "shift-sweep": "a shift-sweep study", "sweep": "a sweep"}
+MEMBERS = {"compare": "cells", "shift-sweep": "cells", "sweep": "trials"}
+
+
+def directory_kind(path: Path) -> str | None:
+    """Which of DIRECTORIES path is, by its summary.json (a study's names the study); None when it
+    is none of them, or its summary cannot be read."""
+    try:
+        summary = read_json(path / SUMMARY)
+    except RunError:
+        return None
+    kind = summary.get("study") if summary.get("kind") == "study" else summary.get("kind", "run")  # an older cnnlab's run has none
+    if kind == "run":
+        return kind if (path / CONFIG).is_file() else None
+    return kind if isinstance(kind, str) and kind in DIRECTORIES else None  # not a list edited in by hand
+
+
+def resume_elsewhere(path: Path, wanted: str) -> None:
+    """Refuse, naming the command that resumes it, a directory given to resume `wanted` (a key of
+    DIRECTORIES) that is another kind: a study given to train --resume, a run to compare --resume."""
+    kind = directory_kind(path)
+    if kind is not None and kind != wanted:
+        raise RunError(f"{path} is {DIRECTORIES[kind]} directory, not {DIRECTORIES[wanted]}: "
+                       f"resume it with cnnlab {'train' if kind == 'run' else kind} --resume {path}")
+
+
+def open_run(path: str | os.PathLike, resuming: bool = False) -> Path:
+    """A path that must be an existing run (config.yaml and summary.json inside). A study or sweep
+    directory is told apart: resuming, with the command that resumes it; else, with where its runs are."""
     path = Path(path)
     if path.is_file() and path.name in (CONFIG, SUMMARY, METRICS, MODEL, CHECKPOINT):
         raise RunError(f"{path} is a file of a run: give its directory, {path.parent}")
     if not path.is_dir():
         raise RunError(f"not a run directory: {path} {'is a file' if path.exists() else 'does not exist'}")
     if not (path / CONFIG).is_file() or not (path / SUMMARY).is_file():
+        if resuming:
+            resume_elsewhere(path, "run")
+        kind = directory_kind(path)
+        if kind in MEMBERS:  # not resuming: a command that reads a run's model
+            raise RunError(f"{path} is {DIRECTORIES[kind]} directory, not a run: give one of its runs, in {path / MEMBERS[kind]}")
         raise RunError(f"not a run directory: {path} has no {CONFIG} and {SUMMARY}")
     return path
 

@@ -294,6 +294,7 @@ def start(sweep: Sweep, root: Path, data_dir=None) -> Path:
 def reopen(path: str | Path) -> Sweep:
     """The sweep of an existing sweep directory, for --resume."""
     path = Path(path)
+    runs.resume_elsewhere(path, "sweep")
     if not (path / SWEEP_FILE).is_file() or not (path / BASE_FILE).is_file():
         raise RunError(f"not a sweep directory: {path} has no {SWEEP_FILE} and {BASE_FILE}")
     spec = validate_spec(read_yaml(path / SWEEP_FILE, "sweep"), str(path / SWEEP_FILE))

@@ -121,6 +121,13 @@ def write_files(tmp: Path) -> dict[str, Path]:
         if metrics:
             (run / "metrics.csv").write_text(metrics)
     (paths["study_table_binary"] / "table.md").write_bytes(b"\xff\xfe\x81")
+    # a run, studies and a sweep, each given where another kind is wanted
+    for name, summary in (("a_run", '{"kind": "run"}'), ("a_compare_study", '{"kind": "study", "study": "compare"}'),
+                          ("a_shift_sweep_study", '{"kind": "study", "study": "shift-sweep"}'), ("a_sweep", '{"kind": "sweep"}')):
+        made = paths[name] = tmp / name
+        made.mkdir()
+        (made / "summary.json").write_text(summary)
+    (paths["a_run"] / "config.yaml").write_text(OK)
     (paths["config_model_a_name"] / "config.yaml").write_text(OK.replace("{name: fc, hidden: [8]}", "fc"))
     return paths
 
@@ -259,6 +266,14 @@ CASES = [
     ("resume_not_a_run", ["train", "--resume", "{empty_dir}"], 1, "not a run directory"),
     ("resume_a_file", ["train", "--resume", "{a_file}"], 1, "a_file is a file"),
     ("resume_metrics_not_numbers", ["train", "--resume", "{metrics_text_epoch}", "--data-dir", "{good}"], 1, "column 'epoch' holds something other than numbers"),
+    ("resume_a_study", ["train", "--resume", "{a_compare_study}"], 1,
+     "a_compare_study is a compare study directory, not a run: resume it with cnnlab compare --resume"),
+    ("resume_a_shift_sweep", ["train", "--resume", "{a_shift_sweep_study}"], 1, "is a shift-sweep study directory, not a run: resume it with cnnlab shift-sweep --resume"),
+    ("resume_a_sweep", ["train", "--resume", "{a_sweep}"], 1, "a_sweep is a sweep directory, not a run: resume it with cnnlab sweep --resume"),
+    ("compare_resume_a_run", ["compare", "--resume", "{a_run}"], 1, "a_run is a run directory, not a compare study: resume it with cnnlab train --resume"),
+    ("sweep_resume_a_study", ["sweep", "--resume", "{a_compare_study}"], 1, "is a compare study directory, not a sweep: resume it with cnnlab compare --resume"),
+    ("forward_check_a_study", ["forward-check", "--run", "{a_compare_study}"], 1, "is a compare study directory, not a run: give one of its runs, in"),
+    ("shift_sweep_from_a_sweep", ["shift-sweep", "--from-run", "{a_sweep}", "--runs-dir", "{tmp}/no_study"], 1, "a_sweep is a sweep directory, not a run: give one of its runs, in"),
     ("resume_a_runs_file", ["train", "--resume", "{metrics_semicolons}/config.yaml"], 1, "is a file of a run: give its directory"),
     ("show_summary_not_an_object", ["show", "{summary_a_list}"], 1, "not a JSON object but a list"),
     ("show_metrics_not_cnnlabs", ["show", "{metrics_semicolons}"], 1, "no 'epoch', 'train_loss'"),

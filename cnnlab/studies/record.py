@@ -55,6 +55,7 @@ class StudyRecord:
         """The record of an existing `study` directory (compare, shift-sweep), to resume it."""
         path = Path(path)
         summary = runs.read_json(path / runs.SUMMARY) if (path / runs.SUMMARY).is_file() else {}
+        runs.resume_elsewhere(path, study)
         if summary.get("kind") != "study" or summary.get("study") != study or not (path / PLAN).is_file():
             raise RunError(f"not a {study} study directory that can be resumed: {path}")
         if summary.get("status") == "completed":
