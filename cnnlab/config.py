@@ -284,8 +284,11 @@ class Config(Strict):
             # the model never saw (training flips before permuting)
             raise ValueError("train.tta flips and moves images, which transform.permute has scrambled: use one or the other")
         if self.model.name == "toy" or self.loss.name == "bce":
-            if not (self.model.name == "toy" and self.loss.name == "bce"):
-                raise ValueError("loss bce goes with model toy (a single sigmoid output) and only with it")
+            if self.loss.name != "bce":  # cross_entropy is the default: say what to change, not what was asked
+                raise ValueError("model toy has one sigmoid output: it needs loss bce (set loss.name=bce)")
+            if self.model.name != "toy":
+                raise ValueError(f"loss bce needs one sigmoid output (model toy); model {self.model.name} has one per class: "
+                                 "set loss.name=cross_entropy")
             if DATASET_CLASSES[self.dataset.name] != 2:
                 raise ValueError(f"model toy (one sigmoid output, loss bce) needs a two-class dataset (toy), not {self.dataset.name}")
             if self.transform.augment.mixup:

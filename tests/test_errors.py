@@ -204,6 +204,8 @@ CASES = [
     ("config_path_with_a_newline", ["train", "{tmp}/no\nfile.yaml"], 2, "no\\nfile.yaml"),
     ("runs_dir_with_a_newline", ["train", "{tmp}/ok.yaml", "--data-dir", "{good}", "--runs-dir", "{a_file}/x\ny"], 1, "a_file/x\\ny: Not a directory"),
     ("summary_no_config", ["summary", "train.epochs=3"], 2, "missing CONFIG"),
+    ("toy_without_bce", [*OK_ARGS, "model={{name: toy}}", "dataset.name=toy"], 2, "model toy has one sigmoid output: it needs loss bce (set loss.name=bce)"),
+    ("bce_without_toy", [*OK_ARGS, "loss.name=bce"], 2, "loss bce needs one sigmoid output (model toy); model fc has one per class: set loss.name=cross_entropy"),
     ("toy_on_mnist", [*OK_ARGS, "model={{name: toy}}", "loss.name=bce"], 2, "needs a two-class dataset (toy), not mnist"),
     ("bench_unknown_device", ["bench", "--quick", "--device", "gpu", *RUNS], 2, "unknown --device 'gpu'; valid: auto, cpu, cuda, cuda:N"),
     # an empty value ("$UNSET_VARIABLE") is refused, not taken as not given (or, for a path, as the working directory)
