@@ -122,6 +122,16 @@ def ensure_dir(path: Path, what: str = "runs directory") -> Path:
     return path
 
 
+def check_dir(path: Path, what: str = "runs directory") -> None:
+    """What ensure_dir would refuse, found without creating anything: checked before a slow start
+    (Ray) that would leave nothing behind if the directory then turned out impossible."""
+    existing = next(p for p in (path, *path.parents) if p.exists())  # '.' at the latest
+    if not existing.is_dir():
+        raise RunError(f"{path} is a file, not a {what}" if existing == path else f"cannot create the {what} {path}: {existing} is a file")
+    if not os.access(existing, os.W_OK):
+        raise RunError(f"the {what} {path} is not writable" if existing == path else f"cannot create the {what} {path}: {existing} is not writable")
+
+
 def new_run_dir(root: Path, name: str, kind: str = "run") -> Path:
     """Make a fresh `<UTC time>-<name>-<id>` directory; two processes never get the same one."""
     ensure_dir(root)

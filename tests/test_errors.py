@@ -252,6 +252,10 @@ CASES = [
      "each trial asks for 1000 GPU(s) (resources.gpus) but this machine has"),
     ("sweep_more_cpus_than_here", ["sweep", "configs/sweeps/lenet_lr.yaml", "resources.cpus=1000", "--address", "local", "--runs-dir", "{tmp}/no_study"], 2,
      "each trial asks for 1000 CPU(s) (resources.cpus) but this machine has"),
+    # an impossible runs directory, before Ray starts or a cluster is reached
+    ("sweep_runs_dir_under_a_file", ["sweep", "configs/sweeps/lenet_lr.yaml", "--address", "127.0.0.1:1", "--runs-dir", "{a_file}/runs"], 1,
+     "cannot create the runs directory"),
+    ("sweep_runs_dir_a_file", ["sweep", "configs/sweeps/lenet_lr.yaml", "--runs-dir", "{a_file}"], 1, "a_file is a file, not a runs directory"),
     ("sweep_data_missing", ["sweep", "configs/sweeps/lenet_lr.yaml", "dataset.download=false", "--data-dir", "{empty_dir}", "--runs-dir", "{tmp}/no_study"], 1,
      "error: MNIST not found in"),  # not "N of N trials failed; the first: ..."
     # a cluster's nodes have their own data: not checked here

@@ -44,7 +44,7 @@ def sweep(
     Writes trials/, trials.csv, results.csv/.md, best.yaml and a figure; the last line is the sweep directory.
     """
     from cnnlab import sweep as sweeps
-    from cnnlab.runs import owner, runs_root, trained_data_dir, training_lock, utc_now
+    from cnnlab.runs import check_dir, owner, runs_root, trained_data_dir, training_lock, utc_now
 
     if resume is not None:
         if args or device is not None or runs_dir is not None:
@@ -55,6 +55,7 @@ def sweep(
         if file is None:
             raise CnnlabUsage("missing SWEEP_FILE, e.g. cnnlab sweep configs/sweeps/lenet_lr.yaml")
         spec = sweeps.load_sweep(file, overrides + ([f"device={device}"] if device is not None else []))
+        check_dir(runs_root(runs_dir))  # before Ray starts (seconds), or connects to a cluster
 
     from cnnlab.interrupts import Interrupted, interruptible
     from cnnlab.ray_backend import check_fits, ray_address, require_ray, run_sweep, saved_records, session
