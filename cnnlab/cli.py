@@ -66,8 +66,8 @@ def dataset_name(value: str) -> str:
     return value
 
 
-DataDir = typer.Option(None, "--data-dir", parser=not_empty("--data-dir", Path), help="Dataset folder (torchvision layout). Default: the config's dataset.data_dir, else $CNNLAB_DATA_DIR, else ./data.")
-RunsDir = typer.Option(None, "--runs-dir", parser=not_empty("--runs-dir", Path), help="Where run directories go. Default: $CNNLAB_RUNS_DIR, else ./runs.")
+DataDir = typer.Option(None, "--data-dir", parser=not_empty("--data-dir", Path), metavar="DIR", help="Dataset folder (torchvision layout). Default: the config's dataset.data_dir, else $CNNLAB_DATA_DIR, else ./data.")
+RunsDir = typer.Option(None, "--runs-dir", parser=not_empty("--runs-dir", Path), metavar="DIR", help="Where run directories go. Default: $CNNLAB_RUNS_DIR, else ./runs.")
 Device = typer.Option(None, "--device", parser=device_name, help="auto | cpu | cuda | cuda:N (overrides the config's device).")
 
 
@@ -108,7 +108,7 @@ def load(config: str, overrides: list[str], device: str | None = None, stored: b
 @app.command()
 def train(
     args: list[str] = typer.Argument(None, metavar="CONFIG [KEY=VALUE]...", help="A YAML config and dotted overrides, e.g. train.epochs=3 optimizer.lr=0.05"),
-    resume: Optional[Path] = typer.Option(None, "--resume", help="Continue (or extend, with train.epochs=N) the run in RUN_DIR."),
+    resume: Optional[Path] = typer.Option(None, "--resume", parser=not_empty("--resume", Path), metavar="RUN_DIR", help="Continue (or extend, with train.epochs=N) the run in RUN_DIR."),
     print_config: bool = typer.Option(False, "--print-config", help="Print the resolved config and exit."),
     data_dir: Optional[Path] = DataDir,
     runs_dir: Optional[Path] = RunsDir,

@@ -219,6 +219,11 @@ CASES = [
     ("train_empty_runs_dir", ["train", "{tmp}/ok.yaml", "--data-dir", "{good}", "--runs-dir", ""], 2, "--runs-dir is empty"),
     ("runs_empty_runs_dir", ["runs", "--runs-dir", ""], 2, "--runs-dir is empty"),
     ("compare_empty_address", ["compare", "{tmp}/ok.yaml", "--address", "", "--runs-dir", "{tmp}/no_study"], 2, "--address is empty"),
+    ("train_empty_resume", ["train", "--resume", ""], 2, "--resume is empty"),
+    ("compare_empty_resume", ["compare", "--resume", ""], 2, "--resume is empty"),
+    ("sweep_empty_resume", ["sweep", "--resume", ""], 2, "--resume is empty"),
+    ("shift_sweep_empty_from_run", ["shift-sweep", "--from-run", "", "--runs-dir", "{tmp}/no_study"], 2, "--from-run is empty"),
+    ("forward_check_empty_run", ["forward-check", "--run", ""], 2, "--run is empty"),
     ("sweep_empty_address", ["sweep", "configs/sweeps/lenet_lr.yaml", "--address", "", "--runs-dir", "{tmp}/no_study"], 2, "--address is empty"),
     # options are named as typed, not as the field that holds them
     ("shift_sweep_max_shift_too_large", ["shift-sweep", "--max-shift", "99", "--runs-dir", "{tmp}/no_study"], 2,

@@ -15,7 +15,7 @@ from cnnlab.cli import CnnlabUsage, DataDir, Device, RunsDir, app, dataset_name,
 Epochs = typer.Option(None, "--epochs", min=1, help="Epochs for every trained model (overrides train.epochs).")
 Dataset = typer.Option(None, "--dataset", parser=dataset_name, help="Run every member on this dataset: mnist | fashion-mnist | cifar10.")
 Address = typer.Option(None, "--address", parser=not_empty("--address"), help="Ray cluster address: run the cells there instead of one after another here.")
-Resume = typer.Option(None, "--resume", metavar="STUDY_DIR", help="Continue an interrupted or failed study: its finished cells are kept, the others resumed. Takes no other arguments but --address and --data-dir.")
+Resume = typer.Option(None, "--resume", parser=not_empty("--resume", Path), metavar="STUDY_DIR", help="Continue an interrupted or failed study: its finished cells are kept, the others resumed. Takes no other arguments but --address and --data-dir.")
 
 
 def _slug(label: str) -> str:
@@ -164,7 +164,7 @@ def compare(
 @app.command("shift-sweep")
 def shift_sweep(
     args: list[str] = typer.Argument(None, metavar="[STUDY|CONFIG...] [KEY=VALUE]...", help="What to train (default: the shift-sweep study: Fashion-MNIST FC, CNN, CNN with translation augmentation)."),
-    from_run: list[Path] = typer.Option(None, "--from-run", help="Reuse this run's trained model (repeatable); nothing is trained unless configs are given too."),
+    from_run: list[Path] = typer.Option(None, "--from-run", parser=not_empty("--from-run", Path), metavar="RUN_DIR", help="Reuse this run's trained model (repeatable); nothing is trained unless configs are given too."),
     max_shift: Optional[int] = typer.Option(None, "--max-shift", help="Sweep shifts -N..+N pixels (default 5)."),
     axis: Optional[str] = typer.Option(None, "--axis", help="x | y | both (a 2-D grid). Default x."),
     mode: Optional[str] = typer.Option(None, "--mode", help="roll (wrap around, as in the study) | zero (black fill). Default roll."),

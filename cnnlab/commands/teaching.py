@@ -9,7 +9,7 @@ from typing import Optional
 
 import typer
 
-from cnnlab.cli import CnnlabUsage, DataDir, RunsDir, app, load, split_args
+from cnnlab.cli import CnnlabUsage, DataDir, RunsDir, app, load, not_empty, split_args
 from cnnlab.errors import CnnlabError, ConfigError
 
 
@@ -40,7 +40,7 @@ DEFAULT_N = 8  # forward-check's batch
 @app.command("forward-check")
 def forward_check(
     args: list[str] = typer.Argument(None, metavar="CONFIG [KEY=VALUE]...", help="A YAML config (optional with --run)."),
-    run: Optional[Path] = typer.Option(None, "--run", help="Check this run's trained weights (model.pt) instead of a fresh init."),
+    run: Optional[Path] = typer.Option(None, "--run", parser=not_empty("--run", Path), metavar="RUN_DIR", help="Check this run's trained weights (model.pt) instead of a fresh init."),
     n: Optional[int] = typer.Option(None, "--n", min=1, help=f"Test images in the batch (default {DEFAULT_N}); no more than the test split holds after dataset.test_subset."),
     data_dir: Optional[Path] = DataDir,
 ):
