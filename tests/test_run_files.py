@@ -341,3 +341,12 @@ def test_the_live_bar_shows_a_label_with_square_brackets_as_it_is():
     finally:
         progress.close()
     assert shown == ["a[/x]b[bold]c epoch 1/2"]
+
+
+def test_check_dir_refuses_a_runs_directory_it_could_not_write_without_making_anything(tmp_path, monkeypatch):
+    monkeypatch.setattr(runs.os, "access", lambda path, mode: False)  # as a user without write permission (tests run as root)
+    with pytest.raises(RunError, match=f"^the runs directory {re.escape(str(tmp_path))} is not writable$"):
+        runs.check_dir(tmp_path)
+    with pytest.raises(RunError, match=f"^cannot create the runs directory .*/a/b: {re.escape(str(tmp_path))} is not writable$"):
+        runs.check_dir(tmp_path / "a" / "b")
+    assert not (tmp_path / "a").exists()
