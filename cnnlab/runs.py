@@ -19,7 +19,6 @@ import socket
 import tempfile
 import time
 from datetime import datetime, timezone
-from numbers import Real
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +30,7 @@ LOCK_TRIES = 10  # 0.1 s apart, before a second process is told the run is being
 # metrics.csv columns that `show`, `--resume` and the epoch tables rely on
 METRIC_COLUMNS = ["epoch", "train_loss", "train_acc", "test_loss", "test_acc", "epoch_seconds", "samples_per_sec"]
 # summary.json's results that a resumed study computes with, for its completed cells (check_types)
-RESULTS = {**dict.fromkeys(("train_loss", "train_acc", "test_loss", "test_acc", "train_seconds"), Real), "epochs": int, "params": int}
+RESULTS = {**dict.fromkeys(("train_loss", "train_acc", "test_loss", "test_acc", "train_seconds"), numbers.Real), "epochs": int, "params": int}
 
 
 def runs_root(cli_value: str | os.PathLike | None = None) -> Path:
@@ -236,11 +235,19 @@ def trained_data_dir(path: Path) -> str | None:
     return recorded if isinstance(recorded, str) and Path(recorded).is_dir() else None
 
 
+def read_text(path: Path) -> str:
+    """A file's text; one RunError line when it cannot be read or is not text."""
+    try:
+        return Path(path).read_text()
+    except (OSError, ValueError) as e:  # UnicodeDecodeError is a ValueError
+        raise RunError(f"cannot read {path}: {e}") from None
+
+
 def read_json(path: Path, types: dict[str, type] | None = None) -> dict:
     """A JSON object (a run's summary); one RunError line for anything else (see check_types)."""
     try:
-        data = json.loads(Path(path).read_text())
-    except (OSError, ValueError) as e:
+        data = json.loads(read_text(path))
+    except ValueError as e:
         raise RunError(f"cannot read {path}: {e}") from None
     if not isinstance(data, dict):
         raise RunError(f"cannot read {path}: not a JSON object but a {type(data).__name__}")
@@ -253,7 +260,7 @@ def check_types(data: dict, types: dict[str, type], path: Path) -> dict:
     for key, kind in types.items():
         value = data.get(key)
         if value is not None and not isinstance(value, kind):
-            what = {dict: "mapping", list: "list", Real: "number", int: "whole number"}.get(kind, kind.__name__)
+            what = {dict: "mapping", list: "list", numbers.Real: "number", int: "whole number"}.get(kind, kind.__name__)
             raise RunError(f"cannot read {path}: {key!r} should be a {what}, not {value!r:.40} (edited by hand?)")
     return data
 

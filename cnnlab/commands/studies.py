@@ -309,7 +309,7 @@ def show(
             console.print(f"why: {summary['error']}")
         for table_md in ("table.md", "results.md"):  # a study's table, a sweep's points best first
             if (path / table_md).is_file():
-                console.print(_read_text(path / table_md))
+                console.print(runs.read_text(path / table_md))
         files = summary.get("files") or sorted(p.name for p in path.iterdir() if p.is_file() and not p.name.startswith("."))
         console.print("files: " + ", ".join(map(str, files)))
         return
@@ -331,15 +331,6 @@ def show(
 
 
 SECTIONS = ("dataset", "transform", "model", "optimizer", "loss", "train")  # what show reads of a run's config.yaml
-
-
-def _read_text(path: Path) -> str:
-    from cnnlab.errors import RunError
-
-    try:
-        return path.read_text()
-    except (OSError, UnicodeDecodeError) as e:
-        raise RunError(f"cannot read {path}: {e}") from None
 
 
 def _format(value, spec: str) -> str:
