@@ -18,7 +18,8 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from cnnlab.bench import reference
-from cnnlab.bench.machine import PeakMemory
+from cnnlab.bench import suite
+from cnnlab.bench.machine import PeakMemory, compute_peaks, dense_kernels
 from cnnlab.config import load_config
 from cnnlab.errors import DataError
 from cnnlab.experiment import prepare_data
@@ -139,6 +140,35 @@ def test_peak_memory_sees_an_allocation():
         block = torch.ones(64 * 2**20 // 4)  # 64 MiB
         del block
     assert during.mib > before.mib + 48
+
+
+def test_each_dense_kernel_does_the_flops_it_is_credited_with():
+    for name, (flops, call) in dense_kernels(torch.device("cpu"), 64, torch.float32).items():
+        with FlopCounterMode(display=False) as counter:
+            call()
+        assert counter.get_total_flops() == flops, name
+
+
+def test_the_compute_peak_is_measured_per_thread_count_for_every_kernel():
+    peaks = compute_peaks(torch.device("cpu"), 64)
+    assert set(peaks) == {1, torch.get_num_threads()}
+    for by_kernel in peaks.values():
+        assert set(by_kernel) == {"matrix product", "1x1 convolution", "3x3 convolution"}
+        assert all(0 < v < float("inf") for v in by_kernel.values())
+
+
+def test_a_case_is_measured_against_the_fastest_kernel_at_its_thread_count(tiny_data, monkeypatch):
+    # on AMD CPUs MKL's matrix product reaches 40% of oneDNN's convolutions: a ceiling from the
+    # product alone put TrashNet at 120% of "the peak"
+    threads = torch.get_num_threads()
+    fake = {t: {"matrix product": 10.0 * t, "1x1 convolution": 15.0 * t**2, "3x3 convolution": 40.0} for t in {1, threads}}
+    monkeypatch.setattr(suite, "compute_peaks", lambda *a, **k: fake)
+    rows, info = suite.run_bench(["fc"], quick=True, repeats=1, data_dir=tiny_data)
+    best = {t: max(by_kernel.values()) for t, by_kernel in fake.items()}
+    assert (info["peak_gflops"], info["matmul_gflops"], info["peak_gflops_1_thread"]) == (best[threads], 10.0 * threads, 40.0)
+    assert info["peak_kernel"] == ("3x3 convolution" if threads == 1 else "1x1 convolution")
+    assert rows[0]["peak_gflops_used"] == best[rows[0]["cnnlab_threads"]]
+    assert rows[0]["fraction_of_peak"] == pytest.approx(rows[0]["gflops"] / rows[0]["peak_gflops_used"])
 
 
 # ---------------------------------------------------------------------------- the command

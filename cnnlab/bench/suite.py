@@ -22,7 +22,7 @@ import torch
 
 import cnnlab
 from cnnlab.bench import reference
-from cnnlab.bench.machine import PeakMemory, load_average, machine_info, matmul_peaks
+from cnnlab.bench.machine import PeakMemory, compute_peaks, load_average, machine_info
 from cnnlab.config import DATASET_CLASSES, DATASET_SHAPES, Config, load_config
 from cnnlab.engine import fit, loss_function, steps_per_epoch
 from cnnlab.errors import ConfigError
@@ -31,7 +31,7 @@ from cnnlab.flops import training_flops
 from cnnlab.models import build_model
 
 CONFIGS_DIR = Path(cnnlab.__file__).resolve().parent.parent / "configs"
-COMPUTE_BOUND = 0.2  # a case reaching this fraction of the matmul peak is bound by compute
+COMPUTE_BOUND = 0.2  # a case reaching this fraction of the compute peak is bound by compute
 
 
 @dataclass(frozen=True)
@@ -226,7 +226,7 @@ def summarize(case: Case, cfg: Config, ref: Side, ours: Side, quick: bool, peaks
         "memory": memory_kind,
         "flops_per_sample": flops,
         "gflops": gflops,
-        "peak_gflops_used": peak,  # the matmul peak with the threads cnnlab trained with
+        "peak_gflops_used": peak,  # the compute peak with the threads cnnlab trained with
         "fraction_of_peak": gflops / peak,
         "bound": "compute" if gflops / peak >= COMPUTE_BOUND else "overhead",
         "amp": cfg.train.amp,
@@ -265,10 +265,14 @@ def run_bench(
     info = machine_info(dev)
     info["load_before"] = load_average()
     t_start = time.perf_counter()
-    # the machine's limit: all cores, whatever the training threads; the same product with --quick, since
-    # a smaller one reaches less of the peak and would put cases above 100% of it
-    peaks = matmul_peaks(dev, n=8192 if dev.type == "cuda" else 2048, dtype=amp_dtype)
-    info["peak_gflops"] = peaks[max(peaks)]  # the machine's limit: all its cores (under load it may show less)
+    # the machine's limit: all cores, whatever the training threads; the same sizes with --quick, since
+    # smaller kernels reach less of the peak and would put cases above 100% of it
+    kernels = compute_peaks(dev, n=8192 if dev.type == "cuda" else 2048, dtype=amp_dtype)
+    peaks = {t: max(by_kernel.values()) for t, by_kernel in kernels.items()}
+    widest = kernels[max(kernels)]  # all the cores (under load they may show less)
+    info["peak_gflops"] = peaks[max(peaks)]
+    info["peak_kernel"] = max(widest, key=widest.get)
+    info["matmul_gflops"] = widest["matrix product"]
     info["peak_gflops_1_thread"] = peaks.get(1)
     info["peak_dtype"] = str(amp_dtype).replace("torch.", "")
     default_threads = torch.get_num_threads()

@@ -151,14 +151,14 @@ def bench(
     load = "/".join("-" if v is None else f"{v:.1f}" for v in (info["load_before"], info["load_after"]))
     speed, machine = [speed_row(r) for r in rows], [machine_row(r) for r in rows]
     console.print(table(speed, title=f"cnnlab bench{' --quick' if quick else ''} on {info['device']}: medians of {repeats} interleaved pair(s), seconds of training per budget"))
-    peak = f"{info['peak_dtype']} matmul peak {info['peak_gflops']:.1f} GFLOP/s"
+    peak = f"{info['peak_dtype']} compute peak {info['peak_gflops']:.1f} GFLOP/s ({info['peak_kernel']}; matrix product {info['matmul_gflops']:.1f})"
     if info["peak_gflops_1_thread"] and info["threads"] > 1:
         peak += f" with {info['threads']} threads, {info['peak_gflops_1_thread']:.1f} with 1 (each case against its own thread count)"
     console.print(table(machine, title=f"cnnlab against the machine: {peak}"))
     console.print(
         f"machine: {info['cpu_model']}, {info['cores']} cores, torch {info['torch_version']}, "
         f"device {info['device_name']}; load average before/after {load}; memory: {rows[0]['memory'] if rows else '-'}; "
-        f"bound: compute at {COMPUTE_BOUND:.0%} of the matmul peak or more, else per-step overhead"
+        f"bound: compute at {COMPUTE_BOUND:.0%} of the compute peak or more, else per-step overhead"
     )
     for r in rows:
         if r["case"] == "lenet99":
