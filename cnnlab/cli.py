@@ -23,6 +23,7 @@ except ImportError:  # older typer drives the click package
     from click.exceptions import ClickException, NoArgsIsHelpError
 
 from cnnlab.errors import CnnlabError, RunError, one_line
+from cnnlab.runs import STATUSES
 
 app = typer.Typer(
     add_completion=False,
@@ -174,15 +175,15 @@ def summary(
 
 @app.command("runs")
 def list_runs(
-    dataset: Optional[str] = typer.Option(None, "--dataset", parser=dataset_name),
-    model: Optional[str] = typer.Option(None, "--model"),
-    status: Optional[str] = typer.Option(None, "--status"),
+    dataset: Optional[str] = typer.Option(None, "--dataset", parser=dataset_name, help="Only those on this dataset: mnist | fashion-mnist | cifar10 | toy (a study or sweep: any of its members')."),
+    model: Optional[str] = typer.Option(None, "--model", help="Only those training this model.name, e.g. cnn (a study or sweep: any of its members')."),
+    status: Optional[str] = typer.Option(None, "--status", help=f"Only those with this status: {' | '.join(STATUSES)} (dead: marked running, its process gone)."),
     csv: bool = typer.Option(False, "--csv", help="Print CSV instead of a table."),
     runs_dir: Optional[Path] = RunsDir,
 ):
     """List runs, studies and sweeps, newest first."""
     from cnnlab.report import console, table
-    from cnnlab.runs import STATUSES, list_runs as find, runs_root
+    from cnnlab.runs import list_runs as find, runs_root
 
     if status is not None and status not in STATUSES:
         raise CnnlabUsage(f"unknown --status {status!r}; valid: {', '.join(STATUSES)}")
