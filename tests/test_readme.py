@@ -1,14 +1,24 @@
 """The README against the program: what it documents exists as it says, and what `--help` lists is
 documented, so that a user reading one is not misled by the other."""
 
+import fnmatch
+import json
 import re
 
+import pytest
 import typer
 
 from cnnlab.cli import app
 from conftest import ROOT
+from fakedata import make_idx_dataset
 
 README = (ROOT / "README.md").read_text()
+TINY = """name: tiny
+device: cpu
+dataset: {name: mnist, download: false}
+model: {name: fc, hidden: [8]}
+train: {epochs: 2, batch_size: 20, threads: 1, tensorboard: true}
+"""
 
 
 def commands() -> dict:
@@ -31,3 +41,30 @@ def test_every_option_the_readme_gives_a_command_exists():
         name, rest = match.groups()
         for option in re.findall(r"(?<![\w-])--[a-z][a-z-]*", rest) if name in options else []:
             assert option in options[name], f"the README gives `cnnlab {name} ... {option}`, which cnnlab {name} does not take"
+
+
+def run_files_table() -> dict[str, str]:
+    """The README's table of a run directory's files: {file name or glob: what it says of it}."""
+    section = README.split("## Run directories", 1)[1].split("\n## ", 1)[0]
+    rows = re.findall(r"^\| (`[^|]+`) \| (.+) \|$", section, re.M)
+    return {name: text for names, text in rows for name in re.findall(r"`([^`]+)`", names)}
+
+
+def test_the_readme_names_every_file_of_a_run_and_every_key_of_its_summary(tmp_path):
+    pytest.importorskip("tensorboardX")
+    from cnnlab.commands.studies import show
+    from cnnlab.config import load_config
+    from cnnlab.experiment import run
+
+    make_idx_dataset(tmp_path / "data", n_train=100, n_test=20)
+    (tmp_path / "tiny.yaml").write_text(TINY)
+    result = run(load_config(tmp_path / "tiny.yaml"), runs_dir=tmp_path / "runs", data_dir=tmp_path / "data")
+    show(result.path, False)
+    documented = run_files_table()
+    for file in result.path.iterdir():
+        assert any(fnmatch.fnmatch(file.name, name) for name in documented), f"a run holds {file.name}, which the README's table leaves out"
+    summary_text = documented["summary.json"]
+    for key in json.loads((result.path / "summary.json").read_text()):
+        assert f"`{key}`" in summary_text, f"summary.json's {key!r} is not in the README's table"
+    columns = (result.path / "metrics.csv").read_text().splitlines()[0].replace(",", ", ")
+    assert f"`{columns}`" in documented["metrics.csv"]
