@@ -10,6 +10,7 @@ directories into trials.csv, results.csv/.md (sorted by the metric), best.yaml a
 from __future__ import annotations
 
 import copy
+import difflib
 import itertools
 import math
 import os
@@ -217,6 +218,8 @@ def load_sweep(path: str | Path, overrides: list[str] | None = None) -> Sweep:
             apply_overrides(data, [text], SweepFile)
         elif key == "seed":  # each trial runs with one of the sweep's seeds, whatever the base config says
             raise ConfigError(f"{path}: {text}: a sweep's trials take their seeds from seeds=[...], e.g. seeds={value if isinstance(value, list) else [value]}")
+        elif top not in Config.model_fields:
+            raise unknown_override(path, top)
         else:
             config_overrides.append(text)
     data.setdefault("name", path.stem)
@@ -228,6 +231,15 @@ def load_sweep(path: str | Path, overrides: list[str] | None = None) -> Sweep:
     apply_overrides(base, config_overrides, Config)
     explicit = sorted(leaf_keys(spec.set) | leaf_keys(dict(parse_override(text) for text in config_overrides)))
     return resolve(spec, validate(base, Config, f"{path}: base {spec.base}"), str(path), explicit)
+
+
+def unknown_override(path: Path, top: str) -> ConfigError:
+    """A command-line key that is neither a sweep key nor a config section (metrc=test_acc): the
+    closest of both, where the base config's own check would offer config keys only."""
+    keys = list(dict.fromkeys([*SweepFile.model_fields, *Config.model_fields]))
+    close = difflib.get_close_matches(top, keys, n=1, cutoff=0.5)
+    hint = f"did you mean '{close[0]}'?" if close else f"valid: a sweep key ({', '.join(SweepFile.model_fields)}) or a config key ({', '.join(Config.model_fields)})"
+    return ConfigError(f"{path}: unknown key '{top}' (neither a sweep key nor a config key); {hint}")
 
 
 def validate_spec(data: dict, source: str) -> SweepFile:
