@@ -245,6 +245,8 @@ def unknown_override(path: Path, top: str) -> ConfigError:
 def validate_spec(data: dict, source: str) -> SweepFile:
     """Validate a raw sweep file; each space entry first, so a typo there names its own key."""
     if isinstance(data.get("space"), dict):
+        if not data["space"]:  # pydantic would say "Dictionary should have at least 1 item"
+            raise ConfigError(f"{source}: space is empty: nothing to sweep; give at least one key, e.g. space.optimizer.lr=[0.01, 0.1]")
         for key, entry in data["space"].items():
             validate(entry, SpaceEntry, f"{source}: space.{key}")
     return validate(data, SweepFile, source)
