@@ -13,7 +13,7 @@ import typer
 from cnnlab.cli import CnnlabUsage, DataDir, Device, RunsDir, app, dataset_name, not_empty, positional_and_overrides
 
 Epochs = typer.Option(None, "--epochs", min=1, help="Epochs for every trained model (overrides train.epochs).")
-Dataset = typer.Option(None, "--dataset", parser=dataset_name, help="Run every member on this dataset: mnist | fashion-mnist | cifar10.")
+Dataset = typer.Option(None, "--dataset", parser=dataset_name, help="Run every member on this dataset: mnist | fashion-mnist | cifar10 | toy.")
 Address = typer.Option(None, "--address", parser=not_empty("--address"), help="Ray cluster address: run the cells there instead of one after another here.")
 Resume = typer.Option(None, "--resume", parser=not_empty("--resume", Path), metavar="STUDY_DIR", help="Continue an interrupted or failed study: its finished cells are kept, the others resumed. Takes no other arguments but --address and --data-dir.")
 
