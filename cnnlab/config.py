@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import copy
 import difflib
+import functools
 import re
 import typing
 from pathlib import Path
@@ -503,15 +504,32 @@ def _walk(schema: type[BaseModel], loc: tuple) -> tuple[type[BaseModel] | None, 
     return cls, path
 
 
+@functools.cache
+def _class_names(schema: type[BaseModel]) -> frozenset[str]:
+    """The class names of schema and of every section under it."""
+    names = {schema.__name__}
+    for field in schema.model_fields.values():
+        for model in _model_classes(field.annotation):
+            names |= _class_names(model)
+    return frozenset(names)
+
+
+def _is_member_name(part, schema: type[BaseModel]) -> bool:
+    """Whether an error location's part is a name pydantic adds for the member of a plain union
+    that failed ("literal['dataset','none']", "function-after[_check(), MeanStd]", "constrained-float",
+    a section's class name), not a key: keys typed in capitals (Train.Epochs) are keys."""
+    return isinstance(part, str) and (part.startswith(("literal[", "function-", "constrained-")) or part in _class_names(schema))
+
+
 def _describe(err: dict, schema: type[BaseModel], names: dict[str, str]) -> str:
-    # drop the member names pydantic adds inside plain unions, e.g. "literal['dataset','none']", "constrained-float"
-    loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and (p.startswith(("literal[", "function-", "constrained-")) or p[:1].isupper())))
     kind = err["type"]
+    key = len(err["loc"]) - 1 if kind == "extra_forbidden" else None  # an unknown key is the user's, even one named Config
+    loc = tuple(p for i, p in enumerate(err["loc"]) if i == key or not _is_member_name(p, schema))
     if kind == "extra_forbidden":
         cls, path = _walk(schema, loc)
         fields = list(cls.model_fields) if cls is not None else []
         prefix = "".join(p + "." for p in path[:-1])
-        close = difflib.get_close_matches(path[-1], fields, n=1, cutoff=0.5)
+        close = difflib.get_close_matches(path[-1].lower(), fields, n=1, cutoff=0.5)  # lower: Epochs is epochs
         hint = f"; did you mean '{prefix}{close[0]}'?" if close else f"; valid keys here: {', '.join(fields)}"
         return f"unknown key '{'.'.join(path)}'{hint}"
     if kind in ("union_tag_invalid", "union_tag_not_found"):

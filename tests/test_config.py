@@ -192,3 +192,15 @@ def test_yaml_merge_keys_load_and_a_key_of_its_own_wins(tmp_path):
                     "train:\n  <<: *train\n  batch_size: 16\n")
     data = read_yaml(path)
     assert data["train"] == {"epochs": 2, "batch_size": 16}
+
+
+def test_a_key_typed_in_capitals_is_named_as_typed():
+    """pydantic's names for union members were told from keys by a capital letter: Train.Epochs=3
+    ended in a traceback, and train.Epochs=3 in "unknown key 'train'; did you mean 'train'?"."""
+    assert "unknown key 'Train'; did you mean 'train'?" in error_of(["Train.Epochs=3"])
+    assert "unknown key 'train.Epochs'; did you mean 'train.epochs'?" in error_of(["train.Epochs=3"])
+    assert "unknown key 'optimizer.LR'; did you mean 'optimizer.lr'?" in error_of(["optimizer.name=adam", "optimizer.LR=0.1"])
+    assert "unknown key 'transform.Augment'; did you mean 'transform.augment'?" in error_of(["transform.Augment.hflip=true"])
+    assert "unknown key 'Config'; valid keys here: name, seed" in error_of([], {**BASE, "Config": 1})  # a class's name
+    # the names pydantic adds are still left out
+    assert error_of(["transform.normalize={mean: [0.5], sd: [0.2]}"]).startswith("config: unknown key 'transform.normalize.sd'")
