@@ -204,3 +204,19 @@ def test_a_key_typed_in_capitals_is_named_as_typed():
     assert "unknown key 'Config'; valid keys here: name, seed" in error_of([], {**BASE, "Config": 1})  # a class's name
     # the names pydantic adds are still left out
     assert error_of(["transform.normalize={mean: [0.5], sd: [0.2]}"]).startswith("config: unknown key 'transform.normalize.sd'")
+
+
+# what `cnnlab train CONFIG --print-config` prints, given back as CONFIG, must print the same again
+ROUND_TRIP_OVERRIDES = {
+    "as_shipped": [],
+    "overridden": ["optimizer.name=adam", "optimizer.lr=1e-4", "train.epochs=3", "schedule={name: cosine, warmup_epochs: 0.5}",
+                   "seed=-1", "description='1e5: yes # no'", "dataset.data_dir='2e3'", "reported={test_acc: 0.5, source: 'on'}"],
+}
+
+
+@pytest.mark.parametrize("overrides", ROUND_TRIP_OVERRIDES.values(), ids=ROUND_TRIP_OVERRIDES.keys())
+@pytest.mark.parametrize("path", sorted((ROOT / "configs").glob("*.yaml")), ids=lambda p: p.name)
+def test_a_printed_config_loads_back_as_the_same_config(path, overrides, tmp_path):
+    printed = dump_yaml(config_to_dict(load_config(path, overrides)))  # as train --print-config prints it
+    (tmp_path / "printed.yaml").write_text(printed)
+    assert dump_yaml(config_to_dict(load_config(tmp_path / "printed.yaml"))) == printed
