@@ -315,8 +315,22 @@ class Config(Strict):
 # ---------------------------------------------------------------------------- loading
 class _Loader(yaml.SafeLoader):
     """yaml's safe loader, refusing a key given twice in one mapping (plain YAML keeps the last
-    silently, so a second `model:` section would replace the first unseen), and reading 1e-3 as the
-    number it is (YAML 1.1, which PyYAML follows, needs a dot: 1.0e-3; anything else is a string)."""
+    silently, so a second `model:` section would replace the first unseen), and reading numbers as
+    they read (and as YAML 1.2 reads them), not as YAML 1.1, which PyYAML follows, does: 1e-3 is a
+    number (1.1 needs a dot, 1.0e-3, or it is a string), seed: 0042 is 42 (1.1: octal, 34), and
+    1:30 is the text it is (1.1: base 60, 90: train.epochs=1:30 would train for 90 epochs)."""
+
+    def construct_yaml_int(self, node):
+        text = self.construct_scalar(node)
+        if ":" in text:
+            return text
+        if re.fullmatch(r"[-+]?0[0-7_]+", text):
+            return int(text.replace("_", ""), 10)
+        return super().construct_yaml_int(node)
+
+    def construct_yaml_float(self, node):
+        text = self.construct_scalar(node)
+        return text if ":" in text else super().construct_yaml_float(node)
 
     def construct_mapping(self, node, deep=False):
         seen = set()
@@ -338,6 +352,8 @@ class _Dumper(yaml.SafeDumper):
     string 1e5 (a config named 1e5.yaml) bare, which would come back as 100000.0."""
 
 
+_Loader.add_constructor("tag:yaml.org,2002:int", _Loader.construct_yaml_int)
+_Loader.add_constructor("tag:yaml.org,2002:float", _Loader.construct_yaml_float)
 for _kind in (_Loader, _Dumper):
     _kind.add_implicit_resolver("tag:yaml.org,2002:float", re.compile(r"^[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+$"), list("-+.0123456789"))
 

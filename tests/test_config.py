@@ -83,6 +83,20 @@ def test_parse_override():
             parse_override(bad)
 
 
+def test_numbers_mean_what_they_read_not_yaml_1_1s_octal_or_base_60(tmp_path):
+    """YAML 1.1 (PyYAML) reads 0042 as octal (34) and 1:30 as base 60 (90): a seed or an epoch count
+    that is silently another number. They are 42 and the text 1:30, as in YAML 1.2."""
+    cfg = config_from_dict(BASE, ["seed=0042", "train.batch_size=010", "description=12:30", "transform.shift.dx=-0_10"])
+    assert (cfg.seed, cfg.train.batch_size, cfg.description, cfg.transform.shift.dx) == (42, 10, "12:30", -10)
+    assert "train.epochs: Input should be a valid integer (got '1:30')" in error_of(["train.epochs=1:30"])
+    assert "optimizer.lr: Input should be a valid number" in error_of(["optimizer.lr=0:0.5"])
+    (tmp_path / "c.yaml").write_text("model: {name: fc}\nseed: 0755\ntrain: {epochs: 1:0}\n")
+    with pytest.raises(ConfigError, match="train.epochs: Input should be a valid integer"):
+        load_config(tmp_path / "c.yaml")
+    assert load_config(tmp_path / "c.yaml", ["train.epochs=2"]).seed == 755
+    assert config_from_dict(BASE, ["seed=0x1F", "train.epochs=1_000"]).seed == 31  # other bases are written out
+
+
 def test_a_config_named_like_a_number_reads_back_as_written(tmp_path):
     # a run's config.yaml is dumped by PyYAML, which writes the string 1e5 bare (YAML 1.1 reads it as a
     # string), and read back by cnnlab's loader, which reads a bare 1e5 as a number: it must be quoted
