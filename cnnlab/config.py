@@ -315,10 +315,45 @@ class Config(Strict):
 # ---------------------------------------------------------------------------- loading
 class _Loader(yaml.SafeLoader):
     """yaml's safe loader, refusing a key given twice in one mapping (plain YAML keeps the last
-    silently, so a second `model:` section would replace the first unseen), and reading numbers as
-    they read (and as YAML 1.2 reads them), not as YAML 1.1, which PyYAML follows, does: 1e-3 is a
-    number (1.1 needs a dot, 1.0e-3, or it is a string), seed: 0042 is 42 (1.1: octal, 34), and
-    1:30 is the text it is (1.1: base 60, 90: train.epochs=1:30 would train for 90 epochs)."""
+    silently, so a second `model:` section would replace the first unseen), merging `<<:` keys as
+    YAML has them, and reading numbers as they read (and as YAML 1.2 reads them), not as YAML 1.1,
+    which PyYAML follows, does: 1e-3 is a number (1.1 needs a dot, 1.0e-3, or it is a string),
+    seed: 0042 is 42 (1.1: octal, 34), and 1:30 is the text it is (1.1: base 60, 90:
+    train.epochs=1:30 would train for 90 epochs)."""
+
+    def construct_mapping(self, node, deep=False):
+        """The base class's, from a copy of node with the pairs of the mappings it merges in. Not
+        PyYAML's own merging (flatten_mapping), which rewrites the merged mappings, and lets the
+        first or the last of two that give a key win by whether Python shares the key's string
+        (`e`: the first, `epochs`: the last)."""
+        if isinstance(node, yaml.MappingNode):
+            node = yaml.MappingNode(node.tag, self._merged_pairs(node, ()), node.start_mark, node.end_mark)
+        return yaml.constructor.BaseConstructor.construct_mapping(self, node, deep)
+
+    def _merged_pairs(self, node, within: tuple) -> list:
+        """node's pairs after those of the mappings it merges, so that building the mapping pair
+        after pair lets the right one win: node's own, else the first merged mapping's that gives
+        the key (`<<: [*a, *b]`: a's). within: the mappings node is merged into (a mapping that
+        merges one of them, or itself, gets nothing more from it)."""
+        merged, own, seen = [], [], set()
+        for key_node, value_node in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                for source in value_node.value if isinstance(value_node, yaml.SequenceNode) else [value_node]:
+                    if not isinstance(source, yaml.MappingNode):
+                        raise yaml.constructor.ConstructorError("while constructing a mapping", node.start_mark,
+                                                                f"expected a mapping or list of mappings for merging, but found {source.id}", source.start_mark)
+                    if source is not node and source not in within:
+                        merged.append(self._merged_pairs(source, (*within, node)))
+                continue
+            key = self.construct_object(key_node, deep=True)
+            try:
+                if key in seen:
+                    raise yaml.constructor.ConstructorError(None, None, f"the key {key!r} is given twice", key_node.start_mark)
+                seen.add(key)
+            except TypeError:  # an unhashable key: the base class says so in YAML's own words
+                pass
+            own.append((key_node, value_node))
+        return [pair for pairs in reversed(merged) for pair in pairs] + own
 
     def construct_yaml_int(self, node):
         text = self.construct_scalar(node)
@@ -331,20 +366,6 @@ class _Loader(yaml.SafeLoader):
     def construct_yaml_float(self, node):
         text = self.construct_scalar(node)
         return text if ":" in text else super().construct_yaml_float(node)
-
-    def construct_mapping(self, node, deep=False):
-        seen = set()
-        for key_node, _ in node.value:
-            if key_node.tag == "tag:yaml.org,2002:merge":  # `<<: *base`: merged by the base class, own keys win
-                continue
-            key = self.construct_object(key_node, deep=True)
-            try:
-                if key in seen:
-                    raise yaml.constructor.ConstructorError(None, None, f"the key {key!r} is given twice", key_node.start_mark)
-                seen.add(key)
-            except TypeError:  # an unhashable key: the base class says so in YAML's own words
-                break
-        return super().construct_mapping(node, deep)
 
 
 class _Dumper(yaml.SafeDumper):

@@ -234,3 +234,25 @@ def test_a_printed_config_loads_back_as_the_same_config(path, overrides, tmp_pat
     printed = dump_yaml(config_to_dict(load_config(path, overrides)))  # as train --print-config prints it
     (tmp_path / "printed.yaml").write_text(printed)
     assert dump_yaml(config_to_dict(load_config(tmp_path / "printed.yaml"))) == printed
+
+
+def test_merged_mappings_give_a_key_as_yaml_says(tmp_path):
+    """The first merged mapping that gives a key wins (`<<: [*a, *b]`: a's), after the mapping's own.
+    PyYAML's own merging let the first or the last win, by whether Python shares the key's string."""
+    path = tmp_path / "merge.yaml"
+    path.write_text("short: &short {epochs: 2, batch_size: 32}\nlong: &long {epochs: 9, batch_size: 64, max_steps: 5}\n"
+                    "a: {<<: [*short, *long]}\nb: {<<: [*long, *short], batch_size: 16}\n"
+                    "c: &c {epochs: 3, <<: *long}\nd: {<<: [*c, *short]}\ne: {<<: {epochs: 4}, <<: *long}\n")
+    data = read_yaml(path)
+    assert data["a"] == {"epochs": 2, "batch_size": 32, "max_steps": 5}
+    assert data["b"] == {"epochs": 9, "batch_size": 16, "max_steps": 5}
+    assert data["c"] == data["d"] == {"epochs": 3, "batch_size": 64, "max_steps": 5}  # c's own epochs, wherever c is merged
+    assert data["e"] == {"epochs": 4, "batch_size": 64, "max_steps": 5}
+    path.write_text("f: &f {x: 3, <<: {x: 9}}\ng: {<<: *f}\n")
+    assert read_yaml(path)["g"] == {"x": 3}  # f's own x, also where f is merged (PyYAML: 9, for a one-letter key)
+    assert data["short"] == {"epochs": 2, "batch_size": 32}  # merging leaves the merged mappings as they are
+    path.write_text("train: {<<: {epochs: 1, epochs: 2}}\n")
+    with pytest.raises(ConfigError, match=r"line 1, column 25\): the key 'epochs' is given twice"):
+        read_yaml(path)  # also in a mapping that is only merged
+    path.write_text("a: &a {x: 1, <<: *a}\n")
+    assert read_yaml(path) == {"a": {"x": 1}}  # a mapping merging itself gets nothing more
