@@ -415,9 +415,19 @@ def parse_override(text: str) -> tuple[str, Any]:
         raise ConfigError(f"override {text!r}: {key!r} is not a dotted key like train.epochs")
     try:
         parsed = yaml.load(value, Loader=_Loader) if value.strip() else None  # noqa: S506 (a SafeLoader)
+        comment = _trailing_comment(value)
     except yaml.YAMLError:
         raise ConfigError(f"override {text!r}: the value is not valid YAML") from None
+    if comment:  # description=run #5 would be 'run', and dataset.data_dir=#2 null: silently
+        quoted = value.strip().replace("'", "''")
+        raise ConfigError(f"override {text!r}: YAML drops {comment!r} as a comment; leave it out, or quote a text that holds it: {key}='{quoted}'")
     return key, parsed
+
+
+def _trailing_comment(value: str) -> str:
+    """What YAML drops from the end of value as a comment: '#5' of 'run #5'; '' if nothing."""
+    tokens = [t for t in yaml.scan(value, Loader=_Loader) if not isinstance(t, yaml.StreamEndToken)]
+    return value[max(t.end_mark.index for t in tokens):].strip()
 
 
 def _choices(schema: type[BaseModel], section: list[str]) -> list[type[BaseModel]]:

@@ -83,6 +83,14 @@ def test_parse_override():
             parse_override(bad)
 
 
+def test_an_override_value_holding_a_comment_is_refused_not_cut():
+    """YAML drops ' #...' as a comment: description=run #5 was 'run', dataset.data_dir=#2 null."""
+    assert "YAML drops '#5 of 8' as a comment; leave it out, or quote a text that holds it: description='run #5 of 8'" in error_of(["description=run #5 of 8"])
+    assert "YAML drops '#2'" in error_of(["dataset.data_dir=#2"])
+    assert "model.hidden='[4] # it''s wide'" in error_of(["model.hidden=[4] # it's wide"])
+    assert config_from_dict(BASE, ["description=run#5", "reported.source='Table 2 #3'"]).reported.source == "Table 2 #3"
+
+
 def test_numbers_mean_what_they_read_not_yaml_1_1s_octal_or_base_60(tmp_path):
     """YAML 1.1 (PyYAML) reads 0042 as octal (34) and 1:30 as base 60 (90): a seed or an epoch count
     that is silently another number. They are 42 and the text 1:30, as in YAML 1.2."""
