@@ -597,7 +597,7 @@ def _describe(err: dict, schema: type[BaseModel], names: dict[str, str]) -> str:
     elif msg.startswith("Value error, "):
         msg = msg[len("Value error, "):]
     got = err.get("input")
-    got_text = "" if isinstance(got, (dict, list)) or got is None or kind.startswith("value_error") else f" (got {got!r})"
+    got_text = "" if isinstance(got, (dict, list)) or kind.startswith("value_error") else f" (got {'no value' if got is None else repr(got)})"
     return f"{shown}: {msg}{got_text}" if shown else f"{msg}{got_text}"
 
 

@@ -133,6 +133,13 @@ def test_wrong_values_name_the_key():
     assert "valid names: 'step', 'cosine'" in error_of(["schedule.warmup_epochs=1"])  # an optional section
 
 
+def test_an_empty_value_is_named_as_such():
+    """train.epochs= (or `epochs:` left empty in a file) said only 'Input should be a valid integer'."""
+    assert error_of(["train.epochs="]) == "config: train.epochs: Input should be a valid integer (got no value)"
+    assert error_of(["train=~"]).endswith("(got no value)")
+    assert config_from_dict(BASE, ["train.max_steps=", "schedule="]).train.max_steps is None  # where null is a value
+
+
 def test_shift_limit_depends_on_the_dataset():
     config_from_dict({**BASE, "dataset": {"name": "cifar10"}}, ["transform.shift.dx=31"])
     error_of(["transform.shift.dx=28"])
