@@ -412,6 +412,9 @@ def parse_override(text: str) -> tuple[str, Any]:
     if not eq:
         raise ConfigError(f"override {text!r} must look like KEY=VALUE, e.g. train.epochs=3")
     if not _KEY.fullmatch(key):
+        item = re.fullmatch(r"(?P<list>.+?)\.\d+(\..*)?", key)
+        if item and _KEY.fullmatch(item["list"]):  # model.hidden.0=5
+            raise ConfigError(f"override {text!r}: a list is set whole, not item by item: {item['list']}=[...]")
         raise ConfigError(f"override {text!r}: {key!r} is not a dotted key like train.epochs")
     try:
         parsed = yaml.load(value, Loader=_Loader) if value.strip() else None  # noqa: S506 (a SafeLoader)

@@ -83,6 +83,13 @@ def test_parse_override():
             parse_override(bad)
 
 
+
+def test_an_override_of_a_list_item_says_to_set_the_list():
+    """model.hidden.0=5 was told "'model.hidden.0' is not a dotted key like train.epochs"."""
+    assert error_of(["model.hidden.0=5"]) == "override 'model.hidden.0=5': a list is set whole, not item by item: model.hidden=[...]"
+    assert "item by item: optimizer.betas=[...]" in error_of(["optimizer.betas.1=0.9"])
+    assert "'train..epochs' is not a dotted key" in error_of(["train..epochs=3"])
+
 def test_an_override_value_holding_a_comment_is_refused_not_cut():
     """YAML drops ' #...' as a comment: description=run #5 was 'run', dataset.data_dir=#2 null."""
     assert "YAML drops '#5 of 8' as a comment; leave it out, or quote a text that holds it: description='run #5 of 8'" in error_of(["description=run #5 of 8"])
