@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, StrictInt, ValidationError, ValidationInfo, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictFloat, StrictInt, ValidationError, ValidationInfo, field_validator, model_validator
 
 from cnnlab.errors import ConfigError
 
@@ -44,8 +44,8 @@ class DatasetConfig(Strict):
 
 
 class MeanStd(Strict):
-    mean: list[float]
-    std: list[float]
+    mean: list[StrictFloat]
+    std: list[StrictFloat]
 
     @model_validator(mode="after")
     def _check(self):
@@ -64,11 +64,11 @@ class ShiftConfig(Strict):
 
 class AugmentConfig(Strict):
     hflip: bool = False  # random horizontal flip, p=0.5
-    grayscale: float = Field(0.0, ge=0.0, le=1.0)  # probability of turning an image grayscale
+    grayscale: StrictFloat = Field(0.0, ge=0.0, le=1.0)  # probability of turning an image grayscale
     crop_padding: StrictInt = Field(0, ge=0)  # random crop of the original size after padding by N
     crop_padding_mode: Literal["constant", "reflect", "edge"] = "constant"  # the padding: black, mirrored edges (airbench), or the edge pixels repeated (Keras' fill_mode "nearest")
     translate: StrictInt = Field(0, ge=0)  # random translation by up to +-N pixels, zero fill
-    mixup: float = Field(0.0, ge=0.0)  # mixup alpha; 0 switches it off
+    mixup: StrictFloat = Field(0.0, ge=0.0)  # mixup alpha; 0 switches it off
 
 
 class TransformConfig(Strict):
@@ -116,9 +116,9 @@ class KerasCNNModel(Strict):
 class FastNetModel(Strict):
     name: Literal["fastnet"]  # airbench-style fast CIFAR-10 net (configs/cifar10_fast.yaml)
     widths: list[Annotated[StrictInt, Field(gt=0)]] = Field([64, 256, 256], min_length=1)  # each conv group's channels
-    bn_momentum: float = Field(0.4, gt=0, le=1)  # PyTorch's convention (airbench writes 0.6 = 1 - this)
-    scale: float = Field(1 / 9, gt=0)  # multiplies the logits
-    bn_eps: float = Field(1e-12, gt=0)  # BatchNorm's epsilon (airbench's 1e-12; MNIST needs more, see mnist_fast.yaml)
+    bn_momentum: StrictFloat = Field(0.4, gt=0, le=1)  # PyTorch's convention (airbench writes 0.6 = 1 - this)
+    scale: StrictFloat = Field(1 / 9, gt=0)  # multiplies the logits
+    bn_eps: StrictFloat = Field(1e-12, gt=0)  # BatchNorm's epsilon (airbench's 1e-12; MNIST needs more, see mnist_fast.yaml)
 
 
 class ToyModel(Strict):
@@ -134,11 +134,11 @@ ModelConfig = Annotated[
 # ---------------------------------------------------------------------------- optimization
 class SGDConfig(Strict):
     name: Literal["sgd"]
-    lr: float = Field(0.01, gt=0)
-    momentum: float = Field(0.0, ge=0, lt=1)
+    lr: StrictFloat = Field(0.01, gt=0)
+    momentum: StrictFloat = Field(0.0, ge=0, lt=1)
     nesterov: bool = False
-    weight_decay: float = Field(0.0, ge=0)
-    bn_lr_scale: float = Field(1.0, gt=0)  # BatchNorm parameters: lr x this, weight_decay / this
+    weight_decay: StrictFloat = Field(0.0, ge=0)
+    bn_lr_scale: StrictFloat = Field(1.0, gt=0)  # BatchNorm parameters: lr x this, weight_decay / this
 
     @model_validator(mode="after")
     def _nesterov_needs_momentum(self):
@@ -147,32 +147,32 @@ class SGDConfig(Strict):
         return self
 
 
-Beta = Annotated[float, Field(ge=0, lt=1)]  # Adam's decay rates: torch refuses 1 and above
+Beta = Annotated[StrictFloat, Field(ge=0, lt=1)]  # Adam's decay rates: torch refuses 1 and above
 
 
 class AdamConfig(Strict):
     name: Literal["adam"]
-    lr: float = Field(1e-3, gt=0)
+    lr: StrictFloat = Field(1e-3, gt=0)
     betas: tuple[Beta, Beta] = (0.9, 0.999)
-    eps: float = Field(1e-8, gt=0)
-    weight_decay: float = Field(0.0, ge=0)
+    eps: StrictFloat = Field(1e-8, gt=0)
+    weight_decay: StrictFloat = Field(0.0, ge=0)
 
 
 class AdamWConfig(Strict):
     name: Literal["adamw"]
-    lr: float = Field(1e-3, gt=0)
+    lr: StrictFloat = Field(1e-3, gt=0)
     betas: tuple[Beta, Beta] = (0.9, 0.999)
-    eps: float = Field(1e-8, gt=0)
-    weight_decay: float = Field(0.01, ge=0)
+    eps: StrictFloat = Field(1e-8, gt=0)
+    weight_decay: StrictFloat = Field(0.01, ge=0)
 
 
 class RMSpropConfig(Strict):
     name: Literal["rmsprop"]
-    lr: float = Field(1e-2, gt=0)
-    alpha: float = Field(0.99, gt=0, lt=1)  # Keras calls it rho (0.9 there)
-    eps: float = Field(1e-8, gt=0)
-    momentum: float = Field(0.0, ge=0, lt=1)
-    weight_decay: float = Field(0.0, ge=0)
+    lr: StrictFloat = Field(1e-2, gt=0)
+    alpha: StrictFloat = Field(0.99, gt=0, lt=1)  # Keras calls it rho (0.9 there)
+    eps: StrictFloat = Field(1e-8, gt=0)
+    momentum: StrictFloat = Field(0.0, ge=0, lt=1)
+    weight_decay: StrictFloat = Field(0.0, ge=0)
 
 
 OptimizerConfig = Annotated[
@@ -183,25 +183,25 @@ OptimizerConfig = Annotated[
 class StepSchedule(Strict):
     name: Literal["step"]
     step_size: StrictInt = Field(gt=0)  # epochs between decays
-    gamma: float = Field(0.1, gt=0)
+    gamma: StrictFloat = Field(0.1, gt=0)
 
 
 class CosineSchedule(Strict):
     name: Literal["cosine"]
-    warmup_epochs: float = Field(0.0, ge=0)
-    min_lr_ratio: float = Field(0.0, ge=0, le=1)
+    warmup_epochs: StrictFloat = Field(0.0, ge=0)
+    min_lr_ratio: StrictFloat = Field(0.0, ge=0, le=1)
 
 
 class OneCycleSchedule(Strict):
     name: Literal["onecycle"]  # linear warm-up to lr, then linear decay (start_ratio -> 1 -> end_ratio)
-    pct_start: float = Field(0.25, gt=0, lt=1)
-    start_ratio: float = Field(0.0, ge=0, le=1)  # the lr the warm-up rises from, as a fraction of lr
-    end_ratio: float = Field(0.0, ge=0, le=1)  # the lr the decay ends at, as a fraction of lr
+    pct_start: StrictFloat = Field(0.25, gt=0, lt=1)
+    start_ratio: StrictFloat = Field(0.0, ge=0, le=1)  # the lr the warm-up rises from, as a fraction of lr
+    end_ratio: StrictFloat = Field(0.0, ge=0, le=1)  # the lr the decay ends at, as a fraction of lr
 
 
 class InverseTimeSchedule(Strict):
     name: Literal["inverse_time"]  # lr / (1 + decay * step): the `decay` argument of Keras 2's optimizers
-    decay: float = Field(gt=0)  # per batch
+    decay: StrictFloat = Field(gt=0)  # per batch
 
 
 ScheduleConfig = Annotated[
@@ -211,7 +211,7 @@ ScheduleConfig = Annotated[
 
 class LossConfig(Strict):
     name: Literal["cross_entropy", "bce"] = "cross_entropy"
-    label_smoothing: float = Field(0.0, ge=0, lt=1)
+    label_smoothing: StrictFloat = Field(0.0, ge=0, lt=1)
 
 
 class TrainConfig(Strict):
@@ -235,7 +235,7 @@ class TrainConfig(Strict):
 class Reported(Strict):
     """What the original article reported, shown beside cnnlab's result."""
 
-    test_acc: float | None = Field(None, ge=0, le=1)  # a fraction, like cnnlab's own: 0.716 for 71.6%
+    test_acc: StrictFloat | None = Field(None, ge=0, le=1)  # a fraction, like cnnlab's own: 0.716 for 71.6%
     source: str = ""
 
 

@@ -147,6 +147,19 @@ def test_an_empty_value_is_named_as_such():
     assert config_from_dict(BASE, ["train.max_steps=", "schedule="]).train.max_steps is None  # where null is a value
 
 
+def test_a_rate_or_probability_takes_a_number_not_yes_or_a_string():
+    """transform.augment.grayscale: yes was probability 1.0 (every image gray), weight_decay=true 1.0,
+    and a quoted lr: '0.1' a number, where a count (train.epochs: '3') was already refused."""
+    for bad in ["transform.augment.grayscale=yes", "optimizer.weight_decay=true", "transform.augment.mixup=on"]:
+        assert error_of([bad]) == f"config: {bad.split('=')[0]}: Input should be a valid number (got True)"
+    assert error_of(["reported.test_acc=no"]) == "config: reported.test_acc: Input should be a valid number (got False)"
+    assert "optimizer.lr: Input should be a valid number (got '0.1')" in error_of(["optimizer.lr='0.1'"])
+    assert "optimizer.betas.0: Input should be a valid number (got True)" in error_of(["optimizer.name=adam", "optimizer.betas=[true, 0.9]"])
+    assert "transform.normalize.mean.0" in error_of(["transform.normalize={mean: [true], std: [1]}"])
+    cfg = config_from_dict(BASE, ["optimizer.lr=1", "transform.augment.grayscale=0", "optimizer.momentum=0.9"])  # whole numbers are numbers
+    assert (cfg.optimizer.lr, cfg.transform.augment.grayscale, cfg.optimizer.momentum) == (1.0, 0.0, 0.9)
+
+
 def test_shift_limit_depends_on_the_dataset():
     config_from_dict({**BASE, "dataset": {"name": "cifar10"}}, ["transform.shift.dx=31"])
     error_of(["transform.shift.dx=28"])
