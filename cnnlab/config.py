@@ -433,15 +433,22 @@ def _trailing_comment(value: str) -> str:
     return value[max(t.end_mark.index for t in tokens):].strip()
 
 
-def _choices(schema: type[BaseModel], section: list[str]) -> list[type[BaseModel]]:
-    """The kinds a section may be (optimizer: SGDConfig, AdamConfig, ...); [] for a plain section
-    that merely has a name (dataset) or a path outside the schema."""
+def _section_classes(schema: type[BaseModel], section: list[str]) -> list[type[BaseModel]]:
+    """The classes a section may be: one for a plain section (dataset), the kinds of a choice
+    section (optimizer: SGDConfig, AdamConfig, ...), [] for a path outside the schema."""
     cls: type[BaseModel] | None = schema
     models: list[type[BaseModel]] = []
     for part in section:
         field = cls.model_fields.get(part) if cls is not None else None
         models = _model_classes(field.annotation) if field is not None else []
         cls = models[0] if len(models) == 1 else None
+    return models
+
+
+def _choices(schema: type[BaseModel], section: list[str]) -> list[type[BaseModel]]:
+    """The kinds a choice section may be (optimizer: SGDConfig, AdamConfig, ...); [] for a plain
+    section that merely has a name (dataset) or a path outside the schema."""
+    models = _section_classes(schema, section)
     return models if len(models) > 1 else []
 
 
@@ -600,6 +607,9 @@ def _describe(err: dict, schema: type[BaseModel], names: dict[str, str]) -> str:
     elif msg.startswith("Value error, "):
         msg = msg[len("Value error, "):]
     got = err.get("input")
+    sections = _section_classes(schema, shown.split(".")) if kind in ("model_type", "model_attributes_type") else []
+    if isinstance(got, str) and sections and all("name" in m.model_fields for m in sections):  # model=fc
+        return f"{shown}: a section, not {got!r}; to choose one by name: {shown}.name={got}"
     got_text = "" if isinstance(got, (dict, list)) or kind.startswith("value_error") else f" (got {'no value' if got is None else repr(got)})"
     return f"{shown}: {msg}{got_text}" if shown else f"{msg}{got_text}"
 

@@ -160,6 +160,14 @@ def test_a_rate_or_probability_takes_a_number_not_yes_or_a_string():
     assert (cfg.optimizer.lr, cfg.transform.augment.grayscale, cfg.optimizer.momentum) == (1.0, 0.0, 0.9)
 
 
+def test_a_kind_given_for_its_section_says_to_set_the_name():
+    """model=fc was 'model: Input should be a valid dictionary or object to extract fields from'."""
+    assert error_of(["model=fc"]) == "config: model: a section, not 'fc'; to choose one by name: model.name=fc"
+    for key, name in (("optimizer", "adam"), ("schedule", "cosine"), ("dataset", "cifar10"), ("loss", "bce")):
+        assert f"{key}: a section, not '{name}'; to choose one by name: {key}.name={name}" in error_of([f"{key}={name}"])
+    assert "train: Input should be a valid dictionary" in error_of(["train=fast"])  # a section without a name
+
+
 def test_shift_limit_depends_on_the_dataset():
     config_from_dict({**BASE, "dataset": {"name": "cifar10"}}, ["transform.shift.dx=31"])
     error_of(["transform.shift.dx=28"])
