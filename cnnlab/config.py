@@ -395,6 +395,8 @@ def read_yaml(path: str | Path, what: str = "config") -> dict:
         raise ConfigError(f"{path}: not valid YAML{where}: {problem}") from None
     except (OSError, UnicodeDecodeError) as e:
         raise ConfigError(f"{path}: cannot read: {e}") from None
+    except RecursionError:  # PyYAML's parser recurses per level: a few hundred [[[...]]] exhaust it
+        raise ConfigError(f"{path}: not valid YAML: nested too deeply") from None
     if data is None:
         raise ConfigError(f"{path}: the {what} file is empty")
     if not isinstance(data, dict):
@@ -419,7 +421,7 @@ def parse_override(text: str) -> tuple[str, Any]:
     try:
         parsed = yaml.load(value, Loader=_Loader) if value.strip() else None  # noqa: S506 (a SafeLoader)
         comment = _trailing_comment(value)
-    except yaml.YAMLError:
+    except (yaml.YAMLError, RecursionError):  # RecursionError: nested too deeply, as read_yaml says
         raise ConfigError(f"override {text!r}: the value is not valid YAML") from None
     if comment:  # description=run #5 would be 'run', and dataset.data_dir=#2 null: silently
         quoted = value.strip().replace("'", "''")

@@ -191,6 +191,15 @@ def test_file_errors(tmp_path):
         assert str(e.value) and "\n" not in str(e.value)
 
 
+def test_yaml_nested_too_deeply_is_one_line(tmp_path):
+    """PyYAML's parser recurses per level: 500 nested lists ended in a RecursionError traceback."""
+    deep = "[" * 500 + "]" * 500
+    (tmp_path / "deep.yaml").write_text(f"model: {{name: fc}}\ndescription: {deep}\n")
+    with pytest.raises(ConfigError, match="deep.yaml: not valid YAML: nested too deeply"):
+        load_config(tmp_path / "deep.yaml")
+    assert "the value is not valid YAML" in error_of([f"description={deep}"])
+
+
 def test_yaml_is_loaded_safely(tmp_path):
     path = tmp_path / "evil.yaml"
     path.write_text("name: !!python/object/apply:os.system ['touch " + str(tmp_path / "pwned") + "']\nmodel: {name: cnn}\n")
