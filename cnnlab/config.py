@@ -404,7 +404,7 @@ def read_yaml(path: str | Path, what: str = "config") -> dict:
     return data
 
 
-_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*")
+_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_-]*(\.[A-Za-z_][A-Za-z0-9_-]*)*")  # a hyphen too: train.max-steps is told train.max_steps
 
 
 def parse_override(text: str) -> tuple[str, Any]:

@@ -267,6 +267,8 @@ def test_a_key_typed_in_capitals_is_named_as_typed():
     assert "unknown key 'train.Epochs'; did you mean 'train.epochs'?" in error_of(["train.Epochs=3"])
     assert "unknown key 'optimizer.LR'; did you mean 'optimizer.lr'?" in error_of(["optimizer.name=adam", "optimizer.LR=0.1"])
     assert "unknown key 'transform.Augment'; did you mean 'transform.augment'?" in error_of(["transform.Augment.hflip=true"])
+    # a hyphen for an underscore, as command-line options spell words: was "'train.max-steps' is not a dotted key"
+    assert "unknown key 'train.max-steps'; did you mean 'train.max_steps'?" in error_of(["train.max-steps=5"])
     assert "unknown key 'Config'; valid keys here: name, seed" in error_of([], {**BASE, "Config": 1})  # a class's name
     # the names pydantic adds are still left out
     assert error_of(["transform.normalize={mean: [0.5], sd: [0.2]}"]).startswith("config: unknown key 'transform.normalize.sd'")
