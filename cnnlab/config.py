@@ -580,6 +580,12 @@ def _is_member_name(part, schema: type[BaseModel]) -> bool:
     return isinstance(part, str) and (part.startswith(("literal[", "function-", "constrained-")) or part in _class_names(schema))
 
 
+def closest_key(typed: str, keys) -> str | None:
+    """The key of keys a user most likely meant by typed (Epochs, epoch: epochs), or None."""
+    close = difflib.get_close_matches(typed.lower(), keys, n=1, cutoff=0.5)
+    return close[0] if close else None
+
+
 def _describe(err: dict, schema: type[BaseModel], names: dict[str, str]) -> str:
     kind = err["type"]
     key = len(err["loc"]) - 1 if kind == "extra_forbidden" else None  # an unknown key is the user's, even one named Config
@@ -588,8 +594,8 @@ def _describe(err: dict, schema: type[BaseModel], names: dict[str, str]) -> str:
         cls, path = _walk(schema, loc)
         fields = list(cls.model_fields) if cls is not None else []
         prefix = "".join(p + "." for p in path[:-1])
-        close = difflib.get_close_matches(path[-1].lower(), fields, n=1, cutoff=0.5)  # lower: Epochs is epochs
-        hint = f"; did you mean '{prefix}{close[0]}'?" if close else f"; valid keys here: {', '.join(fields)}"
+        close = closest_key(path[-1], fields)
+        hint = f"; did you mean '{prefix}{close}'?" if close else f"; valid keys here: {', '.join(fields)}"
         return f"unknown key '{'.'.join(path)}'{hint}"
     if kind in ("union_tag_invalid", "union_tag_not_found"):
         what = ".".join(_walk(schema, loc)[1])

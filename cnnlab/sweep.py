@@ -10,7 +10,6 @@ directories into trials.csv, results.csv/.md (sorted by the metric), best.yaml a
 from __future__ import annotations
 
 import copy
-import difflib
 import itertools
 import math
 import os
@@ -24,7 +23,7 @@ from pydantic import Field, field_validator, model_validator
 
 from cnnlab import runs
 from cnnlab.config import (
-    Config, Strict, apply_overrides, config_to_dict, dump_yaml, load_config, leaf_keys, parse_override, read_yaml, section_names, switch_variants, validate,
+    Config, Strict, apply_overrides, closest_key, config_to_dict, dump_yaml, load_config, leaf_keys, parse_override, read_yaml, section_names, switch_variants, validate,
 )
 from cnnlab.errors import CnnlabError, ConfigError, RunError, signal_name
 
@@ -237,8 +236,8 @@ def unknown_override(path: Path, top: str) -> ConfigError:
     """A command-line key that is neither a sweep key nor a config section (metrc=test_acc): the
     closest of both, where the base config's own check would offer config keys only."""
     keys = list(dict.fromkeys([*SweepFile.model_fields, *Config.model_fields]))
-    close = difflib.get_close_matches(top, keys, n=1, cutoff=0.5)
-    hint = f"did you mean '{close[0]}'?" if close else f"valid: a sweep key ({', '.join(SweepFile.model_fields)}) or a config key ({', '.join(Config.model_fields)})"
+    close = closest_key(top, keys)
+    hint = f"did you mean '{close}'?" if close else f"valid: a sweep key ({', '.join(SweepFile.model_fields)}) or a config key ({', '.join(Config.model_fields)})"
     return ConfigError(f"{path}: unknown key '{top}' (neither a sweep key nor a config key); {hint}")
 
 
