@@ -384,7 +384,7 @@ def read_yaml(path: str | Path, what: str = "config") -> dict:
     path = Path(path)
     if path.is_dir():
         raise ConfigError(f"{path} is a directory, not a {what} file")
-    if not path.is_file():
+    if not path.exists():  # not is_file(): a pipe is read too (cnnlab train <(make_config), /dev/stdin)
         raise ConfigError(f"{what} file not found: {path}")
     try:
         data = yaml.load(path.read_text(), Loader=_Loader)  # noqa: S506 (a SafeLoader)

@@ -310,3 +310,18 @@ def test_merged_mappings_give_a_key_as_yaml_says(tmp_path):
         read_yaml(path)  # also in a mapping that is only merged
     path.write_text("a: &a {x: 1, <<: *a}\n")
     assert read_yaml(path) == {"a": {"x": 1}}  # a mapping merging itself gets nothing more
+
+
+def test_a_config_is_read_from_a_pipe(tmp_path):
+    # `cnnlab train <(make_config)` hands cnnlab /dev/fd/63, a pipe: it was "config file not found"
+    import os
+    import threading
+
+    fifo = tmp_path / "config.yaml"
+    os.mkfifo(fifo)
+    text = (Path(__file__).parents[1] / "configs" / "mnist_fc.yaml").read_text()
+    writer = threading.Thread(target=fifo.write_text, args=(text,), daemon=True)
+    writer.start()
+    cfg = load_config(fifo, ["train.epochs=4"])
+    writer.join(timeout=10)
+    assert (cfg.name, cfg.model.name, cfg.train.epochs) == ("mnist_fc", "fc", 4)
