@@ -171,6 +171,22 @@ def test_a_case_is_measured_against_the_fastest_kernel_at_its_thread_count(tiny_
     assert rows[0]["fraction_of_peak"] == pytest.approx(rows[0]["gflops"] / rows[0]["peak_gflops_used"])
 
 
+def test_with_threads_a_case_is_measured_against_the_peak_at_that_thread_count(tiny_data, monkeypatch):
+    """--threads 3 trains cnnlab on 3 threads: its % of peak must use a 3-thread peak, not the
+    all-cores one (on a 16-core machine that understated it 4x and called compute-bound cases overhead)."""
+    assert set(compute_peaks(torch.device("cpu"), 64, threads=(3,))) == {1, torch.get_num_threads(), 3}
+    asked = []
+
+    def fake_peaks(device, n, dtype, threads=()):
+        asked.append(threads)
+        return {t: {"matrix product": 100.0 * t, "1x1 convolution": 1.0, "3x3 convolution": 1.0} for t in {1, torch.get_num_threads(), *threads}}
+
+    monkeypatch.setattr(suite, "compute_peaks", fake_peaks)
+    rows, info = suite.run_bench(["fc"], quick=True, repeats=1, threads=3, data_dir=tiny_data)
+    assert asked == [(3,)] and rows[0]["cnnlab_threads"] == 3
+    assert rows[0]["peak_gflops_used"] == 300.0 and info["peak_gflops"] == 100.0 * torch.get_num_threads()
+
+
 # ---------------------------------------------------------------------------- the command
 def _numbers(df: pd.DataFrame, column: str) -> pd.Series:
     values = pd.to_numeric(df[column], errors="coerce")

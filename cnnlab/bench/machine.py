@@ -114,9 +114,12 @@ def best_gflops(device: torch.device, flops: int, call: Callable[[], object], re
     return flops / best / 1e9
 
 
-def compute_peaks(device: torch.device, n: int, dtype: torch.dtype = torch.float32) -> dict[int, dict[str, float]]:
-    """GFLOP/s of each dense kernel, by thread count: with 1 thread and with all of torch's threads
-    (CPU); on CUDA under the key 0. A case is compared with the best kernel at its own thread count."""
+def compute_peaks(
+    device: torch.device, n: int, dtype: torch.dtype = torch.float32, threads: tuple[int, ...] = (),
+) -> dict[int, dict[str, float]]:
+    """GFLOP/s of each dense kernel, by thread count: with 1 thread, with all of torch's threads and
+    with each of threads (the counts the cases train with, CPU); on CUDA under the key 0. A case is
+    compared with the best kernel at its own thread count."""
     kernels = dense_kernels(device, n, dtype)
 
     def measure() -> dict[str, float]:
@@ -124,12 +127,12 @@ def compute_peaks(device: torch.device, n: int, dtype: torch.dtype = torch.float
 
     if device.type == "cuda":
         return {0: measure()}
-    threads = torch.get_num_threads()
+    default = torch.get_num_threads()
     peaks = {}
     try:
-        for t in sorted({1, threads}):
+        for t in sorted({1, default, *threads}):
             torch.set_num_threads(t)
             peaks[t] = measure()
     finally:
-        torch.set_num_threads(threads)
+        torch.set_num_threads(default)
     return peaks

@@ -265,12 +265,13 @@ def run_bench(
     info = machine_info(dev)
     info["load_before"] = load_average()
     t_start = time.perf_counter()
-    # the machine's limit: all cores, whatever the training threads; the same sizes with --quick, since
-    # smaller kernels reach less of the peak and would put cases above 100% of it
-    kernels = compute_peaks(dev, n=8192 if dev.type == "cuda" else 2048, dtype=amp_dtype)
+    # the machine's limit: all cores, and --threads' count, which cnnlab's side trains with; the same
+    # sizes with --quick, since smaller kernels reach less of the peak and would put cases above 100% of it
+    kernels = compute_peaks(dev, n=8192 if dev.type == "cuda" else 2048, dtype=amp_dtype, threads=(threads,) if threads else ())
     peaks = {t: max(by_kernel.values()) for t, by_kernel in kernels.items()}
-    widest = kernels[max(kernels)]  # all the cores (under load they may show less)
-    info["peak_gflops"] = peaks[max(peaks)]
+    all_cores = 0 if dev.type == "cuda" else torch.get_num_threads()
+    widest = kernels[all_cores]  # (under load they may show less)
+    info["peak_gflops"] = peaks[all_cores]
     info["peak_kernel"] = max(widest, key=widest.get)
     info["matmul_gflops"] = widest["matrix product"]
     info["peak_gflops_1_thread"] = peaks.get(1)

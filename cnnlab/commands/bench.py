@@ -153,7 +153,10 @@ def bench(
     console.print(table(speed, title=f"cnnlab bench{' --quick' if quick else ''} on {info['device']}: medians of {repeats} interleaved pair(s), seconds of training per budget"))
     peak = f"{info['peak_dtype']} compute peak {info['peak_gflops']:.1f} GFLOP/s ({info['peak_kernel']}; matrix product {info['matmul_gflops']:.1f})"
     if info["peak_gflops_1_thread"] and info["threads"] > 1:
-        peak += f" with {info['threads']} threads, {info['peak_gflops_1_thread']:.1f} with 1 (each case against its own thread count)"
+        others = {r["cnnlab_threads"]: r["peak_gflops_used"] for r in rows if r["cnnlab_threads"] not in (1, info["threads"])}
+        peak += f" with {info['threads']} threads, {info['peak_gflops_1_thread']:.1f} with 1"
+        peak += "".join(f", {gflops:.1f} with {t}" for t, gflops in sorted(others.items()))
+        peak += " (each case against its own thread count)"
     console.print(table(machine, title=f"cnnlab against the machine: {peak}"))
     console.print(
         f"machine: {info['cpu_model']}, {info['cores']} cores, torch {info['torch_version']}, "
