@@ -238,6 +238,20 @@ def test_bench_quick_prints_a_table_and_appends_the_csv(tiny_data, tmp_path):
     assert list(results["budget"]) == ["1 epoch", "5 steps", "1 epoch"]
 
 
+def test_a_target_not_reached_is_not_reported_as_reached_or_rated(tiny_data, tmp_path):
+    """lenet99 on random images never reaches 99%: no epochs 'to 99%', no GFLOP/s, no bound."""
+    out = cnnlab("bench", "--quick", "--cases", "lenet99", "--device", "cpu", "--data-dir", tiny_data, "--runs-dir", tmp_path, "--markdown")
+    assert out.returncode == 0, out.stderr
+    text = " ".join(out.stdout.split())  # as the console wraps it
+    assert "lenet99: reference not reached, cnnlab not reached," in text and "not reached s" not in text
+    assert "epochs to 99% test accuracy: reference not reached in 3, cnnlab not reached in 3" in text
+    speed, machine = _markdown_tables(out.stdout)
+    assert (speed[0]["reference s"], speed[0]["cnnlab s"], speed[0]["speed-up (min-max)"]) == ("not reached", "not reached", "-")
+    assert (machine[0]["cnnlab GFLOP/s"], machine[0]["% of peak"], machine[0]["bound"]) == ("-", "-", "-")
+    row = pd.read_csv(tmp_path / "bench" / "results.csv").iloc[0]
+    assert pd.isna(row["cnnlab_seconds"]) and pd.isna(row["gflops"]) and pd.isna(row["bound"])
+
+
 def test_an_unreadable_results_file_is_refused_before_measuring_and_never_loses_rows(tmp_path):
     from cnnlab.commands.bench import append_results
 

@@ -228,7 +228,7 @@ def summarize(case: Case, cfg: Config, ref: Side, ours: Side, quick: bool, peaks
         "gflops": gflops,
         "peak_gflops_used": peak,  # the compute peak with the threads cnnlab trained with
         "fraction_of_peak": gflops / peak,
-        "bound": "compute" if gflops / peak >= COMPUTE_BOUND else "overhead",
+        "bound": None if gflops != gflops else "compute" if gflops / peak >= COMPUTE_BOUND else "overhead",
         "amp": cfg.train.amp,
         "compile": cfg.train.compile,
         "cuda_graphs": replays_steps(cfg, torch.device(cfg.device)),

@@ -23,6 +23,14 @@ def _secs(value: float) -> str:
     return f"{value:.2f}" if value >= 1 else f"{value:.3g}"  # a --quick case can take milliseconds
 
 
+def _took(value: float) -> str:
+    return _secs(value) if value != value else f"{_secs(value)} s"
+
+
+def _epochs_to_target(seconds: float, epochs: float) -> str:
+    return f"{epochs:g}" if seconds == seconds else f"not reached in {epochs:g}"
+
+
 def speed_row(r: dict) -> dict:
     """A result row as the speed table shows it."""
     speedup = "-" if r["speedup"] != r["speedup"] else f"{r['speedup']:.1f}x ({r['speedup_min']:.1f}-{r['speedup_max']:.1f})"
@@ -46,10 +54,10 @@ def machine_row(r: dict) -> dict:
         "model": r["model"],
         "batch": r["batch_size"],
         "MFLOP/sample": f"{r['flops_per_sample'] / 1e6:.3g}",
-        "cnnlab GFLOP/s": f"{r['gflops']:.3g}",
+        "cnnlab GFLOP/s": "-" if r["gflops"] != r["gflops"] else f"{r['gflops']:.3g}",
         "threads": r["cnnlab_threads"],
         "% of peak": _pct(r["fraction_of_peak"]),
-        "bound": r["bound"],
+        "bound": r["bound"] or "-",  # none: no time to rate (a target not reached)
     }
 
 
@@ -143,7 +151,7 @@ def bench(
 
     def progress(row: dict) -> None:
         console.print(
-            f"{row['case']}: reference {_secs(row['ref_seconds'])} s, cnnlab {_secs(row['cnnlab_seconds'])} s, "
+            f"{row['case']}: reference {_took(row['ref_seconds'])}, cnnlab {_took(row['cnnlab_seconds'])}, "
             f"accuracy {_pct(row['ref_acc'])} vs {_pct(row['cnnlab_acc'])}"
         )
 
@@ -165,7 +173,10 @@ def bench(
     )
     for r in rows:
         if r["case"] == "lenet99":
-            console.print(f"lenet99: epochs to 99% test accuracy: reference {r['ref_epochs']:g}, cnnlab {r['cnnlab_epochs']:g}")
+            console.print(
+                f"lenet99: epochs to 99% test accuracy: reference {_epochs_to_target(r['ref_seconds'], r['ref_epochs'])}, "
+                f"cnnlab {_epochs_to_target(r['cnnlab_seconds'], r['cnnlab_epochs'])}"
+            )
     if markdown:
         print(markdown_table(speed) + "\n" + markdown_table(machine), end="")
 
