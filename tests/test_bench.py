@@ -2,6 +2,7 @@
 loop seeing the same data as cnnlab, the table and CSV on small files, agreement on real MNIST,
 and a CLI that answers --help and config errors without importing torch. No timing assertions."""
 
+import contextlib
 import csv
 import gzip
 import os
@@ -252,19 +253,39 @@ def test_a_target_not_reached_is_not_reported_as_reached_or_rated(tiny_data, tmp
     assert pd.isna(row["cnnlab_seconds"]) and pd.isna(row["gflops"]) and pd.isna(row["bound"])
 
 
-def test_an_unreadable_results_file_is_refused_before_measuring_and_never_loses_rows(tmp_path):
+@contextlib.contextmanager
+def _unwritable(path: Path):
+    """path made unwritable: read-only, and immutable (chattr +i) where we are root, whom a mode does not stop."""
+    path.chmod(0o444)
+    immutable = os.access(path, os.W_OK) and subprocess.run(["chattr", "+i", str(path)], capture_output=True).returncode == 0
+    try:
+        if os.access(path, os.W_OK):
+            pytest.skip("cannot make a file unwritable here")
+        yield path
+    finally:
+        if immutable:
+            subprocess.run(["chattr", "-i", str(path)], check=True)
+        path.chmod(0o644)
+
+
+@pytest.mark.parametrize("text, spoil, says", [
+    ("a,b\n1,2\n3,4,5\n", contextlib.nullcontext, "move it aside"),  # a hand-edited file pandas cannot parse
+    ("case,speedup\nfc,16.0\n", _unwritable, "results.csv is not writable"),
+])
+def test_an_unreadable_or_unwritable_results_file_is_refused_before_measuring_and_never_loses_rows(tmp_path, text, spoil, says):
     from cnnlab.commands.bench import append_results
 
     results = tmp_path / "bench" / "results.csv"
     results.parent.mkdir()
-    results.write_text("a,b\n1,2\n3,4,5\n")  # a hand-edited file pandas cannot parse
-    out = cnnlab("bench", "--quick", "--cases", "fc", "--runs-dir", tmp_path, "--data-dir", tmp_path / "no-data")
-    assert out.returncode == 1 and "move it aside" in out.stderr and "Traceback" not in out.stderr
-    assert len(out.stderr.strip().splitlines()) == 1 and "fc:" not in out.stdout  # nothing was measured
-    # unreadable only by the time the rows are written: they go to a file beside it
-    written = append_results(results, [{"time": "2026-11-26T03:00:00+00:00", "case": "fc"}])
-    assert written != results and pd.read_csv(written)["case"].tolist() == ["fc"]
-    assert results.read_text() == "a,b\n1,2\n3,4,5\n"
+    results.write_text(text)
+    with spoil(results):
+        out = cnnlab("bench", "--quick", "--cases", "fc", "--runs-dir", tmp_path, "--data-dir", tmp_path / "no-data")
+        assert out.returncode == 1 and says in out.stderr and "Traceback" not in out.stderr
+        assert len(out.stderr.strip().splitlines()) == 1 and "fc:" not in out.stdout  # nothing was measured
+        # so only by the time the rows are written: they go to a file beside it
+        written = append_results(results, [{"time": "2026-11-26T03:00:00+00:00", "case": "cnn"}])
+    assert written != results and pd.read_csv(written)["case"].tolist() == ["cnn"]
+    assert results.read_text() == text
 
 
 def test_a_case_without_its_data_stops_the_bench_before_the_first_measurement(tiny_data, tmp_path):

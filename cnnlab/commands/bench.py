@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 from typing import Optional
@@ -104,21 +105,29 @@ def read_results(path: Path) -> list[dict]:
     return [{k: None if pd.isna(v) else v for k, v in row.items()} for row in table.convert_dtypes().to_dict("records")]
 
 
+def check_results_writable(path: Path) -> None:
+    """A results file that cannot be replaced is refused before minutes of measuring, not after."""
+    from cnnlab.errors import RunError
+
+    if path.exists() and not os.access(path, os.W_OK):
+        raise RunError(f"{path} is not writable; make it writable or move it aside, and run cnnlab bench again")
+
+
 def append_results(path: Path, rows: list[dict]) -> Path:
     """Add rows to the CSV (rewritten whole and atomically; columns are the union of old and new).
-    Should the CSV have become unreadable while measuring, the rows go to a new file beside it
-    rather than being lost. Returns the file written."""
+    Should the CSV have become unreadable or unwritable while measuring, the rows go to a new file
+    beside it rather than being lost. Returns the file written."""
     from cnnlab.errors import RunError
     from cnnlab.runs import write_table
 
     try:
-        old = read_results(path)
+        write_table(path, read_results(path) + rows)
+        return path
     except RunError as e:
-        path = path.with_name(f"{path.stem}-{rows[0]['time'] if rows else 'new'}.csv".replace(":", ""))
-        print(f"{e}; this run's rows are in {path}", file=sys.stderr)
-        old = []
-    write_table(path, old + rows)
-    return path
+        beside = path.with_name(f"{path.stem}-{rows[0]['time'] if rows else 'new'}.csv".replace(":", ""))
+        print(f"{e}; this run's rows are in {beside}", file=sys.stderr)
+        write_table(beside, rows)
+        return beside
 
 
 @app.command()
@@ -146,7 +155,8 @@ def bench(
     check_amp(amp)
     check_threads(threads)
     out_dir = ensure_dir(runs_root(runs_dir) / "bench", "bench results directory")  # before minutes of measuring
-    read_results(out_dir / RESULTS)  # an unreadable results file is refused before measuring, too
+    read_results(out_dir / RESULTS)  # an unreadable or unwritable results file is refused before measuring, too
+    check_results_writable(out_dir / RESULTS)
     repeats = repeats or (1 if quick else 3)
 
     def progress(row: dict) -> None:
