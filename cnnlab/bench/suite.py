@@ -257,6 +257,12 @@ def run_bench(
     unknown = [c for c in case_names if c not in CASES]
     if unknown:
         raise ConfigError(f"unknown bench case(s) {', '.join(unknown)}; valid: {', '.join(CASES)}")
+    targets = [c for c in case_names if CASES[c].target is not None]
+    if quick and targets:  # its steps per epoch capped, it would only ever report "not reached"
+        raise ConfigError(
+            f"--quick trains {', '.join(targets)} {CASES[targets[0]].quick_steps} steps an epoch, which never reach its "
+            f"{CASES[targets[0]].target:.0%} target; run it without --quick, or leave it out of --cases"
+        )
     configs = [case_config(CASES[n], device, quick, data_dir, compile, amp, threads, cuda_graphs) for n in case_names]
     dev = resolve_device(device)  # after the configs: their schema has refused an unknown device name
     for cfg in configs:  # every case's files before the first measurement, not after minutes of it
