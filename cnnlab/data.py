@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from cnnlab.config import DATASET_SHAPES, Config
-from cnnlab.errors import DataError
+from cnnlab.errors import ConfigError, DataError
 
 DATA_DIR_ENV = "CNNLAB_DATA_DIR"
 DEFAULT_DATA_DIR = "data"
@@ -119,8 +119,23 @@ def load_dataset(name: str, data_dir: Path, download: bool = True) -> tuple[Spli
 
 
 def load_splits(cfg: Config, data_dir: str | Path | None = None) -> tuple[Split, Split]:
-    """load_dataset of a config's dataset section, from --data-dir (data_dir) or where the config says."""
-    return load_dataset(cfg.dataset.name, resolve_data_dir(data_dir, cfg.dataset.data_dir), cfg.dataset.download)
+    """load_dataset of a config's dataset section, from --data-dir (data_dir) or where the config says;
+    ConfigError when its train_subset or test_subset asks for more images than the split holds."""
+    train, test = load_dataset(cfg.dataset.name, resolve_data_dir(data_dir, cfg.dataset.data_dir), cfg.dataset.download)
+    _check_subsets(cfg, train, test)
+    return train, test
+
+
+def _check_subsets(cfg: Config, train: Split, test: Split) -> None:
+    """A subset larger than its split is refused, not cut to it: a run would use fewer images than
+    its config.yaml and summary.json say."""
+    for key, split, held in (("train_subset", "training", train), ("test_subset", "test", test)):
+        n, size = getattr(cfg.dataset, key), len(held.labels)
+        if n is not None and n > size:
+            raise ConfigError(
+                f"dataset.{key}={n} is more than the {size:,} images of the {cfg.dataset.name} {split} split; "
+                f"ask for {size:,} or fewer, or leave it out to use them all"
+            )
 
 
 def check_files(name: str, data_dir: Path, download: bool = True) -> None:

@@ -22,7 +22,7 @@ from cnnlab.bench import reference
 from cnnlab.bench import suite
 from cnnlab.bench.machine import PeakMemory, compute_peaks, dense_kernels
 from cnnlab.config import load_config
-from cnnlab.errors import DataError
+from cnnlab.errors import ConfigError, DataError
 from cnnlab.experiment import prepare_data
 from cnnlab.flops import count_layers, training_flops
 from cnnlab.models import build_model
@@ -102,6 +102,25 @@ def test_the_reference_sees_the_same_images_as_cnnlab(tiny_data):
             assert torch.allclose(x, data.x_train[i], atol=1e-5) and label == data.y_train[i]
             x, label = test_set[i]  # trashnet: test images left unnormalized (the article's bug), on both sides
             assert torch.allclose(x, data.x_test[i], atol=1e-5) and label == data.y_test[i]
+
+
+def test_the_reference_takes_a_configs_subsets_as_cnnlab_does(tiny_data):
+    """The first N images of each split, and a subset larger than its split refused, not cut to it."""
+    cfg = load_config(ROOT / "configs" / "mnist_fc.yaml", [f"dataset.data_dir={tiny_data}", "dataset.train_subset=300", "dataset.test_subset=7"])
+    assert [len(s) for s in reference.datasets_for(cfg)] == [300, 7]
+    cfg = load_config(ROOT / "configs" / "mnist_fc.yaml", [f"dataset.data_dir={tiny_data}", "dataset.train_subset=301"])
+    with pytest.raises(ConfigError, match=r"^dataset.train_subset=301 is more than the 300 images of the mnist training split"):
+        reference.datasets_for(cfg)
+
+
+def test_quick_evaluates_at_most_its_test_subset(tiny_data, monkeypatch):
+    """--quick's 2,000 test images, or all of a smaller test split (the 100 here) rather than a refusal."""
+    from cnnlab.bench import suite
+
+    cfg = suite.case_config(suite.CASES["fc"], "cpu", quick=True, data_dir=tiny_data)
+    assert suite.quick_test_subset(cfg).dataset.test_subset == 100
+    monkeypatch.setattr(suite, "QUICK_TEST_SUBSET", 40)
+    assert suite.quick_test_subset(cfg).dataset.test_subset == 40
 
 
 def test_the_reference_on_gz_only_mnist_says_to_gunzip(tiny_data, tmp_path):

@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 import torch
 
-from cnnlab.data import DATASETS, load_dataset, resolve_data_dir
-from cnnlab.errors import DataError
+from cnnlab.data import DATASETS, load_dataset, load_splits, resolve_data_dir
+from cnnlab.errors import ConfigError, DataError
 from conftest import real_data
 from fakedata import IDX_FILES, cifar_batch, make_cifar, make_idx_dataset, write_idx, write_pickle
 
@@ -340,6 +340,32 @@ def test_incomplete_cifar_names_only_the_missing_batch(tmp_path):
     message = load_error("cifar10", tmp_path, download=False)
     assert message.startswith(f"CIFAR-10 incomplete in {tmp_path / 'cifar-10-batches-py'}; put data_batch_4 there, or point --data-dir")
     assert "data_batch_1" not in message and "test_batch" not in message
+
+
+# ---------------------------------------------------------------------------- a config's subsets
+def subset_config(data_dir: Path, **subsets):
+    from cnnlab.config import config_from_dict
+
+    return config_from_dict({"name": "t", "dataset": {"name": "mnist", "data_dir": str(data_dir), "download": False, **subsets}, "model": {"name": "fc"}})
+
+
+def test_subsets_up_to_the_split_sizes_are_taken(tmp_path):
+    make_idx_dataset(tmp_path, "MNIST", n_train=12, n_test=5)
+    train, test = load_splits(subset_config(tmp_path, train_subset=12, test_subset=5))
+    assert (len(train.labels), len(test.labels)) == (12, 5)  # the whole splits: the run takes the first N
+
+
+@pytest.mark.parametrize("subsets,expected", [
+    ({"train_subset": 13}, "dataset.train_subset=13 is more than the 12 images of the mnist training split"),
+    ({"train_subset": 4, "test_subset": 100000}, "dataset.test_subset=100000 is more than the 5 images of the mnist test split"),
+])
+def test_a_subset_larger_than_its_split_is_refused_not_cut(tmp_path, subsets, expected):
+    """Cut to the split, it would leave config.yaml and summary.json naming a subset the run did not use."""
+    make_idx_dataset(tmp_path, "MNIST", n_train=12, n_test=5)
+    with pytest.raises(ConfigError) as info:
+        load_splits(subset_config(tmp_path, **subsets))
+    message = str(info.value)
+    assert message.startswith(expected + "; ask for ") and "\n" not in message
 
 
 # ---------------------------------------------------------------------------- data directory

@@ -147,6 +147,14 @@ def test_cli_says_when_n_is_more_than_the_split_holds(tiny_mnist, monkeypatch, c
     assert err.strip() == "note: --n 5 is more than the 4 mnist test images (dataset.test_subset=4); checking all 4"
 
 
+def test_cli_refuses_a_test_subset_larger_than_the_split(tiny_mnist, monkeypatch, capsys):
+    """--n more than the split holds is a note (a smaller batch still checks every layer), but the
+    config's dataset.test_subset is refused as `cnnlab train` refuses it."""
+    code, out, err = cli(monkeypatch, capsys, "forward-check", "configs/mnist_fc.yaml", "dataset.test_subset=11", "--data-dir", tiny_mnist)
+    assert code == 2 and out == ""
+    assert err.strip().splitlines() == ["error: dataset.test_subset=11 is more than the 10 images of the mnist test split; ask for 10 or fewer, or leave it out to use them all"]
+
+
 def test_cli_fails_naming_the_layer_when_a_weight_changes(tiny_mnist, monkeypatch, capsys):
     original = fc.torch_outputs
 

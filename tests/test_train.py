@@ -153,6 +153,15 @@ def test_dataset_subsets_limit_both_splits(subset_run, tiny_data):
     assert (len(data.x_train), len(data.y_train), len(data.x_test), len(data.y_test)) == (50, 50, 30, 30)
 
 
+def test_a_subset_larger_than_the_split_is_refused_before_the_run_directory(tiny_data, tmp_path):
+    out = cnnlab("train", "configs/mnist_fc.yaml", "dataset.train_subset=100000", "--device", "cpu", "--data-dir", tiny_data, "--runs-dir", tmp_path)
+    assert out.returncode == 2 and "Traceback" not in out.stderr
+    assert out.stderr.strip().splitlines() == [
+        "error: dataset.train_subset=100000 is more than the 300 images of the mnist training split; ask for 300 or fewer, or leave it out to use them all"
+    ]
+    assert not tmp_path.exists() or not list(tmp_path.iterdir())  # no run claims the subset
+
+
 def test_test_loss_and_accuracy_are_over_the_whole_test_split(subset_run, tiny_data):
     cfg, result = subset_run
     data, _, _ = prepare_data(cfg, torch.device("cpu"), tiny_data)

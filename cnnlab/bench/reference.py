@@ -18,7 +18,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Subset
 
 from cnnlab.config import Config, MeanStd
-from cnnlab.data import DATASETS, check_files, load_dataset, resolve_data_dir
+from cnnlab.data import DATASETS, check_files, load_splits, resolve_data_dir
 from cnnlab.errors import DataError
 
 
@@ -107,20 +107,20 @@ def datasets_for(cfg: Config, data_dir=None) -> tuple[Dataset, Dataset]:
     root = resolve_data_dir(data_dir, cfg.dataset.data_dir)
     train_tf, test_tf = transforms_for(cfg)
     name = cfg.dataset.name
+    # cnnlab's checks: a missing or damaged file, or a subset larger than its split, in one line
+    train_split, test_split = load_splits(cfg, root)
     if name in ("mnist", "fashion-mnist"):
-        load_dataset(name, root, cfg.dataset.download)  # cnnlab's checks: a missing or damaged file in one line
         _check_uncompressed(name, root)
         cls = _torchvision_class(name)
         train = cls(str(root), train=True, transform=train_tf, download=False)
         test = cls(str(root), train=False, transform=test_tf, download=False)
     else:
-        train_split, test_split = load_dataset(name, root, cfg.dataset.download)
         train = CifarFromSplit(train_split.images, train_split.labels, train_tf)
         test = CifarFromSplit(test_split.images, test_split.labels, test_tf)
     if cfg.dataset.train_subset:
-        train = Subset(train, range(min(cfg.dataset.train_subset, len(train))))
+        train = Subset(train, range(cfg.dataset.train_subset))
     if cfg.dataset.test_subset:
-        test = Subset(test, range(min(cfg.dataset.test_subset, len(test))))
+        test = Subset(test, range(cfg.dataset.test_subset))
     return train, test
 
 

@@ -24,6 +24,7 @@ import cnnlab
 from cnnlab.bench import reference
 from cnnlab.bench.machine import PeakMemory, compute_peaks, load_average, machine_info
 from cnnlab.config import DATASET_CLASSES, DATASET_SHAPES, Config, load_config
+from cnnlab.data import load_splits
 from cnnlab.engine import fit, loss_function, steps_per_epoch
 from cnnlab.errors import ConfigError
 from cnnlab.experiment import build_optimizer, build_scheduler, replays_steps, resolve_device, seed_everything, setup
@@ -84,7 +85,8 @@ def case_config(
     case: Case, device: str, quick: bool = False, data_dir=None, compile: bool = False, amp: str | None = None,
     threads: int | None = None, cuda_graphs: bool = True,
 ) -> Config:
-    """The case's config file with the bench's overrides: device, step budget, --quick, cnnlab's options."""
+    """The case's config file with the bench's overrides: device, step budget, --quick's steps (its
+    test subset: quick_test_subset, once the data is checked), cnnlab's options."""
     path = CONFIGS_DIR / case.config
     if not path.is_file():
         raise ConfigError(f"bench case {case.name!r} needs {path}; run cnnlab bench from a checkout of cnnlab")
@@ -94,8 +96,6 @@ def case_config(
     overrides = [*case.overrides, f"device={device}", "train.checkpoint=false"]
     if steps:
         overrides.append(f"train.max_steps={steps}")
-    if quick:
-        overrides.append(f"dataset.test_subset={QUICK_TEST_SUBSET}")
     if compile:
         overrides.append("train.compile=true")
     if not cuda_graphs:
@@ -108,6 +108,13 @@ def case_config(
     if data_dir is not None:
         cfg = cfg.model_copy(update={"dataset": cfg.dataset.model_copy(update={"data_dir": str(data_dir)})})
     return cfg
+
+
+def quick_test_subset(cfg: Config) -> Config:
+    """cfg evaluated on the first QUICK_TEST_SUBSET test images, or on all of a smaller test split."""
+    _, test = load_splits(cfg)  # read once: the measurements reuse the cached splits
+    subset = min(QUICK_TEST_SUBSET, len(test.labels))
+    return cfg.model_copy(update={"dataset": cfg.dataset.model_copy(update={"test_subset": subset})})
 
 
 def _reached(case: Case, acc: float) -> bool:
@@ -267,6 +274,8 @@ def run_bench(
     dev = resolve_device(device)  # after the configs: their schema has refused an unknown device name
     for cfg in configs:  # every case's files before the first measurement, not after minutes of it
         reference.check_data(cfg)
+    if quick:
+        configs = [quick_test_subset(cfg) for cfg in configs]
     amp_dtype = torch.bfloat16 if configs and configs[0].train.amp == "bf16" else torch.float32
     info = machine_info(dev)
     info["load_before"] = load_average()

@@ -132,7 +132,7 @@ def append_results(path: Path, rows: list[dict]) -> Path:
 
 @app.command()
 def bench(
-    quick: bool = typer.Option(False, "--quick", help="A fraction of an epoch per case, one repeat, a 2,000-image test subset (for CI); not with lenet99, whose 99% it never reaches."),
+    quick: bool = typer.Option(False, "--quick", help="A fraction of an epoch per case, one repeat, at most 2,000 test images (for CI); not with lenet99, whose 99% it never reaches."),
     device: str = typer.Option("cpu", "--device", parser=device_name, help="auto | cpu | cuda | cuda:N (not the configs' device). On CUDA cnnlab trains with bf16 autocast; the reference in float32."),
     cases: Optional[str] = typer.Option(None, "--cases", help="Comma-separated cases: fc, cnn, lenet, trashnet, lenet99. Default: all (--quick: all but lenet99)."),
     repeats: Optional[int] = typer.Option(None, "--repeats", min=1, help="Reference/cnnlab pairs per case. Default 3 (--quick: 1)."),
