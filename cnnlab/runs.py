@@ -154,6 +154,7 @@ def new_run_dir(root: Path, name: str, kind: str = "run") -> Path:
 # name, a run by train), and where a study or sweep keeps its runs
 DIRECTORIES = {"run": "a run", "compare": "a compare study", "shift-sweep": "a shift-sweep study", "sweep": "a sweep"}
 MEMBERS = {"compare": "cells", "shift-sweep": "cells", "sweep": "trials"}
+STUDIES = ("compare", "shift-sweep")  # the studies (studies.record): their --resume refuses a completed one
 
 
 def directory_kind(path: Path) -> str | None:
@@ -171,11 +172,16 @@ def directory_kind(path: Path) -> str | None:
 
 def resume_elsewhere(path: Path, wanted: str) -> None:
     """Refuse, naming the command that resumes it, a directory given to resume `wanted` (a key of
-    DIRECTORIES) that is another kind: a study given to train --resume, a run to compare --resume."""
+    DIRECTORIES) that is another kind: a study given to train --resume, a run to compare --resume.
+    A completed study is refused as complete: its own --resume would only say so."""
     kind = directory_kind(path)
-    if kind is not None and kind != wanted:
-        raise RunError(f"{path} is {DIRECTORIES[kind]} directory, not {DIRECTORIES[wanted]}: "
-                       f"resume it with cnnlab {'train' if kind == 'run' else kind} --resume {path}")
+    if kind is None or kind == wanted:
+        return
+    what = f"{path} is {DIRECTORIES[kind]} directory, not {DIRECTORIES[wanted]}"
+    # (a completed run can still be extended with more epochs; sweep --resume reports a completed sweep again)
+    if kind in STUDIES and read_json(path / SUMMARY).get("status") == "completed":
+        raise RunError(f"{what}, and it is already complete: nothing to resume")
+    raise RunError(f"{what}: resume it with cnnlab {'train' if kind == 'run' else kind} --resume {path}")
 
 
 def open_run(path: str | os.PathLike, resuming: bool = False) -> Path:

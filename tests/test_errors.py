@@ -123,7 +123,9 @@ def write_files(tmp: Path) -> dict[str, Path]:
     (paths["study_table_binary"] / "table.md").write_bytes(b"\xff\xfe\x81")
     # a run, studies and a sweep, each given where another kind is wanted
     for name, summary in (("a_run", '{"kind": "run"}'), ("a_compare_study", '{"kind": "study", "study": "compare"}'),
-                          ("a_shift_sweep_study", '{"kind": "study", "study": "shift-sweep"}'), ("a_sweep", '{"kind": "sweep"}')):
+                          ("a_shift_sweep_study", '{"kind": "study", "study": "shift-sweep"}'), ("a_sweep", '{"kind": "sweep"}'),
+                          ("a_completed_compare_study", '{"kind": "study", "study": "compare", "status": "completed"}'),
+                          ("a_completed_shift_sweep_study", '{"kind": "study", "study": "shift-sweep", "status": "completed"}')):
         made = paths[name] = tmp / name
         made.mkdir()
         (made / "summary.json").write_text(summary)
@@ -281,6 +283,11 @@ CASES = [
      "a_compare_study is a compare study directory, not a run: resume it with cnnlab compare --resume"),
     ("resume_a_shift_sweep", ["train", "--resume", "{a_shift_sweep_study}"], 1, "is a shift-sweep study directory, not a run: resume it with cnnlab shift-sweep --resume"),
     ("resume_a_sweep", ["train", "--resume", "{a_sweep}"], 1, "a_sweep is a sweep directory, not a run: resume it with cnnlab sweep --resume"),
+    # a completed study: its own --resume would only say it is complete
+    ("resume_a_completed_study", ["train", "--resume", "{a_completed_compare_study}"], 1,
+     "a_completed_compare_study is a compare study directory, not a run, and it is already complete: nothing to resume"),
+    ("sweep_resume_a_completed_study", ["sweep", "--resume", "{a_completed_shift_sweep_study}"], 1,
+     "a_completed_shift_sweep_study is a shift-sweep study directory, not a sweep, and it is already complete: nothing to resume"),
     ("compare_resume_a_run", ["compare", "--resume", "{a_run}"], 1, "a_run is a run directory, not a compare study: resume it with cnnlab train --resume"),
     ("sweep_resume_a_study", ["sweep", "--resume", "{a_compare_study}"], 1, "is a compare study directory, not a sweep: resume it with cnnlab compare --resume"),
     ("forward_check_a_study", ["forward-check", "--run", "{a_compare_study}"], 1, "is a compare study directory, not a run: give one of its runs, in"),
