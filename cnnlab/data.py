@@ -312,9 +312,8 @@ _PICKLE_ALLOWED = {
     ("numpy", "ndarray"): np.ndarray,
     ("numpy", "dtype"): np.dtype,
     ("_codecs", "encode"): _latin1_encode,
-    ("builtins", "bytearray"): bytearray,
-    ("builtins", "set"): set,
-    ("builtins", "frozenset"): frozenset,
+    # builtins under Python 2's name too: what Python 2 writes, and Python 3 at protocols 0-2 (fix_imports)
+    **{(module, f.__name__): f for module in ("builtins", "__builtin__") for f in (bytearray, set, frozenset)},
 }
 
 

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 
-from cnnlab.data import DATASETS, load_dataset, load_splits, resolve_data_dir
+from cnnlab.data import DATASETS, load_dataset, load_splits, read_pickle, resolve_data_dir
 from cnnlab.errors import ConfigError, DataError
 from conftest import real_data
 from fakedata import IDX_FILES, cifar_batch, make_cifar, make_idx_dataset, write_idx, write_pickle
@@ -276,6 +276,53 @@ def test_cifar_pickles_with_bytes_keys(tmp_path):
     assert np.array_equal(test.images.reshape(4, -1).numpy(), batches["test_batch"]["data"])
     assert test.labels.tolist() == batches["test_batch"]["labels"]
     assert train.classes == [f"class{i}" for i in range(10)]
+
+
+def pickle_globals(data: bytes) -> set[str]:
+    """The 'module name' of every global a pickle names."""
+    return {arg for op, arg, _ in pickletools.genops(data) if op.name == "GLOBAL"}
+
+
+class Python2Array:
+    """Pickles as Python 2's numpy writes an array: numpy.core.multiarray._reconstruct, with the raw
+    bytes as a (latin1) str, which is what a Python 2 str reads back as here."""
+
+    def __init__(self, array: np.ndarray):
+        self.array = array
+
+    def __reduce__(self):
+        rebuild = np.ndarray.__reduce__(self.array)[0]
+        return rebuild, (np.ndarray, (0,), "b"), (1, self.array.shape, self.array.dtype, False, self.array.tobytes().decode("latin1"))
+
+
+@pytest.mark.parametrize("protocol", [0, 1, 2])
+def test_cifar_pickles_of_python_2_protocols(tmp_path, protocol):
+    """Protocols 0-2, as Python 3 writes them (fix_imports) and as Python 2 did (the official batches
+    are protocol 2 from Python 2): an array and lists name no builtin."""
+    batches = make_cifar(tmp_path)
+    folder = tmp_path / "cifar-10-batches-py"
+    (folder / "test_batch").write_bytes(pickle.dumps(batches["test_batch"], protocol=protocol, fix_imports=True))
+    as_python_2 = pickle.dumps({**batches["data_batch_1"], "data": Python2Array(batches["data_batch_1"]["data"])}, protocol=protocol)
+    (folder / "data_batch_1").write_bytes(as_python_2.replace(b"numpy._core.multiarray", b"numpy.core.multiarray"))
+    for name in ("test_batch", "data_batch_1"):
+        assert not any(g.startswith(("__builtin__", "copy_reg")) for g in pickle_globals((folder / name).read_bytes()))
+    assert "_codecs encode" not in pickle_globals(as_python_2)  # the array's bytes are a str, as in Python 2
+    train, test = load_dataset("cifar10", tmp_path, download=False)
+    assert np.array_equal(test.images.reshape(4, -1).numpy(), batches["test_batch"]["data"])
+    assert np.array_equal(train.images[:4].reshape(4, -1).numpy(), batches["data_batch_1"]["data"])
+
+
+@pytest.mark.parametrize("protocol", [0, 1, 2])
+def test_cifar_pickles_naming_builtins_as_python_2_did(tmp_path, protocol):
+    """A bytearray, set or frozenset is __builtin__.NAME at protocols 0-2 (Python 2's module name,
+    which Python 3 writes too, with fix_imports): it loads as builtins.NAME does at protocol 5."""
+    path = tmp_path / "batch"
+    extras = {"batch_label": bytearray(b"testing batch 1 of 1"), "seen": {1, 2}, "kept": frozenset({3})}
+    written = pickle.dumps({**cifar_batch(4, 0), **extras}, protocol=protocol, fix_imports=True)
+    assert {"__builtin__ bytearray", "__builtin__ set", "__builtin__ frozenset"} <= pickle_globals(written)
+    path.write_bytes(written)
+    loaded = read_pickle(path)
+    assert {k: loaded[k] for k in extras} == extras and np.array_equal(loaded["data"], cifar_batch(4, 0)["data"])
 
 
 class Payload:
