@@ -389,7 +389,8 @@ def trial_rows(sweep: Sweep, sweep_dir: Path, records: list[dict]) -> list[dict]
     rows = []
     for rec in records:
         run_dir = Path(rec["run_dir"]) if rec.get("run_dir") else None
-        summary = runs.read_json(run_dir / runs.SUMMARY) if run_dir and (run_dir / runs.SUMMARY).is_file() else {}
+        # (its results checked: a hand-edited "test_acc": "high" is one line, not a TypeError in the means)
+        summary = runs.read_json(run_dir / runs.SUMMARY, runs.RESULTS) if run_dir and (run_dir / runs.SUMMARY).is_file() else {}
         status, error = rec["status"], rec.get("error")
         if status == "unfinished" and summary.get("status") == "completed":
             status = "completed"  # it finished as the sweep was interrupted, before Tune heard of its last epoch

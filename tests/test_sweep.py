@@ -214,6 +214,22 @@ def test_results_average_over_seeds_best_first_and_best_yaml_is_the_best_trial(t
     assert load_config(sweep_dir / "best.yaml").dataset.data_dir == str((tmp_path / "data").resolve())
 
 
+@pytest.mark.parametrize("key,value", [("test_acc", "high"), ("epochs", [1, 2]), ("params", 1.5)])
+def test_a_hand_edited_trial_summary_is_one_line_not_a_traceback(tmp_path, key, value):
+    """finish() (the end of a sweep and of its --resume) reads every trial's summary.json."""
+    from cnnlab import runs
+    from cnnlab.errors import RunError
+    from cnnlab.sweep import finish, start
+
+    sweep = load_sweep(write_sweep(tmp_path / "s.yaml", seeds=[0], space={"optimizer.lr": [0.1, 0.5]}))
+    sweep_dir = start(sweep, tmp_path / "runs")
+    records = finished_trials(sweep, sweep_dir, lambda point, seed: 0.9)
+    edited = Path(records[1]["run_dir"]) / runs.SUMMARY
+    runs.write_json(edited, {**runs.read_json(edited), key: value})
+    with pytest.raises(RunError, match=rf"^cannot read {edited}: '{key}' should be a .*, not .* \(edited by hand\?\)$"):
+        finish(sweep, sweep_dir, records)
+
+
 def test_an_interrupted_sweep_says_how_to_continue_and_keeps_the_params_of_unfinished_points(tmp_path):
     """finish() after Tune took a Ctrl-C and returned: one trial completed, one cut off, one never started."""
     from cnnlab import runs
