@@ -416,7 +416,7 @@ def parse_override(text: str) -> tuple[str, Any]:
     if not _KEY.fullmatch(key):
         item = re.fullmatch(r"(?P<list>.+?)\.\d+(\..*)?", key)
         if item and _KEY.fullmatch(item["list"]):  # model.hidden.0=5
-            raise ConfigError(f"override {text!r}: a list is set whole, not item by item: {item['list']}=[...]")
+            raise ConfigError(f"override {text!r}: a key names fields, not list positions; set a list whole, e.g. model.hidden=[16, 16]")
         raise ConfigError(f"override {text!r}: {key!r} is not a dotted key like train.epochs")
     try:
         parsed = yaml.load(value, Loader=_Loader) if value.strip() else None  # noqa: S506 (a SafeLoader)
@@ -603,7 +603,8 @@ def _describe(err: dict, schema: type[BaseModel], names: dict[str, str]) -> str:
         expected = err.get("ctx", {}).get("expected_tags") or ", ".join(
             repr(typing.get_args(m.model_fields["name"].annotation)[0]) for m in _choices(schema, what.split("."))
         )
-        if kind == "union_tag_not_found":
+        given = err.get("input")
+        if kind == "union_tag_not_found" or (isinstance(given, dict) and given.get("name") is None):  # name: (empty)
             return f"{what}: missing 'name'; valid names: {expected}"
         tag = err.get("ctx", {}).get("tag")
         return f"unknown {what} {tag!r}; valid names: {expected}"

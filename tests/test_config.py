@@ -86,9 +86,16 @@ def test_parse_override():
 
 def test_an_override_of_a_list_item_says_to_set_the_list():
     """model.hidden.0=5 was told "'model.hidden.0' is not a dotted key like train.epochs"."""
-    assert error_of(["model.hidden.0=5"]) == "override 'model.hidden.0=5': a list is set whole, not item by item: model.hidden=[...]"
-    assert "item by item: optimizer.betas=[...]" in error_of(["optimizer.betas.1=0.9"])
+    assert error_of(["model.hidden.0=5"]) == "override 'model.hidden.0=5': a key names fields, not list positions; set a list whole, e.g. model.hidden=[16, 16]"
+    assert "not list positions" in error_of(["optimizer.betas.1=0.9"])
+    assert "not list positions" in error_of(["train.epochs.0=1"])  # not "train.epochs=[...]": epochs is no list
     assert "'train..epochs' is not a dotted key" in error_of(["train..epochs=3"])
+
+def test_an_empty_section_name_is_missing_not_the_name_none():
+    """optimizer.name= said "unknown optimizer 'None'"."""
+    assert error_of(["optimizer.name="]).endswith("optimizer: missing 'name'; valid names: 'sgd', 'adam', 'adamw', 'rmsprop'")
+    assert "unknown optimizer 'foo'" in error_of(["optimizer.name=foo"])
+
 
 def test_an_override_value_holding_a_comment_is_refused_not_cut():
     """YAML drops ' #...' as a comment: description=run #5 was 'run', dataset.data_dir=#2 null."""
