@@ -613,6 +613,11 @@ def _describe(err: dict, schema: type[BaseModel], names: dict[str, str]) -> str:
     msg = err["msg"]
     if kind == "literal_error":
         msg = f"must be one of {err['ctx']['expected']}"
+        cls, path = _walk(schema, loc)
+        field = cls.model_fields.get(path[-1]) if cls is not None else None
+        sections = _model_classes(field.annotation) if field is not None else []
+        if len(sections) == 1:  # normalize: dataset | none | {mean, std}
+            msg += ", or {" + ", ".join(f"{key}: ..." for key in sections[0].model_fields) + "}"
     elif msg.startswith("Value error, "):
         msg = msg[len("Value error, "):]
     got = err.get("input")
@@ -632,10 +637,10 @@ def validate(data: dict, schema: type[BaseModel] = Config, source: str = "config
         return schema.model_validate(data, context={"stored": stored})
     except ValidationError as e:
         # of the alternatives of a plain union, the deepest error is the one that says most; at equal
-        # depth, a string is best told the words it may be (normalize: dataset | none | {mean, std})
-        # and an unknown key (`spce:`) is the likelier mistake than the key it leaves missing (`space`)
+        # depth, anything but a mapping is best told the words it may be (normalize: dataset | none |
+        # {mean, std}) and an unknown key (`spce:`) is the likelier mistake than the key it leaves missing (`space`)
         error = max(e.errors(), key=lambda err: (len(err["loc"]), err["type"] == "extra_forbidden",
-                                                 (err["type"] == "literal_error") == isinstance(err.get("input"), str)))
+                                                 (err["type"] == "literal_error") != isinstance(err.get("input"), dict)))
         prefix = f"{source}: " if source else ""
         raise ConfigError(prefix + _describe(error, schema, names or {})) from None
 

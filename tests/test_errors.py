@@ -308,7 +308,9 @@ CASES = [
     ("nesterov_without_momentum", [*OK_ARGS, "optimizer.nesterov=true"], 2, "optimizer: nesterov needs a momentum above 0"),
     ("adam_beta_of_one", [*OK_ARGS, "optimizer.name=adam", "optimizer.betas=[0.9, 1.0]"], 2, "optimizer.betas.1: Input should be less than 1"),
     ("warmup_longer_than_the_run", [*OK_ARGS, "schedule.name=cosine", "schedule.warmup_epochs=5", "train.epochs=2"], 2, "schedule.warmup_epochs (5) must be below train.epochs (2)"),
-    ("normalize_not_a_choice", [*OK_ARGS, "transform.normalize=Dataset"], 2, "transform.normalize: must be one of 'dataset' or 'none' (got 'Dataset')"),
+    ("normalize_not_a_choice", [*OK_ARGS, "transform.normalize=Dataset"], 2, "transform.normalize: must be one of 'dataset' or 'none', or {mean: ..., std: ...} (got 'Dataset')"),
+    ("normalize_empty", [*OK_ARGS, "transform.normalize="], 2, "transform.normalize: must be one of 'dataset' or 'none', or {mean: ..., std: ...} (got no value)"),
+    ("normalize_a_number", [*OK_ARGS, "transform.normalize=3"], 2, "transform.normalize: must be one of 'dataset' or 'none', or {mean: ..., std: ...} (got 3)"),
     ("label_smoothing_with_bce", ["train", "configs/toy_4x4.yaml", "loss.label_smoothing=0.3", *RUNS], 2, "loss bce takes none"),
     # samples
     ("samples_two_datasets", ["samples", "mnist", "fashion-mnist"], 2, "'fashion-mnist' is not KEY=VALUE: give one dataset, then overrides like transform.permute=true"),
