@@ -25,7 +25,8 @@ from cnnlab import runs
 from cnnlab.config import (
     Config, Strict, apply_overrides, closest_key, config_to_dict, dump_yaml, load_config, leaf_keys, parse_override, read_yaml, section_names, switch_variants, validate,
 )
-from cnnlab.errors import CnnlabError, ConfigError, RunError, signal_name
+from cnnlab.errors import CnnlabError, ConfigError, RunError, first_line, signal_name
+from cnnlab.interrupts import Interrupted
 
 SWEEP_FILE, BASE_FILE, TRIALS = "sweep.yaml", "base.yaml", "trials"
 METRIC_LABELS = {"test_acc": "test accuracy (%)", "train_acc": "train accuracy (%)", "test_loss": "test loss", "train_loss": "train loss"}
@@ -559,7 +560,33 @@ class Outcome:
 
 
 def finish(sweep: Sweep, sweep_dir: Path, records: list[dict], signum: int | None = None) -> Outcome:
-    """Write trials.csv, results.csv/.md, best.yaml, the figure and summary.json from Tune's records."""
+    """Write trials.csv, results.csv/.md, best.yaml, the figure and summary.json from Tune's records.
+    Whatever stops that on the way (a trial's summary.json edited by hand, a full disk, a signal)
+    marks the sweep failed or interrupted, never leaves it 'running'; what --resume redoes once fixed."""
+    try:
+        return _finish(sweep, sweep_dir, records, signum)
+    except KeyboardInterrupt as e:  # also Interrupted (SIGINT/SIGTERM)
+        raise mark_interrupted(sweep_dir, e, signum) from None
+    except BaseException as e:
+        mark_failed(sweep_dir, e)
+        if isinstance(e, CnnlabError):
+            raise type(e)(f"{e} (the trials are kept; once fixed, {resume_hint(sweep_dir)})") from None
+        raise
+
+
+def mark_failed(sweep_dir: Path, e: BaseException) -> None:
+    update_summary(sweep_dir, status="failed", error=first_line(e), finished_at=runs.utc_now())
+
+
+def mark_interrupted(sweep_dir: Path, e: KeyboardInterrupt, received: int | None = None) -> Interrupted:
+    """Mark the sweep interrupted by e (a signal our handler `received`, if e does not say which);
+    returns the Interrupted to raise, which says how to continue it."""
+    stopped = Interrupted.of(e, "sweep", resume_hint(sweep_dir), received)
+    update_summary(sweep_dir, status="interrupted", error=str(stopped), finished_at=runs.utc_now())
+    return stopped
+
+
+def _finish(sweep: Sweep, sweep_dir: Path, records: list[dict], signum: int | None) -> Outcome:
     from cnnlab.figures import save
     from cnnlab.report import markdown
 

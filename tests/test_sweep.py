@@ -1,6 +1,7 @@
 """`cnnlab sweep`: the sweep file's validation and expansion (no Ray), then real sweeps on a local Ray
 on tiny learnable data: ASHA's early stops, a trial equal to a plain `cnnlab train`, and --resume."""
 
+import contextlib
 import json
 import os
 import signal
@@ -226,8 +227,44 @@ def test_a_hand_edited_trial_summary_is_one_line_not_a_traceback(tmp_path, key, 
     records = finished_trials(sweep, sweep_dir, lambda point, seed: 0.9)
     edited = Path(records[1]["run_dir"]) / runs.SUMMARY
     runs.write_json(edited, {**runs.read_json(edited), key: value})
-    with pytest.raises(RunError, match=rf"^cannot read {edited}: '{key}' should be a .*, not .* \(edited by hand\?\)$"):
+    with pytest.raises(RunError, match=rf"^cannot read {edited}: '{key}' should be a .*, not .* \(edited by hand\?\) \(the trials are kept; once fixed, continue it with: cnnlab sweep --resume {sweep_dir}\)$"):
         finish(sweep, sweep_dir, records)
+    summary = json.loads((sweep_dir / "summary.json").read_text())  # not 'running', which `cnnlab runs` shows as dead
+    assert summary["status"] == "failed" and summary["error"].startswith(f"cannot read {edited}: '{key}'") and summary["finished_at"]
+
+
+def test_a_sweep_resume_that_cannot_write_its_results_ends_failed_in_one_line(tmp_path, monkeypatch, capsys):
+    """`cnnlab sweep --resume` through the CLI, Tune faked: its records are the finished trials."""
+    import errno
+
+    from cnnlab import ray_backend, runs
+    from cnnlab.cli import main
+    from cnnlab.commands import sweep as command
+    from cnnlab.sweep import start
+
+    sweep = load_sweep(write_sweep(tmp_path / "s.yaml", seeds=[0], space={"optimizer.lr": [0.1, 0.5]}))
+    sweep_dir = start(sweep, tmp_path / "runs")
+    records = finished_trials(sweep, sweep_dir, lambda point, seed: 0.9)
+    cluster = type("Ray", (), {"cluster_resources": staticmethod(lambda: {"CPU": 4.0})})
+    monkeypatch.setattr(ray_backend, "session", lambda address, what: contextlib.nullcontext(cluster))
+    monkeypatch.setattr(ray_backend, "run_sweep", lambda *args, **kwargs: records)
+    monkeypatch.setattr(command, "_check_local_ray", lambda spec, data_dir: None)
+    real = os.replace
+
+    def no_room_for_the_figure(src, dst):
+        if Path(dst).suffix == ".png":
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        real(src, dst)
+
+    monkeypatch.setattr(os, "replace", no_room_for_the_figure)
+    monkeypatch.setattr(sys, "argv", ["cnnlab", "sweep", "--resume", str(sweep_dir)])
+    with pytest.raises(SystemExit) as exit_:
+        main()
+    err = capsys.readouterr().err
+    assert exit_.value.code == 1 and err == f"error: cannot write {sweep_dir / 'test_acc.png'}: No space left on device (the trials are kept; once fixed, continue it with: cnnlab sweep --resume {sweep_dir})\n"
+    summary = runs.read_json(sweep_dir / "summary.json")
+    assert summary["status"] == "failed" and summary["error"] == f"cannot write {sweep_dir / 'test_acc.png'}: No space left on device"
+    assert (sweep_dir / "results.csv").is_file() and (sweep_dir / "best.yaml").is_file()  # written before the figure: kept
 
 
 def test_an_interrupted_sweep_says_how_to_continue_and_keeps_the_params_of_unfinished_points(tmp_path):

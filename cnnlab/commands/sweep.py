@@ -13,7 +13,7 @@ from typing import Optional
 import typer
 
 from cnnlab.cli import CnnlabUsage, DataDir, Device, RunsDir, app, not_empty, split_args
-from cnnlab.errors import CnnlabError, RunError, first_line, signal_name
+from cnnlab.errors import CnnlabError, RunError, signal_name
 
 
 class SweepInterrupted(CnnlabError):
@@ -44,7 +44,7 @@ def sweep(
     Writes trials/, trials.csv, results.csv/.md, best.yaml and a figure; the last line is the sweep directory.
     """
     from cnnlab import sweep as sweeps
-    from cnnlab.runs import check_dir, owner, runs_root, trained_data_dir, training_lock, utc_now
+    from cnnlab.runs import check_dir, owner, runs_root, trained_data_dir, training_lock
 
     if resume is not None:
         if args or device is not None or runs_dir is not None:
@@ -57,7 +57,7 @@ def sweep(
         spec = sweeps.load_sweep(file, overrides + ([f"device={device}"] if device is not None else []))
         check_dir(runs_root(runs_dir))  # before Ray starts (seconds), or connects to a cluster
 
-    from cnnlab.interrupts import Interrupted, interruptible
+    from cnnlab.interrupts import interruptible
     from cnnlab.ray_backend import check_fits, ray_address, require_ray, run_sweep, saved_records, session
     from cnnlab.report import console, table
 
@@ -82,10 +82,9 @@ def sweep(
             try:
                 records = run_sweep(spec, path, data_dir=data_dir, resume=resume is not None)
             except KeyboardInterrupt as e:  # also Interrupted (SIGINT/SIGTERM)
-                stopped_by = Interrupted.of(e, "sweep", sweeps.resume_hint(path), signals.received)
-                sweeps.update_summary(path, status="interrupted", error=str(stopped_by), finished_at=utc_now())
+                stopped_by = sweeps.mark_interrupted(path, e, signals.received)
             except BaseException as e:
-                sweeps.update_summary(path, status="failed", error=first_line(e), finished_at=utc_now())
+                sweeps.mark_failed(path, e)
                 raise
         if stopped_by is not None:  # Ray's workers are gone now: none rewrites a trial's status after this
             sweeps.settle_interrupted(path, saved_records(spec, path))
