@@ -1,5 +1,6 @@
-"""Shared test fixtures: where the real data is (when it is), and a scratch runs directory."""
+"""Shared test fixtures: where the real data is (when it is), a scratch runs directory, a full disk."""
 
+import errno
 import os
 from pathlib import Path
 
@@ -22,6 +23,19 @@ def real_data(*parts: str) -> Path:
         if folder.is_dir() and any(folder.iterdir()):
             return root
     pytest.skip(f"real data not present at {' or '.join(str(r.joinpath(*parts)) for r in REAL_DATA_DIRS)}")
+
+
+def no_room_for(monkeypatch, full) -> None:
+    """A full disk for the files whose path full(path) picks: their os.replace fails with ENOSPC,
+    the others are written."""
+    real = os.replace
+
+    def replace(src, dst):
+        if full(Path(dst)):
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        real(src, dst)
+
+    monkeypatch.setattr(os, "replace", replace)
 
 
 @pytest.fixture(scope="session")

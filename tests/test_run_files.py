@@ -21,6 +21,7 @@ from cnnlab.config import load_config
 from cnnlab.errors import ConfigError, RunError
 from cnnlab.experiment import run
 from cnnlab.studies.record import StudyRecord
+from conftest import no_room_for
 from fakedata import make_idx_dataset
 
 CONFIG = """name: files
@@ -68,13 +69,7 @@ def test_resume_keeps_the_runs_own_data_while_it_is_there(setup, monkeypatch):
 
 def test_a_disk_full_before_the_first_checkpoint_resumes_from_the_start(setup, monkeypatch):
     real = os.replace
-
-    def no_room_for_weights(src, dst):
-        if Path(dst).name == runs.MODEL:
-            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
-        real(src, dst)
-
-    monkeypatch.setattr(os, "replace", no_room_for_weights)
+    no_room_for(monkeypatch, lambda path: path.name == runs.MODEL)
     with pytest.raises(RunError, match="No space left"):
         run(load_config(setup / "files.yaml"), runs_dir=setup / "runs", data_dir=setup / "data")
     (path,) = (setup / "runs").iterdir()

@@ -34,7 +34,7 @@ from cnnlab.studies import compare, shift_sweep
 from cnnlab.studies.record import StudyRecord
 from cnnlab.studies.spec import resolve
 from cnnlab.transforms import Pipeline, make_permutation, normalize, permute_pixels, shift, to_float
-from conftest import ROOT, real_data
+from conftest import ROOT, no_room_for, real_data
 
 FAST = ["--device", "cpu", "train.max_steps=3", "train.eval_batch_size=64"]
 
@@ -374,6 +374,19 @@ def test_an_interrupted_shift_sweep_resumes(fashion_run, tiny_data, tmp_path, ca
     code, out, err = cnnlab(capsys, monkeypatch, "shift-sweep", "--resume", study)
     assert code == 0, err
     pd.testing.assert_frame_equal(pd.read_csv(study / "table.csv"), whole)
+
+
+@pytest.mark.parametrize("command", [["compare", "configs/mnist_fc.yaml", "--seeds", "1"], ["shift-sweep", "configs/fashion_fc.yaml", "--max-shift", "1", "--image-index", "0"]])
+def test_a_study_whose_plan_cannot_be_written_is_not_left_running(command, tiny_data, tmp_path, capsys, monkeypatch):
+    """A full disk as the study starts: no summary.json saying 'running' (shown as dead) for a study
+    that never ran, and has no plan.json to resume from."""
+    from cnnlab import runs
+
+    no_room_for(monkeypatch, lambda path: path.name == "plan.json")
+    code, out, err = cnnlab(capsys, monkeypatch, *command, "--data-dir", tiny_data, "--runs-dir", tmp_path, *FAST)
+    (study,) = tmp_path.iterdir()
+    assert code == 1 and err == f"error: cannot write {study / 'plan.json'}: No space left on device\n", err
+    assert runs.list_runs(tmp_path) == [] and not (study / "cells").exists()
 
 
 def test_every_file_of_a_study_is_renamed_into_place(tmp_path, monkeypatch):

@@ -18,7 +18,7 @@ import yaml
 from cnnlab.config import load_config
 from cnnlab.errors import ConfigError
 from cnnlab.sweep import load_sweep
-from conftest import ROOT
+from conftest import ROOT, no_room_for
 from fakedata import IDX_FILES, write_idx
 from test_train import cnnlab
 
@@ -235,8 +235,6 @@ def test_a_hand_edited_trial_summary_is_one_line_not_a_traceback(tmp_path, key, 
 
 def test_a_sweep_resume_that_cannot_write_its_results_ends_failed_in_one_line(tmp_path, monkeypatch, capsys):
     """`cnnlab sweep --resume` through the CLI, Tune faked: its records are the finished trials."""
-    import errno
-
     from cnnlab import ray_backend, runs
     from cnnlab.cli import main
     from cnnlab.commands import sweep as command
@@ -249,14 +247,7 @@ def test_a_sweep_resume_that_cannot_write_its_results_ends_failed_in_one_line(tm
     monkeypatch.setattr(ray_backend, "session", lambda address, what: contextlib.nullcontext(cluster))
     monkeypatch.setattr(ray_backend, "run_sweep", lambda *args, **kwargs: records)
     monkeypatch.setattr(command, "_check_local_ray", lambda spec, data_dir: None)
-    real = os.replace
-
-    def no_room_for_the_figure(src, dst):
-        if Path(dst).suffix == ".png":
-            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
-        real(src, dst)
-
-    monkeypatch.setattr(os, "replace", no_room_for_the_figure)
+    no_room_for(monkeypatch, lambda path: path.suffix == ".png")
     monkeypatch.setattr(sys, "argv", ["cnnlab", "sweep", "--resume", str(sweep_dir)])
     with pytest.raises(SystemExit) as exit_:
         main()

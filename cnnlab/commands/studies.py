@@ -130,12 +130,12 @@ def compare(
         name, datasets = spec.name, _joined(m.cfg.dataset.name for m in members)
         what = f"{len(members)} model(s) x {2 if permute else 1} condition(s) x {seeds} seed(s) = {len(cells)} runs"
         _check_cells([m.cfg for m in members], data_dir, address)
+        plan = {"name": name, "datasets": datasets, "data_dir": str(data_dir.resolve()) if data_dir else None, "cells": _plan_cells(cells)}
         record = StudyRecord(
-            runs_root(runs_dir), name, study="compare", description=spec.description, dataset=datasets,
+            runs_root(runs_dir), name, plan, study="compare", description=spec.description, dataset=datasets,
             model=_joined(m.cfg.model.name for m in members), members={m.label: m.source for m in members},
             epochs=max(m.cfg.train.epochs for m in members), seeds=seeds, permute=permute, test_acc=None, cells=[],
         )
-        record.write_plan({"name": name, "datasets": datasets, "data_dir": str(data_dir.resolve()) if data_dir else None, "cells": _plan_cells(cells)})
         previous = None
     done: list = []
 
@@ -230,11 +230,11 @@ def shift_sweep(
     _check_cells(_to_train(cells, previous), data_dir, address)
     image, label, classes = study.pick_image(load_splits(configs[0], data_dir), opts.image_index, opts.image_split)
     if resume is None:
-        record = StudyRecord(runs_root(runs_dir), name, study="shift-sweep", **opts.model_dump(), cells=[], test_acc=None)
-        record.write_plan({
+        plan = {
             "name": name, "options": opts.model_dump(), "device": device, "data_dir": str(data_dir.resolve()) if data_dir else None,
             "cells": _plan_cells(cells), "reused": [{"label": t.label, "path": str(t.run_dir.resolve())} for t in reused],
-        })
+        }
+        record = StudyRecord(runs_root(runs_dir), name, plan, study="shift-sweep", **opts.model_dump(), cells=[], test_acc=None)
 
     with record.running():
         if cells:

@@ -43,9 +43,13 @@ class Plan(Strict):
 
 
 class StudyRecord:
-    def __init__(self, root: Path, name: str, **summary):
+    def __init__(self, root: Path, name: str, plan: dict | None = None, **summary):
+        """A new study directory: plan.json first, then summary.json; a study whose plan cannot be
+        written (a full disk) is not left 'running' with nothing to resume from."""
         self.path = runs.new_run_dir(root, name, kind="study")
         self.cells = self.path / CELLS
+        if plan is not None:
+            runs.write_json(self.path / PLAN, plan)
         self.summary = {"name": name, "kind": "study", "status": "running", "error": None, "started_at": runs.utc_now(), **runs.owner(), **summary}
         self.files: list[str] = []
         self.save()
@@ -79,9 +83,6 @@ class StudyRecord:
         if not plan.cells and not plan.reused:
             raise ConfigError(f"{source}: no cells to run")
         return plan.model_dump()
-
-    def write_plan(self, plan: dict) -> None:
-        runs.write_json(self.path / PLAN, plan)
 
     def save(self) -> None:
         runs.write_json(self.path / runs.SUMMARY, {**self.summary, "files": self.files})
