@@ -19,6 +19,12 @@ from cnnlab.runs import atomic_write
 MODES = {"roll": "roll: wrap around", "zero": "zero: black fill"}
 
 
+def plain(text) -> str:
+    """text as drawn literally: a '$' in a label the user chose ('fc $^$') is a dollar sign, not the
+    start of mathtext, which fails the whole figure when it does not parse."""
+    return str(text).replace("$", r"\$")
+
+
 def save(fig: Figure, path: Path) -> None:
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
@@ -43,8 +49,8 @@ def comparison_bars(table, title: str) -> Figure:
             if m == m:  # a model without this condition has no bar
                 ax.text(xi, m + sd + 1.5, f"{m:.1f}", ha="center", va="bottom", fontsize=9)
     seeds = int(table["seeds"].max())
-    ax.set(xticks=np.arange(len(models)), xticklabels=models, ylim=(0, 115), xlabel="model", ylabel="test accuracy (%)",
-           title=f"{title}\nmean ± std over {seeds} seed{'s' if seeds > 1 else ''}")
+    ax.set(xticks=np.arange(len(models)), xticklabels=[plain(m) for m in models], ylim=(0, 115), xlabel="model", ylabel="test accuracy (%)",
+           title=f"{plain(title)}\nmean ± std over {seeds} seed{'s' if seeds > 1 else ''}")
     if len(conditions) > 1:  # one condition (ordered pixels only): nothing for a legend to tell apart
         ax.legend(loc="upper center", ncols=len(conditions), frameon=False)
     ax.grid(axis="y", alpha=0.3)
@@ -58,9 +64,9 @@ def accuracy_vs_shift(df, axis: str, mode: str, title: str) -> Figure:
     ax = fig.add_subplot()
     for model, rows in df.groupby("model", sort=False):
         rows = rows.sort_values(key)
-        ax.plot(rows[key], 100 * rows["test_acc"], marker="o", label=model)
+        ax.plot(rows[key], 100 * rows["test_acc"], marker="o", label=plain(model))
     direction = "right" if axis == "x" else "down"
-    ax.set(xlabel=f"shift along {axis} (pixels, + = {direction}; {MODES[mode]})", ylabel="test accuracy (%)", title=title, ylim=(0, 100))
+    ax.set(xlabel=f"shift along {axis} (pixels, + = {direction}; {MODES[mode]})", ylabel="test accuracy (%)", title=plain(title), ylim=(0, 100))
     ax.set_xticks(sorted(df[key].unique()))
     ax.axvline(0, color="gray", lw=0.8, ls=":")
     ax.grid(alpha=0.3)
@@ -79,10 +85,10 @@ def shift_heatmaps(df, mode: str, title: str) -> Figure:
                        extent=(grid.columns.min() - 0.5, grid.columns.max() + 0.5, grid.index.max() + 0.5, grid.index.min() - 0.5))
         for (dy, dx), value in grid.stack().items():
             ax.text(dx, dy, f"{value:.0f}", ha="center", va="center", fontsize=7, color="black" if value > 60 else "white")
-        ax.set(title=model, xlabel="dx (pixels, + = right)")
+        ax.set(title=plain(model), xlabel="dx (pixels, + = right)")
     axes[0].set_ylabel("dy (pixels, + = down)")
     fig.colorbar(im, ax=list(axes), label="test accuracy (%)")
-    fig.suptitle(f"{title} ({MODES[mode]})")
+    fig.suptitle(f"{plain(title)} ({MODES[mode]})")
     return fig
 
 
@@ -97,7 +103,7 @@ def probability_heatmap(probs: np.ndarray, shifts: list[int], classes: list[str]
                     color="black" if probs[i, j] > 0.6 else "white")
     ax.set_xticks(range(len(classes)), classes, rotation=35, ha="right")
     ax.set_yticks(range(len(shifts)), [str(s) for s in shifts])
-    ax.set(ylabel="shift (pixels)", xlabel="class", title=title)
+    ax.set(ylabel="shift (pixels)", xlabel="class", title=plain(title))
     fig.colorbar(im, ax=ax, label="class probability")
     return fig
 
@@ -119,5 +125,5 @@ def learning_curves(metrics, title: str, loss: str = "cross_entropy") -> Figure:
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(alpha=0.3)
         ax.legend()
-    fig.suptitle(title)
+    fig.suptitle(plain(title))
     return fig

@@ -508,6 +508,8 @@ def figure(sweep: Sweep, points: list[dict]):
     from matplotlib.figure import Figure
     from matplotlib.ticker import MaxNLocator
 
+    from cnnlab.figures import plain
+
     m, scale = sweep.metric, 100 if sweep.metric.endswith("acc") else 1
     keys = sweep.keys
     widths = [5.2 if _numeric([p[k] for p in points]) else 2 + 0.55 * len({p[k] for p in points}) for k in keys]
@@ -531,14 +533,14 @@ def figure(sweep: Sweep, points: list[dict]):
             x = [where[p[key]] for p in group]
             y = np.array([p[f"{m}_mean"] for p in group], dtype=float) * scale
             err = np.nan_to_num(np.array([p[f"{m}_std"] for p in group], dtype=float) * scale)
-            name = ", ".join(f"{k}={show(v)}" for k, v in zip(others, label)) or None
+            name = plain(", ".join(f"{k}={show(v)}" for k, v in zip(others, label))) or None
             ax.errorbar(x, y, yerr=err, marker="o", capsize=4, label=name, linestyle="-" if numeric else "none")
         if numeric and (entry.log or (min(values) > 0 and max(values) >= 100 * min(values))):
             ax.set_xscale("log")
         elif numeric and all(isinstance(v, int) for v in values):
             ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         if not numeric:
-            ax.set_xticks(range(len(values)), [str(show(v)) for v in values], rotation=30, ha="right", fontsize=8)
+            ax.set_xticks(range(len(values)), [plain(show(v)) for v in values], rotation=30, ha="right", fontsize=8)
             ax.set_xlim(-0.5, len(values) - 0.5)
         ax.set(xlabel=key, ylabel=METRIC_LABELS[m], title=f"{METRIC_LABELS[m].split(' (')[0]} vs {key}")
         ax.grid(alpha=0.3)

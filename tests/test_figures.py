@@ -102,3 +102,19 @@ def test_learning_curves_train_and_test():
     assert len(loss_ax.get_lines()) == 2 and len(acc_ax.get_lines()) == 2
     assert np.allclose(acc_ax.get_lines()[1].get_ydata(), [70, 82, 85])
     assert "loss" in loss_ax.get_ylabel() and acc_ax.get_ylabel() == "accuracy (%)" and loss_ax.get_xlabel() == "epoch"
+
+
+def test_a_dollar_sign_in_a_label_is_drawn_as_it_is(tmp_path):
+    """Labels and titles come from the user (a study file's labels): 'fc $^$' is text, not mathtext
+    that does not parse and fails the figure."""
+    label = "fc $^$"
+    table = pd.DataFrame({"model": [label], "permuted": [False], "seeds": [1], "test_acc_mean": [0.9], "test_acc_std": [np.nan]})
+    shifted = pd.DataFrame([{"model": label, "dx": dx, "dy": dy, "test_acc": 0.5} for dx, dy in offsets(1, "both")])
+    metrics = pd.DataFrame({"epoch": [1], "train_loss": [1.0], "test_loss": [0.9], "train_acc": [0.5], "test_acc": [0.6]})
+    for fig in (
+        figures.comparison_bars(table, label), figures.accuracy_vs_shift(shifted[shifted.dy == 0], "x", "roll", label),
+        figures.shift_heatmaps(shifted, "roll", label), figures.probability_heatmap(np.full((1, 2), 0.5), [0], ["a", "b"], label),
+        figures.learning_curves(metrics, label),
+    ):
+        figures.save(fig, tmp_path / "figure.png")
+        assert imread(tmp_path / "figure.png").ndim == 3

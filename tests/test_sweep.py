@@ -313,6 +313,16 @@ def test_a_null_swept_value_can_be_the_best_point(tmp_path):
     assert summary["status"] == "completed" and summary["best"]["point"] == {"train.max_steps": None}
 
 
+def test_a_swept_text_with_dollar_signs_is_drawn_as_it_is(tmp_path):
+    """'fc $^$' would be mathtext that does not parse, failing the figure at the end of the sweep."""
+    from cnnlab.sweep import finish, start
+
+    sweep = load_sweep(write_sweep(tmp_path / "s.yaml", seeds=[0], space={"description": ["fc $^$", "b"], "optimizer.lr": [0.1, 0.5]}))
+    sweep_dir = start(sweep, tmp_path / "runs")
+    assert finish(sweep, sweep_dir, finished_trials(sweep, sweep_dir, lambda point, seed: 0.9)).status == "completed"
+    assert (sweep_dir / "test_acc.png").stat().st_size > 10_000
+
+
 def test_tied_points_rank_by_std_then_the_sweeps_order_whatever_order_tune_returns_them(tmp_path):
     """A tpe sweep's records carry no grid index; a resumed sweep gets them back in another order.
     lr 0.1 is drawn twice (four trials), lr 2.0 lost a seed: every point's mean is 0.5."""
