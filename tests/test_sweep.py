@@ -233,29 +233,62 @@ def test_a_hand_edited_trial_summary_is_one_line_not_a_traceback(tmp_path, key, 
     assert summary["status"] == "failed" and summary["error"].startswith(f"cannot read {edited}: '{key}'") and summary["finished_at"]
 
 
-def test_a_sweep_resume_that_cannot_write_its_results_ends_failed_in_one_line(tmp_path, monkeypatch, capsys):
-    """`cnnlab sweep --resume` through the CLI, Tune faked: its records are the finished trials."""
-    from cnnlab import ray_backend, runs
+def resume_on_fake_tune(monkeypatch, capsys, sweep_dir: Path, records: list[dict], shutdown=None) -> tuple[int, str]:
+    """`cnnlab sweep --resume sweep_dir` through main(), Tune faked: it returns records; shutdown(),
+    if given, runs as Ray shuts down. (exit code, stderr)"""
+    from cnnlab import ray_backend
     from cnnlab.cli import main
     from cnnlab.commands import sweep as command
+
+    @contextlib.contextmanager
+    def session(address, what):
+        yield type("Ray", (), {"cluster_resources": staticmethod(lambda: {"CPU": 4.0})})
+        if shutdown is not None:
+            shutdown()
+
+    monkeypatch.setattr(ray_backend, "session", session)
+    monkeypatch.setattr(ray_backend, "run_sweep", lambda *args, **kwargs: records)
+    monkeypatch.setattr(ray_backend, "saved_records", lambda sweep, path: records)
+    monkeypatch.setattr(command, "_check_local_ray", lambda spec, data_dir: None)
+    monkeypatch.setattr(sys, "argv", ["cnnlab", "sweep", "--resume", str(sweep_dir)])
+    with pytest.raises(SystemExit) as exit_:
+        main()
+    return exit_.value.code, capsys.readouterr().err
+
+
+def test_a_sweep_resume_that_cannot_write_its_results_ends_failed_in_one_line(tmp_path, monkeypatch, capsys):
+    from cnnlab import runs
     from cnnlab.sweep import start
 
     sweep = load_sweep(write_sweep(tmp_path / "s.yaml", seeds=[0], space={"optimizer.lr": [0.1, 0.5]}))
     sweep_dir = start(sweep, tmp_path / "runs")
     records = finished_trials(sweep, sweep_dir, lambda point, seed: 0.9)
-    cluster = type("Ray", (), {"cluster_resources": staticmethod(lambda: {"CPU": 4.0})})
-    monkeypatch.setattr(ray_backend, "session", lambda address, what: contextlib.nullcontext(cluster))
-    monkeypatch.setattr(ray_backend, "run_sweep", lambda *args, **kwargs: records)
-    monkeypatch.setattr(command, "_check_local_ray", lambda spec, data_dir: None)
     no_room_for(monkeypatch, lambda path: path.suffix == ".png")
-    monkeypatch.setattr(sys, "argv", ["cnnlab", "sweep", "--resume", str(sweep_dir)])
-    with pytest.raises(SystemExit) as exit_:
-        main()
-    err = capsys.readouterr().err
-    assert exit_.value.code == 1 and err == f"error: cannot write {sweep_dir / 'test_acc.png'}: No space left on device (the trials are kept; once fixed, continue it with: cnnlab sweep --resume {sweep_dir})\n"
+    code, err = resume_on_fake_tune(monkeypatch, capsys, sweep_dir, records)
+    assert code == 1 and err == f"error: cannot write {sweep_dir / 'test_acc.png'}: No space left on device (the trials are kept; once fixed, continue it with: cnnlab sweep --resume {sweep_dir})\n"
     summary = runs.read_json(sweep_dir / "summary.json")
     assert summary["status"] == "failed" and summary["error"] == f"cannot write {sweep_dir / 'test_acc.png'}: No space left on device"
     assert (sweep_dir / "results.csv").is_file() and (sweep_dir / "best.yaml").is_file()  # written before the figure: kept
+
+
+def test_a_signal_as_ray_shuts_down_marks_the_sweep_interrupted(tmp_path, monkeypatch, capsys):
+    """A second Ctrl-C while Ray shuts down, after Tune returned: the results are not written yet."""
+    from cnnlab import runs
+    from cnnlab.interrupts import Interrupted
+    from cnnlab.sweep import start
+
+    sweep = load_sweep(write_sweep(tmp_path / "s.yaml", seeds=[0], space={"optimizer.lr": [0.1, 0.5]}))
+    sweep_dir = start(sweep, tmp_path / "runs")
+    records = finished_trials(sweep, sweep_dir, lambda point, seed: 0.9)
+
+    def shutdown():
+        raise Interrupted(signal.SIGINT)
+
+    code, err = resume_on_fake_tune(monkeypatch, capsys, sweep_dir, records, shutdown)
+    hint = f"sweep stopped by SIGINT; continue it with: cnnlab sweep --resume {sweep_dir}"
+    assert code == 130 and err == f"interrupted: {hint}\n", err
+    summary = runs.read_json(sweep_dir / "summary.json")  # not 'running', which `cnnlab runs` shows as dead
+    assert summary["status"] == "interrupted" and summary["error"] == hint and not (sweep_dir / "results.csv").exists()
 
 
 def test_an_interrupted_sweep_says_how_to_continue_and_keeps_the_params_of_unfinished_points(tmp_path):

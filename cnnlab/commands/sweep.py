@@ -69,23 +69,29 @@ def sweep(
             data_dir = data_dir or trained_data_dir(Path(resume))
         if ray_address(address) == "local":  # a cluster's nodes have their own devices and data
             _check_local_ray(spec, data_dir)
-        with session(address, "cnnlab sweep") as ray:  # connect first: no sweep directory for an unreachable cluster
-            check_fits(spec.spec.resources, ray.cluster_resources())  # nor for trials larger than the cluster
-            if resume is not None:
-                path = Path(resume)
-                sweeps.update_summary(path, status="running", error=None, finished_at=None, **owner())
-            else:
-                path = sweeps.start(spec, runs_root(runs_dir), data_dir)
-                hold.enter_context(training_lock(path))
-            print(f"{spec.name}: {spec.describe()}\nsweep directory: {path}", flush=True)
-            stopped_by = None
-            try:
-                records = run_sweep(spec, path, data_dir=data_dir, resume=resume is not None)
-            except KeyboardInterrupt as e:  # also Interrupted (SIGINT/SIGTERM)
-                stopped_by = sweeps.mark_interrupted(path, e, signals.received)
-            except BaseException as e:
-                sweeps.mark_failed(path, e)
+        path = stopped_by = None  # path: the sweep directory, once its summary says running
+        try:
+            with session(address, "cnnlab sweep") as ray:  # connect first: no sweep directory for an unreachable cluster
+                check_fits(spec.spec.resources, ray.cluster_resources())  # nor for trials larger than the cluster
+                if resume is not None:
+                    sweeps.update_summary(Path(resume), status="running", error=None, finished_at=None, **owner())
+                    path = Path(resume)
+                else:
+                    path = sweeps.start(spec, runs_root(runs_dir), data_dir)
+                    hold.enter_context(training_lock(path))
+                print(f"{spec.name}: {spec.describe()}\nsweep directory: {path}", flush=True)
+                try:
+                    records = run_sweep(spec, path, data_dir=data_dir, resume=resume is not None)
+                except KeyboardInterrupt as e:  # also Interrupted (SIGINT/SIGTERM); marked before Ray shuts down
+                    stopped_by = sweeps.mark_interrupted(path, e, signals.received)
+        except KeyboardInterrupt as e:  # also one as Ray shuts down (a second Ctrl-C), the results not written yet
+            if path is None:
                 raise
+            stopped_by = stopped_by or sweeps.mark_interrupted(path, e, signals.received)
+        except BaseException as e:
+            if path is not None:
+                sweeps.mark_failed(path, e)
+            raise
         if stopped_by is not None:  # Ray's workers are gone now: none rewrites a trial's status after this
             sweeps.settle_interrupted(path, saved_records(spec, path))
             raise stopped_by from None
