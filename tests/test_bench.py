@@ -491,3 +491,17 @@ def test_appending_keeps_true_and_false_as_written(tmp_path):
     append_results(results, [{"case": "cnn", "compile": False, "cuda_graphs": True}])
     rows = list(csv.DictReader(results.open()))
     assert [r["compile"] for r in rows] == ["True", "False", "False"] and [r["cuda_graphs"] for r in rows] == ["False", "", "True"]
+
+
+def test_gflops_of_a_target_reached_in_some_repeats_counts_the_images_of_those_repeats():
+    """lenet99 reached 99% after 2 epochs in one repeat and missed it in 3 in another: its GFLOP/s are
+    the first repeat's images over the first repeat's time, not all repeats' images over it."""
+    cfg = suite.case_config(suite.CASES["lenet99"], "cpu")
+    epoch = 60000
+    ours = suite.Side(seconds=[10.0, float("nan")], acc=[0.991, 0.985], epochs=[2, 3], peak_mib=[1.0, 1.0],
+                      setup_seconds=[1.0, 1.0], samples=[2 * epoch, 3 * epoch], threads=1)
+    ref = suite.Side(seconds=[20.0, float("nan")], acc=[0.99, 0.98], epochs=[2, 3], peak_mib=[1.0, 1.0],
+                     setup_seconds=[1.0, 1.0], samples=[2 * epoch, 3 * epoch], threads=1)
+    row = suite.summarize(suite.CASES["lenet99"], cfg, ref, ours, False, {1: 100.0}, flops=1000, memory_kind="test")
+    assert row["cnnlab_seconds"] == 10.0
+    assert row["gflops"] == pytest.approx(1000 * 2 * epoch / 10.0 / 1e9)

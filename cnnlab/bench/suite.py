@@ -204,7 +204,8 @@ def summarize(case: Case, cfg: Config, ref: Side, ours: Side, quick: bool, peaks
     tolerance = max(case.tolerance, case.quick_tolerance) if quick else case.tolerance
     ref_acc, our_acc = _median(ref.acc), _median(ours.acc)
     seconds = _median(ours.seconds)
-    samples = statistics.median(ours.samples)
+    # the repeats that have a time (a time-to-accuracy case: those that reached it), for both
+    samples = _median([n for s, n in zip(ours.seconds, ours.samples) if s == s])
     gflops = flops * samples / seconds / 1e9 if seconds == seconds and seconds > 0 else float("nan")
     return {
         "case": case.name,
