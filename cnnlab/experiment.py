@@ -48,12 +48,15 @@ class RunResult:
 
 
 # ---------------------------------------------------------------------------- building blocks
-def resolve_device(name: str) -> torch.device:
+def resolve_device(name: str, option: str | None = None) -> torch.device:
+    """The torch device for a config's device name. option: the command-line option that alone sets
+    it (bench's --device: its cases' configs do not count), which an error then tells to change."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name.startswith("cuda"):
         if not torch.cuda.is_available():
-            raise ConfigError(f"device {name!r} asked for, but this machine has no CUDA device; use cpu or auto (--device cpu, or device: cpu in the config)")
+            fix = f"{option} cpu or {option} auto" if option else "cpu or auto (--device cpu, or device: cpu in the config)"
+            raise ConfigError(f"device {name!r} asked for, but this machine has no CUDA device; use {fix}")
         index = torch.device(name).index or 0
         if index >= torch.cuda.device_count():
             raise ConfigError(f"device {name!r} asked for, but only {torch.cuda.device_count()} CUDA device(s) exist")

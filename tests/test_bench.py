@@ -328,6 +328,15 @@ def test_a_damaged_mnist_file_is_one_line_for_the_reference_too(tiny_data, tmp_p
 def test_cuda_without_cuda_is_refused_before_looking_for_data(tmp_path):
     out = cnnlab("bench", "--quick", "--cases", "fc", "--device", "cuda", "--data-dir", tmp_path / "empty", "--runs-dir", tmp_path / "runs")
     assert out.returncode == 2 and "no CUDA device" in out.stderr and "not found" not in out.stderr
+    assert "use --device cpu or --device auto" in out.stderr and "in the config" not in out.stderr
+
+
+def test_cuda_without_cuda_names_benchs_device_option_not_a_configs_device(monkeypatch, tiny_data):
+    """bench ignores its cases' configs' device: 'device: cpu in the config' would send the user
+    editing a file that changes nothing."""
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(ConfigError, match=r"no CUDA device; use --device cpu or --device auto$"):
+        suite.run_bench(["fc"], device="cuda", data_dir=tiny_data)
 
 
 def test_quick_refuses_a_time_to_accuracy_case_before_measuring(tiny_data, tmp_path):

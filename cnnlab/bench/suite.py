@@ -272,7 +272,7 @@ def run_bench(
             f"{CASES[targets[0]].target:.0%} target; run it without --quick, or leave it out of --cases"
         )
     configs = [case_config(CASES[n], device, quick, data_dir, compile, amp, threads, cuda_graphs) for n in case_names]
-    dev = resolve_device(device)  # after the configs: their schema has refused an unknown device name
+    dev = resolve_device(device, "--device")  # after the configs: their schema has refused an unknown device name
     for cfg in configs:  # every case's files before the first measurement, not after minutes of it
         reference.check_data(cfg)
     if quick:
