@@ -313,6 +313,7 @@ def test_a_case_without_its_data_stops_the_bench_before_the_first_measurement(ti
     out = cnnlab("bench", "--quick", "--cases", "fc,trashnet", "--device", "cpu", "--data-dir", data, "--runs-dir", tmp_path / "runs")
     assert out.returncode == 1 and "CIFAR-10 not found" in out.stderr and "Traceback" not in out.stderr
     assert "fc:" not in out.stdout  # measuring fc first would have been minutes lost
+    assert not (tmp_path / "runs").exists()  # a refused bench leaves no empty runs/bench behind
 
 
 def test_a_damaged_mnist_file_is_one_line_for_the_reference_too(tiny_data, tmp_path):
@@ -329,6 +330,7 @@ def test_cuda_without_cuda_is_refused_before_looking_for_data(tmp_path):
     out = cnnlab("bench", "--quick", "--cases", "fc", "--device", "cuda", "--data-dir", tmp_path / "empty", "--runs-dir", tmp_path / "runs")
     assert out.returncode == 2 and "no CUDA device" in out.stderr and "not found" not in out.stderr
     assert "use --device cpu or --device auto" in out.stderr and "in the config" not in out.stderr
+    assert not (tmp_path / "runs").exists()
 
 
 def test_cuda_without_cuda_names_benchs_device_option_not_a_configs_device(monkeypatch, tiny_data):
@@ -344,12 +346,13 @@ def test_quick_refuses_a_time_to_accuracy_case_before_measuring(tiny_data, tmp_p
     out = cnnlab("bench", "--quick", "--cases", "fc,lenet99", "--device", "cpu", "--data-dir", tiny_data, "--runs-dir", tmp_path)
     assert out.returncode == 2 and "--quick trains lenet99 100 steps an epoch, which never reach its 99% target" in out.stderr
     assert len(out.stderr.strip().splitlines()) == 1 and "Traceback" not in out.stderr and "fc:" not in out.stdout
+    assert not (tmp_path / "bench").exists()
 
 
 def test_bench_rejects_an_unknown_case(tmp_path):
     out = cnnlab("bench", "--cases", "fc,resnet50", "--runs-dir", tmp_path)
     assert out.returncode == 2 and "unknown bench case" in out.stderr and "Traceback" not in out.stderr
-    assert len(out.stderr.strip().splitlines()) == 1
+    assert len(out.stderr.strip().splitlines()) == 1 and not (tmp_path / "bench").exists()
 
 
 @pytest.mark.parametrize("option, value", [("--amp", "fp16"), ("--device", "gpu")])

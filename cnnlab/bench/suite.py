@@ -244,20 +244,30 @@ def summarize(case: Case, cfg: Config, ref: Side, ours: Side, quick: bool, peaks
     }
 
 
-def run_bench(
+@dataclass(frozen=True)
+class Plan:
+    """A bench checked before anything is measured or written: its cases' configs and the device."""
+
+    cases: list[Case]
+    configs: list[Config]
+    device: torch.device
+    quick: bool
+    threads: int | None  # --threads: both sides' torch threads
+
+
+def plan_bench(
     case_names: list[str],
     *,
     device: str = "cpu",
-    repeats: int = 3,
     quick: bool = False,
     compile: bool = False,
     amp: str | None = None,
     threads: int | None = None,
     cuda_graphs: bool = True,
     data_dir=None,
-    on_row: Callable[[dict], None] | None = None,
-) -> tuple[list[dict], dict]:
-    """Measure every case; returns (result rows, machine and run info).
+) -> Plan:
+    """Everything about a bench that can be refused, refused now: unknown cases, a target --quick
+    never reaches, the device, every case's data files. ConfigError or DataError.
 
     threads: torch threads for both sides (default: torch's choice for the reference, the config's
     train.threads for cnnlab). amp: cnnlab's autocast (default: bf16 on CUDA, none on the CPU).
@@ -277,6 +287,17 @@ def run_bench(
         reference.check_data(cfg)
     if quick:
         configs = [quick_test_subset(cfg) for cfg in configs]
+    return Plan([CASES[n] for n in case_names], configs, dev, quick, threads)
+
+
+def run_bench(case_names: list[str], *, repeats: int = 3, on_row: Callable[[dict], None] | None = None, **options) -> tuple[list[dict], dict]:
+    """plan_bench(case_names, **options), then measure it."""
+    return measure(plan_bench(case_names, **options), repeats, on_row)
+
+
+def measure(plan: Plan, repeats: int = 3, on_row: Callable[[dict], None] | None = None) -> tuple[list[dict], dict]:
+    """Measure every case of plan; returns (result rows, machine and run info)."""
+    configs, dev, threads = plan.configs, plan.device, plan.threads
     amp_dtype = torch.bfloat16 if configs and configs[0].train.amp == "bf16" else torch.float32
     info = machine_info(dev)
     info["load_before"] = load_average()
@@ -297,8 +318,8 @@ def run_bench(
     try:
         if threads:
             torch.set_num_threads(threads)
-        for name, cfg in zip(case_names, configs):
-            rows.append(measure_case(CASES[name], cfg, dev, repeats, quick, peaks))
+        for case, cfg in zip(plan.cases, configs):
+            rows.append(measure_case(case, cfg, dev, repeats, plan.quick, peaks))
             if on_row is not None:
                 on_row(rows[-1])
     finally:

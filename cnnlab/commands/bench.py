@@ -145,18 +145,23 @@ def bench(
     runs_dir: Optional[Path] = RunsDir,
 ):
     """Time the tutorials' loop and cnnlab on the studies' models, interleaved; append to runs/bench/results.csv."""
-    from cnnlab.bench.suite import COMPUTE_BOUND, DEFAULT_CASES, QUICK_CASES, run_bench
+    from cnnlab.bench.suite import COMPUTE_BOUND, DEFAULT_CASES, QUICK_CASES, measure, plan_bench
     from cnnlab.provenance import git_commit
     from cnnlab.report import console, table
     from cnnlab.report import markdown as markdown_table
-    from cnnlab.runs import ensure_dir, runs_root, utc_now
+    from cnnlab.runs import check_dir, ensure_dir, runs_root, utc_now
 
     names = case_names(cases, QUICK_CASES if quick else DEFAULT_CASES)
     check_amp(amp)
     check_threads(threads)
-    out_dir = ensure_dir(runs_root(runs_dir) / "bench", "bench results directory")  # before minutes of measuring
-    read_results(out_dir / RESULTS)  # an unreadable or unwritable results file is refused before measuring, too
+    # all that can be refused is, before minutes of measuring and before the results directory is
+    # made (a refused bench leaves none behind)
+    out_dir = runs_root(runs_dir) / "bench"
+    check_dir(out_dir, "bench results directory")
+    read_results(out_dir / RESULTS)  # an unreadable or unwritable results file, too
     check_results_writable(out_dir / RESULTS)
+    plan = plan_bench(names, device=device, quick=quick, compile=compile, amp=amp, threads=threads, cuda_graphs=cuda_graphs, data_dir=data_dir)
+    ensure_dir(out_dir, "bench results directory")
     repeats = repeats or (1 if quick else 3)
 
     def progress(row: dict) -> None:
@@ -165,7 +170,7 @@ def bench(
             f"accuracy {_pct(row['ref_acc'])} vs {_pct(row['cnnlab_acc'])}"
         )
 
-    rows, info = run_bench(names, device=device, repeats=repeats, quick=quick, compile=compile, amp=amp, threads=threads, cuda_graphs=cuda_graphs, data_dir=data_dir, on_row=progress)
+    rows, info = measure(plan, repeats, on_row=progress)
     load = "/".join("-" if v is None else f"{v:.1f}" for v in (info["load_before"], info["load_after"]))
     speed, machine = [speed_row(r) for r in rows], [machine_row(r) for r in rows]
     console.print(table(speed, title=f"cnnlab bench{' --quick' if quick else ''} on {info['device']}: medians of {repeats} interleaved pair(s), seconds of training per budget"))
