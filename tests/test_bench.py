@@ -8,6 +8,7 @@ import gzip
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -517,3 +518,38 @@ def test_gflops_of_a_target_reached_in_some_repeats_counts_the_images_of_those_r
     row = suite.summarize(suite.CASES["lenet99"], cfg, ref, ours, False, {1: 100.0}, flops=1000, memory_kind="test")
     assert row["cnnlab_seconds"] == 10.0
     assert row["gflops"] == pytest.approx(1000 * 2 * epoch / 10.0 / 1e9)
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_an_interrupted_bench_keeps_the_cases_it_finished(tiny_data, tmp_path, monkeypatch, capsys, signum):
+    """Ctrl-C (or a scheduler's SIGTERM) during the second case: the first case's row is in the CSV
+    already, and the bench ends in one line saying so, with 128 + the signal's number."""
+    from cnnlab.cli import main
+
+    real, measured = suite.measure_case, []
+
+    def measure_case(*args):
+        if measured:  # the second case: the signal arrives while it is measured
+            os.kill(os.getpid(), signum)
+        measured.append(real(*args))
+        return measured[-1]
+
+    def unhandled(signum, frame):  # rather than SIGTERM's default, ending pytest, should bench not handle it
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(suite, "measure_case", measure_case)
+    monkeypatch.setattr(suite, "compute_peaks", lambda *a, **k: {t: {"matrix product": 1.0} for t in {1, torch.get_num_threads()}})
+    args = ["bench", "--quick", "--cases", "fc,cnn", "--device", "cpu", "--data-dir", tiny_data, "--runs-dir", tmp_path]
+    monkeypatch.setattr(sys, "argv", ["cnnlab", *map(str, args)])
+    before = signal.signal(signum, unhandled)
+    try:
+        with pytest.raises(SystemExit) as end:
+            main()
+    finally:
+        signal.signal(signum, before)
+    err = capsys.readouterr().err
+    results = tmp_path / "bench" / "results.csv"
+    assert end.value.code == 128 + signum and err.splitlines() == [
+        f"interrupted: bench stopped by {signal.Signals(signum).name}; 1 finished case(s) kept in {results}"]
+    assert pd.read_csv(results)["case"].tolist() == ["fc"] and len(measured) == 1
+    assert not list(results.parent.glob(".*.tmp"))

@@ -290,13 +290,14 @@ def plan_bench(
     return Plan([CASES[n] for n in case_names], configs, dev, quick, threads)
 
 
-def run_bench(case_names: list[str], *, repeats: int = 3, on_row: Callable[[dict], None] | None = None, **options) -> tuple[list[dict], dict]:
+def run_bench(case_names: list[str], *, repeats: int = 3, on_row: Callable[[dict, dict], None] | None = None, **options) -> tuple[list[dict], dict]:
     """plan_bench(case_names, **options), then measure it."""
     return measure(plan_bench(case_names, **options), repeats, on_row)
 
 
-def measure(plan: Plan, repeats: int = 3, on_row: Callable[[dict], None] | None = None) -> tuple[list[dict], dict]:
-    """Measure every case of plan; returns (result rows, machine and run info)."""
+def measure(plan: Plan, repeats: int = 3, on_row: Callable[[dict, dict], None] | None = None) -> tuple[list[dict], dict]:
+    """Measure every case of plan; returns (result rows, machine and run info). on_row(row, info) is
+    called as each case is measured, with the info so far (load_after: after that case)."""
     configs, dev, threads = plan.configs, plan.device, plan.threads
     amp_dtype = torch.bfloat16 if configs and configs[0].train.amp == "bf16" else torch.float32
     info = machine_info(dev)
@@ -320,11 +321,13 @@ def measure(plan: Plan, repeats: int = 3, on_row: Callable[[dict], None] | None 
             torch.set_num_threads(threads)
         for case, cfg in zip(plan.cases, configs):
             rows.append(measure_case(case, cfg, dev, repeats, plan.quick, peaks))
+            info["load_after"] = load_average()
+            info["bench_seconds"] = time.perf_counter() - t_start
             if on_row is not None:
-                on_row(rows[-1])
+                on_row(rows[-1], info)
     finally:
         torch.set_num_threads(default_threads)
-    info["load_after"] = load_average()
+    info["load_after"] = load_average()  # a bench of no case has one, too
     info["bench_seconds"] = time.perf_counter() - t_start
     return rows, info
 

@@ -125,9 +125,27 @@ def append_results(path: Path, rows: list[dict]) -> Path:
         return path
     except RunError as e:
         beside = path.with_name(f"{path.stem}-{rows[0]['time'] if rows else 'new'}.csv".replace(":", ""))
-        print(f"{e}; this run's rows are in {beside}", file=sys.stderr)
+        print(f"{e}; this run's rows from here on are in {beside}", file=sys.stderr)
         write_table(beside, rows)
         return beside
+
+
+class KeptResults:
+    """Each case's row appended to the results CSV as soon as it is measured, so that an interrupted
+    bench keeps the cases it finished; should the CSV fail, the rows go on in a file beside it."""
+
+    def __init__(self, path: Path, run: dict):
+        self.path, self.run, self.count = path, run, 0  # run: the columns all of this run's rows share
+
+    def add(self, row: dict, info: dict) -> None:
+        from cnnlab.runs import ensure_dir
+
+        ensure_dir(self.path.parent, "bench results directory")  # with the first row: a bench that kept none leaves none
+        self.path = append_results(self.path, [{**self.run, **info, **row}])
+        self.count += 1
+
+    def __str__(self) -> str:
+        return f"{self.count} finished case(s) kept in {self.path}" if self.count else "no case had finished; nothing written"
 
 
 @app.command()
@@ -146,10 +164,11 @@ def bench(
 ):
     """Time the tutorials' loop and cnnlab on the studies' models, interleaved; append to runs/bench/results.csv."""
     from cnnlab.bench.suite import COMPUTE_BOUND, DEFAULT_CASES, QUICK_CASES, measure, plan_bench
+    from cnnlab.interrupts import Interrupted, interruptible
     from cnnlab.provenance import git_commit
     from cnnlab.report import console, table
     from cnnlab.report import markdown as markdown_table
-    from cnnlab.runs import check_dir, ensure_dir, runs_root, utc_now
+    from cnnlab.runs import check_dir, runs_root, utc_now
 
     names = case_names(cases, QUICK_CASES if quick else DEFAULT_CASES)
     check_amp(amp)
@@ -161,16 +180,22 @@ def bench(
     read_results(out_dir / RESULTS)  # an unreadable or unwritable results file, too
     check_results_writable(out_dir / RESULTS)
     plan = plan_bench(names, device=device, quick=quick, compile=compile, amp=amp, threads=threads, cuda_graphs=cuda_graphs, data_dir=data_dir)
-    ensure_dir(out_dir, "bench results directory")
     repeats = repeats or (1 if quick else 3)
+    kept = KeptResults(out_dir / RESULTS, {"time": utc_now(), "quick": quick, "git_commit": git_commit()})
 
-    def progress(row: dict) -> None:
+    def keep(row: dict, info: dict) -> None:
         console.print(
             f"{row['case']}: reference {_took(row['ref_seconds'])}, cnnlab {_took(row['cnnlab_seconds'])}, "
             f"accuracy {_pct(row['ref_acc'])} vs {_pct(row['cnnlab_acc'])}"
         )
+        with signals.deferred():  # a signal now waits until the row is written
+            kept.add(row, info)
 
-    rows, info = measure(plan, repeats, on_row=progress)
+    with interruptible() as signals:  # SIGTERM, too, stops the bench with the finished cases kept
+        try:
+            rows, info = measure(plan, repeats, on_row=keep)
+        except KeyboardInterrupt as e:  # also Interrupted
+            raise Interrupted.of(e, "bench", str(kept), signals.received) from None
     load = "/".join("-" if v is None else f"{v:.1f}" for v in (info["load_before"], info["load_after"]))
     speed, machine = [speed_row(r) for r in rows], [machine_row(r) for r in rows]
     console.print(table(speed, title=f"cnnlab bench{' --quick' if quick else ''} on {info['device']}: medians of {repeats} interleaved pair(s), seconds of training per budget"))
@@ -194,7 +219,4 @@ def bench(
             )
     if markdown:
         print(markdown_table(speed) + "\n" + markdown_table(machine), end="")
-
-    stamp, commit = utc_now(), git_commit()
-    append_results(out_dir / RESULTS, [{"time": stamp, "quick": quick, "git_commit": commit, **info, **r} for r in rows])
     print(out_dir)
