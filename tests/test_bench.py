@@ -520,12 +520,23 @@ def test_gflops_of_a_target_reached_in_some_repeats_counts_the_images_of_those_r
     assert row["gflops"] == pytest.approx(1000 * 2 * epoch / 10.0 / 1e9)
 
 
+def bench_here(monkeypatch, capsys, *args) -> tuple[int, str, str]:
+    """`cnnlab bench --device cpu ARGS` through the CLI's main() in this process, where suite can be
+    patched, with a made-up compute peak (seconds saved): (exit code, stdout, stderr)."""
+    from cnnlab.cli import main
+
+    monkeypatch.setattr(suite, "compute_peaks", lambda *a, **k: {t: {"matrix product": 1.0} for t in {1, torch.get_num_threads()}})
+    monkeypatch.setattr(sys, "argv", ["cnnlab", "bench", "--device", "cpu", *map(str, args)])
+    with pytest.raises(SystemExit) as end:
+        main()
+    out = capsys.readouterr()
+    return end.value.code, out.out, out.err
+
+
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
 def test_an_interrupted_bench_keeps_the_cases_it_finished(tiny_data, tmp_path, monkeypatch, capsys, signum):
     """Ctrl-C (or a scheduler's SIGTERM) during the second case: the first case's row is in the CSV
     already, and the bench ends in one line saying so, with 128 + the signal's number."""
-    from cnnlab.cli import main
-
     real, measured = suite.measure_case, []
 
     def measure_case(*args):
@@ -538,18 +549,35 @@ def test_an_interrupted_bench_keeps_the_cases_it_finished(tiny_data, tmp_path, m
         raise KeyboardInterrupt
 
     monkeypatch.setattr(suite, "measure_case", measure_case)
-    monkeypatch.setattr(suite, "compute_peaks", lambda *a, **k: {t: {"matrix product": 1.0} for t in {1, torch.get_num_threads()}})
-    args = ["bench", "--quick", "--cases", "fc,cnn", "--device", "cpu", "--data-dir", tiny_data, "--runs-dir", tmp_path]
-    monkeypatch.setattr(sys, "argv", ["cnnlab", *map(str, args)])
     before = signal.signal(signum, unhandled)
     try:
-        with pytest.raises(SystemExit) as end:
-            main()
+        code, _, err = bench_here(monkeypatch, capsys, "--quick", "--cases", "fc,cnn", "--data-dir", tiny_data, "--runs-dir", tmp_path)
     finally:
         signal.signal(signum, before)
-    err = capsys.readouterr().err
     results = tmp_path / "bench" / "results.csv"
-    assert end.value.code == 128 + signum and err.splitlines() == [
+    assert code == 128 + signum and err.splitlines() == [
         f"interrupted: bench stopped by {signal.Signals(signum).name}; 1 finished case(s) kept in {results}"]
     assert pd.read_csv(results)["case"].tolist() == ["fc"] and len(measured) == 1
     assert not list(results.parent.glob(".*.tmp"))
+
+
+def test_a_machine_is_busy_when_other_work_took_more_than_all_cores_but_one():
+    from cnnlab.bench.machine import was_busy
+
+    assert not was_busy(2, 0.7, 2.1, own=2.0)  # the README's idle 2-core machine: after, the bench's own two threads
+    assert was_busy(2, 0.7, 3.5, own=2.0) and was_busy(2, 1.5, 0.2, own=0.0)  # others beside it, after or before
+    assert not was_busy(16, 14.9, None, own=0.0) and not was_busy(2, None, None, own=2.0)  # no load average: no verdict
+
+
+@pytest.mark.parametrize("busy", [False, True])
+def test_a_busy_machine_is_one_warning_line_and_a_busy_column(tiny_data, tmp_path, monkeypatch, capsys, busy):
+    load = 2.0 * os.cpu_count() if busy else 0.0
+    monkeypatch.setattr(suite, "load_average", lambda: load)
+    code, out, err = bench_here(monkeypatch, capsys, "--quick", "--cases", "fc", "--data-dir", tiny_data, "--runs-dir", tmp_path)
+    assert code == 0
+    if busy:
+        assert len(err.splitlines()) == 1 and err.startswith(f"warning: the machine was busy: 1-minute load average before/after {load:.1f}/{load:.1f}")
+        assert "unreliable" in err
+    else:
+        assert err == ""  # an idle machine: nothing extra
+    assert pd.read_csv(tmp_path / "bench" / "results.csv")["busy"].tolist() == [busy]

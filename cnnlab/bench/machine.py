@@ -34,6 +34,14 @@ def load_average() -> float | None:
         return None
 
 
+def was_busy(cores: int, before: float | None, after: float | None, own: float) -> bool:
+    """Whether other work shared the machine with the bench: the 1-minute load average before it, or
+    after it less the bench's own share (own: its CPU seconds per second, its threads' part of that
+    load), above all cores but one. An unknown load (None) says nothing."""
+    spare = cores - 1
+    return (before is not None and before > spare) or (after is not None and after - own > spare)
+
+
 class PeakMemory:
     """Peak memory of one measured stretch.
 

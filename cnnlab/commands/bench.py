@@ -219,4 +219,10 @@ def bench(
             )
     if markdown:
         print(markdown_table(speed) + "\n" + markdown_table(machine), end="")
+    if info["busy"]:
+        print(
+            f"warning: the machine was busy: 1-minute load average before/after {load} on {info['cores']} cores, the bench's "
+            f"own share {info['bench_load']:.1f}; other work ran beside it, so the speed-ups and % of peak are unreliable",
+            file=sys.stderr,
+        )
     print(out_dir)
