@@ -264,6 +264,16 @@ def test_prepare_shifts_with_black_before_normalizing_and_works_in_chunks(monkey
     assert np.allclose(rolled.numpy(), expected)
 
 
+@pytest.mark.parametrize("dx,dy", [(2, 0), (0, -2), (0, 3), (-1, 2)], ids=["x only", "y only up", "y only down", "both"])
+def test_prepare_shifts_along_either_axis_alone(dx, dy):
+    """A shift along y alone (dx=0) moves the images too: the cases above all shift along x."""
+    raw = images(n=3, h=6, w=6)
+    rolled = pipe(normalize="none", shift=ShiftConfig(dx=dx, dy=dy)).prepare(raw, train=True)
+    assert np.array_equal(rolled.numpy(), np.roll(raw.numpy(), (dy, dx), axis=(-2, -1)) / np.float32(255))
+    zero = pipe(normalize="none", shift=ShiftConfig(dx=dx, dy=dy, mode="zero")).prepare(raw, train=False)
+    assert torch.equal(zero, shift(to_float(raw), dx, dy, "zero")) and not torch.equal(zero, to_float(raw))
+
+
 def test_prepare_permutes_both_splits_with_the_permute_seed():
     raw = images(n=3, c=1, h=6, w=6)
     p = pipe(normalize="none", permute=True, permute_seed=7)
