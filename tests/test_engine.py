@@ -7,7 +7,7 @@ import torch.nn.functional as F
 
 from cnnlab import engine
 from cnnlab.config import KerasCNNModel, TrainConfig, TrashNetModel, TransformConfig
-from cnnlab.engine import Data, State, evaluate, loss_function, train_epoch
+from cnnlab.engine import CHECK_EVERY, Data, NonFiniteLoss, State, check_finite, evaluate, loss_function, train_epoch
 from cnnlab.models import build_model
 from cnnlab.transforms import Pipeline
 
@@ -98,6 +98,29 @@ def test_the_epoch_train_loss_is_per_image_like_the_accuracy():
         out = model(x)
     assert row["train_loss"] == pytest.approx(F.cross_entropy(out, y).item(), rel=1e-6)
     assert row["train_acc"] == pytest.approx((out.argmax(1) == y).float().mean().item())
+
+
+def test_a_loss_that_stops_being_finite_is_reported_at_its_own_epoch_and_step():
+    """The message names where training went wrong: the epoch and the step (1-based) of the first
+    NaN, also in a later window of CHECK_EVERY steps (the tests of a diverging run only read 'step')."""
+    calls = []
+
+    def nan_at_step_3(out, y):
+        calls.append(1)
+        loss = F.cross_entropy(out, y)
+        return loss * float("nan") if len(calls) == 3 else loss
+
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(4, 3))
+    state = State(model, torch.optim.SGD(model.parameters(), lr=0.1), None, torch.Generator().manual_seed(0), torch.Generator().manual_seed(1), epoch=4)
+    x, y = torch.randn(50, 1, 2, 2), torch.randint(0, 3, (50,))
+    pipeline = Pipeline(TransformConfig(), [0.0], [1.0], (1, 2, 2), 0, 3)
+    with pytest.raises(NonFiniteLoss, match=r"^the loss became nan at epoch 5, step 3; training stopped"):
+        train_epoch(state, Data(x, y, x, y), pipeline, TrainConfig(batch_size=8), nan_at_step_3)
+    losses = [torch.tensor(1.0)] * (CHECK_EVERY + 10)
+    losses[CHECK_EVERY + 6] = torch.tensor(float("inf"))
+    check_finite(losses[:CHECK_EVERY], 0, 0)  # the first window is finite
+    with pytest.raises(NonFiniteLoss, match=rf"^the loss became inf at epoch 1, step {CHECK_EVERY + 7};"):
+        check_finite(losses, CHECK_EVERY, 0)
 
 
 @pytest.mark.parametrize("compiled", [False, True], ids=["eager", "torch.compile"])
