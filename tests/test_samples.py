@@ -83,6 +83,16 @@ def test_images_are_shown_after_the_permutation_and_the_shift(tiny_mnist):
     assert np.array_equal(shifted.numpy(), np.roll(plain.numpy(), (-2, 3), axis=(2, 3)))
 
 
+def test_each_split_draws_its_own_images(tmp_path):
+    """--split train shows the training images (the CLI test above checks only the file names)."""
+    written = make_idx_dataset(tmp_path, "MNIST", n_train=6, n_test=4)
+    for split in ("train", "test"):
+        raw, labels = written[split]
+        images, got_labels, _ = sample_images(cfg_for(), 3, split=split, data_dir=tmp_path)
+        assert torch.equal(images, torch.from_numpy(raw[:3]).float().div(255).view(3, 1, 28, 28))
+        assert got_labels.tolist() == labels[:3].tolist()
+
+
 def test_normalization_is_left_out_and_the_title_says_what_was_done(tiny_mnist):
     cfg = cfg_for(normalize="dataset", permute=True, shift={"dx": 1})
     images, _, _ = sample_images(cfg, 5, data_dir=tiny_mnist[0])
