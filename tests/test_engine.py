@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 
 from cnnlab import engine
-from cnnlab.config import KerasCNNModel, TrainConfig, TrashNetModel, TransformConfig
+from cnnlab.config import AugmentConfig, KerasCNNModel, TrainConfig, TrashNetModel, TransformConfig
 from cnnlab.engine import CHECK_EVERY, Data, NonFiniteLoss, State, check_finite, evaluate, loss_function, train_epoch
 from cnnlab.models import build_model
 from cnnlab.transforms import Pipeline
@@ -98,6 +98,25 @@ def test_the_epoch_train_loss_is_per_image_like_the_accuracy():
         out = model(x)
     assert row["train_loss"] == pytest.approx(F.cross_entropy(out, y).item(), rel=1e-6)
     assert row["train_acc"] == pytest.approx((out.argmax(1) == y).float().mean().item())
+
+
+def test_the_train_accuracy_under_mixup_counts_each_images_dominant_class():
+    """Mixup's targets are soft: an output is right when it picks the class with the larger share."""
+    seen = []
+
+    def loss_fn(out, y):
+        seen.append((out.detach(), y))
+        return F.cross_entropy(out, y)
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(4, 3))
+    state = State(model, torch.optim.SGD(model.parameters(), lr=0.1), None, torch.Generator().manual_seed(0), torch.Generator().manual_seed(1))
+    x, y = torch.randn(64, 1, 2, 2), torch.randint(0, 3, (64,))
+    pipeline = Pipeline(TransformConfig(augment=AugmentConfig(mixup=0.4)), [0.0], [1.0], (1, 2, 2), 0, 3)
+    row = train_epoch(state, Data(x, y, x, y), pipeline, TrainConfig(batch_size=16), loss_fn)
+    outs, targets = (torch.cat(t) for t in zip(*seen))
+    assert targets.shape == (64, 3) and ((targets > 0).sum(1) == 2).any()  # mixed: two classes in some rows
+    assert row["train_acc"] == (outs.argmax(1) == targets.argmax(1)).sum().item() / 64
 
 
 def test_a_loss_that_stops_being_finite_is_reported_at_its_own_epoch_and_step():
