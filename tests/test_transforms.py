@@ -252,6 +252,15 @@ def test_prepare_normalizes_train_and_test_as_configured():
     assert torch.allclose(custom.prepare(raw, train=True), x * 2 - 1)
 
 
+def test_prepare_leaves_float_images_as_they_were():
+    """The toy's images are float and cached (train and test are one tensor): prepare() normalizes in
+    place, so it must do so on a copy, as the module promises (the input is never modified)."""
+    x = torch.rand(3, 1, 6, 6, generator=gen())
+    before = x.clone()
+    out = pipe().prepare(x, train=True)
+    assert torch.equal(x, before) and torch.allclose(out, (x - 0.1307) / 0.3081)
+
+
 def test_prepare_shifts_with_black_before_normalizing_and_works_in_chunks(monkeypatch):
     monkeypatch.setattr("cnnlab.transforms.PREPARE_CHUNK", 2)
     raw = torch.full((5, 1, 6, 6), 255, dtype=torch.uint8)
