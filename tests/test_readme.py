@@ -39,7 +39,9 @@ def test_every_option_the_readme_gives_a_command_exists():
     options = {name: {o for p in c.params for o in p.opts + p.secondary_opts} for name, c in commands().items()}
     for match in re.finditer(r"cnnlab ([a-z-]+)([^|`\n]*)", README):
         name, rest = match.groups()
-        for option in re.findall(r"(?<![\w-])--[a-z][a-z-]*", rest) if name in options else []:
+        given = re.findall(r"(?<![\w-])--[a-z][a-z-]*", rest)
+        assert name in options or not given, f"the README gives `cnnlab {name} ... {given[0]}`, but cnnlab has no command {name}"
+        for option in given:
             assert option in options[name], f"the README gives `cnnlab {name} ... {option}`, which cnnlab {name} does not take"
 
 
