@@ -409,6 +409,13 @@ def fashion_run(tiny_data, tmp_path_factory):
     return run(cfg, runs_dir=tmp_path_factory.mktemp("runs"), data_dir=tiny_data)
 
 
+def test_offsets_follow_the_axis():
+    """--axis y moves the images up and down only (the sweeps tested here run along x or the grid)."""
+    assert shift_sweep.offsets(2, "x") == [(-2, 0), (-1, 0), (0, 0), (1, 0), (2, 0)]
+    assert shift_sweep.offsets(2, "y") == [(0, -2), (0, -1), (0, 0), (0, 1), (0, 2)]
+    assert shift_sweep.offsets(1, "both") == [(-1, -1), (0, -1), (1, -1), (-1, 0), (0, 0), (1, 0), (-1, 1), (0, 1), (1, 1)]
+
+
 def test_sweep_at_zero_is_the_plain_evaluation(fashion_run, tiny_data):
     t = shift_sweep.load_trained(fashion_run.path)
     rows = shift_sweep.sweep(t, load_splits(t.cfg, tiny_data), shift_sweep.offsets(2, "x"), "roll")
