@@ -162,6 +162,18 @@ def test_shift_reading_names_the_model_that_loses_least_not_the_most_accurate():
     )
 
 
+def test_image_reading_says_where_the_model_is_right():
+    """The sentence per model that shift-sweep prints and keeps in summary.json's image_reading."""
+    steps = [-2, -1, 0, 1, 2]
+    probs = np.array([[0.1, 0.8, 0.1, 0.0], [0.2, 0.7, 0.1, 0.0], [0.1, 0.3, 0.6, 0.0], [0.5, 0.2, 0.3, 0.0], [0.0, 0.9, 0.1, 0.0]])
+    said = [shift_sweep.image_reading("CNN", probs, steps, label, ["a", "b", "c", "d"]) for label in (1, 2, 3)]
+    assert said == [
+        "CNN: b has probability 0.30 at 0 px (the model says c, 0.60); predicted b at -2..-1, 2 px (3 of 5 shifts).",
+        "CNN: c has probability 0.60 at 0 px; predicted c at 0 px (1 of 5 shifts).",
+        "CNN: d has probability 0.00 at 0 px (the model says c, 0.60); predicted d at none of the shifts (0 of 5 shifts).",
+    ]
+
+
 def test_named_study_lookup_user_study_and_errors(tmp_path, monkeypatch):
     studies = tmp_path / "configs" / "studies"
     studies.mkdir(parents=True)
