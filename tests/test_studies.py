@@ -488,6 +488,19 @@ def test_single_image_probabilities_use_the_runs_test_time_augmentation(tiny_dat
     assert not np.allclose(flipped, plain, atol=1e-6)  # the flip matters for this model
     np.testing.assert_allclose(probs, flipped, rtol=1e-5, atol=1e-7)
 
+def test_sweep_rows_use_the_runs_autocast(fashion_run, tiny_data):
+    """A run with train.amp=bf16 evaluates under autocast: so does every row of its sweep."""
+    t = shift_sweep.load_trained(fashion_run.path)
+    t = dataclasses.replace(t, cfg=t.cfg.model_copy(update={"train": t.cfg.train.model_copy(update={"amp": "bf16"})}))
+    train, test = load_splits(t.cfg, tiny_data)
+    (row,) = shift_sweep.sweep(t, (train, test), [(1, 0)], "roll")
+    n, loss_fn = t.cfg.dataset.test_subset, loss_function(t.cfg.loss.name, t.cfg.loss.label_smoothing)
+    x = shift_sweep.prepare_shifted(t, train, test.images[:n], 1, 0, "roll")
+    bf16, plain = (evaluate(t.model, x, test.labels[:n], t.cfg.train.eval_batch_size, loss_fn, amp) for amp in ("bf16", "none"))
+    assert bf16[0] != pytest.approx(plain[0], rel=1e-6)  # bf16 changes the numbers
+    assert (row["test_acc"], row["test_loss"]) == (bf16[1], pytest.approx(bf16[0], rel=1e-6))
+
+
 def test_single_image_probabilities_use_the_runs_autocast(fashion_run, tiny_data):
     """A run with train.amp=bf16 evaluates under autocast: the image view shows those outputs too."""
     t = shift_sweep.load_trained(fashion_run.path)
