@@ -81,7 +81,7 @@ def test_mixup_keeps_label_mass():
 
 def test_mixup_config_trains_and_keeps_the_article_source(tmp_path):
     make_cifar(tmp_path, n=8)
-    cfg = load_config(CONFIGS / "cifar10_5k_mixup.yaml", ["device=cpu", "train.epochs=1", "train.batch_size=16", "train.max_steps=1"])
+    cfg = load_config(CONFIGS / "cifar10_5k_mixup.yaml", ["device=cpu", "train.epochs=1", "train.batch_size=16", "train.max_steps=1", "dataset.train_subset=32"])  # the config's 5,000 of 40 images would be refused
     result = run(cfg, runs_dir=tmp_path / "runs", data_dir=tmp_path)
     assert result.summary["status"] == "completed" and np.isfinite(result.summary["train_loss"])
     saved = json.loads((result.path / "summary.json").read_text())
