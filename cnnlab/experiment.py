@@ -120,9 +120,10 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def prepare_data(cfg: Config, device: torch.device, data_dir=None):
-    """Load both splits once, apply the deterministic transforms once, move them to the device."""
-    train, test = load_splits(cfg, data_dir)
+def prepare_data(cfg: Config, device: torch.device, data_dir=None, stored: bool = False):
+    """Load both splits once, apply the deterministic transforms once, move them to the device
+    (stored: a resumed run's config, see load_splits)."""
+    train, test = load_splits(cfg, data_dir, stored)
     n_train, n_test = cfg.dataset.train_subset, cfg.dataset.test_subset
     pipeline = Pipeline.for_split(cfg.transform, train, cfg.seed)
     memory = torch.channels_last if cfg.train.channels_last else torch.contiguous_format
@@ -163,12 +164,14 @@ def cpu_threads(cfg: Config, model: torch.nn.Module, input_shape: tuple[int, ...
     return 1 if step_flops < SMALL_STEP_FLOPS else (share or DEFAULT_THREADS)
 
 
-def setup(cfg: Config, device: torch.device, data_dir=None, cpu_share: int | None = None) -> tuple[Data, Pipeline, State, Callable]:
+def setup(
+    cfg: Config, device: torch.device, data_dir=None, cpu_share: int | None = None, stored: bool = False,
+) -> tuple[Data, Pipeline, State, Callable]:
     """What a run trains with, from cfg alone: threads (within cpu_share, the cores it may use),
     seeds, prepared data, the model (channels-last, compiled when asked), optimizer, schedule,
-    generators and loss. `cnnlab bench` shares it."""
+    generators and loss (stored: a resumed run's config, see load_splits). `cnnlab bench` shares it."""
     seed_everything(cfg.seed)
-    data, pipeline, train_split = prepare_data(cfg, device, data_dir)
+    data, pipeline, train_split = prepare_data(cfg, device, data_dir, stored)
     input_shape = tuple(train_split.images.shape[1:])
     model = build_model(cfg.model, input_shape, len(train_split.classes)).to(device)
     if hasattr(model, "init_from_data"):  # fastnet's whitening filters come from the training images
@@ -231,7 +234,7 @@ def _run(cfg: Config, signals: Signals, runs_dir, data_dir, resume, progress, on
             data_dir = runs.trained_data_dir(resume)
     if cfg.train.tensorboard:
         tensorboard.require()
-    data, pipeline, state, loss_fn = setup(cfg, device, data_dir, cpu_share)
+    data, pipeline, state, loss_fn = setup(cfg, device, data_dir, cpu_share, stored=resume is not None)
     model = unwrap(state.model)
     path: Path | None = None  # set once the run directory holds a true summary
     log: tensorboard.EpochLog | None = None  # the TensorBoard log, when asked for

@@ -155,6 +155,16 @@ def test_cli_refuses_a_test_subset_larger_than_the_split(tiny_mnist, monkeypatch
     assert err.strip().splitlines() == ["error: dataset.test_subset=11 is more than the 10 images of the mnist test split; ask for 10 or fewer, or leave it out to use them all"]
 
 
+def test_cli_checks_a_run_an_earlier_cnnlab_trained_with_a_subset_larger_than_the_split(tiny_mnist, tmp_path, monkeypatch, capsys):
+    """Its stored config is not refused (an earlier cnnlab cut the subset to the split): its weights are checked."""
+    trained = run(load_config(ROOT / "configs/mnist_fc.yaml", ["device=cpu", "train.max_steps=2"]), runs_dir=tmp_path, data_dir=tiny_mnist)
+    stored = (trained.path / "config.yaml").read_text()
+    (trained.path / "config.yaml").write_text(stored.replace("test_subset: null", "test_subset: 2000"))
+    code, out, err = cli(monkeypatch, capsys, "forward-check", "--run", trained.path, "--data-dir", tiny_mnist)
+    assert code == 0, err
+    assert "layers match PyTorch" in out
+
+
 def test_cli_fails_naming_the_layer_when_a_weight_changes(tiny_mnist, monkeypatch, capsys):
     original = fc.torch_outputs
 

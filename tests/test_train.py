@@ -162,6 +162,17 @@ def test_a_subset_larger_than_the_split_is_refused_before_the_run_directory(tiny
     assert not tmp_path.exists() or not list(tmp_path.iterdir())  # no run claims the subset
 
 
+def test_a_run_an_earlier_cnnlab_trained_with_a_subset_larger_than_the_split_resumes(tmp_path):
+    """An earlier cnnlab cut such a subset to the split (make smoke gave the toy's 2 examples 500): its
+    stored config is not refused now, or the run could no longer be resumed."""
+    first = run(load_config(ROOT / "configs/toy_4x4.yaml", ["device=cpu", "train.epochs=1", "train.checkpoint=true"]), runs_dir=tmp_path)
+    stored = (first.path / "config.yaml").read_text()
+    (first.path / "config.yaml").write_text(stored.replace("train_subset: null", "train_subset: 500").replace("test_subset: null", "test_subset: 200"))
+    out = cnnlab("train", "--resume", first.path, "train.epochs=2")
+    assert out.returncode == 0, out.stderr
+    assert list(pd.read_csv(first.path / "metrics.csv")["epoch"]) == [1, 2]
+
+
 def test_test_loss_and_accuracy_are_over_the_whole_test_split(subset_run, tiny_data):
     cfg, result = subset_run
     data, _, _ = prepare_data(cfg, torch.device("cpu"), tiny_data)

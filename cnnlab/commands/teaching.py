@@ -61,7 +61,7 @@ def forward_check(
     fc.layers(model)  # a model with layers the check does not cover is refused before any data loads
     if run is not None:
         load_model_weights(model, run)
-    _, test = load_splits(cfg, data_dir)
+    _, test = load_splits(cfg, data_dir, stored=run is not None)
     pipeline = Pipeline.for_split(cfg.transform, test, cfg.seed)
     held = len(test.images[: cfg.dataset.test_subset])  # the test split as a run evaluates it
     if n is not None and n > held:  # the first `held` images still check every layer: say so, go on
