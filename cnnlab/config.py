@@ -628,6 +628,15 @@ def _describe(err: dict, schema: type[BaseModel], names: dict[str, str]) -> str:
     return f"{shown}: {msg}{got_text}" if shown else f"{msg}{got_text}"
 
 
+def _says_most(err: dict) -> int:
+    """How much an error of one alternative of a plain union tells: a value of the right type out of
+    its bounds most (resources.gpus=-1: '>= 0', not "must be one of 'auto'"), then, for anything but
+    a mapping, the words it may be (normalize=3: dataset | none | {mean, std}), then a wrong type."""
+    if err["type"] == "literal_error":
+        return 0 if isinstance(err.get("input"), dict) else 1
+    return 0 if err["type"].endswith(("_type", "_parsing")) else 2
+
+
 def validate(data: dict, schema: type[BaseModel] = Config, source: str = "config", stored: bool = False, names: dict[str, str] | None = None):
     """Validate a raw dict against a schema; the first problem becomes one ConfigError line. stored:
     a config cnnlab wrote itself (a run's, a study's plan), held to the checks it was written under.
@@ -637,10 +646,8 @@ def validate(data: dict, schema: type[BaseModel] = Config, source: str = "config
         return schema.model_validate(data, context={"stored": stored})
     except ValidationError as e:
         # of the alternatives of a plain union, the deepest error is the one that says most; at equal
-        # depth, anything but a mapping is best told the words it may be (normalize: dataset | none |
-        # {mean, std}) and an unknown key (`spce:`) is the likelier mistake than the key it leaves missing (`space`)
-        error = max(e.errors(), key=lambda err: (len(err["loc"]), err["type"] == "extra_forbidden",
-                                                 (err["type"] == "literal_error") != isinstance(err.get("input"), dict)))
+        # depth, an unknown key (`spce:`) is the likelier mistake than the key it leaves missing (`space`)
+        error = max(e.errors(), key=lambda err: (len(err["loc"]), err["type"] == "extra_forbidden", _says_most(err)))
         prefix = f"{source}: " if source else ""
         raise ConfigError(prefix + _describe(error, schema, names or {})) from None
 

@@ -81,6 +81,8 @@ def last_line(out) -> Path:
     ({"space": {"optimizer.lr": [0.1]}, "set": {"device": "cpu", "seed": 7}}, [], "set.seed: a sweep's trials take their seeds from seeds=[...], e.g. seeds=[7]"),
     ({"space": {"optimizer.lr": [0.1]}}, ["set.seed=5"], "set.seed: a sweep's trials take their seeds from seeds=[...], e.g. seeds=[5]"),
     ({"space": {"optimizer.lr": [0.1]}, "resources": {"gpus": -1}}, [], ": resources.gpus: Input should be greater than or equal to 0"),
+    ({"space": {"optimizer.lr": [0.1]}}, ["resources.gpus=.inf"], ": resources.gpus: Input should be a finite number (got inf)"),
+    ({"space": {"optimizer.lr": [0.1]}}, ["resources.gpus=some"], ": resources.gpus: must be one of 'auto' (got 'some')"),
     # a grid is expanded in memory: refused, not the memory exhausted
     ({"space": {"optimizer.lr": {"low": 0.1, "high": 1, "num": 10**11}}}, [], "space: a grid of 100,000,000,000 points is more than 10,000"),
     ({"space": {"optimizer.lr": {"low": 0.1, "high": 1, "num": 200}, "optimizer.momentum": {"low": 0, "high": 0.9, "num": 200}}}, [], "a grid of 40,000 points"),
