@@ -379,6 +379,19 @@ for _kind in (_Loader, _Dumper):
     _kind.add_implicit_resolver("tag:yaml.org,2002:float", re.compile(r"^[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+$"), list("-+.0123456789"))
 
 
+MAX_YAML_BYTES = 10 * 2**20  # far above any config, sweep or study file
+
+
+def _read_text(path: Path, what: str) -> str:
+    """path's text, read up to MAX_YAML_BYTES: a device that never ends (/dev/zero, /dev/urandom), now
+    that more than regular files are read, is refused rather than read until memory runs out."""
+    with path.open("rb") as f:
+        raw = f.read(MAX_YAML_BYTES + 1)
+    if len(raw) > MAX_YAML_BYTES:
+        raise ConfigError(f"{path}: more than {MAX_YAML_BYTES:,} bytes: not a {what} file")
+    return raw.decode()
+
+
 def read_yaml(path: str | Path, what: str = "config") -> dict:
     """Read a YAML mapping safely; every failure becomes one ConfigError line."""
     path = Path(path)
@@ -387,7 +400,7 @@ def read_yaml(path: str | Path, what: str = "config") -> dict:
     if not path.exists():  # not is_file(): a pipe is read too (cnnlab train <(make_config), /dev/stdin)
         raise ConfigError(f"{what} file not found: {path}")
     try:
-        data = yaml.load(path.read_text(), Loader=_Loader)  # noqa: S506 (a SafeLoader)
+        data = yaml.load(_read_text(path, what), Loader=_Loader)  # noqa: S506 (a SafeLoader)
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""

@@ -6,6 +6,7 @@ from pathlib import Path
 import pytest
 import torch
 
+import cnnlab.config as config_module
 from cnnlab.config import Config, config_from_dict, config_to_dict, dump_yaml, load_config, parse_override, read_yaml
 from cnnlab.errors import ConfigError
 from cnnlab.experiment import build_optimizer, build_scheduler
@@ -332,3 +333,11 @@ def test_a_config_is_read_from_a_pipe(tmp_path):
     cfg = load_config(fifo, ["train.epochs=4"])
     writer.join(timeout=10)
     assert (cfg.name, cfg.model.name, cfg.train.epochs) == ("mnist_fc", "fc", 4)
+
+
+@pytest.mark.parametrize("device", ["/dev/zero", "/dev/urandom"])
+def test_a_device_that_never_ends_is_refused_not_read_until_memory_runs_out(device, monkeypatch):
+    monkeypatch.setattr(config_module, "MAX_YAML_BYTES", 1000, raising=False)  # the real limit, read quickly
+    with pytest.raises(ConfigError) as e:
+        read_yaml(device)
+    assert str(e.value) == f"{device}: more than 1,000 bytes: not a config file"
