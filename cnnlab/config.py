@@ -621,21 +621,19 @@ def _describe(err: dict, schema: type[BaseModel], names: dict[str, str]) -> str:
             return f"{what}: missing 'name'; valid names: {expected}"
         tag = err.get("ctx", {}).get("tag")
         return f"unknown {what} {tag!r}; valid names: {expected}"
-    shown = ".".join(_walk(schema, loc)[1])
-    shown = names.get(shown, shown)
+    path = _walk(schema, loc)[1]
+    shown = names.get(".".join(path), ".".join(path))
+    sections = _section_classes(schema, path)  # the classes the key's value may be, if it is a section
     msg = err["msg"]
     if kind == "literal_error":
         msg = f"must be one of {err['ctx']['expected']}"
-        cls, path = _walk(schema, loc)
-        field = cls.model_fields.get(path[-1]) if cls is not None else None
-        sections = _model_classes(field.annotation) if field is not None else []
         if len(sections) == 1:  # normalize: dataset | none | {mean, std}
             msg += ", or {" + ", ".join(f"{key}: ..." for key in sections[0].model_fields) + "}"
     elif msg.startswith("Value error, "):
         msg = msg[len("Value error, "):]
     got = err.get("input")
-    sections = _section_classes(schema, shown.split(".")) if kind in ("model_type", "model_attributes_type") else []
-    if isinstance(got, str) and sections and all("name" in m.model_fields for m in sections):  # model=fc
+    is_section = kind in ("model_type", "model_attributes_type") and sections
+    if isinstance(got, str) and is_section and all("name" in m.model_fields for m in sections):  # model=fc
         return f"{shown}: a section, not {got!r}; to choose one by name: {shown}.name={got}"
     got_text = "" if isinstance(got, (dict, list)) or kind.startswith("value_error") else f" (got {'no value' if got is None else repr(got)})"
     return f"{shown}: {msg}{got_text}" if shown else f"{msg}{got_text}"
