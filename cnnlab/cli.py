@@ -13,7 +13,7 @@ import re
 import signal
 import sys
 from pathlib import Path
-from typing import Optional
+from typing import Callable, Optional
 
 import typer
 
@@ -58,13 +58,32 @@ def device_name(value: str) -> str:
     return value
 
 
-def dataset_name(value: str) -> str:
-    """--dataset's parser: a dataset cnnlab knows, refused as --dataset's."""
+def one_of(option: str, names) -> Callable[[str], str]:
+    """The parser of an option that takes one of names() (called when the option is given: the
+    schema's names come without torch, but not without importing cnnlab.config)."""
+
+    def parse(value: str) -> str:
+        valid = list(names())
+        if value not in valid:
+            raise CnnlabUsage(f"unknown {option} {value!r}; valid: {', '.join(valid)}")
+        return value
+
+    return parse
+
+
+def _datasets():
     from cnnlab.config import DATASET_SHAPES
 
-    if value not in DATASET_SHAPES:
-        raise CnnlabUsage(f"unknown --dataset {value!r}; valid: {', '.join(DATASET_SHAPES)}")
-    return value
+    return DATASET_SHAPES
+
+
+def _models():
+    from cnnlab.config import model_names  # the schema's names: no torch, unlike cnnlab.models
+
+    return model_names()
+
+
+dataset_name = one_of("--dataset", _datasets)  # --dataset's parser: a dataset cnnlab knows
 
 
 DataDir = typer.Option(None, "--data-dir", parser=not_empty("--data-dir", Path), metavar="DIR", help="Dataset folder (torchvision layout). Default: the config's dataset.data_dir, else $CNNLAB_DATA_DIR, else ./data.")
@@ -176,8 +195,8 @@ def summary(
 @app.command("runs")
 def list_runs(
     dataset: Optional[str] = typer.Option(None, "--dataset", parser=dataset_name, help="Only those on this dataset: mnist | fashion-mnist | cifar10 | toy (a study or sweep: any of its members')."),
-    model: Optional[str] = typer.Option(None, "--model", help="Only those training this model.name, e.g. cnn (a study or sweep: any of its members')."),
-    status: Optional[str] = typer.Option(None, "--status", help=f"Only those with this status: {' | '.join(STATUSES)} (dead: marked running, its process gone)."),
+    model: Optional[str] = typer.Option(None, "--model", parser=one_of("--model", _models), help="Only those training this model.name, e.g. cnn (a study or sweep: any of its members')."),
+    status: Optional[str] = typer.Option(None, "--status", parser=one_of("--status", lambda: STATUSES), help=f"Only those with this status: {' | '.join(STATUSES)} (dead: marked running, its process gone)."),
     csv: bool = typer.Option(False, "--csv", help="Print CSV instead of a table."),
     runs_dir: Optional[Path] = RunsDir,
 ):
@@ -185,13 +204,6 @@ def list_runs(
     from cnnlab.report import console, table
     from cnnlab.runs import list_runs as find, runs_root
 
-    if status is not None and status not in STATUSES:
-        raise CnnlabUsage(f"unknown --status {status!r}; valid: {', '.join(STATUSES)}")
-    if model is not None:
-        from cnnlab.config import model_names  # the schema's names: no torch, unlike cnnlab.models
-
-        if model not in model_names():
-            raise CnnlabUsage(f"unknown --model {model!r}; valid: {', '.join(model_names())}")
     root = runs_root(runs_dir)
     if root.exists() and not root.is_dir():
         raise RunError(f"{root} is a file, not a runs directory")
