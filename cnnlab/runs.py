@@ -160,26 +160,30 @@ STUDIES = ("compare", "shift-sweep")  # the studies (studies.record): their --re
 def directory_kind(path: Path) -> str | None:
     """Which of DIRECTORIES path is, by its summary.json (a study's names the study); None when it
     is none of them, or its summary cannot be read."""
+    return _kind_and_summary(path)[0]
+
+
+def _kind_and_summary(path: Path) -> tuple[str | None, dict]:
     try:
         summary = read_json(path / SUMMARY)
     except RunError:
-        return None
+        return None, {}
     kind = summary.get("study") if summary.get("kind") == "study" else summary.get("kind", "run")  # an older cnnlab's run has none
     if kind == "run":
-        return kind if (path / CONFIG).is_file() else None
-    return kind if isinstance(kind, str) and kind in DIRECTORIES else None  # not a list edited in by hand
+        return (kind if (path / CONFIG).is_file() else None), summary
+    return (kind if isinstance(kind, str) and kind in DIRECTORIES else None), summary  # not a list edited in by hand
 
 
 def resume_elsewhere(path: Path, wanted: str) -> None:
     """Refuse, naming the command that resumes it, a directory given to resume `wanted` (a key of
     DIRECTORIES) that is another kind: a study given to train --resume, a run to compare --resume.
     A completed study is refused as complete: its own --resume would only say so."""
-    kind = directory_kind(path)
+    kind, summary = _kind_and_summary(path)
     if kind is None or kind == wanted:
         return
     what = f"{path} is {DIRECTORIES[kind]} directory, not {DIRECTORIES[wanted]}"
     # (a completed run can still be extended with more epochs; sweep --resume reports a completed sweep again)
-    if kind in STUDIES and read_json(path / SUMMARY).get("status") == "completed":
+    if kind in STUDIES and summary.get("status") == "completed":
         raise RunError(f"{what}, and it is already complete: nothing to resume")
     raise RunError(f"{what}: resume it with cnnlab {'train' if kind == 'run' else kind} --resume {path}")
 
