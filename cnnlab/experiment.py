@@ -271,7 +271,7 @@ def _run(cfg: Config, signals: Signals, runs_dir, data_dir, resume, progress, on
             if resume is not None:
                 where = resume
                 hold.enter_context(runs.training_lock(where))
-                rows, summary, past_checkpoint = reopen(where, trained, state, device, cfg)
+                rows, summary, past_checkpoint = reopen(where, trained, state, cfg)
                 if cfg.train.epochs < state.epoch:  # refused before config.yaml is rewritten
                     raise RunError(
                         f"{where} already has {state.epoch} epochs; train.epochs={cfg.train.epochs} would not undo them: "

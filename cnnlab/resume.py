@@ -49,10 +49,13 @@ def checkpoint_of(state: State) -> dict:
     }
 
 
-def load_checkpoint(path: Path, device: torch.device) -> dict:
+def load_checkpoint(path: Path) -> dict:
+    """The checkpoint's tensors on the CPU: torch's RNG states must be CPU tensors to be set again (a
+    CUDA run's, mapped to its device, were refused), and load_state_dict copies the weights and
+    the optimizer's state to their parameters' device."""
     if not path.is_file():
         raise RunError(f"cannot resume: {path} does not exist (the run was trained with train.checkpoint=false)")
-    return runs.load_tensors(path, device)
+    return runs.load_tensors(path, "cpu")
 
 
 def set_aug_state(gen: torch.Generator, saved: torch.Tensor) -> None:
@@ -82,8 +85,8 @@ def restore(state: State, ckpt: dict, path: Path) -> None:
         match_layouts(state.optimizer)
         if state.scheduler is not None and ckpt["scheduler"] is not None:
             state.scheduler.load_state_dict(ckpt["scheduler"])
-        state.order_gen.set_state(ckpt["order_gen"].cpu())
-        set_aug_state(state.aug_gen, ckpt["aug_gen"].cpu())
+        state.order_gen.set_state(ckpt["order_gen"])
+        set_aug_state(state.aug_gen, ckpt["aug_gen"])
         _set_rng_state(ckpt["rng"])
         state.epoch = int(ckpt["epoch"])
     except (KeyError, TypeError, ValueError, RuntimeError) as e:  # e.g. a model override that changes shapes
@@ -113,7 +116,7 @@ def check_resume_changes(path: Path, trained: Config, cfg: Config) -> None:
         )
 
 
-def reopen(path: Path, trained: Config, state: State, device: torch.device, cfg: Config) -> tuple[list[dict], dict, bool]:
+def reopen(path: Path, trained: Config, state: State, cfg: Config) -> tuple[list[dict], dict, bool]:
     """Restore state from the checkpoint of the run at path, trained with `trained` (its config.yaml,
     read before it is rewritten) and resumed with cfg: (metrics rows kept, summary, whether
     metrics.csv holds epochs past the checkpoint).
@@ -125,7 +128,7 @@ def reopen(path: Path, trained: Config, state: State, device: torch.device, cfg:
     # The table is written before the checkpoint, so a write that failed in between (a full disk)
     # leaves rows past the checkpoint: they are dropped below. With no checkpoint at all, start afresh.
     if (path / runs.CHECKPOINT).exists() or (len(previous) and not trained.train.checkpoint):
-        restore(state, load_checkpoint(path / runs.CHECKPOINT, device), path)
+        restore(state, load_checkpoint(path / runs.CHECKPOINT), path)
     rows = [r for r in previous.to_dict("records") if r["epoch"] <= state.epoch]
     return rows, summary, len(rows) < len(previous)
 
