@@ -206,6 +206,22 @@ def test_a_saved_stream_of_another_size_seeds_a_new_one_from_its_bytes():
     assert not torch.equal(states[0], torch.Generator().manual_seed(3).get_state())
 
 
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_a_checkpoint_from_a_machine_with_more_gpus_sets_the_cuda_streams_of_the_gpus_here():
+    """A checkpoint keeps one CUDA RNG state per GPU its machine had (a workstation's two, say); a
+    resume where fewer are visible (a Ray trial's one) sets those it has. torch.cuda.set_rng_state_all
+    stopped at the first GPU missing with an IndexError, a traceback no resume error caught."""
+    from cnnlab.resume import _rng_state, _set_rng_state
+
+    saved = _rng_state()
+    torch.cuda.manual_seed_all(11)
+    wanted = [torch.cuda.get_rng_state(i) for i in range(torch.cuda.device_count())]
+    torch.cuda.manual_seed_all(12)
+    saved["cuda"] = wanted + [wanted[0]]  # one GPU more than this machine has
+    _set_rng_state(saved)
+    assert all(torch.equal(torch.cuda.get_rng_state(i), state) for i, state in enumerate(wanted))
+
+
 DROPOUT = """name: dropout
 seed: 5
 device: cpu
