@@ -21,7 +21,9 @@ def _rng_state() -> dict:
     np_state = np.random.get_state()
     return {
         "torch": torch.get_rng_state(),
-        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        # reading them would start CUDA in a run that never did (the CPU's, on a GPU machine), whose
+        # CUDA streams are still as seed_everything seeded them, as a resume seeds them again
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else [],
         "numpy": [np_state[0], torch.from_numpy(np_state[1].astype(np.int64)), *np_state[2:]],
         "python": list(random.getstate()[1]) + [random.getstate()[0], random.getstate()[2]],
     }

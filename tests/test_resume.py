@@ -222,6 +222,21 @@ def test_a_checkpoint_from_a_machine_with_more_gpus_sets_the_cuda_streams_of_the
     assert all(torch.equal(torch.cuda.get_rng_state(i), state) for i, state in enumerate(wanted))
 
 
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_a_cpu_run_on_a_gpu_machine_does_not_start_cuda(tmp_path):
+    """Its checkpoint read every GPU's RNG state, which started CUDA in the run's process (GPU memory
+    and start-up time for nothing, a failure where the GPUs are another job's in exclusive mode).
+    A process that never started CUDA has its CUDA streams as seeded: a resume seeds them alike."""
+    code = (
+        "import torch\nfrom cnnlab.config import load_config\nfrom cnnlab.experiment import run\n"
+        "cfg = load_config('configs/toy_4x4.yaml', ['device=cpu', 'train.epochs=1', 'train.checkpoint=true'])\n"
+        f"assert (run(cfg, runs_dir={str(tmp_path)!r}).path / 'checkpoint.pt').is_file()\n"
+        "print('cuda started:', torch.cuda.is_initialized())\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=ROOT)
+    assert done.returncode == 0 and "cuda started: False" in done.stdout, done.stderr
+
+
 DROPOUT = """name: dropout
 seed: 5
 device: cpu
