@@ -1,6 +1,8 @@
-"""Shared test fixtures: where the real data is (when it is), a scratch runs directory, a full disk."""
+"""Shared test fixtures: where the real data is (when it is), a scratch runs directory, a full disk,
+and whether Ray is installed."""
 
 import errno
+import importlib.util
 import os
 from pathlib import Path
 
@@ -13,6 +15,11 @@ ROOT = Path(__file__).resolve().parent.parent
 REAL_DATA_DIRS = [
     Path(p) for p in (os.environ.get("CNNLAB_DATA_DIR"), ROOT.parent / "shared" / "data", ROOT / "data") if p
 ]
+
+
+# cnnlab sweep needs Ray (the `ray` extra); a machine without it refuses every sweep in one line
+HAS_RAY = importlib.util.find_spec("ray") is not None
+needs_ray = pytest.mark.skipif(not HAS_RAY, reason="Ray is not installed (pip install 'cnnlab[ray]')")
 
 
 def real_data(*parts: str) -> Path:

@@ -18,7 +18,7 @@ import yaml
 from cnnlab.config import load_config
 from cnnlab.errors import ConfigError
 from cnnlab.sweep import load_sweep
-from conftest import ROOT, no_room_for
+from conftest import ROOT, needs_ray, no_room_for
 from fakedata import IDX_FILES, write_idx
 from test_train import cnnlab
 
@@ -258,6 +258,7 @@ def resume_on_fake_tune(monkeypatch, capsys, sweep_dir: Path, records: list[dict
     return exit_.value.code, capsys.readouterr().err
 
 
+@needs_ray
 def test_a_sweep_resume_that_cannot_write_its_results_ends_failed_in_one_line(tmp_path, monkeypatch, capsys):
     from cnnlab import runs
     from cnnlab.sweep import start
@@ -273,6 +274,7 @@ def test_a_sweep_resume_that_cannot_write_its_results_ends_failed_in_one_line(tm
     assert (sweep_dir / "results.csv").is_file() and (sweep_dir / "best.yaml").is_file()  # written before the figure: kept
 
 
+@needs_ray
 def test_a_signal_as_ray_shuts_down_marks_the_sweep_interrupted(tmp_path, monkeypatch, capsys):
     """A second Ctrl-C while Ray shuts down, after Tune returned: the results are not written yet."""
     from cnnlab import runs
@@ -445,6 +447,7 @@ def test_trials_larger_than_the_cluster_are_refused_not_waited_for():
     assert check_fits(Resources(), {"CPU": 8.0, "GPU": 2.0}) == 1 and check_fits(Resources(), {"CPU": 8.0}) == 0  # gpus: auto
 
 
+@needs_ray
 def test_asha_sweep_stops_the_bad_lr_and_each_trial_is_an_ordinary_run(tmp_path, learnable):
     path = write_sweep(
         tmp_path / "asha.yaml", seeds=[0, 1], space={"optimizer.lr": [0.05, 1e-6]}, max_concurrent=1,
@@ -486,6 +489,7 @@ def test_asha_sweep_stops_the_bad_lr_and_each_trial_is_an_ordinary_run(tmp_path,
     pd.testing.assert_frame_equal(pd.read_csv(plain_dir / "metrics.csv")[keys], pd.read_csv(trial / "metrics.csv")[keys])
 
 
+@needs_ray
 def test_a_diverged_trial_keeps_its_run_directory_in_trials_csv(tmp_path, learnable):
     """A trial whose loss became NaN made a run directory before failing: trials.csv names it."""
     path = write_sweep(tmp_path / "nan.yaml", seeds=[0], space={"optimizer.lr": [0.05, 1e5]}, max_concurrent=1)
@@ -523,6 +527,7 @@ def trial_statuses(runs_dir: Path) -> list[str]:
     return [s["status"] for s in trial_summaries(runs_dir).values()]
 
 
+@needs_ray
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
 def test_resume_finishes_an_interrupted_sweep_like_an_uninterrupted_one(tmp_path, learnable, signum):
     path = write_sweep(tmp_path / "resume.yaml", seeds=[0], space={"optimizer.lr": [0.005, 0.01, 0.02, 0.04, 0.08]},
@@ -559,6 +564,7 @@ def test_resume_finishes_an_interrupted_sweep_like_an_uninterrupted_one(tmp_path
     pd.testing.assert_frame_equal(ours, theirs)
 
 
+@needs_ray
 @pytest.mark.parametrize("signals", [1, 2], ids=["SIGINT", "SIGINT-twice"])
 def test_an_interrupted_asha_sweep_stops_only_the_trials_asha_stopped(tmp_path, signals):
     """Tune ends the trial still running as the sweep stops, and the trial then says 'stopped' itself,
