@@ -9,7 +9,8 @@
 # Needs a CUDA machine with the real data in DATA_DIR (default $CNNLAB_DATA_DIR, else ./data):
 # MNIST/raw (uncompressed, for the bench's torchvision reference) and cifar-10-batches-py.
 # Runs cnnlab with $PYTHON (default python3) as `-m cnnlab`, so an installed copy is not needed.
-# Logs go to OUT_DIR: tests.log, fast.log, bench.log, compile.log, plus the bench's results.csv.
+# Logs go to OUT_DIR: tests.log, repeat.log (mnist_cnn trained twice, in two processes, compared),
+# fast.log, bench.log, compile.log, plus the bench's results.csv.
 # QUICK=1 cuts every budget to a few steps (a dry run of the script itself, e.g. with DEVICE=cpu).
 set -u
 out=${1:?usage: gpu_report.sh OUT_DIR [DATA_DIR]}
@@ -52,6 +53,18 @@ cells() {  # cells LOG: the study just run, one row per seed (train_seconds: tra
 } | tee -a "$out/fast.log"
 
 step gpu_tests 180 "$out/tests.log" $py -m pytest -q -p no:cacheprovider tests/test_cuda_graphs.py
+
+# One seed, two processes: the same numbers (issue 2), timing columns aside.
+for i in 1 2; do step "repeat_$i" 90 "$out/repeat.log" $py -m cnnlab train configs/mnist_cnn.yaml --device "$device" $tiny; done
+$py - "$out/repeat.log" <<'PY' 2>&1 | tee -a "$out/repeat.log"
+import sys, pandas as pd
+lines = [l.strip() for l in open(sys.argv[1]) if l.strip()]
+dirs = [lines[i - 1] for i, l in enumerate(lines) if l.startswith("=== repeat_") and " exit 0 " in l]
+if len(dirs) != 2:
+    sys.exit("repeat: a run failed, nothing to compare")
+a, b = (pd.read_csv(f"{d}/metrics.csv").drop(columns=["epoch_seconds", "samples_per_sec", "eval_seconds"]) for d in dirs)
+print("repeat: same numbers in both processes" if a.equals(b) else f"repeat: the numbers differ\n{a}\n{b}")
+PY
 
 # The aims: MNIST to 99% in under a second of training, CIFAR-10 to 94% in under 5 s.
 step mnist_fast 90 "$out/fast.log" $py -m cnnlab compare configs/mnist_fast.yaml --seeds $seeds --device "$device" train.amp=bf16 $tiny
