@@ -649,6 +649,20 @@ def test_shift_sweep_refuses_a_run_that_did_not_complete(fashion_run, tiny_data,
 
 
 
+def test_shift_sweep_takes_a_run_an_earlier_cnnlab_trained_with_a_subset_larger_than_the_split(fashion_run, tiny_data, tmp_path, capsys, monkeypatch):
+    """An earlier cnnlab cut such a subset to the split: the run's stored config is not refused (as
+    train --resume and forward-check --run take it), and it is swept on the whole test split."""
+    older = tmp_path / fashion_run.path.name
+    shutil.copytree(fashion_run.path, older)
+    stored = (older / "config.yaml").read_text()
+    (older / "config.yaml").write_text(stored.replace("train_subset: null", "train_subset: 5000").replace("test_subset: null", "test_subset: 2000"))
+    code, out, err = cnnlab(capsys, monkeypatch, "shift-sweep", "--from-run", older, "--max-shift", "1", "--image-index", "0",
+                            "--data-dir", tiny_data, "--runs-dir", tmp_path / "runs")
+    assert code == 0, err
+    table = pd.read_csv(last_line(out) / "table.csv")
+    assert table[table.dx == 0].test_acc.item() == fashion_run.summary["test_acc"]
+
+
 @pytest.mark.parametrize("status, refused", [
     ("stopped", None),  # a sweep's scheduler stopped it for good: its weights are what it trained
     ("failed", "is failed after 1 epoch(s): sweep a finished run (continue it with: cnnlab train --resume "),

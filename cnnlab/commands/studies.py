@@ -227,8 +227,11 @@ def shift_sweep(
     previous = previous_runs(cells, record.cells) if resume is not None else None
     for cfg in configs:  # the sweep itself evaluates every model here, after training, wherever that ran
         resolve_device(cfg.device)  # --device is in every config already (the cells', and load_trained's)
-    _check_cells(_to_train(cells, previous), data_dir, address)
-    image, label, classes = study.pick_image(load_splits(configs[0], data_dir), opts.image_index, opts.image_split)
+    to_train = _to_train(cells, previous)
+    _check_cells(to_train, data_dir, address)
+    # only a config still to train is refused a subset larger than its split: a trained one (a --from-run
+    # run's, a resumed study's cell) is on disk as an earlier cnnlab accepted it (see load_splits)
+    image, label, classes = study.pick_image(load_splits(configs[0], data_dir, stored=configs[0] not in to_train), opts.image_index, opts.image_split)
     if resume is None:
         plan = {
             "name": name, "options": opts.model_dump(), "device": device, "data_dir": str(data_dir.resolve()) if data_dir else None,
@@ -250,7 +253,7 @@ def shift_sweep(
                       members={t.label: str(t.run_dir) for t in trained}, cells=_cell_paths(record, results),
                       train_seconds=sum(r.summary["train_seconds"] for r in results))
 
-        splits = [load_splits(t.cfg, data_dir) for t in trained]  # each model's (train, test), read once for both views
+        splits = [load_splits(t.cfg, data_dir, stored=True) for t in trained]  # each model's (train, test), read once for both views
         rows = [row for t, s in zip(trained, splits) for row in study.sweep(t, s, study.offsets(opts.max_shift, opts.axis), opts.mode)]
         title = f"{name}: test accuracy on shifted {record.summary['dataset']} test images"
         if opts.axis == "both":
