@@ -313,13 +313,16 @@ class Config(Strict):
 
 
 # ---------------------------------------------------------------------------- loading
+_LEADING_ZERO = re.compile(r"[-+]?0[0-9_]+")  # a decimal integer written with leading zeros: 0042, 0089
+
+
 class _Loader(yaml.SafeLoader):
     """yaml's safe loader, refusing a key given twice in one mapping (plain YAML keeps the last
     silently, so a second `model:` section would replace the first unseen), merging `<<:` keys as
     YAML has them, and reading numbers as they read (and as YAML 1.2 reads them), not as YAML 1.1,
     which PyYAML follows, does: 1e-3 is a number (1.1 needs a dot, 1.0e-3, or it is a string),
-    seed: 0042 is 42 (1.1: octal, 34), and 1:30 is the text it is (1.1: base 60, 90:
-    train.epochs=1:30 would train for 90 epochs)."""
+    seed: 0042 is 42 (1.1: octal, 34) and 0089 is 89 (1.1: the text 0089, no octal), and 1:30 is the
+    text it is (1.1: base 60, 90: train.epochs=1:30 would train for 90 epochs)."""
 
     def construct_mapping(self, node, deep=False):
         """The base class's, from a copy of node with the pairs of the mappings it merges in. Not
@@ -359,7 +362,7 @@ class _Loader(yaml.SafeLoader):
         text = self.construct_scalar(node)
         if ":" in text:
             return text
-        if re.fullmatch(r"[-+]?0[0-7_]+", text):
+        if _LEADING_ZERO.fullmatch(text):
             return int(text.replace("_", ""), 10)
         return super().construct_yaml_int(node)
 
@@ -377,6 +380,7 @@ _Loader.add_constructor("tag:yaml.org,2002:int", _Loader.construct_yaml_int)
 _Loader.add_constructor("tag:yaml.org,2002:float", _Loader.construct_yaml_float)
 for _kind in (_Loader, _Dumper):
     _kind.add_implicit_resolver("tag:yaml.org,2002:float", re.compile(r"^[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+$"), list("-+.0123456789"))
+    _kind.add_implicit_resolver("tag:yaml.org,2002:int", re.compile(f"^{_LEADING_ZERO.pattern}$"), list("-+0"))  # 1.1: 0089 is text
 
 
 MAX_YAML_BYTES = 10 * 2**20  # far above any config, sweep or study file

@@ -120,6 +120,26 @@ def test_numbers_mean_what_they_read_not_yaml_1_1s_octal_or_base_60(tmp_path):
     assert config_from_dict(BASE, ["seed=0x1F", "train.epochs=1_000"]).seed == 31  # other bases are written out
 
 
+def test_a_leading_zero_integer_is_decimal_with_any_digits(tmp_path):
+    """seed: 0042 was 42 but seed: 0089 (no octal digits, so YAML 1.1 text) was refused as text: both
+    are decimal, as YAML 1.2's core schema reads them, in files and overrides alike. What other forms
+    mean is unchanged: quoted is text, 007.5 a float, 0x1F hex; 0o17 stays text (YAML 1.1 has no 0o)."""
+    cfg = config_from_dict(BASE, ["seed=0089", "train.batch_size=+009", "transform.shift.dx=-0_9", "optimizer.lr=007.5"])
+    assert (cfg.seed, cfg.train.batch_size, cfg.transform.shift.dx, cfg.optimizer.lr) == (89, 9, -9, 7.5)
+    (tmp_path / "c.yaml").write_text("model: {name: fc}\nseed: 0089\ntrain: {epochs: 08}\ndescription: '0089'\n")
+    cfg = load_config(tmp_path / "c.yaml")
+    assert (cfg.seed, cfg.train.epochs, cfg.description) == (89, 8, "0089")
+    cfg = config_from_dict(BASE, ["description='0089'", "seed=0x1F"])
+    assert (cfg.description, cfg.seed) == ("0089", 31)
+    assert "seed: Input should be a valid integer (got '0o17')" in error_of(["seed=0o17"])
+    assert "seed: Input should be a valid integer (got '0089')" in error_of(["seed='0089'"])
+    # a text that now reads as a number is written quoted, so a run's config.yaml reads back as it was
+    (tmp_path / "0089.yaml").write_text("model:\n  name: fc\n")
+    cfg = load_config(tmp_path / "0089.yaml")
+    (tmp_path / "config.yaml").write_text(dump_yaml(config_to_dict(cfg)))
+    assert cfg.name == "0089" and load_config(tmp_path / "config.yaml", stored=True) == cfg
+
+
 def test_a_config_named_like_a_number_reads_back_as_written(tmp_path):
     # a run's config.yaml is dumped by PyYAML, which writes the string 1e5 bare (YAML 1.1 reads it as a
     # string), and read back by cnnlab's loader, which reads a bare 1e5 as a number: it must be quoted
