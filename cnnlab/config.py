@@ -381,6 +381,9 @@ _Loader.add_constructor("tag:yaml.org,2002:float", _Loader.construct_yaml_float)
 for _kind in (_Loader, _Dumper):
     _kind.add_implicit_resolver("tag:yaml.org,2002:float", re.compile(r"^[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+$"), list("-+.0123456789"))
     _kind.add_implicit_resolver("tag:yaml.org,2002:int", re.compile(f"^{_LEADING_ZERO.pattern}$"), list("-+0"))  # 1.1: 0089 is text
+# a plain = is YAML 1.1's "value key", a tag no safe loader constructs: a key `=:` ended in PyYAML's "could
+# not determine a constructor for the tag 'tag:yaml.org,2002:value'"; as in YAML 1.2 it is the text =
+_Loader.yaml_implicit_resolvers["="] = [r for r in _Loader.yaml_implicit_resolvers["="] if r[0] != "tag:yaml.org,2002:value"]
 
 
 MAX_YAML_BYTES = 10 * 2**20  # far above any config, sweep or study file

@@ -140,6 +140,14 @@ def test_a_leading_zero_integer_is_decimal_with_any_digits(tmp_path):
     assert cfg.name == "0089" and load_config(tmp_path / "config.yaml", stored=True) == cfg
 
 
+def test_a_plain_equals_sign_is_text(tmp_path):
+    """YAML 1.1 reads a plain = as its "value key", which PyYAML's safe loader cannot build: a key `=:`
+    or a value = ended in "could not determine a constructor". It is the text =, as in YAML 1.2."""
+    (tmp_path / "c.yaml").write_text("model: {name: fc, =: 2}\n=: 1\ndescription: =\n")
+    assert read_yaml(tmp_path / "c.yaml") == {"model": {"name": "fc", "=": 2}, "=": 1, "description": "="}
+    assert config_from_dict(BASE, ["description=="]).description == "="
+
+
 def test_a_config_named_like_a_number_reads_back_as_written(tmp_path):
     # a run's config.yaml is dumped by PyYAML, which writes the string 1e5 bare (YAML 1.1 reads it as a
     # string), and read back by cnnlab's loader, which reads a bare 1e5 as a number: it must be quoted

@@ -78,6 +78,8 @@ def write_files(tmp: Path) -> dict[str, Path]:
         "not_yaml": "model: [fc,\n  name: x\n",
         "key_twice": "name: x\nmodel: {name: cnn}\ntrain: {epochs: 1}\nmodel: {name: fc}\n",
         "key_unhashable": "name: x\nmodel: {name: fc}\n[a]: 1\n",
+        "value_key": OK + "=: 1\n",  # YAML 1.1's value key: PyYAML "could not determine a constructor"
+        "value_key_alone": "=:\n",
         "empty": "",
         "a_list": "- name: fc\n- name: cnn\n",
         "python_tag": f"name: !!python/object/apply:os.system ['touch {tmp / 'yaml_ran'}']\nmodel: {{name: fc}}\n",
@@ -145,6 +147,8 @@ CASES = [
     ("not_yaml", ["train", "{tmp}/not_yaml.yaml"], 2, "not valid YAML (line 3, column 1)"),
     ("key_twice", ["train", "{tmp}/key_twice.yaml"], 2, "(line 4, column 1): the key 'model' is given twice"),
     ("key_unhashable", ["train", "{tmp}/key_unhashable.yaml"], 2, "(line 3, column 1): found unhashable key"),
+    ("value_key", ["train", "{tmp}/value_key.yaml"], 2, "value_key.yaml: unknown key '='; valid keys here: name, seed"),
+    ("value_key_alone", ["train", "{tmp}/value_key_alone.yaml"], 2, "value_key_alone.yaml: unknown key '='; valid keys here: name, seed"),
     ("sweep_cuda_on_local_ray", ["sweep", "configs/sweeps/lenet_lr.yaml", "--device", "cuda", "--address", "local", "--runs-dir", "{tmp}/no_study"], 2, "no CUDA device"),
     ("empty", ["train", "{tmp}/empty.yaml"], 2, "empty"),
     ("a_list", ["train", "{tmp}/a_list.yaml"], 2, "must be a mapping"),
