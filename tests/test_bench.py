@@ -561,12 +561,15 @@ def test_an_interrupted_bench_keeps_the_cases_it_finished(tiny_data, tmp_path, m
     assert not list(results.parent.glob(".*.tmp"))
 
 
-def test_a_machine_is_busy_when_other_work_took_more_than_all_cores_but_one():
+def test_a_machine_is_busy_when_other_work_took_more_than_one_core():
     from cnnlab.bench.machine import was_busy
 
     assert not was_busy(2, 0.7, 2.1, own=2.0)  # the README's idle 2-core machine: after, the bench's own two threads
     assert was_busy(2, 0.7, 3.5, own=2.0) and was_busy(2, 1.5, 0.2, own=0.0)  # others beside it, after or before
-    assert not was_busy(16, 14.9, None, own=0.0) and not was_busy(2, None, None, own=2.0)  # no load average: no verdict
+    assert was_busy(16, 14.0, None, own=0.0) and was_busy(16, 0.5, 18.0, own=16.0)  # 14 and 2 cores' worth of other jobs
+    assert not was_busy(16, 1.0, 16.9, own=16.0)  # up to one core's worth: idle, on any machine
+    assert was_busy(1, 0.5, None, own=0.0) and not was_busy(1, 0.0, 1.0, own=1.0)  # one core: any other work
+    assert not was_busy(2, None, None, own=2.0)  # no load average: no verdict
 
 
 @pytest.mark.parametrize("busy", [False, True])

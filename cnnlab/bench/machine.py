@@ -37,8 +37,10 @@ def load_average() -> float | None:
 def was_busy(cores: int, before: float | None, after: float | None, own: float) -> bool:
     """Whether other work shared the machine with the bench: the 1-minute load average before it, or
     after it less the bench's own share (own: its CPU seconds per second, its threads' part of that
-    load), above all cores but one. An unknown load (None) says nothing."""
-    spare = cores - 1
+    load), above one core's worth of other work (above all cores but one where that is less: a 2-core
+    machine's 1, 0 on one core). Not all cores but one: on 16 cores a load of 14 would pass as idle,
+    though the bench's threads then share cores with it. An unknown load (None) says nothing."""
+    spare = min(1, cores - 1)
     return (before is not None and before > spare) or (after is not None and after - own > spare)
 
 
