@@ -52,7 +52,9 @@ cells() {  # cells LOG: the study just run, one row per seed (train_seconds: tra
   $py -c "import torch, torchvision; print('torch', torch.__version__, 'torchvision', torchvision.__version__, 'cuda', torch.cuda.is_available())"
 } | tee -a "$out/fast.log"
 
-step gpu_tests 180 "$out/tests.log" $py -m pytest -q -p no:cacheprovider tests/test_cuda_graphs.py
+step gpu_tests 180 "$out/tests.log" $py -m pytest -q -p no:cacheprovider tests/test_cuda_graphs.py \
+  tests/test_resume.py::test_a_checkpoint_from_a_machine_with_more_gpus_sets_the_cuda_streams_of_the_gpus_here \
+  tests/test_resume.py::test_a_cpu_run_on_a_gpu_machine_does_not_start_cuda
 
 # One seed, two processes: the same numbers (issue 2), timing columns aside.
 for i in 1 2; do step "repeat_$i" 90 "$out/repeat.log" $py -m cnnlab train configs/mnist_cnn.yaml --device "$device" $tiny; done

@@ -1,5 +1,5 @@
 """Shared test fixtures: where the real data is (when it is), a scratch runs directory, a full disk,
-and whether Ray is installed."""
+whether Ray is installed, and whether this machine has a CUDA device."""
 
 import errno
 import importlib.util
@@ -7,6 +7,7 @@ import os
 from pathlib import Path
 
 import pytest
+import torch
 
 ROOT = Path(__file__).resolve().parent.parent
 # where the real datasets may be: $CNNLAB_DATA_DIR, then ../shared/data (a data dir set for other
@@ -20,6 +21,8 @@ REAL_DATA_DIRS = [
 # cnnlab sweep needs Ray (the `ray` extra); a machine without it refuses every sweep in one line
 HAS_RAY = importlib.util.find_spec("ray") is not None
 needs_ray = pytest.mark.skipif(not HAS_RAY, reason="Ray is not installed (pip install 'cnnlab[ray]')")
+# the tests only a GPU runs: scripts/gpu_report.sh runs each of them (test_cuda_graphs checks it names them)
+needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 
 
 def real_data(*parts: str) -> Path:

@@ -2,13 +2,14 @@
 replayed from a graph trains exactly like one whose steps run one kernel launch at a time, resumes
 exactly, and the CPU never builds one; and with `train.deterministic` (the default) a seed gives
 the same numbers on every run; a step CUDA cannot capture ends the run in one line. All but the
-last two tests need a CUDA device.
+last three tests need a CUDA device.
 
 Before train.deterministic, on an H200, replayed and ordinary runs were equal to the last bit for
 the fc, bf16 LeNet, fastnet and toy cases; for the float32 CNN the train loss differed in the
 seventh digit (cuDNN's default algorithms may add up in any order)."""
 
 import gc
+import re
 
 import pandas as pd
 import pytest
@@ -17,8 +18,7 @@ import torch
 from cnnlab.config import load_config
 from cnnlab.engine import StepGraph, fit, steps_per_epoch
 from cnnlab.experiment import run, setup
-
-needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+from conftest import ROOT, needs_cuda
 
 
 # 300 MNIST / 600 CIFAR training images in batches of 32: nine or eighteen full batches, then a short
@@ -172,3 +172,14 @@ def test_a_step_cuda_cannot_capture_ends_the_run_in_one_line(monkeypatch):
         "when stream is capturing); set train.cuda_graphs=false"
     )
     assert streams == ["default stream"] and step.graph is None
+
+
+def test_the_gpu_report_runs_every_test_only_a_gpu_runs():
+    """scripts/gpu_report.sh is how the tests that need CUDA get run (README's GPU section): a test
+    marked needs_cuda in a file it does not name would skip everywhere, never run. test_resume's two
+    CUDA tests were such: the script named only this file."""
+    script = (ROOT / "scripts" / "gpu_report.sh").read_text().replace("\\\n", " ")  # one line per command
+    step = next(line for line in script.splitlines() if line.startswith("step gpu_tests "))
+    for path in sorted((ROOT / "tests").glob("test_*.py")):
+        for name in re.findall(r"^@needs_cuda\n(?:@.*\n)*def (test_\w+)", path.read_text(), re.M):
+            assert f"tests/{path.name} " in step + " " or f"tests/{path.name}::{name}" in step, (path.name, name)

@@ -28,7 +28,7 @@ from cnnlab.config import load_config
 from cnnlab.errors import RunError
 from cnnlab.experiment import run
 from cnnlab.models import build_model
-from conftest import ROOT
+from conftest import ROOT, needs_cuda
 from fakedata import make_idx_dataset
 from test_errors import cli, error_line, start
 
@@ -206,7 +206,7 @@ def test_a_saved_stream_of_another_size_seeds_a_new_one_from_its_bytes():
     assert not torch.equal(states[0], torch.Generator().manual_seed(3).get_state())
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@needs_cuda
 def test_a_checkpoint_from_a_machine_with_more_gpus_sets_the_cuda_streams_of_the_gpus_here():
     """A checkpoint keeps one CUDA RNG state per GPU its machine had (a workstation's two, say); a
     resume where fewer are visible (a Ray trial's one) sets those it has. torch.cuda.set_rng_state_all
@@ -222,7 +222,7 @@ def test_a_checkpoint_from_a_machine_with_more_gpus_sets_the_cuda_streams_of_the
     assert all(torch.equal(torch.cuda.get_rng_state(i), state) for i, state in enumerate(wanted))
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@needs_cuda
 def test_a_cpu_run_on_a_gpu_machine_does_not_start_cuda(tmp_path):
     """Its checkpoint read every GPU's RNG state, which started CUDA in the run's process (GPU memory
     and start-up time for nothing, a failure where the GPUs are another job's in exclusive mode).
