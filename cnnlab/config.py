@@ -376,7 +376,18 @@ class _Dumper(yaml.SafeDumper):
     string 1e5 (a config named 1e5.yaml) bare, which would come back as 100000.0."""
 
 
+class _StoredLoader(_Loader):
+    """_Loader for a file cnnlab wrote itself (a run's config.yaml, a sweep's): a cnnlab from before
+    0089 was the number 89 wrote the text 0089 bare (YAML 1.1's text), as a name or a description;
+    here it stays that text. cnnlab writes no number with leading zeros, so nothing else differs."""
+
+    def construct_yaml_int(self, node):
+        text = self.construct_scalar(node)
+        return text if _LEADING_ZERO.fullmatch(text) and re.search("[89]", text) else super().construct_yaml_int(node)
+
+
 _Loader.add_constructor("tag:yaml.org,2002:int", _Loader.construct_yaml_int)
+_StoredLoader.add_constructor("tag:yaml.org,2002:int", _StoredLoader.construct_yaml_int)
 _Loader.add_constructor("tag:yaml.org,2002:float", _Loader.construct_yaml_float)
 for _kind in (_Loader, _Dumper):
     _kind.add_implicit_resolver("tag:yaml.org,2002:float", re.compile(r"^[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+$"), list("-+.0123456789"))
@@ -399,15 +410,16 @@ def _read_text(path: Path, what: str) -> str:
     return raw.decode()
 
 
-def read_yaml(path: str | Path, what: str = "config") -> dict:
-    """Read a YAML mapping safely; every failure becomes one ConfigError line."""
+def read_yaml(path: str | Path, what: str = "config", stored: bool = False) -> dict:
+    """Read a YAML mapping safely; every failure becomes one ConfigError line. stored: a file cnnlab
+    wrote itself (see _StoredLoader)."""
     path = Path(path)
     if path.is_dir():
         raise ConfigError(f"{path} is a directory, not a {what} file")
     if not path.exists():  # not is_file(): a pipe is read too (cnnlab train <(make_config), /dev/stdin)
         raise ConfigError(f"{what} file not found: {path}")
     try:
-        data = yaml.load(_read_text(path, what), Loader=_Loader)  # noqa: S506 (a SafeLoader)
+        data = yaml.load(_read_text(path, what), Loader=_StoredLoader if stored else _Loader)  # noqa: S506 (a SafeLoader)
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
@@ -670,9 +682,9 @@ def validate(data: dict, schema: type[BaseModel] = Config, source: str = "config
         raise ConfigError(prefix + _describe(error, schema, names or {})) from None
 
 
-def read_config_yaml(path: str | Path) -> dict:
+def read_config_yaml(path: str | Path, stored: bool = False) -> dict:
     """read_yaml of a config file; a sweep or study file given instead is told where it belongs."""
-    data = read_yaml(path)
+    data = read_yaml(path, stored=stored)
     for key, kind, command in (("space", "sweep", "sweep"), ("members", "study", "compare")):
         if key in data and "model" not in data:
             raise ConfigError(f"{path} is a {kind} file, not a config: run it with cnnlab {command} {path}")
@@ -681,7 +693,7 @@ def read_config_yaml(path: str | Path) -> dict:
 
 def load_config(path: str | Path, overrides: list[str] | None = None, stored: bool = False) -> Config:
     """Load a YAML config, apply KEY=VALUE overrides, validate (stored: see validate). Raises ConfigError."""
-    data = read_config_yaml(path)
+    data = read_config_yaml(path, stored)
     data = apply_overrides(data, overrides or [], Config)
     data.setdefault("name", re.sub(r"[^A-Za-z0-9_.-]+", "_", Path(path).stem))  # "my exp.yaml" -> my_exp
     return validate(data, Config, str(path), stored)

@@ -311,7 +311,7 @@ def reopen(path: str | Path) -> Sweep:
     runs.resume_elsewhere(path, "sweep")
     if not (path / SWEEP_FILE).is_file() or not (path / BASE_FILE).is_file():
         raise RunError(f"not a sweep directory: {path} has no {SWEEP_FILE} and {BASE_FILE}")
-    spec = validate_spec(read_yaml(path / SWEEP_FILE, "sweep"), str(path / SWEEP_FILE))
+    spec = validate_spec(read_yaml(path / SWEEP_FILE, "sweep", stored=True), str(path / SWEEP_FILE))
     explicit = runs.read_json(path / runs.SUMMARY).get("explicit_keys") if (path / runs.SUMMARY).is_file() else None
     return resolve(spec, load_config(path / BASE_FILE, stored=True), str(path / SWEEP_FILE), explicit if isinstance(explicit, list) else leaf_keys(spec.set))
 
@@ -474,7 +474,7 @@ def write_best(sweep: Sweep, sweep_dir: Path, points: list[dict], trials: list[d
     # a completed trial before an early-stopped one: best.yaml trains all the planned epochs; on a tie the first seed
     trial = min(mine, key=lambda t: (t["status"] != "completed", -t[m] if sweep.mode == "max" else t[m], t["seed"], t["trial"]))
     run_dir = sweep_dir / trial["run_dir"]
-    data = read_yaml(run_dir / runs.CONFIG)
+    data = read_yaml(run_dir / runs.CONFIG, stored=True)
     data["name"] = f"{sweep.name}-best"
     given = runs.read_json(sweep_dir / runs.SUMMARY).get("data_dir")  # the sweep's --data-dir, if any
     if given and not data.get("dataset", {}).get("data_dir"):

@@ -140,6 +140,20 @@ def test_a_leading_zero_integer_is_decimal_with_any_digits(tmp_path):
     assert cfg.name == "0089" and load_config(tmp_path / "config.yaml", stored=True) == cfg
 
 
+def test_a_run_an_earlier_cnnlab_wrote_keeps_a_leading_zero_text(tmp_path):
+    """Before 0089 was the number 89, the dumper wrote the text 0089 bare (YAML 1.1 reads it as text): a
+    run named 0089 (its config 0089.yaml) could then no longer be resumed or shown ('name: Input should
+    be a valid string (got 89)'). A file cnnlab wrote reads it as the text; a config given now, as 89."""
+    old = "name: 0089\nseed: 0\ndescription: 0_8\nmodel: {name: fc}\n"  # as dumped before, bare
+    (tmp_path / "config.yaml").write_text(old)
+    cfg = load_config(tmp_path / "config.yaml", stored=True)
+    assert (cfg.name, cfg.description) == ("0089", "0_8")
+    assert read_yaml(tmp_path / "config.yaml", stored=True)["name"] == "0089"
+    assert read_yaml(tmp_path / "config.yaml")["name"] == 89  # a config given now: the number, as YAML 1.2 reads it
+    (tmp_path / "config.yaml").write_text(dump_yaml(config_to_dict(cfg)))  # and as cnnlab writes it now
+    assert load_config(tmp_path / "config.yaml", stored=True) == cfg == load_config(tmp_path / "config.yaml")
+
+
 def test_a_plain_equals_sign_is_text(tmp_path):
     """YAML 1.1 reads a plain = as its "value key", which PyYAML's safe loader cannot build: a key `=:`
     or a value = ended in "could not determine a constructor". It is the text =, as in YAML 1.2."""

@@ -317,7 +317,7 @@ def show(
         console.print("files: " + ", ".join(map(str, files)))
         return
     runs.open_run(path)
-    cfg = runs.check_types(read_yaml(path / runs.CONFIG), dict.fromkeys(SECTIONS, dict), path / runs.CONFIG)
+    cfg = runs.check_types(read_yaml(path / runs.CONFIG, stored=True), dict.fromkeys(SECTIONS, dict), path / runs.CONFIG)
     console.print(table(_config_rows(cfg, summary, path), ["key", "value"], title=f"{path.name}"))
     metrics = runs.read_metrics(path)
     if metrics.empty:
