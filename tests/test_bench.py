@@ -11,6 +11,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pandas as pd
@@ -564,22 +565,53 @@ def test_an_interrupted_bench_keeps_the_cases_it_finished(tiny_data, tmp_path, m
 def test_a_machine_is_busy_when_other_work_took_more_than_one_core():
     from cnnlab.bench.machine import was_busy
 
-    assert not was_busy(2, 0.7, 2.1, own=2.0)  # the README's idle 2-core machine: after, the bench's own two threads
-    assert was_busy(2, 0.7, 3.5, own=2.0) and was_busy(2, 1.5, 0.2, own=0.0)  # others beside it, after or before
-    assert was_busy(16, 14.0, None, own=0.0) and was_busy(16, 0.5, 18.0, own=16.0)  # 14 and 2 cores' worth of other jobs
-    assert not was_busy(16, 1.0, 16.9, own=16.0)  # up to one core's worth: idle, on any machine
-    assert was_busy(1, 0.5, None, own=0.0) and not was_busy(1, 0.0, 1.0, own=1.0)  # one core: any other work
-    assert not was_busy(2, None, None, own=2.0)  # no load average: no verdict
+    assert not was_busy(2, 0.7, 0.1)  # the README's idle 2-core machine
+    assert was_busy(2, 0.7, 1.5) and was_busy(2, 1.5, 0.0)  # others beside it, or before it
+    assert was_busy(16, 14.0, None) and was_busy(16, 0.5, 2.0)  # 14 and 2 cores' worth of other jobs
+    assert not was_busy(16, 1.0, 0.9)  # up to one core's worth: idle, on any machine
+    assert was_busy(1, 0.5, None) and not was_busy(1, 0.0, 0.0)  # one core: any other work
+    assert not was_busy(2, None, None)  # nothing known: no verdict
+
+
+def test_other_work_is_the_machines_cpu_time_less_the_benchs_own_over_the_same_seconds():
+    """Not the 1-minute load average less the bench's mean share: those cover different stretches,
+    and a bench whose last minute was busier than its mean read as other work on many cores."""
+    from cnnlab.bench.machine import cpu_seconds_used, others_share
+
+    assert others_share(30.0, own=20.0, seconds=10.0) == 1.0
+    assert others_share(19.0, own=20.0, seconds=10.0) == 0.0  # clock ticks against process time: never below 0
+    assert others_share(None, own=20.0, seconds=10.0) is None
+    if Path("/proc/stat").is_file():
+        before = cpu_seconds_used()
+        cpu = time.process_time()
+        while time.process_time() - cpu < 0.3:  # this process working: the machine's count grows as much
+            pass
+        assert cpu_seconds_used() - before >= 0.25
+
+
+def test_a_bench_busier_at_its_end_than_on_average_is_not_busy(tiny_data, tmp_path, monkeypatch, capsys):
+    """16 cores: a load of 12 after a bench whose mean share was 9 is the bench's own last minute."""
+    machine_info = suite.machine_info
+    monkeypatch.setattr(suite, "machine_info", lambda dev: {**machine_info(dev), "cores": 16})
+    loads = []
+    monkeypatch.setattr(suite, "load_average", lambda: 12.0 if loads.append(1) or len(loads) > 1 else 0.2)  # 0.2 before it, 12 after
+    monkeypatch.setattr(suite, "cpu_seconds_used", lambda: 1000.0 + time.process_time())  # no other work
+    code, out, err = bench_here(monkeypatch, capsys, "--quick", "--cases", "fc", "--data-dir", tiny_data, "--runs-dir", tmp_path)
+    assert code == 0 and err == ""
+    assert pd.read_csv(tmp_path / "bench" / "results.csv")["busy"].tolist() == [False]
 
 
 @pytest.mark.parametrize("busy", [False, True])
 def test_a_busy_machine_is_one_warning_line_and_a_busy_column(tiny_data, tmp_path, monkeypatch, capsys, busy):
     load = 2.0 * os.cpu_count() if busy else 0.0
     monkeypatch.setattr(suite, "load_average", lambda: load)
+    monkeypatch.setattr(suite, "cpu_seconds_used", lambda: time.process_time())  # no other work beside it
     code, out, err = bench_here(monkeypatch, capsys, "--quick", "--cases", "fc", "--data-dir", tiny_data, "--runs-dir", tmp_path)
     assert code == 0
     if busy:
-        assert len(err.splitlines()) == 1 and err.startswith(f"warning: the machine was busy: 1-minute load average before/after {load:.1f}/{load:.1f}")
+        assert len(err.splitlines()) == 1 and err.startswith(
+            f"warning: the machine was busy: 1-minute load average before/after {load:.1f}/{load:.1f} on {os.cpu_count()} cores, "
+            "other work beside the bench 0.0 cores' worth")
         assert "unreliable" in err
     else:
         assert err == ""  # an idle machine: nothing extra

@@ -34,14 +34,30 @@ def load_average() -> float | None:
         return None
 
 
-def was_busy(cores: int, before: float | None, after: float | None, own: float) -> bool:
+def cpu_seconds_used() -> float | None:
+    """CPU seconds all of the machine's cores have spent working since it started (/proc/stat: user,
+    nice, system, interrupts and time the hypervisor gave to others; not idle or I/O wait), or None
+    where the OS has no /proc/stat."""
+    try:
+        first = Path("/proc/stat").read_text().split("\n", 1)[0].split()
+        user, nice, system, _idle, _iowait, irq, softirq, steal = map(int, first[1:9])
+        return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError):
+        return None
+
+
+def others_share(used: float | None, own: float, seconds: float) -> float | None:
+    """How many cores' worth of other work ran beside the bench during its seconds: the machine's CPU
+    seconds (used) less the bench's own (own), per second; None when the machine's are unknown."""
+    return None if used is None or seconds <= 0 else max(0.0, (used - own) / seconds)
+
+
+def was_busy(cores: int, before: float | None, others: float | None) -> bool:
     """Whether other work shared the machine with the bench: the 1-minute load average before it, or
-    after it less the bench's own share (own: its CPU seconds per second, its threads' part of that
-    load), above one core's worth of other work (above all cores but one where that is less: a 2-core
-    machine's 1, 0 on one core). Not all cores but one: on 16 cores a load of 14 would pass as idle,
-    though the bench's threads then share cores with it. An unknown load (None) says nothing."""
+    the other work beside it (others_share), above one core's worth (above 0 on a 1-core machine).
+    Unknown values (None) say nothing."""
     spare = min(1, cores - 1)
-    return (before is not None and before > spare) or (after is not None and after - own > spare)
+    return (before is not None and before > spare) or (others is not None and others > spare)
 
 
 class PeakMemory:

@@ -22,7 +22,7 @@ import torch
 
 import cnnlab
 from cnnlab.bench import reference
-from cnnlab.bench.machine import PeakMemory, compute_peaks, load_average, machine_info, was_busy
+from cnnlab.bench.machine import PeakMemory, compute_peaks, cpu_seconds_used, load_average, machine_info, others_share, was_busy
 from cnnlab.config import DATASET_CLASSES, DATASET_SHAPES, Config, load_config
 from cnnlab.data import load_splits
 from cnnlab.engine import fit, loss_function, steps_per_epoch
@@ -303,7 +303,7 @@ def measure(plan: Plan, repeats: int = 3, on_row: Callable[[dict, dict], None] |
     amp_dtype = torch.bfloat16 if configs and configs[0].train.amp == "bf16" else torch.float32
     info = machine_info(dev)
     info["load_before"] = load_average()
-    t_start, cpu_start = time.perf_counter(), time.process_time()
+    start = (time.perf_counter(), time.process_time(), cpu_seconds_used())
     # the machine's limit: all cores, and --threads' count, which cnnlab's side trains with; the same
     # sizes with --quick, since smaller kernels reach less of the peak and would put cases above 100% of it
     kernels = compute_peaks(dev, n=8192 if dev.type == "cuda" else 2048, dtype=amp_dtype, threads=(threads,) if threads else ())
@@ -322,21 +322,25 @@ def measure(plan: Plan, repeats: int = 3, on_row: Callable[[dict, dict], None] |
             torch.set_num_threads(threads)
         for case, cfg in zip(plan.cases, configs):
             rows.append(measure_case(case, cfg, dev, repeats, plan.quick, peaks))
-            _note_load(info, t_start, cpu_start)
+            _note_load(info, *start)
             if on_row is not None:
                 on_row(rows[-1], info)
     finally:
         torch.set_num_threads(default_threads)
-    _note_load(info, t_start, cpu_start)  # a bench of no case has them, too
+    _note_load(info, *start)  # a bench of no case has them, too
     return rows, info
 
 
-def _note_load(info: dict, t_start: float, cpu_start: float) -> None:
-    """info's load after the bench so far, its own part of it, and whether the machine was busy."""
+def _note_load(info: dict, t_start: float, cpu_start: float, used_start: float | None) -> None:
+    """info's load after the bench so far, its own share, the other work beside it, and whether the
+    machine was busy."""
     info["load_after"] = load_average()
     info["bench_seconds"] = time.perf_counter() - t_start
-    info["bench_load"] = (time.process_time() - cpu_start) / info["bench_seconds"]  # its threads' CPU seconds per second
-    info["busy"] = was_busy(info["cores"], info["load_before"], info["load_after"], info["bench_load"])
+    own = time.process_time() - cpu_start
+    info["bench_load"] = own / info["bench_seconds"]  # its threads' CPU seconds per second
+    used = cpu_seconds_used()
+    info["others_load"] = others_share(None if used is None or used_start is None else used - used_start, own, info["bench_seconds"])
+    info["busy"] = was_busy(info["cores"], info["load_before"], info["others_load"])
 
 
 def measure_case(case: Case, cfg: Config, dev: torch.device, repeats: int, quick: bool, peaks: dict[int, float]) -> dict:

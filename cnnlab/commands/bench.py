@@ -28,6 +28,10 @@ def _took(value: float) -> str:
     return _secs(value) if value != value else f"{_secs(value)} s"
 
 
+def _load(value: float | None) -> str:
+    return "-" if value is None else f"{value:.1f}"
+
+
 def _epochs_to_target(seconds: float, epochs: float) -> str:
     return f"{epochs:g}" if seconds == seconds else f"not reached in {epochs:g}"
 
@@ -196,7 +200,7 @@ def bench(
             rows, info = measure(plan, repeats, on_row=keep)
         except KeyboardInterrupt as e:  # also Interrupted
             raise Interrupted.of(e, "bench", str(kept), signals.received) from None
-    load = "/".join("-" if v is None else f"{v:.1f}" for v in (info["load_before"], info["load_after"]))
+    load = "/".join(_load(v) for v in (info["load_before"], info["load_after"]))
     speed, machine = [speed_row(r) for r in rows], [machine_row(r) for r in rows]
     console.print(table(speed, title=f"cnnlab bench{' --quick' if quick else ''} on {info['device']}: medians of {repeats} interleaved pair(s), seconds of training per budget"))
     peak = f"{info['peak_dtype']} compute peak {info['peak_gflops']:.1f} GFLOP/s ({info['peak_kernel']}; matrix product {info['matmul_gflops']:.1f})"
@@ -221,8 +225,8 @@ def bench(
         print(markdown_table(speed) + "\n" + markdown_table(machine), end="")
     if info["busy"]:
         print(
-            f"warning: the machine was busy: 1-minute load average before/after {load} on {info['cores']} cores, the bench's "
-            f"own share {info['bench_load']:.1f}; other work ran beside it, so the speed-ups and % of peak are unreliable",
+            f"warning: the machine was busy: 1-minute load average before/after {load} on {info['cores']} cores, other work "
+            f"beside the bench {_load(info['others_load'])} cores' worth; the speed-ups and % of peak are unreliable",
             file=sys.stderr,
         )
     print(out_dir)
