@@ -125,15 +125,25 @@ def load_splits(cfg: Config, data_dir: str | Path | None = None, stored: bool = 
     (as slicing with it still does): not refused, or the run could no longer be resumed or checked."""
     train, test = load_dataset(cfg.dataset.name, resolve_data_dir(data_dir, cfg.dataset.data_dir), cfg.dataset.download)
     if not stored:
-        _check_subsets(cfg, train, test)
+        _check_subsets(cfg, len(train.labels), len(test.labels))
     return train, test
 
 
-def _check_subsets(cfg: Config, train: Split, test: Split) -> None:
+def check_subsets(cfg: Config, data_dir: str | Path | None = None) -> None:
+    """load_splits' refusal of a subset larger than its split, reading only the split sizes: a study
+    checks every cell still to train before its first one does."""
+    if cfg.dataset.train_subset is None and cfg.dataset.test_subset is None:
+        return  # nothing to read
+    root = resolve_data_dir(data_dir, cfg.dataset.data_dir)
+    check_files(cfg.dataset.name, root, cfg.dataset.download)
+    _check_subsets(cfg, *_split_sizes(DATASETS[cfg.dataset.name], root))
+
+
+def _check_subsets(cfg: Config, n_train: int, n_test: int) -> None:
     """A subset larger than its split is refused, not cut to it: a run would use fewer images than
     its config.yaml and summary.json say."""
-    for key, split, held in (("train_subset", "training", train), ("test_subset", "test", test)):
-        n, size = getattr(cfg.dataset, key), len(held.labels)
+    for key, split, size in (("train_subset", "training", n_train), ("test_subset", "test", n_test)):
+        n = getattr(cfg.dataset, key)
         if n is not None and n > size:
             raise ConfigError(
                 f"dataset.{key}={n} is more than the {size:,} images of the {cfg.dataset.name} {split} split; "
@@ -235,6 +245,15 @@ def _read_splits(name: str, root: Path) -> tuple[Split, Split]:
         return Split(images, labels, classes, info.mean, info.std)
 
     return split(info.train_files), split(info.test_files)
+
+
+def _split_sizes(info: DatasetInfo, root: Path) -> tuple[int, int]:
+    """How many images the (train, test) splits hold: an IDX split's from its small label file alone,
+    the others' as loaded (cached for the training that follows)."""
+    if info.format != "idx":
+        return tuple(len(split.labels) for split in _read_splits(info.name, root))
+    folder = root / info.folder
+    return tuple(len(read_idx(_existing(folder, labels), IDX_LABELS_MAGIC)) for _, labels in (info.train_files, info.test_files))
 
 
 def _open(path: Path):

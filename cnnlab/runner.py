@@ -32,15 +32,19 @@ def _continuable(run: Path) -> bool:
     return summary.get("status") == "completed" or (run / CHECKPOINT).is_file() or read_metrics(run).empty
 
 
-def check_here(configs: list[Config], data_dir=None) -> None:
-    """Every device and dataset file the configs need is on this machine (DataError, ConfigError)."""
-    from cnnlab.data import check_files, resolve_data_dir
+def check_here(configs: list[Config], data_dir=None, new: list[Config] | None = None) -> None:
+    """Every device and dataset file the configs need is on this machine (DataError, ConfigError), and
+    the subsets of those that start a run (new, default all) fit the splits here: a continued run
+    trains as an earlier cnnlab accepted its config (see load_splits)."""
+    from cnnlab.data import check_files, check_subsets, resolve_data_dir
     from cnnlab.experiment import resolve_device
 
     for cfg in configs:
         resolve_device(cfg.device)
     for cfg in configs:
         check_files(cfg.dataset.name, resolve_data_dir(data_dir, cfg.dataset.data_dir), cfg.dataset.download)
+    for cfg in configs if new is None else new:
+        check_subsets(cfg, data_dir)
 
 
 def previous_runs(cells: list[Cell], runs_dir: Path) -> list[Path | None]:

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 
-from cnnlab.data import DATASETS, load_dataset, load_splits, read_pickle, resolve_data_dir
+from cnnlab.data import DATASETS, check_subsets, load_dataset, load_splits, read_pickle, resolve_data_dir
 from cnnlab.errors import ConfigError, DataError
 from conftest import real_data
 from fakedata import IDX_FILES, cifar_batch, make_cifar, make_idx_dataset, write_idx, write_pickle
@@ -390,10 +390,10 @@ def test_incomplete_cifar_names_only_the_missing_batch(tmp_path):
 
 
 # ---------------------------------------------------------------------------- a config's subsets
-def subset_config(data_dir: Path, **subsets):
+def subset_config(data_dir: Path, name: str = "mnist", **subsets):
     from cnnlab.config import config_from_dict
 
-    return config_from_dict({"name": "t", "dataset": {"name": "mnist", "data_dir": str(data_dir), "download": False, **subsets}, "model": {"name": "fc"}})
+    return config_from_dict({"name": "t", "dataset": {"name": name, "data_dir": str(data_dir), "download": False, **subsets}, "model": {"name": "fc"}})
 
 
 def test_subsets_up_to_the_split_sizes_are_taken(tmp_path):
@@ -413,6 +413,32 @@ def test_a_subset_larger_than_its_split_is_refused_not_cut(tmp_path, subsets, ex
         load_splits(subset_config(tmp_path, **subsets))
     message = str(info.value)
     assert message.startswith(expected + "; ask for ") and "\n" not in message
+
+
+@pytest.mark.parametrize("dataset", ["mnist", "mnist-gz", "cifar10"])
+def test_check_subsets_refuses_what_load_splits_refuses_from_the_split_sizes_alone(tmp_path, monkeypatch, dataset):
+    """A study checks every cell's subsets before any trains: with load_splits' own line, and for an IDX
+    dataset without reading its images."""
+    import cnnlab.data
+
+    if dataset == "cifar10":
+        make_cifar(tmp_path, n=4)  # 5 batches of 4 training images, 4 test images
+        sizes = {"train_subset": 20, "test_subset": 4}
+    else:
+        make_idx_dataset(tmp_path, "MNIST", n_train=12, n_test=5, gz=dataset == "mnist-gz")
+        sizes = {"train_subset": 12, "test_subset": 5}
+    name = dataset.split("-")[0]
+    for key, size in sizes.items():
+        fits, too_many = subset_config(tmp_path, name, **{key: size}), subset_config(tmp_path, name, **{key: size + 1})
+        with pytest.raises(ConfigError) as loaded:
+            load_splits(too_many)
+        if name == "mnist":
+            monkeypatch.setattr(cnnlab.data, "_read_splits", lambda *args: pytest.fail("read the images"))
+        check_subsets(fits)
+        with pytest.raises(ConfigError) as checked:
+            check_subsets(too_many)
+        assert str(checked.value) == str(loaded.value)
+        monkeypatch.undo()
 
 
 # ---------------------------------------------------------------------------- data directory

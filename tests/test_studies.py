@@ -217,6 +217,65 @@ def test_missing_data_is_refused_before_the_study_starts(tmp_path, capsys, monke
     assert not (tmp_path / "runs").exists()  # nothing trained, nothing to clean up
 
 
+def oversized(path: Path, config: str = "configs/mnist_cnn.yaml", key: str = "train_subset", n: int = 301) -> Path:
+    """A copy of config whose subset asks for more images than tiny_data's split (300 train, 100 test)."""
+    path.write_text((ROOT / config).read_text().replace("  name: mnist\n", f"  name: mnist\n  {key}: {n}\n", 1))
+    return path
+
+
+TOO_MANY = "error: dataset.{key}={n} is more than the {size} images of the mnist {split} split; ask for {size} or fewer, or leave it out to use them all"
+
+
+@pytest.mark.parametrize("command", [["compare", "--seeds", "1"], ["shift-sweep", "--image-index", "0"]], ids=["compare", "shift-sweep"])
+@pytest.mark.parametrize("key, n, split, size", [("train_subset", 301, "training", 300), ("test_subset", 101, "test", 100)])
+def test_a_subset_larger_than_its_split_in_any_member_is_refused_before_the_study_starts(tiny_data, tmp_path, capsys, monkeypatch, command, key, n, split, size):
+    """Not when its cell comes to train, after the study directory is made and the earlier cells trained."""
+    from cnnlab import experiment
+
+    monkeypatch.setattr(experiment, "run", lambda *a, **k: pytest.fail("a cell trained"))
+    big = oversized(tmp_path / "big.yaml", key=key, n=n)
+    code, out, err = cnnlab(capsys, monkeypatch, command[0], "configs/mnist_fc.yaml", big, *command[1:],
+                            "--data-dir", tiny_data, "--runs-dir", tmp_path / "runs", *FAST)
+    assert code == 2 and err.splitlines() == [TOO_MANY.format(key=key, n=n, split=split, size=size)], err
+    assert not (tmp_path / "runs").exists()  # no study offering a resume
+
+
+def test_a_resumed_study_checks_the_subsets_of_the_cells_that_start_a_run_only(tiny_data, tmp_path, capsys, monkeypatch):
+    """A cell with no run yet is refused an oversized subset before anything changes; a finished or a
+    continued cell trained as an earlier cnnlab accepted its config (see load_splits)."""
+    from cnnlab import experiment
+
+    real = _failing_run(monkeypatch, 2, "interrupt")
+    code, out, err = cnnlab(capsys, monkeypatch, "compare", "fc-vs-cnn", "--seeds", "1", "train.epochs=2", "--data-dir", tiny_data, *FAST, "--runs-dir", tmp_path / "runs")
+    assert code == 130
+    monkeypatch.setattr(experiment, "run", real)
+    (study,) = (tmp_path / "runs").iterdir()
+    runs = sorted((study / "cells").iterdir())  # the finished FC cell's, then the interrupted CNN cell's
+    plan = json.loads((study / "plan.json").read_text())
+
+    def as_earlier_cnnlab(cells: list[int]) -> None:  # the cells' planned configs ask for 5000 training images
+        for i in cells:
+            plan["cells"][i]["config"]["dataset"]["train_subset"] = 5000
+        (study / "plan.json").write_text(json.dumps(plan))
+
+    unstarted = tmp_path / "unstarted"
+    shutil.move(runs[1], unstarted)  # the CNN cell as if it never started
+    as_earlier_cnnlab([1])
+    before = {p: p.stat().st_mtime_ns for p in study.rglob("*")}
+    code, out, err = cnnlab(capsys, monkeypatch, "compare", "--resume", study)
+    assert code == 2 and err.splitlines() == [TOO_MANY.format(key="train_subset", n=5000, split="training", size=300)], err
+    assert {p: p.stat().st_mtime_ns for p in study.rglob("*")} == before  # nothing written, still "interrupted"
+
+    shutil.move(unstarted, runs[1])
+    as_earlier_cnnlab([0, 1])
+    for run_dir in runs:
+        stored = (run_dir / "config.yaml").read_text()
+        (run_dir / "config.yaml").write_text(stored.replace("train_subset: null", "train_subset: 5000"))
+    code, out, err = cnnlab(capsys, monkeypatch, "compare", "--resume", study)
+    assert code == 0, err
+    assert sorted((study / "cells").iterdir()) == runs  # the FC cell taken, the CNN cell continued in place
+
+
 def _failing_run(monkeypatch, at: int, how: str):
     """Make the study's `at`-th cell stop: interrupted after its first epoch (of two or more: after its
     last, the cell is complete), or failing before it trains."""

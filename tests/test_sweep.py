@@ -251,7 +251,7 @@ def resume_on_fake_tune(monkeypatch, capsys, sweep_dir: Path, records: list[dict
     monkeypatch.setattr(ray_backend, "session", session)
     monkeypatch.setattr(ray_backend, "run_sweep", lambda *args, **kwargs: records)
     monkeypatch.setattr(ray_backend, "saved_records", lambda sweep, path: records)
-    monkeypatch.setattr(command, "_check_local_ray", lambda spec, data_dir: None)
+    monkeypatch.setattr(command, "_check_local_ray", lambda *args, **kwargs: None)
     monkeypatch.setattr(sys, "argv", ["cnnlab", "sweep", "--resume", str(sweep_dir)])
     with pytest.raises(SystemExit) as exit_:
         main()
@@ -432,6 +432,28 @@ def test_without_ray_sweep_and_address_say_how_to_install(tmp_path, learnable):
                      "from cnnlab.config import config_from_dict\ncell = Cell(config_from_dict({'name': 't', 'model': {'name': 'fc'}}), {})\n"
                      f"try:\n    run_cells([cell], runs_dir={str(tmp_path / 'cells')!r}, address='auto')\nexcept CnnlabError as e:\n    print(e)")
     assert "pip install 'cnnlab[ray]'" in out.stdout and not (tmp_path / "cells").exists(), out.stderr
+
+
+@needs_ray
+def test_a_space_with_a_subset_larger_than_its_split_is_refused_before_the_sweep_directory(tmp_path, learnable):
+    """Not trial by trial, after the sweep directory is made and the other points trained."""
+    path = write_sweep(tmp_path / "big.yaml", seeds=[0], space={"dataset.train_subset": [100, 5000]})
+    out = cnnlab("sweep", path, "--data-dir", learnable, "--runs-dir", tmp_path / "runs", timeout=120)
+    assert out.returncode == 2 and out.stderr.splitlines() == [
+        "error: dataset.train_subset=5000 is more than the 200 images of the mnist training split; ask for 200 or fewer, or leave it out to use them all"
+    ], out.stderr
+    assert not (tmp_path / "runs").exists()
+
+
+def test_a_resumed_sweeps_subsets_are_not_checked_again(tmp_path, learnable):
+    """Its trials trained, or go on, as an earlier cnnlab accepted them (see load_splits); only a new
+    sweep is refused a subset larger than its split."""
+    from cnnlab.commands.sweep import _check_local_ray
+
+    sweep = load_sweep(write_sweep(tmp_path / "big.yaml", seeds=[0], space={"dataset.train_subset": [100, 5000]}))
+    _check_local_ray(sweep, learnable, resumed=True)
+    with pytest.raises(ConfigError, match=r"^dataset.train_subset=5000 is more than the 200 images"):
+        _check_local_ray(sweep, learnable, resumed=False)
 
 
 # ---------------------------------------------------------------------------- sweeps on a local Ray

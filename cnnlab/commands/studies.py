@@ -50,10 +50,11 @@ def _resume_only(resume: Path, given: dict) -> None:
         raise CnnlabUsage(f"--resume continues the study in {resume} as it was planned: give no {', '.join(extra)} (only --address and --data-dir)")
 
 
-def _check_cells(configs, data_dir, address) -> None:
-    """The devices and datasets of the cells that train here, before a study starts or goes on (one that
-    can never train would be left behind, offering a resume); a cluster's nodes have their own, but
-    the cluster must be there, and Ray wherever --address asks for it (also 'local')."""
+def _check_cells(configs, data_dir, address, new=None) -> None:
+    """The devices and datasets of the cells that train here, and the subsets of those that start a
+    run (new, default all), before a study starts or goes on (one that can never train would be left
+    behind, offering a resume); a cluster's nodes have their own, but the cluster must be there, and
+    Ray wherever --address asks for it (also 'local')."""
     if address is not None and configs:
         from cnnlab.ray_backend import check_reachable, require_ray
 
@@ -62,7 +63,7 @@ def _check_cells(configs, data_dir, address) -> None:
     if address in (None, "local"):
         from cnnlab.runner import check_here
 
-        check_here(configs, data_dir)
+        check_here(configs, data_dir, new)
 
 
 def _one_dataset(configs, verb: str) -> None:
@@ -81,6 +82,12 @@ def _to_train(cells, previous=None) -> list:
     from cnnlab.runner import finished_result
 
     return [c.cfg for c, p in zip(cells, previous or [None] * len(cells)) if p is None or finished_result(p) is None]
+
+
+def _to_start(cells, previous=None) -> list:
+    """The configs of the cells that start a new run: all of a new study's; a resumed one's without an
+    earlier run to take or continue (a continued run trains as an earlier cnnlab accepted it)."""
+    return [c.cfg for c, p in zip(cells, previous or [None] * len(cells)) if p is None]
 
 
 @app.command()
@@ -117,7 +124,7 @@ def compare(
         data_dir = data_dir or plan["data_dir"]
         what = f"{len(cells)} runs, resumed"
         previous = previous_runs(cells, record.cells)
-        _check_cells(_to_train(cells, previous), data_dir, address)
+        _check_cells(_to_train(cells, previous), data_dir, address, _to_start(cells, previous))
     else:
         paths, overrides = positional_and_overrides(args or [])
         if not paths:
@@ -227,11 +234,11 @@ def shift_sweep(
     previous = previous_runs(cells, record.cells) if resume is not None else None
     for cfg in configs:  # the sweep itself evaluates every model here, after training, wherever that ran
         resolve_device(cfg.device)  # --device is in every config already (the cells', and load_trained's)
-    to_train = _to_train(cells, previous)
-    _check_cells(to_train, data_dir, address)
-    # only a config still to train is refused a subset larger than its split: a trained one (a --from-run
+    to_start = _to_start(cells, previous)
+    _check_cells(_to_train(cells, previous), data_dir, address, to_start)
+    # only a config that starts a run is refused a subset larger than its split: a trained one (a --from-run
     # run's, a resumed study's cell) is on disk as an earlier cnnlab accepted it (see load_splits)
-    image, label, classes = study.pick_image(load_splits(configs[0], data_dir, stored=configs[0] not in to_train), opts.image_index, opts.image_split)
+    image, label, classes = study.pick_image(load_splits(configs[0], data_dir, stored=configs[0] not in to_start), opts.image_index, opts.image_split)
     if resume is None:
         plan = {
             "name": name, "options": opts.model_dump(), "device": device, "data_dir": str(data_dir.resolve()) if data_dir else None,

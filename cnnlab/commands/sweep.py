@@ -20,14 +20,16 @@ class SweepInterrupted(CnnlabError):
     exit_code = 130
 
 
-def _check_local_ray(sweep, data_dir) -> None:
-    """What a sweep on a local Ray asks of this machine: its trials' devices and dataset files (else
-    every trial fails) and their cores and GPUs (else Tune waits forever), before anything is written."""
+def _check_local_ray(sweep, data_dir, resumed: bool) -> None:
+    """What a sweep on a local Ray asks of this machine: its trials' devices, dataset files and subsets
+    (else trials fail) and their cores and GPUs (else Tune waits forever), before anything is written.
+    A resumed sweep's subsets are not checked: which trials start afresh is not known before Tune
+    restores it, and a continued one trains as an earlier cnnlab accepted it (see load_splits)."""
     from cnnlab.ray_backend import check_fits, local_resources
     from cnnlab.runner import check_here
 
     check_fits(sweep.spec.resources, local_resources(), local=True)
-    check_here(sweep.configs, data_dir)
+    check_here(sweep.configs, data_dir, new=[] if resumed else None)
 
 
 @app.command()
@@ -68,7 +70,7 @@ def sweep(
             hold.enter_context(training_lock(Path(resume)))
             data_dir = data_dir or trained_data_dir(Path(resume))
         if ray_address(address) == "local":  # a cluster's nodes have their own devices and data
-            _check_local_ray(spec, data_dir)
+            _check_local_ray(spec, data_dir, resumed=resume is not None)
         path = stopped_by = None  # path: the sweep directory, once its summary says running
         try:
             with session(address, "cnnlab sweep") as ray:  # connect first: no sweep directory for an unreachable cluster
