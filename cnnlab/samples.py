@@ -46,8 +46,9 @@ def transforms_shown(cfg: Config) -> list[str]:
 
 def sample_images(cfg: Config, n: int, split: str = "test", data_dir=None) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
     """The first n images of a split as the config's deterministic transforms leave them (no
-    normalization), float on the 0..1 scale (the toy: its own scale), with labels and class names."""
-    train, test = load_splits(cfg, data_dir)
+    normalization), float on the 0..1 scale (the toy: its own scale), with labels and class names.
+    A subset larger than the split is not refused (nothing trains here): the grid is the split's first n."""
+    train, test = load_splits(cfg, data_dir, stored=True)
     source = train if split == "train" else test
     shown = cfg.transform.model_copy(update={"normalize": "none"})
     pipeline = Pipeline.for_split(shown, source, cfg.seed)

@@ -10,6 +10,7 @@ import torch
 from cnnlab.config import config_from_dict
 from cnnlab.samples import grid_png, grid_size, sample_images, title_for
 from cnnlab.transforms import make_permutation
+from conftest import ROOT
 from fakedata import make_idx_dataset
 from test_forward_check import cli
 
@@ -108,6 +109,19 @@ def test_the_toy_needs_no_files(tmp_path, monkeypatch, capsys):
     assert code == 0, err
     height, width, _ = matplotlib.image.imread(tmp_path / "toy.png").shape
     assert (width, height) == grid_size(2)
+
+
+def test_a_config_whose_subset_is_larger_than_the_split_is_drawn(tiny_mnist, tmp_path, monkeypatch, capsys):
+    """samples draws the first N images of the whole split, whatever the config trains on: a config
+    written for the full dataset (cifar10_5k.yaml's 5,000) is not refused on a smaller copy."""
+    root, _ = tiny_mnist  # 20 training images, 40 test images
+    config = tmp_path / "big.yaml"
+    config.write_text((ROOT / "configs" / "mnist_cnn.yaml").read_text().replace("  name: mnist\n", "  name: mnist\n  train_subset: 5000\n  test_subset: 2000\n", 1))
+    for split in ("train", "test"):
+        code, out, err = cli(monkeypatch, capsys, "samples", "mnist", "--n", 4, "--split", split, "--config", config,
+                             "--out", tmp_path / f"{split}.png", "--data-dir", root)
+        assert code == 0 and err == "", err
+        assert (tmp_path / f"{split}.png").is_file()
 
 
 def test_user_errors(tiny_mnist, monkeypatch, capsys):
