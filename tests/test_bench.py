@@ -589,6 +589,19 @@ def test_other_work_is_the_machines_cpu_time_less_the_benchs_own_over_the_same_s
         assert cpu_seconds_used() - before >= 0.25
 
 
+
+def test_the_machines_cpu_seconds_are_its_working_fields_of_proc_stat(tmp_path, monkeypatch):
+    """user, nice, system, irq, softirq and steal; not idle or I/O wait (an idle machine would read as
+    all cores busy), nor guest time, which user already holds."""
+    from cnnlab.bench import machine
+
+    stat = tmp_path / "stat"
+    monkeypatch.setattr(machine, "Path", lambda path: stat if path == "/proc/stat" else Path(path))
+    stat.write_text("cpu  1 2 3 4000 5000 6 7 8 900 1000\ncpu0 1 2 3 4000 5000 6 7 8 900 1000\n")
+    assert machine.cpu_seconds_used() == pytest.approx(27 / os.sysconf("SC_CLK_TCK"))
+    stat.write_text("cpu  1 2\n")  # not the kernel's layout: no verdict
+    assert machine.cpu_seconds_used() is None
+
 def test_a_bench_busier_at_its_end_than_on_average_is_not_busy(tiny_data, tmp_path, monkeypatch, capsys):
     """16 cores: a load of 12 after a bench whose mean share was 9 is the bench's own last minute."""
     machine_info = suite.machine_info
