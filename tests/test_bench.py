@@ -614,6 +614,20 @@ def test_a_bench_busier_at_its_end_than_on_average_is_not_busy(tiny_data, tmp_pa
     assert pd.read_csv(tmp_path / "bench" / "results.csv")["busy"].tolist() == [False]
 
 
+
+def test_other_work_during_the_bench_alone_makes_it_busy(tiny_data, tmp_path, monkeypatch, capsys):
+    """Jobs that start after the bench does: the load average before it is 0, but the machine's CPU
+    seconds show 3 cores' worth of work beside the bench's own."""
+    machine_info = suite.machine_info
+    monkeypatch.setattr(suite, "machine_info", lambda dev: {**machine_info(dev), "cores": 16})
+    monkeypatch.setattr(suite, "load_average", lambda: 0.0)
+    monkeypatch.setattr(suite, "cpu_seconds_used", lambda: time.process_time() + 3 * time.perf_counter())
+    code, out, err = bench_here(monkeypatch, capsys, "--quick", "--cases", "fc", "--data-dir", tiny_data, "--runs-dir", tmp_path)
+    assert code == 0 and len(err.splitlines()) == 1
+    assert err.startswith("warning: the machine was busy: 1-minute load average before/after 0.0/0.0 on 16 cores, other work beside the bench 3.0 cores' worth")
+    results = pd.read_csv(tmp_path / "bench" / "results.csv")
+    assert results["busy"].tolist() == [True] and results["others_load"].item() == pytest.approx(3.0, abs=0.05)
+
 @pytest.mark.parametrize("busy", [False, True])
 def test_a_busy_machine_is_one_warning_line_and_a_busy_column(tiny_data, tmp_path, monkeypatch, capsys, busy):
     load = 2.0 * os.cpu_count() if busy else 0.0
