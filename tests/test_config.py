@@ -144,10 +144,10 @@ def test_a_run_an_earlier_cnnlab_wrote_keeps_a_leading_zero_text(tmp_path):
     """Before 0089 was the number 89, the dumper wrote the text 0089 bare (YAML 1.1 reads it as text): a
     run named 0089 (its config 0089.yaml) could then no longer be resumed or shown ('name: Input should
     be a valid string (got 89)'). A file cnnlab wrote reads it as the text; a config given now, as 89."""
-    old = "name: 0089\nseed: 0\ndescription: 0_8\nmodel: {name: fc}\n"  # as dumped before, bare
+    old = "name: 0089\nseed: 0042\ndescription: 0_8\nmodel: {name: fc}\n"  # as dumped before, bare; 0042 as edited by hand
     (tmp_path / "config.yaml").write_text(old)
     cfg = load_config(tmp_path / "config.yaml", stored=True)
-    assert (cfg.name, cfg.description) == ("0089", "0_8")
+    assert (cfg.name, cfg.description, cfg.seed) == ("0089", "0_8", 42)  # 0042 was always 42 (1.1 octal had no 8 or 9)
     assert read_yaml(tmp_path / "config.yaml", stored=True)["name"] == "0089"
     assert read_yaml(tmp_path / "config.yaml")["name"] == 89  # a config given now: the number, as YAML 1.2 reads it
     (tmp_path / "config.yaml").write_text(dump_yaml(config_to_dict(cfg)))  # and as cnnlab writes it now
