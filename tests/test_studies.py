@@ -722,6 +722,29 @@ def test_shift_sweep_takes_a_run_an_earlier_cnnlab_trained_with_a_subset_larger_
     assert table[table.dx == 0].test_acc.item() == fashion_run.summary["test_acc"]
 
 
+
+def test_shift_sweep_resume_continues_a_cell_an_earlier_cnnlab_planned_with_a_subset_larger_than_the_split(fashion_run, tiny_data, tmp_path, capsys, monkeypatch):
+    """Only a cell that starts a run is refused such a subset: an interrupted one goes on as an earlier
+    cnnlab accepted it (as compare --resume does), not refused with a study left to resume."""
+    from cnnlab import experiment
+
+    real = _failing_run(monkeypatch, 2, "interrupt")
+    code, out, err = cnnlab(capsys, monkeypatch, "shift-sweep", "configs/fashion_fc.yaml", "configs/fashion_cnn.yaml", "--from-run", fashion_run.path,
+                            "--max-shift", "1", "--image-index", "0", "--data-dir", tiny_data, "train.epochs=2", *FAST, "--runs-dir", tmp_path)
+    assert code == 130, err
+    monkeypatch.setattr(experiment, "run", real)
+    (study,) = tmp_path.iterdir()
+    (interrupted,) = (study / "cells").glob("*-fashion_cnn-*")
+    plan = json.loads((study / "plan.json").read_text())
+    plan["cells"][1]["config"]["dataset"]["train_subset"] = 5000
+    (study / "plan.json").write_text(json.dumps(plan))
+    stored = (interrupted / "config.yaml").read_text()
+    (interrupted / "config.yaml").write_text(stored.replace("train_subset: null", "train_subset: 5000"))
+    code, out, err = cnnlab(capsys, monkeypatch, "shift-sweep", "--resume", study)
+    assert code == 0, err
+    assert list((study / "cells").glob("*-fashion_cnn-*")) == [interrupted] and json.loads((interrupted / "summary.json").read_text())["status"] == "completed"
+
+
 @pytest.mark.parametrize("status, refused", [
     ("stopped", None),  # a sweep's scheduler stopped it for good: its weights are what it trained
     ("failed", "is failed after 1 epoch(s): sweep a finished run (continue it with: cnnlab train --resume "),
