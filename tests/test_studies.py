@@ -745,6 +745,16 @@ def test_shift_sweep_resume_continues_a_cell_an_earlier_cnnlab_planned_with_a_su
     assert list((study / "cells").glob("*-fashion_cnn-*")) == [interrupted] and json.loads((interrupted / "summary.json").read_text())["status"] == "completed"
 
 
+def test_show_names_a_run_an_earlier_cnnlab_wrote_with_a_leading_zero_name(fashion_run, tmp_path, capsys, monkeypatch):
+    """A config 0089.yaml: a cnnlab before 0089 was the number 89 wrote its name bare in config.yaml."""
+    older = tmp_path / fashion_run.path.name
+    shutil.copytree(fashion_run.path, older)
+    stored = (older / "config.yaml").read_text()
+    (older / "config.yaml").write_text(stored.replace("name: fashion_cnn\n", "name: 0089\n", 1))
+    code, out, err = cnnlab(capsys, monkeypatch, "show", older)
+    assert code == 0 and re.search(r"│ name\s*│ 0089 ", out), out
+
+
 @pytest.mark.parametrize("status, refused", [
     ("stopped", None),  # a sweep's scheduler stopped it for good: its weights are what it trained
     ("failed", "is failed after 1 epoch(s): sweep a finished run (continue it with: cnnlab train --resume "),
