@@ -456,6 +456,28 @@ def test_a_resumed_sweeps_subsets_are_not_checked_again(tmp_path, learnable):
         _check_local_ray(sweep, learnable, resumed=False)
 
 
+def test_a_sweep_an_earlier_cnnlab_wrote_keeps_its_leading_zero_texts(tmp_path):
+    """A cnnlab before 0089 was the number 89 wrote the text 0089 bare: in sweep.yaml (a sweep file named
+    0089.yaml), and in a trial's config.yaml (a description). --resume reopens the sweep with its name,
+    and best.yaml keeps the description, quoted, so that cnnlab train takes it."""
+    from cnnlab.config import config_to_dict, dump_yaml
+    from cnnlab.sweep import point_rows, reopen, start, write_best
+
+    sweep = load_sweep(write_sweep(tmp_path / "0089.yaml", seeds=[0], space={"optimizer.lr": [0.01]}))
+    path = start(sweep, tmp_path / "runs")
+    stored = (path / "sweep.yaml").read_text()
+    (path / "sweep.yaml").write_text(stored.replace("'0089'", "0089"))
+    assert "name: 0089\n" in (path / "sweep.yaml").read_text() and reopen(path).name == "0089"
+    run_dir = path / "trials" / "t0"
+    run_dir.mkdir(parents=True)
+    trained = config_to_dict(sweep.trial_config(sweep.points[0], 0))
+    (run_dir / "config.yaml").write_text(dump_yaml({**trained, "description": "0089"}).replace("'0089'", "0089"))
+    trials = [{"optimizer.lr": "0.01", "seed": 0, sweep.metric: 0.5, "epochs": 1, "status": "completed", "seconds": 1.0,
+               "params": 10, "trial": "t0", "run_dir": "trials/t0"}]
+    write_best(sweep, path, point_rows(sweep, trials), trials)
+    assert load_config(path / "best.yaml").description == "0089"
+
+
 # ---------------------------------------------------------------------------- sweeps on a local Ray
 def test_trials_larger_than_the_cluster_are_refused_not_waited_for():
     """Against a cluster's totals, once connected (a local Ray's are checked before: test_errors)."""
