@@ -250,7 +250,9 @@ def test_a_resumed_study_checks_the_subsets_of_the_cells_that_start_a_run_only(t
     assert code == 130
     monkeypatch.setattr(experiment, "run", real)
     (study,) = (tmp_path / "runs").iterdir()
-    runs = sorted((study / "cells").iterdir())  # the finished FC cell's, then the interrupted CNN cell's
+    # the finished FC cell's run, then the interrupted CNN cell's, as plan.json orders the cells (by name:
+    # directories made in the same second sort mnist_cnn first)
+    runs = [next((study / "cells").glob(f"*-{name}-s0-*")) for name in ("mnist_fc", "mnist_cnn")]
     plan = json.loads((study / "plan.json").read_text())
 
     def as_earlier_cnnlab(cells: list[int]) -> None:  # the cells' planned configs ask for 5000 training images
@@ -273,7 +275,7 @@ def test_a_resumed_study_checks_the_subsets_of_the_cells_that_start_a_run_only(t
         (run_dir / "config.yaml").write_text(stored.replace("train_subset: null", "train_subset: 5000"))
     code, out, err = cnnlab(capsys, monkeypatch, "compare", "--resume", study)
     assert code == 0, err
-    assert sorted((study / "cells").iterdir()) == runs  # the FC cell taken, the CNN cell continued in place
+    assert sorted((study / "cells").iterdir()) == sorted(runs)  # the FC cell taken, the CNN cell continued in place
 
 
 def _failing_run(monkeypatch, at: int, how: str):
