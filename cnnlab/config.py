@@ -314,6 +314,7 @@ class Config(Strict):
 
 # ---------------------------------------------------------------------------- loading
 _LEADING_ZERO = re.compile(r"[-+]?0[0-9_]+")  # a decimal integer written with leading zeros: 0042, 0089
+_YAML11_FLOAT = next(regex for tag, regex in yaml.SafeLoader.yaml_implicit_resolvers["1"] if tag == "tag:yaml.org,2002:float")
 
 
 class _Loader(yaml.SafeLoader):
@@ -378,17 +379,23 @@ class _Dumper(yaml.SafeDumper):
 
 class _StoredLoader(_Loader):
     """_Loader for a file cnnlab wrote itself (a run's config.yaml, a sweep's): a cnnlab from before
-    0089 was the number 89 wrote the text 0089 bare (YAML 1.1's text), as a name or a description;
-    here it stays that text. cnnlab writes no number with leading zeros, so nothing else differs."""
+    0089 was the number 89, or 1e5 the number 100000.0, wrote the text 0089 or 1e5 bare (YAML 1.1's
+    text), as a name or a description; here it stays that text. cnnlab writes no number with leading
+    zeros, and its floats as YAML 1.1 reads them (1.0e-05), so nothing else differs."""
 
     def construct_yaml_int(self, node):
         text = self.construct_scalar(node)
         return text if _LEADING_ZERO.fullmatch(text) and re.search("[89]", text) else super().construct_yaml_int(node)
 
+    def construct_yaml_float(self, node):
+        text = self.construct_scalar(node)
+        return super().construct_yaml_float(node) if _YAML11_FLOAT.match(text) else text
+
 
 _Loader.add_constructor("tag:yaml.org,2002:int", _Loader.construct_yaml_int)
 _StoredLoader.add_constructor("tag:yaml.org,2002:int", _StoredLoader.construct_yaml_int)
 _Loader.add_constructor("tag:yaml.org,2002:float", _Loader.construct_yaml_float)
+_StoredLoader.add_constructor("tag:yaml.org,2002:float", _StoredLoader.construct_yaml_float)
 for _kind in (_Loader, _Dumper):
     _kind.add_implicit_resolver("tag:yaml.org,2002:float", re.compile(r"^[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+$"), list("-+.0123456789"))
     _kind.add_implicit_resolver("tag:yaml.org,2002:int", re.compile(f"^{_LEADING_ZERO.pattern}$"), list("-+0"))  # 1.1: 0089 is text

@@ -154,6 +154,19 @@ def test_a_run_an_earlier_cnnlab_wrote_keeps_a_leading_zero_text(tmp_path):
     assert load_config(tmp_path / "config.yaml", stored=True) == cfg == load_config(tmp_path / "config.yaml")
 
 
+def test_a_run_an_earlier_cnnlab_wrote_keeps_an_exponent_text(tmp_path):
+    """Before 1e5 was a number (the dumper quotes it since), a run named 1e5 (its config 1e5.yaml) had
+    name: 1e5 written bare, YAML 1.1's text: it could no longer be resumed ('name: Input should be a
+    valid string (got 100000.0)'). A file cnnlab wrote reads it as the text, its own floats as floats."""
+    old = "name: 1e5\nseed: 0\ndescription: 2.5e3\nmodel: {name: fc}\noptimizer: {name: sgd, lr: 1.0e-05}\n"  # as dumped before
+    (tmp_path / "config.yaml").write_text(old)
+    cfg = load_config(tmp_path / "config.yaml", stored=True)
+    assert (cfg.name, cfg.description, cfg.optimizer.lr) == ("1e5", "2.5e3", 1e-05)
+    assert read_yaml(tmp_path / "config.yaml")["name"] == 100000.0  # a config given now: the number
+    (tmp_path / "config.yaml").write_text(dump_yaml(config_to_dict(cfg)))  # and as cnnlab writes it now
+    assert load_config(tmp_path / "config.yaml", stored=True) == cfg == load_config(tmp_path / "config.yaml")
+
+
 def test_a_plain_equals_sign_is_text(tmp_path):
     """YAML 1.1 reads a plain = as its "value key", which PyYAML's safe loader cannot build: a key `=:`
     or a value = ended in "could not determine a constructor". It is the text =, as in YAML 1.2."""
