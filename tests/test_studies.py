@@ -803,6 +803,19 @@ def test_show_and_runs_listing(fashion_run, tiny_data, tmp_path, capsys, monkeyp
     assert code == 0 and f"no runs with status dead in {tmp_path}" in " ".join(out.split())
 
 
+def test_show_open_says_when_no_viewer_opened_the_png(fashion_run, capsys, monkeypatch):
+    """On a machine without a system viewer (headless: no xdg-open) --open did nothing and said nothing."""
+    opened = []
+    monkeypatch.setattr("typer.launch", lambda url: opened.append(url) or 1)  # click's exit code when xdg-open is missing
+    code, out, err = cnnlab(capsys, monkeypatch, "show", fashion_run.path, "--open")
+    png = fashion_run.path / "learning_curves.png"
+    assert code == 0 and opened == [str(png)] and last_line(out) == png
+    assert err.strip() == f"note: --open found no system viewer here (xdg-open); the PNG is {png}"
+    monkeypatch.setattr("typer.launch", lambda url: 0)  # a viewer opened it: nothing to say
+    code, out, err = cnnlab(capsys, monkeypatch, "show", fashion_run.path, "--open")
+    assert code == 0 and err == ""
+
+
 def test_runs_lists_newest_first_and_filters_by_dataset(tiny_data, tmp_path, capsys, monkeypatch):
     # fashion_fc first: two runs started within the same second are ordered by name, which agrees
     fast = ["device=cpu", "train.epochs=1", "train.max_steps=2"]

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import re
+import sys
 from pathlib import Path
 from typing import Optional
 
@@ -335,8 +336,8 @@ def show(
     png = path / "learning_curves.png"
     title = f"{summary.get('name')}: {summary.get('model')} on {summary.get('dataset')}"
     save(learning_curves(metrics, title, loss=_loss_name(cfg)), png)
-    if open_png:
-        typer.launch(str(png))
+    if open_png and typer.launch(str(png)):  # non-zero: no viewer here (xdg-open missing on a headless machine)
+        print(f"note: --open found no system viewer here (xdg-open); the PNG is {png}", file=sys.stderr)
     print(png)
 
 
