@@ -113,10 +113,16 @@ def check_resume_changes(path: Path, trained: Config, cfg: Config) -> None:
         if old.get(k) != new.get(k) and not any(k == a or k.startswith(a + ".") for a in RESUMABLE_CHANGES)
     ]
     if changed:
+        values = ", ".join(f"{k} ({_shown(old.get(k))}, now {_shown(new.get(k))})" for k in changed)
         raise RunError(
-            f"cannot resume {path} with another {', '.join(changed)}: its epochs so far were trained without it; "
+            f"cannot resume {path} with another {values}: its epochs so far trained with the first; "
             "train a new run (a resume may change train.epochs, where the data is, and how steps run: device, amp, threads, ...)"
         )
+
+
+def _shown(value) -> str:
+    """A config value as an override writes it: null, true, [8, 8], 0.01."""
+    return "null" if value is None else str(value).lower() if isinstance(value, bool) else str(value)
 
 
 def reopen(path: Path, trained: Config, state: State, cfg: Config) -> tuple[list[dict], dict, bool]:

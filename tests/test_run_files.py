@@ -225,6 +225,9 @@ def test_a_resume_that_changes_what_or_how_the_run_learns_is_refused(setup):
             with pytest.raises(RunError, match=f"with another {re.escape(key)}"):
                 run(load_config(first.path / "config.yaml", [epochs, change]), resume=first.path)
     assert {f: (first.path / f).read_bytes() for f in files} == files  # the run's record is as it trained
+    # the line names the values, the run's and the new (it said "trained without it", even of a seed)
+    with pytest.raises(RunError, match=re.escape("with another seed (1, now 7), model.hidden ([16], now [8]): its epochs so far trained with the first; train a new run")):
+        run(load_config(first.path / "config.yaml", ["train.epochs=2", "seed=7", "model.hidden=[8]"]), resume=first.path)
     # how it runs may change
     again = run(load_config(first.path / "config.yaml", ["train.epochs=2", "device=cpu", "train.threads=1", "train.eval_batch_size=7"]), resume=first.path)
     assert again.summary["epochs"] == 2 and again.summary["status"] == "completed"
