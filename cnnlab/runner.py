@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Callable
 
 from cnnlab.config import Config
+from cnnlab.errors import ConfigError
 
 
 @dataclass
@@ -43,8 +44,12 @@ def check_here(configs: list[Config], data_dir=None, new: list[Config] | None = 
         resolve_device(cfg.device)
     for cfg in configs:
         check_files(cfg.dataset.name, resolve_data_dir(data_dir, cfg.dataset.data_dir), cfg.dataset.download)
+    several = len({cfg.name for cfg in configs}) > 1
     for cfg in configs if new is None else new:
-        check_subsets(cfg, data_dir)
+        try:
+            check_subsets(cfg, data_dir)
+        except ConfigError as e:  # among a study's members, say whose subset it is
+            raise ConfigError(f"{cfg.name}: {e}" if several else str(e)) from None
 
 
 def previous_runs(cells: list[Cell], runs_dir: Path) -> list[Path | None]:
