@@ -392,10 +392,9 @@ class _StoredLoader(_Loader):
         return super().construct_yaml_float(node) if _YAML11_FLOAT.match(text) else text
 
 
-_Loader.add_constructor("tag:yaml.org,2002:int", _Loader.construct_yaml_int)
-_StoredLoader.add_constructor("tag:yaml.org,2002:int", _StoredLoader.construct_yaml_int)
-_Loader.add_constructor("tag:yaml.org,2002:float", _Loader.construct_yaml_float)
-_StoredLoader.add_constructor("tag:yaml.org,2002:float", _StoredLoader.construct_yaml_float)
+for _kind in (_Loader, _StoredLoader):  # the base class's table holds its own functions, not these overrides
+    _kind.add_constructor("tag:yaml.org,2002:int", _kind.construct_yaml_int)
+    _kind.add_constructor("tag:yaml.org,2002:float", _kind.construct_yaml_float)
 for _kind in (_Loader, _Dumper):
     _kind.add_implicit_resolver("tag:yaml.org,2002:float", re.compile(r"^[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+$"), list("-+.0123456789"))
     _kind.add_implicit_resolver("tag:yaml.org,2002:int", re.compile(f"^{_LEADING_ZERO.pattern}$"), list("-+0"))  # 1.1: 0089 is text
