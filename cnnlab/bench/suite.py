@@ -308,14 +308,14 @@ def measure(plan: Plan, repeats: int = 3, on_row: Callable[[dict, dict], None] |
     # sizes with --quick, since smaller kernels reach less of the peak and would put cases above 100% of it
     kernels = compute_peaks(dev, n=8192 if dev.type == "cuda" else 2048, dtype=amp_dtype, threads=(threads,) if threads else ())
     peaks = {t: max(by_kernel.values()) for t, by_kernel in kernels.items()}
-    all_cores = 0 if dev.type == "cuda" else torch.get_num_threads()
+    default_threads = torch.get_num_threads()
+    all_cores = 0 if dev.type == "cuda" else default_threads
     widest = kernels[all_cores]  # (under load they may show less)
     info["peak_gflops"] = peaks[all_cores]
     info["peak_kernel"] = max(widest, key=widest.get)
     info["matmul_gflops"] = widest["matrix product"]
     info["peak_gflops_1_thread"] = peaks.get(1)
     info["peak_dtype"] = str(amp_dtype).replace("torch.", "")
-    default_threads = torch.get_num_threads()
     rows = []
     try:
         if threads:
