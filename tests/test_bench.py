@@ -21,7 +21,7 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from cnnlab.bench import reference
-from cnnlab.bench import suite
+from cnnlab.bench import machine, suite
 from cnnlab.bench.machine import PeakMemory, compute_peaks, dense_kernels
 from cnnlab.config import load_config
 from cnnlab.errors import ConfigError, DataError
@@ -593,7 +593,6 @@ def test_other_work_is_the_machines_cpu_time_less_the_benchs_own_over_the_same_s
 def test_the_machines_cpu_seconds_are_its_working_fields_of_proc_stat(tmp_path, monkeypatch):
     """user, nice, system, irq, softirq and steal; not idle or I/O wait (an idle machine would read as
     all cores busy), nor guest time, which user already holds."""
-    from cnnlab.bench import machine
 
     stat = tmp_path / "stat"
     monkeypatch.setattr(machine, "Path", lambda path: stat if path == "/proc/stat" else Path(path))
@@ -608,7 +607,7 @@ def test_a_bench_busier_at_its_end_than_on_average_is_not_busy(tiny_data, tmp_pa
     monkeypatch.setattr(suite, "machine_info", lambda dev: {**machine_info(dev), "cores": 16})
     loads = []
     monkeypatch.setattr(suite, "load_average", lambda: 12.0 if loads.append(1) or len(loads) > 1 else 0.2)  # 0.2 before it, 12 after
-    monkeypatch.setattr(suite, "cpu_seconds_used", lambda: 1000.0 + time.process_time())  # no other work
+    monkeypatch.setattr(machine, "cpu_seconds_used", lambda: 1000.0 + time.process_time())  # no other work
     code, out, err = bench_here(monkeypatch, capsys, "--quick", "--cases", "fc", "--data-dir", tiny_data, "--runs-dir", tmp_path)
     assert code == 0 and err == ""
     assert pd.read_csv(tmp_path / "bench" / "results.csv")["busy"].tolist() == [False]
@@ -621,7 +620,7 @@ def test_other_work_during_the_bench_alone_makes_it_busy(tiny_data, tmp_path, mo
     machine_info = suite.machine_info
     monkeypatch.setattr(suite, "machine_info", lambda dev: {**machine_info(dev), "cores": 16})
     monkeypatch.setattr(suite, "load_average", lambda: 0.0)
-    monkeypatch.setattr(suite, "cpu_seconds_used", lambda: time.process_time() + 3 * time.perf_counter())
+    monkeypatch.setattr(machine, "cpu_seconds_used", lambda: time.process_time() + 3 * time.perf_counter())
     code, out, err = bench_here(monkeypatch, capsys, "--quick", "--cases", "fc", "--data-dir", tiny_data, "--runs-dir", tmp_path)
     assert code == 0 and len(err.splitlines()) == 1
     assert err.startswith("warning: the machine was busy: 1-minute load average before/after 0.0/0.0 on 16 cores, other work beside the bench 3.0 cores' worth")
@@ -632,7 +631,7 @@ def test_other_work_during_the_bench_alone_makes_it_busy(tiny_data, tmp_path, mo
 def test_a_busy_machine_is_one_warning_line_and_a_busy_column(tiny_data, tmp_path, monkeypatch, capsys, busy):
     load = 2.0 * os.cpu_count() if busy else 0.0
     monkeypatch.setattr(suite, "load_average", lambda: load)
-    monkeypatch.setattr(suite, "cpu_seconds_used", lambda: time.process_time())  # no other work beside it
+    monkeypatch.setattr(machine, "cpu_seconds_used", lambda: time.process_time())  # no other work beside it
     code, out, err = bench_here(monkeypatch, capsys, "--quick", "--cases", "fc", "--data-dir", tiny_data, "--runs-dir", tmp_path)
     assert code == 0
     if busy:

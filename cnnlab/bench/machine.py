@@ -52,6 +52,24 @@ def others_share(used: float | None, own: float, seconds: float) -> float | None
     return None if used is None or seconds <= 0 else max(0.0, (used - own) / seconds)
 
 
+class Stretch:
+    """A stretch of this process's life, from its creation: wall seconds, the process's own CPU
+    seconds (all its threads), and the other work that ran beside it (others_share)."""
+
+    def __init__(self):
+        self.t0, self.cpu0, self.used0 = time.perf_counter(), time.process_time(), cpu_seconds_used()
+
+    def seconds(self) -> float:
+        return time.perf_counter() - self.t0
+
+    def own(self) -> float:
+        return time.process_time() - self.cpu0
+
+    def others(self) -> float | None:
+        used = cpu_seconds_used()
+        return others_share(None if used is None or self.used0 is None else used - self.used0, self.own(), self.seconds())
+
+
 def was_busy(cores: int, before: float | None, others: float | None) -> bool:
     """Whether other work shared the machine with the bench: the 1-minute load average before it, or
     the other work beside it (others_share), above one core's worth (above 0 on a 1-core machine).

@@ -22,7 +22,7 @@ import torch
 
 import cnnlab
 from cnnlab.bench import reference
-from cnnlab.bench.machine import PeakMemory, compute_peaks, cpu_seconds_used, load_average, machine_info, others_share, was_busy
+from cnnlab.bench.machine import PeakMemory, Stretch, compute_peaks, load_average, machine_info, was_busy
 from cnnlab.config import DATASET_CLASSES, DATASET_SHAPES, Config, load_config
 from cnnlab.data import load_splits
 from cnnlab.engine import fit, loss_function, steps_per_epoch
@@ -303,7 +303,7 @@ def measure(plan: Plan, repeats: int = 3, on_row: Callable[[dict, dict], None] |
     amp_dtype = torch.bfloat16 if configs and configs[0].train.amp == "bf16" else torch.float32
     info = machine_info(dev)
     info["load_before"] = load_average()
-    start = (time.perf_counter(), time.process_time(), cpu_seconds_used())
+    bench = Stretch()
     # the machine's limit: all cores, and --threads' count, which cnnlab's side trains with; the same
     # sizes with --quick, since smaller kernels reach less of the peak and would put cases above 100% of it
     kernels = compute_peaks(dev, n=8192 if dev.type == "cuda" else 2048, dtype=amp_dtype, threads=(threads,) if threads else ())
@@ -322,24 +322,22 @@ def measure(plan: Plan, repeats: int = 3, on_row: Callable[[dict, dict], None] |
             torch.set_num_threads(threads)
         for case, cfg in zip(plan.cases, configs):
             rows.append(measure_case(case, cfg, dev, repeats, plan.quick, peaks))
-            _note_load(info, *start)
+            _note_load(info, bench)
             if on_row is not None:
                 on_row(rows[-1], info)
     finally:
         torch.set_num_threads(default_threads)
-    _note_load(info, *start)  # a bench of no case has them, too
+    _note_load(info, bench)  # a bench of no case has them, too
     return rows, info
 
 
-def _note_load(info: dict, t_start: float, cpu_start: float, used_start: float | None) -> None:
+def _note_load(info: dict, bench: Stretch) -> None:
     """info's load after the bench so far, its own share, the other work beside it, and whether the
     machine was busy."""
     info["load_after"] = load_average()
-    info["bench_seconds"] = time.perf_counter() - t_start
-    own = time.process_time() - cpu_start
-    info["bench_load"] = own / info["bench_seconds"]  # its threads' CPU seconds per second
-    used = cpu_seconds_used()
-    info["others_load"] = others_share(None if used is None or used_start is None else used - used_start, own, info["bench_seconds"])
+    info["bench_seconds"] = bench.seconds()
+    info["bench_load"] = bench.own() / info["bench_seconds"]  # its threads' CPU seconds per second
+    info["others_load"] = bench.others()
     info["busy"] = was_busy(info["cores"], info["load_before"], info["others_load"])
 
 
