@@ -104,6 +104,11 @@ class ConsoleProgress:
         else:
             print(line, flush=True)
 
+    def note(self, text: str) -> None:
+        """A hint for the person watching (stderr, a terminal only: logs and pipes stay as they were)."""
+        if self.live:
+            print(text, file=sys.stderr, flush=True)
+
     def close(self) -> None:
         if self._bar is not None:
             self._bar.stop()

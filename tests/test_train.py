@@ -230,3 +230,68 @@ def test_study_accuracy_on_real_mnist(config, threshold, tmp_path):
     result = run(load_config(ROOT / "configs" / config, ["device=cpu"]), runs_dir=tmp_path, data_dir=data)
     assert result.summary["status"] == "completed"
     assert result.summary["test_acc"] >= threshold, result.metrics
+
+
+class NoteTaker:
+    """cnnlab train's progress callbacks, keeping only the notes."""
+
+    def __init__(self):
+        self.notes = []
+
+    def note(self, text):
+        self.notes.append(text)
+
+    def epoch_start(self, epoch, steps):
+        pass
+
+    def step(self, step, steps, loss):
+        pass
+
+    def epoch_end(self, row):
+        pass
+
+
+@pytest.mark.parametrize("config, others, overrides, noted", [
+    ("mnist_cnn", 1.5, [], True),  # 2 threads, half a core free
+    ("mnist_cnn", 0.3, [], False),  # both cores nearly free
+    ("mnist_cnn", None, [], False),  # unknown (no /proc/stat)
+    ("mnist_cnn", 1.5, ["train.threads=2"], False),  # the user chose the threads
+    ("mnist_fc", 1.5, [], False),  # a small step trains on one thread anyway
+])
+def test_a_run_crowded_by_other_work_is_told_about_train_threads(tiny_data, tmp_path, monkeypatch, config, others, overrides, noted):
+    from cnnlab import experiment
+    from cnnlab.bench.machine import Stretch
+
+    monkeypatch.setattr(experiment, "DEFAULT_THREADS", 2)
+    monkeypatch.setattr(experiment.os, "cpu_count", lambda: 2)
+    monkeypatch.setattr(Stretch, "others", lambda self: others)
+    monkeypatch.setattr(Stretch, "seconds", lambda self: 1.0)
+    progress = NoteTaker()
+    cfg = load_config(ROOT / f"configs/{config}.yaml", ["device=cpu", *overrides])
+    result = run(cfg, runs_dir=tmp_path, data_dir=tiny_data, progress=progress)
+    assert result.summary["status"] == "completed"
+    if noted:
+        assert progress.notes == [
+            "note: other work is using 1.5 of this machine's 2 cores; this run's 2 threads wait for each other at every "
+            "layer, so train.threads=1 may train several times faster here (its numbers differ in the last digits)"
+        ]
+    else:
+        assert progress.notes == []
+
+
+def test_crowding_counts_the_cores_left_for_the_runs_threads():
+    from cnnlab.experiment import crowding_note
+
+    assert crowding_note(8, 8.4, 1.0, cores=16) is None  # 7.6 cores free for 8 threads: close enough
+    assert "8 threads" in crowding_note(8, 8.6, 1.0, cores=16)
+    assert crowding_note(1, 15.0, 1.0, cores=16) is None  # one thread waits for nobody
+    assert crowding_note(2, 1.5, 0.1, cores=2) is None  # too short a stretch to tell
+
+
+def test_notes_reach_a_terminal_only(capsys):
+    from cnnlab.report import ConsoleProgress
+
+    ConsoleProgress(1, "x", live=False).note("note: a hint")
+    assert capsys.readouterr() == ("", "")
+    ConsoleProgress(1, "x", live=True).note("note: a hint")
+    assert capsys.readouterr() == ("", "note: a hint\n")
