@@ -111,15 +111,17 @@ def probability_heatmap(probs: np.ndarray, shifts: list[int], classes: list[str]
 LOSSES = {"cross_entropy": "cross-entropy", "bce": "binary cross-entropy"}
 
 
-def learning_curves(metrics, title: str, loss: str = "cross_entropy") -> Figure:
-    """Loss and accuracy per epoch, train and test, side by side; loss is the config's loss.name."""
+def learning_curves(metrics, title: str, loss: str = "cross_entropy", label_smoothing: float = 0.0) -> Figure:
+    """Loss and accuracy per epoch, train and test, side by side; loss and label_smoothing are the
+    config's (the losses were measured against the smoothed targets, so the axis says so)."""
     fig = Figure(figsize=(10, 4))
     loss_ax, acc_ax = fig.subplots(1, 2)
     for split, style in (("train", "-o"), ("test", "--s")):
         label = "train (mean over the epoch)" if split == "train" else "test (after the epoch)"
         loss_ax.plot(metrics["epoch"], metrics[f"{split}_loss"], style, label=label)
         acc_ax.plot(metrics["epoch"], 100 * metrics[f"{split}_acc"], style, label=label)
-    loss_ax.set(xlabel="epoch", ylabel=f"loss ({LOSSES.get(loss, loss)})", title="loss")
+    smoothing = f", label smoothing {label_smoothing:g}" if label_smoothing else ""
+    loss_ax.set(xlabel="epoch", ylabel=f"loss ({LOSSES.get(loss, loss)}{smoothing})", title="loss")
     acc_ax.set(xlabel="epoch", ylabel="accuracy (%)", title="accuracy")
     for ax in (loss_ax, acc_ax):
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))

@@ -66,6 +66,14 @@ def test_learning_curves_name_the_loss():
     assert figures.learning_curves(metrics, "lenet").axes[0].get_ylabel() == "loss (cross-entropy)"
 
 
+def test_learning_curves_say_the_losses_are_against_smoothed_targets():
+    """With label smoothing the losses are the smoothed cross-entropy (0.2 over 10 classes: never below
+    about 0.5), which the axis called plain cross-entropy."""
+    metrics = pd.DataFrame({"epoch": [1], "train_loss": [0.9], "test_loss": [0.8], "train_acc": [0.9], "test_acc": [0.9]})
+    label = figures.learning_curves(metrics, "mnist_fast", label_smoothing=0.2).axes[0].get_ylabel()
+    assert label == "loss (cross-entropy, label smoothing 0.2)"
+
+
 def test_accuracy_vs_shift_one_line_per_model():
     rows = [{"model": m, "dx": dx, "dy": 0, "test_acc": 0.9 - 0.1 * abs(dx) * k} for k, m in enumerate(["FC", "CNN"], 1) for dx in range(-2, 3)]
     ax = figures.accuracy_vs_shift(pd.DataFrame(rows), "x", "roll", "sweep").axes[0]

@@ -804,6 +804,17 @@ def test_show_and_runs_listing(fashion_run, tiny_data, tmp_path, capsys, monkeyp
     assert code == 0 and f"no runs with status dead in {tmp_path}" in " ".join(out.split())
 
 
+def test_show_names_the_label_smoothing_on_the_loss_axis(tiny_data, tmp_path, capsys, monkeypatch):
+    """The learning curves of a run trained with label smoothing said its losses were plain cross-entropy."""
+    cfg = load_config(ROOT / "configs/fashion_cnn.yaml", ["device=cpu", "train.epochs=1", "train.max_steps=2", "loss.label_smoothing=0.2"])
+    result = run(cfg, runs_dir=tmp_path, data_dir=tiny_data)
+    drawn = []
+    monkeypatch.setattr("cnnlab.figures.save", lambda fig, path: drawn.append(fig.axes[0].get_ylabel()))
+    code, out, err = cnnlab(capsys, monkeypatch, "show", result.path)
+    assert code == 0, err
+    assert drawn == ["loss (cross-entropy, label smoothing 0.2)"]
+
+
 def test_show_open_says_when_no_viewer_opened_the_png(fashion_run, capsys, monkeypatch):
     """On a machine without a system viewer (headless: no xdg-open) --open did nothing and said nothing."""
     opened = []

@@ -335,7 +335,8 @@ def show(
 
     png = path / "learning_curves.png"
     title = f"{summary.get('name')}: {summary.get('model')} on {summary.get('dataset')}"
-    save(learning_curves(metrics, title, loss=_loss_name(cfg)), png)
+    smoothing = (cfg.get("loss") or {}).get("label_smoothing", 0.0)
+    save(learning_curves(metrics, title, loss=_loss_name(cfg), label_smoothing=smoothing), png)
     if open_png and typer.launch(str(png)):  # non-zero: no viewer here (xdg-open missing on a headless machine)
         print(f"note: --open found no system viewer here (xdg-open); the PNG is {png}", file=sys.stderr)
     print(png)
