@@ -176,7 +176,7 @@ def summary(
 ):
     """Each layer's type, output shape, parameters and the output-size rule, for the config's model."""
     from cnnlab.config import DATASET_CLASSES, DATASET_SHAPES
-    from cnnlab.models import build_model
+    from cnnlab.models import all_params, build_model
     from cnnlab.report import console, table
     from cnnlab.summary import summarize
 
@@ -186,10 +186,16 @@ def summary(
     cfg = load(config, overrides)
     shape = DATASET_SHAPES[cfg.dataset.name]
     model = build_model(cfg.model, shape, DATASET_CLASSES[cfg.dataset.name])
-    rows, total = summarize(model, shape)
-    data = [{"layer": r.name, "type": r.kind, "output shape": "x".join(map(str, r.output_shape)), "params": f"{r.params:,}", "output size": r.rule} for r in rows]
+    rows, trainable = summarize(model, shape)
+    data = [
+        {"layer": r.name, "type": r.kind, "output shape": "x".join(map(str, r.output_shape)),
+         "params": f"{r.params:,}" + (f" ({r.frozen:,} frozen)" if r.frozen else ""), "output size": r.rule}
+        for r in rows
+    ]
     console.print(table(data, title=f"{cfg.model.name} on {cfg.dataset.name} input {'x'.join(map(str, shape))}"))
-    console.print(f"total parameters: {total:,}")
+    total = all_params(model)
+    frozen = f" ({trainable:,} trainable, {total - trainable:,} frozen)" if total != trainable else ""
+    console.print(f"total parameters: {total:,}{frozen}")
 
 
 @app.command("runs")

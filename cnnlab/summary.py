@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from cnnlab.layer_calls import LayerCall, dry_input, layer_calls
-from cnnlab.models import count_params
+from cnnlab.models import all_params, count_params
 
 # layers whose output size follows the convolution rule, and their number of spatial dims
 _RULE_DIMS = {
@@ -23,7 +23,8 @@ class LayerRow:
     name: str  # dotted module name, e.g. "features.0"
     kind: str  # class name, e.g. "Conv2d"
     output_shape: tuple  # without the batch dim, e.g. (6, 24, 24)
-    params: int  # trainable parameters of this layer
+    params: int  # parameters of this layer, as torchinfo's Param # counts them: frozen ones too
+    frozen: int  # of those, the ones that do not learn (requires_grad False: fastnet's whitening)
     rule: str  # the output-size rule worked out per spatial dim (conv and pool layers), else ""
 
 
@@ -78,12 +79,13 @@ def _shape(output) -> tuple:
 def _row(call: LayerCall) -> LayerRow:
     first = call.inputs[0] if call.inputs and isinstance(call.inputs[0], torch.Tensor) else None
     rule = output_rule(call.module, tuple(first.shape[2:])) if first is not None else ""
-    return LayerRow(call.name, type(call.module).__name__, _shape(call.output), count_params(call.module), rule)
+    params = all_params(call.module)
+    return LayerRow(call.name, type(call.module).__name__, _shape(call.output), params, params - count_params(call.module), rule)
 
 
 def summarize(model: nn.Module, input_shape: tuple[int, ...]) -> tuple[list[LayerRow], int]:
     """One forward pass on zeros of (1, *input_shape) in eval mode; rows per leaf module call, and
-    the total of trainable parameters. Training modes are restored afterwards."""
+    the total of trainable parameters (a run's params). Training modes are restored afterwards."""
     with torch.no_grad():
         calls, _ = layer_calls(model, dry_input(model, input_shape))
     return [_row(call) for call in calls], count_params(model)

@@ -100,3 +100,22 @@ def test_rules_per_dim_and_1d():
     assert output_rule(nn.MaxPool2d(2, ceil_mode=True), (5, 5)) == "5 -> ceil((5 + 2*0 - 2) / 2) + 1 = 3"
     assert output_rule(nn.Conv2d(1, 1, 3, padding="same"), (7, 7)) == "7 -> 'same' padding, stride 1 = 7"
     assert output_rule(nn.Linear(3, 3), (7,)) == ""
+
+
+def test_frozen_parameters_are_counted_and_marked(capsys, monkeypatch):
+    """mnist_fast's fastnet keeps its whitening weights and BatchNorm scales fixed: its whitening Conv2d (8 filters
+    of 1x2x2) showed 8 parameters, its bias alone, where torchinfo counts 40, and the total left the
+    352 frozen ones out without saying so."""
+    import sys
+
+    from cnnlab.cli import main
+
+    rows, trainable = summarize(build_model(C.FastNetModel(name="fastnet", widths=[32, 64, 64]), (1, 28, 28), 10), (1, 28, 28))
+    assert (rows[0].name, rows[0].params, rows[0].frozen) == ("whiten", 40, 32)
+    assert sum(r.params for r in rows) == 141_864 and sum(r.frozen for r in rows) == 352 and trainable == 141_512
+    monkeypatch.setattr(sys, "argv", ["cnnlab", "summary", "configs/mnist_fast.yaml"])
+    with pytest.raises(SystemExit) as exit_:
+        main()
+    out = capsys.readouterr().out
+    assert exit_.value.code == 0 and re.search(r"│\s*whiten\s*│\s*Conv2d\s*│\s*8x27x27\s*│\s*40 \(32 frozen\)\s*│", out), out
+    assert out.strip().splitlines()[-1] == "total parameters: 141,864 (141,512 trainable, 352 frozen)"

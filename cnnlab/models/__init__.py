@@ -50,6 +50,11 @@ def count_params(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
 
 
+def all_params(model: nn.Module) -> int:
+    """Number of parameters, trainable or frozen (torchinfo's total)."""
+    return sum(p.numel() for p in model.parameters())
+
+
 def unwrap(model: nn.Module) -> nn.Module:
     """The module behind torch.compile's wrapper, whose state_dict has the plain keys."""
     return getattr(model, "_orig_mod", model)
