@@ -12,14 +12,29 @@ import cnnlab
 from cnnlab import runs
 
 
-def git_commit() -> str | None:
+PACKAGE_DIR = Path(cnnlab.__file__).parent
+
+
+def _git(where: Path, *args: str) -> str | None:
+    """git's output for args, run in where; None outside a git checkout or without git."""
     try:
-        out = subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=Path(cnnlab.__file__).parent, capture_output=True, text=True, timeout=5
-        )
-        return out.stdout.strip() or None if out.returncode == 0 else None
+        out = subprocess.run(["git", *args], cwd=where, capture_output=True, text=True, timeout=5)
     except (OSError, subprocess.SubprocessError):
         return None
+    return out.stdout if out.returncode == 0 else None
+
+
+def git_commit(where: Path = PACKAGE_DIR) -> str | None:
+    out = _git(where, "rev-parse", "HEAD")
+    return out.strip() or None if out is not None else None
+
+
+def git_dirty(where: Path = PACKAGE_DIR) -> bool | None:
+    """Whether cnnlab's own files (the package folder) differ from git_commit: changed, staged,
+    deleted or new and not ignored; then the commit alone does not say what code ran. None outside a
+    git checkout."""
+    out = _git(where, "status", "--porcelain", "--", ".")
+    return None if out is None else bool(out.strip())
 
 
 def cpu_model() -> str:
@@ -46,6 +61,7 @@ def provenance(device: torch.device) -> dict:
         "cnnlab_version": cnnlab.__version__,
         "python_version": platform.python_version(),
         "git_commit": git_commit(),
+        "git_dirty": git_dirty(),
         **runs.owner(),
         "threads": torch.get_num_threads(),
     }

@@ -41,7 +41,7 @@ def test_cli_train_writes_a_complete_run(tiny_data, tmp_path):
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["status"] == "completed" and summary["epochs"] == 2 and summary["params"] == 6422
     assert summary["test_acc"] == metrics["test_acc"].iloc[-1] and summary["train_size"] == 300
-    for key in ("test_loss", "train_seconds", "device", "seed", "torch_version", "cnnlab_version", "git_commit"):
+    for key in ("test_loss", "train_seconds", "device", "seed", "torch_version", "cnnlab_version", "git_commit", "git_dirty"):
         assert key in summary
 
     cfg = load_config(run_dir / "config.yaml")  # the resolved config is itself a valid config
@@ -295,3 +295,24 @@ def test_notes_reach_a_terminal_only(capsys):
     assert capsys.readouterr() == ("", "")
     ConsoleProgress(1, "x", live=True).note("note: a hint")
     assert capsys.readouterr() == ("", "note: a hint\n")
+
+
+def test_a_run_records_whether_its_code_differs_from_the_commit(tmp_path):
+    """git_commit alone would name code that did not run when the package has uncommitted changes."""
+    from cnnlab.provenance import git_commit, git_dirty
+
+    assert git_commit(tmp_path) is None and git_dirty(tmp_path) is None  # not a git checkout
+
+    def git(*args):
+        subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", *args], cwd=tmp_path, check=True, capture_output=True)
+
+    git("init", "-q")
+    (tmp_path / "model.py").write_text("width = 1\n")
+    git("add", "model.py")
+    git("commit", "-qm", "first")
+    assert len(git_commit(tmp_path)) == 40 and git_dirty(tmp_path) is False
+    (tmp_path / "model.py").write_text("width = 2\n")
+    assert git_dirty(tmp_path) is True  # changed
+    git("checkout", "-q", "model.py")
+    (tmp_path / "layers.py").write_text("")
+    assert git_dirty(tmp_path) is True  # new, not ignored
