@@ -828,6 +828,20 @@ def test_show_open_says_when_no_viewer_opened_the_png(fashion_run, capsys, monke
     assert code == 0 and err == ""
 
 
+def test_show_open_opens_a_study_figure(fashion_run, tiny_data, tmp_path, capsys, monkeypatch):
+    """Given a study directory, show --open did nothing and said nothing: it opens the study's figure."""
+    code, out, _ = cnnlab(capsys, monkeypatch, "shift-sweep", "--from-run", fashion_run.path, "--max-shift", "1", "--image-index", "0", "--data-dir", tiny_data, "--runs-dir", tmp_path)
+    study = last_line(out)
+    opened = []
+    monkeypatch.setattr("typer.launch", lambda url: opened.append(url) or 0)
+    code, out, err = cnnlab(capsys, monkeypatch, "show", study, "--open")
+    assert code == 0 and opened == [str(study / "accuracy.png")] and err == ""
+    for png in study.glob("*.png"):
+        png.unlink()
+    code, out, err = cnnlab(capsys, monkeypatch, "show", study, "--open")
+    assert code == 0 and err.strip() == f"note: --open found no figure in {study} to open"
+
+
 def test_runs_lists_newest_first_and_filters_by_dataset(tiny_data, tmp_path, capsys, monkeypatch):
     # fashion_fc first: two runs started within the same second are ordered by name, which agrees
     fast = ["device=cpu", "train.epochs=1", "train.max_steps=2"]

@@ -300,7 +300,7 @@ def shift_sweep(
 @app.command()
 def show(
     run_dir: Path = typer.Argument(..., metavar="RUN_DIR", help="A run, study or sweep directory."),
-    open_png: bool = typer.Option(False, "--open", help="Open the learning-curve PNG with the system viewer."),
+    open_png: bool = typer.Option(False, "--open", help="Open the learning-curve PNG (a study's or sweep's figure) with the system viewer."),
 ):
     """A run's config and epoch table; writes learning_curves.png into the run (the last line).
 
@@ -323,6 +323,12 @@ def show(
                 console.print(runs.read_text(path / table_md))
         files = summary.get("files") or sorted(p.name for p in path.iterdir() if p.is_file() and not p.name.startswith("."))
         console.print("files: " + ", ".join(map(str, files)))
+        if open_png:  # the study's or sweep's main figure: its first PNG (accuracy.png, <metric>.png)
+            figure = next((path / f for f in map(str, files) if f.endswith(".png") and (path / f).is_file()), None)
+            if figure:
+                _open_png(figure)
+            else:
+                print(f"note: --open found no figure in {path} to open", file=sys.stderr)
         return
     runs.open_run(path)
     cfg = runs.check_types(read_yaml(path / runs.CONFIG, stored=True), dict.fromkeys(SECTIONS, dict), path / runs.CONFIG)
@@ -337,9 +343,15 @@ def show(
     title = f"{summary.get('name')}: {summary.get('model')} on {summary.get('dataset')}"
     smoothing = (cfg.get("loss") or {}).get("label_smoothing", 0.0)
     save(learning_curves(metrics, title, loss=_loss_name(cfg), label_smoothing=smoothing), png)
-    if open_png and typer.launch(str(png)):  # non-zero: no viewer here (xdg-open missing on a headless machine)
-        print(f"note: --open found no system viewer here (xdg-open); the PNG is {png}", file=sys.stderr)
+    if open_png:
+        _open_png(png)
     print(png)
+
+
+def _open_png(png: Path) -> None:
+    """Open png in the system viewer; say so on stderr where there is none."""
+    if typer.launch(str(png)):  # non-zero: no viewer here (xdg-open missing on a headless machine)
+        print(f"note: --open found no system viewer here (xdg-open); the PNG is {png}", file=sys.stderr)
 
 
 SECTIONS = ("dataset", "transform", "model", "optimizer", "loss", "train")  # what show reads of a run's config.yaml
