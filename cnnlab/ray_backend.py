@@ -43,10 +43,13 @@ def require_ray(what: str, optuna: bool = False) -> None:
 
 
 def check_reachable(address: str) -> None:
-    """Fail in one line at once when nothing listens at HOST:PORT (ray.init would retry for minutes)."""
+    """Fail in one line at once when nothing listens at HOST:PORT (ray.init would retry for minutes),
+    or when `auto` finds no cluster on this machine."""
+    if address == "auto":
+        address = _cluster_here()
     host, sep, port = address.rpartition(":")
     if not sep or not port.isdigit() or "://" in address:
-        return  # 'local', 'auto', ray:// client addresses: Ray's own checks answer quickly
+        return  # 'local', ray:// client addresses (and 'auto' unresolved): Ray's own checks answer quickly
     try:
         socket.create_connection((host, int(port)), timeout=5).close()
     except OSError as e:
@@ -56,6 +59,20 @@ def check_reachable(address: str) -> None:
 def ray_address(address: str | None) -> str:
     """The cluster a session joins: --address, else $RAY_ADDRESS, else 'local' (Ray on this machine)."""
     return address or os.environ.get("RAY_ADDRESS") or "local"
+
+
+def _cluster_here() -> str:
+    """The HOST:PORT that `auto` stands for: the cluster `ray start` last started on this machine."""
+    try:
+        from ray._private.services import canonicalize_bootstrap_address_or_die
+    except ImportError:  # a Ray without it: ray.init's own check answers
+        return "auto"
+    try:
+        return canonicalize_bootstrap_address_or_die("auto")
+    except ConnectionError as e:  # none or several found; Ray's advice names its CLI's `--address` flag
+        found = first_line(e).split(" Please specify")[0].rstrip(".")
+        raise RunError(f"cannot reach a Ray cluster at auto: {found}; name one with --address HOST:PORT "
+                       "(ray start --head starts one here)") from None
 
 
 @contextlib.contextmanager

@@ -389,6 +389,22 @@ def test_a_study_on_a_cluster_that_cannot_be_reached_leaves_no_directory(tmp_pat
     assert not (tmp_path / "runs").exists()  # no failed study offering a resume
 
 
+@pytest.mark.parametrize("command", [["compare", "fc-vs-cnn", "--seeds", "1"], ["shift-sweep"]])
+def test_address_auto_without_a_cluster_here_leaves_no_directory(tmp_path, capsys, monkeypatch, command):
+    """--address auto where no cluster runs left a failed study offering a resume, and said so in Ray's
+    words ('... setting the `--address` flag ...') with a hint on token authentication, as if a cluster had refused us."""
+    pytest.importorskip("ray")
+    from ray._private import services
+
+    def no_cluster(address):  # as on a machine where `ray start` never ran
+        raise ConnectionError("Could not find any running Ray instance. Please specify the one to connect to by setting the `--address` flag or `RAY_ADDRESS` environment variable.")
+
+    monkeypatch.setattr(services, "canonicalize_bootstrap_address_or_die", no_cluster)
+    code, out, err = cnnlab(capsys, monkeypatch, *command, "--address", "auto", "--runs-dir", tmp_path / "runs")
+    assert code == 1 and err == "error: cannot reach a Ray cluster at auto: Could not find any running Ray instance; name one with --address HOST:PORT (ray start --head starts one here)\n"
+    assert not (tmp_path / "runs").exists()
+
+
 @pytest.mark.parametrize("command", [["compare", "fc-vs-cnn", "--seeds", "1"], ["shift-sweep", "--image-index", "0"]])
 def test_a_study_on_a_local_ray_without_ray_installed_leaves_no_directory(tmp_path, capsys, monkeypatch, tiny_data, command):
     monkeypatch.setitem(sys.modules, "ray", None)  # as if Ray were not installed

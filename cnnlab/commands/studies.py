@@ -60,7 +60,7 @@ def _check_cells(configs, data_dir, address, new=None) -> None:
         from cnnlab.ray_backend import check_reachable, require_ray
 
         require_ray("--address")
-        check_reachable(address)  # HOST:PORT; 'local' and 'auto' pass
+        check_reachable(address)  # HOST:PORT, and the cluster 'auto' finds here; 'local' passes
     if address in (None, "local"):
         from cnnlab.runner import check_here
 
