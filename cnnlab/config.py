@@ -624,6 +624,17 @@ def closest_key(typed: str, keys) -> str | None:
     return close[0] if close else None
 
 
+def key_below(schema: type[BaseModel], typed: str) -> str | None:
+    """The dotted key, in a section under schema, whose last part is typed: a key given without its
+    section (crop_padding=3 for transform.augment.crop_padding=3), or None."""
+    for name, field in schema.model_fields.items():
+        for model in _model_classes(field.annotation):
+            below = typed.lower() if typed.lower() in model.model_fields else key_below(model, typed)
+            if below:
+                return f"{name}.{below}"
+    return None
+
+
 def _describe(err: dict, schema: type[BaseModel], names: dict[str, str]) -> str:
     kind = err["type"]
     key = len(err["loc"]) - 1 if kind == "extra_forbidden" else None  # an unknown key is the user's, even one named Config
@@ -632,7 +643,7 @@ def _describe(err: dict, schema: type[BaseModel], names: dict[str, str]) -> str:
         cls, path = _walk(schema, loc)
         fields = list(cls.model_fields) if cls is not None else []
         prefix = "".join(p + "." for p in path[:-1])
-        close = closest_key(path[-1], fields)
+        close = closest_key(path[-1], fields) or (key_below(cls, path[-1]) if cls is not None else None)
         hint = f"; did you mean '{prefix}{close}'?" if close else f"; valid keys here: {', '.join(fields)}"
         return f"unknown key '{'.'.join(path)}'{hint}"
     if kind in ("union_tag_invalid", "union_tag_not_found"):

@@ -23,7 +23,7 @@ from pydantic import Field, field_validator, model_validator
 
 from cnnlab import runs
 from cnnlab.config import (
-    Config, Strict, apply_overrides, closest_key, config_to_dict, dump_yaml, load_config, leaf_keys, parse_override, read_yaml, section_names, switch_variants, validate,
+    Config, Strict, apply_overrides, closest_key, config_to_dict, dump_yaml, key_below, load_config, leaf_keys, parse_override, read_yaml, section_names, switch_variants, validate,
 )
 from cnnlab.errors import CnnlabError, ConfigError, RunError, first_line, signal_name
 from cnnlab.interrupts import Interrupted
@@ -237,7 +237,7 @@ def unknown_override(path: Path, top: str) -> ConfigError:
     """A command-line key that is neither a sweep key nor a config section (metrc=test_acc): the
     closest of both, where the base config's own check would offer config keys only."""
     keys = list(dict.fromkeys([*SweepFile.model_fields, *Config.model_fields]))
-    close = closest_key(top, keys)
+    close = closest_key(top, keys) or key_below(Config, top)
     hint = f"did you mean '{close}'?" if close else f"valid: a sweep key ({', '.join(SweepFile.model_fields)}) or a config key ({', '.join(Config.model_fields)})"
     return ConfigError(f"{path}: unknown key '{top}' (neither a sweep key nor a config key); {hint}")
 

@@ -188,6 +188,10 @@ def test_unknown_keys_say_where_and_suggest():
     assert "unknown key 'model.n_featur'; did you mean 'model.n_feature'?" in error_of(["model.n_featur=3"])
     assert "unknown key 'trian'; did you mean 'train'?" in error_of(["trian.epochs=3"])
     assert "did you mean 'transform.augment.hflip'" in error_of(["transform.augment.flip=true"])
+    # a key given without its section: the README's own crop_padding=3 was answered with the top-level keys
+    assert "unknown key 'crop_padding'; did you mean 'transform.augment.crop_padding'?" in error_of(["crop_padding=3"])
+    assert "unknown key 'transform.crop_padding'; did you mean 'transform.augment.crop_padding'?" in error_of(["transform.crop_padding=3"])
+    assert "unknown key 'lr'; did you mean 'optimizer.lr'?" in error_of(["lr=0.1"])
 
 
 def test_wrong_values_name_the_key():

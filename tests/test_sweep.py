@@ -70,6 +70,7 @@ def last_line(out) -> Path:
     ({"space": {"optimizer.lr": [0.1]}}, ["train.epoch=2"], "unknown key 'train.epoch'; did you mean 'train.epochs'?"),
     ({"space": {"optimizer.lr": [0.1]}}, ["metrc=test_loss"], "unknown key 'metrc' (neither a sweep key nor a config key); did you mean 'metric'?"),
     ({"space": {"optimizer.lr": [0.1]}}, ["optimiser.lr=0.1"], "unknown key 'optimiser' (neither a sweep key nor a config key); did you mean 'optimizer'?"),
+    ({"space": {"optimizer.lr": [0.1]}}, ["crop_padding=3"], "unknown key 'crop_padding' (neither a sweep key nor a config key); did you mean 'transform.augment.crop_padding'?"),
     ({"space": {"optimizer.lr": [0.1]}}, ["space.optimizer.lr=null"], "space is empty: nothing to sweep; give at least one key"),
     ({"space": {}}, [], "space is empty: nothing to sweep"),
     ({"space": {"optimizer.lr": [0.1]}}, ["method=bayes"], "method: must be one of 'grid', 'random' or 'tpe'"),
