@@ -123,12 +123,12 @@ def samples(
         raise ConfigError(f"{config} is a config for {section['name']}, not {dataset}")
     base["dataset"] = {**section, "name": dataset}
     cfg = config_from_dict(base, overrides, str(config or "samples"))  # a misspelt key: train's error and suggestion
-    # what sample_images applies; a subset would not change the first --n images of the split
+    # what sample_images applies (a subset would not change the split's first --n images)
     shown = ("dataset.name", "dataset.data_dir", "dataset.download", "transform.shift", "transform.permute", "seed")
     for text in overrides:
         key = text.partition("=")[0].strip()
         if not key.startswith(shown) and key not in ("dataset", "transform"):
-            raise CnnlabUsage(f"{key} does not change what samples draws: it shows the images after transform.shift and transform.permute only")
+            raise CnnlabUsage(f"{key} does not change what samples draws: it draws the split's first --n images, after transform.shift and transform.permute only")
 
     images, labels, classes = S.sample_images(cfg, n, split, data_dir)
     png = S.grid_png(images, labels, classes, S.title_for(cfg, len(images), split))
