@@ -151,6 +151,12 @@ def train(
     else:
         cfg = load(config, overrides, device)
     if print_config:
+        if resume is not None:  # the config the resume would train with, not one it refuses
+            from cnnlab.config import load_config
+            from cnnlab.resume import check_resume_changes
+            from cnnlab.runs import CONFIG
+
+            check_resume_changes(resume, load_config(resume / CONFIG, stored=True), cfg)
         print(dump_yaml(config_to_dict(cfg)), end="")
         return
     from cnnlab.experiment import run

@@ -106,6 +106,15 @@ def test_print_config_resolves_overrides(tmp_path):
     assert "lr: 0.001" in out.stdout
 
 
+def test_print_config_of_a_resume_refuses_what_the_resume_refuses(tiny_data, tmp_path):
+    """It printed a config with the new optimizer.lr, exit 0, that the resume itself refuses."""
+    first = run(load_config(ROOT / "configs/mnist_fc.yaml", ["device=cpu", "train.max_steps=2"]), runs_dir=tmp_path, data_dir=tiny_data)
+    out = cnnlab("train", "--resume", first.path, "optimizer.lr=0.3", "train.epochs=2", "--print-config")
+    assert out.returncode == 1 and out.stdout == "" and out.stderr.startswith(f"error: cannot resume {first.path} with another optimizer.lr (0.01, now 0.3)"), out.stderr
+    out = cnnlab("train", "--resume", first.path, "train.epochs=2", "--print-config")
+    assert out.returncode == 0 and "epochs: 2" in out.stdout, out.stderr
+
+
 def test_same_seed_gives_the_same_numbers(tiny_data, tmp_path):
     overrides = ["device=cpu", "train.epochs=2", "transform.augment.hflip=true", "transform.augment.translate=2"]
     cfg = load_config(ROOT / "configs/mnist_cnn.yaml", overrides)
