@@ -279,14 +279,18 @@ def main() -> None:
 
     The click context is driven here rather than through app(), whose own handling turns every
     KeyboardInterrupt into exit 130 (SIGTERM must give 143) and prints multi-line usage errors.
+    SIGTERM, like Ctrl-C, ends any command in one line, even before a run installs its own handler
+    (while torch loads, or while a config file is still being read).
     """
+    from cnnlab.interrupts import interruptible
+
     command = typer.main.get_command(app)
     stdout = sys.stdout
     out = StdoutUntilReaderGone(stdout) if stdout is not None else None  # None: started with stdout closed (`cnnlab ... >&-`)
     try:
         if out is not None:
             sys.stdout = out
-        with command.make_context("cnnlab", sys.argv[1:]) as ctx:
+        with interruptible(), command.make_context("cnnlab", sys.argv[1:]) as ctx:
             command.invoke(ctx)
         code = 0
     except typer.Exit as e:  # --help, --version, or a command that exits on purpose

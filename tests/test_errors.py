@@ -6,8 +6,11 @@ The cases run concurrently in one module fixture, then one test per case checks 
 """
 
 import json
+import os
+import signal
 import subprocess
 import sys
+import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -403,3 +406,30 @@ def test_help_and_no_arguments():
     out = cli()
     assert out.returncode == 2 and "Usage" in out.stdout + out.stderr and "Traceback" not in out.stdout + out.stderr
 
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="needs a named pipe")
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_a_signal_before_training_starts_is_one_line(tmp_path, signum):
+    """SIGTERM while the config is still being read (a pipe no one writes to yet) said nothing: the
+    process died of it. Now either signal ends the command as Ctrl-C does, at any moment."""
+    config = tmp_path / "config.yaml"
+    os.mkfifo(config)
+    proc = start("train", config, "--runs-dir", tmp_path / "runs")
+    try:
+        writer = None
+        while writer is None:  # the pipe opens for writing once cnnlab has it open for reading
+            try:
+                writer = os.open(config, os.O_WRONLY | os.O_NONBLOCK)
+            except OSError:
+                assert proc.poll() is None, proc.communicate()
+                time.sleep(0.05)
+        proc.send_signal(signum)  # cnnlab waits in read(): nothing written to the pipe yet
+        _, stderr = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+        if writer is not None:
+            os.close(writer)
+    assert "Traceback" not in stderr
+    assert proc.returncode == 128 + signum and error_line(stderr) == f"interrupted: {signal.Signals(signum).name}"
+    assert not (tmp_path / "runs").exists()
