@@ -139,6 +139,8 @@ def reopen(path: Path, trained: Config, state: State, cfg: Config) -> tuple[list
     if (path / runs.CHECKPOINT).exists() or (len(previous) and not trained.train.checkpoint):
         restore(state, load_checkpoint(path / runs.CHECKPOINT), path)
     rows = [r for r in previous.to_dict("records") if r["epoch"] <= state.epoch]
+    if len(rows) < state.epoch:  # a resume would write the next epoch after a gap
+        raise RunError(f"cannot resume {path}: {runs.METRICS} has {len(rows)} epoch(s) but the checkpoint is at epoch {state.epoch} (edited by hand?)")
     return rows, summary, len(rows) < len(previous)
 
 

@@ -306,6 +306,9 @@ def read_metrics(run: Path):
         raise RunError(f"cannot read {path}: column {text[0]!r} holds something other than numbers (edited by hand?)")
     if not all(float(epoch).is_integer() for epoch in table["epoch"]):  # a blank one is NaN
         raise RunError(f"cannot read {path}: column 'epoch' holds something other than whole numbers (edited by hand?)")
+    for row, epoch in enumerate(table["epoch"], start=1):  # cnnlab writes epochs 1, 2, ... one row each
+        if epoch != row:
+            raise RunError(f"cannot read {path}: row {row} is epoch {epoch:g}, not {row} (edited by hand?)")
     return table
 
 

@@ -411,6 +411,19 @@ def test_a_resume_that_cannot_go_on_leaves_the_run_as_it_was(setup, tmp_path, ca
     assert load_config(finished.path / "config.yaml").model.hidden == [32]
 
 
+def test_a_resume_of_a_run_whose_metrics_lost_an_epoch_is_refused(setup, tmp_path, capsys):
+    """A row deleted from metrics.csv by hand was resumed from the checkpoint: the table went on after a gap."""
+    root, _ = setup
+    done = run(load_config(root / "resume.yaml", ["train.epochs=2"]), runs_dir=tmp_path, data_dir=root / "data")
+    table = (done.path / "metrics.csv").read_text()
+    (done.path / "metrics.csv").write_text(table.rsplit("\n", 2)[0] + "\n")  # the last epoch's row gone
+    before = {p.name: p.read_bytes() for p in done.path.iterdir()}
+    out = cnnlab_here(capsys, "train", "--resume", done.path, "train.epochs=3")
+    assert out.returncode == 1
+    assert error_line(out.stderr) == f"error: cannot resume {done.path}: metrics.csv has 1 epoch(s) but the checkpoint is at epoch 2 (edited by hand?)"
+    assert {p.name: p.read_bytes() for p in done.path.iterdir()} == before
+
+
 def test_a_run_an_earlier_cnnlab_accepted_still_resumes_under_a_newer_check(tiny_data, tmp_path, capsys):
     """A check added later (here: a cosine warm-up as long as the run) refuses new configs, not the
     config.yaml of a run written before it: that run still resumes and extends."""
