@@ -213,7 +213,7 @@ def list_runs(
     runs_dir: Optional[Path] = RunsDir,
 ):
     """List runs, studies and sweeps, newest first."""
-    from cnnlab.report import console, table
+    from cnnlab.report import console, fitted_table
     from cnnlab.runs import list_runs as find, runs_root
 
     root = runs_root(runs_dir)
@@ -230,7 +230,15 @@ def list_runs(
         print(pd.DataFrame(rows, columns=cols).to_csv(index=False), end="")
     else:
         filters = ", ".join(f"{k} {v}" for k, v in want.items() if v is not None)
-        console.print(table(rows, cols, whole=("id",)) if rows else f"no runs{f' with {filters}' if filters else ''} in {root}")
+        if not rows:
+            console.print(f"no runs{f' with {filters}' if filters else ''} in {root}")
+            return
+        # the ids stay whole (they are what show and --resume take); on a narrow terminal the columns
+        # the id repeats (name) or that matter least go, rather than every column shrinking to "…"
+        shown, left_out = fitted_table(rows, cols, ["name", "kind", "train_seconds", "epochs", "dataset"], whole=("id",))
+        console.print(shown)
+        if left_out:
+            console.print(f"(left out at {console.width} columns: {', '.join(left_out)}; --csv has them all)", soft_wrap=True)
 
 
 # Commands beside their code (studies, bench, sweeps, ...) register on `app` when imported.

@@ -128,6 +128,21 @@ def table(rows: list[dict], columns: list[str] | None = None, title: str | None 
     return t
 
 
+def fitted_table(rows: list[dict], columns: list[str], droppable: list[str], whole: tuple[str, ...] = ()) -> tuple[Table, list[str]]:
+    """table(rows, columns) less as few of the droppable columns (left out in that order) as it takes
+    to fit the console's width, where rich would otherwise squeeze every cell to an ellipsis; and the
+    columns left out."""
+    kept, left_out = list(columns), []
+    for column in [None, *droppable]:
+        if column is not None:
+            kept.remove(column)
+            left_out.append(column)
+        shown = table(rows, kept, whole=whole)
+        if console.measure(shown, options=console.options.update_width(10_000)).maximum <= console.width:  # its natural width
+            break
+    return shown, left_out
+
+
 def epochs_table(rows: list[dict]) -> Table:
     """The epochs' metrics; of many epochs a sample (metrics.csv has them all)."""
     epochs = max((int(r["epoch"]) for r in rows), default=0)
