@@ -13,7 +13,7 @@ from typing import Literal
 
 from pydantic import Field, field_validator
 
-from cnnlab.config import DATASET_CLASSES, DATASET_SHAPES, Config, Strict, load_config, read_yaml, validate
+from cnnlab.config import DATASET_CLASSES, DATASET_SHAPES, Config, Strict, closest_key, load_config, read_yaml, validate
 from cnnlab.errors import ConfigError
 
 REPO_CONFIGS = Path(__file__).resolve().parents[2] / "configs"
@@ -22,6 +22,13 @@ REPO_CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 class MemberSpec(Strict):
     config: str  # a config file, relative to the study file
     label: str | None = None  # the name the table shows; default: the config's name
+
+    @field_validator("label")
+    @classmethod
+    def _one_line(cls, v):
+        if v is not None and (not v.strip() or any(ord(c) < 32 or ord(c) == 127 for c in v)):
+            raise ValueError("a label is one line of visible text (the name of the member's rows in the table)")
+        return v
 
 
 class SweepSpec(Strict):
@@ -79,7 +86,13 @@ def _as_study(arg: str) -> Path | None:
     """The study file arg names, or None when arg is a config file."""
     path = Path(arg)
     if path.is_file():
-        return path if "members" in read_yaml(path) else None
+        data = read_yaml(path)
+        if "members" in data:
+            return path
+        misspelt = [k for k in data if isinstance(data, dict) and closest_key(str(k), ["members"])]
+        if misspelt:  # not a config with a typo: a study file whose members' key is misspelt
+            raise ConfigError(f"{path}: unknown key '{misspelt[0]}'; did you mean 'members' (a study file's list of configs)?")
+        return None
     if path.suffix in (".yaml", ".yml") or "/" in arg:
         return None  # a missing config file: load_config says so
     found = study_file(arg)
