@@ -11,6 +11,7 @@ from __future__ import annotations
 import codecs
 import functools
 import gzip
+import math
 import os
 import pickle
 import struct
@@ -292,7 +293,7 @@ def read_idx(path: Path, magic: int) -> np.ndarray:
     if found != magic:
         raise DataError(f"{path}: bad magic number 0x{found:08x}, expected 0x{magic:08x}; not an IDX file of this kind")
     dims = struct.unpack_from(f">{ndim}I", data, 4)
-    expected = header + int(np.prod(dims, dtype=np.int64))
+    expected = header + math.prod(dims)  # Python's ints: a forged header's sizes could pass 2**63
     if len(data) != expected:
         what = "truncated" if len(data) < expected else "too long"
         shape = "x".join(map(str, dims))

@@ -69,6 +69,8 @@ def append_bytes(path: Path, extra: bytes) -> None:
          "bad magic number 0x00000803, expected 0x00000801"),
         ("t10k-images-idx3-ubyte", lambda p: p.write_bytes(p.read_bytes()[:-100]), "truncated: "),
         ("train-images-idx3-ubyte", lambda p: p.write_bytes(b"\x00\x00\x08"), "shorter than its 16-byte header"),
+        ("train-images-idx3-ubyte", lambda p: p.write_bytes(b"\x00\x00\x08\x03" + b"\xff" * 12),  # sizes whose product passes 2**63
+         f"truncated: 16 bytes, but the header (4294967295x4294967295x4294967295) says {16 + (2**32 - 1) ** 3}"),
         ("t10k-labels-idx1-ubyte", lambda p: append_bytes(p, b"\x00"), "too long: 14 bytes, but the header (5) says 13"),
         ("train-images-idx3-ubyte", lambda p: write_idx(p, np.zeros((12, 32, 32), np.uint8)), "32x32, expected 28x28"),
         ("train-labels-idx1-ubyte", lambda p: write_idx(p, np.zeros(11, np.uint8)),
