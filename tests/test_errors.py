@@ -119,7 +119,8 @@ def write_files(tmp: Path) -> dict[str, Path]:
                                    ("metrics_text_epoch", "{}", text_epoch), ("study_files_a_number", '{"kind": "study", "files": 5}', None),
                                    ("study_table_binary", '{"kind": "study"}', None), ("config_model_a_name", "{}", None),
                                    ("metrics_blank_epoch", "{}", text_epoch.replace("one,", ",")), ("metrics_epoch_inf", "{}", text_epoch.replace("one,", "inf,")),
-                                   ("metrics_epoch_twice", "{}", text_epoch.replace("one,", "1,") + "1,1.0,0.5,1.0,0.5,1.0,100\n")):
+                                   ("metrics_epoch_twice", "{}", text_epoch.replace("one,", "1,") + "1,1.0,0.5,1.0,0.5,1.0,100\n"),
+                                   ("config_smoothing_a_word", "{}", text_epoch.replace("one,", "1,"))):
         run = paths[name] = tmp / name
         run.mkdir()
         (run / "config.yaml").write_text(OK)
@@ -137,6 +138,7 @@ def write_files(tmp: Path) -> dict[str, Path]:
         (made / "summary.json").write_text(summary)
     (paths["a_run"] / "config.yaml").write_text(OK)
     (paths["config_model_a_name"] / "config.yaml").write_text(OK.replace("{name: fc, hidden: [8]}", "fc"))
+    (paths["config_smoothing_a_word"] / "config.yaml").write_text(OK + "loss: {label_smoothing: abc}\n")
     return paths
 
 
@@ -308,6 +310,7 @@ CASES = [
     ("show_metrics_epoch_twice", ["show", "{metrics_epoch_twice}"], 1, "metrics.csv: row 2 is epoch 1, not 2 (edited by hand?)"),
     ("show_study_files_a_number", ["show", "{study_files_a_number}"], 1, "summary.json: 'files' should be a list, not 5 (edited by hand?)"),
     ("show_study_table_binary", ["show", "{study_table_binary}"], 1, "table.md: 'utf-8' codec can't decode"),
+    ("show_config_smoothing_a_word", ["show", "{config_smoothing_a_word}"], 1, "config.yaml: 'label_smoothing' should be a number, not 'abc'"),
     ("show_config_model_a_name", ["show", "{config_model_a_name}"], 1, "config.yaml: 'model' should be a mapping, not 'fc'"),
     ("resume_metrics_not_cnnlabs", ["train", "--resume", "{metrics_semicolons}", "--data-dir", "{good}"], 1, "no 'epoch', 'train_loss'"),
     # values torch or the dataset cannot take

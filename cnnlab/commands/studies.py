@@ -3,6 +3,7 @@ one run or study. Heavy imports (torch, pandas, matplotlib) happen inside the co
 
 from __future__ import annotations
 
+import numbers
 import os
 import re
 import sys
@@ -341,8 +342,7 @@ def show(
 
     png = path / "learning_curves.png"
     title = f"{summary.get('name')}: {summary.get('model')} on {summary.get('dataset')}"
-    smoothing = (cfg.get("loss") or {}).get("label_smoothing", 0.0)
-    save(learning_curves(metrics, title, loss=_loss_name(cfg), label_smoothing=smoothing), png)
+    save(learning_curves(metrics, title, loss=_loss_name(cfg), label_smoothing=_label_smoothing(cfg, path)), png)
     if open_png:
         _open_png(png)
     print(png)
@@ -373,6 +373,14 @@ def _loss_name(cfg: dict) -> str:
     from cnnlab.config import LossConfig
 
     return (cfg.get("loss") or {}).get("name", LossConfig().name)
+
+
+def _label_smoothing(cfg: dict, path: Path) -> float:
+    """The label smoothing a run's config.yaml names (one line where it is not a number), else none."""
+    from cnnlab import runs
+
+    loss = runs.check_types(cfg.get("loss") or {}, {"label_smoothing": numbers.Real}, path / runs.CONFIG)
+    return loss.get("label_smoothing") or 0.0
 
 
 def _config_rows(cfg: dict, summary: dict, path: Path) -> list[dict]:
