@@ -33,7 +33,9 @@ def git_dirty(where: Path = PACKAGE_DIR) -> bool | None:
     """Whether cnnlab's own files (the package folder) differ from git_commit: changed, staged,
     deleted or new and not ignored; then the commit alone does not say what code ran. None outside a
     git checkout."""
-    out = _git(where, "status", "--porcelain", "--", ".")
+    # no optional locks: status would otherwise rewrite the index, and a `git commit` run at that
+    # moment in the same checkout fails on its index.lock
+    out = _git(where, "--no-optional-locks", "status", "--porcelain", "--", ".")
     return None if out is None else bool(out.strip())
 
 

@@ -306,22 +306,40 @@ def test_notes_reach_a_terminal_only(capsys):
     assert capsys.readouterr() == ("", "note: a hint\n")
 
 
+def git(where, *args):
+    subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", *args], cwd=where, check=True, capture_output=True)
+
+
+def committed_checkout(where):
+    """A git checkout in where holding one committed file, model.py."""
+    git(where, "init", "-q")
+    (where / "model.py").write_text("width = 1\n")
+    git(where, "add", "model.py")
+    git(where, "commit", "-qm", "first")
+
+
 def test_a_run_records_whether_its_code_differs_from_the_commit(tmp_path):
     """git_commit alone would name code that did not run when the package has uncommitted changes."""
     from cnnlab.provenance import git_commit, git_dirty
 
     assert git_commit(tmp_path) is None and git_dirty(tmp_path) is None  # not a git checkout
 
-    def git(*args):
-        subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", *args], cwd=tmp_path, check=True, capture_output=True)
-
-    git("init", "-q")
-    (tmp_path / "model.py").write_text("width = 1\n")
-    git("add", "model.py")
-    git("commit", "-qm", "first")
+    committed_checkout(tmp_path)
     assert len(git_commit(tmp_path)) == 40 and git_dirty(tmp_path) is False
     (tmp_path / "model.py").write_text("width = 2\n")
     assert git_dirty(tmp_path) is True  # changed
-    git("checkout", "-q", "model.py")
+    git(tmp_path, "checkout", "-q", "model.py")
     (tmp_path / "layers.py").write_text("")
     assert git_dirty(tmp_path) is True  # new, not ignored
+
+
+def test_git_dirty_leaves_the_checkouts_index_alone(tmp_path):
+    """git status rewrote the index of the checkout it looked at (a file's times had changed), taking
+    its index.lock: a `git commit` there at that moment, while runs or Ray trials started, failed."""
+    from cnnlab.provenance import git_dirty
+
+    committed_checkout(tmp_path)
+    os.utime(tmp_path / "model.py", (1_600_000_000, 1_600_000_000))  # same content, other times
+    index = (tmp_path / ".git" / "index").read_bytes()
+    assert git_dirty(tmp_path) is False
+    assert (tmp_path / ".git" / "index").read_bytes() == index
