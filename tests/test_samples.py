@@ -140,6 +140,10 @@ def test_user_errors(tiny_mnist, monkeypatch, capsys):
     assert code == 2 and "dataset.train_subset does not change what samples draws" in err
     code, out, err = cli(monkeypatch, capsys, "samples", "mnist", "dataset.test_subset=5", "--n", 10, "--data-dir", root)
     assert code == 2 and "dataset.test_subset does not change what samples draws" in err  # it drew 10 images, named for 5
+    code, out, err = cli(monkeypatch, capsys, "samples", "mnist", "dataset={test_subset: 5}", "--data-dir", root)
+    assert code == 2 and "dataset.test_subset does not change what samples draws" in err  # the section given whole
+    code, out, err = cli(monkeypatch, capsys, "samples", "mnist", "transform={augment: {hflip: true}}", "--data-dir", root)
+    assert code == 2 and "transform.augment.hflip does not change what samples draws" in err
     code, _, err = cli(monkeypatch, capsys, "samples", "mnist", "--config", "configs/sweeps/lenet_lr.yaml", "--data-dir", root)
     assert code == 2 and "lenet_lr.yaml is a sweep file, not a config: run it with cnnlab sweep" in err  # not "did you mean 'dataset'?"
     code, _, err = cli(monkeypatch, capsys, "samples", "mnist", "--out", "grid.jpg", "--data-dir", root)

@@ -104,7 +104,7 @@ def samples(
 ):
     """A PNG grid of the first N images with their class names; the last line is the PNG's path."""
     from cnnlab import samples as S
-    from cnnlab.config import config_from_dict, read_config_yaml
+    from cnnlab.config import config_from_dict, leaf_keys, parse_override, read_config_yaml
     from cnnlab.runs import atomic_write, runs_root
 
     dataset, overrides = split_args(args, what="dataset", example="transform.permute=true")
@@ -126,9 +126,9 @@ def samples(
     # what sample_images applies (a subset would not change the split's first --n images)
     shown = ("dataset.name", "dataset.data_dir", "dataset.download", "transform.shift", "transform.permute", "seed")
     for text in overrides:
-        key = text.partition("=")[0].strip()
-        if not key.startswith(shown) and key not in ("dataset", "transform"):
-            raise CnnlabUsage(f"{key} does not change what samples draws: it draws the split's first --n images, after transform.shift and transform.permute only")
+        for key in sorted(leaf_keys(dict([parse_override(text)]))):  # dataset={test_subset: 5} sets dataset.test_subset
+            if not key.startswith(shown) and key not in ("dataset", "transform"):
+                raise CnnlabUsage(f"{key} does not change what samples draws: it draws the split's first --n images, after transform.shift and transform.permute only")
 
     images, labels, classes = S.sample_images(cfg, n, split, data_dir)
     png = S.grid_png(images, labels, classes, S.title_for(cfg, len(images), split))
