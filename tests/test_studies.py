@@ -957,12 +957,14 @@ def test_show_names_a_cuda_run_that_gave_up_determinism():
 
 @pytest.mark.parametrize("body, message", [
     ("membrs:\n  - {ROOT}/configs/mnist_fc.yaml\n", "unknown key 'membrs'; did you mean 'members' (a study file's list of configs)?"),
+    ("seeds: 2\nmembrs:\n  - {ROOT}/configs/mnist_fc.yaml\n", "unknown key 'membrs'; did you mean 'members'"),  # not 'seeds'
+    ("base: {ROOT}/configs/mnist_fc.yaml\nseeds: [0]\nspace: {{optimizer.lr: [0.1]}}\n", "is a sweep file, not a config: run it with cnnlab sweep"),
     ("members:\n  - {{config: {ROOT}/configs/mnist_fc.yaml, label: \"fc\\nnet\"}}\n", "members.0.label: a label is one line of visible text"),
     ("members:\n  - {{config: {ROOT}/configs/mnist_fc.yaml, label: \"  \"}}\n", "members.0.label: a label is one line of visible text"),
 ])
 def test_a_study_file_with_a_misspelt_members_key_or_a_blank_label_is_one_line(tmp_path, body, message):
     """membrs used to be read as a config ('valid keys here: name, seed, ...'); a label with a line
-    break or none at all broke the table's rows."""
+    break or none at all broke the table's rows. A study's (or a sweep file's) seeds is no misspelt members."""
     study = tmp_path / "study.yaml"
     study.write_text("name: s\n" + body.format(ROOT=ROOT))
     out = subprocess.run([sys.executable, "-m", "cnnlab", "compare", str(study), "--epochs", "1", "--runs-dir", str(tmp_path / "runs")],

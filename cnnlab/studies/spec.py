@@ -89,7 +89,8 @@ def _as_study(arg: str) -> Path | None:
         data = read_yaml(path)
         if "members" in data:
             return path
-        misspelt = [k for k in data if isinstance(data, dict) and closest_key(str(k), ["members"])]
+        # a study's own keys are no typo of members, though seeds is close enough (sweep files have it too)
+        misspelt = [k for k in data if k not in StudySpec.model_fields and closest_key(str(k), ["members"])]
         if misspelt:  # not a config with a typo: a study file whose members' key is misspelt
             raise ConfigError(f"{path}: unknown key '{misspelt[0]}'; did you mean 'members' (a study file's list of configs)?")
         return None
