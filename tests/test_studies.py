@@ -957,6 +957,7 @@ def test_show_names_a_cuda_run_that_gave_up_determinism():
 
 @pytest.mark.parametrize("body, message", [
     ("membrs:\n  - {ROOT}/configs/mnist_fc.yaml\n", "unknown key 'membrs'; did you mean 'members' (a study file's list of configs)?"),
+    ("modes: {{name: fc}}\n", "unknown key 'modes'; did you mean 'model'?"),  # a config's typo, not a study's
     ("seeds: 2\nmembrs:\n  - {ROOT}/configs/mnist_fc.yaml\n", "unknown key 'membrs'; did you mean 'members'"),  # not 'seeds'
     ("base: {ROOT}/configs/mnist_fc.yaml\nseeds: [0]\nspace: {{optimizer.lr: [0.1]}}\n", "is a sweep file, not a config: run it with cnnlab sweep"),
     ("members:\n  - {{config: {ROOT}/configs/mnist_fc.yaml, label: \"fc\\nnet\"}}\n", "members.0.label: a label is one line of visible text"),

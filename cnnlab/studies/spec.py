@@ -89,8 +89,10 @@ def _as_study(arg: str) -> Path | None:
         data = read_yaml(path)
         if "members" in data:
             return path
-        # a study's own keys are no typo of members, though seeds is close enough (sweep files have it too)
-        misspelt = [k for k in data if k not in StudySpec.model_fields and closest_key(str(k), ["members"])]
+        # a key nearer members than any config key: modes is model's typo, seeds (a study's and a sweep
+        # file's key) is near seed
+        keys = [*Config.model_fields, "members"]
+        misspelt = [k for k in data if closest_key(str(k), keys) == "members"]
         if misspelt:  # not a config with a typo: a study file whose members' key is misspelt
             raise ConfigError(f"{path}: unknown key '{misspelt[0]}'; did you mean 'members' (a study file's list of configs)?")
         return None
