@@ -1,5 +1,5 @@
 """`python -m cnnlab`."""
 
-from cnnlab.cli import main
+from cnnlab.cli import entry
 
-main()
+entry()

@@ -438,3 +438,17 @@ def test_a_signal_before_training_starts_is_one_line(tmp_path, signum):
     assert "Traceback" not in stderr
     assert proc.returncode == 128 + signum and error_line(stderr) == f"interrupted: {signal.Signals(signum).name}"
     assert not (tmp_path / "runs").exists()
+
+
+def test_ctrl_c_while_python_shuts_down_after_the_output_is_no_traceback(tmp_path):
+    """Once a command has said everything, Python's shutdown takes up to a second with torch loaded;
+    a Ctrl-C there printed 'Exception ignored ... KeyboardInterrupt' and a traceback from whatever
+    finalizer it hit (an atexit hook stands in for one here). Now the process ends by the signal."""
+    hook = "import atexit, os, signal, time; atexit.register(lambda: (os.kill(os.getpid(), signal.SIGINT), time.sleep(5)))"
+    out = subprocess.run(
+        [sys.executable, "-c", f"{hook}; import runpy, sys; sys.argv = ['cnnlab', 'runs', '--runs-dir', {str(tmp_path)!r}]; "
+         "runpy.run_module('cnnlab', run_name='__main__')"],
+        capture_output=True, text=True, timeout=120, cwd=ROOT,
+    )
+    assert out.stdout == f"no runs in {tmp_path}\n"  # the command's output is whole
+    assert out.returncode == -signal.SIGINT and out.stderr == ""
