@@ -241,17 +241,6 @@ def list_runs(
             console.print(f"(left out at {console.width} columns: {', '.join(left_out)}; --csv has them all)", soft_wrap=True)
 
 
-def entry() -> None:
-    """The `cnnlab` command (and `python -m cnnlab`): main(), after which Python's own shutdown (up to
-    a second once torch is loaded) ends at a Ctrl-C as any program does, by the signal, instead of
-    printing the traceback a KeyboardInterrupt raised in a finalizer leaves. Everything is written by
-    then. Tests call main() itself, so that no handler of theirs is changed."""
-    try:
-        main()
-    finally:
-        signal.signal(signal.SIGINT, signal.SIG_DFL)
-
-
 # Commands beside their code (studies, bench, sweeps, ...) register on `app` when imported.
 from cnnlab import commands  # noqa: E402,F401
 
@@ -342,3 +331,14 @@ def main() -> None:
         print(f"error: cannot write the output: {out.failed.strerror or out.failed}", file=sys.stderr)
         code = code or 1
     sys.exit(code)
+
+
+def entry() -> None:
+    """The `cnnlab` command (and `python -m cnnlab`): main(), after which Python's own shutdown (up to
+    a second once torch is loaded) ends at a Ctrl-C as any program does, by the signal, instead of
+    printing the traceback a KeyboardInterrupt raised in a finalizer leaves. Everything is written by
+    then. Tests call main() itself, so that no handler of theirs is changed."""
+    try:
+        main()
+    finally:
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
