@@ -132,14 +132,16 @@ def fitted_table(rows: list[dict], columns: list[str], droppable: list[str], who
     """table(rows, columns) less as few of the droppable columns (left out in that order) as it takes
     to fit the console's width, where rich would otherwise squeeze every cell to an ellipsis; and the
     columns left out."""
-    kept, left_out = list(columns), []
-    for column in [None, *droppable]:
-        if column is not None:
-            kept.remove(column)
-            left_out.append(column)
-        shown = table(rows, kept, whole=whole)
-        if console.measure(shown, options=console.options.update_width(10_000)).maximum <= console.width:  # its natural width
+    def fits(shown: Table) -> bool:  # its natural width, not the one rich would squeeze it to
+        return console.measure(shown, options=console.options.update_width(10_000)).maximum <= console.width
+
+    left_out: list[str] = []
+    shown = table(rows, columns, whole=whole)
+    for column in droppable:
+        if fits(shown):
             break
+        left_out.append(column)
+        shown = table(rows, [c for c in columns if c not in left_out], whole=whole)
     return shown, left_out
 
 
