@@ -8,7 +8,10 @@ from __future__ import annotations
 import copy
 import difflib
 import functools
+import os
 import re
+import select
+import stat
 import typing
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union
@@ -406,11 +409,26 @@ _Loader.yaml_implicit_resolvers["="] = [r for r in _Loader.yaml_implicit_resolve
 MAX_YAML_BYTES = 10 * 2**20  # far above any config, sweep or study file
 
 
+def _read_stream(f, limit: int) -> bytes:
+    """Up to limit bytes of a pipe or device, waiting at most a quarter second at a time. Python runs a
+    signal handler only between bytecodes: a SIGINT or SIGTERM that lands after one read() returned and
+    before the next one blocks would wait for the writer (forever, if it never writes) in a plain read."""
+    raw = bytearray()
+    while len(raw) < limit:
+        if not select.select([f], [], [], 0.25)[0]:
+            continue  # nothing to read yet; a handler that is due runs on the way round
+        chunk = f.read(limit - len(raw))
+        if not chunk:
+            break
+        raw += chunk
+    return bytes(raw)
+
+
 def _read_text(path: Path, what: str) -> str:
     """path's text, read up to MAX_YAML_BYTES: a device that never ends (/dev/zero, /dev/urandom), now
     that more than regular files are read, is refused rather than read until memory runs out."""
-    with path.open("rb") as f:
-        raw = f.read(MAX_YAML_BYTES + 1)
+    with path.open("rb", buffering=0) as f:
+        raw = f.read(MAX_YAML_BYTES + 1) if stat.S_ISREG(os.fstat(f.fileno()).st_mode) else _read_stream(f, MAX_YAML_BYTES + 1)
     if len(raw) > MAX_YAML_BYTES:
         raise ConfigError(f"{path}: more than {MAX_YAML_BYTES:,} bytes: not a {what} file")
     return raw.decode()
