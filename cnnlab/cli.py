@@ -236,7 +236,7 @@ def list_runs(
         # the ids stay whole (they are what show and --resume take); on a narrow terminal the columns
         # the id repeats (name) or that matter least go, rather than every column shrinking to "…"
         shown, left_out = fitted_table(rows, cols, ["name", "kind", "train_seconds", "epochs", "dataset"], whole=("id",))
-        console.print(shown)
+        console.print(shown, crop=False)  # a pipe's table is wider than the console's default 120 columns
         if left_out:
             console.print(f"(left out at {console.width} columns: {', '.join(left_out)}; --csv has them all)", soft_wrap=True)
 

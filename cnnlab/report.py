@@ -22,10 +22,15 @@ def on_a_terminal() -> bool:
     return sys.stdout is not None and sys.stdout.isatty()
 
 
+def has_a_width() -> bool:
+    """Whether output has a width to fit: a terminal's or $COLUMNS (a pipe or a file has none)."""
+    return on_a_terminal() or bool(os.environ.get("COLUMNS"))
+
+
 # off a terminal (CI logs, pipes) rich would wrap tables at 80 columns: a pipe gets 120 columns
 # unless $COLUMNS says otherwise (rich reads it when width is None); no markup: what is printed holds
 # the user's text (descriptions, paths), where '[/x]' would fail and '[bold]' vanish
-console = Console(highlight=False, markup=False, width=None if on_a_terminal() or os.environ.get("COLUMNS") else 120)
+console = Console(highlight=False, markup=False, width=None if has_a_width() else 120)
 
 # how each metrics column is shown
 FORMATS = {
@@ -131,14 +136,18 @@ def table(rows: list[dict], columns: list[str] | None = None, title: str | None 
 def fitted_table(rows: list[dict], columns: list[str], droppable: list[str], whole: tuple[str, ...] = ()) -> tuple[Table, list[str]]:
     """table(rows, columns) less as few of the droppable columns (left out in that order) as it takes
     to fit the console's width, where rich would otherwise squeeze every cell to an ellipsis; and the
-    columns left out."""
-    def fits(shown: Table) -> bool:  # its natural width, not the one rich would squeeze it to
-        return console.measure(shown, options=console.options.update_width(10_000)).maximum <= console.width
+    columns left out. Output with no width (a pipe, a file) gets every column at its natural width:
+    print the table with crop=False."""
+    def natural_width(shown: Table) -> int:  # not the one rich would squeeze it to
+        return console.measure(shown, options=console.options.update_width(10_000)).maximum
 
     left_out: list[str] = []
     shown = table(rows, columns, whole=whole)
+    if not has_a_width():  # the console's 120 columns are only its default for pipes
+        shown.width = natural_width(shown)
+        return shown, left_out
     for column in droppable:
-        if fits(shown):
+        if natural_width(shown) <= console.width:
             break
         left_out.append(column)
         shown = table(rows, [c for c in columns if c not in left_out], whole=whole)

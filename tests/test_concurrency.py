@@ -109,3 +109,17 @@ def test_runs_on_a_narrow_terminal_leaves_columns_out_rather_than_squeezing_them
         assert lines[-1] == f"(left out at {columns} columns: {', '.join(missing)}; --csv has them all)"
     else:
         assert lines[-1].startswith("└")
+
+
+def test_runs_into_a_pipe_shows_every_column(data, tmp_path):
+    """A pipe or a file (`cnnlab runs | less`) has no width: it used to be fitted to 120 columns, leaving
+    out name, kind, train_seconds and epochs of a long-named run. Now every column is there, whole."""
+    run(load_config(data / "ok.yaml", ["train.epochs=1", "name=a_rather_long_fashion_cnn_experiment_name"]),
+        runs_dir=tmp_path, data_dir=data / "data")
+    env = {k: v for k, v in os.environ.items() if k != "COLUMNS"}
+    out = cli("runs", "--runs-dir", tmp_path, env=env)
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.splitlines()
+    assert all(f" {c} " in lines[1] for c in ["id", "kind", "name", "dataset", "model", "epochs", "test_acc", "train_seconds", "status"])
+    assert max(map(len, lines)) > 120 and "…" not in out.stdout  # wider than the console's default
+    assert " a_rather_long_fashion_cnn_experiment_name " in lines[3] and lines[-1].startswith("└")  # no footnote
