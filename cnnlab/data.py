@@ -61,6 +61,11 @@ class DatasetInfo:
     def required_files(self) -> tuple[str, ...]:
         return self.train_files + self.test_files
 
+    @property
+    def file_kind(self) -> str:
+        """How messages name one of its files."""
+        return "an IDX file" if self.format == "idx" else "a CIFAR batch"
+
 
 _IDX_TRAIN = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte")
 _IDX_TEST = ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
@@ -162,19 +167,24 @@ def check_files(name: str, data_dir: Path, download: bool = True) -> None:
 
 
 # ---------------------------------------------------------------------------- finding and downloading
-def _existing(folder: Path, filename: str) -> Path | None:
-    """The file, or its .gz version when only that is there, or None."""
-    for path in (folder / filename, folder / (filename + ".gz")):
-        try:
+def _existing(info: DatasetInfo, folder: Path, filename: str) -> Path | None:
+    """The file, or its .gz version when only that is there, or None; a directory in its place (and
+    no file) is a DataError, not a missing file: no download can put the file there."""
+    paths = (folder / filename, folder / (filename + ".gz"))
+    try:
+        for path in paths:
             if path.is_file():
                 return path
-        except OSError as e:  # is_file() is False for "not there" but raises for a folder we may not search
-            raise DataError(f"cannot read {path}: {_one_line(e)}") from None
+        for path in paths:
+            if path.is_dir():
+                raise DataError(f"{path} is a directory, not {info.file_kind}")
+    except OSError as e:  # is_file() is False for "not there" but raises for a folder we may not search
+        raise DataError(f"cannot read {path}: {_one_line(e)}") from None
     return None
 
 
 def _missing(info: DatasetInfo, folder: Path) -> list[str]:
-    return [f for f in info.required_files if _existing(folder, f) is None]
+    return [f for f in info.required_files if _existing(info, folder, f) is None]
 
 
 def _not_found(info: DatasetInfo, folder: Path, failure: str | None = None) -> str:
@@ -254,7 +264,7 @@ def _split_sizes(info: DatasetInfo, root: Path) -> tuple[int, int]:
     if info.format != "idx":
         return tuple(len(split.labels) for split in _read_splits(info.name, root))
     folder = root / info.folder
-    return tuple(len(read_idx(_existing(folder, labels), IDX_LABELS_MAGIC)) for _, labels in (info.train_files, info.test_files))
+    return tuple(len(read_idx(_existing(info, folder, labels), IDX_LABELS_MAGIC)) for _, labels in (info.train_files, info.test_files))
 
 
 def _open(path: Path):
@@ -302,7 +312,7 @@ def read_idx(path: Path, magic: int) -> np.ndarray:
 
 
 def _read_idx_split(info: DatasetInfo, folder: Path, files: tuple[str, str]) -> tuple[torch.Tensor, torch.Tensor]:
-    image_path, label_path = (_existing(folder, f) for f in files)
+    image_path, label_path = (_existing(info, folder, f) for f in files)
     images = read_idx(image_path, IDX_IMAGES_MAGIC)
     labels = read_idx(label_path, IDX_LABELS_MAGIC)
     c, h, w = info.shape
@@ -394,7 +404,7 @@ def _read_cifar_batch(path: Path, info: DatasetInfo) -> tuple[np.ndarray, np.nda
 
 
 def _read_cifar_split(info: DatasetInfo, folder: Path, files: tuple[str, ...]) -> tuple[torch.Tensor, torch.Tensor]:
-    batches = [_read_cifar_batch(_existing(folder, f), info) for f in files]
+    batches = [_read_cifar_batch(_existing(info, folder, f), info) for f in files]
     images = np.concatenate([d for d, _ in batches]).reshape(-1, *info.shape)  # R, G, B planes
     labels = np.concatenate([l for _, l in batches])
     return torch.from_numpy(images), torch.from_numpy(labels)

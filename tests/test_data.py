@@ -391,6 +391,23 @@ def test_incomplete_cifar_names_only_the_missing_batch(tmp_path):
     assert "data_batch_1" not in message and "test_batch" not in message
 
 
+@pytest.mark.parametrize("name, make, folder, filename, kind", [
+    ("mnist", make_idx_dataset, "MNIST/raw", "train-images-idx3-ubyte", "an IDX file"),
+    ("cifar10", make_cifar, "cifar-10-batches-py", "data_batch_1", "a CIFAR batch"),
+])
+def test_a_directory_where_a_data_file_should_be_is_named(tmp_path, fake_torchvision, name, make, folder, filename, kind):
+    """It was reported as the dataset being incomplete, after a download it could not help."""
+    downloads = []
+    fake_torchvision.MNIST = fake_torchvision.CIFAR10 = lambda root, train, download: downloads.append(root)
+    make(tmp_path)
+    path = tmp_path / folder / filename
+    path.unlink()
+    path.mkdir()
+    for download in (False, True):
+        assert load_error(name, tmp_path, download=download) == f"{path} is a directory, not {kind}"
+    assert downloads == []
+
+
 # ---------------------------------------------------------------------------- a config's subsets
 def subset_config(data_dir: Path, name: str = "mnist", **subsets):
     from cnnlab.config import config_from_dict
