@@ -713,6 +713,20 @@ def test_shift_sweep_refuses_before_training(fashion_run, tiny_data, tmp_path, c
 
 
 
+def test_shift_sweep_refuses_a_run_given_twice(fashion_run, tiny_data, tmp_path, capsys, monkeypatch):
+    """The same --from-run run twice, however spelled (as given, relative, with a trailing slash, through a
+    symlink), would be swept twice: two identical lines and columns. Refused in one line before anything trains."""
+    link = tmp_path / "link"
+    link.symlink_to(fashion_run.path)
+    spellings = [fashion_run.path, os.path.relpath(fashion_run.path, ROOT), f"{fashion_run.path}/", link]
+    for i, other in enumerate(spellings):
+        runs_dir = tmp_path / f"runs{i}"
+        code, out, err = cnnlab(capsys, monkeypatch, "shift-sweep", "configs/fashion_fc.yaml", "--from-run", fashion_run.path, "--from-run", other,
+                                "--image-index", "0", "--data-dir", tiny_data, "--runs-dir", runs_dir, *FAST)
+        assert code == 2 and f"--from-run {fashion_run.path} is given twice" in err and len(err.strip().splitlines()) == 1, err
+        assert not runs_dir.exists()  # no study directory, no cell trained
+
+
 def test_shift_sweep_refuses_a_run_that_did_not_complete(fashion_run, tiny_data, tmp_path, capsys, monkeypatch):
     """An interrupted or failed --from-run run holds the weights of an earlier epoch than its config
     says: swept as if trained, its table and summary would misstate what was measured."""

@@ -52,6 +52,19 @@ def _resume_only(resume: Path, given: dict) -> None:
         raise CnnlabUsage(f"--resume continues the study in {resume} as it was planned: give no {', '.join(extra)} (only --address and --data-dir)")
 
 
+def _each_run_once(from_run: list[Path]) -> None:
+    """A run given twice to --from-run (however spelled: relative, a trailing slash, a symlink) would be
+    swept twice, two identical lines in every table and figure."""
+    seen: dict[str, Path] = {}  # the run's real path -> its first spelling
+    for path in from_run:
+        real = os.path.realpath(path)  # never raises, a symlink loop too (Path.resolve does before 3.13)
+        first = seen.get(real)
+        if first is not None:
+            also = "" if first == path else f" (also as {path})"
+            raise CnnlabUsage(f"--from-run {first} is given twice{also}: give each run once")
+        seen[real] = path
+
+
 def _check_cells(configs, data_dir, address, new=None) -> None:
     """The devices and datasets of the cells that train here, and the subsets of those that start a
     run (new, default all), before a study starts or goes on (one that can never train would be left
@@ -218,6 +231,7 @@ def shift_sweep(
     else:
         paths, overrides = positional_and_overrides(args or [])
         from_run = from_run or []
+        _each_run_once(from_run)
         if from_run and not paths:
             if overrides or epochs is not None or dataset is not None:
                 raise CnnlabUsage("KEY=VALUE, --epochs and --dataset set up training; --from-run models are used as trained")
