@@ -292,6 +292,8 @@ def _unwritable(path: Path):
 @pytest.mark.parametrize("text, spoil, says", [
     ("a,b\n1,2\n3,4,5\n", contextlib.nullcontext, "move it aside"),  # a hand-edited file pandas cannot parse
     ("case,speedup\nfc,16.0\n", _unwritable, "results.csv is not writable"),
+    ("time,case\n2026-11-01,fc,a note\n", contextlib.nullcontext, "line 2 has 3 cells, the header 2"),  # pandas took time for an index: lost
+    ("time,case,note,note\n2026-11-01,fc,a,b\n", contextlib.nullcontext, "the column 'note' twice"),  # pandas renamed one note.1
 ])
 def test_an_unreadable_or_unwritable_results_file_is_refused_before_measuring_and_never_loses_rows(tmp_path, text, spoil, says):
     from cnnlab.commands.bench import append_results
@@ -505,6 +507,22 @@ def test_appending_keeps_true_and_false_as_written(tmp_path):
     append_results(results, [{"case": "cnn", "compile": False, "cuda_graphs": True}])
     rows = list(csv.DictReader(results.open()))
     assert [r["compile"] for r in rows] == ["True", "False", "False"] and [r["cuda_graphs"] for r in rows] == ["False", "", "True"]
+
+
+def test_appending_keeps_a_hand_edited_file_as_written(tmp_path):
+    """Rows are added, nothing else changes: a column cnnlab does not write keeps its cells (empty in the
+    new rows), cells keep their text (no NA made empty, no 007 made 7, no 12.40 made 12.4), and a column
+    of cnnlab's that the file lacks (removed by hand, or an older cnnlab's file) is added at the end,
+    empty in the rows before."""
+    from cnnlab.commands.bench import append_results
+
+    results = tmp_path / "results.csv"
+    results.write_text("time,case,speedup,note,box\n2026-11-01,fc,12.40,NA,007\n2026-11-02,cnn,3.0,\"idle, at night\",010\n")
+    append_results(results, [{"time": "2026-11-03", "case": "lenet", "speedup": 1.8, "threads": 2, "busy": False}])
+    assert results.read_text() == (
+        "time,case,speedup,note,box,threads,busy\n2026-11-01,fc,12.40,NA,007,,\n2026-11-02,cnn,3.0,\"idle, at night\",010,,\n"
+        "2026-11-03,lenet,1.8,,,2,False\n"
+    )
 
 
 def test_gflops_of_a_target_reached_in_some_repeats_counts_the_images_of_those_repeats():

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import csv
+import io
 import os
 import sys
 from pathlib import Path
@@ -92,21 +94,52 @@ def check_threads(threads: int | None) -> None:
     validate({"threads": threads}, TrainConfig, "", names={"threads": "--threads"})
 
 
-def read_results(path: Path) -> list[dict]:
-    """The rows already in the results CSV ([] when there is none); RunError when it is unreadable."""
-    import pandas as pd
-
+def read_results(path: Path) -> tuple[list[str], list[list[str]]]:
+    """The results CSV's header and rows, each cell the text it holds, so that adding rows keeps the
+    rest as written (a column or cell edited by hand too); ([], []) when there is none. RunError when
+    it cannot be read, or rewriting it would lose or misplace cells: a row longer than the header (its
+    extra cells have no column), a column name twice (which one is cnnlab's?)."""
     from cnnlab.errors import RunError
     from cnnlab.runs import error_reason
 
+    def cannot_read(reason: str) -> RunError:
+        return RunError(f"cannot read {path} ({reason}); move it aside and run cnnlab bench again")
+
     if not path.is_file() or not path.stat().st_size:
-        return []
+        return [], []
     try:
-        table = pd.read_csv(path)
-    except (OSError, ValueError, UnicodeDecodeError) as e:  # pandas' ParserError is a ValueError
-        raise RunError(f"cannot read {path} ({error_reason(e)}); move it aside and run cnnlab bench again") from None
-    # nullable dtypes: a column of whole numbers with an empty cell stays whole (6442, not 6442.0)
-    return [{k: None if pd.isna(v) else v for k, v in row.items()} for row in table.convert_dtypes().to_dict("records")]
+        with path.open(newline="", encoding="utf-8-sig") as f:  # -sig: a spreadsheet's byte-order mark is no column name
+            reader = csv.reader(f)
+            lines = [(reader.line_num, row) for row in reader if row]  # blank lines are no rows
+    except (OSError, UnicodeDecodeError, csv.Error) as e:
+        raise cannot_read(error_reason(e)) from None
+    if not lines:
+        return [], []
+    (_, header), rows = lines[0], lines[1:]
+    too_long = next(((n, row) for n, row in rows if len(row) > len(header)), None)
+    if too_long:
+        raise cannot_read(f"line {too_long[0]} has {len(too_long[1])} cells, the header {len(header)} columns")
+    twice = next((name for name in header if name and header.count(name) > 1), None)
+    if twice is not None:
+        raise cannot_read(f"the column {twice!r} twice")
+    return header, [row for _, row in rows]
+
+
+def _cell(value) -> str:
+    """A value as the results CSV holds it: None and NaN empty, True/False, numbers as Python prints them."""
+    return "" if value is None or value != value else str(value)
+
+
+def results_text(header: list[str], old: list[list[str]], rows: list[dict]) -> str:
+    """The CSV of old rows (as read) and new ones: the header's columns in its order, then any column
+    only the new rows have (empty in the old ones); a column the new rows lack is empty in them."""
+    columns = header + [c for c in dict.fromkeys(k for r in rows for k in r) if c not in header]
+    text = io.StringIO()
+    writer = csv.writer(text, lineterminator="\n")
+    writer.writerow(columns)
+    writer.writerows(row + [""] * (len(columns) - len(row)) for row in old)
+    writer.writerows([_cell(r.get(c)) for c in columns] for r in rows)
+    return text.getvalue()
 
 
 def check_results_writable(path: Path) -> None:
@@ -118,19 +151,19 @@ def check_results_writable(path: Path) -> None:
 
 
 def append_results(path: Path, rows: list[dict]) -> Path:
-    """Add rows to the CSV (rewritten whole and atomically; columns are the union of old and new).
+    """Add rows to the CSV (rewritten whole and atomically, its other rows and cells as they were).
     Should the CSV have become unreadable or unwritable while measuring, the rows go to a new file
     beside it rather than being lost. Returns the file written."""
     from cnnlab.errors import RunError
-    from cnnlab.runs import write_table
+    from cnnlab.runs import atomic_write
 
     try:
-        write_table(path, read_results(path) + rows)
+        atomic_write(path, results_text(*read_results(path), rows))
         return path
     except RunError as e:
         beside = path.with_name(f"{path.stem}-{rows[0]['time'] if rows else 'new'}.csv".replace(":", ""))
         print(f"{e}; this run's rows from here on are in {beside}", file=sys.stderr)
-        write_table(beside, rows)
+        atomic_write(beside, results_text([], [], rows))
         return beside
 
 
