@@ -152,11 +152,9 @@ def train(
         cfg = load(config, overrides, device)
     if print_config:
         if resume is not None:  # the config the resume would train with, not one it refuses
-            from cnnlab.config import load_config
-            from cnnlab.resume import check_resume_changes
-            from cnnlab.runs import CONFIG
+            from cnnlab.resume import check_resume
 
-            check_resume_changes(resume, load_config(resume / CONFIG, stored=True), cfg)
+            check_resume(resume, cfg)
         print(dump_yaml(config_to_dict(cfg)), end="")
         return
     from cnnlab.experiment import run

@@ -24,12 +24,12 @@ from cnnlab.bench.machine import Stretch
 from cnnlab.config import Config, config_to_dict, dump_yaml, load_config
 from cnnlab.data import load_splits, resolve_data_dir
 from cnnlab.engine import Data, State, StepGraph, fit, loss_function, steps_per_epoch
-from cnnlab.errors import ConfigError, RunError, first_line, signal_name
+from cnnlab.errors import ConfigError, first_line, signal_name
 from cnnlab.flops import training_flops
 from cnnlab.interrupts import Interrupted, Signals
 from cnnlab.models import build_model, count_params, unwrap
 from cnnlab.provenance import provenance
-from cnnlab.resume import check_resume_changes, checkpoint_of, drop_epochs_past, reopen
+from cnnlab.resume import check_epochs, check_resume_changes, checkpoint_of, drop_epochs_past, reopen
 from cnnlab.transforms import Pipeline
 
 DEFAULT_THREADS = torch.get_num_threads()  # torch's choice (the machine's cores), before any run changes it
@@ -295,13 +295,7 @@ def _run(cfg: Config, signals: Signals, runs_dir, data_dir, resume, progress, on
                 where = resume
                 hold.enter_context(runs.training_lock(where))
                 rows, summary, past_checkpoint = reopen(where, trained, state, cfg)
-                if cfg.train.epochs < state.epoch:  # refused before config.yaml is rewritten
-                    raise RunError(
-                        f"{where} already has {state.epoch} epochs; train.epochs={cfg.train.epochs} would not undo them: "
-                        f"ask for more (train.epochs={state.epoch + 1} or higher) or train a new run"
-                    )
-                if cfg.train.epochs == state.epoch and summary.get("status") == "completed":  # its files stay as they are
-                    raise RunError(f"{where} is already complete ({state.epoch} epochs): nothing to train; extend it with train.epochs={state.epoch + 1} or more")
+                check_epochs(where, cfg.train.epochs, state.epoch, summary)  # before config.yaml is rewritten
                 if past_checkpoint:  # epochs past the checkpoint (see reopen): trained again,
                     drop_epochs_past(where, rows, state)  # so the run's files say what its checkpoint holds
                 summary.update(epoch_numbers(rows))

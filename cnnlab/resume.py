@@ -11,7 +11,7 @@ import numpy as np
 import torch
 
 from cnnlab import runs
-from cnnlab.config import Config, config_to_dict, flatten
+from cnnlab.config import Config, config_to_dict, flatten, load_config
 from cnnlab.engine import State
 from cnnlab.errors import RunError
 from cnnlab.models import unwrap
@@ -91,9 +91,21 @@ def restore(state: State, ckpt: dict, path: Path) -> None:
         state.order_gen.set_state(ckpt["order_gen"])
         set_aug_state(state.aug_gen, ckpt["aug_gen"])
         _set_rng_state(ckpt["rng"])
-        state.epoch = int(ckpt["epoch"])
+        state.epoch = checkpoint_epoch(ckpt, path)
     except (KeyError, TypeError, ValueError, RuntimeError) as e:  # e.g. a model override that changes shapes
-        raise RunError(f"cannot resume from {path}: it does not fit this config ({type(e).__name__}: {runs.error_reason(e)})") from None
+        raise does_not_fit(path, e) from None
+
+
+def checkpoint_epoch(ckpt: dict, path: Path) -> int:
+    """The number of epochs the checkpoint ckpt, of the run at path, was written after."""
+    try:
+        return int(ckpt["epoch"])
+    except (KeyError, TypeError, ValueError) as e:  # a file edited by hand
+        raise does_not_fit(path, e) from None
+
+
+def does_not_fit(path: Path, e: Exception) -> RunError:
+    return RunError(f"cannot resume from {path}: it does not fit this config ({type(e).__name__}: {runs.error_reason(e)})")
 
 
 # what a resume may change: how the run trains and where its data is, not what it trains on or how it learns
@@ -125,6 +137,36 @@ def _shown(value) -> str:
     return "null" if value is None else str(value).lower() if isinstance(value, bool) else str(value)
 
 
+def check_epochs(path: Path, epochs: int, done: int, summary: dict) -> None:
+    """Refuse a resume of the run at path (summary: its summary.json), `done` epochs into its
+    training, whose train.epochs would undo epochs, or add none to a completed run."""
+    if epochs < done:
+        raise RunError(
+            f"{path} already has {done} epochs; train.epochs={epochs} would not undo them: "
+            f"ask for more (train.epochs={done + 1} or higher) or train a new run"
+        )
+    if epochs == done and summary.get("status") == "completed":  # its files stay as they are
+        raise RunError(f"{path} is already complete ({done} epochs): nothing to train; extend it with train.epochs={done + 1} or more")
+
+
+def check_resume(path: Path, cfg: Config) -> None:
+    """Refuse, without training or changing a file, what a resume of the run at path with cfg
+    refuses from its config and files (cnnlab train --resume --print-config)."""
+    trained = load_config(path / runs.CONFIG, stored=True)
+    check_resume_changes(path, trained, cfg)
+    ckpt = checkpoint_to_continue(path, trained, len(runs.read_metrics(path)) > 0)
+    done = checkpoint_epoch(ckpt, path) if ckpt is not None else 0
+    check_epochs(path, cfg.train.epochs, done, runs.read_json(path / runs.SUMMARY))
+
+
+def checkpoint_to_continue(path: Path, trained: Config, has_epochs: bool) -> dict | None:
+    """The checkpoint a resume of the run at path (trained with `trained`; has_epochs: metrics.csv
+    holds some) continues from, or None: with no checkpoint written yet it starts afresh."""
+    if (path / runs.CHECKPOINT).exists() or (has_epochs and not trained.train.checkpoint):
+        return load_checkpoint(path / runs.CHECKPOINT)
+    return None
+
+
 def reopen(path: Path, trained: Config, state: State, cfg: Config) -> tuple[list[dict], dict, bool]:
     """Restore state from the checkpoint of the run at path, trained with `trained` (its config.yaml,
     read before it is rewritten) and resumed with cfg: (metrics rows kept, summary, whether
@@ -136,8 +178,9 @@ def reopen(path: Path, trained: Config, state: State, cfg: Config) -> tuple[list
     previous = runs.read_metrics(path)
     # The table is written before the checkpoint, so a write that failed in between (a full disk)
     # leaves rows past the checkpoint: they are dropped below. With no checkpoint at all, start afresh.
-    if (path / runs.CHECKPOINT).exists() or (len(previous) and not trained.train.checkpoint):
-        restore(state, load_checkpoint(path / runs.CHECKPOINT), path)
+    ckpt = checkpoint_to_continue(path, trained, len(previous) > 0)
+    if ckpt is not None:
+        restore(state, ckpt, path)
     rows = [r for r in previous.to_dict("records") if r["epoch"] <= state.epoch]
     if len(rows) < state.epoch:  # a resume would write the next epoch after a gap
         raise RunError(f"cannot resume {path}: {runs.METRICS} has {len(rows)} epoch(s) but the checkpoint is at epoch {state.epoch} (edited by hand?)")

@@ -115,6 +115,16 @@ def test_print_config_of_a_resume_refuses_what_the_resume_refuses(tiny_data, tmp
     assert out.returncode == 0 and "epochs: 2" in out.stdout, out.stderr
 
 
+@pytest.mark.parametrize("epochs", [["train.epochs=1"], []], ids=["fewer", "as-many-as-done"])
+def test_print_config_of_a_resume_refuses_epochs_the_resume_refuses(tiny_data, tmp_path, epochs):
+    """train.epochs below the run's 2 epochs (or none more, on a completed run) printed a config, exit 0."""
+    first = run(load_config(ROOT / "configs/mnist_fc.yaml", ["device=cpu", "train.max_steps=2", "train.epochs=2"]), runs_dir=tmp_path, data_dir=tiny_data)
+    printed = cnnlab("train", "--resume", first.path, *epochs, "--print-config")
+    resumed = cnnlab("train", "--resume", first.path, *epochs)
+    assert resumed.returncode == 1 and resumed.stderr.startswith(f"error: {first.path}") and resumed.stderr.count("\n") == 1, resumed.stderr
+    assert (printed.returncode, printed.stdout, printed.stderr) == (resumed.returncode, "", resumed.stderr)
+
+
 def test_same_seed_gives_the_same_numbers(tiny_data, tmp_path):
     overrides = ["device=cpu", "train.epochs=2", "transform.augment.hflip=true", "transform.augment.translate=2"]
     cfg = load_config(ROOT / "configs/mnist_cnn.yaml", overrides)
