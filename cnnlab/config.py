@@ -642,18 +642,32 @@ def closest_key(typed: str, keys) -> str | None:
     return close[0] if close else None
 
 
-def key_below(schema: type[BaseModel], typed: str) -> str | None:
-    """The dotted key, in a section under schema, whose last part is typed: a key given without its
-    section (crop_padding=3 for transform.augment.crop_padding=3), or None."""
+def key_below(schema: type[BaseModel], typed: str, data: dict) -> str | None:
+    """The dotted key, in a section under schema that the raw config data has, whose last part is
+    typed: a key given without its section (crop_padding=3 for transform.augment.crop_padding=3),
+    or None. Only a key of data's own kinds counts: n_feature is model.n_feature for a cnn, not for an fc net."""
     for name, field in schema.model_fields.items():
-        for model in _model_classes(field.annotation):
-            below = typed.lower() if typed.lower() in model.model_fields else key_below(model, typed)
+        section = data.get(name)
+        for model in _kinds_of(field, section):
+            below = typed.lower() if typed.lower() in model.model_fields else key_below(model, typed, section if isinstance(section, dict) else {})
             if below:
                 return f"{name}.{below}"
     return None
 
 
-def _describe(err: dict, schema: type[BaseModel], names: dict[str, str]) -> str:
+def _kinds_of(field, section) -> list[type[BaseModel]]:
+    """The classes a raw section validates as: a plain section's one class (dataset); of a choice
+    section (optimizer: SGDConfig, AdamConfig, ...) the kind its name picks, else, left out, its default's."""
+    models = _model_classes(field.annotation)
+    if len(models) < 2:
+        return models
+    if section is None:
+        return [type(field.default)] if isinstance(field.default, BaseModel) else []  # schedule: none
+    name = section.get("name") if isinstance(section, dict) else None
+    return [m for m in models if typing.get_args(m.model_fields["name"].annotation) == (name,)]
+
+
+def _describe(err: dict, schema: type[BaseModel], data: dict, names: dict[str, str]) -> str:
     kind = err["type"]
     key = len(err["loc"]) - 1 if kind == "extra_forbidden" else None  # an unknown key is the user's, even one named Config
     loc = tuple(p for i, p in enumerate(err["loc"]) if i == key or not _is_member_name(p, schema))
@@ -661,7 +675,7 @@ def _describe(err: dict, schema: type[BaseModel], names: dict[str, str]) -> str:
         cls, path = _walk(schema, loc)
         fields = list(cls.model_fields) if cls is not None else []
         prefix = "".join(p + "." for p in path[:-1])
-        close = closest_key(path[-1], fields) or (key_below(cls, path[-1]) if cls is not None else None)
+        close = closest_key(path[-1], fields) or (key_below(cls, path[-1], _section(data, path[:-1]) or {}) if cls is not None else None)
         hint = f"; did you mean '{prefix}{close}'?" if close else f"; valid keys here: {', '.join(fields)}"
         return f"unknown key '{'.'.join(path)}'{hint}"
     if kind in ("union_tag_invalid", "union_tag_not_found"):
@@ -714,7 +728,7 @@ def validate(data: dict, schema: type[BaseModel] = Config, source: str = "config
         # depth, an unknown key (`spce:`) is the likelier mistake than the key it leaves missing (`space`)
         error = max(e.errors(), key=lambda err: (len(err["loc"]), err["type"] == "extra_forbidden", _says_most(err)))
         prefix = f"{source}: " if source else ""
-        raise ConfigError(prefix + _describe(error, schema, names or {})) from None
+        raise ConfigError(prefix + _describe(error, schema, data, names or {})) from None
 
 
 def read_config_yaml(path: str | Path, stored: bool = False) -> dict:

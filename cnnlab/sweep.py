@@ -202,7 +202,7 @@ def load_sweep(path: str | Path, overrides: list[str] | None = None) -> Sweep:
     data = read_yaml(path, "sweep")
     if "model" in data and "space" not in data:  # `seed` would be offered as "did you mean 'seeds'?"
         raise ConfigError(f"{path} is a config, not a sweep file: train it with cnnlab train {path}, or name it as a sweep file's base")
-    config_overrides = []
+    config_overrides, unknown = [], []
     for text in overrides or []:
         key, value = parse_override(text)
         top = key.split(".")[0]
@@ -219,7 +219,7 @@ def load_sweep(path: str | Path, overrides: list[str] | None = None) -> Sweep:
         elif key == "seed":  # each trial runs with one of the sweep's seeds, whatever the base config says
             raise ConfigError(f"{path}: {text}: a sweep's trials take their seeds from seeds=[...], e.g. seeds={value if isinstance(value, list) else [value]}")
         elif top not in Config.model_fields:
-            raise unknown_override(path, top)
+            unknown.append(top)  # said once the base config is known: what it suggests is a key the base has
         else:
             config_overrides.append(text)
     data.setdefault("name", path.stem)
@@ -229,15 +229,18 @@ def load_sweep(path: str | Path, overrides: list[str] | None = None) -> Sweep:
     base.setdefault("name", base_path.stem)
     set_keys(base, spec.set)
     apply_overrides(base, config_overrides, Config)
+    if unknown:
+        raise unknown_override(path, unknown[0], base)
     explicit = sorted(leaf_keys(spec.set) | leaf_keys(dict(parse_override(text) for text in config_overrides)))
     return resolve(spec, validate(base, Config, f"{path}: base {spec.base}"), str(path), explicit)
 
 
-def unknown_override(path: Path, top: str) -> ConfigError:
+def unknown_override(path: Path, top: str, base: dict) -> ConfigError:
     """A command-line key that is neither a sweep key nor a config section (metrc=test_acc): the
-    closest of both, where the base config's own check would offer config keys only."""
+    closest of both, where the base config's own check would offer config keys only. base: the
+    base config's raw data, with the sweep's set and overrides."""
     keys = list(dict.fromkeys([*SweepFile.model_fields, *Config.model_fields]))
-    close = closest_key(top, keys) or key_below(Config, top)
+    close = closest_key(top, keys) or key_below(Config, top, base)
     hint = f"did you mean '{close}'?" if close else f"valid: a sweep key ({', '.join(SweepFile.model_fields)}) or a config key ({', '.join(Config.model_fields)})"
     return ConfigError(f"{path}: unknown key '{top}' (neither a sweep key nor a config key); {hint}")
 

@@ -194,6 +194,19 @@ def test_unknown_keys_say_where_and_suggest():
     assert "unknown key 'lr'; did you mean 'optimizer.lr'?" in error_of(["lr=0.1"])
 
 
+def test_a_key_without_its_section_is_suggested_only_where_this_config_has_it():
+    """hidden=[100] on a cnn was answered "did you mean 'model.hidden'?", a key of the fc net only,
+    which the cnn then refused in turn; the same for another optimizer's or schedule's keys."""
+    fc = {"name": "t", "model": {"name": "fc"}}
+    assert "unknown key 'hidden'; valid keys here: name, seed" in error_of(["hidden=[100]"])
+    assert "unknown key 'hidden'; did you mean 'model.hidden'?" in error_of(["hidden=[100]"], fc)
+    assert "unknown key 'n_feature'; valid keys here" in error_of(["n_feature=3"], fc)
+    assert "unknown key 'eps'; valid keys here" in error_of(["eps=1e-6"])  # sgd, the default optimizer
+    assert "unknown key 'eps'; did you mean 'optimizer.eps'?" in error_of(["optimizer.name=adam", "eps=1e-6"])
+    assert "unknown key 'gamma'; valid keys here" in error_of(["gamma=0.5"])  # no schedule
+    assert "unknown key 'gamma'; did you mean 'schedule.gamma'?" in error_of(["schedule.name=step", "schedule.step_size=1", "gamma=0.5"])
+
+
 def test_wrong_values_name_the_key():
     assert error_of(["train.epochs=-1"]).startswith("config: train.epochs:")
     assert "train.epochs" in error_of(["train.epochs=abc"])

@@ -71,6 +71,9 @@ def last_line(out) -> Path:
     ({"space": {"optimizer.lr": [0.1]}}, ["metrc=test_loss"], "unknown key 'metrc' (neither a sweep key nor a config key); did you mean 'metric'?"),
     ({"space": {"optimizer.lr": [0.1]}}, ["optimiser.lr=0.1"], "unknown key 'optimiser' (neither a sweep key nor a config key); did you mean 'optimizer'?"),
     ({"space": {"optimizer.lr": [0.1]}}, ["crop_padding=3"], "unknown key 'crop_padding' (neither a sweep key nor a config key); did you mean 'transform.augment.crop_padding'?"),
+    # only a key the base config has (with its overrides): its optimizer is sgd, which has no eps
+    ({"space": {"optimizer.lr": [0.1]}}, ["eps=1e-6"], "unknown key 'eps' (neither a sweep key nor a config key); valid: a sweep key"),
+    ({"space": {"optimizer.lr": [0.1]}}, ["eps=1e-6", "optimizer.name=adam"], "unknown key 'eps' (neither a sweep key nor a config key); did you mean 'optimizer.eps'?"),
     ({"space": {"optimizer.lr": [0.1]}}, ["space.optimizer.lr=null"], "space is empty: nothing to sweep; give at least one key"),
     ({"space": {}}, [], "space is empty: nothing to sweep"),
     ({"space": {"optimizer.lr": [0.1]}}, ["method=bayes"], "method: must be one of 'grid', 'random' or 'tpe'"),
