@@ -135,7 +135,7 @@ def train(
     device: Optional[str] = Device,
 ):
     """Train one config; print the epochs table; the last line is the run directory."""
-    from cnnlab.config import config_to_dict, dump_yaml
+    from cnnlab.config import article_test_acc, config_to_dict, dump_yaml
 
     config, overrides = split_args(args or [])
     if resume is not None:
@@ -168,8 +168,9 @@ def train(
     s = result.summary
     console.print(epochs_table(result.metrics))
     line = f"{cfg.name}: {cfg.model.name} on {cfg.dataset.name}, {s['params']:,} params, test accuracy {s['test_acc']:.2%} after {s['epochs']} epoch(s), {s['train_seconds']:.1f} s training on {s['device']}"
-    if cfg.reported and cfg.reported.test_acc is not None:
-        line += f" (article: {cfg.reported.test_acc:.1%})"
+    article = article_test_acc(s.get("reported"), cfg.transform.permute)
+    if article is not None:
+        line += f" (article: {article:.1%})"
     console.print(line, soft_wrap=True)  # one line in logs too, however long
     print(result.path)
 

@@ -239,7 +239,16 @@ class Reported(Strict):
     """What the original article reported, shown beside cnnlab's result."""
 
     test_acc: StrictFloat | None = Field(None, ge=0, le=1)  # a fraction, like cnnlab's own: 0.716 for 71.6%
+    test_acc_permuted: StrictFloat | None = Field(None, ge=0, le=1)  # the same with transform.permute (study A)
     source: str = ""
+
+
+def article_test_acc(reported: dict | None, permuted: bool) -> float | None:
+    """The article's test accuracy for a run's condition, from its summary's `reported`: a run with
+    permuted pixels gets the article's permuted number (none where the article gives none)."""
+    if not isinstance(reported, dict):
+        return None
+    return reported.get("test_acc_permuted" if permuted else "test_acc")
 
 
 class Config(Strict):

@@ -136,6 +136,23 @@ def test_same_seed_gives_the_same_numbers(tiny_data, tmp_path):
     assert [r["train_loss"] for r in a] != [r["train_loss"] for r in c]
 
 
+@pytest.mark.parametrize("config, overrides, article", [
+    ("mnist_cnn", [], "(article: 96.0%)"),
+    ("mnist_cnn", ["transform.permute=true"], "(article: 80.0%)"),  # study A's permuted CNN, not its 96%
+    ("mnist_fc", ["transform.permute=true"], "(article: 85.0%)"),
+    ("lenet", ["transform.permute=true"], None),  # the article gives no number for permuted pixels
+])
+def test_train_and_show_give_the_articles_number_for_the_runs_condition(tiny_data, tmp_path, config, overrides, article):
+    trained = cnnlab("train", f"configs/{config}.yaml", "train.epochs=1", "train.max_steps=1", *overrides,
+                     "--device", "cpu", "--data-dir", tiny_data, "--runs-dir", tmp_path)
+    assert trained.returncode == 0, trained.stderr
+    result_line = trained.stdout.strip().splitlines()[-2]
+    shown = cnnlab("show", trained.stdout.strip().splitlines()[-1])
+    accuracy_row = next(line for line in shown.stdout.splitlines() if "test accuracy" in line)
+    for line in (result_line, accuracy_row):
+        assert (article in line) if article else ("article" not in line), line
+
+
 def test_summary_command_shows_layers_and_rule(tmp_path):
     out = cnnlab("summary", "configs/mnist_cnn.yaml")
     assert out.returncode == 0, out.stderr

@@ -400,7 +400,7 @@ def _label_smoothing(cfg: dict, path: Path) -> float:
 def _config_rows(cfg: dict, summary: dict, path: Path) -> list[dict]:
     """The settings that matter, transforms only where they differ from the defaults, then results."""
     from cnnlab import runs
-    from cnnlab.config import LossConfig, TrainConfig, TransformConfig, flatten
+    from cnnlab.config import LossConfig, TrainConfig, TransformConfig, article_test_acc, flatten
 
     def changed(section: str, schema) -> dict:  # the section's settings that differ from the defaults
         defaults = flatten(schema().model_dump(mode="json"))
@@ -416,7 +416,7 @@ def _config_rows(cfg: dict, summary: dict, path: Path) -> list[dict]:
     model = flatten(cfg.get("model") or {})
     optimizer = flatten(cfg.get("optimizer") or {})
     train = cfg.get("train") or {}
-    reported = (summary.get("reported") or {}) if isinstance(summary.get("reported"), dict) else {}
+    article = article_test_acc(summary.get("reported"), transform.get("permute") is True)
     values = {
         "name": cfg.get("name"), **({"description": cfg["description"]} if cfg.get("description") else {}),
         "status": runs.shown_status(summary, path),
@@ -431,7 +431,7 @@ def _config_rows(cfg: dict, summary: dict, path: Path) -> list[dict]:
         "epochs": f"{summary.get('epochs')} of {train.get('epochs')}, batch {train.get('batch_size')}"
         + "".join(f", {k}={v}" for k, v in train_changed.items()),
         "test accuracy": _format(summary.get("test_acc"), ".2%")
-        + (f" (article: {_format(reported['test_acc'], '.1%')})" if reported.get("test_acc") else ""),
+        + (f" (article: {_format(article, '.1%')})" if article else ""),
         "train seconds": f"{_format(summary.get('train_seconds', 0), '.1f')} on {summary.get('device')}",
     }
     return [{"key": k, "value": str(v)} for k, v in values.items()]
