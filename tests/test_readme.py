@@ -75,3 +75,23 @@ def test_the_readme_names_every_file_of_a_run_and_every_key_of_its_summary(tmp_p
     # cross-entropy of one forward pass, and runs that differ in them are not comparable by it
     assert re.search(r"`test_acc` \([^|]*`label_smoothing` included[^|]*`train.tta`", metrics_text)
     assert "`lr` (the rate of the epoch's first step" in metrics_text
+
+
+def articles_configs() -> list[str]:
+    """The configs of the README's table of the articles' experiments."""
+    section = README.split("### The articles' experiments", 1)[1].split("\n\n", 3)[2]  # the table itself
+    return sorted(set(re.findall(r"^\| [^|]+ \| `([\w.]+\.yaml)` \|", section, re.M)))
+
+
+@pytest.mark.parametrize("name", articles_configs())
+def test_every_articles_experiment_says_what_the_article_reported(name):
+    """The README says each one's number is in its config's `reported`: its source (and its number, if any)
+    lands in every run's summary.json, where the configs of cnnlab's own setups have none."""
+    from cnnlab.config import load_config
+
+    cfg = load_config(ROOT / "configs" / name)
+    assert cfg.reported is not None and cfg.reported.source, name
+
+
+def test_the_articles_table_is_read():
+    assert {"mnist_cnn.yaml", "fashion_fc.yaml", "lenet.yaml", "toy_4x4.yaml"} <= set(articles_configs())
