@@ -228,6 +228,9 @@ class TrainConfig(Strict):
     cuda_graphs: bool = True  # on CUDA, replay each step's forward and backward as a CUDA graph (not with compile)
     deterministic: bool = True  # on CUDA, only cuDNN's deterministic algorithms: the same numbers on every run
     tta: Literal["none", "flip", "flip_translate"] = "none"  # test-time augmentation of the test split
+    # false: evaluate as a test loop that never calls model.eval() does: BatchNorm normalizes each test
+    # batch by its own statistics, dropout stays on (what study D's article reads, see the README)
+    eval_mode: bool = True
     # CPU threads; default: 1 for steps under 10 MFLOP, else torch's choice. Bounded: torch asked for
     # 100,000 runs out of memory starting them, and dies in a segfault
     threads: StrictInt | None = Field(None, gt=0, le=1024)

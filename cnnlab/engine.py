@@ -98,10 +98,11 @@ def predict(model, x: torch.Tensor, tta: str = "none") -> torch.Tensor:
 
 
 @torch.inference_mode()
-def evaluate(model, x, y, batch_size: int, loss_fn, amp: str = "none", tta: str = "none") -> tuple[float, float]:
-    """Mean loss and accuracy over a whole split, in eval mode, in large batches, one host sync."""
+def evaluate(model, x, y, batch_size: int, loss_fn, amp: str = "none", tta: str = "none", eval_mode: bool = True) -> tuple[float, float]:
+    """Mean loss and accuracy over a whole split, in large batches, one host sync; in eval mode, or
+    (eval_mode=False, train.eval_mode) in training mode, as a loop that never calls model.eval()."""
     was_training = model.training
-    model.eval()
+    model.train(not eval_mode)
     loss_sum = torch.zeros((), device=x.device)
     correct = torch.zeros((), device=x.device, dtype=torch.long)
     for i in range(0, len(x), batch_size):
@@ -297,7 +298,7 @@ def fit(state: State, data: Data, pipeline, train_cfg, loss_fn, on_epoch=None, o
         row.update(train_epoch(state, data, pipeline, train_cfg, loss_fn, on_step))
         t0 = time.perf_counter()
         row["test_loss"], row["test_acc"] = evaluate(
-            state.model, data.x_test, data.y_test, train_cfg.eval_batch_size, loss_fn, train_cfg.amp, train_cfg.tta
+            state.model, data.x_test, data.y_test, train_cfg.eval_batch_size, loss_fn, train_cfg.amp, train_cfg.tta, train_cfg.eval_mode
         )
         row["eval_seconds"] = time.perf_counter() - t0
         state.epoch = epoch

@@ -46,6 +46,40 @@ def test_evaluate_runs_in_eval_mode_and_restores_the_training_flag(opts):
     assert not model.training
 
 
+@pytest.mark.parametrize("was_training", [True, False])
+def test_evaluate_without_eval_mode_normalizes_each_batch_by_its_own_statistics(was_training):
+    """train.eval_mode=false: a test loop that never calls model.eval() (study D's article), where
+    BatchNorm uses each test batch's mean and variance rather than the running ones."""
+    torch.manual_seed(0)
+    model = build_model(TrashNetModel(name="trashnet"), (3, 32, 32), 10)
+    x, y = torch.randn(20, 3, 32, 32) * 3 + 2, torch.randint(0, 10, (20,))  # far from the running 0 and 1
+    loss_fn = loss_function("cross_entropy", 0.0)
+    with torch.no_grad():
+        expected = torch.cat([model.train()(x[i : i + 7]) for i in range(0, 20, 7)])  # batches of 7: 7, 7, 6
+        in_eval_mode = model.eval()(x)
+    assert not torch.allclose(expected, in_eval_mode, atol=1e-3)  # the two modes differ on these images
+
+    model.train(was_training)
+    loss, acc = evaluate(model, x, y, 7, loss_fn, eval_mode=False)
+    assert (loss, acc) == pytest.approx((F.cross_entropy(expected, y).item(), (expected.argmax(1) == y).float().mean().item()), rel=1e-5)
+    assert model.training == was_training
+    assert evaluate(model, x, y, 20, loss_fn, eval_mode=False)[0] != pytest.approx(loss, rel=1e-5)  # batch size matters
+
+
+def test_fit_evaluates_as_train_eval_mode_says():
+    torch.manual_seed(0)
+    model = build_model(TrashNetModel(name="trashnet"), (3, 32, 32), 10)
+    data = Data(torch.randn(30, 3, 32, 32), torch.randint(0, 10, (30,)), torch.randn(20, 3, 32, 32) * 3 + 2, torch.randint(0, 10, (20,)))
+    state = State(model, torch.optim.SGD(model.parameters(), lr=0.01), None, torch.Generator().manual_seed(0), torch.Generator().manual_seed(1))
+    pipeline = Pipeline(TransformConfig(), [0.0] * 3, [1.0] * 3, (3, 32, 32), 0, 10)
+    loss_fn = loss_function("cross_entropy", 0.0)
+    rows = []
+    engine.fit(state, data, pipeline, TrainConfig(batch_size=10, eval_batch_size=7, eval_mode=False), loss_fn, on_epoch=lambda row, _: rows.append(row))
+    batch_stats = evaluate(model, data.x_test, data.y_test, 7, loss_fn, eval_mode=False)
+    assert (rows[-1]["test_loss"], rows[-1]["test_acc"]) == pytest.approx(batch_stats, rel=1e-5)
+    assert evaluate(model, data.x_test, data.y_test, 7, loss_fn)[0] != pytest.approx(batch_stats[0], rel=1e-3)
+
+
 # ---------------------------------------------------------------------------- data order
 def epoch_orders(monkeypatch, seed: int, n: int = 50, epochs: int = 2) -> list[list[int]]:
     """The training indices each epoch takes, step after step, for a data-order generator seeded with seed."""

@@ -986,3 +986,21 @@ def test_a_study_file_with_a_misspelt_members_key_or_a_blank_label_is_one_line(t
                          capture_output=True, text=True, cwd=ROOT, timeout=120)
     assert out.returncode == 2 and len(out.stderr.splitlines()) == 1 and message in out.stderr, out.stderr
     assert not (tmp_path / "runs").exists()
+
+
+def test_shift_sweep_evaluates_a_run_as_its_train_eval_mode_says(tiny_data, tmp_path, capsys, monkeypatch):
+    """A run trained with train.eval_mode=false (BatchNorm on each test batch's own statistics) is
+    swept the same way: at 0 px the sweep repeats the run's own final evaluation."""
+    config = tmp_path / "bn.yaml"
+    config.write_text("name: bn\ndataset: {name: fashion-mnist}\nmodel: {name: trashnet}\ntrain: {eval_mode: false, batch_size: 16}\n")
+    code, out, err = cnnlab(
+        capsys, monkeypatch, "shift-sweep", config, "--epochs", "1", "--max-shift", "1", "--image-index", "3",
+        "--data-dir", tiny_data, "--runs-dir", tmp_path / "runs", *FAST, "train.eval_batch_size=7",
+    )
+    assert code == 0, err
+    study = last_line(out)
+    (cell,) = json.loads((study / "summary.json").read_text())["cells"]
+    run = json.loads((study / cell / "summary.json").read_text())
+    centre = pd.read_csv(study / "table.csv").query("dx == 0")
+    assert centre.test_loss.item() == pytest.approx(run["test_loss"], rel=1e-5)
+    assert centre.test_acc.item() == pytest.approx(run["test_acc"])

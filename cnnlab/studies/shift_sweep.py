@@ -55,7 +55,7 @@ def load_trained(run_dir, label: str | None = None, device: str | None = None) -
     model = runs.load_model_weights(model, path, dev).to(dev)
     if cfg.train.channels_last:
         model = model.to(memory_format=torch.channels_last)
-    return Trained(label or cfg.name, cfg, model.eval(), path, dev)
+    return Trained(label or cfg.name, cfg, model.train(not cfg.train.eval_mode), path, dev)
 
 
 def offsets(max_shift: int, axis: str) -> list[tuple[int, int]]:
@@ -88,7 +88,7 @@ def sweep(t: Trained, splits: tuple[Split, Split], shifts: list[tuple[int, int]]
     rows = []
     for dx, dy in shifts:
         x = prepare_shifted(t, train, images, dx, dy, mode)
-        loss, acc = evaluate(t.model, x, labels, t.cfg.train.eval_batch_size, loss_fn, t.cfg.train.amp, t.cfg.train.tta)
+        loss, acc = evaluate(t.model, x, labels, t.cfg.train.eval_batch_size, loss_fn, t.cfg.train.amp, t.cfg.train.tta, t.cfg.train.eval_mode)
         rows.append({"model": t.label, "dx": dx, "dy": dy, "mode": mode, "test_acc": acc, "test_loss": loss})
     return rows
 
