@@ -28,7 +28,7 @@ from cnnlab.cli import main
 from cnnlab.config import ShiftConfig, load_config
 from cnnlab.data import load_splits
 from cnnlab.engine import NonFiniteLoss, evaluate, loss_function
-from cnnlab.errors import ConfigError
+from cnnlab.errors import ConfigError, RunError
 from cnnlab.experiment import run
 from cnnlab.studies import compare, shift_sweep
 from cnnlab.studies.record import StudyRecord
@@ -294,7 +294,7 @@ def _failing_run(monkeypatch, at: int, how: str):
         if len(calls) != at:
             return real(cfg, **kwargs)
         if how == "fail":
-            raise experiment.RunError("the disk is full")
+            raise RunError("the disk is full")
         if how == "nan":
             raise NonFiniteLoss("the loss became nan at epoch 1, step 2")
 
