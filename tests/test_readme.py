@@ -95,3 +95,19 @@ def test_every_articles_experiment_says_what_the_article_reported(name):
 
 def test_the_articles_table_is_read():
     assert {"mnist_cnn.yaml", "fashion_fc.yaml", "lenet.yaml", "toy_4x4.yaml"} <= set(articles_configs())
+
+
+def test_the_readme_gives_compares_table_columns():
+    """The columns of compare's table.csv as the README lists them, and its example table's header as
+    compare prints a table with the article's numbers."""
+    import pandas as pd
+
+    from cnnlab.studies.compare import TABLE_COLUMNS, display_rows
+
+    listed = re.search(r"It writes `table\.csv` \(`([^`]+)`\), `cells\.csv`", README).group(1)
+    assert re.split(r",\s+", listed) == TABLE_COLUMNS
+    example = README.split("`cnnlab compare fc-vs-cnn --permute` on the real MNIST", 1)[1]
+    header = re.search(r"^\| (.+) \|$", example, re.M).group(1).split(" | ")
+    row = {"model": "FC", "params": 6442, "permuted": False, "seeds": 3, "test_acc_mean": 0.9, "test_acc_std": 0.01,
+           "train_seconds": 1.0, "article_test_acc": 0.88}
+    assert header == list(display_rows(pd.DataFrame([row]))[0])

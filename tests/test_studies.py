@@ -32,7 +32,7 @@ from cnnlab.errors import ConfigError, RunError
 from cnnlab.experiment import run
 from cnnlab.studies import compare, shift_sweep
 from cnnlab.studies.record import StudyRecord
-from cnnlab.studies.spec import resolve
+from cnnlab.studies.spec import common_overrides, resolve
 from cnnlab.transforms import Pipeline, make_permutation, normalize, permute_pixels, shift, to_float
 from conftest import ROOT, no_room_for, real_data
 
@@ -81,9 +81,17 @@ def test_compare_named_study_end_to_end(tiny_data, tmp_path, capsys, monkeypatch
     assert not list(study.glob(".*.tmp"))
 
     table = pd.read_csv(study / "table.csv")
-    assert list(table.columns[:7]) == ["model", "params", "permuted", "seeds", "test_acc_mean", "test_acc_std", "train_seconds"]
+    assert list(table.columns) == ["model", "params", "permuted", "seeds", "test_acc_mean", "test_acc_std", "train_seconds", "article_test_acc"]
     assert [(m, p) for m, p in zip(table.model, table.permuted)] == [("FC", False), ("FC", True), ("CNN", False), ("CNN", True)]
     assert list(table.params) == [6442, 6442, 6422, 6422] and set(table.seeds) == {2}
+    # study A's numbers beside each row: the permuted rows get the article's permuted ones
+    assert list(table.article_test_acc) == [0.88, 0.85, 0.96, 0.80]
+    md = (study / "table.md").read_text()
+    assert "| model | params | permuted | seeds | test accuracy (± std) | article | train s |" in md
+    assert re.search(r"\| CNN \| 6,422 \| yes \| 2 \| [\d.]+% ± [\d.]+ \| 80\.00% \|", md), md
+    header = next([c.strip() for c in line.split("┃")[1:-1]] for line in out.splitlines() if line.startswith("┃"))
+    printed = [[c.strip() for c in line.split("│")[1:-1]] for line in out.splitlines() if line.startswith("│")]
+    assert header[5] == "article" and [row[5] for row in printed] == ["88.00%", "85.00%", "96.00%", "80.00%"], out
 
     cells = pd.read_csv(study / "cells.csv")
     assert len(cells) == 8 and set(cells.status) == {"completed"}
@@ -118,6 +126,9 @@ def test_compare_config_files_dataset_and_overrides(tiny_data, tmp_path, capsys,
     study = last_line(out)
     table = pd.read_csv(study / "table.csv")
     assert list(table.model) == ["mnist_fc", "mnist_cnn"] and not table.permuted.any() and set(table.seeds) == {1}
+    # --dataset clears the article's numbers (they are MNIST's): the column is empty, and not shown
+    assert table.article_test_acc.isna().all()
+    assert "article" not in (study / "table.md").read_text() and "article" not in out
     cells = pd.read_csv(study / "cells.csv")
     assert set(cells.dataset) == {"fashion-mnist"} and set(cells.epochs) == {2}
     reading = json.loads((study / "summary.json").read_text())["reading"]
@@ -127,7 +138,7 @@ def test_compare_config_files_dataset_and_overrides(tiny_data, tmp_path, capsys,
 
 def test_reading_sentence_from_numbers():
     rows = [
-        {"model": m, "permuted": p, "seed": s, "params": 1, "test_acc": a, "train_seconds": 1.0}
+        {"model": m, "permuted": p, "seed": s, "params": 1, "test_acc": a, "train_seconds": 1.0, "article_test_acc": None}
         for m, p, accs in [("FC", False, [0.88, 0.89]), ("FC", True, [0.885, 0.887]), ("CNN", False, [0.96, 0.95]), ("CNN", True, [0.82, 0.83])]
         for s, a in enumerate(accs)
     ]
@@ -140,7 +151,7 @@ def test_reading_sentence_from_numbers():
 
 
 def test_one_seed_has_no_spread_rather_than_zero_spread(tmp_path):
-    rows = [{"model": "FC", "permuted": False, "seed": 0, "params": 1, "test_acc": 0.88, "train_seconds": 1.0}]
+    rows = [{"model": "FC", "permuted": False, "seed": 0, "params": 1, "test_acc": 0.88, "train_seconds": 1.0, "article_test_acc": None}]
     table = compare.summarize(rows)
     assert np.isnan(table.test_acc_std.iloc[0])
     assert compare.display_rows(table)[0]["test accuracy (± std)"] == "88.00% ± -"
@@ -172,6 +183,29 @@ def test_image_reading_says_where_the_model_is_right():
         "CNN: c has probability 0.60 at 0 px; predicted c at 0 px (1 of 5 shifts).",
         "CNN: d has probability 0.00 at 0 px (the model says c, 0.60); predicted d at none of the shifts (0 of 5 shifts).",
     ]
+
+
+def test_each_compare_row_gets_the_articles_number_for_its_model_and_condition():
+    """Study A's CNN gives an ordered and a permuted number, LeNet an ordered one only, mnist_fast none;
+    --dataset clears them all, and a table without any shows no article column."""
+    configs = [str(ROOT / "configs" / f"{name}.yaml") for name in ("mnist_cnn", "lenet", "mnist_fast")]
+    result = dataclasses.make_dataclass("Result", ["path", "summary"])(
+        Path("run"), {"dataset": "mnist", "params": 1, "epochs": 1, "test_acc": 0.9, "train_seconds": 1.0, "status": "completed"}
+    )
+
+    def table(overrides):
+        _, members = resolve(configs, overrides)
+        return compare.summarize([compare.cell_row(c, result) for c in compare.make_cells(members, 1, permute=True)])
+
+    shown = compare.display_rows(table(common_overrides(None, None, "cpu")))
+    assert [(r["model"], r["permuted"], r["article"]) for r in shown] == [
+        ("mnist_cnn", "no", "96.00%"), ("mnist_cnn", "yes", "80.00%"), ("lenet", "no", "98.50%"), ("lenet", "yes", "-"),
+        ("mnist_fast", "no", "-"), ("mnist_fast", "yes", "-"),
+    ]
+    assert list(shown[0]) == ["model", "params", "permuted", "seeds", "test accuracy (± std)", "article", "train s"]
+    elsewhere = table(common_overrides(None, "fashion-mnist", "cpu"))  # --dataset fashion-mnist
+    assert list(elsewhere.columns) == compare.TABLE_COLUMNS and elsewhere.article_test_acc.isna().all()
+    assert "article" not in compare.display_rows(elsewhere)[0]
 
 
 def test_named_study_lookup_user_study_and_errors(tmp_path, monkeypatch):
@@ -425,6 +459,38 @@ def test_a_signal_between_cells_marks_the_study_interrupted(tmp_path):
     summary = json.loads((record.path / "summary.json").read_text())
     assert summary["status"] == "interrupted"
     assert summary["error"] == f"study stopped by SIGTERM; finished cells are kept; continue with: cnnlab compare --resume {record.path}"
+
+
+def test_a_study_planned_before_the_permuted_article_numbers_resumes_with_its_plans_numbers(tiny_data, tmp_path, capsys, monkeypatch):
+    """A cnnlab before `test_acc_permuted` planned (and ran) the cells with the ordered number only: the
+    resumed table gives the ordered row the article's number and the permuted row none, as planned."""
+    import yaml
+
+    from cnnlab import experiment
+
+    real = _failing_run(monkeypatch, 2, "interrupt")
+    code, out, err = cnnlab(capsys, monkeypatch, "compare", "configs/mnist_cnn.yaml", "--permute", "--seeds", "1", "train.epochs=2",
+                            "--data-dir", tiny_data, *FAST, "--runs-dir", tmp_path)
+    assert code == 130, err
+    monkeypatch.setattr(experiment, "run", real)
+    (study,) = tmp_path.iterdir()
+    plan = json.loads((study / "plan.json").read_text())
+    for cell in plan["cells"]:
+        del cell["config"]["reported"]["test_acc_permuted"]
+    (study / "plan.json").write_text(json.dumps(plan))
+    for config in (study / "cells").glob("*/config.yaml"):
+        stored = yaml.safe_load(config.read_text())
+        del stored["reported"]["test_acc_permuted"]
+        config.write_text(yaml.safe_dump(stored))
+    runs = sorted((study / "cells").iterdir())
+
+    code, out, err = cnnlab(capsys, monkeypatch, "compare", "--resume", study)
+    assert code == 0, err
+    assert sorted((study / "cells").iterdir()) == runs  # the finished cell taken, the stopped one continued
+    table = pd.read_csv(study / "table.csv")
+    assert list(table.permuted) == [False, True] and table.article_test_acc[0] == 0.96 and np.isnan(table.article_test_acc[1])
+    md = (study / "table.md").read_text()
+    assert re.search(r"\| no \| 1 \| [\d.]+% ± - \| 96\.00% \|", md) and re.search(r"\| yes \| 1 \| [\d.]+% ± - \| - \|", md), md
 
 
 def test_a_run_written_before_a_config_key_existed_still_counts_for_its_cell(tmp_path):

@@ -7,12 +7,13 @@ summarizes their results.
 
 from __future__ import annotations
 
-from cnnlab.config import config_from_dict, config_to_dict
+from cnnlab.config import article_test_acc, config_from_dict, config_to_dict
 from cnnlab.errors import ConfigError
 from cnnlab.runner import Cell
 from cnnlab.studies.spec import Member
 
-TABLE_COLUMNS = ["model", "params", "permuted", "seeds", "test_acc_mean", "test_acc_std", "train_seconds"]
+# article_test_acc last, and always (empty where the article gives none): a reader of the older columns reads them as before
+TABLE_COLUMNS = ["model", "params", "permuted", "seeds", "test_acc_mean", "test_acc_std", "train_seconds", "article_test_acc"]
 MAX_RUNS = 10_000  # the cells are made in memory before any trains: --seeds 1e11 must be refused, not exhaust it
 
 
@@ -45,11 +46,18 @@ def make_cells(members: list[Member], seeds: int, permute: bool) -> list[Cell]:
     return cells
 
 
+def article(cfg) -> float | None:
+    """The article's test accuracy for a cell's model and condition, from its (planned) config."""
+    reported = cfg.reported.model_dump() if cfg.reported else None
+    return article_test_acc(reported, cfg.transform.permute)
+
+
 def cell_row(cell: Cell, result) -> dict:
     s = result.summary
     return {
         **cell.labels, "config": cell.cfg.name, "dataset": s["dataset"], "params": s["params"], "epochs": s["epochs"],
-        "test_acc": s["test_acc"], "train_seconds": s["train_seconds"], "status": s["status"], "run_dir": str(result.path),
+        "test_acc": s["test_acc"], "article_test_acc": article(cell.cfg), "train_seconds": s["train_seconds"],
+        "status": s["status"], "run_dir": str(result.path),
     }
 
 
@@ -62,18 +70,24 @@ def summarize(cell_rows: list[dict]):
     table = (
         df.groupby(["model", "permuted"], sort=False)
         .agg(params=("params", "first"), seeds=("seed", "count"), test_acc_mean=("test_acc", "mean"),
-             test_acc_std=("test_acc", "std"), train_seconds=("train_seconds", "mean"))
+             test_acc_std=("test_acc", "std"), train_seconds=("train_seconds", "mean"),
+             article_test_acc=("article_test_acc", "first"))
         .reset_index()
     )
     return table[TABLE_COLUMNS]
 
 
 def display_rows(table) -> list[dict]:
-    """The table as people read it: percentages with their spread, yes/no, thousands separators."""
+    """The table as people read it: percentages with their spread, yes/no, thousands separators; the
+    article's numbers beside cnnlab's where the article gives any."""
+    from cnnlab.report import fmt
+
+    with_article = table["article_test_acc"].notna().any()
     return [
         {
             "model": r.model, "params": f"{r.params:,}", "permuted": "yes" if r.permuted else "no", "seeds": r.seeds,
             "test accuracy (± std)": f"{r.test_acc_mean:.2%} ± {'-' if r.test_acc_std != r.test_acc_std else f'{100 * r.test_acc_std:.2f}'}",
+            **({"article": fmt("test_acc", r.article_test_acc)} if with_article else {}),
             "train s": f"{r.train_seconds:.1f}",
         }
         for r in table.itertuples()
