@@ -188,14 +188,19 @@ def resume_elsewhere(path: Path, wanted: str) -> None:
     raise RunError(f"{what}: resume it with cnnlab {'train' if kind == 'run' else kind} --resume {path}")
 
 
+def must_be_a_directory(path: Path, kind: str) -> None:
+    """Refuse a path that is no directory at all, saying why: a file, or nothing there (a typo)."""
+    if not path.is_dir():
+        raise RunError(f"not {DIRECTORIES[kind]} directory: {path} {'is a file' if path.exists() else 'does not exist'}")
+
+
 def open_run(path: str | os.PathLike, resuming: bool = False) -> Path:
     """A path that must be an existing run (config.yaml and summary.json inside). A study or sweep
     directory is told apart: resuming, with the command that resumes it; else, with where its runs are."""
     path = Path(path)
     if path.is_file() and path.name in (CONFIG, SUMMARY, METRICS, MODEL, CHECKPOINT):
         raise RunError(f"{path} is a file of a run: give its directory, {path.parent}")
-    if not path.is_dir():
-        raise RunError(f"not a run directory: {path} {'is a file' if path.exists() else 'does not exist'}")
+    must_be_a_directory(path, "run")
     if not (path / CONFIG).is_file() or not (path / SUMMARY).is_file():
         if resuming:
             resume_elsewhere(path, "run")

@@ -311,6 +311,7 @@ def start(sweep: Sweep, root: Path, data_dir=None) -> Path:
 def reopen(path: str | Path) -> Sweep:
     """The sweep of an existing sweep directory, for --resume."""
     path = Path(path)
+    runs.must_be_a_directory(path, "sweep")
     runs.resume_elsewhere(path, "sweep")
     if not (path / SWEEP_FILE).is_file() or not (path / BASE_FILE).is_file():
         raise RunError(f"not a sweep directory: {path} has no {SWEEP_FILE} and {BASE_FILE}")

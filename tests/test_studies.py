@@ -401,6 +401,16 @@ def test_a_resume_without_the_data_or_device_is_refused_before_anything_changes(
     assert json.loads((study / "summary.json").read_text())["status"] == "interrupted"
 
 
+@pytest.mark.parametrize("command,kind", [("compare", "a compare study"), ("shift-sweep", "a shift-sweep study"), ("sweep", "a sweep")])
+def test_resuming_nothing_or_a_file_says_which(tmp_path, capsys, monkeypatch, command, kind):
+    """A mistyped directory was 'not a compare study directory that can be resumed: PATH', and for a
+    sweep 'PATH has no sweep.yaml and base.yaml', as if it existed; the sweep file itself was said to
+    lack sweep.yaml too. Now both say what is there, as train --resume does."""
+    for path, why in [(tmp_path / "no_such_dir", "does not exist"), (ROOT / "configs/sweeps/lenet_lr.yaml", "is a file")]:
+        code, out, err = cnnlab(capsys, monkeypatch, command, "--resume", path)
+        assert (code, err) == (1, f"error: not {kind} directory: {path} {why}\n")
+
+
 def test_a_study_that_cannot_get_further_says_so_and_a_broken_plan_is_one_line(tiny_data, tmp_path, capsys, monkeypatch):
     _failing_run(monkeypatch, 2, "nan")
     code, out, err = cnnlab(capsys, monkeypatch, "compare", "fc-vs-cnn", "--seeds", "1", "--data-dir", tiny_data, *FAST, "--runs-dir", tmp_path)

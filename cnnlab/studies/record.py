@@ -58,6 +58,7 @@ class StudyRecord:
     def reopen(cls, path: Path, study: str) -> "StudyRecord":
         """The record of an existing `study` directory (compare, shift-sweep), to resume it."""
         path = Path(path)
+        runs.must_be_a_directory(path, study)
         summary = runs.read_json(path / runs.SUMMARY) if (path / runs.SUMMARY).is_file() else {}
         runs.resume_elsewhere(path, study)
         if summary.get("kind") != "study" or summary.get("study") != study or not (path / PLAN).is_file():
