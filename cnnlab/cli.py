@@ -158,7 +158,7 @@ def train(
         print(dump_yaml(config_to_dict(cfg)), end="")
         return
     from cnnlab.experiment import run
-    from cnnlab.report import ConsoleProgress, console, epochs_table
+    from cnnlab.report import ConsoleProgress, console, epochs_table, say
 
     progress = ConsoleProgress(cfg.train.epochs, cfg.name)
     try:
@@ -171,7 +171,7 @@ def train(
     article = article_test_acc(s.get("reported"), cfg.transform.permute)
     if article is not None:
         line += f" (article: {article:.1%})"
-    console.print(line, soft_wrap=True)  # one line in logs too, however long
+    say(line)
     print(result.path)
 
 
@@ -182,7 +182,7 @@ def summary(
     """Each layer's type, output shape, parameters and the output-size rule, for the config's model."""
     from cnnlab.config import DATASET_CLASSES, DATASET_SHAPES
     from cnnlab.models import all_params, build_model
-    from cnnlab.report import console, table
+    from cnnlab.report import console, say, table
     from cnnlab.summary import summarize
 
     config, overrides = split_args(args)
@@ -200,7 +200,7 @@ def summary(
     console.print(table(data, title=f"{cfg.model.name} on {cfg.dataset.name} input {'x'.join(map(str, shape))}"))
     total = all_params(model)
     frozen = f" ({trainable:,} trainable, {total - trainable:,} frozen)" if total != trainable else ""
-    console.print(f"total parameters: {total:,}{frozen}")
+    say(f"total parameters: {total:,}{frozen}")
 
 
 @app.command("runs")
@@ -212,7 +212,7 @@ def list_runs(
     runs_dir: Optional[Path] = RunsDir,
 ):
     """List runs, studies and sweeps, newest first."""
-    from cnnlab.report import console, fitted_table
+    from cnnlab.report import console, fitted_table, say
     from cnnlab.runs import list_runs as find, runs_root
 
     root = runs_root(runs_dir)
@@ -230,14 +230,14 @@ def list_runs(
     else:
         filters = ", ".join(f"{k} {v}" for k, v in want.items() if v is not None)
         if not rows:
-            console.print(f"no runs{f' with {filters}' if filters else ''} in {root}")
+            say(f"no runs{f' with {filters}' if filters else ''} in {root}")
             return
         # the ids stay whole (they are what show and --resume take); on a narrow terminal the columns
         # the id repeats (name) or that matter least go, rather than every column shrinking to "…"
         shown, left_out = fitted_table(rows, cols, ["name", "kind", "train_seconds", "epochs", "dataset"], whole=("id",))
         console.print(shown, crop=False)  # a pipe's table is wider than the console's default 120 columns
         if left_out:
-            console.print(f"(left out at {console.width} columns: {', '.join(left_out)}; --csv has them all)", soft_wrap=True)
+            say(f"(left out at {console.width} columns: {', '.join(left_out)}; --csv has them all)")
 
 
 # Commands beside their code (studies, bench, sweeps, ...) register on `app` when imported.

@@ -32,6 +32,12 @@ def has_a_width() -> bool:
 # the user's text (descriptions, paths), where '[/x]' would fail and '[bold]' vanish
 console = Console(highlight=False, markup=False, width=None if has_a_width() else 120)
 
+
+def say(text: str) -> None:
+    """Print text as written: a line longer than the console stays one line (a log's, a pipe's),
+    not broken or cut at its width; a terminal wraps it."""
+    console.print(text, soft_wrap=True)
+
 # how each metrics column is shown
 FORMATS = {
     "train_loss": "{:.4f}", "test_loss": "{:.4f}", "train_acc": "{:.2%}", "test_acc": "{:.2%}",

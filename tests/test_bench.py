@@ -580,6 +580,18 @@ def test_an_interrupted_bench_keeps_the_cases_it_finished(tiny_data, tmp_path, m
     assert not list(results.parent.glob(".*.tmp"))
 
 
+def test_the_machine_line_is_one_line_in_a_pipe(tiny_data, tmp_path, monkeypatch, capsys):
+    """Off a terminal the console is 120 columns wide: the 'machine: ...' line was broken in two (and,
+    narrower, each case's line)."""
+    from cnnlab import report
+
+    monkeypatch.setattr(report.console, "width", 60)
+    code, out, err = bench_here(monkeypatch, capsys, "--quick", "--cases", "fc", "--data-dir", tiny_data, "--runs-dir", tmp_path)
+    (line,) = [line for line in out.splitlines() if line.startswith("machine: ")]
+    assert code == 0 and line.endswith("else per-step overhead"), out
+    assert re.fullmatch(r"fc: reference .* s, cnnlab .* s, accuracy .*% vs .*%", out.splitlines()[0]), out
+
+
 def test_a_machine_is_busy_when_other_work_took_more_than_one_core():
     from cnnlab.bench.machine import was_busy
 

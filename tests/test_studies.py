@@ -411,6 +411,27 @@ def test_resuming_nothing_or_a_file_says_which(tmp_path, capsys, monkeypatch, co
         assert (code, err) == (1, f"error: not {kind} directory: {path} {why}\n")
 
 
+def test_readings_are_one_line_in_a_pipe_however_long(tiny_data, fashion_run, tmp_path, capsys, monkeypatch):
+    """Off a terminal the console is 120 columns wide, and a reading longer than that was broken
+    mid-sentence ('... CNN loses 3.9 \\npoints, ...'), in compare's and shift-sweep's output and in
+    show's, which broke a Markdown table's long rows too, and a long path was cut ('.../test_readings_...').
+    Now each is one line, as train's summary is."""
+    monkeypatch.setattr(report.console, "width", 60)
+    code, out, err = cnnlab(capsys, monkeypatch, "compare", "fc-vs-cnn", "--permute", "--seeds", "1", "--data-dir", tiny_data, *FAST, "--runs-dir", tmp_path)
+    assert code == 0, err
+    summary = json.loads((last_line(out) / "summary.json").read_text())
+    assert summary["reading"] in out.splitlines() and out.splitlines()[0].endswith(f" in {last_line(out)}")
+    code, out, err = cnnlab(capsys, monkeypatch, "shift-sweep", "--from-run", fashion_run.path, "--image-index", "0", "--data-dir", tiny_data, "--runs-dir", tmp_path)
+    assert code == 0, err
+    study = last_line(out)
+    summary = json.loads((study / "summary.json").read_text())
+    assert {summary["reading"], *summary["image_reading"]} <= set(out.splitlines())
+    code, out, err = cnnlab(capsys, monkeypatch, "show", study)
+    assert code == 0 and set((study / "table.md").read_text().splitlines()) <= set(out.splitlines())
+    code, out, err = cnnlab(capsys, monkeypatch, "forward-check", "--run", fashion_run.path, "--data-dir", tiny_data)
+    assert code == 0 and out.splitlines()[0].endswith(f"with the trained weights of {fashion_run.path}"), out
+
+
 def test_a_study_that_cannot_get_further_says_so_and_a_broken_plan_is_one_line(tiny_data, tmp_path, capsys, monkeypatch):
     _failing_run(monkeypatch, 2, "nan")
     code, out, err = cnnlab(capsys, monkeypatch, "compare", "fc-vs-cnn", "--seeds", "1", "--data-dir", tiny_data, *FAST, "--runs-dir", tmp_path)

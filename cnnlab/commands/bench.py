@@ -203,7 +203,7 @@ def bench(
     from cnnlab.bench.suite import COMPUTE_BOUND, DEFAULT_CASES, QUICK_CASES, measure, plan_bench
     from cnnlab.interrupts import Interrupted, interruptible
     from cnnlab.provenance import git_commit, git_dirty
-    from cnnlab.report import console, table
+    from cnnlab.report import console, say, table
     from cnnlab.report import markdown as markdown_table
     from cnnlab.runs import check_dir, runs_root, utc_now
 
@@ -221,7 +221,7 @@ def bench(
     kept = KeptResults(out_dir / RESULTS, {"time": utc_now(), "quick": quick, "git_commit": git_commit(), "git_dirty": git_dirty()})
 
     def keep(row: dict, info: dict) -> None:
-        console.print(
+        say(
             f"{row['case']}: reference {_took(row['ref_seconds'])}, cnnlab {_took(row['cnnlab_seconds'])}, "
             f"accuracy {_pct(row['ref_acc'])} vs {_pct(row['cnnlab_acc'])}"
         )
@@ -243,14 +243,14 @@ def bench(
         peak += "".join(f", {gflops:.1f} with {t}" for t, gflops in sorted(others.items()))
         peak += " (each case against its own thread count)"
     console.print(table(machine, title=f"cnnlab against the machine: {peak}"))
-    console.print(
+    say(
         f"machine: {info['cpu_model']}, {info['cores']} cores, torch {info['torch_version']}, "
         f"device {info['device_name']}; load average before/after {load}; memory: {rows[0]['memory'] if rows else '-'}; "
         f"bound: compute at {COMPUTE_BOUND:.0%} of the compute peak or more, else per-step overhead"
     )
     for r in rows:
         if r["case"] == "lenet99":
-            console.print(
+            say(
                 f"lenet99: epochs to 99% test accuracy: reference {_epochs_to_target(r['ref_seconds'], r['ref_epochs'])}, "
                 f"cnnlab {_epochs_to_target(r['cnnlab_seconds'], r['cnnlab_epochs'])}"
             )

@@ -123,7 +123,7 @@ def compare(
     The last line is the study directory (table.csv/.md, cells.csv, accuracy.png, cells/).
     """
     from cnnlab.figures import comparison_bars
-    from cnnlab.report import console, markdown, table
+    from cnnlab.report import console, markdown, say, table
     from cnnlab.runner import previous_runs, run_cells
     from cnnlab.runs import runs_root
     from cnnlab.studies import compare as study
@@ -166,10 +166,10 @@ def compare(
         s = result.summary
         record.update(cells=_cell_paths(record, done), train_seconds=sum(r.summary["train_seconds"] for r in done))
         condition = ", permuted pixels" if cell.labels["permuted"] else ""
-        console.print(f"[{len(done)}/{len(cells)}] {cell.labels['model']} seed {cell.labels['seed']}{condition}: test accuracy {s['test_acc']:.2%}, {s['train_seconds']:.1f} s")
+        say(f"[{len(done)}/{len(cells)}] {cell.labels['model']} seed {cell.labels['seed']}{condition}: test accuracy {s['test_acc']:.2%}, {s['train_seconds']:.1f} s")
 
     with record.running():
-        console.print(f"{name}: {what} in {record.path}")
+        say(f"{name}: {what} in {record.path}")
         results = run_cells(cells, runs_dir=record.cells, data_dir=data_dir, address=address, on_done=on_done, previous=previous)
         rows = [study.cell_row(c, r) | {"run_dir": p} for c, r, p in zip(cells, results, _cell_paths(record, results))]
         summary = study.summarize(rows)
@@ -179,7 +179,7 @@ def compare(
         record.write_figure("accuracy.png", comparison_bars(summary, f"{name} on {datasets}"))
         record.update(reading=text, cells=_cell_paths(record, results), train_seconds=sum(r["train_seconds"] for r in rows))
     console.print(table(shown, title=f"{name} on {datasets}"))
-    console.print(text)
+    say(text)
     print(record.path)
 
 
@@ -210,7 +210,7 @@ def shift_sweep(
     from cnnlab.data import load_splits
     from cnnlab.experiment import resolve_device
     from cnnlab.figures import accuracy_vs_shift, probability_heatmap, shift_heatmaps
-    from cnnlab.report import console, markdown, table
+    from cnnlab.report import console, markdown, say, table
     from cnnlab.runner import Cell, previous_runs, run_cells
     from cnnlab.runs import runs_root
     from cnnlab.studies import shift_sweep as study
@@ -264,8 +264,8 @@ def shift_sweep(
 
     with record.running():
         if cells:
-            console.print(f"{name}: training {len(cells)} model(s){', resumed,' if resume is not None else ''} in {record.path}")
-        on_done = lambda cell, r: console.print(f"{cell.labels['model']}: test accuracy {r.summary['test_acc']:.2%} after {r.summary['epochs']} epoch(s), {r.summary['train_seconds']:.1f} s")  # noqa: E731
+            say(f"{name}: training {len(cells)} model(s){', resumed,' if resume is not None else ''} in {record.path}")
+        on_done = lambda cell, r: say(f"{cell.labels['model']}: test accuracy {r.summary['test_acc']:.2%} after {r.summary['epochs']} epoch(s), {r.summary['train_seconds']:.1f} s")  # noqa: E731
         results = run_cells(cells, runs_dir=record.cells, data_dir=data_dir, address=address, on_done=on_done, previous=previous)
         trained = [study.load_trained(r.path, c.labels["model"], device) for c, r in zip(cells, results)]
         for t in reused:
@@ -306,9 +306,9 @@ def shift_sweep(
         record.update(reading=text, image_reading=image_lines)
     for heading, shown_rows in shown.items():
         console.print(table(shown_rows, title=heading))
-    console.print(text)
+    say(text)
     for line in image_lines:
-        console.print(line)
+        say(line)
     print(record.path)
 
 
@@ -324,20 +324,20 @@ def show(
     from cnnlab import runs
     from cnnlab.config import read_yaml
     from cnnlab.errors import RunError
-    from cnnlab.report import console, epochs_table, table
+    from cnnlab.report import console, epochs_table, say, table
 
     path = Path(run_dir)
     summary = runs.read_json(path / runs.SUMMARY, {"files": list}) if (path / runs.SUMMARY).is_file() else {}
     if summary.get("kind") in ("study", "sweep"):
         what = summary.get("study") or summary["kind"]
-        console.print(f"{summary.get('name', path.name)} ({what}), {runs.shown_status(summary, path)}, started {summary.get('started_at')}")
+        say(f"{summary.get('name', path.name)} ({what}), {runs.shown_status(summary, path)}, started {summary.get('started_at')}")
         if summary.get("error"):
-            console.print(f"why: {summary['error']}")
+            say(f"why: {summary['error']}")
         for table_md in ("table.md", "results.md"):  # a study's table, a sweep's points best first
             if (path / table_md).is_file():
-                console.print(runs.read_text(path / table_md))
+                say(runs.read_text(path / table_md))
         files = summary.get("files") or sorted(p.name for p in path.iterdir() if p.is_file() and not p.name.startswith("."))
-        console.print("files: " + ", ".join(map(str, files)))
+        say("files: " + ", ".join(map(str, files)))
         if open_png:  # the study's or sweep's main figure: its first PNG (accuracy.png, <metric>.png)
             figure = next((path / f for f in map(str, files) if f.endswith(".png") and (path / f).is_file()), None)
             if figure:

@@ -51,7 +51,7 @@ def forward_check(
     from cnnlab.config import DATASET_CLASSES, DATASET_SHAPES
     from cnnlab.data import load_splits
     from cnnlab.models import build_model
-    from cnnlab.report import console, table
+    from cnnlab.report import console, say, table
     from cnnlab.runs import load_model_weights
     from cnnlab.transforms import Pipeline
 
@@ -71,7 +71,7 @@ def forward_check(
     rows, out_torch, out_numpy = fc.check(model, x)
 
     weights = f"the trained weights of {run}" if run is not None else f"a fresh init (seed {cfg.seed})"
-    console.print(f"{cfg.model.name} on {len(x)} {cfg.dataset.name} test images, with {weights}")
+    say(f"{cfg.model.name} on {len(x)} {cfg.dataset.name} test images, with {weights}")
     data = [
         {"layer": r.name, "type": r.kind, "output shape": "x".join(map(str, r.output_shape)),
          "max |NumPy - PyTorch|": f"{r.max_abs_diff:.2e}", "ok": "yes" if r.ok else "NO"}
@@ -80,10 +80,10 @@ def forward_check(
     console.print(table(data))
     if out_torch.shape[1] == 1:  # one sigmoid output: the probability of class 1, as the toy prints it
         for i in range(len(x)):
-            console.print(f"image {i} (label {int(test.labels[i])}): prediction NumPy {out_numpy[i, 0]:.6f}, PyTorch {out_torch[i, 0].item():.6f}")
+            say(f"image {i} (label {int(test.labels[i])}): prediction NumPy {out_numpy[i, 0]:.6f}, PyTorch {out_torch[i, 0].item():.6f}")
     else:
-        console.print(f"predicted classes, NumPy:   {out_numpy.argmax(1).tolist()}")
-        console.print(f"predicted classes, PyTorch: {out_torch.argmax(1).tolist()}")
+        say(f"predicted classes, NumPy:   {out_numpy.argmax(1).tolist()}")
+        say(f"predicted classes, PyTorch: {out_torch.argmax(1).tolist()}")
     bad = fc.first_failure(rows)
     if bad is not None:
         raise CnnlabError(
