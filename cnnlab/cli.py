@@ -177,7 +177,7 @@ def train(
 
 @app.command()
 def summary(
-    args: list[str] = typer.Argument(..., metavar="CONFIG [KEY=VALUE]..."),
+    args: list[str] = typer.Argument(None, metavar="CONFIG [KEY=VALUE]..."),
 ):
     """Each layer's type, output shape, parameters and the output-size rule, for the config's model."""
     from cnnlab.config import DATASET_CLASSES, DATASET_SHAPES
@@ -185,7 +185,7 @@ def summary(
     from cnnlab.report import console, say, table
     from cnnlab.summary import summarize
 
-    config, overrides = split_args(args)
+    config, overrides = split_args(args or [])
     if config is None:
         raise CnnlabUsage("missing CONFIG, e.g. cnnlab summary configs/mnist_cnn.yaml")
     cfg = load(config, overrides)

@@ -94,7 +94,7 @@ def forward_check(
 
 @app.command()
 def samples(
-    args: list[str] = typer.Argument(..., metavar="DATASET [KEY=VALUE]...", help="mnist | fashion-mnist | cifar10 | toy, and transform overrides, e.g. transform.permute=true"),
+    args: list[str] = typer.Argument(None, metavar="DATASET [KEY=VALUE]...", help="mnist | fashion-mnist | cifar10 | toy, and transform overrides, e.g. transform.permute=true"),
     n: int = typer.Option(32, "--n", min=1, max=256, help="How many images."),
     config: Optional[Path] = typer.Option(None, "--config", help="Show the images after this config's deterministic transforms."),
     split: str = typer.Option("test", "--split", help="test | train"),
@@ -107,7 +107,7 @@ def samples(
     from cnnlab.config import config_from_dict, leaf_keys, parse_override, read_config_yaml
     from cnnlab.runs import atomic_write, runs_root
 
-    dataset, overrides = split_args(args, what="dataset", example="transform.permute=true")
+    dataset, overrides = split_args(args or [], what="dataset", example="transform.permute=true")
     if dataset is None:
         raise CnnlabUsage("missing DATASET, e.g. cnnlab samples mnist")
     if split not in ("test", "train"):
