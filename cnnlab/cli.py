@@ -84,6 +84,12 @@ def _models():
 
 
 dataset_name = one_of("--dataset", _datasets)  # --dataset's parser: a dataset cnnlab knows
+SPLITS = ("train", "test")
+
+
+def split_name(option: str) -> Callable[[str], str]:
+    """The parser of an option naming a dataset split (samples --split, shift-sweep --image-split)."""
+    return one_of(option, lambda: SPLITS)
 
 
 DataDir = typer.Option(None, "--data-dir", parser=not_empty("--data-dir", Path), metavar="DIR", help="Dataset folder (torchvision layout). Default: the config's dataset.data_dir, else $CNNLAB_DATA_DIR, else ./data.")

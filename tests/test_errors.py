@@ -244,7 +244,9 @@ CASES = [
     ("shift_sweep_max_shift_too_large", ["shift-sweep", "--max-shift", "99", "--runs-dir", "{tmp}/no_study"], 2,
      "error: --max-shift: Input should be less than or equal to 27 (got 99)"),
     ("shift_sweep_unknown_axis", ["shift-sweep", "--axis", "z", "--runs-dir", "{tmp}/no_study"], 2, "error: --axis: must be one of 'x', 'y' or 'both' (got 'z')"),
-    ("shift_sweep_unknown_image_split", ["shift-sweep", "--image-split", "val", "--runs-dir", "{tmp}/no_study"], 2, "error: --image-split: must be one of"),
+    # a split is refused in one wording, as other option values are
+    ("shift_sweep_unknown_image_split", ["shift-sweep", "--image-split", "tset", "--runs-dir", "{tmp}/no_study"], 2, "error: unknown --image-split 'tset'; valid: train, test"),
+    ("samples_unknown_split", ["samples", "mnist", "--split", "tset"], 2, "error: unknown --split 'tset'; valid: train, test"),
     ("shift_sweep_negative_image_index", ["shift-sweep", "--image-index", "-1", "--runs-dir", "{tmp}/no_study"], 2, "error: --image-index: Input should be greater"),
     ("bench_too_many_threads", ["bench", "--quick", "--threads", "5000", *RUNS], 2, "error: --threads: Input should be less than or equal to 1024 (got 5000)"),
     ("shift_sweep_unknown_dataset", ["shift-sweep", "--dataset", "fashion", "--runs-dir", "{tmp}/no_study"], 2, "unknown --dataset 'fashion'; valid: mnist"),

@@ -12,7 +12,7 @@ from typing import Optional
 
 import typer
 
-from cnnlab.cli import CnnlabUsage, DataDir, Device, RunsDir, app, dataset_name, not_empty, positional_and_overrides
+from cnnlab.cli import CnnlabUsage, DataDir, Device, RunsDir, app, dataset_name, not_empty, positional_and_overrides, split_name
 
 Epochs = typer.Option(None, "--epochs", min=1, help="Epochs for every trained model (overrides train.epochs).")
 Dataset = typer.Option(None, "--dataset", parser=dataset_name, help="Run every member on this dataset: mnist | fashion-mnist | cifar10 | toy.")
@@ -191,7 +191,7 @@ def shift_sweep(
     axis: Optional[str] = typer.Option(None, "--axis", help="x | y | both (a 2-D grid). Default x."),
     mode: Optional[str] = typer.Option(None, "--mode", help="roll (wrap around, as in the study) | zero (black fill). Default roll."),
     image_index: Optional[int] = typer.Option(None, "--image-index", help="The single-image view's image (default 24150, the study's Pullover)."),
-    image_split: Optional[str] = typer.Option(None, "--image-split", help="train | test: where --image-index points (default train)."),
+    image_split: Optional[str] = typer.Option(None, "--image-split", parser=split_name("--image-split"), help="train | test: where --image-index points (default train)."),
     epochs: Optional[int] = Epochs,
     dataset: Optional[str] = Dataset,
     address: Optional[str] = Address,

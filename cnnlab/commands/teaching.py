@@ -9,7 +9,7 @@ from typing import Optional
 
 import typer
 
-from cnnlab.cli import CnnlabUsage, DataDir, RunsDir, app, load, not_empty, split_args
+from cnnlab.cli import CnnlabUsage, DataDir, RunsDir, app, load, not_empty, split_args, split_name
 from cnnlab.errors import CnnlabError, ConfigError
 
 
@@ -97,7 +97,7 @@ def samples(
     args: list[str] = typer.Argument(None, metavar="DATASET [KEY=VALUE]...", help="mnist | fashion-mnist | cifar10 | toy, and transform overrides, e.g. transform.permute=true"),
     n: int = typer.Option(32, "--n", min=1, max=256, help="How many images."),
     config: Optional[Path] = typer.Option(None, "--config", help="Show the images after this config's deterministic transforms."),
-    split: str = typer.Option("test", "--split", help="test | train"),
+    split: str = typer.Option("test", "--split", parser=split_name("--split"), help="test | train"),
     out: Optional[Path] = typer.Option(None, "--out", help="PNG path. Default: RUNS_DIR/samples-DATASET-SPLIT[-CONFIG][-OVERRIDES].png"),
     data_dir: Optional[Path] = DataDir,
     runs_dir: Optional[Path] = RunsDir,
@@ -110,8 +110,6 @@ def samples(
     dataset, overrides = split_args(args or [], what="dataset", example="transform.permute=true")
     if dataset is None:
         raise CnnlabUsage("missing DATASET, e.g. cnnlab samples mnist")
-    if split not in ("test", "train"):
-        raise CnnlabUsage(f"--split must be test or train, not {split!r}")
     if out is not None and out.suffix.lower() != ".png":
         raise CnnlabUsage(f"--out must name a .png file (the grid is a PNG), not {out.name!r}")
     base = read_config_yaml(config) if config is not None else {"name": "samples", "model": {"name": "fc"}}
