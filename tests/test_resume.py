@@ -28,6 +28,7 @@ from cnnlab.config import load_config
 from cnnlab.errors import RunError
 from cnnlab.experiment import run
 from cnnlab.models import build_model
+from cnnlab.resume import check_epochs
 from conftest import ROOT, needs_cuda
 from fakedata import make_idx_dataset
 from test_errors import cli, error_line, start
@@ -372,6 +373,11 @@ class Payload:
 
     def __reduce__(self):
         return os.system, (f"touch {self.marker}",)
+
+
+def test_a_completed_run_of_one_epoch_says_one_epoch():
+    with pytest.raises(RunError, match=r"^runs/x is already complete \(1 epoch\): nothing to train; extend it with train.epochs=2 or more$"):
+        check_epochs(Path("runs/x"), 1, 1, {"status": "completed"})
 
 
 def test_a_resume_that_cannot_go_on_leaves_the_run_as_it_was(setup, tmp_path, capsys):
