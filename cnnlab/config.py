@@ -693,9 +693,7 @@ def _describe(err: dict, schema: type[BaseModel], data: dict, names: dict[str, s
     if kind in ("union_tag_invalid", "union_tag_not_found"):
         what = ".".join(_walk(schema, loc)[1])
         # pydantic leaves the tags out for an optional section (schedule): name them from the schema
-        expected = err.get("ctx", {}).get("expected_tags") or ", ".join(
-            repr(typing.get_args(m.model_fields["name"].annotation)[0]) for m in _choices(schema, what.split("."))
-        )
+        expected = err.get("ctx", {}).get("expected_tags") or _choice_names(schema, what)
         given = err.get("input")
         if kind == "union_tag_not_found" or (isinstance(given, dict) and given.get("name") is None):  # name: (empty)
             return f"{what}: missing 'name'; valid names: {expected}"
@@ -703,6 +701,8 @@ def _describe(err: dict, schema: type[BaseModel], data: dict, names: dict[str, s
         return f"unknown {what} {tag!r}; valid names: {expected}"
     path = _walk(schema, loc)[1]
     shown = names.get(".".join(path), ".".join(path))
+    if (kind == "missing" or err.get("input") is None) and _choices(schema, path):  # no model section, or `model:` with nothing
+        return f"{shown}: missing; give {shown}.name, one of {_choice_names(schema, '.'.join(path))}"
     sections = _section_classes(schema, path)  # the classes the key's value may be, if it is a section
     msg = err["msg"]
     if kind == "literal_error":
@@ -717,6 +717,11 @@ def _describe(err: dict, schema: type[BaseModel], data: dict, names: dict[str, s
         return f"{shown}: a section, not {got!r}; to choose one by name: {shown}.name={got}"
     got_text = "" if isinstance(got, (dict, list)) or kind.startswith("value_error") else f" (got {'no value' if got is None else repr(got)})"
     return f"{shown}: {msg}{got_text}" if shown else f"{msg}{got_text}"
+
+
+def _choice_names(schema: type[BaseModel], section: str) -> str:
+    """The names a choice section takes, as its errors list them: 'fc', 'cnn', ..."""
+    return ", ".join(repr(typing.get_args(m.model_fields["name"].annotation)[0]) for m in _choices(schema, section.split(".")))
 
 
 def _says_most(err: dict) -> int:

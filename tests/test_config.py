@@ -248,6 +248,15 @@ def test_a_kind_given_for_its_section_says_to_set_the_name():
     assert "train: Input should be a valid dictionary" in error_of(["train=fast"])  # a section without a name
 
 
+def test_a_config_without_a_model_says_to_give_model_name():
+    """No model section was 'model: Field required'; `model:` with nothing 'model: Input should be a valid dictionary ...'."""
+    expected = "config: model: missing; give model.name, one of " + ", ".join(map(repr, config_module.model_names()))
+    assert expected.startswith("config: model: missing; give model.name, one of 'fc', 'cnn', 'lenet', ")
+    assert error_of([], {"name": "t"}) == expected
+    assert error_of(["model=null"]) == expected
+    assert error_of(["optimizer=null"]) == "config: optimizer: missing; give optimizer.name, one of 'sgd', 'adam', 'adamw', 'rmsprop'"
+
+
 def test_shift_limit_depends_on_the_dataset():
     config_from_dict({**BASE, "dataset": {"name": "cifar10"}}, ["transform.shift.dx=31"])
     error_of(["transform.shift.dx=28"])

@@ -173,7 +173,7 @@ CASES = [
     ("unknown_optimizer", ["train", "{tmp}/unknown_optimizer.yaml"], 2, "unknown optimizer 'sgdd'; valid names: 'sgd', 'adam'"),
     ("unknown_dataset", ["train", "{tmp}/unknown_dataset.yaml"], 2, "'mnist', 'fashion-mnist'"),
     ("unknown_device", ["train", "{tmp}/unknown_device.yaml"], 2, "unknown device 'tpu'; valid: auto, cpu, cuda"),
-    ("no_model", ["train", "{tmp}/no_model.yaml"], 2, "model: Field required"),
+    ("no_model", ["train", "{tmp}/no_model.yaml"], 2, "no_model.yaml: model: missing; give model.name, one of 'fc', 'cnn', 'lenet', "),
     ("section_not_mapping", ["train", "{tmp}/section_not_mapping.yaml"], 2, "train:"),
     # wrong types and out-of-range values, through overrides
     ("negative_epochs", [*OK_ARGS, "train.epochs=-1"], 2, "train.epochs: Input should be greater than 0 (got -1)"),
