@@ -7,6 +7,7 @@ one study (a name or a study file) or plain config files, and `resolve()` turns 
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -120,7 +121,7 @@ def resolve(paths: list[str], overrides: list[str]) -> tuple[StudySpec, list[Mem
         spec, base = StudySpec(name=name, members=[MemberSpec(config=p) for p in paths]), Path(".")
     members = []
     for m in spec.members:
-        source = base / m.config
+        source = Path(os.path.normpath(base / m.config))  # configs/mnist_fc.yaml, not configs/studies/../mnist_fc.yaml
         cfg = load_config(source, spec.overrides + overrides)
         members.append(Member(m.label or cfg.name, cfg, str(source)))
     labels = [m.label for m in members]
