@@ -23,6 +23,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from cnnlab.bench import reference
 from cnnlab.bench import machine, suite
 from cnnlab.bench.machine import PeakMemory, compute_peaks, dense_kernels
+from cnnlab.commands.bench import peak_title
 from cnnlab.config import load_config
 from cnnlab.errors import ConfigError, DataError
 from cnnlab.experiment import prepare_data
@@ -169,6 +170,16 @@ def test_each_dense_kernel_does_the_flops_it_is_credited_with():
         with FlopCounterMode(display=False) as counter:
             call()
         assert counter.get_total_flops() == flops, name
+
+
+def test_the_peaks_title_names_the_matrix_product_once():
+    """It read '(matrix product; matrix product 429.9)' when the product was the fastest kernel."""
+    info = {"peak_dtype": "float32", "peak_gflops": 429.9, "peak_kernel": "matrix product", "matmul_gflops": 429.9, "peak_gflops_1_thread": None, "threads": 1}
+    assert peak_title(info, []) == "float32 compute peak 429.9 GFLOP/s (matrix product)"
+    conv = {**info, "peak_gflops": 509.5, "peak_kernel": "3x3 convolution", "matmul_gflops": 199.5, "peak_gflops_1_thread": 249.9, "threads": 2}
+    assert peak_title(conv, []) == (
+        "float32 compute peak 509.5 GFLOP/s (3x3 convolution; matrix product 199.5) with 2 threads, 249.9 with 1 (each case against its own thread count)"
+    )
 
 
 def test_the_compute_peak_is_measured_per_thread_count_for_every_kernel():

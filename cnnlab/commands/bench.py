@@ -54,6 +54,21 @@ def speed_row(r: dict) -> dict:
     }
 
 
+def peak_title(info: dict, rows: list[dict]) -> str:
+    """The compute peak as the machine table's title gives it: its kernel, the matrix product's rate
+    when another kernel is faster, and the peaks at other thread counts."""
+    kernel = info["peak_kernel"]
+    if kernel != "matrix product":
+        kernel += f"; matrix product {info['matmul_gflops']:.1f}"
+    peak = f"{info['peak_dtype']} compute peak {info['peak_gflops']:.1f} GFLOP/s ({kernel})"
+    if info["peak_gflops_1_thread"] and info["threads"] > 1:
+        others = {r["cnnlab_threads"]: r["peak_gflops_used"] for r in rows if r["cnnlab_threads"] not in (1, info["threads"])}
+        peak += f" with {info['threads']} threads, {info['peak_gflops_1_thread']:.1f} with 1"
+        peak += "".join(f", {gflops:.1f} with {t}" for t, gflops in sorted(others.items()))
+        peak += " (each case against its own thread count)"
+    return peak
+
+
 def machine_row(r: dict) -> dict:
     """A result row as the against-the-machine table shows it."""
     return {
@@ -236,13 +251,7 @@ def bench(
     load = "/".join(_load(v) for v in (info["load_before"], info["load_after"]))
     speed, machine = [speed_row(r) for r in rows], [machine_row(r) for r in rows]
     console.print(table(speed, title=f"cnnlab bench{' --quick' if quick else ''} on {info['device']}: medians of {repeats} interleaved pair(s), seconds of training per budget"))
-    peak = f"{info['peak_dtype']} compute peak {info['peak_gflops']:.1f} GFLOP/s ({info['peak_kernel']}; matrix product {info['matmul_gflops']:.1f})"
-    if info["peak_gflops_1_thread"] and info["threads"] > 1:
-        others = {r["cnnlab_threads"]: r["peak_gflops_used"] for r in rows if r["cnnlab_threads"] not in (1, info["threads"])}
-        peak += f" with {info['threads']} threads, {info['peak_gflops_1_thread']:.1f} with 1"
-        peak += "".join(f", {gflops:.1f} with {t}" for t, gflops in sorted(others.items()))
-        peak += " (each case against its own thread count)"
-    console.print(table(machine, title=f"cnnlab against the machine: {peak}"))
+    console.print(table(machine, title=f"cnnlab against the machine: {peak_title(info, rows)}"))
     say(
         f"machine: {info['cpu_model']}, {info['cores']} cores, torch {info['torch_version']}, "
         f"device {info['device_name']}; load average before/after {load}; memory: {rows[0]['memory'] if rows else '-'}; "
