@@ -140,7 +140,8 @@ def train(
     runs_dir: Optional[Path] = RunsDir,
     device: Optional[str] = Device,
 ):
-    """Train one config; print the epochs table; the last line is the run directory."""
+    """Train one config; print the epochs table; the last line is the run directory (also when
+    the run is interrupted or fails once its directory exists)."""
     from cnnlab.config import article_test_acc, config_to_dict, dump_yaml
 
     config, overrides = split_args(args or [])
@@ -169,8 +170,12 @@ def train(
     progress = ConsoleProgress(cfg.train.epochs, cfg.name)
     try:
         result = run(cfg, runs_dir=runs_dir, data_dir=data_dir, resume=resume, progress=progress)
-    finally:
+    except BaseException as e:
         progress.close()
+        if getattr(e, "run_dir", None) is not None:  # interrupted or failed: scripts still take the last line
+            print(e.run_dir)
+        raise
+    progress.close()
     s = result.summary
     console.print(epochs_table(result.metrics))
     line = f"{cfg.name}: {cfg.model.name} on {cfg.dataset.name}, {s['params']:,} params, test accuracy {s['test_acc']:.2%} after {s['epochs']} epoch(s), {s['train_seconds']:.1f} s training on {s['device']}"

@@ -234,6 +234,7 @@ def run(
 
     SIGINT and SIGTERM raise Interrupted from the first line: before the run directory exists
     nothing is lost; after, the run is marked interrupted and keeps its last complete epoch.
+    What it raises once the run directory holds a summary carries that directory (see in_run).
     """
     signals = Signals()
     with signals.installed():
@@ -334,16 +335,16 @@ def _run(cfg: Config, signals: Signals, runs_dir, data_dir, resume, progress, on
         # a resume that turned checkpoints off keeps the earlier checkpoint until its first epoch ends
         resumable = cfg.train.checkpoint or (path / runs.CHECKPOINT).exists()
         how = f"continue with: cnnlab train --resume {path}" if resumable else "no checkpoint to continue from (train.checkpoint=false)"
-        raise Interrupted(e.signum, f"{message}; {written} complete epoch(s) kept; {how}") from None
-    except KeyboardInterrupt:
+        raise in_run(Interrupted(e.signum, f"{message}; {written} complete epoch(s) kept; {how}"), path) from None
+    except KeyboardInterrupt as e:
         finish("interrupted", f"stopped during epoch {state.epoch + 1}")
-        raise
+        raise in_run(e, path)
     except Stopped as e:
         finish("stopped", str(e) or None)
         return RunResult(path, summary, rows)
     except BaseException as e:
         finish("failed", first_line(e))
-        raise
+        raise in_run(e, path)
     else:
         finish("completed")
         if signals.pending is not None:
@@ -356,4 +357,12 @@ def _run(cfg: Config, signals: Signals, runs_dir, data_dir, resume, progress, on
 def stopped_when_complete(signum: int, path: Path) -> Interrupted:
     """A signal that came once every epoch was written: the run is complete, and whatever runs it
     (a study, a script) still stops, as it was asked to."""
-    return Interrupted(signum, f"stopped by {signal_name(signum)} after the last epoch; the run is complete: {path}")
+    return in_run(Interrupted(signum, f"stopped by {signal_name(signum)} after the last epoch; the run is complete: {path}"), path)
+
+
+def in_run(e: BaseException, path: Path | None) -> BaseException:
+    """e, carrying as e.run_dir the run directory it stopped (None: no directory held a summary
+    yet, or a refused resume left it as it was), for `cnnlab train` to print last, as it prints a
+    finished run's."""
+    e.run_dir = path
+    return e

@@ -409,6 +409,13 @@ def test_a_diverging_loss_fails_the_run_at_once(results):
     assert summary["status"] == "failed"
     assert "the loss became" in summary["error"] and "epoch 1, step" in summary["error"]
     assert summary["epochs"] == 0 and not (run_dir / "metrics.csv").exists()
+    assert results[1]["loss_diverges"].stdout.splitlines()[-1] == str(run_dir)  # the last line, as for a run that finished
+
+
+def test_a_train_that_fails_before_its_run_directory_exists_prints_nothing(results):
+    """Only a run directory that was made is printed (see the diverging loss above)."""
+    for case_id in ("data_missing", "runs_dir_under_a_file", "resume_missing", "seed_too_large"):
+        assert results[1][case_id].stdout == "", case_id
 
 
 def test_help_and_no_arguments():
@@ -435,12 +442,12 @@ def test_a_signal_before_training_starts_is_one_line(tmp_path, signum):
                 assert proc.poll() is None, proc.communicate()
                 time.sleep(0.05)
         proc.send_signal(signum)  # cnnlab waits in read(): nothing written to the pipe yet
-        _, stderr = proc.communicate(timeout=60)
+        stdout, stderr = proc.communicate(timeout=60)
     finally:
         proc.kill()
         if writer is not None:
             os.close(writer)
-    assert "Traceback" not in stderr
+    assert "Traceback" not in stderr and stdout == ""  # no run directory to print
     assert proc.returncode == 128 + signum and error_line(stderr) == f"interrupted: {signal.Signals(signum).name}"
     assert not (tmp_path / "runs").exists()
 

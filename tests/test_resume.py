@@ -106,12 +106,13 @@ def test_interrupted_run_keeps_its_epochs_and_resumes_exactly(setup, tmp_path, c
     proc = start("train", root / "resume.yaml", "--data-dir", root / "data", "--runs-dir", tmp_path)
     run_dir = wait_for_epochs(proc, tmp_path, 1)
     proc.send_signal(signum)
-    _, err = proc.communicate(timeout=60)
+    out, err = proc.communicate(timeout=60)
 
     assert proc.returncode == 128 + signum, err
     assert "Traceback" not in err
     line = error_line(err)
     assert line.startswith(f"interrupted: stopped by {signum.name} during epoch") and f"--resume {run_dir}" in line
+    assert out.splitlines()[-1] == str(run_dir)  # the last line, as for a run that finished: `| tail -1` finds it
     summary = check_files(run_dir)
     done = summary["epochs"]
     assert summary["status"] == "interrupted" and 1 <= done < 20
@@ -484,6 +485,7 @@ def test_a_signal_once_every_epoch_is_written_leaves_the_run_completed_and_still
     (path,) = [p for p in tmp_path.iterdir() if p.is_dir()]
     assert stopped.value.signum == signal.SIGTERM
     assert str(stopped.value) == f"stopped by SIGTERM after the last epoch; the run is complete: {path}"
+    assert stopped.value.run_dir == path  # what cnnlab train prints last
     summary = json.loads((path / runs.SUMMARY).read_text())
     assert (summary["status"], summary["epochs"], summary["error"]) == ("completed", 2, None)
     assert len(pd.read_csv(path / runs.METRICS)) == 2
@@ -536,6 +538,7 @@ def test_a_resume_that_turns_checkpoints_off_and_is_stopped_before_an_epoch_ends
     with pytest.raises(Interrupted) as stopped:
         run(cfg, resume=path, data_dir=tiny_data, progress=StopInEpoch2())
     assert str(stopped.value).endswith(f"1 complete epoch(s) kept; continue with: cnnlab train --resume {path}")
+    assert stopped.value.run_dir == path  # a resumed run's directory, printed last as a new run's
     assert (path / runs.CHECKPOINT).exists()
     path, cfg = resume_config(path)  # and it does go on, from that checkpoint
     assert run(cfg, resume=path, data_dir=tiny_data).summary["epochs"] == 2
