@@ -22,7 +22,7 @@ try:  # typer >= 0.20 carries its own copy of click
 except ImportError:  # older typer drives the click package
     from click.exceptions import ClickException, NoArgsIsHelpError
 
-from cnnlab.errors import CnnlabError, RunError, one_line
+from cnnlab.errors import CnnlabError, one_line
 from cnnlab.runs import STATUSES
 
 app = typer.Typer(
@@ -224,11 +224,9 @@ def list_runs(
 ):
     """List runs, studies and sweeps, newest first."""
     from cnnlab.report import console, fitted_table, say
-    from cnnlab.runs import list_runs as find, runs_root
+    from cnnlab.runs import list_runs as find, runs_to_list
 
-    root = runs_root(runs_dir)
-    if root.exists() and not root.is_dir():
-        raise RunError(f"{root} is a file, not a runs directory")
+    root = runs_to_list(runs_dir)
     rows = find(root)
     want = {"dataset": dataset, "model": model, "status": status}
     # a study lists its members' datasets and models comma-separated ("fc,cnn"): any one matches

@@ -35,7 +35,24 @@ RESULTS = {**dict.fromkeys(("train_loss", "train_acc", "test_loss", "test_acc", 
 
 def runs_root(cli_value: str | os.PathLike | None = None) -> Path:
     """--runs-dir, else $CNNLAB_RUNS_DIR, else ./runs."""
-    return Path(cli_value or os.environ.get("CNNLAB_RUNS_DIR") or "runs")
+    return Path(given_runs_dir(cli_value) or "runs")
+
+
+def given_runs_dir(cli_value: str | os.PathLike | None = None) -> str | os.PathLike | None:
+    """--runs-dir, else $CNNLAB_RUNS_DIR; None when neither is given."""
+    return cli_value or os.environ.get("CNNLAB_RUNS_DIR") or None
+
+
+def runs_to_list(cli_value: str | os.PathLike | None = None) -> Path:
+    """runs_root for `cnnlab runs`: one given (--runs-dir, $CNNLAB_RUNS_DIR) must be a directory, so
+    that a typo is not 'no runs'; the default ./runs need not exist yet (a fresh clone)."""
+    root = runs_root(cli_value)
+    if root.exists() and not root.is_dir():
+        raise RunError(f"{root} is a file, not a runs directory")
+    if not root.exists() and given_runs_dir(cli_value):
+        source = "" if cli_value else " ($CNNLAB_RUNS_DIR)"
+        raise RunError(f"the runs directory {root}{source} does not exist")
+    return root
 
 
 def utc_now() -> str:

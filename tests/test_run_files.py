@@ -108,6 +108,32 @@ def test_runs_filters_check_names_against_the_schema_which_matches_the_model_reg
     assert code == 0 and "toy-study" in out, err  # the toy is a dataset and a model too
 
 
+@pytest.mark.parametrize("csv", [[], ["--csv"]], ids=["table", "csv"])
+def test_runs_in_a_directory_given_that_is_not_one_is_an_error(tmp_path, monkeypatch, capsys, csv):
+    """`cnnlab runs --runs-dir /tmp/typo` said 'no runs in /tmp/typo' (exit 0), as if the typo were an
+    empty directory; so did $CNNLAB_RUNS_DIR=/tmp/typo. The default ./runs of a fresh clone still has no runs."""
+    from test_errors import error_line
+    from test_resume import cnnlab_here
+
+    monkeypatch.chdir(tmp_path)  # no ./runs here
+    monkeypatch.delenv("CNNLAB_RUNS_DIR", raising=False)
+    (tmp_path / "a_file").write_text("")
+    for option, env, error in [
+        (["--runs-dir", "typo"], None, "the runs directory typo does not exist"),
+        ([], "typo", "the runs directory typo ($CNNLAB_RUNS_DIR) does not exist"),
+        (["--runs-dir", "a_file"], None, "a_file is a file, not a runs directory"),
+        ([], "a_file", "a_file is a file, not a runs directory"),
+    ]:
+        if env is not None:
+            monkeypatch.setenv("CNNLAB_RUNS_DIR", env)
+        out = cnnlab_here(capsys, "runs", *csv, *option)
+        assert (out.returncode, error_line(out.stderr), out.stdout) == (1, f"error: {error}", ""), (option, env)
+        monkeypatch.delenv("CNNLAB_RUNS_DIR", raising=False)
+    out = cnnlab_here(capsys, "runs", *csv)
+    assert out.returncode == 0 and out.stderr == "" and not (tmp_path / "runs").exists()
+    assert out.stdout == ("id,kind,name,dataset,model,epochs,test_acc,train_seconds,status\n" if csv else "no runs in runs\n")
+
+
 def test_listing_skips_directories_whose_summary_is_not_cnnlabs(tmp_path):
     StudyRecord(tmp_path, "real", study="fc-vs-cnn")
     (tmp_path / "foreign").mkdir()

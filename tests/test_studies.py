@@ -1031,6 +1031,7 @@ def test_show_and_runs_print_square_brackets_as_they_are(fashion_run, tmp_path, 
     config.write_text(config.read_text().replace("description: ''", "description: see [/x] and [bold]y"))
     code, out, err = cnnlab(capsys, monkeypatch, "show", described)
     assert code == 0 and "see [/x] and [bold]y" in out, err
+    (tmp_path / "[/x]").mkdir(parents=True)
     code, out, err = cnnlab(capsys, monkeypatch, "runs", "--runs-dir", tmp_path / "[/x]")
     assert code == 0 and f"no runs in {tmp_path / '[/x]'}" in " ".join(out.split()), err
 
