@@ -170,12 +170,8 @@ def train(
     progress = ConsoleProgress(cfg.train.epochs, cfg.name)
     try:
         result = run(cfg, runs_dir=runs_dir, data_dir=data_dir, resume=resume, progress=progress)
-    except BaseException as e:
+    finally:
         progress.close()
-        if getattr(e, "run_dir", None) is not None:  # interrupted or failed: scripts still take the last line
-            print(e.run_dir)
-        raise
-    progress.close()
     s = result.summary
     console.print(epochs_table(result.metrics))
     line = f"{cfg.name}: {cfg.model.name} on {cfg.dataset.name}, {s['params']:,} params, test accuracy {s['test_acc']:.2%} after {s['epochs']} epoch(s), {s['train_seconds']:.1f} s training on {s['device']}"
@@ -296,7 +292,9 @@ def main() -> None:
     The click context is driven here rather than through app(), whose own handling turns every
     KeyboardInterrupt into exit 130 (SIGTERM must give 143) and prints multi-line usage errors.
     SIGTERM, like Ctrl-C, ends any command in one line, even before a run installs its own handler
-    (while torch loads, or while a config file is still being read).
+    (while torch loads, or while a config file is still being read). A run, study or sweep that
+    stops once its directory exists ends stdout with that directory (e.run_dir, see errors.in_run),
+    as a finished one does.
     """
     from cnnlab.interrupts import interruptible
 
@@ -307,7 +305,12 @@ def main() -> None:
         if out is not None:
             sys.stdout = out
         with interruptible(), command.make_context("cnnlab", sys.argv[1:]) as ctx:
-            command.invoke(ctx)
+            try:
+                command.invoke(ctx)
+            except BaseException as e:
+                if getattr(e, "run_dir", None) is not None:  # interrupted or failed: scripts still take the last line
+                    print(e.run_dir)
+                raise
         code = 0
     except typer.Exit as e:  # --help, --version, or a command that exits on purpose
         code = e.exit_code

@@ -1,6 +1,7 @@
 """Errors a user can cause. The CLI turns each into one line on stderr and an exit code."""
 
 import signal
+from pathlib import Path
 
 
 def first_line(e: BaseException) -> str:
@@ -17,6 +18,14 @@ def one_line(text: str) -> str:
 def signal_name(signum: int | None) -> str:
     """How an interruption names its signal: 'SIGTERM', or 'a signal' when it is not known."""
     return signal.Signals(signum).name if signum else "a signal"
+
+
+def in_run(e: BaseException, path: Path | None) -> BaseException:
+    """e, carrying as e.run_dir the run, study or sweep directory it stopped (None: no directory
+    held a summary yet, or a refused resume left it as it was), for the cnnlab command to print
+    last, as it prints a finished one's."""
+    e.run_dir = path
+    return e
 
 
 class CnnlabError(Exception):

@@ -24,7 +24,7 @@ from cnnlab.bench.machine import Stretch
 from cnnlab.config import Config, config_to_dict, dump_yaml, load_config
 from cnnlab.data import load_splits, resolve_data_dir
 from cnnlab.engine import Data, State, StepGraph, fit, loss_function, steps_per_epoch
-from cnnlab.errors import ConfigError, first_line, signal_name
+from cnnlab.errors import ConfigError, first_line, in_run, signal_name
 from cnnlab.flops import training_flops
 from cnnlab.interrupts import Interrupted, Signals
 from cnnlab.models import build_model, count_params, unwrap
@@ -359,10 +359,3 @@ def stopped_when_complete(signum: int, path: Path) -> Interrupted:
     (a study, a script) still stops, as it was asked to."""
     return in_run(Interrupted(signum, f"stopped by {signal_name(signum)} after the last epoch; the run is complete: {path}"), path)
 
-
-def in_run(e: BaseException, path: Path | None) -> BaseException:
-    """e, carrying as e.run_dir the run directory it stopped (None: no directory held a summary
-    yet, or a refused resume left it as it was), for `cnnlab train` to print last, as it prints a
-    finished run's."""
-    e.run_dir = path
-    return e

@@ -25,7 +25,7 @@ from cnnlab import runs
 from cnnlab.config import (
     Config, Strict, apply_overrides, closest_key, config_to_dict, dump_yaml, key_below, load_config, leaf_keys, parse_override, read_yaml, section_names, switch_variants, validate,
 )
-from cnnlab.errors import CnnlabError, ConfigError, RunError, first_line, signal_name
+from cnnlab.errors import CnnlabError, ConfigError, RunError, first_line, in_run, signal_name
 from cnnlab.interrupts import Interrupted
 
 SWEEP_FILE, BASE_FILE, TRIALS = "sweep.yaml", "base.yaml", "trials"
@@ -568,7 +568,8 @@ class Outcome:
 def finish(sweep: Sweep, sweep_dir: Path, records: list[dict], signum: int | None = None) -> Outcome:
     """Write trials.csv, results.csv/.md, best.yaml, the figure and summary.json from Tune's records.
     Whatever stops that on the way (a trial's summary.json edited by hand, a full disk, a signal)
-    marks the sweep failed or interrupted, never leaves it 'running'; what --resume redoes once fixed."""
+    marks the sweep failed or interrupted, never leaves it 'running'; what --resume redoes once fixed.
+    What it raises carries the sweep directory (see errors.in_run)."""
     try:
         return _finish(sweep, sweep_dir, records, signum)
     except KeyboardInterrupt as e:  # also Interrupted (SIGINT/SIGTERM)
@@ -576,8 +577,8 @@ def finish(sweep: Sweep, sweep_dir: Path, records: list[dict], signum: int | Non
     except BaseException as e:
         mark_failed(sweep_dir, e)
         if isinstance(e, CnnlabError):
-            raise type(e)(f"{e} (the trials are kept; once fixed, {resume_hint(sweep_dir)})") from None
-        raise
+            raise in_run(type(e)(f"{e} (the trials are kept; once fixed, {resume_hint(sweep_dir)})"), sweep_dir) from None
+        raise in_run(e, sweep_dir)
 
 
 def mark_failed(sweep_dir: Path, e: BaseException) -> None:
@@ -586,10 +587,11 @@ def mark_failed(sweep_dir: Path, e: BaseException) -> None:
 
 def mark_interrupted(sweep_dir: Path, e: KeyboardInterrupt, received: int | None = None) -> Interrupted:
     """Mark the sweep interrupted by e (a signal our handler `received`, if e does not say which);
-    returns the Interrupted to raise, which says how to continue it."""
+    returns the Interrupted to raise, which says how to continue it and carries the sweep directory
+    (see errors.in_run)."""
     stopped = Interrupted.of(e, "sweep", resume_hint(sweep_dir), received)
     update_summary(sweep_dir, status="interrupted", error=str(stopped), finished_at=runs.utc_now())
-    return stopped
+    return in_run(stopped, sweep_dir)
 
 
 def _finish(sweep: Sweep, sweep_dir: Path, records: list[dict], signum: int | None) -> Outcome:

@@ -365,6 +365,7 @@ def test_an_interrupted_or_failed_study_resumes_to_the_uninterrupted_result(tiny
         code, out, err = cnnlab(capsys, monkeypatch, *args, *extra, "--runs-dir", runs_dir)
         (study,) = runs_dir.iterdir()
         assert code == exit_code and f"continue with: cnnlab compare --resume {study}" in err and len(err.strip().splitlines()) == 1
+        assert last_line(out) == study  # what `cnnlab compare ... | tail -1` gives, as for a finished study
         summary = json.loads((study / "summary.json").read_text())
         assert summary["status"] == ("interrupted" if how == "interrupt" else "failed")
         assert len(summary["cells"]) == at - 1  # the finished cells, kept
@@ -377,9 +378,9 @@ def test_an_interrupted_or_failed_study_resumes_to_the_uninterrupted_result(tiny
         pd.testing.assert_frame_equal(pd.read_csv(study / "table.csv").drop(columns="train_seconds"), whole)
 
     code, out, err = cnnlab(capsys, monkeypatch, "compare", "--resume", study)
-    assert code == 1 and "already complete" in err
+    assert code == 1 and "already complete" in err and out == ""  # refused: no directory to take
     code, out, err = cnnlab(capsys, monkeypatch, "compare", "--resume", study, "--seeds", "3")
-    assert code == 2 and "give no --seeds" in err
+    assert code == 2 and "give no --seeds" in err and out == ""
     code, out, err = cnnlab(capsys, monkeypatch, "shift-sweep", "--resume", study)
     assert code == 1 and "not a shift-sweep study" in err
     code, out, err = cnnlab(capsys, monkeypatch, "compare", "--resume", study, "--no-permute")
@@ -397,7 +398,7 @@ def test_a_resume_without_the_data_or_device_is_refused_before_anything_changes(
     before = {p: p.stat().st_mtime_ns for p in study.rglob("*")}
     (tmp_path / "empty").mkdir()
     code, out, err = cnnlab(capsys, monkeypatch, "compare", "--resume", study, "--data-dir", tmp_path / "empty")
-    assert code == 1 and "not found in" in err and len(err.strip().splitlines()) == 1
+    assert code == 1 and "not found in" in err and len(err.strip().splitlines()) == 1 and out == ""
     plan = json.loads((study / "plan.json").read_text())
     plan["cells"][1]["config"]["device"] = "cuda"  # the unfinished cell, as if planned on a machine with a GPU
     (study / "plan.json").write_text(json.dumps(plan))
@@ -416,7 +417,7 @@ def test_resuming_nothing_or_a_file_says_which(tmp_path, capsys, monkeypatch, co
     lack sweep.yaml too. Now both say what is there, as train --resume does."""
     for path, why in [(tmp_path / "no_such_dir", "does not exist"), (ROOT / "configs/sweeps/lenet_lr.yaml", "is a file")]:
         code, out, err = cnnlab(capsys, monkeypatch, command, "--resume", path)
-        assert (code, err) == (1, f"error: not {kind} directory: {path} {why}\n")
+        assert (code, out, err) == (1, "", f"error: not {kind} directory: {path} {why}\n")
 
 
 def test_readings_are_one_line_in_a_pipe_however_long(tiny_data, fashion_run, tmp_path, capsys, monkeypatch):
@@ -445,12 +446,13 @@ def test_a_study_that_cannot_get_further_says_so_and_a_broken_plan_is_one_line(t
     code, out, err = cnnlab(capsys, monkeypatch, "compare", "fc-vs-cnn", "--seeds", "1", "--data-dir", tiny_data, *FAST, "--runs-dir", tmp_path)
     assert code == 1 and "start a new study" in err and "--resume" not in err and len(err.strip().splitlines()) == 1
     (study,) = tmp_path.iterdir()
+    assert last_line(out) == study
     plan = json.loads((study / "plan.json").read_text())
     broken = [{"name": 1, "cells": 5}, {**plan, "cells": []}, {**plan, "cells": [{**plan["cells"][0], "labels": {}}]}]
     for text in broken:
         (study / "plan.json").write_text(json.dumps(text))
         code, out, err = cnnlab(capsys, monkeypatch, "compare", "--resume", study)
-        assert code == 2 and "plan.json" in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
+        assert code == 2 and "plan.json" in err and "Traceback" not in err and len(err.strip().splitlines()) == 1 and out == ""
     assert json.loads((study / "summary.json").read_text())["status"] == "failed"  # as it was: nothing ran
 
 
@@ -566,6 +568,7 @@ def test_an_interrupted_shift_sweep_resumes(fashion_run, tiny_data, tmp_path, ca
     assert code == 130 and "cnnlab shift-sweep --resume" in err
     monkeypatch.setattr(experiment, "run", real)
     (study,) = (tmp_path / "stopped").iterdir()
+    assert last_line(out) == study
     code, out, err = cnnlab(capsys, monkeypatch, "shift-sweep", "--resume", study)
     assert code == 0, err
     pd.testing.assert_frame_equal(pd.read_csv(study / "table.csv"), whole)
@@ -581,6 +584,7 @@ def test_a_study_whose_plan_cannot_be_written_is_not_left_running(command, tiny_
     code, out, err = cnnlab(capsys, monkeypatch, *command, "--data-dir", tiny_data, "--runs-dir", tmp_path, *FAST)
     (study,) = tmp_path.iterdir()
     assert code == 1 and err == f"error: cannot write {study / 'plan.json'}: No space left on device\n", err
+    assert out == ""  # a study that never ran: no directory to take
     assert runs.list_runs(tmp_path) == [] and not (study / "cells").exists()
 
 

@@ -16,7 +16,7 @@ import pytest
 import yaml
 
 from cnnlab.config import load_config
-from cnnlab.errors import ConfigError
+from cnnlab.errors import ConfigError, RunError
 from cnnlab.sweep import load_sweep
 from conftest import ROOT, needs_ray, no_room_for
 from fakedata import IDX_FILES, write_idx
@@ -225,7 +225,6 @@ def test_results_average_over_seeds_best_first_and_best_yaml_is_the_best_trial(t
 def test_a_hand_edited_trial_summary_is_one_line_not_a_traceback(tmp_path, key, value):
     """finish() (the end of a sweep and of its --resume) reads every trial's summary.json."""
     from cnnlab import runs
-    from cnnlab.errors import RunError
     from cnnlab.sweep import finish, start
 
     sweep = load_sweep(write_sweep(tmp_path / "s.yaml", seeds=[0], space={"optimizer.lr": [0.1, 0.5]}))
@@ -239,9 +238,9 @@ def test_a_hand_edited_trial_summary_is_one_line_not_a_traceback(tmp_path, key, 
     assert summary["status"] == "failed" and summary["error"].startswith(f"cannot read {edited}: '{key}'") and summary["finished_at"]
 
 
-def resume_on_fake_tune(monkeypatch, capsys, sweep_dir: Path, records: list[dict], shutdown=None) -> tuple[int, str]:
+def resume_on_fake_tune(monkeypatch, capsys, sweep_dir: Path, records: list[dict], shutdown=None) -> tuple[int, str, str]:
     """`cnnlab sweep --resume sweep_dir` through main(), Tune faked: it returns records; shutdown(),
-    if given, runs as Ray shuts down. (exit code, stderr)"""
+    if given, runs as Ray shuts down. (exit code, stdout, stderr)"""
     from cnnlab import ray_backend
     from cnnlab.cli import main
     from cnnlab.commands import sweep as command
@@ -259,7 +258,8 @@ def resume_on_fake_tune(monkeypatch, capsys, sweep_dir: Path, records: list[dict
     monkeypatch.setattr(sys, "argv", ["cnnlab", "sweep", "--resume", str(sweep_dir)])
     with pytest.raises(SystemExit) as exit_:
         main()
-    return exit_.value.code, capsys.readouterr().err
+    out = capsys.readouterr()
+    return exit_.value.code, out.out, out.err
 
 
 @needs_ray
@@ -271,8 +271,9 @@ def test_a_sweep_resume_that_cannot_write_its_results_ends_failed_in_one_line(tm
     sweep_dir = start(sweep, tmp_path / "runs")
     records = finished_trials(sweep, sweep_dir, lambda point, seed: 0.9)
     no_room_for(monkeypatch, lambda path: path.suffix == ".png")
-    code, err = resume_on_fake_tune(monkeypatch, capsys, sweep_dir, records)
+    code, out, err = resume_on_fake_tune(monkeypatch, capsys, sweep_dir, records)
     assert code == 1 and err == f"error: cannot write {sweep_dir / 'test_acc.png'}: No space left on device (the trials are kept; once fixed, continue it with: cnnlab sweep --resume {sweep_dir})\n"
+    assert out.splitlines()[-1] == str(sweep_dir)  # what scripts take, as from a finished sweep
     summary = runs.read_json(sweep_dir / "summary.json")
     assert summary["status"] == "failed" and summary["error"] == f"cannot write {sweep_dir / 'test_acc.png'}: No space left on device"
     assert (sweep_dir / "results.csv").is_file() and (sweep_dir / "best.yaml").is_file()  # written before the figure: kept
@@ -280,7 +281,8 @@ def test_a_sweep_resume_that_cannot_write_its_results_ends_failed_in_one_line(tm
 
 @needs_ray
 def test_a_signal_as_ray_shuts_down_marks_the_sweep_interrupted(tmp_path, monkeypatch, capsys):
-    """A second Ctrl-C while Ray shuts down, after Tune returned: the results are not written yet."""
+    """A second Ctrl-C while Ray shuts down, after Tune returned: the results are not written yet.
+    Either way, and for a failure there, stdout ends with the sweep directory."""
     from cnnlab import runs
     from cnnlab.interrupts import Interrupted
     from cnnlab.sweep import start
@@ -292,11 +294,19 @@ def test_a_signal_as_ray_shuts_down_marks_the_sweep_interrupted(tmp_path, monkey
     def shutdown():
         raise Interrupted(signal.SIGINT)
 
-    code, err = resume_on_fake_tune(monkeypatch, capsys, sweep_dir, records, shutdown)
+    code, out, err = resume_on_fake_tune(monkeypatch, capsys, sweep_dir, records, shutdown)
     hint = f"sweep stopped by SIGINT; continue it with: cnnlab sweep --resume {sweep_dir}"
     assert code == 130 and err == f"interrupted: {hint}\n", err
+    assert out.splitlines()[-1] == str(sweep_dir)
     summary = runs.read_json(sweep_dir / "summary.json")  # not 'running', which `cnnlab runs` shows as dead
     assert summary["status"] == "interrupted" and summary["error"] == hint and not (sweep_dir / "results.csv").exists()
+
+    def lost():  # a failure there instead (the cluster gone): the sweep is failed, and stdout ends with it all the same
+        raise RunError("the cluster is gone")
+
+    code, out, err = resume_on_fake_tune(monkeypatch, capsys, sweep_dir, records, lost)
+    assert (code, err, out.splitlines()[-1]) == (1, "error: the cluster is gone\n", str(sweep_dir))
+    assert runs.read_json(sweep_dir / "summary.json")["status"] == "failed"
 
 
 def test_an_interrupted_sweep_says_how_to_continue_and_keeps_the_params_of_unfinished_points(tmp_path):
@@ -594,6 +604,7 @@ def test_resume_finishes_an_interrupted_sweep_like_an_uninterrupted_one(tmp_path
         proc.kill()
     assert proc.returncode == 128 + signum, stderr  # 130 for Ctrl-C, 143 for SIGTERM, whichever way Tune ends
     sweep_dir = Path(stdout.split("sweep directory: ")[1].splitlines()[0])
+    assert stdout.splitlines()[-1] == str(sweep_dir)  # what `cnnlab sweep ... | tail -1` gives, as for a finished sweep
     summary = json.loads((sweep_dir / "summary.json").read_text())
     assert "cnnlab sweep --resume" in stderr and summary["status"] == "interrupted"
     assert summary["error"].startswith("sweep stopped by " + ("SIGTERM" if signum == signal.SIGTERM else "")) and summary["error"].endswith(f"; continue it with: cnnlab sweep --resume {sweep_dir}"), summary["error"]
@@ -639,6 +650,7 @@ def test_an_interrupted_asha_sweep_stops_only_the_trials_asha_stopped(tmp_path, 
         proc.kill()
     assert proc.returncode == 130 and "cnnlab sweep --resume" in stderr, stderr
     sweep_dir = Path(stdout.split("sweep directory: ")[1].splitlines()[0])
+    assert stdout.splitlines()[-1] == str(sweep_dir)
 
     def by_lr() -> dict[float, dict]:
         return {load_config(d / "config.yaml").optimizer.lr: s for d, s in trial_summaries(runs_dir).items()}

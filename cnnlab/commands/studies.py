@@ -120,7 +120,8 @@ def compare(
 ):
     """Train every model x condition x seed; print mean ± std per model and condition and what it means.
 
-    The last line is the study directory (table.csv/.md, cells.csv, accuracy.png, cells/).
+    The last line is the study directory (table.csv/.md, cells.csv, accuracy.png, cells/); also when the
+    study is interrupted or fails once it exists.
     """
     from cnnlab.figures import comparison_bars
     from cnnlab.report import console, markdown, say, table
@@ -202,7 +203,8 @@ def shift_sweep(
 ):
     """Accuracy of each model on shifted test images, and one image's class probabilities per shift.
 
-    The last line is the study directory (table.csv/.md, accuracy.png, image_*.png, cells/).
+    The last line is the study directory (table.csv/.md, accuracy.png, image_*.png, cells/); also when the
+    study is interrupted or fails once it exists.
     """
     import pandas as pd
 

@@ -13,7 +13,7 @@ from typing import Optional
 import typer
 
 from cnnlab.cli import CnnlabUsage, DataDir, Device, RunsDir, app, not_empty, split_args
-from cnnlab.errors import CnnlabError, RunError, signal_name
+from cnnlab.errors import CnnlabError, RunError, in_run, signal_name
 
 
 class SweepInterrupted(CnnlabError):
@@ -43,7 +43,8 @@ def sweep(
 ):
     """Run every trial of a sweep (an ordinary run each) on Ray Tune; print the points best first.
 
-    Writes trials/, trials.csv, results.csv/.md, best.yaml and a figure; the last line is the sweep directory.
+    Writes trials/, trials.csv, results.csv/.md, best.yaml and a figure; the last line is the sweep
+    directory (also when the sweep is interrupted or fails once it exists).
     """
     from cnnlab import sweep as sweeps
     from cnnlab.runs import check_dir, owner, runs_root, trained_data_dir, training_lock
@@ -93,7 +94,7 @@ def sweep(
         except BaseException as e:
             if path is not None:
                 sweeps.mark_failed(path, e)
-            raise
+            raise in_run(e, path)  # the sweep directory, once there is one, printed last
         if stopped_by is not None:  # Ray's workers are gone now: none rewrites a trial's status after this
             sweeps.settle_interrupted(path, saved_records(spec, path))
             raise stopped_by from None

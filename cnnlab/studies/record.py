@@ -13,7 +13,7 @@ from typing import Any, Optional
 
 from cnnlab import runs
 from cnnlab.config import Strict, validate
-from cnnlab.errors import CnnlabError, ConfigError, RunError, first_line
+from cnnlab.errors import CnnlabError, ConfigError, RunError, first_line, in_run
 
 CELLS = "cells"
 PLAN = "plan.json"
@@ -95,7 +95,8 @@ class StudyRecord:
     @contextlib.contextmanager
     def running(self):
         """Hold the study's lock (one process runs a study at a time) and mark it completed, failed
-        or interrupted, whichever way the block ends; the last two say how to resume it."""
+        or interrupted, whichever way the block ends; the last two say how to resume it, and carry
+        the study directory (see errors.in_run), not a cell's run directory."""
         from cnnlab.engine import NonFiniteLoss
         from cnnlab.interrupts import Interrupted, interruptible
 
@@ -107,14 +108,14 @@ class StudyRecord:
             except KeyboardInterrupt as e:  # also Interrupted (SIGINT/SIGTERM)
                 stopped = Interrupted.of(e, "study", f"finished cells are kept; continue with: {resume}", signals.received)
                 self.update(status="interrupted", error=str(stopped), finished_at=runs.utc_now())  # what show says, as a sweep's
-                raise stopped from None
+                raise in_run(stopped, self.path) from None
             except BaseException as e:
                 self.update(status="failed", error=first_line(e), finished_at=runs.utc_now())
                 if isinstance(e, NonFiniteLoss):  # the planned configs would diverge again
-                    raise NonFiniteLoss(f"{e}; a resume replays the same configs: start a new study with other settings") from None
+                    raise in_run(NonFiniteLoss(f"{e}; a resume replays the same configs: start a new study with other settings"), self.path) from None
                 if isinstance(e, CnnlabError):
-                    raise type(e)(f"{e} (finished cells are kept; once fixed, continue with: {resume})") from None
-                raise
+                    raise in_run(type(e)(f"{e} (finished cells are kept; once fixed, continue with: {resume})"), self.path) from None
+                raise in_run(e, self.path)
             self.update(status="completed", finished_at=runs.utc_now())
 
     def write_table(self, stem: str, rows: list[dict], markdown: str | None = None) -> None:
