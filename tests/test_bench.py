@@ -419,8 +419,10 @@ print("torch imported:", "torch" in sys.modules, "exit:", code)
 
 
 @pytest.mark.parametrize("args, code", [(["--help"], 0), (["bench", "--help"], 0), (["train", "missing.yaml"], 2), (["train", "configs/mnist_cnn.yaml", "train.epochs=0"], 2),
-                                        (["runs", "--dataset", "mnist", "--model", "fc", "--runs-dir", "no-runs-here"], 0)])
-def test_help_and_config_errors_do_not_import_torch(args, code):
+                                        (["runs", "--dataset", "mnist", "--model", "fc", "--runs-dir", "{empty}"], 0),
+                                        (["runs", "--runs-dir", "no-runs-here"], 1)])
+def test_help_and_config_errors_do_not_import_torch(args, code, tmp_path):
+    args = [a.replace("{empty}", str(tmp_path)) for a in args]  # an empty runs directory: "no runs ..."
     out = subprocess.run([sys.executable, "-c", _PROBE, *args], capture_output=True, text=True, cwd=ROOT, timeout=60,
                          env={**os.environ, "COLUMNS": "120"})
     assert out.stdout.strip().splitlines()[-1] == f"torch imported: False exit: {code}", out.stdout + out.stderr
