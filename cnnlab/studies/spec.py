@@ -140,7 +140,7 @@ def common_overrides(epochs: int | None, dataset: str | None, device: str | None
     if epochs is not None:
         out.append(f"train.epochs={epochs}")
     if dataset is not None:
-        out += [f"dataset.name={dataset}", "reported=null"]  # the article's number is for its own dataset
+        out.append(f"dataset.name={dataset}")  # load_config drops the article's number where this changes the dataset
     if device is not None:
         out.append(f"device={device}")
     return out
