@@ -175,6 +175,8 @@ def train(
     s = result.summary
     console.print(epochs_table(result.metrics))
     line = f"{cfg.name}: {cfg.model.name} on {cfg.dataset.name}, {s['params']:,} params, test accuracy {s['test_acc']:.2%} after {s['epochs']} epoch(s), {s['train_seconds']:.1f} s training on {s['device']}"
+    if s.get("compile_seconds") is not None:
+        line += f" ({s['compile_seconds']:.1f} s of it compiling)"
     article = article_test_acc(s.get("reported"), cfg.transform.permute)
     if article is not None:
         line += f" (article: {article:.1%})"

@@ -224,7 +224,7 @@ class TrainConfig(Strict):
     max_steps: StrictInt | None = Field(None, gt=0)  # cap on steps per epoch (smoke runs, benchmarks)
     amp: Literal["none", "bf16"] = "none"  # bf16 autocast on CUDA or CPU (fast on CPUs with bf16 instructions)
     channels_last: bool = True  # NHWC layout for conv models: faster on CPU (oneDNN) and on CUDA
-    compile: bool = False  # torch.compile the model
+    compile: bool = False  # torch.compile: on the CPU the whole training step (compiled_step.py), on CUDA the model
     cuda_graphs: bool = True  # on CUDA, replay each step's forward and backward as a CUDA graph (not with compile)
     deterministic: bool = True  # on CUDA, only cuDNN's deterministic algorithms: the same numbers on every run
     tta: Literal["none", "flip", "flip_translate"] = "none"  # test-time augmentation of the test split

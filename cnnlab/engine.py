@@ -47,6 +47,7 @@ class State:
     aug_gen: torch.Generator  # device generator for augmentation
     epoch: int = 0  # completed epochs
     step_graph: StepGraph | None = None  # on CUDA: the training step as a CUDA graph (not checkpointed)
+    compiled_step: Callable | None = None  # on the CPU with train.compile: the whole step compiled (compiled_step.py)
 
 
 def loss_function(name: str, label_smoothing: float) -> Callable:
@@ -140,20 +141,28 @@ def steps_per_epoch(n_train: int, batch_size: int, max_steps: int | None) -> int
     return min(steps, max_steps) if max_steps else steps
 
 
+def batch_too_small(e: Exception, images: int) -> ConfigError | None:
+    """The one-line error for BatchNorm over one value per channel (one image, 1x1 maps), if e is that:
+    a ValueError, which torch.compile wraps in an error of its own."""
+    if "more than 1 value per channel" not in str(e):
+        return None
+    return ConfigError(
+        f"a training batch of {images} image(s) is too small for this model's BatchNorm; choose "
+        "train.batch_size or dataset.train_subset so that no batch holds a single image"
+    )
+
+
 def forward_backward(model, xb: torch.Tensor, yb: torch.Tensor, loss_fn, amp: str) -> tuple[torch.Tensor, torch.Tensor]:
     """One batch's outputs and loss, with the loss's gradients added to the parameters' .grad."""
     # each weight is cast once per step anyway, so autocast's cache would save nothing
     with autocast(xb.device, amp, cache=False):
         try:
             out = model(xb)
-        except (ValueError, RuntimeError) as e:  # BatchNorm over one value per channel (one image, 1x1
-            # maps): a ValueError, which torch.compile wraps in a RuntimeError of its own
-            if "more than 1 value per channel" not in str(e):
+        except (ValueError, RuntimeError) as e:
+            error = batch_too_small(e, len(xb))
+            if error is None:
                 raise
-            raise ConfigError(
-                f"a training batch of {len(xb)} image(s) is too small for this model's BatchNorm; choose "
-                "train.batch_size or dataset.train_subset so that no batch holds a single image"
-            ) from None
+            raise error from None
     loss = loss_fn(out.float(), yb)
     loss.backward()
     return out, loss
@@ -252,12 +261,15 @@ def train_epoch(state: State, data: Data, pipeline, train_cfg, loss_fn, on_step=
     for step in range(steps):
         idx = order[step * bs : (step + 1) * bs]
         xb, yb = pipeline.train_batch(take(x, idx), y.index_select(0, idx), state.aug_gen)
-        if state.step_graph is not None:
-            out, loss = state.step_graph(opt, xb, yb)
+        if state.compiled_step is not None and state.compiled_step.takes(xb):
+            out, loss = state.compiled_step(xb, yb)  # the optimizer's update included
         else:
-            opt.zero_grad(set_to_none=True)
-            out, loss = forward_backward(model, xb, yb, loss_fn, train_cfg.amp)
-        opt.step()
+            if state.step_graph is not None:
+                out, loss = state.step_graph(opt, xb, yb)
+            else:
+                opt.zero_grad(set_to_none=True)
+                out, loss = forward_backward(model, xb, yb, loss_fn, train_cfg.amp)
+            opt.step()
         if sched is not None:
             sched.step()
         losses.append(loss.detach())

@@ -21,6 +21,7 @@ import torch
 
 from cnnlab import runs, tensorboard
 from cnnlab.bench.machine import Stretch
+from cnnlab.compiled_step import CompiledStep
 from cnnlab.config import Config, config_to_dict, dump_yaml, load_config
 from cnnlab.data import load_splits, resolve_data_dir
 from cnnlab.engine import Data, State, StepGraph, fit, loss_function, steps_per_epoch
@@ -199,8 +200,10 @@ def setup(
     optimizer = build_optimizer(cfg, model)
     spe = steps_per_epoch(len(data.x_train), cfg.train.batch_size, cfg.train.max_steps)
     loss_fn = loss_function(cfg.loss.name, cfg.loss.label_smoothing)
+    compile_whole_step = cfg.train.compile and device.type == "cpu"
     state = State(
-        model=torch.compile(model) if cfg.train.compile else model,
+        # on CUDA the model alone; on the CPU the whole step (below)
+        model=torch.compile(model) if cfg.train.compile and not compile_whole_step else model,
         optimizer=optimizer,
         scheduler=build_scheduler(cfg, optimizer, spe),
         order_gen=torch.Generator().manual_seed(cfg.seed),
@@ -211,6 +214,8 @@ def setup(
         torch.backends.cudnn.deterministic = cfg.train.deterministic
     if replays_steps(cfg, device):
         state.step_graph = StepGraph(state.model, loss_fn, cfg.train.amp, cfg.train.batch_size, device)
+    if compile_whole_step:
+        state.compiled_step = CompiledStep(model, optimizer, loss_fn, cfg.train.amp, cfg.train.batch_size)
     return data, pipeline, state, loss_fn
 
 
@@ -264,11 +269,14 @@ def _run(cfg: Config, signals: Signals, runs_dir, data_dir, resume, progress, on
     log: tensorboard.EpochLog | None = None  # the TensorBoard log, when asked for
     rows: list[dict] = []
     summary: dict = {}
+    compiled_before = 0.0
 
     def epoch_done(row: dict, st: State) -> None:
         with signals.deferred():
             rows.append(row)
             summary.update(epochs=st.epoch, **epoch_numbers(rows))
+            if st.compiled_step is not None:  # within train_seconds; over all of the run's sessions
+                summary["compile_seconds"] = compiled_before + st.compiled_step.compile_seconds
             runs.write_table(path / runs.METRICS, rows)
             runs.atomic_torch_save(unwrap(st.model).state_dict(), path / runs.MODEL)
             if cfg.train.checkpoint:
@@ -311,6 +319,7 @@ def _run(cfg: Config, signals: Signals, runs_dir, data_dir, resume, progress, on
                 data_dir=str(resolve_data_dir(data_dir, cfg.dataset.data_dir)),
                 reported=cfg.reported.model_dump() if cfg.reported else None, **provenance(device),
             )
+            compiled_before = summary.get("compile_seconds") or 0.0  # a resumed run's earlier sessions
             runs.atomic_write(where / runs.CONFIG, dump_yaml(config_to_dict(cfg)))
             runs.write_json(where / runs.SUMMARY, summary)
             path = where

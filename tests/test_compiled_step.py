@@ -1,0 +1,148 @@
+"""train.compile on the CPU: the whole training step compiled (cnnlab/compiled_step.py).
+
+It must train as the ordinary step does (the same parameters, optimizer state and BatchNorm
+statistics, to float rounding), compile once per optimizer-state layout (never again for a
+schedule's new learning rate or an epoch's short last batch), resume exactly, leave frozen
+parameters alone, say how long it compiled, and fail in one line without a C++ compiler.
+"""
+
+import json
+import os
+import shutil
+
+import pandas as pd
+import pytest
+import torch
+
+from cnnlab.config import load_config
+from cnnlab.engine import fit
+from cnnlab.experiment import run, setup
+from test_errors import cli, error_line
+from test_resume import cnnlab_here, metrics
+
+needs_cxx = pytest.mark.skipif(shutil.which(os.environ.get("CXX", "g++")) is None, reason="torch.compile needs a C++ compiler")
+pytestmark = needs_cxx
+
+FC = """name: compiled
+seed: 1
+device: cpu
+dataset: {name: mnist, download: false}
+model: {name: fc, hidden: [16]}
+train: {epochs: 2, batch_size: 32, threads: 1, checkpoint: true}
+"""
+OPTIMIZERS = {  # 300 images: 9 full batches and a short one of 12 per epoch
+    "sgd-momentum-step": "optimizer: {name: sgd, lr: 0.05, momentum: 0.9}\nschedule: {name: step, step_size: 1, gamma: 0.5}\n",
+    "adam-onecycle": "optimizer: {name: adam, lr: 0.003}\nschedule: {name: onecycle, pct_start: 0.3}\n",
+}
+
+
+def config(tmp_path, text: str, *overrides: str):
+    path = tmp_path / "compiled.yaml"
+    path.write_text(text)
+    return load_config(path, list(overrides))
+
+
+def trained(cfg, data_dir):
+    """The state after fit() on cfg, and its epochs' rows."""
+    cfg = cfg.model_copy(update={"dataset": cfg.dataset.model_copy(update={"data_dir": str(data_dir)})})
+    data, pipeline, state, loss_fn = setup(cfg, torch.device("cpu"))
+    rows = []
+    fit(state, data, pipeline, cfg.train, loss_fn, on_epoch=lambda row, st: rows.append(row))
+    return state, rows
+
+
+def assert_close_states(eager, compiled, atol: float) -> None:
+    for (name, a), b in zip(eager.model.state_dict().items(), compiled.model.state_dict().values()):
+        assert torch.allclose(a.float(), b.float(), atol=atol, rtol=0), name
+    for key, values in eager.optimizer.state_dict()["state"].items():
+        for name, a in values.items():
+            assert torch.allclose(a.float(), compiled.optimizer.state_dict()["state"][key][name].float(), atol=atol, rtol=0), name
+
+
+@pytest.mark.parametrize("optimizer", list(OPTIMIZERS))
+def test_the_compiled_step_trains_as_the_ordinary_one(tiny_data, tmp_path, optimizer):
+    text = FC + OPTIMIZERS[optimizer]
+    eager, eager_rows = trained(config(tmp_path, text), tiny_data)
+    compiled, rows = trained(config(tmp_path, text, "train.compile=true"), tiny_data)
+
+    assert eager.compiled_step is None and compiled.compiled_step is not None
+    # its parameters, not the model: the model itself is not compiled
+    assert type(compiled.model) is type(eager.model)
+    # Adam's fused kernel and its per-tensor loop differ in the last bits, which Adam's scaling grows
+    assert_close_states(eager, compiled, atol=1e-5 if optimizer.startswith("sgd") else 1e-4)
+    assert [r["lr"] for r in rows] == [r["lr"] for r in eager_rows]  # the schedule went on as usual
+    for a, b in zip(eager_rows, rows):
+        assert b["train_loss"] == pytest.approx(a["train_loss"], abs=1e-4)
+    step = compiled.compiled_step
+    # once without the optimizer's state, once with it; never for a new learning rate (onecycle changes
+    # it every step) or for the short last batches, which are ordinary steps
+    assert step.graphs == 2
+    assert 0 < step.compile_seconds < sum(r["epoch_seconds"] for r in rows)
+
+
+def test_frozen_parameters_stay_and_batchnorm_statistics_move(tiny_data, tmp_path):
+    # fastnet: BatchNorm scales frozen at 1 (requires_grad off), running statistics updated in place
+    text = FC.replace("{name: fc, hidden: [16]}", "{name: fastnet, widths: [8], bn_eps: 0.001}") + OPTIMIZERS["sgd-momentum-step"]
+    eager, _ = trained(config(tmp_path, text, "train.epochs=1"), tiny_data)
+    compiled, _ = trained(config(tmp_path, text, "train.epochs=1", "train.compile=true"), tiny_data)
+
+    frozen = [(n, p) for n, p in compiled.model.named_parameters() if not p.requires_grad]
+    untouched = dict(eager.model.named_parameters())  # the eager step leaves them as they were set up
+    assert len(frozen) == 3 and all(torch.equal(p, untouched[n]) for n, p in frozen)
+    assert sum(torch.equal(p, torch.ones_like(p)) for _, p in frozen) == 2  # BatchNorm scales (and the whitening filters)
+    assert all(p not in compiled.optimizer.state or "momentum_buffer" not in compiled.optimizer.state[p] for _, p in frozen)
+    buffers = dict(compiled.model.named_buffers())
+    for name, value in eager.model.named_buffers():
+        if name.endswith("num_batches_tracked"):
+            assert int(buffers[name]) == int(value) == 10  # every step counted, compiled or not
+        else:
+            assert not torch.equal(value, torch.zeros_like(value) if "mean" in name else torch.ones_like(value))
+            assert torch.allclose(buffers[name], value, atol=1e-4), name
+    assert_close_states(eager, compiled, atol=1e-4)
+
+
+def test_a_compiled_run_resumes_exactly(tiny_data, tmp_path, capsys):
+    path = tmp_path / "compiled.yaml"
+    path.write_text(FC + OPTIMIZERS["sgd-momentum-step"] + "transform: {augment: {hflip: true}}\n")
+    whole = run(load_config(path, ["train.compile=true"]), runs_dir=tmp_path / "whole", data_dir=tiny_data)
+    first = run(load_config(path, ["train.compile=true", "train.epochs=1"]), runs_dir=tmp_path / "parts", data_dir=tiny_data)
+    done = cnnlab_here(capsys, "train", "--resume", first.path, "train.epochs=2")
+
+    assert done.returncode == 0, done.stderr
+    pd.testing.assert_frame_equal(metrics(first.path), metrics(whole.path))
+    summary = json.loads((first.path / "summary.json").read_text())
+    # both sessions compiled: the resumed one once (the optimizer's state came with the checkpoint)
+    assert summary["compile_seconds"] > first.summary["compile_seconds"] > 0
+    assert summary["compile_seconds"] < summary["train_seconds"]
+    assert "s of it compiling" in done.stdout.splitlines()[-2]
+
+
+def test_no_cxx_compiler_is_one_line(tiny_data, tmp_path):
+    path = tmp_path / "compiled.yaml"
+    path.write_text(FC + OPTIMIZERS["sgd-momentum-step"])
+    # a cache of its own: a kernel compiled before would need no compiler
+    env = {**os.environ, "CXX": str(tmp_path / "no-such-g++"), "TORCHINDUCTOR_CACHE_DIR": str(tmp_path / "cache")}
+    done = cli("train", path, "train.compile=true", "--data-dir", tiny_data, "--runs-dir", tmp_path / "runs", env=env)
+
+    assert done.returncode == 2
+    line = error_line(done.stderr)
+    assert line.startswith("error: train.compile: this training step could not be compiled (") and "C++ compiler" in line
+    assert line.endswith("set train.compile=false")
+    run_dir = done.stdout.splitlines()[-1]
+    assert json.loads((tmp_path / "runs" / os.path.basename(run_dir) / "summary.json").read_text())["status"] == "failed"
+
+
+def test_bench_keeps_the_compile_time_apart_from_cnnlabs_seconds(tiny_data, tmp_path):
+    from test_bench import _markdown_tables, cnnlab
+
+    done = cnnlab("bench", "--quick", "--compile", "--cases", "fc", "--data-dir", tiny_data, "--runs-dir", tmp_path, "--markdown")
+
+    assert done.returncode == 0, done.stderr
+    speed, _ = _markdown_tables(done.stdout)
+    assert list(speed[0])[:5] == ["case", "budget", "reference s", "cnnlab s", "cnnlab compile s"]
+    row = pd.read_csv(tmp_path / "bench" / "results.csv").iloc[0]
+    assert bool(row["compile"]) and row["cnnlab_compile_seconds"] == pytest.approx(float(speed[0]["cnnlab compile s"]), rel=0.01)
+    # 5 steps of FC2Layer take milliseconds, compiling them a second or more: were the compile
+    # counted in cnnlab's seconds, they would be the larger
+    assert 0 < row["cnnlab_seconds"] < row["cnnlab_compile_seconds"]
+    assert f"cnnlab {speed[0]['cnnlab s']} s (and compiling {speed[0]['cnnlab compile s']} s)" in done.stdout
