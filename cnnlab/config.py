@@ -760,18 +760,24 @@ def read_config_yaml(path: str | Path, stored: bool = False) -> dict:
 def load_config(path: str | Path, overrides: list[str] | None = None, stored: bool = False) -> Config:
     """Load a YAML config, apply KEY=VALUE overrides, validate (stored: see validate). Raises ConfigError."""
     data = read_config_yaml(path, stored)
-    experiment = _model_and_dataset(data)
+    experiment = model_and_dataset(data)
     data = apply_overrides(data, overrides or [], Config)
-    given = {parse_override(text)[0].split(".")[0] for text in overrides or []}
-    if _model_and_dataset(data) != experiment and "reported" not in given:  # the article's number is for the file's own model and dataset
-        data.pop("reported", None)
+    drop_foreign_reported(data, experiment, [parse_override(text)[0] for text in overrides or []])
     data.setdefault("name", re.sub(r"[^A-Za-z0-9_.-]+", "_", Path(path).stem))  # "my exp.yaml" -> my_exp
     return validate(data, Config, str(path), stored)
 
 
-def _model_and_dataset(data: dict) -> tuple:
+def model_and_dataset(data: dict) -> tuple:
     """A raw config's model and dataset names (None where not given)."""
     return tuple((data.get(section) or {}).get("name") if isinstance(data.get(section), dict) else None for section in ("model", "dataset"))
+
+
+def drop_foreign_reported(data: dict, experiment: tuple, keys) -> None:
+    """Drop `reported` from a raw config whose model or dataset name is no longer experiment's (its
+    file's own, see model_and_dataset): the article's number is for that model on that dataset. A
+    reported among the dotted keys the user set (overrides, a sweep's set or space) stays."""
+    if model_and_dataset(data) != experiment and "reported" not in {key.split(".")[0] for key in keys}:
+        data.pop("reported", None)
 
 
 def config_from_dict(data: dict, overrides: list[str] | None = None, source: str = "config", stored: bool = False) -> Config:

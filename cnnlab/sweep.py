@@ -23,7 +23,8 @@ from pydantic import Field, field_validator, model_validator
 
 from cnnlab import runs
 from cnnlab.config import (
-    Config, Strict, apply_overrides, closest_key, config_to_dict, dump_yaml, key_below, load_config, leaf_keys, parse_override, read_yaml, section_names, switch_variants, validate,
+    Config, Strict, apply_overrides, closest_key, config_to_dict, drop_foreign_reported, dump_yaml, key_below, load_config, leaf_keys, model_and_dataset, parse_override,
+    read_yaml, section_names, switch_variants, validate,
 )
 from cnnlab.errors import CnnlabError, ConfigError, RunError, first_line, in_run, signal_name
 from cnnlab.interrupts import Interrupted
@@ -170,6 +171,7 @@ class Sweep:
 
     def trial_config(self, point: dict, seed: int, name: str | None = None) -> Config:
         data = set_keys(config_to_dict(self.base), point, self.explicit)
+        drop_foreign_reported(data, (self.base.model.name, self.base.dataset.name), [*point, *self.explicit])  # an FC point of a CNN base: not the CNN's number
         data.update(seed=seed, name=name or self.base.name)
         return validate(data, Config, f"{self.source}: space")
 
@@ -226,9 +228,11 @@ def load_sweep(path: str | Path, overrides: list[str] | None = None) -> Sweep:
     spec = validate_spec(data, str(path))
     base_path = path.parent / spec.base
     base = read_yaml(base_path, "base config")
+    experiment = model_and_dataset(base)
     base.setdefault("name", base_path.stem)
     set_keys(base, spec.set)
     apply_overrides(base, config_overrides, Config)
+    drop_foreign_reported(base, experiment, [*spec.set, *(parse_override(text)[0] for text in config_overrides)])  # as load_config does
     if unknown:
         raise unknown_override(path, unknown[0], base)
     explicit = sorted(leaf_keys(spec.set) | leaf_keys(dict(parse_override(text) for text in config_overrides)))

@@ -221,6 +221,34 @@ def test_results_average_over_seeds_best_first_and_best_yaml_is_the_best_trial(t
     assert load_config(sweep_dir / "best.yaml").dataset.data_dir == str((tmp_path / "data").resolve())
 
 
+@pytest.mark.parametrize("winner,reported", [("fc", None), ("cnn", 0.96)])
+def test_best_yaml_keeps_the_articles_number_only_for_the_articles_model_and_dataset(tmp_path, winner, reported):
+    """best.yaml (and each trial) of a point that changes the base's model or dataset name kept the
+    base's `reported`: an FC net won a sweep over mnist_cnn.yaml and best.yaml gave it the CNN's 96%.
+    The rule is load_config's: another model or dataset name drops it, other keys keep it."""
+    from cnnlab.sweep import finish, start
+
+    sweep = load_sweep(write_sweep(tmp_path / "s.yaml", space={"model": [{"name": "fc", "hidden": [8, 8]}, {"name": "cnn", "n_feature": 4}]}))
+    sweep_dir = start(sweep, tmp_path / "runs")
+    finish(sweep, sweep_dir, finished_trials(sweep, sweep_dir, lambda point, seed: 0.9 if point["model"]["name"] == winner else 0.5))
+    best = load_config(sweep_dir / "best.yaml", stored=True)
+    assert best.model.name == winner and (best.reported and best.reported.test_acc) == reported
+
+
+@pytest.mark.parametrize("body,overrides,reported", [
+    ({"space": {"optimizer.lr": [0.1]}}, [], 0.96),  # the base's own model and dataset
+    ({"space": {"optimizer.lr": [0.1]}}, ["model.name=fc"], None),  # the command line, as load_config
+    ({"space": {"optimizer.lr": [0.1]}, "set": {"dataset.name": "fashion-mnist"}}, [], None),
+    ({"space": {"dataset.name": ["mnist", "fashion-mnist"]}}, [], None),  # a point on another dataset
+    ({"space": {"model.name": ["fc"], "reported.test_acc": [0.88]}}, [], 0.88),  # a reported the sweep gives stays
+    ({"space": {"model.name": ["fc"]}, "set": {"reported.test_acc": 0.88}}, [], 0.88),
+])
+def test_a_trial_on_another_model_or_dataset_has_no_articles_number(tmp_path, body, overrides, reported):
+    sweep = load_sweep(write_sweep(tmp_path / "s.yaml", **body), overrides)
+    cfg = sweep.trial_config(sweep.points[-1], 0)
+    assert (cfg.reported and cfg.reported.test_acc) == reported
+
+
 @pytest.mark.parametrize("key,value", [("test_acc", "high"), ("epochs", [1, 2]), ("params", 1.5)])
 def test_a_hand_edited_trial_summary_is_one_line_not_a_traceback(tmp_path, key, value):
     """finish() (the end of a sweep and of its --resume) reads every trial's summary.json."""
