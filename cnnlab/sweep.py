@@ -176,9 +176,9 @@ class Sweep:
         return validate(data, Config, f"{self.source}: space")
 
     def describe(self) -> str:
-        how = "grid" if self.spec.method == "grid" else f"{self.spec.method}, {self.spec.samples} samples"
+        how = "grid" if self.spec.method == "grid" else f"{self.spec.method}, {self.spec.samples} sample{'s' if self.spec.samples != 1 else ''}"
         stop = f", {self.spec.scheduler.name} early stopping" if self.spec.scheduler else ""
-        return f"{self.n_points} point(s) ({how}) x {len(self.spec.seeds)} seed(s) = {self.n_trials} trials{stop}, {self.mode} {self.metric}"
+        return f"{self.n_points} point(s) ({how}) x {len(self.spec.seeds)} seed(s) = {self.n_trials} trial{'s' if self.n_trials != 1 else ''}{stop}, {self.mode} {self.metric}"
 
 
 def set_keys(data: dict, values: dict, explicit=()) -> dict:

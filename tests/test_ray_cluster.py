@@ -177,7 +177,7 @@ def test_missing_data_on_a_node_fails_the_trial_in_one_line_naming_the_node(clus
     path = write_sweep(tmp_path / "nodata.yaml", space={"optimizer.lr": [0.01]}, **{"set": {"device": "cpu", "dataset.download": False}})
     out = cnnlab("sweep", path, "--address", cluster.address, "--data-dir", tmp_path / "absent", "--runs-dir", tmp_path / "runs", env=cluster.env)
     assert out.returncode == 1 and out.stderr.count("\n") == 1, out.stderr
-    assert "1 of 1 trials failed" in out.stderr and "MNIST not found" in out.stderr and "on node " in out.stderr
+    assert "1 of 1 trial failed" in out.stderr and "MNIST not found" in out.stderr and "on node " in out.stderr
     trials = pd.read_csv(last_line(out) / "trials.csv")
     assert list(trials["status"]) == ["failed"] and trials["node"].notna().all()
 

@@ -387,6 +387,15 @@ def test_an_interrupted_or_failed_study_resumes_to_the_uninterrupted_result(tiny
     assert code == 2 and "give no --permute/--no-permute" in err
 
 
+def test_a_study_of_one_run_says_1_run_not_1_runs(tiny_data, tmp_path, capsys, monkeypatch):
+    _failing_run(monkeypatch, 1, "interrupt")
+    args = ["compare", "configs/mnist_fc.yaml", "--seeds", "1", "train.epochs=2", "--data-dir", tiny_data, "--runs-dir", tmp_path, *FAST]
+    code, out, err = cnnlab(capsys, monkeypatch, *args)
+    assert code == 130 and "mnist_fc: 1 model(s) x 1 condition(s) x 1 seed(s) = 1 run in " in out, out
+    code, out, err = cnnlab(capsys, monkeypatch, "compare", "--resume", last_line(out))
+    assert code == 0 and "mnist_fc: 1 run, resumed in " in out, err
+
+
 def test_a_resume_without_the_data_or_device_is_refused_before_anything_changes(tiny_data, tmp_path, capsys, monkeypatch):
     from cnnlab import experiment
 

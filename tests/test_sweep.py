@@ -164,6 +164,16 @@ def test_a_sweep_over_the_optimizer_kind_gives_each_kind_its_defaults(tmp_path):
     assert [(o.name, o.lr) for o in (sweep.trial_config(p, 0).optimizer for p in sweep.points)] == [("sgd", 0.003), ("rmsprop", 0.003), ("adam", 0.003)]
 
 
+@pytest.mark.parametrize("body,described", [
+    ({"seeds": [0], "space": {"optimizer.lr": [0.1]}}, "1 point(s) (grid) x 1 seed(s) = 1 trial, max test_acc"),
+    ({"seeds": [0, 1], "space": {"optimizer.lr": [0.1]}}, "1 point(s) (grid) x 2 seed(s) = 2 trials, max test_acc"),
+    ({"seeds": [0], "space": {"optimizer.lr": [0.1, 0.5]}, "method": "random", "samples": 1}, "1 point(s) (random, 1 sample) x 1 seed(s) = 1 trial, max test_acc"),
+    ({"seeds": [0], "space": {"optimizer.lr": [0.1, 0.5]}, "method": "random", "samples": 3}, "3 point(s) (random, 3 samples) x 1 seed(s) = 3 trials, max test_acc"),
+])
+def test_a_sweep_of_one_trial_says_1_trial_not_1_trials(tmp_path, body, described):
+    assert load_sweep(write_sweep(tmp_path / "s.yaml", **body)).describe() == described
+
+
 def test_shipped_sweeps_expand(tmp_path):
     lenet = load_sweep(ROOT / "configs/sweeps/lenet_lr.yaml")
     assert 0.5 in [p["optimizer.lr"] for p in lenet.points] and lenet.n_trials == 7 * 3
@@ -335,6 +345,23 @@ def test_a_signal_as_ray_shuts_down_marks_the_sweep_interrupted(tmp_path, monkey
     code, out, err = resume_on_fake_tune(monkeypatch, capsys, sweep_dir, records, lost)
     assert (code, err, out.splitlines()[-1]) == (1, "error: the cluster is gone\n", str(sweep_dir))
     assert runs.read_json(sweep_dir / "summary.json")["status"] == "failed"
+
+
+@needs_ray
+def test_a_sweep_of_one_trial_ends_saying_1_trial(tmp_path, monkeypatch, capsys):
+    """Its last line said '1 of 1 trials failed' and 'after 0 of 1 trials'."""
+    from cnnlab import runs
+    from cnnlab.sweep import start
+
+    sweep = load_sweep(write_sweep(tmp_path / "s.yaml", seeds=[0], space={"optimizer.lr": [0.1]}))
+    sweep_dir = start(sweep, tmp_path / "runs")
+    records = finished_trials(sweep, sweep_dir, lambda point, seed: None)
+    code, out, err = resume_on_fake_tune(monkeypatch, capsys, sweep_dir, records)
+    assert code == 1 and err.startswith("error: 1 of 1 trial failed; the first: MNIST not found"), err
+    records[0]["status"] = "unfinished"  # cut off before its run finished
+    runs.write_json(Path(records[0]["run_dir"]) / "summary.json", {"status": "running", "epochs": 0})
+    code, out, err = resume_on_fake_tune(monkeypatch, capsys, sweep_dir, records)
+    assert code == 130 and err.startswith("error: sweep interrupted after 0 of 1 trial; continue it with"), err
 
 
 def test_an_interrupted_sweep_says_how_to_continue_and_keeps_the_params_of_unfinished_points(tmp_path):

@@ -138,7 +138,7 @@ def compare(
         plan = record.plan
         cells, name, datasets = _planned_cells(plan, str(resume)), plan["name"], plan["datasets"]
         data_dir = data_dir or plan["data_dir"]
-        what = f"{len(cells)} runs, resumed"
+        what = f"{len(cells)} run{'s' if len(cells) != 1 else ''}, resumed"
         previous = previous_runs(cells, record.cells)
         _check_cells(_to_train(cells, previous), data_dir, address, _to_start(cells, previous))
     else:
@@ -151,7 +151,7 @@ def compare(
         seeds = seeds or spec.seeds
         cells = study.make_cells(members, seeds, permute)
         name, datasets = spec.name, _joined(m.cfg.dataset.name for m in members)
-        what = f"{len(members)} model(s) x {2 if permute else 1} condition(s) x {seeds} seed(s) = {len(cells)} runs"
+        what = f"{len(members)} model(s) x {2 if permute else 1} condition(s) x {seeds} seed(s) = {len(cells)} run{'s' if len(cells) != 1 else ''}"
         _check_cells([m.cfg for m in members], data_dir, address)
         plan = {"name": name, "datasets": datasets, "data_dir": str(data_dir.resolve()) if data_dir else None, "cells": _plan_cells(cells)}
         record = StudyRecord(

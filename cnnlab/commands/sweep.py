@@ -109,8 +109,8 @@ def sweep(
     if outcome.status == "interrupted":
         done = sum(t["status"] in sweeps.DONE for t in outcome.trials)
         by = f" by {signal_name(signals.received)}" if signals.received else ""
-        stopped = SweepInterrupted(f"sweep interrupted{by} after {done} of {spec.n_trials} trials; {sweeps.resume_hint(path)}")
+        stopped = SweepInterrupted(f"sweep interrupted{by} after {done} of {spec.n_trials} trial{'s' if spec.n_trials != 1 else ''}; {sweeps.resume_hint(path)}")
         stopped.exit_code = 128 + (signals.received or signal.SIGINT)  # 130 for Ctrl-C, 143 for SIGTERM
         raise stopped
     if outcome.failed:
-        raise RunError(f"{len(outcome.failed)} of {spec.n_trials} trials failed; the first: {outcome.failed[0]['error']}")
+        raise RunError(f"{len(outcome.failed)} of {spec.n_trials} trial{'s' if spec.n_trials != 1 else ''} failed; the first: {outcome.failed[0]['error']}")
