@@ -226,7 +226,7 @@ def load_sweep(path: str | Path, overrides: list[str] | None = None) -> Sweep:
             config_overrides.append(text)
     data.setdefault("name", path.stem)
     spec = validate_spec(data, str(path))
-    base_path = path.parent / spec.base
+    base_path = Path(os.path.normpath(path.parent / spec.base))  # configs/lenet.yaml, not configs/sweeps/../lenet.yaml
     base = read_yaml(base_path, "base config")
     experiment = model_and_dataset(base)
     base.setdefault("name", base_path.stem)
@@ -236,7 +236,7 @@ def load_sweep(path: str | Path, overrides: list[str] | None = None) -> Sweep:
     if unknown:
         raise unknown_override(path, unknown[0], base)
     explicit = sorted(leaf_keys(spec.set) | leaf_keys(dict(parse_override(text) for text in config_overrides)))
-    return resolve(spec, validate(base, Config, f"{path}: base {spec.base}"), str(path), explicit)
+    return resolve(spec, validate(base, Config, f"{path}: base {base_path}"), str(path), explicit)
 
 
 def unknown_override(path: Path, top: str, base: dict) -> ConfigError:

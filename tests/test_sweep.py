@@ -99,6 +99,19 @@ def test_sweep_file_errors_say_where_and_the_closest_key(tmp_path, body, overrid
     assert "\n" not in str(e.value)
 
 
+def test_the_base_config_is_named_by_its_plain_path(tmp_path, monkeypatch):
+    """As a study names its members: configs/mnist_cnn.yaml, not configs/sweeps/../mnist_cnn.yaml."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "configs" / "sweeps").mkdir(parents=True)
+    (tmp_path / "configs" / "mnist_cnn.yaml").write_text(BASE.read_text())
+    for base, overrides, message in (("../missing.yaml", [], "base config file not found: configs/missing.yaml"),
+                                     ("../mnist_cnn.yaml", ["model.n_feature=0"], "configs/sweeps/s.yaml: base configs/mnist_cnn.yaml: model.n_feature:")):
+        write_sweep(tmp_path / "configs" / "sweeps" / "s.yaml", base=base, space={"optimizer.lr": [0.1]})
+        with pytest.raises(ConfigError) as error:
+            load_sweep(Path("configs/sweeps/s.yaml"), overrides)
+        assert str(error.value).startswith(message), error.value
+
+
 def test_a_train_config_given_as_the_sweep_file_says_so(tmp_path):
     with pytest.raises(ConfigError) as e:  # not "unknown key 'seed'; did you mean 'seeds'?"
         load_sweep(BASE)
