@@ -413,6 +413,11 @@ for _kind in (_Loader, _StoredLoader):  # the base class's table holds its own f
 for _kind in (_Loader, _Dumper):
     _kind.add_implicit_resolver("tag:yaml.org,2002:float", re.compile(r"^[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+$"), list("-+.0123456789"))
     _kind.add_implicit_resolver("tag:yaml.org,2002:int", re.compile(f"^{_LEADING_ZERO.pattern}$"), list("-+0"))  # 1.1: 0089 is text
+# yes, no, on and off are YAML 1.1's booleans; as in YAML 1.2 they stay the words typed (a switch takes
+# them, pydantic reading yes/on as true, as before: train.compile=yes), so that a number refused
+# (transform.augment.grayscale=yes) is told "got 'yes'", not "got True"; the dumper still quotes them
+for _first in "yYnNoO":
+    _Loader.yaml_implicit_resolvers[_first] = [r for r in _Loader.yaml_implicit_resolvers[_first] if r[0] != "tag:yaml.org,2002:bool"]
 # a plain = is YAML 1.1's "value key", a tag no safe loader constructs: a key `=:` ended in PyYAML's "could
 # not determine a constructor for the tag 'tag:yaml.org,2002:value'"; as in YAML 1.2 it is the text =
 _Loader.yaml_implicit_resolvers["="] = [r for r in _Loader.yaml_implicit_resolvers["="] if r[0] != "tag:yaml.org,2002:value"]
@@ -714,9 +719,16 @@ def _describe(err: dict, schema: type[BaseModel], data: dict, names: dict[str, s
     got = err.get("input")
     is_section = kind in ("model_type", "model_attributes_type") and sections
     if isinstance(got, str) and is_section and all("name" in m.model_fields for m in sections):  # model=fc
-        return f"{shown}: a section, not {got!r}; to choose one by name: {shown}.name={got}"
-    got_text = "" if isinstance(got, (dict, list)) or kind.startswith("value_error") else f" (got {'no value' if got is None else repr(got)})"
+        kinds = [name for m in sections for name in typing.get_args(m.model_fields["name"].annotation)]
+        name = got if got in kinds else f"NAME, one of {', '.join(map(repr, kinds))}"  # schedule=off: not a schedule's name
+        return f"{shown}: a section, not {got!r}; to choose one by name: {shown}.name={name}"
+    got_text = "" if isinstance(got, (dict, list)) or kind.startswith("value_error") else f" (got {_as_typed(got)})"
     return f"{shown}: {msg}{got_text}" if shown else f"{msg}{got_text}"
+
+
+def _as_typed(value) -> str:
+    """A value refused, as the user typed it: 'yes', 0.5, true (not Python's True), no value."""
+    return "no value" if value is None else str(value).lower() if isinstance(value, bool) else repr(value)
 
 
 def _choice_names(schema: type[BaseModel], section: str) -> str:

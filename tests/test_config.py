@@ -230,14 +230,34 @@ def test_an_empty_value_is_named_as_such():
 def test_a_rate_or_probability_takes_a_number_not_yes_or_a_string():
     """transform.augment.grayscale: yes was probability 1.0 (every image gray), weight_decay=true 1.0,
     and a quoted lr: '0.1' a number, where a count (train.epochs: '3') was already refused."""
-    for bad in ["transform.augment.grayscale=yes", "optimizer.weight_decay=true", "transform.augment.mixup=on"]:
-        assert error_of([bad]) == f"config: {bad.split('=')[0]}: Input should be a valid number (got True)"
-    assert error_of(["reported.test_acc=no"]) == "config: reported.test_acc: Input should be a valid number (got False)"
+    for bad, typed in [("transform.augment.grayscale=yes", "'yes'"), ("optimizer.weight_decay=true", "true"), ("transform.augment.mixup=on", "'on'")]:
+        assert error_of([bad]) == f"config: {bad.split('=')[0]}: Input should be a valid number (got {typed})"
+    assert error_of(["reported.test_acc=no"]) == "config: reported.test_acc: Input should be a valid number (got 'no')"
     assert "optimizer.lr: Input should be a valid number (got '0.1')" in error_of(["optimizer.lr='0.1'"])
-    assert "optimizer.betas.0: Input should be a valid number (got True)" in error_of(["optimizer.name=adam", "optimizer.betas=[true, 0.9]"])
+    assert "optimizer.betas.0: Input should be a valid number (got true)" in error_of(["optimizer.name=adam", "optimizer.betas=[true, 0.9]"])
     assert "transform.normalize.mean.0" in error_of(["transform.normalize={mean: [true], std: [1]}"])
     cfg = config_from_dict(BASE, ["optimizer.lr=1", "transform.augment.grayscale=0", "optimizer.momentum=0.9"])  # whole numbers are numbers
     assert (cfg.optimizer.lr, cfg.transform.augment.grayscale, cfg.optimizer.momentum) == (1.0, 0.0, 0.9)
+
+
+def test_yes_no_on_and_off_are_the_words_typed_and_switches_take_them(tmp_path):
+    """YAML 1.1 reads yes/no/on/off as booleans: transform.augment.grayscale=yes was refused with
+    '(got True)', a value never typed, and description=yes as not a string. They stay words, as in
+    YAML 1.2; a switch (a bool key) still reads yes and on as true, no and off as false."""
+    assert "transform.shift.mode: must be one of 'roll' or 'zero' (got 'on')" in error_of(["transform.shift.mode=on"])
+    assert "train.epochs: Input should be a valid integer (got 'Yes')" in error_of(["train.epochs=Yes"])
+    cfg = config_from_dict(BASE, ["train.compile=yes", "dataset.download=OFF", "transform.permute=On", "train.checkpoint=no", "description=yes"])
+    assert (cfg.train.compile, cfg.dataset.download, cfg.transform.permute, cfg.train.checkpoint, cfg.description) == (True, False, True, False, "yes")
+    (tmp_path / "c.yaml").write_text("model: {name: fc}\ndescription: no\ntransform: {augment: {hflip: yes, grayscale: off}}\n")
+    with pytest.raises(ConfigError, match=r"transform.augment.grayscale: Input should be a valid number \(got 'off'\)$"):
+        load_config(tmp_path / "c.yaml")
+    cfg = load_config(tmp_path / "c.yaml", ["transform.augment.grayscale=0.5"])
+    assert (cfg.description, cfg.transform.augment.hflip) == ("no", True)
+    (tmp_path / "config.yaml").write_text(dump_yaml(config_to_dict(cfg)))  # written quoted: an older cnnlab reads it as text too
+    assert "description: 'no'" in (tmp_path / "config.yaml").read_text() and load_config(tmp_path / "config.yaml", stored=True) == cfg
+    # a word that names no kind of a section is not offered as one (schedule.name=off)
+    assert error_of(["schedule=off"]) == ("config: schedule: a section, not 'off'; to choose one by name: "
+                                          "schedule.name=NAME, one of 'step', 'cosine', 'onecycle', 'inverse_time'")
 
 
 def test_a_kind_given_for_its_section_says_to_set_the_name():
