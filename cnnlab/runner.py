@@ -42,12 +42,13 @@ def check_here(configs: list[Config], data_dir=None, new: list[Config] | None = 
 
     for cfg in configs:
         resolve_device(cfg.device)
-    for cfg in configs:
-        check_files(cfg.dataset.name, resolve_data_dir(data_dir, cfg.dataset.data_dir), cfg.dataset.download)
+    # once per dataset and folder, not per cell (a study's seeds and members mostly share one)
+    for files in dict.fromkeys((cfg.dataset.name, resolve_data_dir(data_dir, cfg.dataset.data_dir), cfg.dataset.download) for cfg in configs):
+        check_files(*files)
     several = len({cfg.name for cfg in configs}) > 1
-    for cfg in configs if new is None else new:
+    for cfg in configs if new is None else new:  # among configs: their files are checked above
         try:
-            check_subsets(cfg, data_dir)
+            check_subsets(cfg, data_dir, files_checked=True)
         except ConfigError as e:  # among a study's members, say whose subset it is
             raise ConfigError(f"{cfg.name}: {e}" if several else str(e)) from None
 

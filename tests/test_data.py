@@ -460,6 +460,24 @@ def test_check_subsets_refuses_what_load_splits_refuses_from_the_split_sizes_alo
         monkeypatch.undo()
 
 
+def test_a_study_checks_the_files_of_a_dataset_once(tmp_path, monkeypatch):
+    """check_here (before a study or sweep trains) checked a dataset's files once per cell, and again in
+    check_subsets for a cell with a subset: now once per dataset and folder, refusing the same."""
+    import cnnlab.data
+    from cnnlab.runner import check_here
+
+    make_idx_dataset(tmp_path, "MNIST", n_train=12, n_test=5)
+    checked, check_files = [], cnnlab.data.check_files
+    monkeypatch.setattr(cnnlab.data, "check_files", lambda *args: checked.append(args) or check_files(*args))
+    cells = [subset_config(tmp_path, train_subset=12), subset_config(tmp_path, test_subset=5), subset_config(tmp_path)]
+    check_here(cells)
+    assert checked == [("mnist", tmp_path.resolve(), False)]
+    with pytest.raises(ConfigError, match="dataset.test_subset=6 is more than the 5 images"):
+        check_here([*cells, subset_config(tmp_path, test_subset=6)])
+    with pytest.raises(DataError, match="not found"):
+        check_here([*cells, subset_config(tmp_path / "elsewhere", train_subset=1)])
+
+
 # ---------------------------------------------------------------------------- data directory
 def test_resolve_data_dir_precedence(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
