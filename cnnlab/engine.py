@@ -12,12 +12,15 @@ import functools
 import math
 import time
 from dataclasses import dataclass
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 import torch
 import torch.nn.functional as F
 
 from cnnlab.errors import CnnlabError, ConfigError, first_line
+
+if TYPE_CHECKING:
+    from cnnlab.compiled_step import CompiledStep  # which imports this module
 
 CHECK_EVERY = 50  # steps between checks that the loss is finite (each one waits for the device)
 
@@ -47,7 +50,7 @@ class State:
     aug_gen: torch.Generator  # device generator for augmentation
     epoch: int = 0  # completed epochs
     step_graph: StepGraph | None = None  # on CUDA: the training step as a CUDA graph (not checkpointed)
-    compiled_step: Callable | None = None  # on the CPU with train.compile: the whole step compiled (compiled_step.py)
+    compiled_step: CompiledStep | None = None  # on the CPU with train.compile: the whole step compiled
 
 
 def loss_function(name: str, label_smoothing: float) -> Callable:

@@ -215,7 +215,8 @@ def setup(
     if replays_steps(cfg, device):
         state.step_graph = StepGraph(state.model, loss_fn, cfg.train.amp, cfg.train.batch_size, device)
     if compile_whole_step:
-        state.compiled_step = CompiledStep(model, optimizer, loss_fn, cfg.train.amp, cfg.train.batch_size)
+        # the batches' size: a batch size above the training set's makes its one batch that set
+        state.compiled_step = CompiledStep(model, optimizer, loss_fn, cfg.train.amp, min(cfg.train.batch_size, len(data.x_train)))
     return data, pipeline, state, loss_fn
 
 
