@@ -289,9 +289,10 @@ def test_a_hand_edited_trial_summary_is_one_line_not_a_traceback(tmp_path, key, 
     assert summary["status"] == "failed" and summary["error"].startswith(f"cannot read {edited}: '{key}'") and summary["finished_at"]
 
 
-def resume_on_fake_tune(monkeypatch, capsys, sweep_dir: Path, records: list[dict], shutdown=None) -> tuple[int, str, str]:
-    """`cnnlab sweep --resume sweep_dir` through main(), Tune faked: it returns records; shutdown(),
-    if given, runs as Ray shuts down. (exit code, stdout, stderr)"""
+def resume_on_fake_tune(monkeypatch, capsys, sweep_dir: Path, records: list[dict], shutdown=None, signum=None) -> tuple[int, str, str]:
+    """`cnnlab sweep --resume sweep_dir` through main(), Tune faked: it returns records (having taken
+    signal signum, if given, as Tune takes a Ctrl-C); shutdown(), if given, runs as Ray shuts down.
+    (exit code, stdout, stderr)"""
     from cnnlab import ray_backend
     from cnnlab.cli import main
     from cnnlab.commands import sweep as command
@@ -303,7 +304,13 @@ def resume_on_fake_tune(monkeypatch, capsys, sweep_dir: Path, records: list[dict
             shutdown()
 
     monkeypatch.setattr(ray_backend, "session", session)
-    monkeypatch.setattr(ray_backend, "run_sweep", lambda *args, **kwargs: records)
+    def run_sweep(*args, **kwargs):
+        if signum is not None:
+            with contextlib.suppress(KeyboardInterrupt):
+                os.kill(os.getpid(), signum)
+        return records
+
+    monkeypatch.setattr(ray_backend, "run_sweep", run_sweep)
     monkeypatch.setattr(ray_backend, "saved_records", lambda sweep, path: records)
     monkeypatch.setattr(command, "_check_local_ray", lambda *args, **kwargs: None)
     monkeypatch.setattr(sys, "argv", ["cnnlab", "sweep", "--resume", str(sweep_dir)])
@@ -362,7 +369,8 @@ def test_a_signal_as_ray_shuts_down_marks_the_sweep_interrupted(tmp_path, monkey
 
 @needs_ray
 def test_a_sweep_of_one_trial_ends_saying_1_trial(tmp_path, monkeypatch, capsys):
-    """Its last line said '1 of 1 trials failed' and 'after 0 of 1 trials'."""
+    """Its last line said '1 of 1 trials failed' and 'after 0 of 1 trials'. Interrupted, it said
+    'error: sweep interrupted ...' where every other command says 'interrupted: ...'."""
     from cnnlab import runs
     from cnnlab.sweep import start
 
@@ -374,7 +382,10 @@ def test_a_sweep_of_one_trial_ends_saying_1_trial(tmp_path, monkeypatch, capsys)
     records[0]["status"] = "unfinished"  # cut off before its run finished
     runs.write_json(Path(records[0]["run_dir"]) / "summary.json", {"status": "running", "epochs": 0})
     code, out, err = resume_on_fake_tune(monkeypatch, capsys, sweep_dir, records)
-    assert code == 130 and err.startswith("error: sweep interrupted after 0 of 1 trial; continue it with"), err
+    assert code == 130 and err == f"interrupted: sweep stopped by a signal after 0 of 1 trial; continue it with: cnnlab sweep --resume {sweep_dir}\n", err
+    code, out, err = resume_on_fake_tune(monkeypatch, capsys, sweep_dir, records, signum=signal.SIGTERM)  # Tune took it and returned
+    assert code == 143 and err.startswith("interrupted: sweep stopped by SIGTERM after 0 of 1 trial; continue it with"), err
+    assert out.splitlines()[-1] == str(sweep_dir)
 
 
 def test_an_interrupted_sweep_says_how_to_continue_and_keeps_the_params_of_unfinished_points(tmp_path):

@@ -13,11 +13,7 @@ from typing import Optional
 import typer
 
 from cnnlab.cli import CnnlabUsage, DataDir, Device, RunsDir, app, not_empty, split_args
-from cnnlab.errors import CnnlabError, RunError, in_run, signal_name
-
-
-class SweepInterrupted(CnnlabError):
-    exit_code = 130
+from cnnlab.errors import RunError, in_run, signal_name
 
 
 def _check_local_ray(sweep, data_dir, resumed: bool) -> None:
@@ -60,7 +56,7 @@ def sweep(
         spec = sweeps.load_sweep(file, overrides + ([f"device={device}"] if device is not None else []))
         check_dir(runs_root(runs_dir))  # before Ray starts (seconds), or connects to a cluster
 
-    from cnnlab.interrupts import interruptible
+    from cnnlab.interrupts import Interrupted, interruptible
     from cnnlab.ray_backend import check_fits, ray_address, require_ray, run_sweep, saved_records, session
     from cnnlab.report import console, table
 
@@ -108,9 +104,8 @@ def sweep(
     print(path)
     if outcome.status == "interrupted":
         done = sum(t["status"] in sweeps.DONE for t in outcome.trials)
-        by = f" by {signal_name(signals.received)}" if signals.received else ""
-        stopped = SweepInterrupted(f"sweep interrupted{by} after {done} of {spec.n_trials} trial{'s' if spec.n_trials != 1 else ''}; {sweeps.resume_hint(path)}")
-        stopped.exit_code = 128 + (signals.received or signal.SIGINT)  # 130 for Ctrl-C, 143 for SIGTERM
-        raise stopped
+        trials = f"{done} of {spec.n_trials} trial{'s' if spec.n_trials != 1 else ''}"
+        # 'interrupted: ...' and exit 130 for Ctrl-C, 143 for SIGTERM, as when the signal reaches cnnlab itself
+        raise Interrupted(signals.received or signal.SIGINT, f"sweep stopped by {signal_name(signals.received)} after {trials}; {sweeps.resume_hint(path)}")
     if outcome.failed:
         raise RunError(f"{len(outcome.failed)} of {spec.n_trials} trial{'s' if spec.n_trials != 1 else ''} failed; the first: {outcome.failed[0]['error']}")
