@@ -23,7 +23,7 @@ from pydantic import Field, field_validator, model_validator
 
 from cnnlab import runs
 from cnnlab.config import (
-    Config, Strict, apply_overrides, closest_key, config_to_dict, drop_foreign_reported, dump_yaml, key_below, load_config, leaf_keys, model_and_dataset, parse_override,
+    Config, Strict, apply_overrides, closest_key, config_to_dict, drop_foreign_reported, dump_yaml, flatten, key_below, load_config, leaf_keys, model_and_dataset, parse_override,
     read_yaml, section_names, switch_variants, validate,
 )
 from cnnlab.errors import CnnlabError, ConfigError, RunError, first_line, in_run, signal_name
@@ -300,7 +300,7 @@ def resolve(spec: SweepFile, base: Config, source: str, explicit=()) -> Sweep:
 def start(sweep: Sweep, root: Path, data_dir=None) -> Path:
     """A new sweep directory holding everything --resume needs: sweep.yaml, base.yaml, summary.json."""
     path = runs.new_run_dir(root, sweep.name, kind="sweep")
-    runs.atomic_write(path / SWEEP_FILE, dump_yaml(sweep.spec.model_dump(mode="json")))
+    runs.atomic_write(path / SWEEP_FILE, dump_yaml(stored_spec(sweep)))
     runs.atomic_write(path / BASE_FILE, dump_yaml(config_to_dict(sweep.base)))
     runs.write_json(path / runs.SUMMARY, {
         "name": sweep.name, "kind": "sweep", "status": "running", "error": None, "started_at": runs.utc_now(), **runs.owner(),
@@ -310,6 +310,16 @@ def start(sweep: Sweep, root: Path, data_dir=None) -> Path:
         "explicit_keys": list(sweep.explicit),
     })
     return path
+
+
+def stored_spec(sweep: Sweep) -> dict:
+    """The sweep file as its directory keeps it, a sweep file of its own: its base is base.yaml beside
+    it, and its set holds the config keys given on the command line too (base.yaml has their values;
+    set says they were chosen, so a trial that switches a kind keeps them, as load_sweep's explicit)."""
+    spec = sweep.spec.model_dump(mode="json")
+    given = flatten(config_to_dict(sweep.base))
+    from_command_line = {key: given[key] for key in sweep.explicit if key in given and key not in leaf_keys(spec["set"])}
+    return spec | {"base": BASE_FILE, "set": spec["set"] | from_command_line}
 
 
 def reopen(path: str | Path) -> Sweep:

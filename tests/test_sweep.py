@@ -177,6 +177,30 @@ def test_a_sweep_over_the_optimizer_kind_gives_each_kind_its_defaults(tmp_path):
     assert [(o.name, o.lr) for o in (sweep.trial_config(p, 0).optimizer for p in sweep.points)] == [("sgd", 0.003), ("rmsprop", 0.003), ("adam", 0.003)]
 
 
+def test_the_sweep_yaml_a_sweep_directory_keeps_runs_as_a_sweep_file(tmp_path):
+    """sweep.yaml kept the sweep file's own base, relative to where that file was (../mnist_cnn.yaml):
+    from the sweep directory it named nothing, and `cnnlab sweep <sweep dir>/sweep.yaml` failed. Now it
+    names base.yaml beside it, and the config keys given on the command line, which a trial switching
+    the optimizer keeps (adam's lr stays 0.02); --resume reads base.yaml, also in a directory an older
+    cnnlab wrote."""
+    from cnnlab.sweep import reopen, start
+
+    (tmp_path / "sweeps").mkdir()
+    (tmp_path / "mnist_cnn.yaml").write_text(BASE.read_text())
+    path = write_sweep(tmp_path / "sweeps" / "opt.yaml", base="../mnist_cnn.yaml", space={"optimizer.name": ["sgd", "adam"]})
+    sweep = load_sweep(path, ["optimizer.lr=0.02", "train.epochs=2", "seeds=[3]"])
+    sweep_dir = start(sweep, tmp_path / "runs")
+    trials = [sweep.trial_config(p, 3) for p in sweep.points]
+    assert [(c.optimizer.name, c.optimizer.lr, c.train.epochs) for c in trials] == [("sgd", 0.02, 2), ("adam", 0.02, 2)]
+    again = load_sweep(sweep_dir / "sweep.yaml")
+    assert again.points == sweep.points and again.spec.seeds == [3]
+    assert [again.trial_config(p, 3) for p in again.points] == trials
+    assert [reopen(sweep_dir).trial_config(p, 3) for p in sweep.points] == trials
+    old = yaml.safe_load((sweep_dir / "sweep.yaml").read_text()) | {"base": "../mnist_cnn.yaml", "set": sweep.spec.set}  # as an older cnnlab wrote it
+    (sweep_dir / "sweep.yaml").write_text(yaml.safe_dump(old))
+    assert [reopen(sweep_dir).trial_config(p, 3) for p in sweep.points] == trials
+
+
 @pytest.mark.parametrize("body,described", [
     ({"seeds": [0], "space": {"optimizer.lr": [0.1]}}, "1 point(s) (grid) x 1 seed(s) = 1 trial, max test_acc"),
     ({"seeds": [0, 1], "space": {"optimizer.lr": [0.1]}}, "1 point(s) (grid) x 2 seed(s) = 2 trials, max test_acc"),
