@@ -135,16 +135,12 @@ def load_splits(cfg: Config, data_dir: str | Path | None = None, stored: bool = 
     return train, test
 
 
-def check_subsets(cfg: Config, data_dir: str | Path | None = None, files_checked: bool = False) -> None:
-    """load_splits' refusal of a subset larger than its split, reading only the split sizes: a study
-    checks every cell still to train before its first one does. files_checked: the caller has made
-    sure of the dataset's files already (check_files)."""
+def check_subsets(cfg: Config, data_dir: str | Path | None = None) -> None:
+    """load_splits' refusal of a subset larger than its split, reading only the split sizes of files
+    check_files has made sure of: a study checks every cell still to train before its first one does."""
     if cfg.dataset.train_subset is None and cfg.dataset.test_subset is None:
         return  # nothing to read
-    root = resolve_data_dir(data_dir, cfg.dataset.data_dir)
-    if not files_checked:
-        check_files(cfg.dataset.name, root, cfg.dataset.download)
-    _check_subsets(cfg, *_split_sizes(DATASETS[cfg.dataset.name], root))
+    _check_subsets(cfg, *_split_sizes(DATASETS[cfg.dataset.name], resolve_data_dir(data_dir, cfg.dataset.data_dir)))
 
 
 def _check_subsets(cfg: Config, n_train: int, n_test: int) -> None:

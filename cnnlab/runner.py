@@ -48,7 +48,7 @@ def check_here(configs: list[Config], data_dir=None, new: list[Config] | None = 
     several = len({cfg.name for cfg in configs}) > 1
     for cfg in configs if new is None else new:  # among configs: their files are checked above
         try:
-            check_subsets(cfg, data_dir, files_checked=True)
+            check_subsets(cfg, data_dir)
         except ConfigError as e:  # among a study's members, say whose subset it is
             raise ConfigError(f"{cfg.name}: {e}" if several else str(e)) from None
 
