@@ -20,6 +20,11 @@ def signal_name(signum: int | None) -> str:
     return signal.Signals(signum).name if signum else "a signal"
 
 
+def counted(n: int, noun: str) -> str:
+    """n and its noun, plural but for one: '1 trial', '3 trials'."""
+    return f"{n} {noun}{'' if n == 1 else 's'}"
+
+
 def in_run(e: BaseException, path: Path | None) -> BaseException:
     """e, carrying as e.run_dir the run, study or sweep directory it stopped (None: no directory
     held a summary yet, or a refused resume left it as it was), for the cnnlab command to print

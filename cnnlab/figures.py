@@ -14,6 +14,7 @@ import numpy as np
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
+from cnnlab.errors import counted
 from cnnlab.runs import atomic_write
 
 MODES = {"roll": "roll: wrap around", "zero": "zero: black fill"}
@@ -50,7 +51,7 @@ def comparison_bars(table, title: str) -> Figure:
                 ax.text(xi, m + sd + 1.5, f"{m:.1f}", ha="center", va="bottom", fontsize=9)
     seeds = int(table["seeds"].max())
     ax.set(xticks=np.arange(len(models)), xticklabels=[plain(m) for m in models], ylim=(0, 115), xlabel="model", ylabel="test accuracy (%)",
-           title=f"{plain(title)}\nmean ± std over {seeds} seed{'s' if seeds > 1 else ''}")
+           title=f"{plain(title)}\nmean ± std over {counted(seeds, 'seed')}")
     if len(conditions) > 1:  # one condition (ordered pixels only): nothing for a legend to tell apart
         ax.legend(loc="upper center", ncols=len(conditions), frameon=False)
     ax.grid(axis="y", alpha=0.3)

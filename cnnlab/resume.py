@@ -13,7 +13,7 @@ import torch
 from cnnlab import runs
 from cnnlab.config import Config, config_to_dict, flatten, load_config
 from cnnlab.engine import State
-from cnnlab.errors import RunError
+from cnnlab.errors import RunError, counted
 from cnnlab.models import unwrap
 
 
@@ -146,7 +146,7 @@ def check_epochs(path: Path, epochs: int, done: int, summary: dict) -> None:
             f"ask for more (train.epochs={done + 1} or higher) or train a new run"
         )
     if epochs == done and summary.get("status") == "completed":  # its files stay as they are
-        raise RunError(f"{path} is already complete ({done} epoch{'s' if done > 1 else ''}): nothing to train; extend it with train.epochs={done + 1} or more")
+        raise RunError(f"{path} is already complete ({counted(done, 'epoch')}): nothing to train; extend it with train.epochs={done + 1} or more")
 
 
 def check_resume(path: Path, cfg: Config) -> None:

@@ -26,7 +26,7 @@ from cnnlab.config import (
     Config, Strict, apply_overrides, closest_key, config_to_dict, drop_foreign_reported, dump_yaml, flatten, key_below, load_config, leaf_keys, model_and_dataset, parse_override,
     read_yaml, section_names, switch_variants, validate,
 )
-from cnnlab.errors import CnnlabError, ConfigError, RunError, first_line, in_run, signal_name
+from cnnlab.errors import CnnlabError, ConfigError, RunError, counted, first_line, in_run, signal_name
 from cnnlab.interrupts import Interrupted
 
 SWEEP_FILE, BASE_FILE, TRIALS = "sweep.yaml", "base.yaml", "trials"
@@ -176,9 +176,9 @@ class Sweep:
         return validate(data, Config, f"{self.source}: space")
 
     def describe(self) -> str:
-        how = "grid" if self.spec.method == "grid" else f"{self.spec.method}, {self.spec.samples} sample{'s' if self.spec.samples != 1 else ''}"
+        how = "grid" if self.spec.method == "grid" else f"{self.spec.method}, {counted(self.spec.samples, 'sample')}"
         stop = f", {self.spec.scheduler.name} early stopping" if self.spec.scheduler else ""
-        return f"{self.n_points} point(s) ({how}) x {len(self.spec.seeds)} seed(s) = {self.n_trials} trial{'s' if self.n_trials != 1 else ''}{stop}, {self.mode} {self.metric}"
+        return f"{self.n_points} point(s) ({how}) x {len(self.spec.seeds)} seed(s) = {counted(self.n_trials, 'trial')}{stop}, {self.mode} {self.metric}"
 
 
 def set_keys(data: dict, values: dict, explicit=()) -> dict:

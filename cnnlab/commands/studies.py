@@ -123,6 +123,7 @@ def compare(
     The last line is the study directory (table.csv/.md, cells.csv, accuracy.png, cells/); also when the
     study is interrupted or fails once it exists.
     """
+    from cnnlab.errors import counted
     from cnnlab.figures import comparison_bars
     from cnnlab.report import console, markdown, say, table
     from cnnlab.runner import previous_runs, run_cells
@@ -138,7 +139,7 @@ def compare(
         plan = record.plan
         cells, name, datasets = _planned_cells(plan, str(resume)), plan["name"], plan["datasets"]
         data_dir = data_dir or plan["data_dir"]
-        what = f"{len(cells)} run{'s' if len(cells) != 1 else ''}, resumed"
+        what = f"{counted(len(cells), 'run')}, resumed"
         previous = previous_runs(cells, record.cells)
         _check_cells(_to_train(cells, previous), data_dir, address, _to_start(cells, previous))
     else:
@@ -151,7 +152,7 @@ def compare(
         seeds = seeds or spec.seeds
         cells = study.make_cells(members, seeds, permute)
         name, datasets = spec.name, _joined(m.cfg.dataset.name for m in members)
-        what = f"{len(members)} model(s) x {2 if permute else 1} condition(s) x {seeds} seed(s) = {len(cells)} run{'s' if len(cells) != 1 else ''}"
+        what = f"{len(members)} model(s) x {2 if permute else 1} condition(s) x {seeds} seed(s) = {counted(len(cells), 'run')}"
         _check_cells([m.cfg for m in members], data_dir, address)
         plan = {"name": name, "datasets": datasets, "data_dir": str(data_dir.resolve()) if data_dir else None, "cells": _plan_cells(cells)}
         record = StudyRecord(

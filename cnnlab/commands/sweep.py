@@ -13,7 +13,7 @@ from typing import Optional
 import typer
 
 from cnnlab.cli import CnnlabUsage, DataDir, Device, RunsDir, app, not_empty, split_args
-from cnnlab.errors import RunError, in_run, signal_name
+from cnnlab.errors import RunError, counted, in_run, signal_name
 
 
 def _check_local_ray(sweep, data_dir, resumed: bool) -> None:
@@ -104,8 +104,8 @@ def sweep(
     print(path)
     if outcome.status == "interrupted":
         done = sum(t["status"] in sweeps.DONE for t in outcome.trials)
-        trials = f"{done} of {spec.n_trials} trial{'s' if spec.n_trials != 1 else ''}"
+        trials = f"{done} of {counted(spec.n_trials, 'trial')}"
         # 'interrupted: ...' and exit 130 for Ctrl-C, 143 for SIGTERM, as when the signal reaches cnnlab itself
         raise Interrupted(signals.received or signal.SIGINT, f"sweep stopped by {signal_name(signals.received)} after {trials}; {sweeps.resume_hint(path)}")
     if outcome.failed:
-        raise RunError(f"{len(outcome.failed)} of {spec.n_trials} trial{'s' if spec.n_trials != 1 else ''} failed; the first: {outcome.failed[0]['error']}")
+        raise RunError(f"{len(outcome.failed)} of {counted(spec.n_trials, 'trial')} failed; the first: {outcome.failed[0]['error']}")

@@ -8,7 +8,7 @@ summarizes their results.
 from __future__ import annotations
 
 from cnnlab.config import article_test_acc, config_from_dict, config_to_dict
-from cnnlab.errors import ConfigError
+from cnnlab.errors import ConfigError, counted
 from cnnlab.runner import Cell
 from cnnlab.studies.spec import Member
 
@@ -114,7 +114,7 @@ def reading(table) -> str:
     seeds = int(table["seeds"].max())
     ordered = {m: acc[m, False] for m in models if (m, False) in acc}
     permuted = {m: acc[m, True] for m in models if (m, True) in acc}
-    head = f"Mean of {seeds} seed{'s' if seeds > 1 else ''}: "
+    head = f"Mean of {counted(seeds, 'seed')}: "
     if not permuted:
         return head + _beats(ordered) + "."
     text = head + _beats(ordered) + " on ordered pixels"
