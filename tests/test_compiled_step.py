@@ -43,13 +43,13 @@ def config(tmp_path, text: str, *overrides: str):
     return load_config(path, list(overrides))
 
 
-def trained(cfg, data_dir):
-    """The state after fit() on cfg, and its epochs' rows."""
+def trained(cfg, data_dir, data_too: bool = False):
+    """The state after fit() on cfg, and its epochs' rows (and the prepared data, with data_too)."""
     cfg = cfg.model_copy(update={"dataset": cfg.dataset.model_copy(update={"data_dir": str(data_dir)})})
     data, pipeline, state, loss_fn = setup(cfg, torch.device("cpu"))
     rows = []
     fit(state, data, pipeline, cfg.train, loss_fn, on_epoch=lambda row, st: rows.append(row))
-    return state, rows
+    return (state, rows, data) if data_too else (state, rows)
 
 
 def assert_close_states(eager, compiled, atol: float) -> None:
@@ -91,7 +91,7 @@ def test_a_batch_larger_than_the_training_set_is_compiled_as_that_set(tiny_data,
 
 def test_frozen_parameters_stay_and_batchnorm_statistics_move(tiny_data, tmp_path):
     # fastnet: BatchNorm scales frozen at 1 (requires_grad off), running statistics updated in place
-    text = FC.replace("{name: fc, hidden: [16]}", "{name: fastnet, widths: [8], bn_eps: 0.001}") + OPTIMIZERS["sgd-momentum-step"]
+    text = FASTNET + OPTIMIZERS["sgd-momentum-step"]
     eager, _ = trained(config(tmp_path, text, "train.epochs=1"), tiny_data)
     compiled, _ = trained(config(tmp_path, text, "train.epochs=1", "train.compile=true"), tiny_data)
 
@@ -108,6 +108,49 @@ def test_frozen_parameters_stay_and_batchnorm_statistics_move(tiny_data, tmp_pat
             assert not torch.equal(value, torch.zeros_like(value) if "mean" in name else torch.ones_like(value))
             assert torch.allclose(buffers[name], value, atol=1e-4), name
     assert_close_states(eager, compiled, atol=1e-4)
+
+
+FASTNET = FC.replace("{name: fc, hidden: [16]}", "{name: fastnet, widths: [8], bn_eps: 0.001}")
+
+
+def test_a_warm_step_follows_the_modules_train_and_eval_mode(tiny_data, tmp_path):
+    # once warm, a step skips dynamo's guards; the modules' mode is one of the things it must still see
+    compiled, _, data = trained(config(tmp_path, FASTNET + OPTIMIZERS["sgd-momentum-step"], "train.compile=true"), tiny_data, data_too=True)
+    step, model = compiled.compiled_step, compiled.model
+    xb, yb = data.x_train[:32], data.y_train[:32]
+    statistics = {n: b.clone() for n, b in model.named_buffers()}
+
+    model.eval()  # BatchNorm normalizes with its running statistics and leaves them as they are
+    with torch.no_grad():
+        expected = model(xb)
+    out, _ = step(xb, yb)
+    assert torch.allclose(out, expected, atol=1e-5)
+    assert all(torch.equal(b, statistics[n]) for n, b in model.named_buffers())
+    assert step.graphs == 3  # SGD's two, and one for evaluation mode
+
+    model.train()
+    with torch.no_grad():
+        expected = model(xb)  # batch statistics (this call moves the running ones: compare after it)
+    moved = {n: b.clone() for n, b in model.named_buffers()}
+    out, _ = step(xb, yb)
+    assert torch.allclose(out, expected, atol=1e-5)
+    means = [n for n in moved if n.endswith("running_mean")]
+    assert means and all(not torch.equal(b, moved[n]) for n, b in model.named_buffers() if n in means)
+    assert step.graphs == 3  # back to the training graph it had
+
+
+def test_a_newer_compiled_step_does_not_mislead_an_older_warm_one(tiny_data, tmp_path):
+    # a new CompiledStep empties dynamo's cache, where the older one's graphs were: the older one,
+    # warm, must not skip the guards that make dynamo compile its graphs again
+    older, _, data = trained(config(tmp_path, FC + OPTIMIZERS["sgd-momentum-step"], "train.compile=true", "train.epochs=1"), tiny_data, data_too=True)
+    newer, _ = trained(config(tmp_path, FC.replace("hidden: [16]", "hidden: [8, 8]") + OPTIMIZERS["sgd-momentum-step"], "train.compile=true", "train.epochs=1"), tiny_data)
+    xb, yb = data.x_train[:32], data.y_train[:32]
+
+    with torch.no_grad():
+        expected = older.model(xb)
+    out, _ = older.compiled_step(xb, yb)
+    assert torch.allclose(out, expected, atol=1e-5)
+    assert older.compiled_step.graphs == 3 and newer.compiled_step.graphs == 2
 
 
 def test_a_compiled_run_resumes_exactly(tiny_data, tmp_path, capsys):
