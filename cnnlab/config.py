@@ -520,6 +520,16 @@ def _section_classes(schema: type[BaseModel], section: list[str]) -> list[type[B
     return models
 
 
+def _may_be_none(schema: type[BaseModel], section: list[str]) -> bool:
+    """Whether the section at this path may be left out, as null (schedule, reported)."""
+    cls: type[BaseModel] | None = schema
+    for part in section[:-1]:
+        models = _section_classes(cls, [part]) if cls is not None else []
+        cls = models[0] if len(models) == 1 else None
+    field = cls.model_fields.get(section[-1]) if cls is not None and section else None
+    return field is not None and type(None) in typing.get_args(field.annotation)
+
+
 def _choices(schema: type[BaseModel], section: list[str]) -> list[type[BaseModel]]:
     """The kinds a choice section may be (optimizer: SGDConfig, AdamConfig, ...); [] for a plain
     section that merely has a name (dataset) or a path outside the schema."""
@@ -718,6 +728,8 @@ def _describe(err: dict, schema: type[BaseModel], data: dict, names: dict[str, s
         msg = msg[len("Value error, "):]
     got = err.get("input")
     is_section = kind in ("model_type", "model_attributes_type") and sections
+    if is_section and _may_be_none(schema, path) and str(got).lower() in ("off", "none", "no", "false", "0"):
+        return f"{shown}: a section, not {_as_typed(got)}; for no {shown}: {shown}=null (or leave it out)"
     if isinstance(got, str) and is_section and all("name" in m.model_fields for m in sections):  # model=fc
         kinds = [name for m in sections for name in typing.get_args(m.model_fields["name"].annotation)]
         name = got if got in kinds else f"NAME, one of {', '.join(map(repr, kinds))}"  # schedule=off: not a schedule's name

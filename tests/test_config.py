@@ -256,8 +256,19 @@ def test_yes_no_on_and_off_are_the_words_typed_and_switches_take_them(tmp_path):
     (tmp_path / "config.yaml").write_text(dump_yaml(config_to_dict(cfg)))  # written quoted: an older cnnlab reads it as text too
     assert "description: 'no'" in (tmp_path / "config.yaml").read_text() and load_config(tmp_path / "config.yaml", stored=True) == cfg
     # a word that names no kind of a section is not offered as one (schedule.name=off)
-    assert error_of(["schedule=off"]) == ("config: schedule: a section, not 'off'; to choose one by name: "
-                                          "schedule.name=NAME, one of 'step', 'cosine', 'onecycle', 'inverse_time'")
+    assert error_of(["schedule=sometimes"]) == ("config: schedule: a section, not 'sometimes'; to choose one by name: "
+                                                "schedule.name=NAME, one of 'step', 'cosine', 'onecycle', 'inverse_time'")
+
+
+def test_off_for_a_section_that_may_be_left_out_says_null():
+    """schedule=off and schedule=none offered schedule.name=NAME, schedule=false said 'Input should be
+    a valid dictionary'; a section that may be left out takes null."""
+    for value, shown in (("off", "'off'"), ("None", "'None'"), ("no", "'no'"), ("false", "false"), ("0", "0")):
+        assert error_of([f"schedule={value}"]) == f"config: schedule: a section, not {shown}; for no schedule: schedule=null (or leave it out)"
+    assert error_of(["reported=off"]).endswith("for no reported: reported=null (or leave it out)")
+    assert config_from_dict(BASE, ["schedule=null"]).schedule is None
+    # a section every run has is still a section to name
+    assert "optimizer.name=NAME, one of 'sgd'" in error_of(["optimizer=none"])
 
 
 def test_a_kind_given_for_its_section_says_to_set_the_name():
