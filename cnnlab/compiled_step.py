@@ -19,6 +19,10 @@ How, so that it stays one graph (a break costs what it saves):
 - the gradients are copied into fixed .grad tensors of the views, because assigning .grad inside
   the graph would break it before the optimizer.
 
+What the graph computes is the model's function, but a convolution followed by 2x2 max-pooling (study
+A's CNN, LeNet with ReLU and max-pooling) is computed as one convolution over 2x2 pixel blocks
+(conv_pool.py), on a copy of the model that shares its parameters and buffers.
+
 Only full batches of the run's batch size go through the graph; an epoch's short last batch is an
 ordinary step, which changes the same parameters and state.
 
@@ -44,6 +48,7 @@ import torch
 from torch._dynamo.exc import TorchDynamoException
 from torch.func import functional_call, grad_and_value
 
+from cnnlab.conv_pool import with_conv_max_pools
 from cnnlab.engine import autocast, batch_too_small
 from cnnlab.errors import ConfigError, first_line
 
@@ -70,6 +75,9 @@ class CompiledStep:
         self._instance = _latest = next(_instances)
         self._compiled = torch.compile(self._step, fullgraph=True, dynamic=False)
         self._modules = list(model.modules())
+        # what the graph computes: model, or a copy with its Conv2d + MaxPool2d(2) pairs as one
+        # convolution each (conv_pool.py), whose modes follow model's (the pairs)
+        self._compute, self._mode_pairs = with_conv_max_pools(model)
         self._warm = None  # the inputs' signature (below) of the last guarded call that compiled nothing
         self._skip_guards = skip_guards()
 
@@ -98,6 +106,9 @@ class CompiledStep:
         graphs = compiled_graphs()
         signature = self._signature(xb, yb)
         warm = signature == self._warm and self._instance == _latest
+        if not warm:
+            for module, computing in self._mode_pairs:
+                computing.training = module.training
         t0 = time.perf_counter()
         try:
             with self._skip_guards if warm else contextlib.nullcontext():
@@ -117,7 +128,7 @@ class CompiledStep:
 
     def _loss(self, params: dict, constants: dict, xb: torch.Tensor, yb: torch.Tensor):
         with autocast(xb.device, self.amp, cache=False):
-            out = functional_call(self.model, {**params, **constants}, (xb,))
+            out = functional_call(self._compute, {**params, **constants}, (xb,))
         return self.loss_fn(out.float(), yb), out
 
     def _step(self, params: dict, constants: dict, xb: torch.Tensor, yb: torch.Tensor):

@@ -82,6 +82,26 @@ def test_the_compiled_step_trains_as_the_ordinary_one(tiny_data, tmp_path, optim
     assert 0 < step.compile_seconds < sum(r["epoch_seconds"] for r in rows)
 
 
+CONV_POOL_MODELS = {  # their Conv2d + MaxPool2d pairs compiled as one convolution each (conv_pool.py)
+    "cnn-sgd": ("{name: cnn, n_feature: 6}", "sgd-momentum-step"),
+    "lenet-relu-max-adam": ("{name: lenet, activation: relu, pooling: max}", "adam-onecycle"),
+}
+
+
+@pytest.mark.parametrize("case", list(CONV_POOL_MODELS))
+def test_conv_pool_models_compiled_train_as_the_ordinary_step(tiny_data, tmp_path, case):
+    model, optimizer = CONV_POOL_MODELS[case]
+    text = FC.replace("{name: fc, hidden: [16]}", model) + OPTIMIZERS[optimizer]
+    eager, eager_rows = trained(config(tmp_path, text), tiny_data)
+    compiled, rows = trained(config(tmp_path, text, "train.compile=true"), tiny_data)
+
+    assert compiled.compiled_step._compute is not compiled.model  # the pairs were fused
+    assert_close_states(eager, compiled, atol=1e-5 if optimizer.startswith("sgd") else 1e-4)
+    for a, b in zip(eager_rows, rows):
+        assert b["train_loss"] == pytest.approx(a["train_loss"], abs=1e-4)
+        assert b["test_acc"] == a["test_acc"]
+
+
 def test_a_batch_larger_than_the_training_set_is_compiled_as_that_set(tiny_data, tmp_path):
     cfg = config(tmp_path, FC + OPTIMIZERS["adam-onecycle"], "train.compile=true", "train.batch_size=1000")
     compiled, rows = trained(cfg, tiny_data)
