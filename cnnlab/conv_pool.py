@@ -67,12 +67,14 @@ def block_kernels(weight: torch.Tensor) -> torch.Tensor:
 
 
 class WindowMax(torch.autograd.Function):
-    """The maximum of the four channel groups; the gradient to the first of them that reaches it."""
+    """The maximum of the four channel groups; the gradient to the first of them that reaches it.
+    It works on the channels-last view (N, H, W, C), so that the gradient is made in that layout
+    (made as (N, C, H, W), the compiled code wrote it once as that, then again channels-last)."""
 
     @staticmethod
     def forward(blocks: torch.Tensor) -> torch.Tensor:
-        a, b, c, d = blocks.chunk(4, dim=1)
-        return torch.maximum(torch.maximum(a, b), torch.maximum(c, d))
+        a, b, c, d = pixels_last(blocks).chunk(4, dim=-1)
+        return torch.maximum(torch.maximum(a, b), torch.maximum(c, d)).permute(0, 3, 1, 2)
 
     @staticmethod
     def setup_context(ctx, inputs, output) -> None:
@@ -81,13 +83,19 @@ class WindowMax(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
         blocks, top = ctx.saved_tensors
-        a, b, c, _ = blocks.chunk(4, dim=1)
+        a, b, c, _ = pixels_last(blocks).chunk(4, dim=-1)
+        top, grad = pixels_last(top), pixels_last(grad)
         at_a = a == top
         at_b = (b == top) & ~at_a
         at_c = (c == top) & ~(at_a | at_b)
         at_d = ~(at_a | at_b | at_c)
         zero = torch.zeros((), dtype=grad.dtype, device=grad.device)
-        return torch.cat([torch.where(at, grad, zero) for at in (at_a, at_b, at_c, at_d)], dim=1)
+        return torch.cat([torch.where(at, grad, zero) for at in (at_a, at_b, at_c, at_d)], dim=-1).permute(0, 3, 1, 2)
+
+
+def pixels_last(x: torch.Tensor) -> torch.Tensor:
+    """(N, C, H, W) -> the view (N, H, W, C)."""
+    return x.permute(0, 2, 3, 1)
 
 
 def fusable(conv: nn.Module, pool: nn.Module) -> bool:
