@@ -315,11 +315,29 @@ def start(sweep: Sweep, root: Path, data_dir=None) -> Path:
 def stored_spec(sweep: Sweep) -> dict:
     """The sweep file as its directory keeps it, a sweep file of its own: its base is base.yaml beside
     it, and its set holds the config keys given on the command line too (base.yaml has their values;
-    set says they were chosen, so a trial that switches a kind keeps them, as load_sweep's explicit)."""
+    set says they were chosen, so a trial that switches a kind keeps them, as load_sweep's explicit),
+    with their values where the file's set had others (train.epochs=3 over the file's 6)."""
     spec = sweep.spec.model_dump(mode="json")
-    given = flatten(config_to_dict(sweep.base))
-    from_command_line = {key: given[key] for key in sweep.explicit if key in given and key not in leaf_keys(spec["set"])}
-    return spec | {"base": BASE_FILE, "set": spec["set"] | from_command_line}
+    given, in_file = flatten(config_to_dict(sweep.base)), flatten(spec["set"])
+    kept = copy.deepcopy(spec["set"])
+    for key in sweep.explicit:
+        if key in given and (key not in in_file or in_file[key] != given[key]):
+            put_key(kept, key, given[key])
+    return spec | {"base": BASE_FILE, "set": kept}
+
+
+def put_key(values: dict, key: str, value) -> None:
+    """Set a dotted key in a sweep's set: inside the set's section that holds it (optimizer: {...}),
+    else as a key of its own (train.epochs: 3 replaces train.epochs: 6)."""
+    section = next((k for k, v in values.items() if key.startswith(k + ".") and isinstance(v, dict)), None)
+    if section is None:
+        values[key] = value
+        return
+    *parents, leaf = key[len(section) + 1:].split(".")
+    node = values[section]
+    for part in parents:
+        node = node.setdefault(part, {})
+    node[leaf] = value
 
 
 def reopen(path: str | Path) -> Sweep:

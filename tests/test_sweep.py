@@ -201,6 +201,21 @@ def test_the_sweep_yaml_a_sweep_directory_keeps_runs_as_a_sweep_file(tmp_path):
     assert [reopen(sweep_dir).trial_config(p, 3) for p in sweep.points] == trials
 
 
+def test_the_sweep_yaml_keeps_a_command_line_key_that_the_sweep_file_sets_too(tmp_path):
+    """`cnnlab sweep configs/sweeps/lenet_lr.yaml train.epochs=3` (its set says train.epochs: 6) kept
+    the file's 6 in sweep.yaml, so running that file again trained 6 epochs a trial; a key inside a
+    section the set gives whole (optimizer: {...}) was lost the same way."""
+    from cnnlab.sweep import start
+
+    (tmp_path / "mnist_cnn.yaml").write_text(BASE.read_text())
+    path = write_sweep(tmp_path / "s.yaml", base="mnist_cnn.yaml", space={"model.n_feature": [4, 6]},
+                       set={"device": "cpu", "train.epochs": 6, "optimizer": {"name": "sgd", "lr": 0.5}})
+    sweep = load_sweep(path, ["train.epochs=3", "optimizer.lr=0.1"])
+    trials = [sweep.trial_config(p, 0) for p in sweep.points]
+    assert {(c.train.epochs, c.optimizer.lr) for c in trials} == {(3, 0.1)}
+    again = load_sweep(start(sweep, tmp_path / "runs") / "sweep.yaml")
+    assert [again.trial_config(p, 0) for p in again.points] == trials
+
 @pytest.mark.parametrize("body,described", [
     ({"seeds": [0], "space": {"optimizer.lr": [0.1]}}, "1 point(s) (grid) x 1 seed(s) = 1 trial, max test_acc"),
     ({"seeds": [0, 1], "space": {"optimizer.lr": [0.1]}}, "1 point(s) (grid) x 2 seed(s) = 2 trials, max test_acc"),
