@@ -8,6 +8,7 @@ runtime failures, 128 + signal for an interruption.
 from __future__ import annotations
 
 import errno
+import inspect
 import os
 import re
 import signal
@@ -288,6 +289,14 @@ class StdoutUntilReaderGone:
         return getattr(self._stream, name)
 
 
+def flowed(text: str | None) -> str | None:
+    """A command's docstring as --help should show it: each paragraph one line, for the terminal to
+    wrap (Typer keeps the line breaks of the source, mid-sentence, in all but a command's first one)."""
+    if text is None:
+        return None
+    return "\n\n".join(" ".join(paragraph.split()) for paragraph in inspect.cleandoc(text).split("\n\n"))
+
+
 def main() -> None:
     """Entry point: run the app and turn user errors into one line and an exit code.
 
@@ -301,6 +310,8 @@ def main() -> None:
     from cnnlab.interrupts import interruptible
 
     command = typer.main.get_command(app)
+    for sub in command.commands.values():
+        sub.help = flowed(sub.help)
     stdout = sys.stdout
     out = StdoutUntilReaderGone(stdout) if stdout is not None else None  # None: started with stdout closed (`cnnlab ... >&-`)
     try:

@@ -111,3 +111,23 @@ def test_the_readme_gives_compares_table_columns():
     row = {"model": "FC", "params": 6442, "permuted": False, "seeds": 3, "test_acc_mean": 0.9, "test_acc_std": 0.01,
            "train_seconds": 1.0, "article_test_acc": 0.88}
     assert header == list(display_rows(pd.DataFrame([row]))[0])
+
+
+def test_help_gives_each_paragraph_of_a_commands_description_as_one_line():
+    """`cnnlab --help` and `cnnlab compare --help` (train, shift-sweep, sweep too) broke sentences
+    where the docstring's source lines end ('the last line is the run directory (also when' / 'the
+    run is interrupted ...'), however wide the terminal."""
+    from test_train import cnnlab
+
+    def lines(*args) -> list[str]:
+        out = cnnlab(*args, "--help", env={"COLUMNS": "500"})
+        assert out.returncode == 0, out.stderr
+        return [" ".join(line.strip(" │").split()) for line in out.stdout.splitlines()]
+
+    listing = lines()
+    for name, command in commands().items():
+        paragraphs = [" ".join(p.split()) for p in command.help.split("\n\n")]
+        assert any(line.startswith(name) and line.endswith(paragraphs[0]) for line in listing), name
+        own = lines(name)
+        for paragraph in paragraphs:
+            assert paragraph in own, f"cnnlab {name} --help: {paragraph!r}"
