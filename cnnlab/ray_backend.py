@@ -304,7 +304,7 @@ def _record(sweep, result) -> dict:
 
 def _progress(tune, sweep):
     """A Tune callback that prints one line per finished trial (plain print: Tune pickles it)."""
-    from cnnlab.sweep import show
+    from cnnlab.sweep import metric_text, show
 
     class Progress(tune.Callback):
         def on_trial_complete(self, iteration, trials, trial, **info):
@@ -322,7 +322,7 @@ def _progress(tune, sweep):
             if m.get("error") or value is None:
                 outcome = f"failed: {m.get('error') or 'see the Ray logs'}"
             else:
-                outcome = f"{sweep.metric} {value:.4g} after {m.get('epoch')} epoch(s)"
+                outcome = f"{sweep.metric} {metric_text(sweep.metric, value)} after {m.get('epoch')} epoch(s)"
             print(f"[{min(done, sweep.n_trials)}/{sweep.n_trials}] {what} seed {seed}: {outcome} on {m.get('node_ip', '?')} {m.get('node', '')}", flush=True)
 
     return Progress()

@@ -482,15 +482,21 @@ def _best_first(sweep: Sweep, point: dict) -> tuple:
     return _missing(mean), 0 if _missing(mean) else sign * mean, _missing(std), 0 if _missing(std) else std, _order(sweep, point)
 
 
+def metric_text(metric: str, value: float, std: float = float("nan")) -> str:
+    """A metric's value, and its std over seeds where there is one, as people read it: accuracies in %
+    ('96.00% ± 1.41'), losses as numbers ('0.3123 ± 0.0100')."""
+    if metric.endswith("acc"):
+        return f"{100 * value:.2f}%" + (f" ± {100 * std:.2f}" if std == std else "")
+    return f"{value:.4f}" + (f" ± {std:.4f}" if std == std else "")
+
+
 def display_rows(sweep: Sweep, points: list[dict]) -> list[dict]:
     """The points table as people read it: the metric as 'mean ± std' (accuracies in %)."""
-    m, pct = sweep.metric, sweep.metric.endswith("acc")
+    m = sweep.metric
     shown = []
     for p in points:
-        mean, std = p[f"{m}_mean"], p[f"{m}_std"]
-        value = "-" if mean != mean else (f"{100 * mean:.2f}%" if pct else f"{mean:.4f}")
-        if std == std:
-            value += f" ± {100 * std:.2f}" if pct else f" ± {std:.4f}"
+        mean = p[f"{m}_mean"]
+        value = "-" if mean != mean else metric_text(m, mean, p[f"{m}_std"])
         row = {k: (f"{p[k]:.4g}" if isinstance(p[k], float) else str(p[k])) for k in sweep.keys}
         params = p["params"]
         row.update({m: value, "seeds": f"{p['seeds']}/{p['trials']}", "epochs": p["epochs"], "stop": p["stop"],
@@ -516,11 +522,10 @@ def write_best(sweep: Sweep, sweep_dir: Path, points: list[dict], trials: list[d
     if given and not data.get("dataset", {}).get("data_dir"):
         data.setdefault("dataset", {})["data_dir"] = given  # so that best.yaml trains on the same files anywhere
     point = ", ".join(f"{k}={show(best[k])}" for k in sweep.keys)
-    spread = f" ± {best[f'{m}_std']:.4g}" if best[f"{m}_std"] == best[f"{m}_std"] else ""
     header = (
         f"# Best point of sweep {sweep.name} ({sweep_dir.name}): {point}\n"
-        f"# {m} {best[f'{m}_mean']:.4g}{spread} over {best['seeds']} seed(s); this seed ({trial['seed']}) gave "
-        f"{trial[m]:.4g} after {trial['epochs']} epoch(s) in {trial['run_dir']}\n"
+        f"# {m} {metric_text(m, best[f'{m}_mean'], best[f'{m}_std'])} over {best['seeds']} seed(s); this seed ({trial['seed']}) gave "
+        f"{metric_text(m, trial[m])} after {trial['epochs']} epoch(s) in {trial['run_dir']}\n"
     )
     runs.atomic_write(sweep_dir / "best.yaml", header + dump_yaml(data))
     return {"point": {k: best[k] for k in sweep.keys}, f"{m}_mean": best[f"{m}_mean"], f"{m}_std": _number(best[f"{m}_std"]),

@@ -283,6 +283,28 @@ def test_results_average_over_seeds_best_first_and_best_yaml_is_the_best_trial(t
     assert load_config(sweep_dir / "best.yaml").dataset.data_dir == str((tmp_path / "data").resolve())
 
 
+def test_a_finished_trials_line_and_best_yaml_give_an_accuracy_as_the_table_does(tmp_path, capsys):
+    """Each finished trial's line said 'test_acc 0.098' and best.yaml's header 'test_acc 0.96 ± 0.01414'
+    where the table below them says 9.80% and 96.00% ± 1.41; a loss stays a number."""
+    from types import SimpleNamespace
+
+    from cnnlab.ray_backend import _progress
+    from cnnlab.sweep import finish, start
+
+    sweep = load_sweep(write_sweep(tmp_path / "s.yaml", seeds=[0, 1], space={"optimizer.lr": [0.1, 0.5]}))
+    trial = SimpleNamespace(config={"point": 1, "seed": 0}, status="RUNNING", last_result={"test_acc": 0.098, "epoch": 2, "node_ip": "10.0.0.1", "node": "n1"})
+    _progress(SimpleNamespace(Callback=object), sweep).on_trial_complete(0, [trial], trial)
+    assert capsys.readouterr().out == "[1/4] optimizer.lr=0.5 seed 0: test_acc 9.80% after 2 epoch(s) on 10.0.0.1 n1\n"
+    losses = load_sweep(write_sweep(tmp_path / "l.yaml", seeds=[0], space={"optimizer.lr": [0.1]}, metric="test_loss"))
+    trial.config, trial.last_result["test_loss"] = {"point": 0, "seed": 0}, 0.31234
+    _progress(SimpleNamespace(Callback=object), losses).on_trial_complete(0, [trial], trial)
+    assert "test_loss 0.3123 after" in capsys.readouterr().out
+
+    sweep_dir = start(sweep, tmp_path / "runs")
+    finish(sweep, sweep_dir, finished_trials(sweep, sweep_dir, lambda point, seed: [0.95, 0.97][seed] if point["optimizer.lr"] == 0.5 else 0.5))
+    assert "# test_acc 96.00% ± 1.41 over 2 seed(s); this seed (1) gave 97.00% after 1 epoch(s)" in (sweep_dir / "best.yaml").read_text()
+
+
 @pytest.mark.parametrize("winner,reported", [("fc", None), ("cnn", 0.96)])
 def test_best_yaml_keeps_the_articles_number_only_for_the_articles_model_and_dataset(tmp_path, winner, reported):
     """best.yaml (and each trial) of a point that changes the base's model or dataset name kept the
