@@ -204,6 +204,8 @@ def load_sweep(path: str | Path, overrides: list[str] | None = None) -> Sweep:
     data = read_yaml(path, "sweep")
     if "model" in data and "space" not in data:  # `seed` would be offered as "did you mean 'seeds'?"
         raise ConfigError(f"{path} is a config, not a sweep file: train it with cnnlab train {path}, or name it as a sweep file's base")
+    if "members" in data and "space" not in data:
+        raise ConfigError(f"{path} is a study file, not a sweep file: run it with cnnlab compare {path}")
     config_overrides, unknown = [], []
     for text in overrides or []:
         key, value = parse_override(text)

@@ -118,6 +118,15 @@ def test_a_train_config_given_as_the_sweep_file_says_so(tmp_path):
     assert str(e.value) == f"{BASE} is a config, not a sweep file: train it with cnnlab train {BASE}, or name it as a sweep file's base"
 
 
+def test_a_study_file_given_as_the_sweep_file_says_so():
+    """It said "unknown key 'members'; valid keys here: name, description, base, ...", where cnnlab
+    train, summary and the rest name a study file as one."""
+    study = ROOT / "configs" / "studies" / "fc_vs_cnn.yaml"
+    with pytest.raises(ConfigError) as e:
+        load_sweep(study)
+    assert str(e.value) == f"{study} is a study file, not a sweep file: run it with cnnlab compare {study}"
+
+
 def test_set_takes_dotted_overrides_like_space(tmp_path):
     path = write_sweep(tmp_path / "s.yaml", space={"optimizer.lr": [0.1]})
     assert all(c.train.epochs == 2 for c in load_sweep(path, ["set.train.epochs=2"]).configs)
