@@ -54,12 +54,16 @@ def last_line(text: str) -> Path:
 
 
 def check_reading(text: str, table: pd.DataFrame) -> None:
-    """Every 'A beats B by N points' and 'A loses/gains N points' in text agrees with the table."""
+    """Every 'A beats B by N points' ('A and B tie at N%') and 'A loses/gains N points' ('A stays at
+    N%') in text agrees with the table."""
     acc = {(r.model, bool(r.permuted)): r.test_acc_mean for r in table.itertuples()}
     assert text.startswith(f"Mean of {int(table['seeds'].max())} seed")  # a reading there is, and about this table
     moved = [m for m in set(table.model) if (m, True) in acc and (m, False) in acc]
-    assert len(re.findall(r"\S+ beats \S+ by [\d.]+ points", text)) >= (table.model.nunique() > 1) + (len(moved) > 1)
-    assert len(re.findall(r"(?:loses|gains) [\d.]+ points", text)) == len(moved)
+    assert len(re.findall(r"\S+ beats \S+ by [\d.]+ points| tie at ", text)) >= (table.model.nunique() > 1) + (len(moved) > 1)
+    assert len(re.findall(r"(?:loses|gains) [\d.]+ points|stays at", text)) == len(moved)
+    for model, stays in re.findall(r"(\S+) stays at ([\d.]+)%", text):
+        assert float(stays) == pytest.approx(100 * acc[model, True], abs=0.051)
+        assert acc[model, True] == pytest.approx(acc[model, False], abs=0.0005)
     ordered_part, _, permuted_part = text.partition("with permuted pixels")
     for part, permuted in ((ordered_part, False), (permuted_part.partition("so there")[2], True)):
         for a, b, points in re.findall(r"(\S+) beats (\S+) by ([\d.]+) points", part):
@@ -148,6 +152,27 @@ def test_reading_sentence_from_numbers():
         "CNN loses 13.0 points, so there FC beats CNN by 6.1 points."
     )
     assert compare.reading(table[~table.permuted]) == "Mean of 2 seeds: CNN beats FC by 7.0 points."
+
+
+def test_reading_says_a_tie_rather_than_a_win_by_0_0_points():
+    """Two models at the same accuracy (at chance after a few steps, say) read 'FC beats CNN by 0.0
+    points', and a model its permutation did not move 'gains 0.0 points'."""
+    def table(accs):
+        return compare.summarize([
+            {"model": m, "permuted": p, "seed": 0, "params": 1, "test_acc": a, "train_seconds": 1.0, "article_test_acc": None}
+            for (m, p), a in accs.items()
+        ])
+
+    assert compare.reading(table({("FC", False): 0.14, ("CNN", False): 0.14})) == "Mean of 1 seed: FC and CNN tie at 14.0%."
+    assert compare.reading(table({("A", False): 0.9, ("B", False): 0.9, ("C", False): 0.8})) == (
+        "Mean of 1 seed: A and B tie at 90.0%, C 10.0 points behind."
+    )
+    moved = table({("FC", False): 0.88, ("FC", True): 0.88, ("CNN", False): 0.96, ("CNN", True): 0.82})
+    assert compare.reading(moved) == (
+        "Mean of 1 seed: CNN beats FC by 8.0 points on ordered pixels; with permuted pixels FC stays at 88.0%, "
+        "CNN loses 14.0 points, so there FC beats CNN by 6.0 points."
+    )
+    check_reading(compare.reading(moved), moved)
 
 
 def test_one_seed_has_no_spread_rather_than_zero_spread(tmp_path):

@@ -98,13 +98,30 @@ def _points(a: float, b: float) -> str:
     return f"{100 * abs(a - b):.1f} points"
 
 
+def _level(a: float, b: float) -> bool:
+    """Two accuracies the reading cannot tell apart: they differ by 0.0 points as it rounds them."""
+    return _points(a, b) == _points(0, 0)
+
+
 def _beats(accs: dict[str, float]) -> str:
-    """'CNN beats FC by 6.9 points (and X by ...)' from {model: accuracy}."""
+    """'CNN beats FC by 6.9 points (and X by ...)' from {model: accuracy}; 'FC and CNN tie at 14.0%'
+    where the best are level ('..., X 2.0 points behind' the rest)."""
     ranked = sorted(accs, key=accs.get, reverse=True)
     best = ranked[0]
     if len(ranked) == 1:
         return f"{best} reaches {accs[best]:.1%}"
-    return f"{best} beats " + " and ".join(f"{m} by {_points(accs[best], accs[m])}" for m in ranked[1:])
+    leaders = [m for m in ranked if _level(accs[best], accs[m])]
+    behind = [m for m in ranked if m not in leaders]
+    if len(leaders) == 1:
+        return f"{best} beats " + " and ".join(f"{m} by {_points(accs[best], accs[m])}" for m in behind)
+    return f"{' and '.join(leaders)} tie at {accs[best]:.1%}" + "".join(f", {m} {_points(accs[best], accs[m])} behind" for m in behind)
+
+
+def _moves(before: float, after: float, model: str) -> str:
+    """'FC loses 4.4 points', 'CNN gains 0.3 points', or 'FC stays at 88.0%'."""
+    if _level(before, after):
+        return f"{model} stays at {after:.1%}"
+    return f"{model} {'loses' if after < before else 'gains'} {_points(after, before)}"
 
 
 def reading(table) -> str:
@@ -118,7 +135,7 @@ def reading(table) -> str:
     if not permuted:
         return head + _beats(ordered) + "."
     text = head + _beats(ordered) + " on ordered pixels"
-    moves = [f"{m} {'loses' if permuted[m] < ordered[m] else 'gains'} {_points(permuted[m], ordered[m])}" for m in permuted if m in ordered]
+    moves = [_moves(ordered[m], permuted[m], m) for m in permuted if m in ordered]
     text += "; with permuted pixels " + ", ".join(moves)
     if len(permuted) > 1:
         text += f", so there {_beats(permuted)}"
