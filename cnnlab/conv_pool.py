@@ -4,7 +4,7 @@
 Why: the study models' convolutions have 1 to 16 channels, too few for the CPU's vector units, and
 their max-pooling (of 6 channels, channels-last) compiles to loops over those few channels: in
 study A's CNN step the first max-pooling's backward alone took a quarter of the time. Rearranged,
-the same arithmetic suits them better: with the input cut into 2x2 blocks (pixel_unshuffle: C -> 4C
+the same arithmetic suits them better: with the input cut into 2x2 blocks (blocks_of: C -> 4C
 channels, half the height and width), each of the four pixels of a pooling window is one of four
 channel groups of a single convolution's output, and the pooling is an element-wise maximum of
 those groups. A k x k kernel becomes a (k+1)/2 square one over 4C channels, with 4x the output
@@ -61,7 +61,6 @@ def blocks_of(x: torch.Tensor) -> torch.Tensor:
 def block_kernels(weight: torch.Tensor) -> torch.Tensor:
     """(O, C, k, k), k odd -> (4*O, 4*C, (k+1)/2, (k+1)/2): output channel q*O + o is filter o at the
     pooling window's pixel q = 2*dy + dx, over blocks_of() the input."""
-    o, c, k, _ = weight.shape
     at_pixel = [F.pad(weight, (dx, 1 - dx, dy, 1 - dy)) for dy in (0, 1) for dx in (0, 1)]  # k+1 square, shifted
     return torch.cat([blocks_of(w.contiguous()) for w in at_pixel])
 
