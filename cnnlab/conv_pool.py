@@ -98,15 +98,20 @@ def pixels_last(x: torch.Tensor) -> torch.Tensor:
 
 
 def fusable(conv: nn.Module, pool: nn.Module) -> bool:
-    """Whether conv then pool is what ConvMaxPool2d computes."""
+    """Whether conv then pool is what ConvMaxPool2d computes (hooks on either would be lost)."""
     return (
-        type(conv) is nn.Conv2d and type(pool) is nn.MaxPool2d and conv.out_channels <= NARROW
+        not hooked(conv) and not hooked(pool)
+        and type(conv) is nn.Conv2d and type(pool) is nn.MaxPool2d and conv.out_channels <= NARROW
         and conv.stride == (1, 1) and conv.dilation == (1, 1) and conv.groups == 1 and conv.padding_mode == "zeros"
         and conv.kernel_size[0] == conv.kernel_size[1] and conv.kernel_size[0] % 2 == 1
         and isinstance(conv.padding, tuple) and conv.padding[0] == conv.padding[1]
         and _pair(pool.kernel_size) == (2, 2) and _pair(pool.stride) == (2, 2) and _pair(pool.padding) == (0, 0)
         and _pair(pool.dilation) == (1, 1) and not pool.ceil_mode and not pool.return_indices
     )
+
+
+def hooked(module: nn.Module) -> bool:
+    return bool(module._forward_hooks or module._forward_pre_hooks or module._backward_hooks or module._backward_pre_hooks)
 
 
 def _pair(v) -> tuple:
@@ -122,10 +127,11 @@ def with_conv_max_pools(model: nn.Module) -> tuple[nn.Module, list[tuple[nn.Modu
     fused = copy.deepcopy(model, memo=shared)
     pairs = list(zip(model.modules(), fused.modules()))
     found = False
-    for seq in [m for m in fused.modules() if isinstance(m, nn.Sequential)]:
+    for seq in [m for m in fused.modules() if type(m) is nn.Sequential]:  # a subclass may have its own forward
         layers = list(seq)
         for i, conv in enumerate(layers):
-            relu = i + 2 < len(layers) and type(layers[i + 1]) is nn.ReLU
+            # not in place: moved after the pooling, it would overwrite the maxima WindowMax keeps
+            relu = i + 2 < len(layers) and type(layers[i + 1]) is nn.ReLU and not layers[i + 1].inplace and not hooked(layers[i + 1])
             pool = i + 1 + relu
             if pool < len(layers) and fusable(conv, layers[pool]):
                 seq[i], seq[pool] = ConvMaxPool2d(conv), nn.Identity()

@@ -116,15 +116,17 @@ def test_only_what_it_computes_the_same_is_fused():
     assert fused.features[0].padding == 2
     strided = nn.Sequential(nn.Conv2d(1, 4, 5, stride=2), nn.MaxPool2d(2))
     assert with_conv_max_pools(strided)[0] is strided
+    # an in-place ReLU moved after the pooling would overwrite what its backward needs; a hook would be lost
+    assert with_conv_max_pools(in_place := nn.Sequential(nn.Conv2d(1, 4, 5), nn.ReLU(inplace=True), nn.MaxPool2d(2)))[0] is in_place
+    hooked = nn.Sequential(nn.Conv2d(1, 4, 5), nn.MaxPool2d(2))
+    hooked[0].register_forward_hook(lambda *args: None)
+    assert with_conv_max_pools(hooked)[0] is hooked
+
+    class Identity(nn.Sequential):  # a Sequential with a forward of its own
+        def forward(self, x):
+            return x
+    assert with_conv_max_pools(odd := Identity(nn.Conv2d(1, 4, 5), nn.MaxPool2d(2)))[0] is odd
+    assert isinstance(with_conv_max_pools(nn.Sequential(nn.Conv2d(1, 4, 5), nn.MaxPool2d(2)))[0][0], ConvMaxPool2d)
     # wide convolutions fill the vector lanes already: keras_cnn's 32 channels stay as they are
     keras = build_model(SimpleNamespace(name="keras_cnn", dropout=True, init="default"), (3, 32, 32), 10)
     assert with_conv_max_pools(keras)[0] is keras
-
-
-def test_the_copy_follows_the_models_train_and_eval_mode_through_its_pairs():
-    cnn = model("cnn", n_feature=6, relu_first=False)
-    fused, pairs = with_conv_max_pools(cnn)
-    cnn.eval()
-    for module, computing in pairs:
-        computing.training = module.training
-    assert not any(m.training for m in fused.modules() if not isinstance(m, (ConvMaxPool2d, nn.Identity)))
