@@ -152,7 +152,11 @@ def reading(rows: list[dict], axis: str, mode: str) -> str:
     where = {"x": "along x (mean of both directions", "y": "along y (mean of both directions", "both": "along x or y (mean of the four directions"}[axis]
     best = max(change, key=change.get)
     text = f"Shifted by {s} px {where}, {mode}), " + ", ".join(parts)
-    return text + (f"; {best} loses the least at {s} px." if len(change) > 1 else ".")
+    if len(change) == 1:
+        return text + "."
+    points = round(100 * change[best], 1)  # as the parts show it
+    fares = "loses the least" if points < 0 else "gains the most" if points > 0 else "keeps its accuracy best"
+    return text + f"; {best} {fares} at {s} px."
 
 
 def _ranges(values: list[int]) -> str:
