@@ -20,9 +20,10 @@ def signal_name(signum: int | None) -> str:
     return signal.Signals(signum).name if signum else "a signal"
 
 
-def counted(n: int, noun: str) -> str:
-    """n and its noun, plural but for one: '1 trial', '3 trials'."""
-    return f"{n} {noun}{'' if n == 1 else 's'}"
+def counted(n: float, noun: str) -> str:
+    """n and its noun, plural but for one: '1 trial', '3 trials', '0.5 GPUs' (a float as :g writes it)."""
+    number = f"{n:g}" if isinstance(n, float) else str(n)
+    return f"{number} {noun}{'' if n == 1 else 's'}"
 
 
 def in_run(e: BaseException, path: Path | None) -> BaseException:

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Callable
 
 from cnnlab import runs
-from cnnlab.errors import CnnlabError, ConfigError, RunError, first_line
+from cnnlab.errors import CnnlabError, ConfigError, RunError, counted, first_line
 
 INSTALL = "pip install 'cnnlab[ray]'"
 
@@ -146,7 +146,7 @@ def check_fits(resources, have: dict, local: bool = False) -> float:
     for name, wanted in (("CPU", resources.cpus), ("GPU", gpus)):
         if wanted > have.get(name, 0):
             raise ConfigError(
-                f"each trial asks for {wanted:g} {name}(s) (resources.{name.lower()}s) but {where} has "
+                f"each trial asks for {counted(wanted, name)} (resources.{name.lower()}s) but {where} has "
                 f"{have.get(name, 0):g}; lower resources.{name.lower()}s or {fix}"
             )
     return gpus

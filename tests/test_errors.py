@@ -271,9 +271,9 @@ CASES = [
     ("sweep_cuda_without_cuda", ["sweep", "configs/sweeps/lenet_lr.yaml", "--device", "cuda", "--runs-dir", "{tmp}/no_study"], 2, "no CUDA device"),
     # more than this machine has: a local Ray would wait for it forever
     ("sweep_more_gpus_than_here", ["sweep", "configs/sweeps/lenet_lr.yaml", "resources.gpus=1000", "--runs-dir", "{tmp}/no_study"], 2,
-     "each trial asks for 1000 GPU(s) (resources.gpus) but this machine has"),
+     "each trial asks for 1000 GPUs (resources.gpus) but this machine has"),
     ("sweep_more_cpus_than_here", ["sweep", "configs/sweeps/lenet_lr.yaml", "resources.cpus=1000", "--address", "local", "--runs-dir", "{tmp}/no_study"], 2,
-     "each trial asks for 1000 CPU(s) (resources.cpus) but this machine has"),
+     "each trial asks for 1000 CPUs (resources.cpus) but this machine has"),
     # an impossible runs directory, before Ray starts or a cluster is reached
     ("sweep_runs_dir_under_a_file", ["sweep", "configs/sweeps/lenet_lr.yaml", "--address", "127.0.0.1:1", "--runs-dir", "{a_file}/runs"], 1,
      "cannot create the runs directory"),
@@ -464,3 +464,11 @@ def test_ctrl_c_while_python_shuts_down_after_the_output_is_no_traceback(tmp_pat
     )
     assert out.stdout == f"no runs in {tmp_path}\n"  # the command's output is whole
     assert out.returncode == -signal.SIGINT and out.stderr == ""
+
+
+def test_counted_gives_a_noun_plural_but_for_one_and_a_float_as_people_write_it():
+    """The resources refusal said '1000 GPU(s)'; a count now reads '1 GPU', '2 GPUs', '0.5 GPUs'."""
+    from cnnlab.errors import counted
+
+    assert [counted(1, "trial"), counted(3, "trial"), counted(0, "run")] == ["1 trial", "3 trials", "0 runs"]
+    assert [counted(1.0, "GPU"), counted(0.5, "GPU"), counted(1000.0, "CPU")] == ["1 GPU", "0.5 GPUs", "1000 CPUs"]
