@@ -647,9 +647,9 @@ def test_trials_larger_than_the_cluster_are_refused_not_waited_for():
     from cnnlab.ray_backend import check_fits
     from cnnlab.sweep import Resources
 
-    with pytest.raises(ConfigError, match=r"asks for 64 CPU\(s\) \(resources.cpus\) but the Ray cluster has 8; lower resources.cpus or add nodes"):
+    with pytest.raises(ConfigError, match=r"asks for 64 CPUs \(resources.cpus\) but the Ray cluster has 8; lower resources.cpus or add nodes"):
         check_fits(Resources(cpus=64), {"CPU": 8.0})
-    with pytest.raises(ConfigError, match=r"asks for 2 GPU\(s\) \(resources.gpus\) but the Ray cluster has 1"):
+    with pytest.raises(ConfigError, match=r"asks for 2 GPUs \(resources.gpus\) but the Ray cluster has 1"):
         check_fits(Resources(gpus=2), {"CPU": 8.0, "GPU": 1.0})
     assert check_fits(Resources(), {"CPU": 8.0, "GPU": 2.0}) == 1 and check_fits(Resources(), {"CPU": 8.0}) == 0  # gpus: auto
 
