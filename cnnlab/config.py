@@ -522,11 +522,8 @@ def _section_classes(schema: type[BaseModel], section: list[str]) -> list[type[B
 
 def _may_be_none(schema: type[BaseModel], section: list[str]) -> bool:
     """Whether the section at this path may be left out, as null (schedule, reported)."""
-    cls: type[BaseModel] | None = schema
-    for part in section[:-1]:
-        models = _section_classes(cls, [part]) if cls is not None else []
-        cls = models[0] if len(models) == 1 else None
-    field = cls.model_fields.get(section[-1]) if cls is not None and section else None
+    parents = _section_classes(schema, section[:-1]) if len(section) > 1 else [schema]
+    field = parents[0].model_fields.get(section[-1]) if len(parents) == 1 and section else None
     return field is not None and type(None) in typing.get_args(field.annotation)
 
 
