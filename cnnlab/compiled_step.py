@@ -17,7 +17,10 @@ How, so that it stays one graph (a break costs what it saves):
   step() breaks the graph on purpose (torch/optim/optimizer.py, _use_grad). Its learning rates are
   tensors, refreshed from the real optimizer before each step, so a schedule never recompiles;
 - the gradients are copied into fixed .grad tensors of the views, because assigning .grad inside
-  the graph would break it before the optimizer.
+  the graph would break it before the optimizer;
+- only the parameters the loss reaches are differentiated: torch.func would give the others zeros,
+  which the optimizer would decay and keep state for, where an ordinary step gives them no .grad and
+  the optimizer skips them. Which they are is found once, by an eager pass before the first call.
 
 What the graph computes is the model's function, but a convolution followed by 2x2 max-pooling (study
 A's CNN, LeNet with ReLU and max-pooling) is computed as one convolution over 2x2 pixel blocks
@@ -94,8 +97,9 @@ class CompiledStep:
 
     def __call__(self, xb: torch.Tensor, yb: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         if self._twin is None:  # now, not at setup: after a resume has loaded the optimizer's state
-            self._twin, self._views, frozen = twin_optimizer(self.optimizer, self.model)
-            self._constants = {**frozen, **dict(self.model.named_buffers())}  # not differentiated
+            reached = reached_parameters(self.model, self.loss_fn, xb, yb)
+            self._twin, self._views, fixed = twin_optimizer(self.optimizer, self.model, reached)
+            self._constants = {**fixed, **dict(self.model.named_buffers())}  # not differentiated
             # the schedule's check that optimizer.step() ran before it: it did, compiled
             self.optimizer._opt_called = True
         lrs = [group["lr"] for group in self.optimizer.param_groups]
@@ -160,12 +164,31 @@ def compile_failure(e: Exception) -> str:
     return f"{first_line(e)}: {cause}" if cause else first_line(e)
 
 
-def twin_optimizer(optimizer: torch.optim.Optimizer, model: torch.nn.Module) -> tuple[torch.optim.Optimizer, dict, dict]:
+def reached_parameters(model: torch.nn.Module, loss_fn, xb: torch.Tensor, yb: torch.Tensor) -> set[torch.Tensor]:
+    """The trainable parameters that the loss of a batch depends on: those that an ordinary step gives
+    a .grad, and so the optimizer updates. One eager forward and backward that changes nothing: the
+    buffers it moves (BatchNorm's statistics) are copies, and the random numbers it draws (dropout's)
+    are drawn again later."""
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    buffers = {name: b.clone() for name, b in model.named_buffers()}
+    with torch.random.fork_rng(devices=[]), torch.enable_grad():
+        loss = loss_fn(functional_call(model, buffers, (xb,)).float(), yb)
+        if not loss.requires_grad:
+            return set()
+        grads = torch.autograd.grad(loss, trainable, allow_unused=True)
+    return {p for p, g in zip(trainable, grads) if g is not None}
+
+
+def twin_optimizer(
+    optimizer: torch.optim.Optimizer, model: torch.nn.Module, reached: set[torch.Tensor]
+) -> tuple[torch.optim.Optimizer, dict, dict]:
     """An optimizer of the same kind and settings over detached views of model's parameters, sharing
     each parameter's state dict with optimizer; its learning rates are 0-dim tensors, and it runs
     PyTorch's per-tensor loop, which compiles (the fused kernels do not). Also the views by name: of
-    the trainable parameters (each with a zeroed .grad), and of the frozen ones (requires_grad off,
-    as fastnet's BatchNorm scales: no .grad, so that the optimizer leaves them as they are)."""
+    the parameters the loss reaches (each with a zeroed .grad), and of the others: frozen ones
+    (requires_grad off, as fastnet's BatchNorm scales) and those the loss does not depend on, which an
+    ordinary step gives no .grad, so that the optimizer leaves them as they are (no weight decay, no
+    state)."""
     view_of = {p: p.detach() for p in model.parameters()}
     groups = []
     for group in optimizer.param_groups:
@@ -173,12 +196,10 @@ def twin_optimizer(optimizer: torch.optim.Optimizer, model: torch.nn.Module) -> 
         settings.update(lr=torch.tensor(float(group["lr"])), fused=None, foreach=False)
         groups.append({**settings, "params": [view_of[p] for p in group["params"]]})
     twin = type(optimizer)(groups)
-    for p, view in view_of.items():
-        if p.requires_grad:  # a parameter the loss does not reach gets zeros, not eager's None
-            view.grad = torch.zeros_like(view)
-            twin.state[view] = optimizer.state[p]  # the same dict: the twin's updates are the optimizer's
+    for p in reached:
+        view_of[p].grad = torch.zeros_like(p)
+        twin.state[view_of[p]] = optimizer.state[p]  # the same dict: the twin's updates are the optimizer's
     named = dict(model.named_parameters())
-    trainable = {name: view_of[p] for name, p in named.items() if p.requires_grad}
-    frozen = {name: view_of[p] for name, p in named.items() if not p.requires_grad}
-    return twin, trainable, frozen
-
+    differentiated = {name: view_of[p] for name, p in named.items() if p in reached}
+    fixed = {name: view_of[p] for name, p in named.items() if p not in reached}
+    return twin, differentiated, fixed

@@ -3,8 +3,8 @@
 It must train as the ordinary step does (the same parameters, optimizer state and BatchNorm
 statistics, to float rounding), compile once (twice for SGD's momentum, which the first step
 creates; never again for a schedule's new learning rate or an epoch's short last batch), resume
-exactly, leave frozen parameters alone, say how long it compiled, and fail in one line saying why
-without a working C++ compiler.
+exactly, leave frozen parameters and those the loss never reaches alone, say how long it compiled,
+and fail in one line saying why without a working C++ compiler.
 """
 
 import json
@@ -231,3 +231,49 @@ def test_bench_keeps_the_compile_time_apart_from_cnnlabs_seconds(tiny_data, tmp_
     # counted in cnnlab's seconds, they would be the larger
     assert 0 < row["cnnlab_seconds"] < row["cnnlab_compile_seconds"]
     assert f"cnnlab {speed[0]['cnnlab s']} s (and compiling {speed[0]['cnnlab compile s']} s)" in done.stdout
+
+
+class WithAnUnusedParameter(torch.nn.Module):
+    """A linear layer, and a parameter that trains but that forward never uses (the loss never reaches it)."""
+
+    def __init__(self):
+        super().__init__()
+        self.linear = torch.nn.Linear(4, 3)
+        self.unused = torch.nn.Parameter(torch.ones(3))
+
+    def forward(self, x):
+        return self.linear(x)
+
+
+UNUSED_OPTIMIZERS = {
+    "sgd-weight-decay-momentum": lambda params: torch.optim.SGD(params, lr=0.1, momentum=0.9, weight_decay=0.1),
+    "adamw": lambda params: torch.optim.AdamW(params, lr=0.1, weight_decay=0.1),
+}
+
+
+@pytest.mark.parametrize("optimizer", list(UNUSED_OPTIMIZERS))
+def test_a_parameter_the_loss_never_reaches_is_left_alone_as_the_ordinary_step_leaves_it(optimizer):
+    # the ordinary step gives it no .grad, so the optimizer skips it: no weight decay, no state
+    from cnnlab.compiled_step import CompiledStep
+
+    torch.manual_seed(0)
+    x, y = torch.randn(3, 8, 4), torch.randint(0, 3, (3, 8))
+    models = [WithAnUnusedParameter(), WithAnUnusedParameter()]
+    models[1].load_state_dict(models[0].state_dict())
+    start = models[0].linear.weight.detach().clone()
+    eager_opt, compiled_opt = (UNUSED_OPTIMIZERS[optimizer](m.parameters()) for m in models)
+    step = CompiledStep(models[1], compiled_opt, torch.nn.functional.cross_entropy, "none", batch_size=8)
+    for xb, yb in zip(x, y):
+        eager_opt.zero_grad(set_to_none=True)
+        torch.nn.functional.cross_entropy(models[0](xb), yb).backward()
+        eager_opt.step()
+        step(xb, yb)
+
+    eager, compiled = models
+    assert torch.equal(compiled.unused, torch.ones(3)) and torch.equal(eager.unused, torch.ones(3))
+    assert compiled.unused not in compiled_opt.state and eager.unused not in eager_opt.state
+    # a checkpoint's optimizer state: linear's weight and bias (1 and 2), not unused (0, the module's own)
+    assert compiled_opt.state_dict()["state"].keys() == eager_opt.state_dict()["state"].keys() == {1, 2}
+    assert not torch.allclose(compiled.linear.weight, start, atol=1e-2)  # the rest trained
+    for a, b in zip(eager.parameters(), compiled.parameters()):
+        assert torch.allclose(a, b, atol=1e-5)
