@@ -823,3 +823,38 @@ def test_an_interrupted_asha_sweep_stops_only_the_trials_asha_stopped(tmp_path, 
     assert len(runs) == 3 and (runs[0.04]["status"], runs[0.04]["epochs"], runs[1e-6]["status"]) == ("completed", 3, "stopped")
     trials = pd.read_csv(sweep_dir / "trials.csv").set_index("optimizer.lr")["status"].to_dict()
     assert trials == {0.05: "completed", 1e-6: "stopped", 0.04: "completed"}
+
+
+@needs_ray
+def test_a_resume_reads_the_data_its_trials_read_not_the_working_directorys(tmp_path, learnable, monkeypatch, capsys):
+    """A sweep started without --data-dir, whose trials found their data as ./data (or through
+    $CNNLAB_DATA_DIR), resumed from another directory: its trials still to run read that directory's
+    ./data (here empty: the resume was refused, 'MNIST not found'), where `train --resume` reads the
+    run's own data. Now it reads where its trials read while that is there; a --data-dir given wins."""
+    from cnnlab import ray_backend
+    from cnnlab.experiment import run
+    from cnnlab.sweep import TRIALS, start
+    from test_resume import cnnlab_here
+
+    (tmp_path / "w1").mkdir()
+    (tmp_path / "w1" / "data").symlink_to(learnable)
+    (tmp_path / "w2" / "data").mkdir(parents=True)  # the same name, no files
+    monkeypatch.delenv("CNNLAB_DATA_DIR", raising=False)
+    monkeypatch.chdir(tmp_path / "w1")
+    sweep = load_sweep(write_sweep(tmp_path / "s.yaml", seeds=[0], space={"optimizer.lr": [0.01, 0.02]}, **{"set": {"device": "cpu", "train.epochs": 1}}))
+    sweep_dir = start(sweep, tmp_path / "runs")
+    run(sweep.trial_config(sweep.points[0], 0, "first"), runs_dir=sweep_dir / TRIALS)  # the trial that ran before the interruption
+    given = []
+
+    def run_sweep(sweep, path, *, data_dir=None, resume=False):  # Tune would run the second trial here
+        given.append(data_dir)
+        raise RunError("Tune stops here")
+
+    monkeypatch.setattr(ray_backend, "session", lambda address, what: contextlib.nullcontext(type("Ray", (), {"cluster_resources": staticmethod(lambda: {"CPU": 4.0})})))
+    monkeypatch.setattr(ray_backend, "run_sweep", run_sweep)
+    monkeypatch.chdir(tmp_path / "w2")
+    done = cnnlab_here(capsys, "sweep", "--resume", sweep_dir)
+    assert done.stderr.startswith("error: Tune stops here"), done.stderr
+    assert given == [str(learnable.resolve())]
+    done = cnnlab_here(capsys, "sweep", "--resume", sweep_dir, "--data-dir", "data")
+    assert done.returncode == 1 and f"MNIST not found in {tmp_path / 'w2' / 'data'}" in done.stderr, done.stderr

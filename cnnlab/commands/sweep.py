@@ -65,7 +65,8 @@ def sweep(
         signals = hold.enter_context(interruptible())  # SIGTERM stops the sweep like Ctrl-C: marked interrupted, resumable
         if resume is not None:
             hold.enter_context(training_lock(Path(resume)))
-            data_dir = data_dir or trained_data_dir(Path(resume))
+            # the data it read: its --data-dir, else where its trials found theirs (./data of the directory it started in, ...)
+            data_dir = data_dir or trained_data_dir(Path(resume)) or sweeps.trials_data_dir(Path(resume))
         if ray_address(address) == "local":  # a cluster's nodes have their own devices and data
             _check_local_ray(spec, data_dir, resumed=resume is not None)
         path = stopped_by = None  # path: the sweep directory, once its summary says running
