@@ -11,6 +11,7 @@ from torch import nn
 from cnnlab import config as C
 from cnnlab import forward_check as fc
 from cnnlab.cli import main
+from cnnlab.commands.teaching import SHOWN_PREDICTIONS, prediction_lines
 from cnnlab.config import load_config
 from cnnlab.experiment import run
 from cnnlab.models import build_model
@@ -145,6 +146,31 @@ def test_cli_says_when_n_is_more_than_the_split_holds(tiny_mnist, monkeypatch, c
     code, out, err = cli(monkeypatch, capsys, "forward-check", "configs/mnist_fc.yaml", "--n", 5, "dataset.test_subset=4", "--data-dir", tiny_mnist)
     assert code == 0 and "fc on 4 mnist test images" in out
     assert err.strip() == "note: --n 5 is more than the 4 mnist test images (dataset.test_subset=4); checking all 4"
+
+
+def test_cli_sums_up_the_predictions_of_a_large_batch(tmp_path, monkeypatch, capsys):
+    """Up to SHOWN_PREDICTIONS images the lists are whole; past that, their start, the count and whether
+    NumPy and PyTorch agree (--n 20000 printed 10,000 classes on one line each)."""
+    make_idx_dataset(tmp_path, "MNIST", n_train=4, n_test=SHOWN_PREDICTIONS + 5)
+    code, out, err = cli(monkeypatch, capsys, "forward-check", "configs/mnist_fc.yaml", "--n", 1000, "--data-dir", tmp_path)
+    assert code == 0, err
+    lines = [line for line in out.splitlines() if "predict" in line]
+    assert len(lines) == 3 and all(len(line) < 120 for line in lines), lines
+    assert lines[0].startswith("predicted classes, NumPy:   [") and lines[0].endswith(", ...] (25 in all)")
+    assert len(lines[0].split("[")[1].split(", ...]")[0].split(",")) == SHOWN_PREDICTIONS
+    assert lines[1].startswith("predicted classes, PyTorch: [") and lines[1].endswith(", ...] (25 in all)")
+    assert lines[2] == "NumPy and PyTorch predict the same class for all 25 images"
+    code, out, err = cli(monkeypatch, capsys, "forward-check", "configs/mnist_fc.yaml", "--n", SHOWN_PREDICTIONS, "--data-dir", tmp_path)
+    lines = [line for line in out.splitlines() if "predict" in line]
+    assert code == 0 and len(lines) == 2 and lines[0].endswith("]"), lines  # a batch this small is shown whole
+
+
+def test_a_large_batch_where_numpy_and_pytorch_disagree_says_on_how_many_and_the_first():
+    numpy_classes = [1] * 30
+    torch_classes = [1] * 22 + [2] + [1] * 5 + [2, 2]
+    assert prediction_lines(numpy_classes, torch_classes)[2] == (
+        "NumPy and PyTorch predict different classes for 3 of the 30 images (the first: image 22)"
+    )
 
 
 def test_cli_refuses_a_test_subset_larger_than_the_split(tiny_mnist, monkeypatch, capsys):

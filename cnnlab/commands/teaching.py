@@ -35,6 +35,26 @@ def _checked_config(args: list[str], run: Optional[Path]):
 
 
 DEFAULT_N = 8  # forward-check's batch
+SHOWN_PREDICTIONS = 20  # a larger batch's predicted classes: the first these many, the count, and whether they agree
+
+
+def prediction_lines(numpy_classes: list[int], torch_classes: list[int]) -> list[str]:
+    """Both predicted classes lists, whole up to SHOWN_PREDICTIONS; past that their start, the count
+    and on how many images NumPy and PyTorch disagree."""
+    n = len(numpy_classes)
+    if n <= SHOWN_PREDICTIONS:
+        return [f"predicted classes, NumPy:   {numpy_classes}", f"predicted classes, PyTorch: {torch_classes}"]
+    differ = [i for i, (a, b) in enumerate(zip(numpy_classes, torch_classes)) if a != b]
+    agreement = (
+        f"NumPy and PyTorch predict different classes for {len(differ):,} of the {n:,} images (the first: image {differ[0]})"
+        if differ else f"NumPy and PyTorch predict the same class for all {n:,} images"
+    )
+    shown = lambda classes: ", ".join(map(str, classes[:SHOWN_PREDICTIONS])) + ", ..."  # noqa: E731
+    return [
+        f"predicted classes, NumPy:   [{shown(numpy_classes)}] ({n:,} in all)",
+        f"predicted classes, PyTorch: [{shown(torch_classes)}] ({n:,} in all)",
+        agreement,
+    ]
 
 
 @app.command("forward-check")
@@ -82,8 +102,8 @@ def forward_check(
         for i in range(len(x)):
             say(f"image {i} (label {int(test.labels[i])}): prediction NumPy {out_numpy[i, 0]:.6f}, PyTorch {out_torch[i, 0].item():.6f}")
     else:
-        say(f"predicted classes, NumPy:   {out_numpy.argmax(1).tolist()}")
-        say(f"predicted classes, PyTorch: {out_torch.argmax(1).tolist()}")
+        for line in prediction_lines(out_numpy.argmax(1).tolist(), out_torch.argmax(1).tolist()):
+            say(line)
     bad = fc.first_failure(rows)
     if bad is not None:
         raise CnnlabError(
