@@ -34,8 +34,11 @@ RESULTS = {**dict.fromkeys(("train_loss", "train_acc", "test_loss", "test_acc", 
 
 
 def runs_root(cli_value: str | os.PathLike | None = None) -> Path:
-    """--runs-dir, else $CNNLAB_RUNS_DIR, else ./runs."""
-    return Path(given_runs_dir(cli_value) or "runs")
+    """--runs-dir, else $CNNLAB_RUNS_DIR, else ./runs; refused when it is a file, by every command alike."""
+    root = Path(given_runs_dir(cli_value) or "runs")
+    if root.exists() and not root.is_dir():
+        raise RunError(file_in_the_way(root, root))
+    return root
 
 
 def given_runs_dir(cli_value: str | os.PathLike | None = None) -> str | os.PathLike | None:
@@ -47,8 +50,6 @@ def runs_to_list(cli_value: str | os.PathLike | None = None) -> Path:
     """runs_root for `cnnlab runs`: one given (--runs-dir, $CNNLAB_RUNS_DIR) must be a directory, so
     that a typo is not 'no runs'; the default ./runs need not exist yet (a fresh clone)."""
     root = runs_root(cli_value)
-    if root.exists() and not root.is_dir():
-        raise RunError(f"{root} is a file, not a runs directory")
     if not root.exists() and given_runs_dir(cli_value):
         source = "" if cli_value else " ($CNNLAB_RUNS_DIR)"
         raise RunError(f"the runs directory {root}{source} does not exist")
@@ -131,6 +132,8 @@ def ensure_dir(path: Path, what: str = "runs directory") -> Path:
     """Create path (and its parents) if needed; one RunError line when that fails or it is not writable."""
     try:
         path.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):  # path, or one of its parents, is a file
+        raise RunError(file_in_the_way(path, nearest_existing(path), what)) from None
     except OSError as e:
         raise RunError(f"cannot create the {what} {path}: {e.strerror or e}") from None
     if not os.access(path, os.W_OK):
@@ -141,11 +144,22 @@ def ensure_dir(path: Path, what: str = "runs directory") -> Path:
 def check_dir(path: Path, what: str = "runs directory") -> None:
     """What ensure_dir would refuse, found without creating anything: checked before a slow start
     (Ray) that would leave nothing behind if the directory then turned out impossible."""
-    existing = next(p for p in (path, *path.parents) if p.exists())  # '.' at the latest
+    existing = nearest_existing(path)
     if not existing.is_dir():
-        raise RunError(f"{path} is a file, not a {what}" if existing == path else f"cannot create the {what} {path}: {existing} is a file")
+        raise RunError(file_in_the_way(path, existing, what))
     if not os.access(existing, os.W_OK):
         raise RunError(f"the {what} {path} is not writable" if existing == path else f"cannot create the {what} {path}: {existing} is not writable")
+
+
+def nearest_existing(path: Path) -> Path:
+    """path, or the nearest of its parents that exists ('.' at the latest)."""
+    return next(p for p in (path, *path.parents) if p.exists())
+
+
+def file_in_the_way(path: Path, existing: Path, what: str = "runs directory") -> str:
+    """What every command says when the directory `path` cannot be, because `existing` (path itself
+    or one of its parents) is a file."""
+    return f"{path} is a file, not a {what}" if existing == path else f"cannot create the {what} {path}: {existing} is a file"
 
 
 def new_run_dir(root: Path, name: str, kind: str = "run") -> Path:

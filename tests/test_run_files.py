@@ -21,7 +21,7 @@ from cnnlab.config import load_config
 from cnnlab.errors import ConfigError, RunError
 from cnnlab.experiment import run
 from cnnlab.studies.record import StudyRecord
-from conftest import no_room_for
+from conftest import ROOT, no_room_for
 from fakedata import make_idx_dataset
 
 CONFIG = """name: files
@@ -365,6 +365,37 @@ def test_the_live_bar_shows_a_label_with_square_brackets_as_it_is():
     finally:
         progress.close()
     assert shown == ["a[/x]b[bold]c epoch 1/2"]
+
+
+RUNS_DIR_COMMANDS = [
+    ["train", "configs/mnist_fc.yaml", "train.max_steps=1"],
+    ["compare", "configs/mnist_fc.yaml", "--seeds", "1", "train.max_steps=1"],
+    ["shift-sweep", "configs/mnist_fc.yaml", "--image-index", "0", "train.max_steps=1"],
+    ["sweep", "configs/sweeps/lenet_lr.yaml"],
+    ["samples", "mnist", "--n", "2"],
+    ["bench", "--quick", "--cases", "fc"],
+    ["runs"],  # which makes nothing: a runs directory under a file 'does not exist' (the test above)
+]
+
+
+@pytest.mark.parametrize("command", RUNS_DIR_COMMANDS, ids=lambda c: c[0])
+def test_every_command_refuses_a_runs_directory_that_is_a_file_in_the_same_words(command, tmp_path, monkeypatch, capsys):
+    """train said 'cannot create the runs directory F: File exists' where runs said 'F is a file, not a
+    runs directory' (samples: 'cannot create F: File exists'; bench named its results directory)."""
+    from test_errors import error_line
+    from test_resume import cnnlab_here
+
+    make_idx_dataset(tmp_path / "data", "MNIST", n_train=4, n_test=4)
+    monkeypatch.setenv("CNNLAB_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.chdir(ROOT)
+    (tmp_path / "a_file").write_text("mine")
+    for runs_dir, error in [
+        (tmp_path / "a_file", f"{tmp_path}/a_file is a file, not a runs directory"),
+        (tmp_path / "a_file" / "runs", f"cannot create the runs directory {tmp_path}/a_file/runs: {tmp_path}/a_file is a file"),
+    ][: 1 if command == ["runs"] else 2]:
+        out = cnnlab_here(capsys, *command, "--runs-dir", runs_dir)
+        assert (out.returncode, error_line(out.stderr), out.stdout) == (1, f"error: {error}", ""), runs_dir
+    assert (tmp_path / "a_file").read_text() == "mine" and sorted(p.name for p in tmp_path.iterdir()) == ["a_file", "data"]
 
 
 def test_check_dir_refuses_a_runs_directory_it_could_not_write_without_making_anything(tmp_path, monkeypatch):

@@ -230,7 +230,9 @@ def bench(
     check_threads(threads)
     # all that can be refused is, before minutes of measuring and before the results directory is
     # made (a refused bench leaves none behind)
-    out_dir = runs_root(runs_dir) / "bench"
+    root = runs_root(runs_dir)
+    check_dir(root)  # a runs directory under a file is refused as train refuses it
+    out_dir = root / "bench"
     check_dir(out_dir, "bench results directory")
     read_results(out_dir / RESULTS)  # an unreadable or unwritable results file, too
     check_results_writable(out_dir / RESULTS)

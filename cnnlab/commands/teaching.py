@@ -125,7 +125,7 @@ def samples(
     """A PNG grid of the first N images with their class names; the last line is the PNG's path."""
     from cnnlab import samples as S
     from cnnlab.config import config_from_dict, leaf_keys, parse_override, read_config_yaml
-    from cnnlab.runs import atomic_write, runs_root
+    from cnnlab.runs import atomic_write, ensure_dir, runs_root
 
     dataset, overrides = split_args(args or [], what="dataset", example="transform.permute=true")
     if dataset is None:
@@ -151,9 +151,6 @@ def samples(
     images, labels, classes = S.sample_images(cfg, n, split, data_dir)
     png = S.grid_png(images, labels, classes, S.title_for(cfg, len(images), split))
     path = out if out is not None else S.default_out(runs_root(runs_dir), cfg, split, config is not None, overrides)
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise CnnlabError(f"cannot create {path.parent}: {e.strerror or e}") from None
+    ensure_dir(path.parent, "runs directory" if out is None else "directory")
     atomic_write(path, png)
     print(path)
