@@ -291,8 +291,11 @@ def read_text(path: Path) -> str:
 
 def read_json(path: Path, types: dict[str, type] | None = None) -> dict:
     """A JSON object (a run's summary); one RunError line for anything else (see check_types)."""
+    text = read_text(path)
+    if not text.strip():
+        raise RunError(f"cannot read {path}: the file is empty")
     try:
-        data = json.loads(read_text(path))
+        data = json.loads(text)
     except ValueError as e:
         raise RunError(f"cannot read {path}: {e}") from None
     if not isinstance(data, dict):

@@ -993,6 +993,46 @@ def test_show_names_the_label_smoothing_on_the_loss_axis(tiny_data, tmp_path, ca
     assert drawn == ["loss (cross-entropy, label smoothing 0.2)"]
 
 
+def test_show_says_what_a_summary_lacks_and_never_shows_none(fashion_run, tmp_path, capsys, monkeypatch):
+    """A summary.json emptied to {} was shown as 'status None', 'params 0', 'epochs None of 1',
+    'train seconds 0.0 on None', and the learning curves titled 'None: None on None'."""
+    from cnnlab import figures
+
+    copy = tmp_path / fashion_run.path.name
+    shutil.copytree(fashion_run.path, copy)
+    summary = json.loads((copy / "summary.json").read_text())
+    titles = []
+    drawn = figures.learning_curves
+    monkeypatch.setattr("cnnlab.figures.learning_curves", lambda metrics, title, **kw: titles.append(title) or drawn(metrics, title, **kw))
+
+    (copy / "summary.json").write_text("{}")
+    code, out, err = cnnlab(capsys, monkeypatch, "show", copy)
+    assert code == 0 and err == "", err
+    assert "None" not in out and not re.search(r"params\s*│ 0 ", out), out
+    for key, value in [("status", "unknown"), ("params", "unknown"), ("epochs", "1 planned, batch 64, max_steps=3"), ("test accuracy", "unknown"),
+                       ("train seconds", "unknown"), ("missing", "summary.json has no status, params, epochs, test_acc, train_seconds, device")]:
+        assert re.search(rf"│ {key}\s*│ {re.escape(value)}\s*│", out), (key, out)
+    assert titles == ["fashion_cnn: cnn on fashion-mnist"]
+
+    (copy / "summary.json").write_text(json.dumps({k: v for k, v in summary.items() if k not in ("test_acc", "device")}))
+    code, out, err = cnnlab(capsys, monkeypatch, "show", copy)
+    assert code == 0 and "None" not in out, err
+    assert re.search(r"│ status\s*│ completed\s*│", out) and re.search(r"│ epochs\s*│ 1 of 1, batch 64", out), out
+    assert re.search(r"│ test accuracy\s*│ unknown\s*│", out) and re.search(r"│ train seconds\s*│ \d+\.\d\s*│", out), out
+    assert re.search(r"│ missing\s*│ summary.json has no test_acc, device\s*│", out), out
+    assert "missing" not in cnnlab(capsys, monkeypatch, "show", fashion_run.path)[1]  # a whole summary: no such row
+
+    for text, error in [
+        (json.dumps({**summary, "train_seconds": "abc"}), "'train_seconds' should be a number, not 'abc' (edited by hand?)"),
+        ("", "the file is empty"),
+        (json.dumps(summary)[:40], "Unterminated string"),  # cut short
+        ("not json", "Expecting value: line 1 column 1"),
+    ]:
+        (copy / "summary.json").write_text(text)
+        code, out, err = cnnlab(capsys, monkeypatch, "show", copy)
+        assert (code, out, err.count("\n")) == (1, "", 1) and err.startswith(f"error: cannot read {copy}/summary.json: ") and error in err, (text, err)
+
+
 def test_show_open_says_when_no_viewer_opened_the_png(fashion_run, capsys, monkeypatch):
     """On a machine without a system viewer (headless: no xdg-open) --open did nothing and said nothing."""
     opened = []

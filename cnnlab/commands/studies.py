@@ -349,6 +349,7 @@ def show(
                 print(f"note: --open found no figure in {path} to open", file=sys.stderr)
         return
     runs.open_run(path)
+    runs.check_types(summary, {**runs.RESULTS, "status": str, "device": str}, path / runs.SUMMARY)  # edited by hand: one line
     cfg = runs.check_types(read_yaml(path / runs.CONFIG, stored=True), dict.fromkeys(SECTIONS, dict), path / runs.CONFIG)
     console.print(table(_config_rows(cfg, summary, path), ["key", "value"], title=f"{path.name}"))
     metrics = runs.read_metrics(path)
@@ -358,7 +359,7 @@ def show(
     from cnnlab.figures import learning_curves, save
 
     png = path / "learning_curves.png"
-    title = f"{summary.get('name')}: {summary.get('model')} on {summary.get('dataset')}"
+    title = f"{cfg.get('name')}: {(cfg.get('model') or {}).get('name')} on {(cfg.get('dataset') or {}).get('name')}"
     save(learning_curves(metrics, title, loss=_loss_name(cfg), label_smoothing=_label_smoothing(cfg, path)), png)
     if open_png:
         _open_png(png)
@@ -372,6 +373,13 @@ def _open_png(png: Path) -> None:
 
 
 SECTIONS = ("dataset", "transform", "model", "optimizer", "loss", "train")  # what show reads of a run's config.yaml
+SHOWN_RESULTS = ("status", "params", "epochs", "test_acc", "train_seconds", "device")  # and of its summary.json
+UNKNOWN = "unknown"  # a value summary.json lacks (the table's "missing" row names them)
+
+
+def _missing(summary: dict) -> list[str]:
+    """The SHOWN_RESULTS a run's summary.json lacks (or holds null); no test_acc before the first epoch is none yet."""
+    return [k for k in SHOWN_RESULTS if summary.get(k) is None and not (k == "test_acc" and summary.get("epochs") == 0)]
 
 
 def _format(value, spec: str) -> str:
@@ -420,21 +428,28 @@ def _config_rows(cfg: dict, summary: dict, path: Path) -> list[dict]:
     optimizer = flatten(cfg.get("optimizer") or {})
     train = cfg.get("train") or {}
     article = article_test_acc(summary.get("reported"), transform.get("permute") is True)
+    missing = _missing(summary)
+
+    def known(key: str, spec: str) -> str:  # summary[key] as spec writes it, else UNKNOWN
+        return UNKNOWN if key in missing else _format(summary.get(key), spec)
+
+    done = f"{summary['epochs']} of {train.get('epochs')}" if "epochs" not in missing else f"{train.get('epochs')} planned"
+    seconds = known("train_seconds", ".1f") + ("" if "device" in missing else f" on {summary['device']}")
     values = {
         "name": cfg.get("name"), **({"description": cfg["description"]} if cfg.get("description") else {}),
-        "status": runs.shown_status(summary, path),
+        "status": runs.shown_status(summary, path) or UNKNOWN,
         **({"why": summary["error"]} if summary.get("error") else {}),  # failed, stopped or interrupted: the reason
         "dataset": dataset.get("name"),
         **({"images": f"{_format(summary.get('train_size'), ',')} train, {_format(summary.get('test_size'), ',')} test"
             + (f" ({', '.join(subsets)})" if subsets else "")} if "train_size" in summary else {}),
-        "model": ", ".join(f"{k}={v}" for k, v in model.items()), "params": _format(summary.get("params", 0), ","),
+        "model": ", ".join(f"{k}={v}" for k, v in model.items()), "params": known("params", ","),
         "transform": ", ".join(f"{k}={v}" for k, v in transform.items()) or "defaults",
         "optimizer": ", ".join(f"{k}={v}" for k, v in optimizer.items()),
         "schedule": cfg.get("schedule") or "none", "loss": ", ".join(f"{k}={v}" for k, v in loss.items()), "seed": cfg.get("seed"),
-        "epochs": f"{summary.get('epochs')} of {train.get('epochs')}, batch {train.get('batch_size')}"
+        "epochs": f"{done}, batch {train.get('batch_size')}"
         + "".join(f", {k}={v}" for k, v in train_changed.items()),
-        "test accuracy": _format(summary.get("test_acc"), ".2%")
-        + (f" (article: {_format(article, '.1%')})" if article else ""),
-        "train seconds": f"{_format(summary.get('train_seconds', 0), '.1f')} on {summary.get('device')}",
+        "test accuracy": known("test_acc", ".2%") + (f" (article: {_format(article, '.1%')})" if article else ""),
+        "train seconds": seconds,
+        **({"missing": f"{runs.SUMMARY} has no {', '.join(missing)}"} if missing else {}),
     }
     return [{"key": k, "value": str(v)} for k, v in values.items()]
