@@ -328,9 +328,30 @@ def _progress(tune, sweep):
     return Progress()
 
 
-def run_sweep(sweep, sweep_dir: Path, *, data_dir=None, resume: bool = False) -> list[dict]:
+@contextlib.contextmanager
+def noting_tunes_sigint(signals):
+    """Around Tuner.fit(), which installs Tune's own SIGINT handler: a Ctrl-C then ends the sweep
+    gracefully and fit() returns, Tune's handler having put back ours (signals') without saying which
+    signal it took. So ours back afterwards is a SIGINT, kept in signals.received as our handler
+    would (Tune takes SIGUSR1 the same way: sent by hand, it too is named SIGINT). Tune's handler,
+    still in place when no signal came, is replaced by ours: it would swallow a Ctrl-C while the
+    results are written."""
+    ours = signal.getsignal(signal.SIGINT)
+    # where Tune installs its handler (tune.tune._setup_signal_catching)
+    tune_takes_sigint = threading.current_thread() is threading.main_thread() and not int(os.environ.get("TUNE_DISABLE_SIGINT_HANDLER", "0"))
+    try:
+        yield
+    finally:
+        if tune_takes_sigint:
+            if signal.getsignal(signal.SIGINT) == ours:  # Tune took a Ctrl-C
+                signals.received = signals.received or signal.SIGINT
+            else:
+                signal.signal(signal.SIGINT, ours)
+
+
+def run_sweep(sweep, sweep_dir: Path, *, signals, data_dir=None, resume: bool = False) -> list[dict]:
     """Run (or, with resume, continue) the sweep's trials on Tune, inside a session(): one record
-    per trial Tune knows of."""
+    per trial Tune knows of. A Ctrl-C that Tune takes is kept in signals.received."""
     import ray
     from ray import tune
 
@@ -363,7 +384,9 @@ def run_sweep(sweep, sweep_dir: Path, *, data_dir=None, resume: bool = False) ->
                 failure_config=tune.FailureConfig(max_failures=sweep.spec.max_failures),
             ),
         )
-    return _records(sweep, tuner.fit())
+    with noting_tunes_sigint(signals):
+        results = tuner.fit()
+    return _records(sweep, results)
 
 
 def _records(sweep, results) -> list[dict]:

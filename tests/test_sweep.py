@@ -458,6 +458,36 @@ def test_a_sweep_of_one_trial_ends_saying_1_trial(tmp_path, monkeypatch, capsys)
     assert out.splitlines()[-1] == str(sweep_dir)
 
 
+@needs_ray
+def test_a_ctrl_c_that_tune_took_is_named_sigint(monkeypatch):
+    """Tune's own SIGINT handler takes a Ctrl-C (fit() then returns) and puts back ours without a
+    word of which signal it was: a Ctrl-C sweep said 'sweep stopped by a signal'. Ours back after
+    fit() is that Ctrl-C; and Tune's, left in place when none came, is replaced by ours (it would
+    take a Ctrl-C while the results are written without stopping anything)."""
+    from ray.tune.tune import _setup_signal_catching  # what Tuner.fit() installs
+
+    from cnnlab.interrupts import Signals
+    from cnnlab.ray_backend import noting_tunes_sigint
+
+    monkeypatch.delenv("TUNE_DISABLE_SIGINT_HANDLER", raising=False)
+    usr1 = signal.getsignal(signal.SIGUSR1)
+    signals = Signals()
+    try:
+        with signals.installed():
+            ours = signal.getsignal(signal.SIGINT)
+            with noting_tunes_sigint(signals):
+                stopping = _setup_signal_catching()
+                signal.raise_signal(signal.SIGINT)  # a Ctrl-C, which Tune takes
+            assert stopping.is_set() and signals.received == signal.SIGINT and signal.getsignal(signal.SIGINT) == ours
+
+            signals.received = None
+            with noting_tunes_sigint(signals):
+                _setup_signal_catching()  # the sweep ends without a signal
+            assert signals.received is None and signal.getsignal(signal.SIGINT) == ours
+    finally:
+        signal.signal(signal.SIGUSR1, usr1)
+
+
 def test_an_interrupted_sweep_says_how_to_continue_and_keeps_the_params_of_unfinished_points(tmp_path):
     """finish() after Tune took a Ctrl-C and returned: one trial completed, one cut off, one never started."""
     from cnnlab import runs
@@ -756,7 +786,7 @@ def test_resume_finishes_an_interrupted_sweep_like_an_uninterrupted_one(tmp_path
     assert stdout.splitlines()[-1] == str(sweep_dir)  # what `cnnlab sweep ... | tail -1` gives, as for a finished sweep
     summary = json.loads((sweep_dir / "summary.json").read_text())
     assert "cnnlab sweep --resume" in stderr and summary["status"] == "interrupted"
-    assert summary["error"].startswith("sweep stopped by " + ("SIGTERM" if signum == signal.SIGTERM else "")) and summary["error"].endswith(f"; continue it with: cnnlab sweep --resume {sweep_dir}"), summary["error"]
+    assert summary["error"].startswith(f"sweep stopped by {signal.Signals(signum).name}") and summary["error"].endswith(f"; continue it with: cnnlab sweep --resume {sweep_dir}"), summary["error"]
     finished = {p.parent.name: p.read_text() for p in sweep_dir.glob("trials/*/summary.json") if json.loads(p.read_text())["status"] == "completed"}
     assert 1 <= len(finished) < 5
     # no scheduler: a trial ended with the sweep is interrupted, not "stopped" as a scheduler would have

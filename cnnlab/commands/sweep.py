@@ -81,7 +81,7 @@ def sweep(
                     hold.enter_context(training_lock(path))
                 print(f"{spec.name}: {spec.describe()}\nsweep directory: {path}", flush=True)
                 try:
-                    records = run_sweep(spec, path, data_dir=data_dir, resume=resume is not None)
+                    records = run_sweep(spec, path, signals=signals, data_dir=data_dir, resume=resume is not None)
                 except KeyboardInterrupt as e:  # also Interrupted (SIGINT/SIGTERM); marked before Ray shuts down
                     stopped_by = sweeps.mark_interrupted(path, e, signals.received)
         except KeyboardInterrupt as e:  # also one as Ray shuts down (a second Ctrl-C), the results not written yet
