@@ -876,7 +876,7 @@ def test_a_resume_reads_the_data_its_trials_read_not_the_working_directorys(tmp_
     run(sweep.trial_config(sweep.points[0], 0, "first"), runs_dir=sweep_dir / TRIALS)  # the trial that ran before the interruption
     given = []
 
-    def run_sweep(sweep, path, *, data_dir=None, resume=False):  # Tune would run the second trial here
+    def run_sweep(sweep, path, *, signals=None, data_dir=None, resume=False):  # Tune would run the second trial here
         given.append(data_dir)
         raise RunError("Tune stops here")
 
