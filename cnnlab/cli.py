@@ -158,6 +158,10 @@ def train(
         raise CnnlabUsage("missing CONFIG, e.g. cnnlab train configs/mnist_cnn.yaml")
     else:
         cfg = load(config, overrides, device)
+        if not print_config:
+            from cnnlab.runs import check_dir, runs_root
+
+            check_dir(runs_root(runs_dir))  # before seconds of loading the data
     if print_config:
         if resume is not None:  # the config the resume would train with, not one it refuses
             from cnnlab.resume import check_resume

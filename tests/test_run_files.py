@@ -405,3 +405,19 @@ def test_check_dir_refuses_a_runs_directory_it_could_not_write_without_making_an
     with pytest.raises(RunError, match=f"^cannot create the runs directory .*/a/b: {re.escape(str(tmp_path))} is not writable$"):
         runs.check_dir(tmp_path / "a" / "b")
     assert not (tmp_path / "a").exists()
+
+
+@pytest.mark.parametrize("command", RUNS_DIR_COMMANDS[:3], ids=lambda c: c[0])
+def test_a_runs_directory_that_is_a_file_is_refused_before_the_data_is_looked_for(command, tmp_path, monkeypatch, capsys):
+    """train and shift-sweep named a runs directory that is a file only after loading the data (seconds
+    of real MNIST), and with the data missing they named the data instead: the first mistake to fix."""
+    from test_errors import error_line
+    from test_resume import cnnlab_here
+
+    (tmp_path / "empty").mkdir()
+    monkeypatch.setenv("CNNLAB_DATA_DIR", str(tmp_path / "empty"))
+    monkeypatch.chdir(ROOT)
+    (tmp_path / "a_file").write_text("mine")
+    out = cnnlab_here(capsys, *command, "dataset.download=false", "--runs-dir", tmp_path / "a_file")
+    assert (out.returncode, error_line(out.stderr)) == (1, f"error: {tmp_path}/a_file is a file, not a runs directory")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a_file", "empty"] and not any((tmp_path / "empty").iterdir())

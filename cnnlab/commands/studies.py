@@ -127,7 +127,7 @@ def compare(
     from cnnlab.figures import comparison_bars
     from cnnlab.report import console, markdown, say, table
     from cnnlab.runner import previous_runs, run_cells
-    from cnnlab.runs import runs_root
+    from cnnlab.runs import check_dir, runs_root
     from cnnlab.studies import compare as study
     from cnnlab.studies.record import StudyRecord
     from cnnlab.studies.spec import common_overrides, resolve
@@ -146,6 +146,7 @@ def compare(
         paths, overrides = positional_and_overrides(args or [])
         if not paths:
             raise CnnlabUsage("missing STUDY or CONFIG files, e.g. cnnlab compare fc-vs-cnn --permute")
+        check_dir(runs_root(runs_dir))  # before the data is looked for
         spec, members = resolve(paths, common_overrides(epochs, dataset, device) + overrides)
         _one_dataset([m.cfg for m in members], "compare")
         permute = spec.permute if permute is None else permute
@@ -215,7 +216,7 @@ def shift_sweep(
     from cnnlab.figures import accuracy_vs_shift, probability_heatmap, shift_heatmaps
     from cnnlab.report import console, markdown, say, table
     from cnnlab.runner import Cell, previous_runs, run_cells
-    from cnnlab.runs import runs_root
+    from cnnlab.runs import check_dir, runs_root
     from cnnlab.studies import shift_sweep as study
     from cnnlab.studies.record import StudyRecord
     from cnnlab.studies.spec import SweepSpec, common_overrides, load_study, resolve, study_file
@@ -234,6 +235,7 @@ def shift_sweep(
     else:
         paths, overrides = positional_and_overrides(args or [])
         from_run = from_run or []
+        check_dir(runs_root(runs_dir))  # before the data is looked for
         _each_run_once(from_run)
         if from_run and not paths:
             if overrides or epochs is not None or dataset is not None:
