@@ -274,10 +274,29 @@ def training_lock(run: Path):
 
 
 def trained_data_dir(path: Path) -> str | None:
-    """The data directory a run or sweep trained on, for its --resume: used while it still exists,
-    so that a $CNNLAB_DATA_DIR set for other work does not swap the data under a resumed run, and
-    the usual order (then $CNNLAB_DATA_DIR, then ./data) applies once it has moved."""
-    recorded = read_json(Path(path) / SUMMARY).get("data_dir")
+    """The data directory a run trained on, for its --resume: used while it still exists, so that a
+    $CNNLAB_DATA_DIR set for other work does not swap the data under a resumed run, and the usual
+    order (then $CNNLAB_DATA_DIR, then ./data) applies once it has moved."""
+    return _existing_dir(read_json(Path(path) / SUMMARY).get("data_dir"))
+
+
+def resumed_data_dir(given: Path | str | None, own: str | None, runs_dir: Path) -> Path | str | None:
+    """The data directory a resumed sweep or study reads, from any working directory: given (a
+    --data-dir on the --resume); else its own --data-dir while that exists; else the one all the runs
+    in runs_dir (its trials, its cells) read while it exists, so that the runs still to come read the
+    files those that ran read (found as ./data where it started, through $CNNLAB_DATA_DIR, ...), as
+    train --resume reads a run's own; else None: the usual order."""
+    return given or _existing_dir(own) or _read_by_all(runs_dir)
+
+
+def _read_by_all(runs_dir: Path) -> str | None:
+    """The data directory every run in runs_dir recorded reading, while it exists; None where none
+    ran or they read different ones (a cluster's nodes with data of their own)."""
+    read = {trained_data_dir(summary.parent) for summary in Path(runs_dir).glob(f"*/{SUMMARY}")}
+    return read.pop() if len(read) == 1 else None
+
+
+def _existing_dir(recorded) -> str | None:
     return recorded if isinstance(recorded, str) and Path(recorded).is_dir() else None
 
 

@@ -354,16 +354,6 @@ def reopen(path: str | Path) -> Sweep:
     return resolve(spec, load_config(path / BASE_FILE, stored=True), str(path / SWEEP_FILE), explicit if isinstance(explicit, list) else leaf_keys(spec.set))
 
 
-def trials_data_dir(path: Path) -> str | None:
-    """The data directory the trials of the sweep in path read, as their runs recorded it, for a
-    --resume without --data-dir of a sweep started without one (its trials found their data as ./data,
-    through $CNNLAB_DATA_DIR or a relative dataset.data_dir): the trials still to run read it too, as
-    train --resume reads a run's own data, not what another working directory or environment names.
-    None while no trial ran, once it is gone, or where trials read different ones (nodes of their own)."""
-    read = {runs.trained_data_dir(summary.parent) for summary in (Path(path) / TRIALS).glob(f"*/{runs.SUMMARY}")}
-    return read.pop() if len(read) == 1 else None
-
-
 def update_summary(path: Path, **values) -> dict:
     summary = runs.read_json(path / runs.SUMMARY)
     summary.update(values)

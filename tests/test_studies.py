@@ -613,6 +613,63 @@ def test_an_interrupted_shift_sweep_resumes(fashion_run, tiny_data, tmp_path, ca
     pd.testing.assert_frame_equal(pd.read_csv(study / "table.csv"), whole)
 
 
+TWO_CELLS = {"compare": ["compare", ROOT / "configs/mnist_fc.yaml", "--seeds", "2"],
+             "shift-sweep": ["shift-sweep", ROOT / "configs/mnist_fc.yaml", ROOT / "configs/mnist_cnn.yaml", "--max-shift", "1", "--image-index", "0"]}
+
+
+def _failed_study(capsys, monkeypatch, command: str, runs_dir: Path, *extra) -> Path:
+    """A study of two cells (compare or shift-sweep) started in the working directory, its second cell
+    failed before it trained."""
+    from cnnlab import experiment
+    from test_resume import cnnlab_here
+
+    real = _failing_run(monkeypatch, 2, "fail")
+    done = cnnlab_here(capsys, *TWO_CELLS[command], *FAST, *extra, "--runs-dir", runs_dir)
+    monkeypatch.setattr(experiment, "run", real)
+    assert done.returncode == 1 and "the disk is full" in done.stderr, done.stderr
+    return last_line(done.stdout)
+
+
+@pytest.mark.parametrize("command", TWO_CELLS)
+def test_a_resumed_study_reads_the_data_its_cells_read_not_the_working_directorys(command, tiny_data, tmp_path, capsys, monkeypatch):
+    """A study started without --data-dir, whose cells found their data as ./data (or through
+    $CNNLAB_DATA_DIR), resumed from another directory: its cells still to run read that directory's
+    ./data (here empty: refused, 'MNIST not found'; with other files there, other data than the cells
+    that ran). Now it reads where its cells read while that is there, as sweep --resume; a --data-dir
+    given wins."""
+    from test_resume import cnnlab_here
+
+    (tmp_path / "w1").mkdir()
+    (tmp_path / "w1" / "data").symlink_to(tiny_data)
+    (tmp_path / "w2" / "data").mkdir(parents=True)  # the same name, no files
+    monkeypatch.delenv("CNNLAB_DATA_DIR", raising=False)
+    monkeypatch.chdir(tmp_path / "w1")
+    study = _failed_study(capsys, monkeypatch, command, tmp_path / "runs")
+    monkeypatch.chdir(tmp_path / "w2")
+    done = cnnlab_here(capsys, command, "--resume", study, "--data-dir", "data")
+    assert done.returncode == 1 and f"MNIST not found in {tmp_path / 'w2' / 'data'}" in done.stderr, done.stderr
+    done = cnnlab_here(capsys, command, "--resume", study)
+    assert done.returncode == 0, done.stderr
+    assert {json.loads(p.read_text())["data_dir"] for p in (study / "cells").glob("*/summary.json")} == {str(tiny_data.resolve())}
+
+
+@pytest.mark.parametrize("command", TWO_CELLS)
+def test_a_resumed_study_whose_data_dir_moved_reads_the_data_in_the_usual_order(command, tiny_data, tmp_path, capsys, monkeypatch):
+    """A study started with --data-dir DIR, resumed once DIR has moved: it still looked in DIR and was
+    refused ('MNIST not found in DIR'), where train --resume and sweep --resume go on in the usual order.
+    Now a study does too: here $CNNLAB_DATA_DIR."""
+    from test_resume import cnnlab_here
+
+    shutil.copytree(tiny_data, tmp_path / "given")
+    monkeypatch.chdir(tmp_path)
+    study = _failed_study(capsys, monkeypatch, command, tmp_path / "runs", "--data-dir", tmp_path / "given")
+    (tmp_path / "given").rename(tmp_path / "moved")
+    monkeypatch.setenv("CNNLAB_DATA_DIR", str(tmp_path / "moved"))
+    done = cnnlab_here(capsys, command, "--resume", study)
+    assert done.returncode == 0, done.stderr
+    assert json.loads((study / "summary.json").read_text())["status"] == "completed"
+
+
 @pytest.mark.parametrize("command", [["compare", "configs/mnist_fc.yaml", "--seeds", "1"], ["shift-sweep", "configs/fashion_fc.yaml", "--max-shift", "1", "--image-index", "0"]])
 def test_a_study_whose_plan_cannot_be_written_is_not_left_running(command, tiny_data, tmp_path, capsys, monkeypatch):
     """A full disk as the study starts: no summary.json saying 'running' (shown as dead) for a study

@@ -127,7 +127,7 @@ def compare(
     from cnnlab.figures import comparison_bars
     from cnnlab.report import console, markdown, say, table
     from cnnlab.runner import previous_runs, run_cells
-    from cnnlab.runs import check_dir, runs_root
+    from cnnlab.runs import check_dir, resumed_data_dir, runs_root
     from cnnlab.studies import compare as study
     from cnnlab.studies.record import StudyRecord
     from cnnlab.studies.spec import common_overrides, resolve
@@ -138,7 +138,7 @@ def compare(
         record = StudyRecord.reopen(resume, "compare")
         plan = record.plan
         cells, name, datasets = _planned_cells(plan, str(resume)), plan["name"], plan["datasets"]
-        data_dir = data_dir or plan["data_dir"]
+        data_dir = resumed_data_dir(data_dir, plan["data_dir"], record.cells)
         what = f"{counted(len(cells), 'run')}, resumed"
         previous = previous_runs(cells, record.cells)
         _check_cells(_to_train(cells, previous), data_dir, address, _to_start(cells, previous))
@@ -216,7 +216,7 @@ def shift_sweep(
     from cnnlab.figures import accuracy_vs_shift, probability_heatmap, shift_heatmaps
     from cnnlab.report import console, markdown, say, table
     from cnnlab.runner import Cell, previous_runs, run_cells
-    from cnnlab.runs import check_dir, runs_root
+    from cnnlab.runs import check_dir, resumed_data_dir, runs_root
     from cnnlab.studies import shift_sweep as study
     from cnnlab.studies.record import StudyRecord
     from cnnlab.studies.spec import SweepSpec, common_overrides, load_study, resolve, study_file
@@ -229,7 +229,7 @@ def shift_sweep(
         plan = record.plan
         name, cells, device = plan["name"], _planned_cells(plan, str(resume)), plan["device"]
         opts = validate(plan["options"], SweepSpec, f"{resume}: plan")
-        data_dir = data_dir or plan["data_dir"]
+        data_dir = resumed_data_dir(data_dir, plan["data_dir"], record.cells)
         reused = [study.load_trained(r["path"], r["label"], device) for r in plan["reused"]]
         configs = [c.cfg for c in cells] + [t.cfg for t in reused]
     else:

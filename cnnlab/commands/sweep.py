@@ -43,7 +43,7 @@ def sweep(
     directory (also when the sweep is interrupted or fails once it exists).
     """
     from cnnlab import sweep as sweeps
-    from cnnlab.runs import check_dir, owner, runs_root, trained_data_dir, training_lock
+    from cnnlab.runs import SUMMARY, check_dir, owner, read_json, resumed_data_dir, runs_root, training_lock
 
     if resume is not None:
         if args or device is not None or runs_dir is not None:
@@ -65,8 +65,7 @@ def sweep(
         signals = hold.enter_context(interruptible())  # SIGTERM stops the sweep like Ctrl-C: marked interrupted, resumable
         if resume is not None:
             hold.enter_context(training_lock(Path(resume)))
-            # the data it read: its --data-dir, else where its trials found theirs (./data of the directory it started in, ...)
-            data_dir = data_dir or trained_data_dir(Path(resume)) or sweeps.trials_data_dir(Path(resume))
+            data_dir = resumed_data_dir(data_dir, read_json(Path(resume) / SUMMARY).get("data_dir"), Path(resume) / sweeps.TRIALS)
         if ray_address(address) == "local":  # a cluster's nodes have their own devices and data
             _check_local_ray(spec, data_dir, resumed=resume is not None)
         path = stopped_by = None  # path: the sweep directory, once its summary says running
