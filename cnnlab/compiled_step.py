@@ -52,7 +52,7 @@ from torch._dynamo.exc import TorchDynamoException
 from torch.func import functional_call, grad_and_value
 
 from cnnlab.conv_pool import with_conv_max_pools
-from cnnlab.engine import autocast, batch_too_small
+from cnnlab.engine import autocast, batch_too_small, one_line_if_batch_too_small
 from cnnlab.errors import ConfigError, first_line
 
 
@@ -97,7 +97,8 @@ class CompiledStep:
 
     def __call__(self, xb: torch.Tensor, yb: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         if self._twin is None:  # now, not at setup: after a resume has loaded the optimizer's state
-            reached = reached_parameters(self.model, self.loss_fn, xb, yb)
+            with one_line_if_batch_too_small(len(xb)):  # its forward is the model's, eager
+                reached = reached_parameters(self.model, self.loss_fn, xb, yb)
             self._twin, self._views, fixed = twin_optimizer(self.optimizer, self.model, reached)
             self._constants = {**fixed, **dict(self.model.named_buffers())}  # not differentiated
             # the schedule's check that optimizer.step() ran before it: it did, compiled

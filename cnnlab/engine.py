@@ -160,17 +160,23 @@ def batch_too_small(e: Exception, images: int) -> ConfigError | None:
     )
 
 
+@contextlib.contextmanager
+def one_line_if_batch_too_small(images: int):
+    """Turns the model's error for a batch too small for its BatchNorm into batch_too_small's."""
+    try:
+        yield
+    except (ValueError, RuntimeError) as e:
+        error = batch_too_small(e, images)
+        if error is None:
+            raise
+        raise error from None
+
+
 def forward_backward(model, xb: torch.Tensor, yb: torch.Tensor, loss_fn, amp: str) -> tuple[torch.Tensor, torch.Tensor]:
     """One batch's outputs and loss, with the loss's gradients added to the parameters' .grad."""
     # each weight is cast once per step anyway, so autocast's cache would save nothing
-    with autocast(xb.device, amp, cache=False):
-        try:
-            out = model(xb)
-        except (ValueError, RuntimeError) as e:
-            error = batch_too_small(e, len(xb))
-            if error is None:
-                raise
-            raise error from None
+    with autocast(xb.device, amp, cache=False), one_line_if_batch_too_small(len(xb)):
+        out = model(xb)
     loss = loss_fn(out.float(), yb)
     loss.backward()
     return out, loss

@@ -176,13 +176,19 @@ def test_a_loss_that_stops_being_finite_is_reported_at_its_own_epoch_and_step():
         check_finite(losses, CHECK_EVERY, 0)
 
 
-@pytest.mark.parametrize("compiled", [False, True], ids=["eager", "torch.compile"])
+@pytest.mark.parametrize("compiled", ["no", "model", "step"], ids=["eager", "torch.compile", "compiled-step"])
 def test_a_single_image_batch_that_batchnorm_cannot_take_is_one_config_error(compiled):
+    from cnnlab.compiled_step import CompiledStep
     from cnnlab.errors import ConfigError
 
     model = torch.nn.Sequential(torch.nn.Conv2d(1, 2, 2), torch.nn.BatchNorm2d(2), torch.nn.Flatten(), torch.nn.Linear(2, 3))
-    state = State(torch.compile(model) if compiled else model, torch.optim.SGD(model.parameters(), lr=0.1), None, torch.Generator().manual_seed(0), torch.Generator().manual_seed(1))
+    optimizer, loss_fn = torch.optim.SGD(model.parameters(), lr=0.1), loss_function("cross_entropy", 0.0)
+    state = State(torch.compile(model) if compiled == "model" else model, optimizer, None, torch.Generator().manual_seed(0), torch.Generator().manual_seed(1))
+    # train.compile on the CPU with train.batch_size=1: every batch is the compiled step's
+    batch_size = 1 if compiled == "step" else 4
+    if compiled == "step":
+        state.compiled_step = CompiledStep(model, optimizer, loss_fn, "none", batch_size)
     x, y = torch.randn(5, 1, 2, 2), torch.randint(0, 3, (5,))
     pipeline = Pipeline(TransformConfig(), [0.0], [1.0], (1, 2, 2), 0, 3)
     with pytest.raises(ConfigError, match="batch of 1 image"):
-        train_epoch(state, Data(x, y, x, y), pipeline, TrainConfig(batch_size=4), loss_function("cross_entropy", 0.0))
+        train_epoch(state, Data(x, y, x, y), pipeline, TrainConfig(batch_size=batch_size), loss_fn)
