@@ -152,14 +152,15 @@ def check_dir(path: Path, what: str = "runs directory") -> None:
 
 
 def nearest_existing(path: Path) -> Path:
-    """path, or the nearest of its parents that exists ('.' at the latest)."""
-    return next(p for p in (path, *path.parents) if p.exists())
+    """path, or the nearest of its parents that exists, a broken link included ('.' at the latest)."""
+    return next(p for p in (path, *path.parents) if p.exists() or p.is_symlink())
 
 
 def file_in_the_way(path: Path, existing: Path, what: str = "runs directory") -> str:
     """What every command says when the directory `path` cannot be, because `existing` (path itself
-    or one of its parents) is a file."""
-    return f"{path} is a file, not a {what}" if existing == path else f"cannot create the {what} {path}: {existing} is a file"
+    or one of its parents) is a file, or a link to nothing (a drive not mounted)."""
+    kind = "a file" if existing.exists() else "a broken symbolic link"
+    return f"{path} is {kind}, not a {what}" if existing == path else f"cannot create the {what} {path}: {existing} is {kind}"
 
 
 def new_run_dir(root: Path, name: str, kind: str = "run") -> Path:

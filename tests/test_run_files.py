@@ -398,6 +398,21 @@ def test_every_command_refuses_a_runs_directory_that_is_a_file_in_the_same_words
     assert (tmp_path / "a_file").read_text() == "mine" and sorted(p.name for p in tmp_path.iterdir()) == ["a_file", "data"]
 
 
+def test_a_runs_directory_that_is_a_broken_link_is_named_as_one_not_the_working_directory(tmp_path, monkeypatch):
+    """A runs directory linked to a drive not mounted was 'cannot create the runs directory runs: . is a
+    file' (check_dir let it pass, then mkdir's 'File exists' was blamed on the nearest folder that exists)."""
+    monkeypatch.chdir(tmp_path)
+    Path("runs").symlink_to(tmp_path / "gone" / "runs")
+    for path, error in [
+        (Path("runs"), "runs is a broken symbolic link, not a runs directory"),
+        (Path("runs/sub"), "cannot create the runs directory runs/sub: runs is a broken symbolic link"),
+    ]:
+        for check in (runs.check_dir, runs.ensure_dir):
+            with pytest.raises(RunError, match=f"^{re.escape(error)}$"):
+                check(path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["runs"] and Path("runs").is_symlink()
+
+
 def test_check_dir_refuses_a_runs_directory_it_could_not_write_without_making_anything(tmp_path, monkeypatch):
     monkeypatch.setattr(runs.os, "access", lambda path, mode: False)  # as a user without write permission (tests run as root)
     with pytest.raises(RunError, match=f"^the runs directory {re.escape(str(tmp_path))} is not writable$"):
