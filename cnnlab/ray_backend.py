@@ -246,7 +246,7 @@ def _trial(params: dict, job: Job) -> None:
     from ray import tune
 
     from cnnlab.experiment import Stopped, run
-    from cnnlab.sweep import settle, stop_reason
+    from cnnlab.sweep import stop_reason
 
     sweep = job.sweep
     _, point, seed = decode(sweep, params)
@@ -274,7 +274,7 @@ def _trial(params: dict, job: Job) -> None:
         if not done:  # a run that finished before the sweep was interrupted keeps its files as they are
             run(cfg, runs_dir=job.trials_dir, data_dir=job.data_dir, resume=previous, on_epoch=report, cpu_share=job.threads)
     except Stopped as e:  # while telling Tune the earlier epochs (run() handles its own)
-        settle(previous, "stopped", str(e))
+        runs.settle(previous, "stopped", str(e))
     except CnnlabError as e:  # bad data on this node, a diverged loss, ...: the trial fails with one line, not retried
         made = _previous_run(Path(job.trials_dir), cfg.name)  # the run it made before failing (a NaN loss), if any
         tune.report({sweep.metric: math.nan, "epoch": 0, "epochs_planned": planned, "error": f"{e} ({_where(node)})",

@@ -15,6 +15,7 @@ import json
 import numbers
 import os
 import secrets
+import shutil
 import socket
 import tempfile
 import time
@@ -427,6 +428,48 @@ def shown_status(summary: dict, path: Path | None = None) -> str | None:
         if held is not None:
             return "running" if held else "dead"
     return "dead" if owner_alive(summary) is False else status
+
+
+def settle(run_dir: Path, status: str, reason: str | None) -> None:
+    """Make a run's summary.json say how it ended when the run's own process could not: Tune ends a
+    stopped trial's worker right after the epoch it reported, and a stopped study or sweep its Ray
+    workers, maybe before the run wrote its final status."""
+    summary = read_json(Path(run_dir) / SUMMARY)
+    if summary.get("status") != status:
+        summary.update(status=status, error=reason, finished_at=summary.get("finished_at") or utc_now())
+        write_json(Path(run_dir) / SUMMARY, summary)
+
+
+def settle_cut_off(members: Path, reason: str, keep: frozenset[str] = frozenset()) -> None:
+    """After a study or sweep stopped early, once Ray's workers are gone: its runs in `members` that
+    still say 'running' (or 'stopped', but those named in keep) become 'interrupted' with the reason,
+    or 'completed' where every planned epoch was written (as a run a signal reaches then says); a run
+    directory killed as it was made, before its first summary.json, is removed: nothing trained
+    there, `cnnlab runs` cannot list it, and a resume starts that run again elsewhere."""
+    dirs = [p for p in Path(members).iterdir() if p.is_dir()] if Path(members).is_dir() else []
+    for path in dirs:
+        if path.name in keep:
+            continue
+        if _never_written(path):
+            shutil.rmtree(path, ignore_errors=True)
+            continue
+        try:
+            summary = read_json(path / SUMMARY, {"epochs": int, "epochs_planned": int})
+            every_epoch = summary.get("epochs") is not None and summary["epochs"] == summary.get("epochs_planned")
+            if summary.get("status") == "running" and every_epoch:
+                settle(path, "completed", None)
+            elif summary.get("status") in ("running", "stopped"):
+                settle(path, "interrupted", reason)
+        except RunError:  # a summary edited by hand, a full disk: left as it is
+            continue
+
+
+def _never_written(run: Path) -> bool:
+    """Whether a run directory holds no summary.json and nothing else a run writes before it (the
+    directory's .kind and .lock, config.yaml, an atomic write's temp file cut off by a kill)."""
+    before_summary = {".kind", LOCK, CONFIG}
+    return not (run / SUMMARY).exists() and all(
+        f.name in before_summary or (f.name.startswith(".") and f.name.endswith(".tmp") and f.is_file()) for f in run.iterdir())
 
 
 def _kind(path: Path) -> str:

@@ -369,27 +369,12 @@ def stop_reason(sweep: Sweep, epoch) -> str:
     return f"stopped early by {sweep.spec.scheduler.name.upper() if sweep.spec.scheduler else 'Ray Tune'} after epoch {epoch}"
 
 
-def settle(run_dir: Path, status: str, reason: str) -> None:
-    """Make a trial's summary.json say what Tune decided when the trial's own process could not:
-    Tune ends a stopped trial's worker right after the epoch it reported, maybe before the run
-    wrote its final status."""
-    summary = runs.read_json(Path(run_dir) / runs.SUMMARY)
-    if summary.get("status") != status:
-        summary.update(status=status, error=reason, finished_at=summary.get("finished_at") or runs.utc_now())
-        runs.write_json(Path(run_dir) / runs.SUMMARY, summary)
-
-
 def settle_interrupted(sweep_dir: Path, records: list[dict]) -> None:
     """After an interrupted sweep, its trial runs still 'running', or 'stopped' without a Tune record
     saying the scheduler stopped them, become 'interrupted' (a trial Tune ends as the sweep stops
-    writes 'stopped' itself, even one Tune never heard from)."""
-    stopped = {Path(r["run_dir"]).name for r in records if r["status"] == "stopped" and r["run_dir"]}
-    for path in (Path(sweep_dir) / TRIALS).glob("*/" + runs.SUMMARY):
-        try:
-            if path.parent.name not in stopped and runs.read_json(path).get("status") in ("running", "stopped"):
-                settle(path.parent, "interrupted", f"the sweep was interrupted; {resume_hint(sweep_dir)}")
-        except CnnlabError:  # a summary cut short by the kill: nothing to settle
-            continue
+    writes 'stopped' itself, even one Tune never heard from); see runs.settle_cut_off."""
+    stopped = frozenset(Path(r["run_dir"]).name for r in records if r["status"] == "stopped" and r["run_dir"])
+    runs.settle_cut_off(Path(sweep_dir) / TRIALS, f"the sweep was interrupted; {resume_hint(sweep_dir)}", keep=stopped)
 
 
 # ---------------------------------------------------------------------------- results
@@ -434,7 +419,7 @@ def trial_rows(sweep: Sweep, sweep_dir: Path, records: list[dict]) -> list[dict]
         if status == "unfinished" and summary.get("status") == "completed":
             status = "completed"  # it finished as the sweep was interrupted, before Tune heard of its last epoch
         if run_dir and status == "stopped":
-            settle(run_dir, "stopped", stop_reason(sweep, summary.get("epochs")))
+            runs.settle(run_dir, "stopped", stop_reason(sweep, summary.get("epochs")))
         rows.append({
             **{key: show(rec["point"][key]) for key in sweep.keys}, "seed": rec["seed"],
             sweep.metric: summary.get(sweep.metric) if status in DONE else None,

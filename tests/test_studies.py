@@ -527,6 +527,64 @@ def test_a_study_on_a_local_ray_without_ray_installed_leaves_no_directory(tmp_pa
     assert not (tmp_path / "runs").exists()  # no failed study offering a resume that cannot work either
 
 
+def _ray_cut_off(monkeypatch, stop: BaseException):
+    """Ray's part of a study, faked as a real one ends when the study stops with cells on its
+    workers: the first cell completes; the killed workers left the second's summary 'running' after
+    its first epoch of two and the fourth's after its last, and the third's run directory without a
+    summary.json (killed as it was made, an atomic write's temp file left); then `stop` (a signal, a
+    lost node) ends the study."""
+    from cnnlab import ray_backend, runs
+
+    def killed(cfg, runs_dir, data_dir, after: int) -> None:
+        def stop(row, path):
+            if row["epoch"] == after:
+                raise KeyboardInterrupt
+
+        with contextlib.suppress(KeyboardInterrupt):
+            run(cfg, runs_dir=runs_dir, data_dir=data_dir, on_epoch=stop)
+        (path,) = Path(runs_dir).glob(f"*-{cfg.name}-*")  # its summary as that epoch's files were written
+        runs.write_json(path / "summary.json", {**json.loads((path / "summary.json").read_text()), "status": "running", "error": None, "finished_at": None})
+
+    def run_cells_on_ray(cells, *, runs_dir, data_dir=None, address=None, on_done=None, resume=None):
+        on_done(cells[0], run(cells[0].cfg, runs_dir=runs_dir, data_dir=data_dir))
+        killed(cells[1].cfg, runs_dir, data_dir, after=1)
+        killed(cells[3].cfg, runs_dir, data_dir, after=2)
+        unwritten = runs.new_run_dir(Path(runs_dir), cells[2].cfg.name)
+        (unwritten / ".lock").touch()
+        (unwritten / ".config.yaml.x1y2z3.tmp").write_text("seed: ")
+        raise stop
+
+    monkeypatch.setattr(ray_backend, "run_cells_on_ray", run_cells_on_ray)
+
+
+@pytest.mark.parametrize("how", ["SIGINT", "SIGTERM", "lost node"])
+def test_cells_that_ray_cut_off_are_settled_when_the_study_stops(tiny_data, tmp_path, capsys, monkeypatch, how):
+    """A study on Ray stopped by a signal (or failing: a lost node) left the cell whose worker was killed
+    'running' in its summary.json for good, and a cell directory without one. Now, as a sweep's
+    trials, the cell is interrupted, saying why and how to go on, and the empty directory is gone."""
+    pytest.importorskip("ray")
+    from cnnlab.interrupts import Interrupted
+
+    stop = RunError("cell 4 of 4 was lost on the cluster") if how == "lost node" else Interrupted(getattr(signal, how))
+    _ray_cut_off(monkeypatch, stop)
+    code, out, err = cnnlab(capsys, monkeypatch, "compare", "configs/mnist_fc.yaml", "--seeds", "4", "--address", "local",
+                            "train.epochs=2", "--data-dir", tiny_data, *FAST, "--runs-dir", tmp_path)
+    study = last_line(out)
+    assert code == {"SIGINT": 130, "SIGTERM": 143, "lost node": 1}[how], err
+    (first,), (cut_dir,), (last,) = ((study / "cells").glob(f"*-s{seed}-*") for seed in (0, 1, 3))
+    cut = json.loads((cut_dir / "summary.json").read_text())
+    assert cut["status"] == "interrupted" and cut["epochs"] == 1 and cut["finished_at"], cut
+    assert cut["error"] == (f"the study failed before this run finished: {stop}" if how == "lost node"
+                            else f"the study was interrupted; continue with: cnnlab compare --resume {study}")
+    done = json.loads((last / "summary.json").read_text())  # every epoch written: complete, as run() itself says of one a signal reaches then
+    assert (done["status"], done["epochs"], done["error"]) == ("completed", 2, None) and done["finished_at"], done
+    assert json.loads((first / "summary.json").read_text())["status"] == "completed"
+    assert sorted((study / "cells").iterdir()) == [first, cut_dir, last]  # the directory of the cell killed before its summary is gone
+    code, out, err = cnnlab(capsys, monkeypatch, "compare", "--resume", study)  # here: the cut-off cell goes on in its directory
+    assert code == 0, err
+    assert len(list((study / "cells").iterdir())) == 4 and json.loads((cut_dir / "summary.json").read_text())["status"] == "completed"
+
+
 def test_a_signal_between_cells_marks_the_study_interrupted(tmp_path):
     """SIGTERM outside any run's training (between cells, while evaluating or writing tables)."""
     from cnnlab.interrupts import Interrupted

@@ -489,7 +489,8 @@ def test_a_ctrl_c_that_tune_took_is_named_sigint(monkeypatch):
 
 
 def test_an_interrupted_sweep_says_how_to_continue_and_keeps_the_params_of_unfinished_points(tmp_path):
-    """finish() after Tune took a Ctrl-C and returned: one trial completed, one cut off, one never started."""
+    """finish() after Tune took a Ctrl-C and returned: one trial completed, one cut off, one never started
+    (its run directory, made as the kill came, held no summary.json: removed, as a study's cell of the kind)."""
     from cnnlab import runs
     from cnnlab.sweep import display_rows, finish, start
 
@@ -499,7 +500,10 @@ def test_an_interrupted_sweep_says_how_to_continue_and_keeps_the_params_of_unfin
     records[1]["status"] = "unfinished"
     cut_off = Path(records[1]["run_dir"])
     runs.write_json(cut_off / "summary.json", {**runs.read_json(cut_off / "summary.json"), "status": "running", "test_acc": None})
+    unwritten = runs.new_run_dir(sweep_dir / "trials", "t20")
+    (unwritten / ".config.yaml.x1y2z3.tmp").write_text("seed: ")
     outcome = finish(sweep, sweep_dir, records)
+    assert not unwritten.exists()
 
     summary = json.loads((sweep_dir / "summary.json").read_text())
     assert (outcome.status, summary["status"]) == ("interrupted", "interrupted")

@@ -96,7 +96,8 @@ class StudyRecord:
     def running(self):
         """Hold the study's lock (one process runs a study at a time) and mark it completed, failed
         or interrupted, whichever way the block ends; the last two say how to resume it, and carry
-        the study directory (see errors.in_run), not a cell's run directory."""
+        the study directory (see errors.in_run), not a cell's run directory. Its cells cut off on the
+        way (their Ray workers gone, the block left) are settled as a sweep's trials are."""
         from cnnlab.engine import NonFiniteLoss
         from cnnlab.interrupts import Interrupted, interruptible
 
@@ -108,9 +109,11 @@ class StudyRecord:
             except KeyboardInterrupt as e:  # also Interrupted (SIGINT/SIGTERM)
                 stopped = Interrupted.of(e, "study", f"finished cells are kept; continue with: {resume}", signals.received)
                 self.update(status="interrupted", error=str(stopped), finished_at=runs.utc_now())  # what show says, as a sweep's
+                runs.settle_cut_off(self.cells, f"the study was interrupted; continue with: {resume}")
                 raise in_run(stopped, self.path) from None
             except BaseException as e:
                 self.update(status="failed", error=first_line(e), finished_at=runs.utc_now())
+                runs.settle_cut_off(self.cells, f"the study failed before this run finished: {first_line(e)}")
                 if isinstance(e, NonFiniteLoss):  # the planned configs would diverge again
                     raise in_run(NonFiniteLoss(f"{e}; a resume replays the same configs: start a new study with other settings"), self.path) from None
                 if isinstance(e, CnnlabError):
