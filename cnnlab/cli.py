@@ -174,7 +174,7 @@ def train(
 
     progress = ConsoleProgress(cfg.train.epochs, cfg.name)
     try:
-        result = run(cfg, runs_dir=runs_dir, data_dir=data_dir, resume=resume, progress=progress)
+        result = run(cfg, runs_dir=runs_dir, data_dir=data_dir, resume=resume, progress=progress, on_note=progress.note)
     finally:
         progress.close()
     s = result.summary

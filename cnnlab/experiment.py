@@ -234,9 +234,11 @@ def run(
     progress=None,
     on_epoch=None,
     cpu_share: int | None = None,
+    on_note: Callable[[str], None] | None = None,
 ) -> RunResult:
     """Train cfg in a new run directory under runs_dir (or continue the run at `resume`), on at most
-    cpu_share CPU threads when the config does not set train.threads (default: all cores).
+    cpu_share CPU threads when the config does not set train.threads (default: all cores). on_note
+    gets the hints for the person watching (a machine too crowded for the run's threads).
 
     SIGINT and SIGTERM raise Interrupted from the first line: before the run directory exists
     nothing is lost; after, the run is marked interrupted and keeps its last complete epoch.
@@ -244,10 +246,10 @@ def run(
     """
     signals = Signals()
     with signals.installed():
-        return _run(cfg, signals, runs_dir, data_dir, resume, progress, on_epoch, cpu_share)
+        return _run(cfg, signals, runs_dir, data_dir, resume, progress, on_epoch, cpu_share, on_note)
 
 
-def _run(cfg: Config, signals: Signals, runs_dir, data_dir, resume, progress, on_epoch, cpu_share) -> RunResult:
+def _run(cfg: Config, signals: Signals, runs_dir, data_dir, resume, progress, on_epoch, cpu_share, on_note) -> RunResult:
     device = resolve_device(cfg.device)
     if resume is not None:
         resume = runs.open_run(resume, resuming=True)
@@ -260,11 +262,10 @@ def _run(cfg: Config, signals: Signals, runs_dir, data_dir, resume, progress, on
         tensorboard.require()
     setting_up = Stretch()
     data, pipeline, state, loss_fn = setup(cfg, device, data_dir, cpu_share, stored=resume is not None)
-    show_note = getattr(progress, "note", None)  # cnnlab train's console; not the studies' or sweeps' runs
-    if show_note is not None and device.type == "cpu" and cfg.train.threads is None:
+    if on_note is not None and device.type == "cpu" and cfg.train.threads is None:  # not a sweep's trials
         note = crowding_note(torch.get_num_threads(), setting_up.others(), setting_up.seconds(), os.cpu_count() or 1)
         if note:
-            show_note(note)
+            on_note(note)
     model = unwrap(state.model)
     path: Path | None = None  # set once the run directory holds a true summary
     log: tensorboard.EpochLog | None = None  # the TensorBoard log, when asked for

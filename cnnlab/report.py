@@ -126,6 +126,12 @@ class ConsoleProgress:
             self._bar = None
 
 
+def note(text: str) -> None:
+    """A study's hint for the person watching, as ConsoleProgress.note: stderr, a terminal only."""
+    if on_a_terminal():
+        print(text, file=sys.stderr, flush=True)
+
+
 def table(rows: list[dict], columns: list[str] | None = None, title: str | None = None, whole: tuple[str, ...] = ()) -> Table:
     """A rich table of rows; the `whole` columns (a run id to copy) are never cut or wrapped."""
     columns = columns or (list(rows[0]) if rows else [])

@@ -96,12 +96,14 @@ def run_cells(
     address: str | None = None,
     on_done: Callable | None = None,
     previous: list[Path | None] | None = None,
+    on_note: Callable[[str], None] | None = None,
 ) -> list:
     """Run every cell and return their RunResults in the cells' order.
 
     Without `address` the cells run one after another in this process; with it (local, auto,
     HOST:PORT) each cell is a Ray task on that cluster and on_done is called as they finish.
     previous: each cell's run from an earlier attempt, taken when completed, else resumed.
+    on_note: the first hint the cells run here give (a machine too crowded for their threads), once.
     """
     previous = previous or [None] * len(cells)
     results: list = [finished_result(p) if p is not None else None for p in previous]
@@ -119,8 +121,15 @@ def run_cells(
         return results
     from cnnlab.experiment import run
 
+    said: list[str] = []  # a crowded machine is said once a study, not once a cell
+
+    def note_once(text: str) -> None:
+        if not said:
+            said.append(text)
+            on_note(text)
+
     for i in todo:
-        results[i] = run(cells[i].cfg, runs_dir=runs_dir, data_dir=data_dir, resume=previous[i])
+        results[i] = run(cells[i].cfg, runs_dir=runs_dir, data_dir=data_dir, resume=previous[i], on_note=note_once if on_note else None)
         if on_done is not None:
             on_done(cells[i], results[i])
     return results

@@ -125,7 +125,7 @@ def compare(
     """
     from cnnlab.errors import counted
     from cnnlab.figures import comparison_bars
-    from cnnlab.report import console, markdown, say, table
+    from cnnlab.report import console, markdown, note, say, table
     from cnnlab.runner import previous_runs, run_cells
     from cnnlab.runs import check_dir, resumed_data_dir, runs_root
     from cnnlab.studies import compare as study
@@ -173,7 +173,7 @@ def compare(
 
     with record.running():
         say(f"{name}: {what} in {record.path}")
-        results = run_cells(cells, runs_dir=record.cells, data_dir=data_dir, address=address, on_done=on_done, previous=previous)
+        results = run_cells(cells, runs_dir=record.cells, data_dir=data_dir, address=address, on_done=on_done, previous=previous, on_note=note)
         rows = [study.cell_row(c, r) | {"run_dir": p} for c, r, p in zip(cells, results, _cell_paths(record, results))]
         summary = study.summarize(rows)
         shown, text = study.display_rows(summary), study.reading(summary)
@@ -214,7 +214,7 @@ def shift_sweep(
     from cnnlab.data import load_splits
     from cnnlab.experiment import resolve_device
     from cnnlab.figures import accuracy_vs_shift, probability_heatmap, shift_heatmaps
-    from cnnlab.report import console, markdown, say, table
+    from cnnlab.report import console, markdown, note, say, table
     from cnnlab.runner import Cell, previous_runs, run_cells
     from cnnlab.runs import check_dir, resumed_data_dir, runs_root
     from cnnlab.studies import shift_sweep as study
@@ -271,7 +271,7 @@ def shift_sweep(
         if cells:
             say(f"{name}: training {len(cells)} model(s){', resumed,' if resume is not None else ''} in {record.path}")
         on_done = lambda cell, r: say(f"{cell.labels['model']}: test accuracy {r.summary['test_acc']:.2%} after {r.summary['epochs']} epoch(s), {r.summary['train_seconds']:.1f} s")  # noqa: E731
-        results = run_cells(cells, runs_dir=record.cells, data_dir=data_dir, address=address, on_done=on_done, previous=previous)
+        results = run_cells(cells, runs_dir=record.cells, data_dir=data_dir, address=address, on_done=on_done, previous=previous, on_note=note)
         trained = [study.load_trained(r.path, c.labels["model"], device) for c, r in zip(cells, results)]
         for t in reused:
             if t.label in {u.label for u in trained}:
