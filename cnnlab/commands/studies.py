@@ -24,6 +24,18 @@ def _slug(label: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", label).strip("_") or "model"
 
 
+def _image_names(labels: list[str]) -> list[str]:
+    """image_<slug>.png per label; a name an earlier label took gets -2, -3, ... (CNN+aug and 'CNN aug')."""
+    names: list[str] = []
+    for label in labels:
+        stem = f"image_{_slug(label)}"
+        name, n = f"{stem}.png", 2
+        while name in names:
+            name, n = f"{stem}-{n}.png", n + 1
+        names.append(name)
+    return names
+
+
 def _joined(values) -> str:
     return ",".join(dict.fromkeys(str(v) for v in values))
 
@@ -300,11 +312,11 @@ def shift_sweep(
         image_axis = "y" if opts.axis == "y" else "x"
         shifts = study.offsets(opts.max_shift, image_axis)
         prob_rows, image_lines = [], []
-        for t, (train, _) in zip(trained, splits):
+        for t, (train, _), figure_name in zip(trained, splits, _image_names([t.label for t in trained])):
             probs = study.image_probabilities(t, train, image, shifts, opts.mode)
             steps = [dx if image_axis == "x" else dy for dx, dy in shifts]
             heading = f"{t.label}: {opts.image_split} image {opts.image_index} ({classes[label]}) shifted along {image_axis} ({opts.mode})"
-            record.write_figure(f"image_{_slug(t.label)}.png", probability_heatmap(probs, steps, classes, heading))
+            record.write_figure(figure_name, probability_heatmap(probs, steps, classes, heading))
             prob_rows += [{"model": t.label, "dx": dx, "dy": dy, **dict(zip(classes, map(float, p)))} for (dx, dy), p in zip(shifts, probs)]
             image_lines.append(study.image_reading(t.label, probs, steps, label, classes))
         record.write_table("image_probs", prob_rows)
