@@ -1323,3 +1323,14 @@ def test_labels_that_make_the_same_file_name_get_one_image_figure_each(tiny_data
     images = [f for f in json.loads((study / "summary.json").read_text())["files"] if f.startswith("image_") and f.endswith(".png")]
     assert images == ["image_CNN_aug.png", "image_CNN_aug-2.png"]
     assert all((study / f).is_file() for f in images)
+
+
+def test_shift_reading_says_a_tie_rather_than_naming_the_first_model():
+    """Two models that lose the same 2.1 points: the reading named the first as the one that 'loses
+    the least'. Now it says they fare alike, and names every leader where the rest fare worse."""
+    accs = {"CNN+aug": (0.305, 0.284), "CNN aug": (0.305, 0.2842), "FC": (0.60, 0.40)}
+    rows = [{"model": m, "dx": dx, "dy": 0, "test_acc": centred if dx == 0 else shifted}
+            for m, (centred, shifted) in accs.items() for dx in (-1, 0, 1)]
+    assert shift_sweep.reading(rows, "x", "roll").endswith("(-20.0 points); CNN+aug and CNN aug lose the least at 1 px.")
+    rows = [r for r in rows if r["model"] != "FC"]
+    assert shift_sweep.reading(rows, "x", "roll").endswith("(-2.1 points); CNN+aug and CNN aug fare alike at 1 px.")

@@ -150,13 +150,19 @@ def reading(rows: list[dict], axis: str, mode: str) -> str:
         change[model] = shifted - centred
         parts.append(f"{model} from {centred:.1%} to {shifted:.1%} ({100 * change[model]:+.1f} points)")
     where = {"x": "along x (mean of both directions", "y": "along y (mean of both directions", "both": "along x or y (mean of the four directions"}[axis]
-    best = max(change, key=change.get)
     text = f"Shifted by {s} px {where}, {mode}), " + ", ".join(parts)
     if len(change) == 1:
         return text + "."
-    points = round(100 * change[best], 1)  # as the parts show it
-    fares = "loses the least" if points < 0 else "gains the most" if points > 0 else "keeps its accuracy best"
-    return text + f"; {best} {fares} at {s} px."
+    shown = {m: round(100 * c, 1) for m, c in change.items()}  # as the parts show it
+    points = max(shown.values())
+    leaders = [m for m in shown if shown[m] == points]
+    if len(leaders) == len(shown):
+        return text + f"; {' and '.join(leaders)} fare alike at {s} px."
+    if len(leaders) > 1:
+        fares = "lose the least" if points < 0 else "gain the most" if points > 0 else "keep their accuracy best"
+    else:
+        fares = "loses the least" if points < 0 else "gains the most" if points > 0 else "keeps its accuracy best"
+    return text + f"; {' and '.join(leaders)} {fares} at {s} px."
 
 
 def _ranges(values: list[int]) -> str:
