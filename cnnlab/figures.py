@@ -43,15 +43,16 @@ def comparison_bars(table, title: str) -> Figure:
         rows = table[table["permuted"] == permuted].set_index("model").reindex(models)
         x = np.arange(len(models)) + (i - (len(conditions) - 1) / 2) * width
         mean = 100 * rows["test_acc_mean"].to_numpy()
-        std = np.nan_to_num(100 * rows["test_acc_std"].to_numpy())  # one seed: no error bar
-        ax.bar(x, mean, width, yerr=std, capsize=4, label="permuted pixels" if permuted else "ordered pixels",
+        std = np.nan_to_num(100 * rows["test_acc_std"].to_numpy())
+        spread = rows["test_acc_std"].notna().any()  # one seed: no error bar (not a zero-length one with caps)
+        ax.bar(x, mean, width, yerr=std if spread else None, capsize=4, label="permuted pixels" if permuted else "ordered pixels",
                color="tab:orange" if permuted else "tab:blue")
         for xi, m, sd in zip(x, mean, std):
             if m == m:  # a model without this condition has no bar
                 ax.text(xi, m + sd + 1.5, f"{m:.1f}", ha="center", va="bottom", fontsize=9)
     seeds = int(table["seeds"].max())
     ax.set(xticks=np.arange(len(models)), xticklabels=[plain(m) for m in models], ylim=(0, 115), xlabel="model", ylabel="test accuracy (%)",
-           title=f"{plain(title)}\nmean ± std over {counted(seeds, 'seed')}")
+           title=f"{plain(title)}\n" + (f"mean ± std over {counted(seeds, 'seed')}" if seeds > 1 else "1 seed, no spread"))
     if len(conditions) > 1:  # one condition (ordered pixels only): nothing for a legend to tell apart
         ax.legend(loc="upper center", ncols=len(conditions), frameon=False)
     ax.grid(axis="y", alpha=0.3)

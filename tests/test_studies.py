@@ -182,8 +182,13 @@ def test_one_seed_has_no_spread_rather_than_zero_spread(tmp_path):
     assert compare.display_rows(table)[0]["test accuracy (± std)"] == "88.00% ± -"
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # a NaN error bar or label position warns
-        figures.save(figures.comparison_bars(table, "one seed"), tmp_path / "a.png")
+        fig = figures.comparison_bars(table, "one seed")
+        figures.save(fig, tmp_path / "a.png")
     assert (tmp_path / "a.png").stat().st_size > 0
+    # no error bar, not one of zero length with its caps, and a title that promises no std
+    (ax,) = fig.axes
+    assert all(bars.errorbar is None for bars in ax.containers)
+    assert ax.get_title().endswith("\n1 seed, no spread")
 
 
 def test_shift_reading_names_the_model_that_loses_least_not_the_most_accurate():
