@@ -671,6 +671,9 @@ def test_an_interrupted_shift_sweep_resumes(fashion_run, tiny_data, tmp_path, ca
     monkeypatch.setattr(experiment, "run", real)
     (study,) = (tmp_path / "stopped").iterdir()
     assert last_line(out) == study
+    # listed with its dataset and models as a compare study is (runs --dataset found no interrupted shift-sweep)
+    summary = json.loads((study / "summary.json").read_text())
+    assert (summary["status"], summary["dataset"], summary["model"], summary["epochs"]) == ("interrupted", "fashion-mnist", "fc,cnn", 2)
     code, out, err = cnnlab(capsys, monkeypatch, "shift-sweep", "--resume", study)
     assert code == 0, err
     pd.testing.assert_frame_equal(pd.read_csv(study / "table.csv"), whole)

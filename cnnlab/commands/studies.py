@@ -277,7 +277,8 @@ def shift_sweep(
             "name": name, "options": opts.model_dump(), "device": device, "data_dir": str(data_dir.resolve()) if data_dir else None,
             "cells": _plan_cells(cells), "reused": [{"label": t.label, "path": str(t.run_dir.resolve())} for t in reused],
         }
-        record = StudyRecord(runs_root(runs_dir), name, plan, study="shift-sweep", **opts.model_dump(), cells=[], test_acc=None)
+        record = StudyRecord(runs_root(runs_dir), name, plan, study="shift-sweep", **opts.model_dump(), cells=[], test_acc=None,
+                             dataset=configs[0].dataset.name, model=_joined(c.model.name for c in configs), epochs=max(c.train.epochs for c in configs))
 
     with record.running():
         if cells:
