@@ -562,8 +562,14 @@ def switch_variants(data: dict, names: dict[str, Any], explicit: set[str], schem
         fields = set(kind[0].model_fields) if kind else set()
         for k in [k for k in node if k != "name"]:
             dotted = ".".join([*section, k])
-            if dotted not in explicit and not (dotted in every and k in fields):
+            if not _set_on_purpose(dotted, explicit) and not (dotted in every and k in fields):
                 del node[k]
+
+
+def _set_on_purpose(dotted: str, explicit: set[str]) -> bool:
+    """Whether dotted is among the explicit keys, or holds one: a mapping given for a key
+    (optimizer.betas={a: 1}) counts as its leaves (optimizer.betas.a) there, and is kept to be refused."""
+    return dotted in explicit or any(key.startswith(dotted + ".") for key in explicit)
 
 
 def leaf_keys(values: dict) -> set[str]:

@@ -70,6 +70,13 @@ def test_switching_a_sections_kind_in_a_file_gives_the_new_kinds_defaults():
     assert (dataset.name, dataset.data_dir, dataset.download, dataset.train_subset) == ("fashion-mnist", "/d", False, 100)
 
 
+def test_a_mapping_given_for_a_key_beside_a_switch_is_refused_not_dropped():
+    """optimizer.name=adam 'optimizer.betas={a: 1}' printed and trained Adam's default betas: the switch
+    kept only the dotted keys below the mapping (optimizer.betas.a), so it dropped the key the user set."""
+    assert "optimizer.betas: Input should be a valid tuple" in error_of(["optimizer.name=adam", "optimizer.betas={a: 1}"])
+    assert "model.hidden: Input should be a valid list" in error_of(["model.name=fc", "model.hidden={a: 1}"])
+
+
 def test_override_of_a_default_section_keeps_its_other_defaults():
     cfg = config_from_dict(BASE, ["optimizer.momentum=0.9"])
     assert cfg.optimizer.name == "sgd" and cfg.optimizer.momentum == 0.9 and cfg.optimizer.lr == 0.01
