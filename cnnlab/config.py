@@ -733,10 +733,12 @@ def _describe(err: dict, schema: type[BaseModel], data: dict, names: dict[str, s
     is_section = kind in ("model_type", "model_attributes_type") and sections
     if is_section and _may_be_none(schema, path) and str(got).lower() in ("off", "none", "no", "false", "0"):
         return f"{shown}: a section, not {_as_typed(got)}; for no {shown}: {shown}=null (or leave it out)"
-    if isinstance(got, str) and is_section and all("name" in m.model_fields for m in sections):  # model=fc
+    if got is not None and is_section and all("name" in m.model_fields for m in sections):  # model=fc, loss=5
         kinds = [name for m in sections for name in typing.get_args(m.model_fields["name"].annotation)]
         name = got if got in kinds else f"NAME, one of {', '.join(map(repr, kinds))}"  # schedule=off: not a schedule's name
-        return f"{shown}: a section, not {got!r}; to choose one by name: {shown}.name={name}"
+        return f"{shown}: a section, not {_given(got)}; to choose one by name: {shown}.name={name}"
+    if is_section:  # train=fast, `dataset:` with nothing under it
+        return f"{shown}: a section of keys ({', '.join(sections[0].model_fields)}), not {_given(got)}; leave it out for its defaults"
     got_text = "" if isinstance(got, (dict, list)) or kind.startswith("value_error") else f" (got {_as_typed(got)})"
     return f"{shown}: {msg}{got_text}" if shown else f"{msg}{got_text}"
 
@@ -744,6 +746,11 @@ def _describe(err: dict, schema: type[BaseModel], data: dict, names: dict[str, s
 def _as_typed(value) -> str:
     """A value refused, as the user typed it: 'yes', 0.5, true (not Python's True), no value."""
     return "no value" if value is None else str(value).lower() if isinstance(value, bool) else repr(value)
+
+
+def _given(value) -> str:
+    """A value given where a section belongs, in words: empty, a list, 5, 'fast'."""
+    return "empty" if value is None else "a list" if isinstance(value, list) else _as_typed(value)
 
 
 def _choice_names(schema: type[BaseModel], section: str) -> str:

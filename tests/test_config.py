@@ -230,7 +230,7 @@ def test_wrong_values_name_the_key():
 def test_an_empty_value_is_named_as_such():
     """train.epochs= (or `epochs:` left empty in a file) said only 'Input should be a valid integer'."""
     assert error_of(["train.epochs="]) == "config: train.epochs: Input should be a valid integer (got no value)"
-    assert error_of(["train=~"]).endswith("(got no value)")
+    assert error_of(["train=~"]).endswith("not empty; leave it out for its defaults")
     assert config_from_dict(BASE, ["train.max_steps=", "schedule="]).train.max_steps is None  # where null is a value
 
 
@@ -283,7 +283,18 @@ def test_a_kind_given_for_its_section_says_to_set_the_name():
     assert error_of(["model=fc"]) == "config: model: a section, not 'fc'; to choose one by name: model.name=fc"
     for key, name in (("optimizer", "adam"), ("schedule", "cosine"), ("dataset", "cifar10"), ("loss", "bce")):
         assert f"{key}: a section, not '{name}'; to choose one by name: {key}.name={name}" in error_of([f"{key}={name}"])
-    assert "train: Input should be a valid dictionary" in error_of(["train=fast"])  # a section without a name
+    assert "train: a section of keys (epochs, batch_size, " in error_of(["train=fast"])  # a section without a name
+
+
+def test_a_section_given_nothing_a_number_or_a_list_says_it_is_a_section():
+    """`dataset:` with its keys commented out, train=5 or transform.shift=3 said 'Input should be a valid
+    dictionary or instance of DatasetConfig', a class the user never wrote."""
+    assert error_of(["dataset=null"]) == ("config: dataset: a section of keys (name, data_dir, download, train_subset, test_subset), "
+                                          "not empty; leave it out for its defaults")
+    assert error_of(["transform.shift=3"]) == "config: transform.shift: a section of keys (dx, dy, mode), not 3; leave it out for its defaults"
+    assert error_of(["reported=[1]"]).startswith("config: reported: a section of keys (test_acc, test_acc_permuted, source), not a list;")
+    assert error_of(["loss=5"]).startswith("config: loss: a section, not 5; to choose one by name: loss.name=NAME, one of 'cross_entropy'")
+    assert error_of(["optimizer=[1]"]).startswith("config: optimizer: a section, not a list; to choose one by name: optimizer.name=NAME")
 
 
 def test_a_config_without_a_model_says_to_give_model_name():
