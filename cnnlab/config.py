@@ -473,7 +473,7 @@ def read_yaml(path: str | Path, what: str = "config", stored: bool = False) -> d
     if data is None:
         raise ConfigError(f"{path}: the {what} file is empty")
     if not isinstance(data, dict):
-        raise ConfigError(f"{path}: the {what} must be a mapping of keys to values, not a {type(data).__name__}")
+        raise ConfigError(f"{path}: the {what} must be a mapping of keys to values, not {_given(data)}")
     return data
 
 

@@ -227,6 +227,15 @@ def test_wrong_values_name_the_key():
     assert "valid names: 'step', 'cosine'" in error_of(["schedule.warmup_epochs=1"])  # an optional section
 
 
+@pytest.mark.parametrize(("text", "shown"), [("42\n", "42"), ("- a\n- b\n", "a list"), ("just words\n", "'just words'"), ("true\n", "true")])
+def test_a_config_that_is_not_a_mapping_says_what_it_is_in_words(tmp_path, text, shown):
+    """A file holding 42 was 'not a int', one holding words 'not a str': Python's type names."""
+    (tmp_path / "c.yaml").write_text(text)
+    with pytest.raises(ConfigError) as e:
+        read_yaml(tmp_path / "c.yaml")
+    assert str(e.value) == f"{tmp_path / 'c.yaml'}: the config must be a mapping of keys to values, not {shown}"
+
+
 def test_an_empty_value_is_named_as_such():
     """train.epochs= (or `epochs:` left empty in a file) said only 'Input should be a valid integer'."""
     assert error_of(["train.epochs="]) == "config: train.epochs: Input should be a valid integer (got no value)"
