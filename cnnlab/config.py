@@ -717,6 +717,12 @@ def _describe(err: dict, schema: type[BaseModel], data: dict, names: dict[str, s
             return f"{what}: missing 'name'; valid names: {expected}"
         tag = err.get("ctx", {}).get("tag")
         return f"unknown {what} {tag!r}; valid names: {expected}"
+    if kind == "missing" and isinstance(loc[-1], int):  # betas=[0.9]: a tuple given too few values
+        cls, path = _walk(schema, loc[:-1])
+        field = cls.model_fields.get(path[-1]) if cls is not None else None
+        if field is not None:
+            takes = len(typing.get_args(field.annotation))
+            return f"{'.'.join(path)}: takes {takes} values, not {len(err['input'])} (got {err['input']})"
     path = _walk(schema, loc)[1]
     shown = names.get(".".join(path), ".".join(path))
     if (kind == "missing" or err.get("input") is None) and _choices(schema, path):  # no model section, or `model:` with nothing

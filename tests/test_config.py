@@ -236,6 +236,12 @@ def test_a_config_that_is_not_a_mapping_says_what_it_is_in_words(tmp_path, text,
     assert str(e.value) == f"{tmp_path / 'c.yaml'}: the config must be a mapping of keys to values, not {shown}"
 
 
+def test_a_pair_given_too_few_values_says_how_many_it_takes():
+    """optimizer.betas=[0.9] said 'optimizer.betas.1: Field required': a key the user never wrote."""
+    assert error_of(["optimizer.name=adam", "optimizer.betas=[0.9]"]) == "config: optimizer.betas: takes 2 values, not 1 (got [0.9])"
+    assert error_of(["optimizer.name=adamw", "optimizer.betas=[]"]) == "config: optimizer.betas: takes 2 values, not 0 (got [])"
+
+
 def test_an_empty_value_is_named_as_such():
     """train.epochs= (or `epochs:` left empty in a file) said only 'Input should be a valid integer'."""
     assert error_of(["train.epochs="]) == "config: train.epochs: Input should be a valid integer (got no value)"
