@@ -699,8 +699,7 @@ def _kinds_of(field, section) -> list[type[BaseModel]]:
 
 def _describe(err: dict, schema: type[BaseModel], data: dict, names: dict[str, str]) -> str:
     kind = err["type"]
-    key = len(err["loc"]) - 1 if kind == "extra_forbidden" else None  # an unknown key is the user's, even one named Config
-    loc = tuple(p for i, p in enumerate(err["loc"]) if i == key or not _is_member_name(p, schema))
+    loc = _user_loc(err, schema)
     if kind == "extra_forbidden":
         cls, path = _walk(schema, loc)
         fields = list(cls.model_fields) if cls is not None else []
@@ -773,19 +772,40 @@ def _says_most(err: dict) -> int:
     return 0 if err["type"].endswith(("_type", "_parsing")) else 2
 
 
-def validate(data: dict, schema: type[BaseModel] = Config, source: str = "config", stored: bool = False, names: dict[str, str] | None = None):
+def validate(
+    data: dict, schema: type[BaseModel] = Config, source: str = "config", stored: bool = False,
+    names: dict[str, str] | None = None, overrides: list[str] | None = None,
+):
     """Validate a raw dict against a schema; the first problem becomes one ConfigError line. stored:
     a config cnnlab wrote itself (a run's, a study's plan), held to the checks it was written under.
     names: what the user typed for a key (max_shift: --max-shift), as the error names it; source '':
-    no prefix."""
+    no prefix. overrides: the KEY=VALUE texts applied to data, one of which an unknown key names."""
     try:
         return schema.model_validate(data, context={"stored": stored})
     except ValidationError as e:
         # of the alternatives of a plain union, the deepest error is the one that says most; at equal
         # depth, an unknown key (`spce:`) is the likelier mistake than the key it leaves missing (`space`)
         error = max(e.errors(), key=lambda err: (len(err["loc"]), err["type"] == "extra_forbidden", _says_most(err)))
-        prefix = f"{source}: " if source else ""
-        raise ConfigError(prefix + _describe(error, schema, data, names or {})) from None
+        given = _override_of(error, schema, overrides or [])  # a typo on the command line, not in the file
+        where = ", ".join([*([source] if source else []), *([f"override {given}"] if given else [])])
+        raise ConfigError((f"{where}: " if where else "") + _describe(error, schema, data, names or {})) from None
+
+
+def _override_of(err: dict, schema: type[BaseModel], overrides: list[str]) -> str | None:
+    """The override (KEY=VALUE as typed) that brought in the unknown key err names, if one did."""
+    if err["type"] != "extra_forbidden":
+        return None
+    unknown = ".".join(_walk(schema, _user_loc(err, schema))[1]) + "."
+    # optimzer.lr=0.1 names optimzer; train={epoch: 3} replaces train, so the typo below it is its own
+    keys = {text: parse_override(text)[0] + "." for text in overrides}
+    return next((text for text, key in keys.items() if key.startswith(unknown) or unknown.startswith(key)), None)
+
+
+def _user_loc(err: dict, schema: type[BaseModel]) -> tuple:
+    """err's location as the user wrote it: without the union members' class names pydantic adds
+    (an unknown key is the user's, even one named like a class)."""
+    key = len(err["loc"]) - 1 if err["type"] == "extra_forbidden" else None
+    return tuple(p for i, p in enumerate(err["loc"]) if i == key or not _is_member_name(p, schema))
 
 
 def read_config_yaml(path: str | Path, stored: bool = False) -> dict:
@@ -804,7 +824,7 @@ def load_config(path: str | Path, overrides: list[str] | None = None, stored: bo
     data = apply_overrides(data, overrides or [], Config)
     drop_foreign_reported(data, experiment, [parse_override(text)[0] for text in overrides or []])
     data.setdefault("name", re.sub(r"[^A-Za-z0-9_.-]+", "_", Path(path).stem))  # "my exp.yaml" -> my_exp
-    return validate(data, Config, str(path), stored)
+    return validate(data, Config, str(path), stored, overrides=overrides)
 
 
 def model_and_dataset(data: dict) -> tuple:
@@ -822,7 +842,7 @@ def drop_foreign_reported(data: dict, experiment: tuple, keys) -> None:
 
 def config_from_dict(data: dict, overrides: list[str] | None = None, source: str = "config", stored: bool = False) -> Config:
     data = apply_overrides(copy.deepcopy(data), overrides or [], Config)
-    return validate(data, Config, source, stored)
+    return validate(data, Config, source, stored, overrides=overrides)
 
 
 def flatten(data: dict, prefix: str = "") -> dict:

@@ -424,7 +424,8 @@ def test_a_key_typed_in_capitals_is_named_as_typed():
     assert "unknown key 'train.max-steps'; did you mean 'train.max_steps'?" in error_of(["train.max-steps=5"])
     assert "unknown key 'Config'; valid keys here: name, seed" in error_of([], {**BASE, "Config": 1})  # a class's name
     # the names pydantic adds are still left out
-    assert error_of(["transform.normalize={mean: [0.5], sd: [0.2]}"]).startswith("config: unknown key 'transform.normalize.sd'")
+    assert error_of(["transform.normalize={mean: [0.5], sd: [0.2]}"]).startswith(
+        "config, override transform.normalize={mean: [0.5], sd: [0.2]}: unknown key 'transform.normalize.sd'")
 
 
 # what `cnnlab train CONFIG --print-config` prints, given back as CONFIG, must print the same again
@@ -498,3 +499,20 @@ def test_the_articles_number_is_dropped_when_an_override_changes_the_model_or_da
     assert load_config(path, ["model.name=fc"]).reported is None
     assert load_config(path, ["dataset.name=fashion-mnist"]).reported is None
     assert load_config(path, ["model.name=fc", "reported.test_acc=0.9"]).reported.test_acc == 0.9
+
+
+def test_an_unknown_key_from_the_command_line_is_named_as_an_override_not_as_the_files(tmp_path):
+    """Both walkthroughs of the README found `cnnlab train configs/mnist_cnn.yaml optimzer.lr=0.1` saying
+    "configs/mnist_cnn.yaml: unknown key 'optimzer'": the file is fine, the typo was typed."""
+    config = ROOT / "configs/mnist_cnn.yaml"
+    with pytest.raises(ConfigError) as e:
+        load_config(config, ["train.epochs=2", "optimzer.lr=0.1"])
+    assert str(e.value) == f"{config}, override optimzer.lr=0.1: unknown key 'optimzer'; did you mean 'optimizer'?"
+    with pytest.raises(ConfigError) as e:  # a mapping given replaces the section: a typo below it is its own
+        load_config(config, ["train={epoch: 3}"])
+    assert str(e.value) == f"{config}, override train={{epoch: 3}}: unknown key 'train.epoch'; did you mean 'train.epochs'?"
+    typo = tmp_path / "typo.yaml"  # the file's own typo stays the file's, whatever the overrides
+    typo.write_text(config.read_text().replace("train:", "trian:"))
+    with pytest.raises(ConfigError) as e:
+        load_config(typo, ["train.epochs=2", "optimizer.lr=0.1"])
+    assert str(e.value) == f"{typo}: unknown key 'trian'; did you mean 'train'?"

@@ -266,7 +266,7 @@ def test_named_study_lookup_user_study_and_errors(tmp_path, monkeypatch):
 def test_a_study_names_its_members_by_their_plain_paths(capsys, monkeypatch, tmp_path):
     """A member was shown as configs/studies/../mnist_fc.yaml, as the study file gives it."""
     code, _, err = cnnlab(capsys, monkeypatch, "compare", "fc-vs-cnn", "train.epoch=1", "--runs-dir", tmp_path)
-    assert code == 2 and err == "error: configs/mnist_fc.yaml: unknown key 'train.epoch'; did you mean 'train.epochs'?\n"
+    assert code == 2 and err == "error: configs/mnist_fc.yaml, override train.epoch=1: unknown key 'train.epoch'; did you mean 'train.epochs'?\n"
     _, members = resolve(["fc-vs-cnn"], [])
     assert [m.source for m in members] == ["configs/mnist_fc.yaml", "configs/mnist_cnn.yaml"]  # summary.json's members
 
