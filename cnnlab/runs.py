@@ -445,10 +445,11 @@ def settle_cut_off(members: Path, reason: str, keep: frozenset[str] = frozenset(
     still say 'running' (or 'stopped', but those named in keep) become 'interrupted' with the reason,
     or 'completed' where every planned epoch was written (as a run a signal reaches then says); a run
     directory killed as it was made, before its first summary.json, is removed: nothing trained
-    there, `cnnlab runs` cannot list it, and a resume starts that run again elsewhere."""
+    there, `cnnlab runs` cannot list it, and a resume starts that run again elsewhere. A run whose
+    training lock a live process still holds (a worker not yet gone) is left to that process."""
     dirs = [p for p in Path(members).iterdir() if p.is_dir()] if Path(members).is_dir() else []
     for path in dirs:
-        if path.name in keep:
+        if path.name in keep or lock_held(path):
             continue
         if _never_written(path):
             shutil.rmtree(path, ignore_errors=True)

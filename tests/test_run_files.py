@@ -436,3 +436,19 @@ def test_a_runs_directory_that_is_a_file_is_refused_before_the_data_is_looked_fo
     out = cnnlab_here(capsys, *command, "dataset.download=false", "--runs-dir", tmp_path / "a_file")
     assert (out.returncode, error_line(out.stderr)) == (1, f"error: {tmp_path}/a_file is a file, not a runs directory")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a_file", "empty"] and not any((tmp_path / "empty").iterdir())
+
+
+def test_settling_cut_off_runs_leaves_a_run_another_process_still_holds(tmp_path):
+    """settle_cut_off removed a run directory without a summary.json and marked a 'running' run
+    interrupted even while a live process held its training lock (a Ray worker not yet gone after the
+    driver's shutdown, as on a cluster that `--address` joined): its files were deleted under it, or its
+    next epoch's summary said 'running' again. A run whose lock is held is its owner's to settle."""
+    cells = tmp_path / "cells"
+    being_made = runs.new_run_dir(cells, "made")
+    training = runs.new_run_dir(cells, "training")
+    runs.write_json(training / runs.SUMMARY, {"status": "running", "epochs": 1, "epochs_planned": 2})
+    with runs.training_lock(being_made), runs.training_lock(training):
+        runs.settle_cut_off(cells, "the study was interrupted")
+    assert being_made.is_dir() and json.loads((training / runs.SUMMARY).read_text())["status"] == "running"
+    runs.settle_cut_off(cells, "the study was interrupted")  # once they are let go, they are settled
+    assert not being_made.exists() and json.loads((training / runs.SUMMARY).read_text())["status"] == "interrupted"
