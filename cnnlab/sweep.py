@@ -223,7 +223,7 @@ def load_sweep(path: str | Path, overrides: list[str] | None = None) -> Sweep:
         elif key == "seed":  # each trial runs with one of the sweep's seeds, whatever the base config says
             raise ConfigError(f"{path}: {text}: a sweep's trials take their seeds from seeds=[...], e.g. seeds={value if isinstance(value, list) else [value]}")
         elif top not in Config.model_fields:
-            unknown.append(top)  # said once the base config is known: what it suggests is a key the base has
+            unknown.append(text)  # said once the base config is known: what it suggests is a key the base has
         else:
             config_overrides.append(text)
     data.setdefault("name", path.stem)
@@ -238,17 +238,18 @@ def load_sweep(path: str | Path, overrides: list[str] | None = None) -> Sweep:
     if unknown:
         raise unknown_override(path, unknown[0], base)
     explicit = sorted(leaf_keys(spec.set) | leaf_keys(dict(parse_override(text) for text in config_overrides)))
-    return resolve(spec, validate(base, Config, f"{path}: base {base_path}"), str(path), explicit)
+    return resolve(spec, validate(base, Config, f"{path}: base {base_path}", overrides=config_overrides), str(path), explicit)
 
 
-def unknown_override(path: Path, top: str, base: dict) -> ConfigError:
-    """A command-line key that is neither a sweep key nor a config section (metrc=test_acc): the
-    closest of both, where the base config's own check would offer config keys only. base: the
-    base config's raw data, with the sweep's set and overrides."""
+def unknown_override(path: Path, text: str, base: dict) -> ConfigError:
+    """A command-line override (KEY=VALUE) whose key is neither a sweep key nor a config section
+    (metrc=test_acc): the closest of both, where the base config's own check would offer config
+    keys only. base: the base config's raw data, with the sweep's set and overrides."""
+    top = parse_override(text)[0].split(".")[0]
     keys = list(dict.fromkeys([*SweepFile.model_fields, *Config.model_fields]))
     close = closest_key(top, keys) or key_below(Config, top, base)
     hint = f"did you mean '{close}'?" if close else f"valid: a sweep key ({', '.join(SweepFile.model_fields)}) or a config key ({', '.join(Config.model_fields)})"
-    return ConfigError(f"{path}: unknown key '{top}' (neither a sweep key nor a config key); {hint}")
+    return ConfigError(f"{path}, override {text}: unknown key '{top}' (neither a sweep key nor a config key); {hint}")
 
 
 def validate_spec(data: dict, source: str) -> SweepFile:

@@ -892,3 +892,21 @@ def test_a_resume_reads_the_data_its_trials_read_not_the_working_directorys(tmp_
     assert given == [str(learnable.resolve())]
     done = cnnlab_here(capsys, "sweep", "--resume", sweep_dir, "--data-dir", "data")
     assert done.returncode == 1 and f"MNIST not found in {tmp_path / 'w2' / 'data'}" in done.stderr, done.stderr
+
+
+@pytest.mark.parametrize("override,message", [
+    ("train.epoch=2", ": base {base}, override train.epoch=2: unknown key 'train.epoch'; did you mean 'train.epochs'?"),
+    ("metrc=test_loss", ", override metrc=test_loss: unknown key 'metrc' (neither a sweep key nor a config key); did you mean 'metric'?"),
+])
+def test_an_unknown_key_from_the_command_line_is_named_as_an_override_not_as_the_sweep_files(tmp_path, override, message):
+    """cnnlab sweep FILE train.epoch=2 blamed the typo on the files ('FILE: base BASE: unknown key'), where
+    train and compare name the override that brought it in; a typo in the file's own set: is still the file's."""
+    path = write_sweep(tmp_path / "bad.yaml", space={"optimizer.lr": [0.1]})
+    with pytest.raises(ConfigError) as e:
+        load_sweep(path, [override])
+    base = os.path.normpath(path.parent / yaml.safe_load(path.read_text())["base"])
+    assert str(e.value) == f"{path}{message.format(base=base)}"
+    path = write_sweep(tmp_path / "set.yaml", space={"optimizer.lr": [0.1]}, set={"train.epoch": 2})
+    with pytest.raises(ConfigError) as e:
+        load_sweep(path, ["train.epochs=2"])
+    assert "override" not in str(e.value) and "unknown key 'train.epoch'" in str(e.value)
