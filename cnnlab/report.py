@@ -116,9 +116,7 @@ class ConsoleProgress:
             print(line, flush=True)
 
     def note(self, text: str) -> None:
-        """A hint for the person watching (stderr, a terminal only: logs and pipes stay as they were)."""
-        if self.live:
-            print(text, file=sys.stderr, flush=True)
+        note(text, self.live)
 
     def close(self) -> None:
         if self._bar is not None:
@@ -126,9 +124,10 @@ class ConsoleProgress:
             self._bar = None
 
 
-def note(text: str) -> None:
-    """A study's hint for the person watching, as ConsoleProgress.note: stderr, a terminal only."""
-    if on_a_terminal():
+def note(text: str, live: bool | None = None) -> None:
+    """A hint for the person watching (stderr, on a terminal only: logs and pipes stay as they were;
+    live: whether there is one, when the caller knows)."""
+    if on_a_terminal() if live is None else live:
         print(text, file=sys.stderr, flush=True)
 
 
