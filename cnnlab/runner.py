@@ -121,11 +121,12 @@ def run_cells(
         return results
     from cnnlab.experiment import run
 
-    said: list[str] = []  # a crowded machine is said once a study, not once a cell
+    noted = False
 
-    def note_once(text: str) -> None:
-        if not said:
-            said.append(text)
+    def note_once(text: str) -> None:  # a crowded machine is said once a study, not once a cell
+        nonlocal noted
+        if not noted:
+            noted = True
             on_note(text)
 
     for i in todo:
