@@ -609,7 +609,8 @@ def test_a_machine_is_busy_when_other_work_took_more_than_one_core():
     from cnnlab.bench.machine import was_busy
 
     assert not was_busy(2, 0.7, 0.1)  # the README's idle 2-core machine
-    assert was_busy(2, 0.7, 1.5) and was_busy(2, 1.5, 0.0)  # others beside it, or before it
+    assert was_busy(2, 0.7, 1.5) and was_busy(2, 1.5, None)  # others beside it, or before it where those are unknown
+    assert not was_busy(16, 1.2, 0.1)  # a load average left by work that just ended (H200, a bench after another)
     assert was_busy(16, 14.0, None) and was_busy(16, 0.5, 2.0)  # 14 and 2 cores' worth of other jobs
     assert not was_busy(16, 1.0, 0.9)  # up to one core's worth: idle, on any machine
     assert was_busy(1, 0.5, None) and not was_busy(1, 0.0, 0.0)  # one core: any other work
@@ -670,18 +671,22 @@ def test_other_work_during_the_bench_alone_makes_it_busy(tiny_data, tmp_path, mo
     results = pd.read_csv(tmp_path / "bench" / "results.csv")
     assert results["busy"].tolist() == [True] and results["others_load"].item() == pytest.approx(3.0, abs=0.05)
 
-@pytest.mark.parametrize("busy", [False, True])
-def test_a_busy_machine_is_one_warning_line_and_a_busy_column(tiny_data, tmp_path, monkeypatch, capsys, busy):
-    load = 2.0 * os.cpu_count() if busy else 0.0
+@pytest.mark.parametrize("case", ["idle", "loaded before, /proc/stat unknown", "loaded before by work that ended"])
+def test_a_busy_machine_is_one_warning_line_and_a_busy_column(tiny_data, tmp_path, monkeypatch, capsys, case):
+    """The load average before the bench decides only where the other work beside it is unknown: it
+    still holds work that has just ended (a bench started right after another)."""
+    load = 0.0 if case == "idle" else 2.0 * os.cpu_count()
     monkeypatch.setattr(suite, "load_average", lambda: load)
-    monkeypatch.setattr(machine, "cpu_seconds_used", lambda: time.process_time())  # no other work beside it
+    known = case != "loaded before, /proc/stat unknown"
+    monkeypatch.setattr(machine, "cpu_seconds_used", lambda: time.process_time() if known else None)  # no other work beside it
     code, out, err = bench_here(monkeypatch, capsys, "--quick", "--cases", "fc", "--data-dir", tiny_data, "--runs-dir", tmp_path)
     assert code == 0
+    busy = not known
     if busy:
         assert len(err.splitlines()) == 1 and err.startswith(
             f"warning: the machine was busy: 1-minute load average before/after {load:.1f}/{load:.1f} on {os.cpu_count()} cores, "
-            "other work beside the bench 0.0 cores' worth")
+            "other work beside the bench unknown; ")
         assert "unreliable" in err
     else:
-        assert err == ""  # an idle machine: nothing extra
+        assert err == ""  # nothing extra
     assert pd.read_csv(tmp_path / "bench" / "results.csv")["busy"].tolist() == [busy]

@@ -71,11 +71,15 @@ class Stretch:
 
 
 def was_busy(cores: int, before: float | None, others: float | None) -> bool:
-    """Whether other work shared the machine with the bench: the 1-minute load average before it, or
-    the other work beside it (others_share), above one core's worth (above 0 on a 1-core machine).
-    Unknown values (None) say nothing."""
+    """Whether other work shared the machine with the bench: the other work beside it (others_share)
+    above one core's worth (above 0 on a 1-core machine). The 1-minute load average before it decides
+    only where that is unknown: it still holds work that has just ended (a bench started right after
+    another read 1.2 on 16 cores with 0.1 cores' worth of other work beside it). Unknown values (None)
+    say nothing."""
     spare = min(1, cores - 1)
-    return (before is not None and before > spare) or (others is not None and others > spare)
+    if others is not None:
+        return others > spare
+    return before is not None and before > spare
 
 
 class PeakMemory:

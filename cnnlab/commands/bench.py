@@ -272,9 +272,10 @@ def bench(
     if markdown:
         print(markdown_table(speed) + "\n" + markdown_table(machine), end="")
     if info["busy"]:
+        others = "unknown" if info["others_load"] is None else f"{info['others_load']:.1f} cores' worth"
         print(
             f"warning: the machine was busy: 1-minute load average before/after {load} on {info['cores']} cores, other work "
-            f"beside the bench {_load(info['others_load'])} cores' worth; the speed-ups and % of peak are unreliable",
+            f"beside the bench {others}; the speed-ups and % of peak are unreliable",
             file=sys.stderr,
         )
     print(out_dir)
