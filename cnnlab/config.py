@@ -774,12 +774,14 @@ def _says_most(err: dict) -> int:
 
 def validate(
     data: dict, schema: type[BaseModel] = Config, source: str = "config", stored: bool = False,
-    names: dict[str, str] | None = None, overrides: list[str] | None = None,
+    names: dict[str, str] | None = None, overrides: list[str] | None = None, named: dict[str, str] | None = None,
 ):
     """Validate a raw dict against a schema; the first problem becomes one ConfigError line. stored:
     a config cnnlab wrote itself (a run's, a study's plan), held to the checks it was written under.
     names: what the user typed for a key (max_shift: --max-shift), as the error names it; source '':
-    no prefix. overrides: the KEY=VALUE texts applied to data, one of which an unknown key names."""
+    no prefix. overrides: the KEY=VALUE texts applied to data, one of which an unknown key names.
+    named: the words for an override that did not come from the command line (a study file's own),
+    in place of source's."""
     try:
         return schema.model_validate(data, context={"stored": stored})
     except ValidationError as e:
@@ -787,7 +789,7 @@ def validate(
         # depth, an unknown key (`spce:`) is the likelier mistake than the key it leaves missing (`space`)
         error = max(e.errors(), key=lambda err: (len(err["loc"]), err["type"] == "extra_forbidden", _says_most(err)))
         given = _override_of(error, schema, overrides or [])  # a typo on the command line, not in the file
-        where = ", ".join([*([source] if source else []), *([f"override {given}"] if given else [])])
+        where = (named or {}).get(given) or ", ".join([*([source] if source else []), *([f"override {given}"] if given else [])])
         raise ConfigError((f"{where}: " if where else "") + _describe(error, schema, data, names or {})) from None
 
 
@@ -817,14 +819,14 @@ def read_config_yaml(path: str | Path, stored: bool = False) -> dict:
     return data
 
 
-def load_config(path: str | Path, overrides: list[str] | None = None, stored: bool = False) -> Config:
-    """Load a YAML config, apply KEY=VALUE overrides, validate (stored: see validate). Raises ConfigError."""
+def load_config(path: str | Path, overrides: list[str] | None = None, stored: bool = False, named: dict[str, str] | None = None) -> Config:
+    """Load a YAML config, apply KEY=VALUE overrides, validate (stored, named: see validate). Raises ConfigError."""
     data = read_config_yaml(path, stored)
     experiment = model_and_dataset(data)
     data = apply_overrides(data, overrides or [], Config)
     drop_foreign_reported(data, experiment, [parse_override(text)[0] for text in overrides or []])
     data.setdefault("name", re.sub(r"[^A-Za-z0-9_.-]+", "_", Path(path).stem))  # "my exp.yaml" -> my_exp
-    return validate(data, Config, str(path), stored, overrides=overrides)
+    return validate(data, Config, str(path), stored, overrides=overrides, named=named)
 
 
 def model_and_dataset(data: dict) -> tuple:

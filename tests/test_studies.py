@@ -271,6 +271,18 @@ def test_a_study_names_its_members_by_their_plain_paths(capsys, monkeypatch, tmp
     assert [m.source for m in members] == ["configs/mnist_fc.yaml", "configs/mnist_cnn.yaml"]  # summary.json's members
 
 
+def test_a_typo_in_a_study_files_overrides_is_named_as_the_study_files_not_the_command_lines(capsys, monkeypatch, tmp_path):
+    """It read 'configs/mnist_fc.yaml, override optimzer.lr=0.1: unknown key ...', as if typed on the command line."""
+    study = tmp_path / "typo.yaml"
+    study.write_text(f"name: typo\nmembers:\n  - {ROOT / 'configs/mnist_fc.yaml'}\noverrides: [optimzer.lr=0.1]\n")
+    code, _, err = cnnlab(capsys, monkeypatch, "compare", study, "train.epochs=1", "--runs-dir", tmp_path / "runs")
+    assert code == 2 and err == (f"error: {study}: override optimzer.lr=0.1 (the study file's overrides, for member "
+                                 f"{ROOT / 'configs/mnist_fc.yaml'}): unknown key 'optimzer'; did you mean 'optimizer'?\n")
+    code, _, err = cnnlab(capsys, monkeypatch, "compare", study, "train.epoch=1", "--runs-dir", tmp_path / "runs")
+    assert code == 2 and "override train.epoch=1: unknown key 'train.epoch'" in err  # the command line's typo stays its own
+    assert not (tmp_path / "runs").exists()
+
+
 def test_compare_user_errors_are_one_line(capsys, monkeypatch, tmp_path):
     for args, needle in [
         (["compare", "no-such-study"], "unknown study"),

@@ -122,7 +122,8 @@ def resolve(paths: list[str], overrides: list[str]) -> tuple[StudySpec, list[Mem
     members = []
     for m in spec.members:
         source = Path(os.path.normpath(base / m.config))  # configs/mnist_fc.yaml, not configs/studies/../mnist_fc.yaml
-        cfg = load_config(source, spec.overrides + overrides)
+        own = {text: f"{study}: override {text} (the study file's overrides, for member {source})" for text in spec.overrides}
+        cfg = load_config(source, spec.overrides + overrides, named=own)
         members.append(Member(m.label or cfg.name, cfg, str(source)))
     labels = [m.label for m in members]
     if len(set(labels)) != len(labels):
