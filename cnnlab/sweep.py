@@ -144,6 +144,7 @@ class Sweep:
     datasets: str = ""
     explicit: tuple[str, ...] = ()  # config keys the user set for every trial (set:, command line)
     configs: list[Config] = field(default_factory=list)  # trials that stand for the space: each grid point, else each bound
+    typed: dict[str, str] = field(default_factory=dict)  # space and set keys from the command line: see as_config_overrides
 
     @property
     def name(self) -> str:
@@ -173,7 +174,7 @@ class Sweep:
         data = set_keys(config_to_dict(self.base), point, self.explicit)
         drop_foreign_reported(data, (self.base.model.name, self.base.dataset.name), [*point, *self.explicit])  # an FC point of a CNN base: not the CNN's number
         data.update(seed=seed, name=name or self.base.name)
-        return validate(data, Config, f"{self.source}: space")
+        return validate(data, Config, f"{self.source}: space", overrides=list(self.typed), named=self.typed)
 
     def describe(self) -> str:
         how = "grid" if self.spec.method == "grid" else f"{self.spec.method}, {counted(self.spec.samples, 'sample')}"
@@ -206,11 +207,12 @@ def load_sweep(path: str | Path, overrides: list[str] | None = None) -> Sweep:
         raise ConfigError(f"{path} is a config, not a sweep file: train it with cnnlab train {path}, or name it as a sweep file's base")
     if "members" in data and "space" not in data:
         raise ConfigError(f"{path} is a study file, not a sweep file: run it with cnnlab compare {path}")
-    config_overrides, unknown = [], []
+    config_overrides, unknown, in_sections = [], [], []
     for text in overrides or []:
         key, value = parse_override(text)
         top = key.split(".")[0]
         if top in ("space", "set") and "." in key:  # their keys hold dots themselves: space.optimizer.lr=[...]
+            in_sections.append(text)
             section = data.setdefault(top, {})
             if not isinstance(section, dict):
                 raise ConfigError(f"{path}: {top} must be a mapping of dotted config keys to values")
@@ -238,7 +240,16 @@ def load_sweep(path: str | Path, overrides: list[str] | None = None) -> Sweep:
     if unknown:
         raise unknown_override(path, unknown[0], base)
     explicit = sorted(leaf_keys(spec.set) | leaf_keys(dict(parse_override(text) for text in config_overrides)))
-    return resolve(spec, validate(base, Config, f"{path}: base {base_path}", overrides=config_overrides), str(path), explicit)
+    typed = as_config_overrides(path, in_sections)
+    base_config = validate(base, Config, f"{path}: base {base_path}", overrides=config_overrides + list(typed), named=typed)
+    return resolve(spec, base_config, str(path), explicit, typed)
+
+
+def as_config_overrides(path: Path, texts: list[str]) -> dict[str, str]:
+    """The command line's space and set keys (space.optimizer.lr=[0.1]) as the config overrides they
+    amount to (optimizer.lr=[0.1]) -> how an unknown key they bring in is named: as the override typed,
+    not as the sweep file's space or set."""
+    return {text.split(".", 1)[1]: f"{path}, override {text}" for text in texts}
 
 
 def unknown_override(path: Path, text: str, base: dict) -> ConfigError:
@@ -262,9 +273,10 @@ def validate_spec(data: dict, source: str) -> SweepFile:
     return validate(data, SweepFile, source)
 
 
-def resolve(spec: SweepFile, base: Config, source: str, explicit=()) -> Sweep:
-    """Check the space against the config schema (every grid point, else every bound) and expand it."""
-    sweep = Sweep(spec, base, source, explicit=tuple(explicit))
+def resolve(spec: SweepFile, base: Config, source: str, explicit=(), typed: dict[str, str] | None = None) -> Sweep:
+    """Check the space against the config schema (every grid point, else every bound) and expand it.
+    typed: see as_config_overrides."""
+    sweep = Sweep(spec, base, source, explicit=tuple(explicit), typed=typed or {})
     for key in ("seed", "name"):
         if key in spec.space:
             raise ConfigError(f"{source}: space: '{key}' is set by the sweep itself (use seeds: [...] for seeds)")

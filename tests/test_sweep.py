@@ -897,10 +897,13 @@ def test_a_resume_reads_the_data_its_trials_read_not_the_working_directorys(tmp_
 @pytest.mark.parametrize("override,message", [
     ("train.epoch=2", ": base {base}, override train.epoch=2: unknown key 'train.epoch'; did you mean 'train.epochs'?"),
     ("metrc=test_loss", ", override metrc=test_loss: unknown key 'metrc' (neither a sweep key nor a config key); did you mean 'metric'?"),
+    ("space.optimzer.lr=[0.1,0.2]", ", override space.optimzer.lr=[0.1,0.2]: unknown key 'optimzer'; did you mean 'optimizer'?"),
+    ("set.train.epoch=2", ", override set.train.epoch=2: unknown key 'train.epoch'; did you mean 'train.epochs'?"),
 ])
 def test_an_unknown_key_from_the_command_line_is_named_as_an_override_not_as_the_sweep_files(tmp_path, override, message):
-    """cnnlab sweep FILE train.epoch=2 blamed the typo on the files ('FILE: base BASE: unknown key'), where
-    train and compare name the override that brought it in; a typo in the file's own set: is still the file's."""
+    """cnnlab sweep FILE train.epoch=2 blamed the typo on the files ('FILE: base BASE: unknown key'), as
+    space.optimzer.lr=[...] did ('FILE: space: unknown key'), where train and compare name the override
+    that brought it in; a typo in the file's own set: or space: is still the file's."""
     path = write_sweep(tmp_path / "bad.yaml", space={"optimizer.lr": [0.1]})
     with pytest.raises(ConfigError) as e:
         load_sweep(path, [override])
@@ -910,3 +913,7 @@ def test_an_unknown_key_from_the_command_line_is_named_as_an_override_not_as_the
     with pytest.raises(ConfigError) as e:
         load_sweep(path, ["train.epochs=2"])
     assert "override" not in str(e.value) and "unknown key 'train.epoch'" in str(e.value)
+    path = write_sweep(tmp_path / "space.yaml", space={"optimzer.lr": [0.1]})
+    with pytest.raises(ConfigError) as e:
+        load_sweep(path, ["space.optimizer.momentum=[0.9]"])
+    assert str(e.value) == f"{path}: space: unknown key 'optimzer'; did you mean 'optimizer'?"
