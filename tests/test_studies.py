@@ -1330,18 +1330,20 @@ def test_shift_sweep_evaluates_a_run_as_its_train_eval_mode_says(tiny_data, tmp_
     assert centre.test_acc.item() == pytest.approx(run["test_acc"])
 
 
-def test_labels_that_make_the_same_file_name_get_one_image_figure_each(tiny_data, tmp_path, capsys, monkeypatch):
+@pytest.mark.parametrize("second, image", [("CNN aug", "image_CNN_aug-2.png"), ("cnn aug", "image_cnn_aug-2.png")])
+def test_labels_that_make_the_same_file_name_get_one_image_figure_each(second, image, tiny_data, tmp_path, capsys, monkeypatch):
     """CNN+aug and 'CNN aug' both make image_CNN_aug.png: the second figure overwrote the first and
-    summary.json listed the name twice. Now the second is image_CNN_aug-2.png."""
+    summary.json listed the name twice. Now the second is image_CNN_aug-2.png. 'cnn aug' made
+    image_cnn_aug.png, the same file as image_CNN_aug.png on macOS and Windows: now image_cnn_aug-2.png."""
     study_file = tmp_path / "twins.yaml"
     study_file.write_text(f"name: twins\nmembers:\n  - {{config: {ROOT}/configs/fashion_fc.yaml, label: CNN+aug}}\n"
-                          f"  - {{config: {ROOT}/configs/fashion_fc.yaml, label: CNN aug}}\n")
+                          f"  - {{config: {ROOT}/configs/fashion_fc.yaml, label: {second}}}\n")
     code, out, err = cnnlab(capsys, monkeypatch, "shift-sweep", study_file, "--epochs", "1", "--max-shift", "1", "--image-index", "3",
                             "--data-dir", tiny_data, "--runs-dir", tmp_path / "runs", *FAST)
     assert code == 0, err
     study = last_line(out)
     images = [f for f in json.loads((study / "summary.json").read_text())["files"] if f.startswith("image_") and f.endswith(".png")]
-    assert images == ["image_CNN_aug.png", "image_CNN_aug-2.png"]
+    assert images == ["image_CNN_aug.png", image]
     assert all((study / f).is_file() for f in images)
 
 
