@@ -602,6 +602,21 @@ def test_cells_that_ray_cut_off_are_settled_when_the_study_stops(tiny_data, tmp_
     assert len(list((study / "cells").iterdir())) == 4 and json.loads((cut_dir / "summary.json").read_text())["status"] == "completed"
 
 
+def test_a_stopped_study_removes_its_own_unwritten_cells_not_a_folder_of_the_users(tmp_path):
+    """A study that stopped removed an empty folder the user had made in its cells/, as if it were a
+    cell's directory killed before its run was written. Now it removes only its cells' (plan.json)."""
+    from cnnlab import runs
+
+    cell = {"labels": {"model": "FC", "permuted": False, "seed": 0}, "config": {"name": "mnist_fc-s0"}}
+    record = StudyRecord(tmp_path, "s", {"name": "s", "cells": [cell]}, study="compare")
+    unwritten = runs.new_run_dir(record.cells, "mnist_fc-s0")
+    (record.cells / "notes").mkdir()
+    with pytest.raises(RunError, match="lost on the cluster"):
+        with record.running():
+            raise RunError("cell 1 of 1 was lost on the cluster")
+    assert not unwritten.exists() and [p.name for p in record.cells.iterdir()] == ["notes"]
+
+
 def test_a_signal_between_cells_marks_the_study_interrupted(tmp_path):
     """SIGTERM outside any run's training (between cells, while evaluating or writing tables)."""
     from cnnlab.interrupts import Interrupted

@@ -489,8 +489,7 @@ def test_a_ctrl_c_that_tune_took_is_named_sigint(monkeypatch):
 
 
 def test_an_interrupted_sweep_says_how_to_continue_and_keeps_the_params_of_unfinished_points(tmp_path):
-    """finish() after Tune took a Ctrl-C and returned: one trial completed, one cut off, one never started
-    (its run directory, made as the kill came, held no summary.json: removed, as a study's cell of the kind)."""
+    """finish() after Tune took a Ctrl-C and returned: one trial completed, one cut off, one never started."""
     from cnnlab import runs
     from cnnlab.sweep import display_rows, finish, start
 
@@ -500,10 +499,7 @@ def test_an_interrupted_sweep_says_how_to_continue_and_keeps_the_params_of_unfin
     records[1]["status"] = "unfinished"
     cut_off = Path(records[1]["run_dir"])
     runs.write_json(cut_off / "summary.json", {**runs.read_json(cut_off / "summary.json"), "status": "running", "test_acc": None})
-    unwritten = runs.new_run_dir(sweep_dir / "trials", "t20")
-    (unwritten / ".config.yaml.x1y2z3.tmp").write_text("seed: ")
     outcome = finish(sweep, sweep_dir, records)
-    assert not unwritten.exists()
 
     summary = json.loads((sweep_dir / "summary.json").read_text())
     assert (outcome.status, summary["status"]) == ("interrupted", "interrupted")
@@ -516,6 +512,24 @@ def test_an_interrupted_sweep_says_how_to_continue_and_keeps_the_params_of_unfin
     assert list(pd.read_csv(sweep_dir / "results.csv")["params"]) == [100, 100]
     assert [(row["optimizer.lr"], row["stop"], row["params"]) for row in display_rows(sweep, outcome.points)] == [
         ("0.1", "completed", "100"), ("0.5", "unfinished", "100")]
+
+
+def test_an_interrupted_sweep_removes_its_own_unwritten_trials_not_a_folder_of_the_users(tmp_path):
+    """An interrupted sweep removed an empty folder the user had made in its trials/, as if it were a
+    trial's run directory killed before its run was written. Now it removes only those of the trials
+    Tune recorded (here one it started as the kill came: no summary.json, an atomic write's temp file)."""
+    from cnnlab import runs
+    from cnnlab.sweep import finish, start
+
+    sweep = load_sweep(write_sweep(tmp_path / "s.yaml", seeds=[0], space={"optimizer.lr": [0.1, 0.5]}))
+    sweep_dir = start(sweep, tmp_path / "runs")
+    records = finished_trials(sweep, sweep_dir, lambda point, seed: 0.9)[:1]
+    records.append({**records[0], "trial_id": "t10", "index": 1, "point": sweep.points[1], "status": "unfinished", "run_dir": None})
+    unwritten = runs.new_run_dir(sweep_dir / "trials", sweep.trial_name("t10"))
+    (unwritten / ".config.yaml.x1y2z3.tmp").write_text("seed: ")
+    (sweep_dir / "trials" / "notes").mkdir()
+    assert finish(sweep, sweep_dir, records).status == "interrupted"
+    assert not unwritten.exists() and (sweep_dir / "trials" / "notes").is_dir()
 
 
 def test_resuming_a_sweep_that_is_still_running_is_refused(tmp_path):
