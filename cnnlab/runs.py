@@ -286,13 +286,16 @@ def trained_data_dir(path: Path) -> str | None:
     return _existing_dir(read_json(Path(path) / SUMMARY).get("data_dir"))
 
 
-def resumed_data_dir(given: Path | str | None, own: str | None, runs_dir: Path) -> Path | str | None:
+def resumed_data_dir(given: Path | str | None, own: str | None, runs_dir: Path, configs) -> Path | str | None:
     """The data directory a resumed sweep or study reads, from any working directory: given (a
     --data-dir on the --resume); else its own --data-dir while that exists; else the one all the runs
     in runs_dir (its trials, its cells) read while it exists, so that the runs still to come read the
     files those that ran read (found as ./data where it started, through $CNNLAB_DATA_DIR, ...), as
-    train --resume reads a run's own; else None: the usual order."""
-    return given or _existing_dir(own) or _read_by_all(runs_dir)
+    train --resume reads a run's own; else None: the usual order. That folder stands in only where all
+    its configs (its cells', trials', models') find their data alike, by the same dataset.data_dir or
+    none: else it would take the place of a config's own folder, or give its own to the others."""
+    alike = len({cfg.dataset.data_dir for cfg in configs}) == 1
+    return given or _existing_dir(own) or (_read_by_all(runs_dir) if alike else None)
 
 
 def _read_by_all(runs_dir: Path) -> str | None:

@@ -763,6 +763,33 @@ def test_a_resumed_study_whose_data_dir_moved_reads_the_data_in_the_usual_order(
     assert json.loads((study / "summary.json").read_text())["status"] == "completed"
 
 
+@pytest.mark.parametrize("command", ["compare", "shift-sweep"])
+def test_a_resumed_study_keeps_a_members_own_data_dir(command, tiny_data, tmp_path, capsys, monkeypatch):
+    """A study started without --data-dir, its first member finding its data through $CNNLAB_DATA_DIR
+    and its second in its own dataset.data_dir, resumed once only the first member's cells had run:
+    the folder those cells read became the resume's --data-dir, and the second member read it instead
+    of its own. Now each member reads the folder it read when the study started."""
+    from cnnlab import experiment
+    from test_resume import cnnlab_here
+
+    shutil.copytree(tiny_data / "MNIST", tmp_path / "own" / "MNIST")
+    own = tmp_path / "own_fc.yaml"
+    own.write_text((ROOT / "configs/mnist_fc.yaml").read_text().replace("name: mnist_fc", "name: own_fc")
+                   .replace("  name: mnist\n", f"  name: mnist\n  data_dir: {tmp_path / 'own'}\n"))
+    monkeypatch.setenv("CNNLAB_DATA_DIR", str(tiny_data))
+    monkeypatch.chdir(tmp_path)
+    real = _failing_run(monkeypatch, 2, "fail")  # the second member's cell
+    options = {"compare": ["--seeds", "1"], "shift-sweep": ["--max-shift", "1", "--image-index", "0"]}[command]
+    done = cnnlab_here(capsys, command, ROOT / "configs/mnist_cnn.yaml", own, *options, *FAST, "--runs-dir", tmp_path / "runs")
+    monkeypatch.setattr(experiment, "run", real)
+    assert done.returncode == 1 and "the disk is full" in done.stderr, done.stderr
+    study = last_line(done.stdout)
+    done = cnnlab_here(capsys, command, "--resume", study)
+    assert done.returncode == 0, done.stderr
+    read = {s["name"].split("-")[0]: s["data_dir"] for s in map(json.loads, map(Path.read_text, (study / "cells").glob("*/summary.json")))}
+    assert read == {"mnist_cnn": str(tiny_data.resolve()), "own_fc": str((tmp_path / "own").resolve())}
+
+
 @pytest.mark.parametrize("command", [["compare", "configs/mnist_fc.yaml", "--seeds", "1"], ["shift-sweep", "configs/fashion_fc.yaml", "--max-shift", "1", "--image-index", "0"]])
 def test_a_study_whose_plan_cannot_be_written_is_not_left_running(command, tiny_data, tmp_path, capsys, monkeypatch):
     """A full disk as the study starts: no summary.json saying 'running' (shown as dead) for a study

@@ -151,7 +151,7 @@ def compare(
         record = StudyRecord.reopen(resume, "compare")
         plan = record.plan
         cells, name, datasets = _planned_cells(plan, str(resume)), plan["name"], plan["datasets"]
-        data_dir = resumed_data_dir(data_dir, plan["data_dir"], record.cells)
+        data_dir = resumed_data_dir(data_dir, plan["data_dir"], record.cells, [c.cfg for c in cells])
         what = f"{counted(len(cells), 'run')}, resumed"
         previous = previous_runs(cells, record.cells)
         _check_cells(_to_train(cells, previous), data_dir, address, _to_start(cells, previous))
@@ -242,9 +242,9 @@ def shift_sweep(
         plan = record.plan
         name, cells, device = plan["name"], _planned_cells(plan, str(resume)), plan["device"]
         opts = validate(plan["options"], SweepSpec, f"{resume}: plan")
-        data_dir = resumed_data_dir(data_dir, plan["data_dir"], record.cells)
         reused = [study.load_trained(r["path"], r["label"], device) for r in plan["reused"]]
         configs = [c.cfg for c in cells] + [t.cfg for t in reused]
+        data_dir = resumed_data_dir(data_dir, plan["data_dir"], record.cells, configs)
     else:
         paths, overrides = positional_and_overrides(args or [])
         from_run = from_run or []

@@ -65,7 +65,7 @@ def sweep(
         signals = hold.enter_context(interruptible())  # SIGTERM stops the sweep like Ctrl-C: marked interrupted, resumable
         if resume is not None:
             hold.enter_context(training_lock(Path(resume)))
-            data_dir = resumed_data_dir(data_dir, read_json(Path(resume) / SUMMARY).get("data_dir"), Path(resume) / sweeps.TRIALS)
+            data_dir = resumed_data_dir(data_dir, read_json(Path(resume) / SUMMARY).get("data_dir"), Path(resume) / sweeps.TRIALS, spec.configs)
         if ray_address(address) == "local":  # a cluster's nodes have their own devices and data
             _check_local_ray(spec, data_dir, resumed=resume is not None)
         path = stopped_by = None  # path: the sweep directory, once its summary says running
