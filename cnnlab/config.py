@@ -480,26 +480,32 @@ def read_yaml(path: str | Path, what: str = "config", stored: bool = False) -> d
 _KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_-]*(\.[A-Za-z_][A-Za-z0-9_-]*)*")  # a hyphen too: train.max-steps is told train.max_steps
 
 
-def parse_override(text: str) -> tuple[str, Any]:
-    """'train.epochs=3' -> ('train.epochs', 3); the value is parsed as a YAML scalar."""
+def parse_override(text: str, named: dict[str, str] | None = None) -> tuple[str, Any]:
+    """'train.epochs=3' -> ('train.epochs', 3); the value is parsed as a YAML scalar. named: see validate."""
+    where = _override_named(text, named)
     key, eq, value = text.partition("=")
     key = key.strip()
     if not eq:
-        raise ConfigError(f"override {text!r} must look like KEY=VALUE, e.g. train.epochs=3")
+        raise ConfigError(f"{where} must look like KEY=VALUE, e.g. train.epochs=3")
     if not _KEY.fullmatch(key):
         item = re.fullmatch(r"(?P<list>.+?)\.\d+(\..*)?", key)
         if item and _KEY.fullmatch(item["list"]):  # model.hidden.0=5
-            raise ConfigError(f"override {text!r}: a key names fields, not list positions; set a list whole, e.g. model.hidden=[16, 16]")
-        raise ConfigError(f"override {text!r}: {key!r} is not a dotted key like train.epochs")
+            raise ConfigError(f"{where}: a key names fields, not list positions; set a list whole, e.g. model.hidden=[16, 16]")
+        raise ConfigError(f"{where}: {key!r} is not a dotted key like train.epochs")
     try:
         parsed = yaml.load(value, Loader=_Loader) if value.strip() else None  # noqa: S506 (a SafeLoader)
         comment = _trailing_comment(value)
     except (yaml.YAMLError, RecursionError):  # RecursionError: nested too deeply, as read_yaml says
-        raise ConfigError(f"override {text!r}: the value is not valid YAML") from None
+        raise ConfigError(f"{where}: the value is not valid YAML") from None
     if comment:  # description=run #5 would be 'run', and dataset.data_dir=#2 null: silently
         quoted = value.strip().replace("'", "''")
-        raise ConfigError(f"override {text!r}: YAML drops {comment!r} as a comment; leave it out, or quote a text that holds it: {key}='{quoted}'")
+        raise ConfigError(f"{where}: YAML drops {comment!r} as a comment; leave it out, or quote a text that holds it: {key}='{quoted}'")
     return key, parsed
+
+
+def _override_named(text: str, named: dict[str, str] | None) -> str:
+    """How an error names the override text: named's words for it (a study file's own), else as typed."""
+    return (named or {}).get(text) or f"override {text!r}"
 
 
 def _trailing_comment(value: str) -> str:
@@ -588,11 +594,11 @@ def section_names(data: dict, keys: list[str], schema: type[BaseModel]) -> dict[
     return names
 
 
-def apply_overrides(data: dict, overrides: list[str], schema: type[BaseModel]) -> dict:
+def apply_overrides(data: dict, overrides: list[str], schema: type[BaseModel], named: dict[str, str] | None = None) -> dict:
     """Set dotted keys in a raw config dict. Unknown keys are reported by validation afterwards.
     An override that switches a section's kind (optimizer.name=adam) starts that section from the
-    new kind's defaults, whatever the file set for the old kind."""
-    parsed = [parse_override(text) for text in overrides]
+    new kind's defaults, whatever the file set for the old kind. named: see validate."""
+    parsed = [parse_override(text, named) for text in overrides]
     names = section_names(data, [key for key, _ in parsed], schema)
     for text, (key, value) in zip(overrides, parsed):
         parts = key.split(".")
@@ -606,7 +612,7 @@ def apply_overrides(data: dict, overrides: list[str], schema: type[BaseModel]) -
                 # name), so that switching optimizer.name leaves no other optimizer's keys behind
                 child = node[part] = default.model_dump(mode="json", exclude_unset=True) if cls is not None else {}
             if not isinstance(child, dict):
-                raise ConfigError(f"override {text!r}: {'.'.join(parts[: i + 1])} is not a section")
+                raise ConfigError(f"{_override_named(text, named)}: {'.'.join(parts[: i + 1])} is not a section")
             node = child
         node[parts[-1]] = value
     switch_variants(data, names, leaf_keys(dict(parsed)), schema)
@@ -823,7 +829,7 @@ def load_config(path: str | Path, overrides: list[str] | None = None, stored: bo
     """Load a YAML config, apply KEY=VALUE overrides, validate (stored, named: see validate). Raises ConfigError."""
     data = read_config_yaml(path, stored)
     experiment = model_and_dataset(data)
-    data = apply_overrides(data, overrides or [], Config)
+    data = apply_overrides(data, overrides or [], Config, named)
     drop_foreign_reported(data, experiment, [parse_override(text)[0] for text in overrides or []])
     data.setdefault("name", re.sub(r"[^A-Za-z0-9_.-]+", "_", Path(path).stem))  # "my exp.yaml" -> my_exp
     return validate(data, Config, str(path), stored, overrides=overrides, named=named)

@@ -283,6 +283,20 @@ def test_a_typo_in_a_study_files_overrides_is_named_as_the_study_files_not_the_c
     assert not (tmp_path / "runs").exists()
 
 
+@pytest.mark.parametrize("override,problem", [
+    ("optimzer", " must look like KEY=VALUE, e.g. train.epochs=3"),
+    ("seed.x=1", ": seed is not a section"),
+])
+def test_a_malformed_override_in_a_study_file_is_named_as_the_study_files(capsys, monkeypatch, tmp_path, override, problem):
+    """It read "override 'optimzer' must look like KEY=VALUE ...", naming no study file at all."""
+    study = tmp_path / "malformed.yaml"
+    study.write_text(f"name: malformed\nmembers:\n  - {ROOT / 'configs/mnist_fc.yaml'}\noverrides: [{override}]\n")
+    code, _, err = cnnlab(capsys, monkeypatch, "compare", study, "--runs-dir", tmp_path / "runs")
+    assert code == 2 and err == (f"error: {study}: override {override} (the study file's overrides, for member "
+                                 f"{ROOT / 'configs/mnist_fc.yaml'}){problem}\n")
+    assert not (tmp_path / "runs").exists()
+
+
 def test_compare_user_errors_are_one_line(capsys, monkeypatch, tmp_path):
     for args, needle in [
         (["compare", "no-such-study"], "unknown study"),
