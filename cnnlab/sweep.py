@@ -144,7 +144,7 @@ class Sweep:
     datasets: str = ""
     explicit: tuple[str, ...] = ()  # config keys the user set for every trial (set:, command line)
     configs: list[Config] = field(default_factory=list)  # trials that stand for the space: each grid point, else each bound
-    typed: dict[str, str] = field(default_factory=dict)  # space and set keys from the command line: see as_config_overrides
+    given: tuple[str, ...] = ()  # space and set keys from the command line (space.optimizer.lr=[0.1]): see named_keys
 
     @property
     def name(self) -> str:
@@ -171,10 +171,11 @@ class Sweep:
         return self.n_points * len(self.spec.seeds)
 
     def trial_config(self, point: dict, seed: int, name: str | None = None) -> Config:
-        data = set_keys(config_to_dict(self.base), point, self.explicit)
+        data = set_keys(config_to_dict(self.base), point, named_keys(self.source, "space", point, self.given), self.explicit)
         drop_foreign_reported(data, (self.base.model.name, self.base.dataset.name), [*point, *self.explicit])  # an FC point of a CNN base: not the CNN's number
         data.update(seed=seed, name=name or self.base.name)
-        return validate(data, Config, f"{self.source}: space", overrides=list(self.typed), named=self.typed)
+        typed = as_config_overrides(self.source, self.given)
+        return validate(data, Config, f"{self.source}: space", overrides=list(typed), named=typed)
 
     def trial_name(self, trial_id: str) -> str:
         """The name of a Tune trial's config, and so of its run directory in trials/."""
@@ -186,12 +187,14 @@ class Sweep:
         return f"{self.n_points} point(s) ({how}) x {len(self.spec.seeds)} seed(s) = {counted(self.n_trials, 'trial')}{stop}, {self.mode} {self.metric}"
 
 
-def set_keys(data: dict, values: dict, explicit=()) -> dict:
+def set_keys(data: dict, values: dict, named: dict[str, str], explicit=()) -> dict:
     """Set dotted config keys to values of any type (numbers, lists, whole sections) in a raw config;
     a value that switches a section's kind (optimizer.name: adam) starts it from that kind's defaults
-    and the keys in explicit (the sweep's `set` and command-line keys, meant for every trial)."""
+    and the keys in explicit (the sweep's `set` and command-line keys, meant for every trial).
+    named: how an error names each key (see named_keys), never by the key=null text made here."""
     names = section_names(data, list(values), Config)
-    apply_overrides(data, [f"{key}=null" for key in values], Config)  # makes the sections data left out
+    nulls = {f"{key}=null": named[key] for key in values}
+    apply_overrides(data, list(nulls), Config, named=nulls)  # makes the sections data left out
     for key, value in values.items():
         *parents, leaf = key.split(".")
         node = data
@@ -238,7 +241,7 @@ def load_sweep(path: str | Path, overrides: list[str] | None = None) -> Sweep:
     base = read_yaml(base_path, "base config")
     experiment = model_and_dataset(base)
     base.setdefault("name", base_path.stem)
-    set_keys(base, spec.set)
+    set_keys(base, spec.set, named_keys(path, "set", spec.set, in_sections))
     apply_overrides(base, config_overrides, Config)
     drop_foreign_reported(base, experiment, [*spec.set, *(parse_override(text)[0] for text in config_overrides)])  # as load_config does
     if unknown:
@@ -246,7 +249,7 @@ def load_sweep(path: str | Path, overrides: list[str] | None = None) -> Sweep:
     explicit = sorted(leaf_keys(spec.set) | leaf_keys(dict(parse_override(text) for text in config_overrides)))
     typed = as_config_overrides(path, in_sections)
     base_config = validate(base, Config, f"{path}: base {base_path}", overrides=config_overrides + list(typed), named=typed)
-    return resolve(spec, base_config, str(path), explicit, typed)
+    return resolve(spec, base_config, str(path), explicit, in_sections)
 
 
 def as_config_overrides(path: Path, texts: list[str]) -> dict[str, str]:
@@ -254,6 +257,18 @@ def as_config_overrides(path: Path, texts: list[str]) -> dict[str, str]:
     amount to (optimizer.lr=[0.1]) -> how an unknown key they bring in is named: as the override typed,
     not as the sweep file's space or set."""
     return {text.split(".", 1)[1]: f"{path}, override {text}" for text in texts}
+
+
+def named_keys(path: Path | str, section: str, keys, given) -> dict[str, str]:
+    """How an error names each key of the sweep's space or set: as the command-line override that
+    gave it (FILE, override space.seed.x=[1]), else as the sweep file's own (FILE: space.seed.x).
+    given: the command line's space and set keys, as typed."""
+    typed = {parse_override(text)[0]: text for text in given}
+    named = {}
+    for key in keys:
+        dotted = f"{section}.{key}"
+        named[key] = f"{path}, override {typed[dotted]}" if dotted in typed else f"{path}: {dotted}"
+    return named
 
 
 def unknown_override(path: Path, text: str, base: dict) -> ConfigError:
@@ -277,10 +292,10 @@ def validate_spec(data: dict, source: str) -> SweepFile:
     return validate(data, SweepFile, source)
 
 
-def resolve(spec: SweepFile, base: Config, source: str, explicit=(), typed: dict[str, str] | None = None) -> Sweep:
+def resolve(spec: SweepFile, base: Config, source: str, explicit=(), given=()) -> Sweep:
     """Check the space against the config schema (every grid point, else every bound) and expand it.
-    typed: see as_config_overrides."""
-    sweep = Sweep(spec, base, source, explicit=tuple(explicit), typed=typed or {})
+    given: the command line's space and set keys, as typed (see named_keys)."""
+    sweep = Sweep(spec, base, source, explicit=tuple(explicit), given=tuple(given))
     for key in ("seed", "name"):
         if key in spec.space:
             raise ConfigError(f"{source}: space: '{key}' is set by the sweep itself (use seeds: [...] for seeds)")

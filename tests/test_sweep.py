@@ -931,3 +931,18 @@ def test_an_unknown_key_from_the_command_line_is_named_as_an_override_not_as_the
     with pytest.raises(ConfigError) as e:
         load_sweep(path, ["space.optimizer.momentum=[0.9]"])
     assert str(e.value) == f"{path}: space: unknown key 'optimzer'; did you mean 'optimizer'?"
+
+
+@pytest.mark.parametrize("body,override,named", [
+    ({"space": {"optimizer.lr": [0.1]}}, "space.seed.x=[1]", ", override space.seed.x=[1]: seed is not a section"),
+    ({"space": {"optimizer.lr": [0.1]}}, "set.seed.x=1", ", override set.seed.x=1: seed is not a section"),
+    ({"space": {"optimizer.lr": [0.1], "train.epochs.x": [1]}}, None, ": space.train.epochs.x: train.epochs is not a section"),
+    ({"space": {"optimizer.lr": [0.1]}, "set": {"name.x": 1}}, None, ": set.name.x: name is not a section"),
+])
+def test_a_space_or_set_key_inside_a_value_is_named_as_given_not_as_an_internal_override(tmp_path, body, override, named):
+    """cnnlab sweep FILE 'space.seed.x=[1]' read "override 'seed.x=null': seed is not a section", a text
+    set_keys made, never typed; a key in the file's own space or set is named as the file's."""
+    path = write_sweep(tmp_path / "bad.yaml", **body)
+    with pytest.raises(ConfigError) as e:
+        load_sweep(path, [override] if override else [])
+    assert str(e.value) == f"{path}{named}"
