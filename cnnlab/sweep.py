@@ -198,8 +198,10 @@ def set_keys(data: dict, values: dict, named: dict[str, str], explicit=()) -> di
     for key, value in values.items():
         *parents, leaf = key.split(".")
         node = data
-        for part in parents:
-            node = node[part]
+        for i, part in enumerate(parents):
+            node = node.setdefault(part, {})  # gone where a key before it set the whole section
+            if not isinstance(node, dict):  # set: {train.epochs: 6, train.epochs.x: 1}: what a key before it set
+                raise ConfigError(f"{named[key]}: {'.'.join(parents[: i + 1])} is not a section")
         node[leaf] = copy.deepcopy(value)
     switch_variants(data, names, leaf_keys(values), Config, set(explicit))
     return data

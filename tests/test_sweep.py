@@ -946,3 +946,16 @@ def test_a_space_or_set_key_inside_a_value_is_named_as_given_not_as_an_internal_
     with pytest.raises(ConfigError) as e:
         load_sweep(path, [override] if override else [])
     assert str(e.value) == f"{path}{named}"
+
+
+@pytest.mark.parametrize("set_,overrides,named", [
+    ({"train.epochs": 6, "train.epochs.x": 1}, [], ": set.train.epochs.x: train.epochs is not a section"),
+    ({"train.epochs": 6}, ["set.train.epochs.x=1"], ", override set.train.epochs.x=1: train.epochs is not a section"),
+    ({"train": None, "train.epochs": 3}, [], ": set.train.epochs: train is not a section"),
+])
+def test_a_set_key_inside_a_value_set_just_before_is_one_line_not_a_traceback(tmp_path, set_, overrides, named):
+    """set: {train.epochs: 6, train.epochs.x: 1} ended in "TypeError: 'int' object does not support item assignment"."""
+    path = write_sweep(tmp_path / "bad.yaml", set=set_, space={"optimizer.lr": [0.1]})
+    with pytest.raises(ConfigError) as e:
+        load_sweep(path, overrides)
+    assert str(e.value) == f"{path}{named}"
