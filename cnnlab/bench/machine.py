@@ -76,10 +76,8 @@ def was_busy(cores: int, before: float | None, others: float | None) -> bool:
     only where that is unknown: it still holds work that has just ended (a bench started right after
     another read 1.2 on 16 cores with 0.1 cores' worth of other work beside it). Unknown values (None)
     say nothing."""
-    spare = min(1, cores - 1)
-    if others is not None:
-        return others > spare
-    return before is not None and before > spare
+    seen = others if others is not None else before
+    return seen is not None and seen > min(1, cores - 1)
 
 
 class PeakMemory:
