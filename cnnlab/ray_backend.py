@@ -252,7 +252,7 @@ def _trial(params: dict, job: Job) -> None:
     _, point, seed = decode(sweep, params)
     node = node_info()
     trial_id = tune.get_context().get_trial_id()
-    cfg = sweep.trial_config(point, seed, sweep.trial_name(trial_id))
+    cfg = sweep.trial_config(point, seed, f"{sweep.base.name}-{trial_id}")
     planned = cfg.train.epochs
 
     ended = []  # Tune ended the trial inside report(): the thread must then exit, not return

@@ -22,7 +22,7 @@ import tempfile
 import time
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Collection
+from typing import Any
 
 from cnnlab.errors import RunError
 
@@ -165,7 +165,7 @@ def file_in_the_way(path: Path, existing: Path, what: str = "runs directory") ->
     return f"{path} is {kind}, not a {what}" if existing == path else f"cannot create the {what} {path}: {existing} is {kind}"
 
 
-RUN_DIR_NAME = re.compile(r"\d{8}-\d{6}-(?P<name>.+)-[0-9a-f]{6}")  # what new_run_dir names a directory
+RUN_DIR_NAME = re.compile(r"\d{8}-\d{6}-.+-[0-9a-f]{6}")  # what new_run_dir names a directory
 
 
 def new_run_dir(root: Path, name: str, kind: str = "run") -> Path:
@@ -447,21 +447,21 @@ def settle(run_dir: Path, status: str, reason: str | None) -> None:
         write_json(Path(run_dir) / SUMMARY, summary)
 
 
-def settle_cut_off(members: Path, reason: str, names: Collection[str], keep: frozenset[str] = frozenset()) -> None:
+def settle_cut_off(members: Path, reason: str, keep: frozenset[str] = frozenset()) -> None:
     """After a study or sweep stopped early, once Ray's workers are gone: its runs in `members` that
     still say 'running' (or 'stopped', but those named in keep) become 'interrupted' with the reason,
-    or 'completed' where every planned epoch was written (as a run a signal reaches then says); a
-    directory of one of its runs (new_run_dir's of one of `names`, its cells' or trials' config names)
-    killed as it was made, before its first summary.json, is removed: nothing trained there, `cnnlab
-    runs` cannot list it, and a resume starts that run again elsewhere. Any other directory without a
-    summary (a folder of the user's) is left alone, and so is a run whose training lock a live process
-    still holds (a worker not yet gone): that process settles it."""
+    or 'completed' where every planned epoch was written (as a run a signal reaches then says); a run
+    directory (named as new_run_dir names one) killed as it was made, before its first summary.json,
+    is removed: nothing trained there, `cnnlab runs` cannot list it, and a resume starts that run
+    again elsewhere. Any other directory without a summary (a folder of the user's) is left alone,
+    and so is a run whose training lock a live process still holds (a worker not yet gone): that
+    process settles it."""
     dirs = [p for p in Path(members).iterdir() if p.is_dir()] if Path(members).is_dir() else []
     for path in dirs:
         if path.name in keep or lock_held(path):
             continue
         if _never_written(path):
-            if _run_of(path, names):
+            if RUN_DIR_NAME.fullmatch(path.name):
                 shutil.rmtree(path, ignore_errors=True)
             continue
         try:
@@ -473,12 +473,6 @@ def settle_cut_off(members: Path, reason: str, names: Collection[str], keep: fro
                 settle(path, "interrupted", reason)
         except RunError:  # a summary edited by hand, a full disk: left as it is
             continue
-
-
-def _run_of(path: Path, names: Collection[str]) -> bool:
-    """Whether path is named as new_run_dir names a run of one of names."""
-    made = RUN_DIR_NAME.fullmatch(path.name)
-    return made is not None and made["name"] in names
 
 
 def _never_written(run: Path) -> bool:

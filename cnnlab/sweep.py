@@ -177,10 +177,6 @@ class Sweep:
         typed = as_config_overrides(self.source, self.given)
         return validate(data, Config, f"{self.source}: space", overrides=list(typed), named=typed)
 
-    def trial_name(self, trial_id: str) -> str:
-        """The name of a Tune trial's config, and so of its run directory in trials/."""
-        return f"{self.base.name}-{trial_id}"
-
     def describe(self) -> str:
         how = "grid" if self.spec.method == "grid" else f"{self.spec.method}, {counted(self.spec.samples, 'sample')}"
         stop = f", {self.spec.scheduler.name} early stopping" if self.spec.scheduler else ""
@@ -403,14 +399,12 @@ def stop_reason(sweep: Sweep, epoch) -> str:
     return f"stopped early by {sweep.spec.scheduler.name.upper() if sweep.spec.scheduler else 'Ray Tune'} after epoch {epoch}"
 
 
-def settle_interrupted(sweep: Sweep, sweep_dir: Path, records: list[dict]) -> None:
+def settle_interrupted(sweep_dir: Path, records: list[dict]) -> None:
     """After an interrupted sweep, its trial runs still 'running', or 'stopped' without a Tune record
     saying the scheduler stopped them, become 'interrupted' (a trial Tune ends as the sweep stops
-    writes 'stopped' itself, even one Tune never heard from); see runs.settle_cut_off. Its runs are
-    those of the trials Tune recorded."""
+    writes 'stopped' itself, even one Tune never heard from); see runs.settle_cut_off."""
     stopped = frozenset(Path(r["run_dir"]).name for r in records if r["status"] == "stopped" and r["run_dir"])
-    trials = {sweep.trial_name(r["trial_id"]) for r in records}
-    runs.settle_cut_off(Path(sweep_dir) / TRIALS, f"the sweep was interrupted; {resume_hint(sweep_dir)}", trials, keep=stopped)
+    runs.settle_cut_off(Path(sweep_dir) / TRIALS, f"the sweep was interrupted; {resume_hint(sweep_dir)}", keep=stopped)
 
 
 # ---------------------------------------------------------------------------- results
@@ -663,7 +657,7 @@ def _finish(sweep: Sweep, sweep_dir: Path, records: list[dict], signum: int | No
     finished = sum(t["status"] in DONE for t in trials) + len(failed)
     status = "interrupted" if finished < sweep.n_trials else ("failed" if failed else "completed")
     if status == "interrupted":
-        settle_interrupted(sweep, sweep_dir, records)
+        settle_interrupted(sweep_dir, records)
     runs.write_table(sweep_dir / "trials.csv", trials)
     points = point_rows(sweep, trials) if trials else []
     best = write_best(sweep, sweep_dir, points, trials) if points else None

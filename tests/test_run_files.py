@@ -448,22 +448,23 @@ def test_settling_cut_off_runs_leaves_a_run_another_process_still_holds(tmp_path
     training = runs.new_run_dir(cells, "training")
     runs.write_json(training / runs.SUMMARY, {"status": "running", "epochs": 1, "epochs_planned": 2})
     with runs.training_lock(being_made), runs.training_lock(training):
-        runs.settle_cut_off(cells, "the study was interrupted", {"made", "training"})
+        runs.settle_cut_off(cells, "the study was interrupted")
     assert being_made.is_dir() and json.loads((training / runs.SUMMARY).read_text())["status"] == "running"
-    runs.settle_cut_off(cells, "the study was interrupted", {"made", "training"})  # once they are let go, they are settled
+    runs.settle_cut_off(cells, "the study was interrupted")  # once they are let go, they are settled
     assert not being_made.exists() and json.loads((training / runs.SUMMARY).read_text())["status"] == "interrupted"
 
 
 def test_settling_cut_off_runs_leaves_a_folder_that_is_none_of_its_runs(tmp_path):
     """settle_cut_off removed every directory without a summary.json in a study's cells/ (a sweep's
     trials/), a folder the user made there as well: empty, or holding only a config.yaml. Now only a
-    directory new_run_dir made for one of the study's own runs (by its config's name) is removed."""
+    directory named as new_run_dir names a run (<UTC time>-<name>-<id>, whatever the name) is removed."""
     cells = tmp_path / "cells"
     unwritten = runs.new_run_dir(cells, "mnist_fc-s0")
+    other = runs.new_run_dir(cells, "mnist_cnn-s0")  # any name: a trial Tune started after its last save has none on record
     (cells / "notes").mkdir()
     (cells / "drafts").mkdir()
     (cells / "drafts" / runs.CONFIG).write_text("seed: 1\n")
-    elsewhere = runs.new_run_dir(cells, "mnist_cnn-s0")  # named as a run, but of no config of this study
-    runs.settle_cut_off(cells, "the study was interrupted", {"mnist_fc-s0", "mnist_fc-s1"})
-    assert not unwritten.exists()
-    assert sorted(p.name for p in cells.iterdir()) == sorted([elsewhere.name, "drafts", "notes"])
+    (cells / "20260101-120000-mine").mkdir()  # a run's time, but no id
+    runs.settle_cut_off(cells, "the study was interrupted")
+    assert not unwritten.exists() and not other.exists()
+    assert sorted(p.name for p in cells.iterdir()) == ["20260101-120000-mine", "drafts", "notes"]

@@ -517,7 +517,7 @@ def test_an_interrupted_sweep_says_how_to_continue_and_keeps_the_params_of_unfin
 def test_an_interrupted_sweep_removes_its_own_unwritten_trials_not_a_folder_of_the_users(tmp_path):
     """An interrupted sweep removed an empty folder the user had made in its trials/, as if it were a
     trial's run directory killed before its run was written. Now it removes only those of the trials
-    Tune recorded (here one it started as the kill came: no summary.json, an atomic write's temp file)."""
+    named as cnnlab names a run (here one Tune started as the kill came: no summary.json, an atomic write's temp file)."""
     from cnnlab import runs
     from cnnlab.sweep import finish, start
 
@@ -525,11 +525,35 @@ def test_an_interrupted_sweep_removes_its_own_unwritten_trials_not_a_folder_of_t
     sweep_dir = start(sweep, tmp_path / "runs")
     records = finished_trials(sweep, sweep_dir, lambda point, seed: 0.9)[:1]
     records.append({**records[0], "trial_id": "t10", "index": 1, "point": sweep.points[1], "status": "unfinished", "run_dir": None})
-    unwritten = runs.new_run_dir(sweep_dir / "trials", sweep.trial_name("t10"))
+    unwritten = runs.new_run_dir(sweep_dir / "trials", f"{sweep.base.name}-t10")
     (unwritten / ".config.yaml.x1y2z3.tmp").write_text("seed: ")
     (sweep_dir / "trials" / "notes").mkdir()
     assert finish(sweep, sweep_dir, records).status == "interrupted"
     assert not unwritten.exists() and (sweep_dir / "trials" / "notes").is_dir()
+
+
+@needs_ray
+def test_a_stopped_sweep_whose_tune_records_cannot_be_read_still_removes_its_unwritten_trial(tmp_path, monkeypatch, capsys):
+    """A sweep stopped inside Tune took its own trials from Tune's saved records: none when Tune's state
+    could not be read, and none for a trial started after Tune's last save (every 10 s or so), the very
+    one a kill cuts off as its directory is made; that empty directory was left in trials/. Now any
+    directory named as cnnlab names a run and never written is removed, records or not."""
+    from cnnlab import runs
+    from cnnlab.interrupts import Interrupted
+    from cnnlab.sweep import TRIALS, start
+
+    sweep = load_sweep(write_sweep(tmp_path / "s.yaml", seeds=[0], space={"optimizer.lr": [0.1, 0.5]}))
+    sweep_dir = start(sweep, tmp_path / "runs")
+    finished = [Path(r["run_dir"]).name for r in finished_trials(sweep, sweep_dir, lambda point, seed: 0.9)]
+    unwritten = runs.new_run_dir(sweep_dir / TRIALS, f"{sweep.base.name}-1a2b3_00002")
+    (unwritten / ".config.yaml.x1y2z3.tmp").write_text("seed: ")
+
+    def shutdown():
+        raise Interrupted(signal.SIGTERM)
+
+    code, out, err = resume_on_fake_tune(monkeypatch, capsys, sweep_dir, [], shutdown)  # [] as saved_records when Tune's state is unreadable
+    assert code == 143, err
+    assert not unwritten.exists() and sorted(p.name for p in (sweep_dir / TRIALS).iterdir()) == sorted(finished)
 
 
 def test_resuming_a_sweep_that_is_still_running_is_refused(tmp_path):

@@ -92,7 +92,7 @@ def sweep(
                 sweeps.mark_failed(path, e)
             raise in_run(e, path)  # the sweep directory, once there is one, printed last
         if stopped_by is not None:  # Ray's workers are gone now: none rewrites a trial's status after this
-            sweeps.settle_interrupted(spec, path, saved_records(spec, path))
+            sweeps.settle_interrupted(path, saved_records(spec, path))
             raise stopped_by from None
         outcome = sweeps.finish(spec, path, records, signals.received)
 

@@ -85,14 +85,6 @@ class StudyRecord:
             raise ConfigError(f"{source}: no cells to run")
         return plan.model_dump()
 
-    def cell_names(self) -> set[str]:
-        """The config names of the study's cells (plan.json), which name their run directories in cells/;
-        none when the plan cannot be read (then nothing there is taken for one of its runs)."""
-        try:
-            return {cell["config"].get("name") for cell in self.plan["cells"]}
-        except CnnlabError:
-            return set()
-
     def save(self) -> None:
         runs.write_json(self.path / runs.SUMMARY, {**self.summary, "files": self.files})
 
@@ -117,11 +109,11 @@ class StudyRecord:
             except KeyboardInterrupt as e:  # also Interrupted (SIGINT/SIGTERM)
                 stopped = Interrupted.of(e, "study", f"finished cells are kept; continue with: {resume}", signals.received)
                 self.update(status="interrupted", error=str(stopped), finished_at=runs.utc_now())  # what show says, as a sweep's
-                runs.settle_cut_off(self.cells, f"the study was interrupted; continue with: {resume}", self.cell_names())
+                runs.settle_cut_off(self.cells, f"the study was interrupted; continue with: {resume}")
                 raise in_run(stopped, self.path) from None
             except BaseException as e:
                 self.update(status="failed", error=first_line(e), finished_at=runs.utc_now())
-                runs.settle_cut_off(self.cells, f"the study failed before this run finished: {first_line(e)}", self.cell_names())
+                runs.settle_cut_off(self.cells, f"the study failed before this run finished: {first_line(e)}")
                 if isinstance(e, NonFiniteLoss):  # the planned configs would diverge again
                     raise in_run(NonFiniteLoss(f"{e}; a resume replays the same configs: start a new study with other settings"), self.path) from None
                 if isinstance(e, CnnlabError):
