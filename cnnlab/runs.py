@@ -447,18 +447,23 @@ def settle(run_dir: Path, status: str, reason: str | None) -> None:
         write_json(Path(run_dir) / SUMMARY, summary)
 
 
-def settle_cut_off(members: Path, reason: str, keep: frozenset[str] = frozenset()) -> None:
+OWNERS_GRACE = 5.0  # seconds a stopped study or sweep waits for workers still going down to let their runs go
+
+
+def settle_cut_off(members: Path, reason: str, keep: frozenset[str] = frozenset(), grace: float = OWNERS_GRACE) -> None:
     """After a study or sweep stopped early, once Ray's workers are gone: its runs in `members` that
     still say 'running' (or 'stopped', but those named in keep) become 'interrupted' with the reason,
     or 'completed' where every planned epoch was written (as a run a signal reaches then says); a run
     directory (named as new_run_dir names one) killed as it was made, before its first summary.json,
     is removed: nothing trained there, `cnnlab runs` cannot list it, and a resume starts that run
     again elsewhere. Any other directory without a summary (a folder of the user's) is left alone,
-    and so is a run whose training lock a live process still holds (a worker not yet gone): that
-    process settles it."""
+    and so is a run whose training lock a live process still holds after `grace` seconds (a worker
+    on a cluster, not gone with the driver's shutdown): that process settles it. The grace is for
+    this machine's workers, which Ray's shutdown kills a moment later, unsettled."""
     dirs = [p for p in Path(members).iterdir() if p.is_dir()] if Path(members).is_dir() else []
+    held = _still_held([p for p in dirs if p.name not in keep], grace)
     for path in dirs:
-        if path.name in keep or lock_held(path):
+        if path.name in keep or path in held:
             continue
         if _never_written(path):
             if RUN_DIR_NAME.fullmatch(path.name):
@@ -473,6 +478,16 @@ def settle_cut_off(members: Path, reason: str, keep: frozenset[str] = frozenset(
                 settle(path, "interrupted", reason)
         except RunError:  # a summary edited by hand, a full disk: left as it is
             continue
+
+
+def _still_held(dirs: list[Path], seconds: float) -> set[Path]:
+    """The dirs whose training lock a process still holds after waiting up to `seconds` for it."""
+    deadline = time.monotonic() + seconds
+    held = [p for p in dirs if lock_held(p)]
+    while held and time.monotonic() < deadline:
+        time.sleep(0.1)
+        held = [p for p in held if lock_held(p)]
+    return set(held)
 
 
 def _never_written(run: Path) -> bool:

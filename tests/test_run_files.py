@@ -448,10 +448,35 @@ def test_settling_cut_off_runs_leaves_a_run_another_process_still_holds(tmp_path
     training = runs.new_run_dir(cells, "training")
     runs.write_json(training / runs.SUMMARY, {"status": "running", "epochs": 1, "epochs_planned": 2})
     with runs.training_lock(being_made), runs.training_lock(training):
-        runs.settle_cut_off(cells, "the study was interrupted")
+        runs.settle_cut_off(cells, "the study was interrupted", grace=0.3)
     assert being_made.is_dir() and json.loads((training / runs.SUMMARY).read_text())["status"] == "running"
     runs.settle_cut_off(cells, "the study was interrupted")  # once they are let go, they are settled
     assert not being_made.exists() and json.loads((training / runs.SUMMARY).read_text())["status"] == "interrupted"
+
+
+def test_settling_cut_off_runs_waits_for_workers_going_down_to_let_their_runs_go(tmp_path):
+    """A Ray worker of this machine still held its run's lock for a moment after the driver's shutdown
+    (seen on a busy machine: a sweep stopped by SIGTERM left a trial 'running' for good), and was then
+    killed without settling it. settle_cut_off now waits a few seconds for such locks."""
+    import threading
+
+    cells = tmp_path / "cells"
+    training = runs.new_run_dir(cells, "training")
+    runs.write_json(training / runs.SUMMARY, {"status": "running", "epochs": 1, "epochs_planned": 2})
+    holding, release = threading.Event(), threading.Event()
+
+    def worker():  # another open file of the lock, as another process's
+        with runs.training_lock(training):
+            holding.set()
+            release.wait()
+
+    thread = threading.Thread(target=worker)
+    thread.start()
+    holding.wait()
+    threading.Timer(0.5, release.set).start()  # the worker goes down half a second later
+    runs.settle_cut_off(cells, "the study was interrupted")
+    thread.join()
+    assert json.loads((training / runs.SUMMARY).read_text())["status"] == "interrupted"
 
 
 def test_settling_cut_off_runs_leaves_a_folder_that_is_none_of_its_runs(tmp_path):
