@@ -144,7 +144,7 @@ class Sweep:
     datasets: str = ""
     explicit: tuple[str, ...] = ()  # config keys the user set for every trial (set:, command line)
     configs: list[Config] = field(default_factory=list)  # trials that stand for the space: each grid point, else each bound
-    given: tuple[str, ...] = ()  # space and set keys from the command line (space.optimizer.lr=[0.1]): see named_keys
+    given: tuple[str, ...] = ()  # space keys from the command line (space.optimizer.lr=[0.1]): see named_keys
 
     @property
     def name(self) -> str:
@@ -212,12 +212,12 @@ def load_sweep(path: str | Path, overrides: list[str] | None = None) -> Sweep:
         raise ConfigError(f"{path} is a config, not a sweep file: train it with cnnlab train {path}, or name it as a sweep file's base")
     if "members" in data and "space" not in data:
         raise ConfigError(f"{path} is a study file, not a sweep file: run it with cnnlab compare {path}")
-    config_overrides, unknown, in_sections = [], [], []
+    config_overrides, unknown, in_sections = [], [], {"space": [], "set": []}
     for text in overrides or []:
         key, value = parse_override(text)
         top = key.split(".")[0]
         if top in ("space", "set") and "." in key:  # their keys hold dots themselves: space.optimizer.lr=[...]
-            in_sections.append(text)
+            in_sections[top].append(text)
             section = data.setdefault(top, {})
             if not isinstance(section, dict):
                 raise ConfigError(f"{path}: {top} must be a mapping of dotted config keys to values")
@@ -239,15 +239,15 @@ def load_sweep(path: str | Path, overrides: list[str] | None = None) -> Sweep:
     base = read_yaml(base_path, "base config")
     experiment = model_and_dataset(base)
     base.setdefault("name", base_path.stem)
-    set_keys(base, spec.set, named_keys(path, "set", spec.set, in_sections))
+    set_keys(base, spec.set, named_keys(path, "set", spec.set, in_sections["set"]))
     apply_overrides(base, config_overrides, Config)
     drop_foreign_reported(base, experiment, [*spec.set, *(parse_override(text)[0] for text in config_overrides)])  # as load_config does
     if unknown:
         raise unknown_override(path, unknown[0], base)
     explicit = sorted(leaf_keys(spec.set) | leaf_keys(dict(parse_override(text) for text in config_overrides)))
-    typed = as_config_overrides(path, in_sections)
+    typed = as_config_overrides(path, in_sections["set"])  # the base holds set's keys; a trial adds space's (trial_config)
     base_config = validate(base, Config, f"{path}: base {base_path}", overrides=config_overrides + list(typed), named=typed)
-    return resolve(spec, base_config, str(path), explicit, in_sections)
+    return resolve(spec, base_config, str(path), explicit, in_sections["space"])
 
 
 def as_config_overrides(path: Path, texts: list[str]) -> dict[str, str]:
@@ -260,7 +260,7 @@ def as_config_overrides(path: Path, texts: list[str]) -> dict[str, str]:
 def named_keys(path: Path | str, section: str, keys, given) -> dict[str, str]:
     """How an error names each key of the sweep's space or set: as the command-line override that
     gave it (FILE, override space.seed.x=[1]), else as the sweep file's own (FILE: space.seed.x).
-    given: the command line's space and set keys, as typed."""
+    given: the command line's keys of section, as typed."""
     typed = {parse_override(text)[0]: text for text in given}
     named = {}
     for key in keys:
@@ -292,7 +292,7 @@ def validate_spec(data: dict, source: str) -> SweepFile:
 
 def resolve(spec: SweepFile, base: Config, source: str, explicit=(), given=()) -> Sweep:
     """Check the space against the config schema (every grid point, else every bound) and expand it.
-    given: the command line's space and set keys, as typed (see named_keys)."""
+    given: the command line's space keys, as typed (see named_keys)."""
     sweep = Sweep(spec, base, source, explicit=tuple(explicit), given=tuple(given))
     for key in ("seed", "name"):
         if key in spec.space:

@@ -957,6 +957,22 @@ def test_an_unknown_key_from_the_command_line_is_named_as_an_override_not_as_the
     assert str(e.value) == f"{path}: space: unknown key 'optimzer'; did you mean 'optimizer'?"
 
 
+@pytest.mark.parametrize("typo_in,override,named", [
+    ("base", "space.optimizer=[{name: sgd}]", ": base {base}: unknown key 'optimizer.momentun'; did you mean 'optimizer.momentum'?"),
+    ("space", "set.optimizer={name: sgd}", ": space: unknown key 'optimizer.momentun'; did you mean 'optimizer.momentum'?"),
+])
+def test_a_typo_is_not_blamed_on_a_command_line_space_or_set_key_that_did_not_bring_it_in(tmp_path, typo_in, override, named):
+    """A typo in the base config blamed space.optimizer=[...] ('FILE, override space.optimizer=...'), one in
+    the file's space blamed set.optimizer={...}: the base is made of set's keys, a trial of space's."""
+    base = tmp_path / "typo.yaml"
+    base.write_text(BASE.read_text().replace("momentum:", "momentun:") if typo_in == "base" else BASE.read_text())
+    space = {"optimizer.momentun": [0.1]} if typo_in == "space" else {"optimizer.lr": [0.1]}
+    path = write_sweep(tmp_path / "bad.yaml", base=str(base), space=space)
+    with pytest.raises(ConfigError) as e:
+        load_sweep(path, [override])
+    assert str(e.value) == f"{path}{named.format(base=base)}"
+
+
 @pytest.mark.parametrize("body,override,named", [
     ({"space": {"optimizer.lr": [0.1]}}, "space.seed.x=[1]", ", override space.seed.x=[1]: seed is not a section"),
     ({"space": {"optimizer.lr": [0.1]}}, "set.seed.x=1", ", override set.seed.x=1: seed is not a section"),
