@@ -487,11 +487,7 @@ def parse_override(text: str, named: dict[str, str] | None = None) -> tuple[str,
     key = key.strip()
     if not eq:
         raise ConfigError(f"{where} must look like KEY=VALUE, e.g. train.epochs=3")
-    if not _KEY.fullmatch(key):
-        item = re.fullmatch(r"(?P<list>.+?)\.\d+(\..*)?", key)
-        if item and _KEY.fullmatch(item["list"]):  # model.hidden.0=5
-            raise ConfigError(f"{where}: a key names fields, not list positions; set a list whole, e.g. model.hidden=[16, 16]")
-        raise ConfigError(f"{where}: {key!r} is not a dotted key like train.epochs")
+    check_key(key, where)
     try:
         parsed = yaml.load(value, Loader=_Loader) if value.strip() else None  # noqa: S506 (a SafeLoader)
         comment = _trailing_comment(value)
@@ -501,6 +497,16 @@ def parse_override(text: str, named: dict[str, str] | None = None) -> tuple[str,
         quoted = value.strip().replace("'", "''")
         raise ConfigError(f"{where}: YAML drops {comment!r} as a comment; leave it out, or quote a text that holds it: {key}='{quoted}'")
     return key, parsed
+
+
+def check_key(key: str, where: str) -> None:
+    """Refuse a key that is not dotted like train.epochs (model.hidden.0: a list position); where: how
+    the error names it."""
+    if not _KEY.fullmatch(key):
+        item = re.fullmatch(r"(?P<list>.+?)\.\d+(\..*)?", key)
+        if item and _KEY.fullmatch(item["list"]):  # model.hidden.0=5
+            raise ConfigError(f"{where}: a key names fields, not list positions; set a list whole, e.g. model.hidden=[16, 16]")
+        raise ConfigError(f"{where}: {key!r} is not a dotted key like train.epochs")
 
 
 def _override_named(text: str, named: dict[str, str] | None) -> str:
@@ -595,12 +601,17 @@ def section_names(data: dict, keys: list[str], schema: type[BaseModel]) -> dict[
 
 
 def apply_overrides(data: dict, overrides: list[str], schema: type[BaseModel], named: dict[str, str] | None = None) -> dict:
-    """Set dotted keys in a raw config dict. Unknown keys are reported by validation afterwards.
-    An override that switches a section's kind (optimizer.name=adam) starts that section from the
-    new kind's defaults, whatever the file set for the old kind. named: see validate."""
-    parsed = [parse_override(text, named) for text in overrides]
-    names = section_names(data, [key for key, _ in parsed], schema)
-    for text, (key, value) in zip(overrides, parsed):
+    """Set KEY=VALUE override texts in a raw config dict (see set_dotted). named: see validate."""
+    return set_dotted(data, [(*parse_override(text, named), _override_named(text, named)) for text in overrides], schema)
+
+
+def set_dotted(data: dict, values: list[tuple[str, Any, str]], schema: type[BaseModel], every: set[str] = frozenset()) -> dict:
+    """Set dotted keys in a raw config dict, in order: (key, value, how an error names it) each.
+    Unknown keys are reported by validation afterwards. A key that switches a section's kind
+    (optimizer.name=adam) starts that section from the new kind's defaults, whatever the data set
+    for the old kind (every: see switch_variants)."""
+    names = section_names(data, [key for key, _, _ in values], schema)
+    for key, value, where in values:
         parts = key.split(".")
         node, cls = data, schema
         for i, part in enumerate(parts[:-1]):
@@ -612,10 +623,10 @@ def apply_overrides(data: dict, overrides: list[str], schema: type[BaseModel], n
                 # name), so that switching optimizer.name leaves no other optimizer's keys behind
                 child = node[part] = default.model_dump(mode="json", exclude_unset=True) if cls is not None else {}
             if not isinstance(child, dict):
-                raise ConfigError(f"{_override_named(text, named)}: {'.'.join(parts[: i + 1])} is not a section")
+                raise ConfigError(f"{where}: {'.'.join(parts[: i + 1])} is not a section")
             node = child
         node[parts[-1]] = value
-    switch_variants(data, names, leaf_keys(dict(parsed)), schema)
+    switch_variants(data, names, leaf_keys({key: value for key, value, _ in values}), schema, every)
     return data
 
 

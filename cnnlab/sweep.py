@@ -23,8 +23,8 @@ from pydantic import Field, field_validator, model_validator
 
 from cnnlab import runs
 from cnnlab.config import (
-    Config, Strict, apply_overrides, closest_key, config_to_dict, drop_foreign_reported, dump_yaml, flatten, key_below, load_config, leaf_keys, model_and_dataset, parse_override,
-    read_yaml, section_names, switch_variants, validate,
+    Config, Strict, apply_overrides, check_key, closest_key, config_to_dict, drop_foreign_reported, dump_yaml, flatten, key_below, load_config, leaf_keys, model_and_dataset,
+    parse_override, read_yaml, set_dotted, validate,
 )
 from cnnlab.errors import CnnlabError, ConfigError, RunError, counted, first_line, in_run, signal_name
 from cnnlab.interrupts import Interrupted
@@ -187,20 +187,10 @@ def set_keys(data: dict, values: dict, named: dict[str, str], explicit=()) -> di
     """Set dotted config keys to values of any type (numbers, lists, whole sections) in a raw config;
     a value that switches a section's kind (optimizer.name: adam) starts it from that kind's defaults
     and the keys in explicit (the sweep's `set` and command-line keys, meant for every trial).
-    named: how an error names each key (see named_keys), never by the key=null text made here."""
-    names = section_names(data, list(values), Config)
-    nulls = {f"{key}=null": named[key] for key in values}
-    apply_overrides(data, list(nulls), Config, named=nulls)  # makes the sections data left out
-    for key, value in values.items():
-        *parents, leaf = key.split(".")
-        node = data
-        for i, part in enumerate(parents):
-            node = node.setdefault(part, {})  # gone where a key before it set the whole section
-            if not isinstance(node, dict):  # set: {train.epochs: 6, train.epochs.x: 1}: what a key before it set
-                raise ConfigError(f"{named[key]}: {'.'.join(parents[: i + 1])} is not a section")
-        node[leaf] = copy.deepcopy(value)
-    switch_variants(data, names, leaf_keys(values), Config, set(explicit))
-    return data
+    named: how an error names each key (see named_keys)."""
+    for key in values:
+        check_key(key, named[key])
+    return set_dotted(data, [(key, copy.deepcopy(value), named[key]) for key, value in values.items()], Config, set(explicit))
 
 
 def load_sweep(path: str | Path, overrides: list[str] | None = None) -> Sweep:

@@ -991,7 +991,6 @@ def test_a_space_or_set_key_inside_a_value_is_named_as_given_not_as_an_internal_
 @pytest.mark.parametrize("set_,overrides,named", [
     ({"train.epochs": 6, "train.epochs.x": 1}, [], ": set.train.epochs.x: train.epochs is not a section"),
     ({"train.epochs": 6}, ["set.train.epochs.x=1"], ", override set.train.epochs.x=1: train.epochs is not a section"),
-    ({"train": None, "train.epochs": 3}, [], ": set.train.epochs: train is not a section"),
 ])
 def test_a_set_key_inside_a_value_set_just_before_is_one_line_not_a_traceback(tmp_path, set_, overrides, named):
     """set: {train.epochs: 6, train.epochs.x: 1} ended in "TypeError: 'int' object does not support item assignment"."""
@@ -999,3 +998,14 @@ def test_a_set_key_inside_a_value_set_just_before_is_one_line_not_a_traceback(tm
     with pytest.raises(ConfigError) as e:
         load_sweep(path, overrides)
     assert str(e.value) == f"{path}{named}"
+
+
+@pytest.mark.parametrize("set_,overrides", [({"train": None, "train.epochs": 3}, []), ({}, ["set.train=null", "set.train.epochs=3"])])
+def test_a_set_key_inside_a_section_set_to_null_just_before_starts_it_from_its_defaults(tmp_path, set_, overrides):
+    """set: {train: null, train.epochs: 3} read 'FILE: set.train.epochs: train is not a section', where
+    set.train=null set.train.epochs=3 on the command line (and train=null train.epochs=3 for train)
+    started train from its defaults, as both do now."""
+    path = write_sweep(tmp_path / "s.yaml", set=set_, space={"optimizer.lr": [0.1]})
+    sweep = load_sweep(path, overrides)
+    assert sweep.base.train == sweep.configs[0].train == load_config(BASE, ["train=null", "train.epochs=3"]).train
+    assert sweep.base.train.epochs == 3
