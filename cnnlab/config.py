@@ -480,9 +480,15 @@ def read_yaml(path: str | Path, what: str = "config", stored: bool = False) -> d
 _KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_-]*(\.[A-Za-z_][A-Za-z0-9_-]*)*")  # a hyphen too: train.max-steps is told train.max_steps
 
 
-def parse_override(text: str, named: dict[str, str] | None = None) -> tuple[str, Any]:
-    """'train.epochs=3' -> ('train.epochs', 3); the value is parsed as a YAML scalar. named: see validate."""
-    where = _override_named(text, named)
+# KEY=VALUE texts applied to a config, in order: a list's typed on the command line; a dict's each with
+# how an error names it (a study file's own), None for one typed on the command line
+Overrides = list[str] | dict[str, str | None]
+
+
+def parse_override(text: str, where: str | None = None) -> tuple[str, Any]:
+    """'train.epochs=3' -> ('train.epochs', 3); the value is parsed as a YAML scalar. where: how an
+    error names the text; None: as typed on the command line, override 'TEXT'."""
+    where = where or f"override {text!r}"
     key, eq, value = text.partition("=")
     key = key.strip()
     if not eq:
@@ -507,11 +513,6 @@ def check_key(key: str, where: str) -> None:
         if item and _KEY.fullmatch(item["list"]):  # model.hidden.0=5
             raise ConfigError(f"{where}: a key names fields, not list positions; set a list whole, e.g. model.hidden=[16, 16]")
         raise ConfigError(f"{where}: {key!r} is not a dotted key like train.epochs")
-
-
-def _override_named(text: str, named: dict[str, str] | None) -> str:
-    """How an error names the override text: named's words for it (a study file's own), else as typed."""
-    return (named or {}).get(text) or f"override {text!r}"
 
 
 def _trailing_comment(value: str) -> str:
@@ -600,9 +601,18 @@ def section_names(data: dict, keys: list[str], schema: type[BaseModel]) -> dict[
     return names
 
 
-def apply_overrides(data: dict, overrides: list[str], schema: type[BaseModel], named: dict[str, str] | None = None) -> dict:
-    """Set KEY=VALUE override texts in a raw config dict (see set_dotted). named: see validate."""
-    return set_dotted(data, [(*parse_override(text, named), _override_named(text, named)) for text in overrides], schema)
+def _labelled(overrides: Overrides | None) -> list[tuple[str, str | None]]:
+    """overrides as (text, how an error names it) pairs, in order; None: typed on the command line."""
+    return list(overrides.items()) if isinstance(overrides, dict) else [(text, None) for text in overrides or []]
+
+
+def parsed_overrides(overrides: Overrides | None) -> list[tuple[str, Any, str]]:
+    """Override texts as set_dotted's (key, value, how an error names it) each."""
+    parsed = []
+    for text, label in _labelled(overrides):
+        where = label or f"override {text!r}"
+        parsed.append((*parse_override(text, where), where))
+    return parsed
 
 
 def set_dotted(data: dict, values: list[tuple[str, Any, str]], schema: type[BaseModel], every: set[str] = frozenset()) -> dict:
@@ -791,32 +801,38 @@ def _says_most(err: dict) -> int:
 
 def validate(
     data: dict, schema: type[BaseModel] = Config, source: str = "config", stored: bool = False,
-    names: dict[str, str] | None = None, overrides: list[str] | None = None, named: dict[str, str] | None = None,
+    names: dict[str, str] | None = None, overrides: Overrides | None = None,
 ):
     """Validate a raw dict against a schema; the first problem becomes one ConfigError line. stored:
     a config cnnlab wrote itself (a run's, a study's plan), held to the checks it was written under.
     names: what the user typed for a key (max_shift: --max-shift), as the error names it; source '':
-    no prefix. overrides: the KEY=VALUE texts applied to data, one of which an unknown key names.
-    named: the words for an override that did not come from the command line (a study file's own),
-    in place of source's."""
+    no prefix. overrides: the KEY=VALUE texts applied to data (see Overrides); the one that brought in
+    an unknown key is named in place of source, as its label says, else as 'SOURCE, override TEXT'. A
+    sweep gives the dotted KEYs of its command line's space and set, labelled, in place of texts."""
     try:
         return schema.model_validate(data, context={"stored": stored})
     except ValidationError as e:
         # of the alternatives of a plain union, the deepest error is the one that says most; at equal
         # depth, an unknown key (`spce:`) is the likelier mistake than the key it leaves missing (`space`)
         error = max(e.errors(), key=lambda err: (len(err["loc"]), err["type"] == "extra_forbidden", _says_most(err)))
-        given = _override_of(error, schema, overrides or [])  # a typo on the command line, not in the file
-        where = (named or {}).get(given) or ", ".join([*([source] if source else []), *([f"override {given}"] if given else [])])
+        labels = dict(_labelled(overrides))
+        given = _override_of(error, schema, labels)  # a typo on the command line, not in the file
+        where = (labels[given] or override_named(source, given)) if given else source
         raise ConfigError((f"{where}: " if where else "") + _describe(error, schema, data, names or {})) from None
 
 
-def _override_of(err: dict, schema: type[BaseModel], overrides: list[str]) -> str | None:
-    """The override (KEY=VALUE as typed) that brought in the unknown key err names, if one did."""
+def override_named(source: str | Path, text: str) -> str:
+    """How an error names an override typed on the command line: 'configs/x.yaml, override train.epoch=3'."""
+    return f"{source}, override {text}" if source else f"override {text}"
+
+
+def _override_of(err: dict, schema: type[BaseModel], overrides) -> str | None:
+    """The override (KEY=VALUE as typed, or KEY) that brought in the unknown key err names, if one did."""
     if err["type"] != "extra_forbidden":
         return None
     unknown = ".".join(_walk(schema, _user_loc(err, schema))[1]) + "."
     # optimzer.lr=0.1 names optimzer; train={epoch: 3} replaces train, so the typo below it is its own
-    keys = {text: parse_override(text)[0] + "." for text in overrides}
+    keys = {text: text.partition("=")[0].strip() + "." for text in overrides}
     return next((text for text, key in keys.items() if key.startswith(unknown) or unknown.startswith(key)), None)
 
 
@@ -836,14 +852,15 @@ def read_config_yaml(path: str | Path, stored: bool = False) -> dict:
     return data
 
 
-def load_config(path: str | Path, overrides: list[str] | None = None, stored: bool = False, named: dict[str, str] | None = None) -> Config:
-    """Load a YAML config, apply KEY=VALUE overrides, validate (stored, named: see validate). Raises ConfigError."""
+def load_config(path: str | Path, overrides: Overrides | None = None, stored: bool = False) -> Config:
+    """Load a YAML config, apply KEY=VALUE overrides, validate (stored, overrides: see validate). Raises ConfigError."""
     data = read_config_yaml(path, stored)
     experiment = model_and_dataset(data)
-    data = apply_overrides(data, overrides or [], Config, named)
-    drop_foreign_reported(data, experiment, [parse_override(text)[0] for text in overrides or []])
+    values = parsed_overrides(overrides)
+    set_dotted(data, values, Config)
+    drop_foreign_reported(data, experiment, [key for key, _, _ in values])
     data.setdefault("name", re.sub(r"[^A-Za-z0-9_.-]+", "_", Path(path).stem))  # "my exp.yaml" -> my_exp
-    return validate(data, Config, str(path), stored, overrides=overrides, named=named)
+    return validate(data, Config, str(path), stored, overrides=overrides)
 
 
 def model_and_dataset(data: dict) -> tuple:
@@ -860,7 +877,7 @@ def drop_foreign_reported(data: dict, experiment: tuple, keys) -> None:
 
 
 def config_from_dict(data: dict, overrides: list[str] | None = None, source: str = "config", stored: bool = False) -> Config:
-    data = apply_overrides(copy.deepcopy(data), overrides or [], Config)
+    data = set_dotted(copy.deepcopy(data), parsed_overrides(overrides), Config)
     return validate(data, Config, source, stored, overrides=overrides)
 
 

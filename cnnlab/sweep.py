@@ -23,8 +23,8 @@ from pydantic import Field, field_validator, model_validator
 
 from cnnlab import runs
 from cnnlab.config import (
-    Config, Strict, apply_overrides, check_key, closest_key, config_to_dict, drop_foreign_reported, dump_yaml, flatten, key_below, load_config, leaf_keys, model_and_dataset,
-    parse_override, read_yaml, set_dotted, validate,
+    Config, Strict, check_key, closest_key, config_to_dict, drop_foreign_reported, dump_yaml, flatten, key_below, load_config, leaf_keys, model_and_dataset,
+    override_named, parse_override, parsed_overrides, read_yaml, set_dotted, validate,
 )
 from cnnlab.errors import CnnlabError, ConfigError, RunError, counted, first_line, in_run, signal_name
 from cnnlab.interrupts import Interrupted
@@ -144,7 +144,7 @@ class Sweep:
     datasets: str = ""
     explicit: tuple[str, ...] = ()  # config keys the user set for every trial (set:, command line)
     configs: list[Config] = field(default_factory=list)  # trials that stand for the space: each grid point, else each bound
-    given: tuple[str, ...] = ()  # space keys from the command line (space.optimizer.lr=[0.1]): see named_keys
+    given: dict[str, str] = field(default_factory=dict)  # space keys from the command line -> how an error names each
 
     @property
     def name(self) -> str:
@@ -174,8 +174,7 @@ class Sweep:
         data = set_keys(config_to_dict(self.base), point, named_keys(self.source, "space", point, self.given), self.explicit)
         drop_foreign_reported(data, (self.base.model.name, self.base.dataset.name), [*point, *self.explicit])  # an FC point of a CNN base: not the CNN's number
         data.update(seed=seed, name=name or self.base.name)
-        typed = as_config_overrides(self.source, self.given)
-        return validate(data, Config, f"{self.source}: space", overrides=list(typed), named=typed)
+        return validate(data, Config, f"{self.source}: space", overrides=self.given)
 
     def describe(self) -> str:
         how = "grid" if self.spec.method == "grid" else f"{self.spec.method}, {counted(self.spec.samples, 'sample')}"
@@ -202,61 +201,49 @@ def load_sweep(path: str | Path, overrides: list[str] | None = None) -> Sweep:
         raise ConfigError(f"{path} is a config, not a sweep file: train it with cnnlab train {path}, or name it as a sweep file's base")
     if "members" in data and "space" not in data:
         raise ConfigError(f"{path} is a study file, not a sweep file: run it with cnnlab compare {path}")
-    config_overrides, unknown, in_sections = [], [], {"space": [], "set": []}
-    for text in overrides or []:
-        key, value = parse_override(text)
+    config_overrides, config_values, unknown = [], [], []
+    given = {"space": {}, "set": {}}  # the command line's space and set keys -> how an error names each
+    for text, (key, value, where) in zip(overrides or [], parsed_overrides(overrides)):
         top = key.split(".")[0]
         if top in ("space", "set") and "." in key:  # their keys hold dots themselves: space.optimizer.lr=[...]
-            in_sections[top].append(text)
+            inner = key[len(top) + 1:]
+            given[top][inner] = override_named(path, text)
             section = data.setdefault(top, {})
             if not isinstance(section, dict):
                 raise ConfigError(f"{path}: {top} must be a mapping of dotted config keys to values")
             if value is None:
-                section.pop(key[len(top) + 1:], None)
+                section.pop(inner, None)
             else:
-                section[key[len(top) + 1:]] = value
+                section[inner] = value
         elif top in SweepFile.model_fields:
-            apply_overrides(data, [text], SweepFile)
+            set_dotted(data, [(key, value, where)], SweepFile)
         elif key == "seed":  # each trial runs with one of the sweep's seeds, whatever the base config says
             raise ConfigError(f"{path}: {text}: a sweep's trials take their seeds from seeds=[...], e.g. seeds={value if isinstance(value, list) else [value]}")
         elif top not in Config.model_fields:
             unknown.append(text)  # said once the base config is known: what it suggests is a key the base has
         else:
             config_overrides.append(text)
+            config_values.append((key, value, where))
     data.setdefault("name", path.stem)
     spec = validate_spec(data, str(path))
     base_path = Path(os.path.normpath(path.parent / spec.base))  # configs/lenet.yaml, not configs/sweeps/../lenet.yaml
     base = read_yaml(base_path, "base config")
     experiment = model_and_dataset(base)
     base.setdefault("name", base_path.stem)
-    set_keys(base, spec.set, named_keys(path, "set", spec.set, in_sections["set"]))
-    apply_overrides(base, config_overrides, Config)
-    drop_foreign_reported(base, experiment, [*spec.set, *(parse_override(text)[0] for text in config_overrides)])  # as load_config does
+    set_keys(base, spec.set, named_keys(path, "set", spec.set, given["set"]))
+    set_dotted(base, config_values, Config)
+    drop_foreign_reported(base, experiment, [*spec.set, *(key for key, _, _ in config_values)])  # as load_config does
     if unknown:
         raise unknown_override(path, unknown[0], base)
-    explicit = sorted(leaf_keys(spec.set) | leaf_keys(dict(parse_override(text) for text in config_overrides)))
-    typed = as_config_overrides(path, in_sections["set"])  # the base holds set's keys; a trial adds space's (trial_config)
-    base_config = validate(base, Config, f"{path}: base {base_path}", overrides=config_overrides + list(typed), named=typed)
-    return resolve(spec, base_config, str(path), explicit, in_sections["space"])
+    explicit = sorted(leaf_keys(spec.set) | leaf_keys({key: value for key, value, _ in config_values}))
+    typed = dict.fromkeys(config_overrides) | given["set"]  # the base holds set's keys; a trial adds space's (trial_config)
+    return resolve(spec, validate(base, Config, f"{path}: base {base_path}", overrides=typed), str(path), explicit, given["space"])
 
 
-def as_config_overrides(path: Path, texts: list[str]) -> dict[str, str]:
-    """The command line's space and set keys (space.optimizer.lr=[0.1]) as the config overrides they
-    amount to (optimizer.lr=[0.1]) -> how an unknown key they bring in is named: as the override typed,
-    not as the sweep file's space or set."""
-    return {text.split(".", 1)[1]: f"{path}, override {text}" for text in texts}
-
-
-def named_keys(path: Path | str, section: str, keys, given) -> dict[str, str]:
-    """How an error names each key of the sweep's space or set: as the command-line override that
-    gave it (FILE, override space.seed.x=[1]), else as the sweep file's own (FILE: space.seed.x).
-    given: the command line's keys of section, as typed."""
-    typed = {parse_override(text)[0]: text for text in given}
-    named = {}
-    for key in keys:
-        dotted = f"{section}.{key}"
-        named[key] = f"{path}, override {typed[dotted]}" if dotted in typed else f"{path}: {dotted}"
-    return named
+def named_keys(path: Path | str, section: str, keys, given: dict[str, str]) -> dict[str, str]:
+    """How an error names each key of the sweep's space or set: given's words for one the command
+    line gave (FILE, override space.seed.x=[1]), else as the sweep file's own (FILE: space.seed.x)."""
+    return {key: given.get(key) or f"{path}: {section}.{key}" for key in keys}
 
 
 def unknown_override(path: Path, text: str, base: dict) -> ConfigError:
@@ -267,7 +254,7 @@ def unknown_override(path: Path, text: str, base: dict) -> ConfigError:
     keys = list(dict.fromkeys([*SweepFile.model_fields, *Config.model_fields]))
     close = closest_key(top, keys) or key_below(Config, top, base)
     hint = f"did you mean '{close}'?" if close else f"valid: a sweep key ({', '.join(SweepFile.model_fields)}) or a config key ({', '.join(Config.model_fields)})"
-    return ConfigError(f"{path}, override {text}: unknown key '{top}' (neither a sweep key nor a config key); {hint}")
+    return ConfigError(f"{override_named(path, text)}: unknown key '{top}' (neither a sweep key nor a config key); {hint}")
 
 
 def validate_spec(data: dict, source: str) -> SweepFile:
@@ -280,10 +267,10 @@ def validate_spec(data: dict, source: str) -> SweepFile:
     return validate(data, SweepFile, source)
 
 
-def resolve(spec: SweepFile, base: Config, source: str, explicit=(), given=()) -> Sweep:
+def resolve(spec: SweepFile, base: Config, source: str, explicit=(), given: dict[str, str] | None = None) -> Sweep:
     """Check the space against the config schema (every grid point, else every bound) and expand it.
-    given: the command line's space keys, as typed (see named_keys)."""
-    sweep = Sweep(spec, base, source, explicit=tuple(explicit), given=tuple(given))
+    given: the command line's space keys -> how an error names each (see named_keys)."""
+    sweep = Sweep(spec, base, source, explicit=tuple(explicit), given=dict(given or {}))
     for key in ("seed", "name"):
         if key in spec.space:
             raise ConfigError(f"{source}: space: '{key}' is set by the sweep itself (use seeds: [...] for seeds)")

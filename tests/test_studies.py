@@ -297,6 +297,15 @@ def test_a_malformed_override_in_a_study_file_is_named_as_the_study_files(capsys
     assert not (tmp_path / "runs").exists()
 
 
+def test_an_override_given_again_after_one_that_replaces_its_section_still_applies(tmp_path):
+    """The study file's train.epochs=3 typed again after train={batch_size: 8} applies last, as listed:
+    the overrides are one list, the study file's first, not each text at its first place."""
+    study = tmp_path / "again.yaml"
+    study.write_text(f"name: again\nmembers:\n  - {ROOT / 'configs/mnist_fc.yaml'}\noverrides: [train.epochs=3]\n")
+    _, members = resolve([str(study)], ["train={batch_size: 8}", "train.epochs=3"])
+    assert (members[0].cfg.train.epochs, members[0].cfg.train.batch_size) == (3, 8)
+
+
 def test_compare_user_errors_are_one_line(capsys, monkeypatch, tmp_path):
     for args, needle in [
         (["compare", "no-such-study"], "unknown study"),

@@ -123,7 +123,8 @@ def resolve(paths: list[str], overrides: list[str]) -> tuple[StudySpec, list[Mem
     for m in spec.members:
         source = Path(os.path.normpath(base / m.config))  # configs/mnist_fc.yaml, not configs/studies/../mnist_fc.yaml
         own = {text: f"{study}: override {text} (the study file's overrides, for member {source})" for text in spec.overrides}
-        cfg = load_config(source, spec.overrides + overrides, named=own)
+        last = reversed(dict.fromkeys(reversed(spec.overrides + overrides)))  # a text given twice applies where it comes last
+        cfg = load_config(source, {text: own.get(text) for text in last})  # None: the command line's
         members.append(Member(m.label or cfg.name, cfg, str(source)))
     labels = [m.label for m in members]
     if len(set(labels)) != len(labels):
