@@ -1,6 +1,7 @@
 """Config schema, YAML loading, overrides and the one-line validation messages."""
 
 import math
+import sys
 from pathlib import Path
 
 import pytest
@@ -345,8 +346,11 @@ def test_file_errors(tmp_path):
 
 
 def test_yaml_nested_too_deeply_is_one_line(tmp_path):
-    """PyYAML's parser recurses per level: 500 nested lists ended in a RecursionError traceback."""
-    deep = "[" * 500 + "]" * 500
+    """PyYAML's parser recurses per level: 500 nested lists ended in a RecursionError traceback. As
+    deep as the recursion limit, which torch.compile raises to 2000 in a process once it compiles a
+    graph (500 levels then parse, and the test depended on which tests ran before it)."""
+    levels = sys.getrecursionlimit()
+    deep = "[" * levels + "]" * levels
     (tmp_path / "deep.yaml").write_text(f"model: {{name: fc}}\ndescription: {deep}\n")
     with pytest.raises(ConfigError, match="deep.yaml: not valid YAML: nested too deeply"):
         load_config(tmp_path / "deep.yaml")
