@@ -273,7 +273,8 @@ def resolve(spec: SweepFile, base: Config, source: str, explicit=(), given: dict
     sweep = Sweep(spec, base, source, explicit=tuple(explicit), given=dict(given or {}))
     for key in ("seed", "name"):
         if key in spec.space:
-            raise ConfigError(f"{source}: space: '{key}' is set by the sweep itself (use seeds: [...] for seeds)")
+            where = sweep.given.get(key) or f"{source}: space"  # space.seed=[1] on the command line: that override
+            raise ConfigError(f"{where}: '{key}' is set by the sweep itself (use seeds: [...] for seeds)")
     if "seed" in spec.set:  # trial_config replaces it with one of the seeds: it would be ignored
         value = spec.set["seed"]
         raise ConfigError(f"{source}: set.seed: a sweep's trials take their seeds from seeds=[...], e.g. seeds={value if isinstance(value, list) else [value]}")

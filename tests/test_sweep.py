@@ -957,6 +957,19 @@ def test_an_unknown_key_from_the_command_line_is_named_as_an_override_not_as_the
     assert str(e.value) == f"{path}: space: unknown key 'optimzer'; did you mean 'optimizer'?"
 
 
+def test_a_seed_or_name_in_the_space_from_the_command_line_is_named_as_the_override(tmp_path):
+    """space.seed=[1] on the command line read 'FILE: space: 'seed' is set by the sweep itself', as if
+    the file's space held it; the file's own still reads so."""
+    path = write_sweep(tmp_path / "s.yaml", space={"optimizer.lr": [0.1]})
+    with pytest.raises(ConfigError) as e:
+        load_sweep(path, ["space.seed=[1]"])
+    assert str(e.value) == f"{path}, override space.seed=[1]: 'seed' is set by the sweep itself (use seeds: [...] for seeds)"
+    path = write_sweep(tmp_path / "own.yaml", space={"optimizer.lr": [0.1], "name": ["a"]})
+    with pytest.raises(ConfigError) as e:
+        load_sweep(path, [])
+    assert str(e.value) == f"{path}: space: 'name' is set by the sweep itself (use seeds: [...] for seeds)"
+
+
 @pytest.mark.parametrize("typo_in,override,named", [
     ("base", "space.optimizer=[{name: sgd}]", ": base {base}: unknown key 'optimizer.momentun'; did you mean 'optimizer.momentum'?"),
     ("space", "set.optimizer={name: sgd}", ": space: unknown key 'optimizer.momentun'; did you mean 'optimizer.momentum'?"),
