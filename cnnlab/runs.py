@@ -460,10 +460,10 @@ def settle_cut_off(members: Path, reason: str, keep: frozenset[str] = frozenset(
     and so is a run whose training lock a live process still holds after `grace` seconds (a worker
     on a cluster, not gone with the driver's shutdown): that process settles it. The grace is for
     this machine's workers, which Ray's shutdown kills a moment later, unsettled."""
-    dirs = [p for p in Path(members).iterdir() if p.is_dir()] if Path(members).is_dir() else []
-    held = _still_held([p for p in dirs if p.name not in keep], grace)
+    dirs = [p for p in Path(members).iterdir() if p.is_dir() and p.name not in keep] if Path(members).is_dir() else []
+    held = _still_held(dirs, grace)
     for path in dirs:
-        if path.name in keep or path in held:
+        if path in held:
             continue
         if _never_written(path):
             if RUN_DIR_NAME.fullmatch(path.name):

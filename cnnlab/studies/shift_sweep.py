@@ -133,6 +133,10 @@ def grid_table(rows: list[dict], model: str) -> list[dict]:
     return [{"dy \\ dx": int(dy), **{str(dx): f"{100 * grid.loc[dy, dx]:.1f}" for dx in grid.columns}} for dy in grid.index]
 
 
+# how the models whose accuracy changed least (or rose most) fare, by the change's sign: (one, several)
+FARES = {-1: ("loses the least", "lose the least"), 1: ("gains the most", "gain the most"), 0: ("keeps its accuracy best", "keep their accuracy best")}
+
+
 def reading(rows: list[dict], axis: str, mode: str) -> str:
     """Centred accuracy against the mean at +-s pixels (s = 4, or the largest shift swept), per model."""
     import pandas as pd
@@ -158,10 +162,8 @@ def reading(rows: list[dict], axis: str, mode: str) -> str:
     leaders = [m for m in shown if shown[m] == points]
     if len(leaders) == len(shown):
         return text + f"; {' and '.join(leaders)} fare alike at {s} px."
-    if len(leaders) > 1:
-        fares = "lose the least" if points < 0 else "gain the most" if points > 0 else "keep their accuracy best"
-    else:
-        fares = "loses the least" if points < 0 else "gains the most" if points > 0 else "keeps its accuracy best"
+    sign = (points > 0) - (points < 0)
+    fares = FARES[sign][len(leaders) > 1]
     return text + f"; {' and '.join(leaders)} {fares} at {s} px."
 
 
