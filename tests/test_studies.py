@@ -1412,6 +1412,28 @@ def test_labels_that_make_the_same_file_name_get_one_image_figure_each(second, i
     assert all((study / f).is_file() for f in images)
 
 
+@pytest.mark.parametrize("member, reused, image", [("FASHION_CNN", "fashion_cnn", "image_fashion_cnn-2.png"),
+                                                   ("fashion_cnn", "fashion_cnn-<id>", "image_fashion_cnn-<id>.png")])
+def test_a_from_run_label_is_renamed_only_when_it_is_a_members_label_exactly(member, reused, image, fashion_run, tiny_data, tmp_path, capsys, monkeypatch):
+    """Labels are compared as written, as a study file's members' are (CNN and cnn are two labels):
+    a --from-run run named fashion_cnn beside a member FASHION_CNN keeps its name, its own column;
+    beside a member fashion_cnn it becomes fashion_cnn-<its run id> (one label would average the two
+    models into one column). Only the image files, named apart ignoring case, differ in more."""
+    study_file = tmp_path / "case.yaml"
+    study_file.write_text(f"name: case\nmembers:\n  - {{config: {ROOT}/configs/fashion_fc.yaml, label: {member}}}\n")
+    code, out, err = cnnlab(capsys, monkeypatch, "shift-sweep", study_file, "--from-run", fashion_run.path, "--epochs", "1", "--max-shift", "1",
+                            "--image-index", "0", "--data-dir", tiny_data, "--runs-dir", tmp_path / "runs", *FAST)
+    assert code == 0, err
+    study = last_line(out)
+    run_id = fashion_run.path.name.rsplit("-", 1)[-1]
+    reused, image = reused.replace("<id>", run_id), image.replace("<id>", run_id)
+    table = pd.read_csv(study / "table.csv")
+    assert list(table.groupby("model", sort=False).size().items()) == [(member, 3), (reused, 3)]
+    summary = json.loads((study / "summary.json").read_text())
+    assert summary["members"][reused] == str(fashion_run.path)
+    assert [f for f in summary["files"] if f.startswith("image_") and f.endswith(".png")] == [f"image_{member}.png", image]
+
+
 def test_shift_reading_says_a_tie_rather_than_naming_the_first_model():
     """Two models that lose the same 2.1 points: the reading named the first as the one that 'loses
     the least'. Now it says they fare alike, and names every leader where the rest fare worse."""
