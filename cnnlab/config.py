@@ -14,7 +14,7 @@ import select
 import stat
 import typing
 from pathlib import Path
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, Any, Literal, Sequence, Union
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, StrictFloat, StrictInt, ValidationError, ValidationInfo, field_validator, model_validator
@@ -801,14 +801,16 @@ def _says_most(err: dict) -> int:
 
 def validate(
     data: dict, schema: type[BaseModel] = Config, source: str = "config", stored: bool = False,
-    names: dict[str, str] | None = None, overrides: Overrides | None = None,
+    names: dict[str, str] | None = None, overrides: Overrides | None = None, owners: Sequence[tuple[str, str | None]] = (),
 ):
     """Validate a raw dict against a schema; the first problem becomes one ConfigError line. stored:
     a config cnnlab wrote itself (a run's, a study's plan), held to the checks it was written under.
     names: what the user typed for a key (max_shift: --max-shift), as the error names it; source '':
     no prefix. overrides: the KEY=VALUE texts applied to data (see Overrides); the one that brought in
     an unknown key is named in place of source, as its label says, else as 'SOURCE, override TEXT'. A
-    sweep gives the dotted KEYs of its command line's space and set, labelled, in place of texts."""
+    sweep gives the dotted KEYs of its command line's space and set, labelled, in place of texts.
+    owners: dotted keys in the order they were set, each with how an error names it (None: as source);
+    any other problem at or below one is named as the last that holds it (a sweep's trial)."""
     try:
         return schema.model_validate(data, context={"stored": stored})
     except ValidationError as e:
@@ -817,7 +819,7 @@ def validate(
         error = max(e.errors(), key=lambda err: (len(err["loc"]), err["type"] == "extra_forbidden", _says_most(err)))
         labels = dict(_labelled(overrides))
         given = _override_of(error, schema, labels)  # a typo on the command line, not in the file
-        where = (labels[given] or override_named(source, given)) if given else source
+        where = (labels[given] or override_named(source, given)) if given else _owner_of(error, schema, owners) or source
         raise ConfigError((f"{where}: " if where else "") + _describe(error, schema, data, names or {})) from None
 
 
@@ -834,6 +836,12 @@ def _override_of(err: dict, schema: type[BaseModel], overrides) -> str | None:
     # optimzer.lr=0.1 names optimzer; train={epoch: 3} replaces train, so the typo below it is its own
     keys = {text: text.partition("=")[0].strip() + "." for text in overrides}
     return next((text for text, key in keys.items() if key.startswith(unknown) or unknown.startswith(key)), None)
+
+
+def _owner_of(err: dict, schema: type[BaseModel], owners) -> str | None:
+    """How owners names the key that last set err's location, or a section holding it (None: none did)."""
+    loc = ".".join(_walk(schema, _user_loc(err, schema))[1]) + "."
+    return next((named for key, named in reversed(owners) if loc.startswith(key + ".")), None)
 
 
 def _user_loc(err: dict, schema: type[BaseModel]) -> tuple:

@@ -145,6 +145,7 @@ class Sweep:
     explicit: tuple[str, ...] = ()  # config keys the user set for every trial (set:, command line)
     configs: list[Config] = field(default_factory=list)  # trials that stand for the space: each grid point, else each bound
     given: dict[str, str] = field(default_factory=dict)  # space keys from the command line -> how an error names each
+    owners: list[tuple[str, str]] = field(default_factory=list)  # config keys the command line set for every trial (set.X=, X=), in order, each with how an error names it
 
     @property
     def name(self) -> str:
@@ -174,7 +175,9 @@ class Sweep:
         data = set_keys(config_to_dict(self.base), point, named_keys(self.source, "space", point, self.given), self.explicit)
         drop_foreign_reported(data, (self.base.model.name, self.base.dataset.name), [*point, *self.explicit])  # an FC point of a CNN base: not the CNN's number
         data.update(seed=seed, name=name or self.base.name)
-        return validate(data, Config, f"{self.source}: space", overrides=self.given)
+        # set.model.init=xavier that a point's model refuses is named as that override; a key the point sets, as the point's
+        owners = [*self.owners, *((key, self.given.get(key)) for key in point)]
+        return validate(data, Config, f"{self.source}: space", overrides=self.given, owners=owners)
 
     def describe(self) -> str:
         how = "grid" if self.spec.method == "grid" else f"{self.spec.method}, {counted(self.spec.samples, 'sample')}"
@@ -237,7 +240,9 @@ def load_sweep(path: str | Path, overrides: list[str] | None = None) -> Sweep:
         raise unknown_override(path, unknown[0], base)
     explicit = sorted(leaf_keys(spec.set) | leaf_keys({key: value for key, value, _ in config_values}))
     typed = dict.fromkeys(config_overrides) | given["set"]  # the base holds set's keys; a trial adds space's (trial_config)
-    return resolve(spec, validate(base, Config, f"{path}: base {base_path}", overrides=typed), str(path), explicit, given["space"])
+    source = f"{path}: base {base_path}"
+    owners = [*given["set"].items(), *((key, override_named(source, text)) for text, (key, _, _) in zip(config_overrides, config_values))]
+    return resolve(spec, validate(base, Config, source, overrides=typed), str(path), explicit, given["space"], owners)
 
 
 def named_keys(path: Path | str, section: str, keys, given: dict[str, str]) -> dict[str, str]:
@@ -267,10 +272,10 @@ def validate_spec(data: dict, source: str) -> SweepFile:
     return validate(data, SweepFile, source)
 
 
-def resolve(spec: SweepFile, base: Config, source: str, explicit=(), given: dict[str, str] | None = None) -> Sweep:
+def resolve(spec: SweepFile, base: Config, source: str, explicit=(), given: dict[str, str] | None = None, owners=()) -> Sweep:
     """Check the space against the config schema (every grid point, else every bound) and expand it.
-    given: the command line's space keys -> how an error names each (see named_keys)."""
-    sweep = Sweep(spec, base, source, explicit=tuple(explicit), given=dict(given or {}))
+    given: the command line's space keys -> how an error names each (see named_keys); owners: see Sweep."""
+    sweep = Sweep(spec, base, source, explicit=tuple(explicit), given=dict(given or {}), owners=list(owners))
     for key in ("seed", "name"):
         if key in spec.space:
             where = sweep.given.get(key) or f"{source}: space"  # space.seed=[1] on the command line: that override

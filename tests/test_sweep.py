@@ -1013,6 +1013,29 @@ def test_a_set_key_inside_a_value_set_just_before_is_one_line_not_a_traceback(tm
     assert str(e.value) == f"{path}{named}"
 
 
+@pytest.mark.parametrize("overrides,named", [
+    (["set.model.name=lenet", "set.model.init=xavier"], ", override set.model.init=xavier: model.init: "),
+    (["set.model={name: lenet, init: xavier}"], ", override set.model={name: lenet, init: xavier}: model.init: "),
+    (["model.name=lenet", "model.init=xavier"], ": base {base}, override model.init=xavier: model.init: "),
+    (["set.model.name=lenet", "space.model.init=[xavier]"], ", override space.model.init=[xavier]: model.init: "),
+    (["set.model.name=lenet", "set.model.init=default", "space.model.init=[xavier]"], ", override space.model.init=[xavier]: model.init: "),
+], ids=["set key", "set section", "config key", "space key", "space key over a set key"])
+def test_a_command_line_key_refused_only_in_a_trial_is_named_as_its_override_not_as_the_files_space(tmp_path, overrides, named):
+    """set.model.init=xavier, fine for the base's lenet, is refused in the file's space's keras_cnn
+    trial, before Ray starts; it read 'FILE: space: model.init: ...', as if the file's space held
+    model.init (X=, and a command-line space key's own value, likewise). A key the trial's point set
+    last is the point's; the file's own still reads 'FILE: space: ...'."""
+    path = write_sweep(tmp_path / "s.yaml", space={"model.name": ["lenet", "keras_cnn"]})
+    refused = "must be one of 'keras' or 'default' (got 'xavier')"
+    with pytest.raises(ConfigError) as e:
+        load_sweep(path, overrides)
+    assert str(e.value) == f"{path}{named.replace('{base}', str(BASE))}{refused}"
+    own = write_sweep(tmp_path / "own.yaml", space={"model.name": ["lenet", "keras_cnn"]}, set={"model.name": "lenet", "model.init": "xavier"})
+    with pytest.raises(ConfigError) as e:
+        load_sweep(own, [])
+    assert str(e.value) == f"{own}: space: model.init: {refused}"
+
+
 @pytest.mark.parametrize("set_,overrides", [({"train": None, "train.epochs": 3}, []), ({}, ["set.train=null", "set.train.epochs=3"])])
 def test_a_set_key_inside_a_section_set_to_null_just_before_starts_it_from_its_defaults(tmp_path, set_, overrides):
     """set: {train: null, train.epochs: 3} read 'FILE: set.train.epochs: train is not a section', where
