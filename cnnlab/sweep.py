@@ -281,8 +281,9 @@ def resolve(spec: SweepFile, base: Config, source: str, explicit=(), given: dict
             where = sweep.given.get(key) or f"{source}: space"  # space.seed=[1] on the command line: that override
             raise ConfigError(f"{where}: '{key}' is set by the sweep itself (use seeds: [...] for seeds)")
     if "seed" in spec.set:  # trial_config replaces it with one of the seeds: it would be ignored
+        where = named_keys(source, "set", ["seed"], dict(sweep.owners))["seed"]  # set.seed=1 on the command line: that override
         value = spec.set["seed"]
-        raise ConfigError(f"{source}: set.seed: a sweep's trials take their seeds from seeds=[...], e.g. seeds={value if isinstance(value, list) else [value]}")
+        raise ConfigError(f"{where}: a sweep's trials take their seeds from seeds=[...], e.g. seeds={value if isinstance(value, list) else [value]}")
     for key in spec.space:  # a section and a key inside it: one would silently overwrite the other
         inside = [other for other in spec.space if other.startswith(key + ".")]
         if inside:

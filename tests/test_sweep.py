@@ -83,7 +83,7 @@ def last_line(out) -> Path:
     ({"space": {"optimizer": [{"name": "adam"}], "optimizer.lr": [0.1]}}, [], "optimizer and optimizer.lr overlap"),
     ({"space": {"optimizer.lr": [0.1]}}, ["seed=5"], "a sweep's trials take their seeds from seeds=[...], e.g. seeds=[5]"),
     ({"space": {"optimizer.lr": [0.1]}, "set": {"device": "cpu", "seed": 7}}, [], "set.seed: a sweep's trials take their seeds from seeds=[...], e.g. seeds=[7]"),
-    ({"space": {"optimizer.lr": [0.1]}}, ["set.seed=5"], "set.seed: a sweep's trials take their seeds from seeds=[...], e.g. seeds=[5]"),
+    ({"space": {"optimizer.lr": [0.1]}}, ["set.seed=5"], ", override set.seed=5: a sweep's trials take their seeds from seeds=[...], e.g. seeds=[5]"),
     ({"space": {"optimizer.lr": [0.1]}, "resources": {"gpus": -1}}, [], ": resources.gpus: Input should be greater than or equal to 0"),
     ({"space": {"optimizer.lr": [0.1]}}, ["resources.gpus=.inf"], ": resources.gpus: Input should be a finite number (got inf)"),
     ({"space": {"optimizer.lr": [0.1]}}, ["resources.gpus=some"], ": resources.gpus: must be one of 'auto' (got 'some')"),
@@ -968,6 +968,24 @@ def test_a_seed_or_name_in_the_space_from_the_command_line_is_named_as_the_overr
     with pytest.raises(ConfigError) as e:
         load_sweep(path, [])
     assert str(e.value) == f"{path}: space: 'name' is set by the sweep itself (use seeds: [...] for seeds)"
+
+
+def sweep_error(tmp_path, path, *overrides) -> list[str]:
+    """cnnlab sweep PATH OVERRIDES, refused while loading: its error lines (exit 2, no sweep directory)."""
+    out = cnnlab("sweep", path, *overrides, "--runs-dir", tmp_path / "runs", timeout=120)
+    assert out.returncode == 2 and not (tmp_path / "runs").exists(), out.stderr
+    return out.stderr.splitlines()
+
+
+def test_a_seed_in_set_from_the_command_line_is_named_as_the_override(tmp_path):
+    """cnnlab sweep FILE set.seed=1 read 'FILE: set.seed: a sweep's trials take their seeds from ...',
+    as if the file's set held it; the file's own set: {seed: 1} still reads so."""
+    refused = "a sweep's trials take their seeds from seeds=[...], e.g. seeds=[1]"
+    path = write_sweep(tmp_path / "s.yaml", space={"optimizer.lr": [0.1]})
+    assert sweep_error(tmp_path, path, "set.seed=1") == [f"error: {path}, override set.seed=1: {refused}"]
+    own = write_sweep(tmp_path / "own.yaml", space={"optimizer.lr": [0.1]}, set={"device": "cpu", "seed": 1})
+    assert sweep_error(tmp_path, own) == [f"error: {own}: set.seed: {refused}"]
+
 
 
 @pytest.mark.parametrize("typo_in,override,named", [
