@@ -228,7 +228,7 @@ def load_sweep(path: str | Path, overrides: list[str] | None = None) -> Sweep:
             config_overrides.append(text)
             config_values.append((key, value, where))
     data.setdefault("name", path.stem)
-    spec = validate_spec(data, str(path))
+    spec = validate_spec(data, str(path), given["space"])
     base_path = Path(os.path.normpath(path.parent / spec.base))  # configs/lenet.yaml, not configs/sweeps/../lenet.yaml
     base = read_yaml(base_path, "base config")
     experiment = model_and_dataset(base)
@@ -262,13 +262,15 @@ def unknown_override(path: Path, text: str, base: dict) -> ConfigError:
     return ConfigError(f"{override_named(path, text)}: unknown key '{top}' (neither a sweep key nor a config key); {hint}")
 
 
-def validate_spec(data: dict, source: str) -> SweepFile:
-    """Validate a raw sweep file; each space entry first, so a typo there names its own key."""
+def validate_spec(data: dict, source: str, given: dict[str, str] | None = None) -> SweepFile:
+    """Validate a raw sweep file; each space entry first, so a typo there names its own key.
+    given: the command line's space keys -> how an error names each (see named_keys)."""
     if isinstance(data.get("space"), dict):
         if not data["space"]:  # pydantic would say "Dictionary should have at least 1 item"
             raise ConfigError(f"{source}: space is empty: nothing to sweep; give at least one key, e.g. space.optimizer.lr=[0.01, 0.1]")
+        named = named_keys(source, "space", data["space"], given or {})
         for key, entry in data["space"].items():
-            validate(entry, SpaceEntry, f"{source}: space.{key}")
+            validate(entry, SpaceEntry, named[key])
     return validate(data, SweepFile, source)
 
 

@@ -986,6 +986,15 @@ def test_a_seed_in_set_from_the_command_line_is_named_as_the_override(tmp_path):
     own = write_sweep(tmp_path / "own.yaml", space={"optimizer.lr": [0.1]}, set={"device": "cpu", "seed": 1})
     assert sweep_error(tmp_path, own) == [f"error: {own}: set.seed: {refused}"]
 
+def test_a_space_entry_from_the_command_line_that_is_not_a_list_or_range_is_named_as_the_override(tmp_path):
+    """cnnlab sweep FILE space.optimizer.lr=0.5 read 'FILE: space.optimizer.lr: give a list of values
+    or a range ...', as if the file's space held it; the file's own space: {optimizer.lr: 0.5} still reads so."""
+    refused = "give a list of values or a range {low: ..., high: ...}"
+    path = write_sweep(tmp_path / "s.yaml", space={"model.n_feature": [4]})
+    assert sweep_error(tmp_path, path, "space.optimizer.lr=0.5") == [f"error: {path}, override space.optimizer.lr=0.5: {refused}"]
+    own = write_sweep(tmp_path / "own.yaml", space={"optimizer.lr": 0.5})
+    assert sweep_error(tmp_path, own) == [f"error: {own}: space.optimizer.lr: {refused}"]
+
 
 
 @pytest.mark.parametrize("typo_in,override,named", [
