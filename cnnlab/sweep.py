@@ -291,9 +291,10 @@ def resolve(spec: SweepFile, base: Config, source: str, explicit=(), given: dict
         if inside:
             raise ConfigError(f"{source}: space: {key} and {inside[0]} overlap; sweep the whole section or keys inside it, not both")
     if spec.method == "grid":
+        named = named_keys(source, "space", spec.space, sweep.given)
         for key, entry in spec.space.items():
             if entry.values is None and entry.num is None:
-                raise ConfigError(f"{source}: space.{key}: a range needs num (how many grid points) for method grid")
+                raise ConfigError(f"{named[key]}: a range needs num (how many grid points) for method grid")
         size = math.prod(len(entry.values) if entry.values is not None else entry.num for entry in spec.space.values())
         if size > MAX_POINTS:
             raise ConfigError(f"{source}: space: a grid of {size:,} points is more than {MAX_POINTS:,}; give fewer values, a smaller num, or method=random")

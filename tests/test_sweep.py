@@ -996,6 +996,17 @@ def test_a_space_entry_from_the_command_line_that_is_not_a_list_or_range_is_name
     assert sweep_error(tmp_path, own) == [f"error: {own}: space.optimizer.lr: {refused}"]
 
 
+def test_a_grid_range_without_num_from_the_command_line_is_named_as_the_override(tmp_path):
+    """cnnlab sweep FILE 'space.optimizer.lr={low: 0.1, high: 1}' (a grid) read 'FILE: space.optimizer.lr:
+    a range needs num ...', as if the file's space held it; the file's own range still reads so."""
+    refused = "a range needs num (how many grid points) for method grid"
+    path = write_sweep(tmp_path / "s.yaml", space={"model.n_feature": [4]})
+    override = "space.optimizer.lr={low: 0.1, high: 1}"
+    assert sweep_error(tmp_path, path, override) == [f"error: {path}, override {override}: {refused}"]
+    own = write_sweep(tmp_path / "own.yaml", space={"optimizer.lr": {"low": 0.1, "high": 1}})
+    assert sweep_error(tmp_path, own) == [f"error: {own}: space.optimizer.lr: {refused}"]
+
+
 
 @pytest.mark.parametrize("typo_in,override,named", [
     ("base", "space.optimizer=[{name: sgd}]", ": base {base}: unknown key 'optimizer.momentun'; did you mean 'optimizer.momentum'?"),
