@@ -197,7 +197,9 @@ def twin_optimizer(
         settings.update(lr=torch.tensor(float(group["lr"])), fused=None, foreach=False)
         groups.append({**settings, "params": [view_of[p] for p in group["params"]]})
     twin = type(optimizer)(groups)
-    for p in reached:
+    for p in [p for p in model.parameters() if p in reached]:  # in the model's order, not the set's (ids):
+        # the twin's state in the same order in every process, so the compiled graph is too (and its
+        # cache entry, else missed in each new process)
         view_of[p].grad = torch.zeros_like(p)
         twin.state[view_of[p]] = optimizer.state[p]  # the same dict: the twin's updates are the optimizer's
     named = dict(model.named_parameters())

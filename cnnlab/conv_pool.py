@@ -45,7 +45,7 @@ class ConvMaxPool2d(nn.Module):
         if p:
             x = F.pad(x, (p, p, p, p))
         bias = None if self.bias is None else self.bias.repeat(4)
-        return WindowMax.apply(F.conv2d(blocks_of(x), block_kernels(self.weight), bias))
+        return window_max(F.conv2d(blocks_of(x), block_kernels(self.weight), bias))
 
 
 def blocks_of(x: torch.Tensor) -> torch.Tensor:
@@ -65,31 +65,17 @@ def block_kernels(weight: torch.Tensor) -> torch.Tensor:
     return torch.cat([blocks_of(w.contiguous()) for w in at_pixel])
 
 
-class WindowMax(torch.autograd.Function):
-    """The maximum of the four channel groups; the gradient to the first of them that reaches it.
-    It works on the channels-last view (N, H, W, C), so that the gradient is made in that layout
-    (made as (N, C, H, W), the compiled code wrote it once as that, then again channels-last)."""
-
-    @staticmethod
-    def forward(blocks: torch.Tensor) -> torch.Tensor:
-        a, b, c, d = pixels_last(blocks).chunk(4, dim=-1)
-        return torch.maximum(torch.maximum(a, b), torch.maximum(c, d)).permute(0, 3, 1, 2)
-
-    @staticmethod
-    def setup_context(ctx, inputs, output) -> None:
-        ctx.save_for_backward(inputs[0], output)
-
-    @staticmethod
-    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
-        blocks, top = ctx.saved_tensors
-        a, b, c, _ = pixels_last(blocks).chunk(4, dim=-1)
-        top, grad = pixels_last(top), pixels_last(grad)
-        at_a = a == top
-        at_b = (b == top) & ~at_a
-        at_c = (c == top) & ~(at_a | at_b)
-        at_d = ~(at_a | at_b | at_c)
-        zero = torch.zeros((), dtype=grad.dtype, device=grad.device)
-        return torch.cat([torch.where(at, grad, zero) for at in (at_a, at_b, at_c, at_d)], dim=-1).permute(0, 3, 1, 2)
+def window_max(blocks: torch.Tensor) -> torch.Tensor:
+    """The maximum of the four channel groups, written so that autograd sends the gradient to the
+    first of them that reaches it, as max_pool2d does (torch.maximum would split a tie's gradient
+    between its two; MNIST's blank borders make ties common). No autograd.Function: one in the graph
+    keeps the compiled step out of AOT autograd's cache (1.8 s of compiling in every new process).
+    It works on the channels-last view (N, H, W, C), so that the gradient is made in that layout."""
+    a, b, c, d = pixels_last(blocks).chunk(4, dim=-1)
+    first_a = (a >= b) & (a >= c) & (a >= d)
+    first_b = (b >= c) & (b >= d)
+    top = torch.where(first_a, a, torch.where(first_b, b, torch.where(c >= d, c, d)))
+    return top.permute(0, 3, 1, 2)
 
 
 def pixels_last(x: torch.Tensor) -> torch.Tensor:
@@ -130,7 +116,7 @@ def with_conv_max_pools(model: nn.Module) -> tuple[nn.Module, list[tuple[nn.Modu
     for seq in [m for m in fused.modules() if type(m) is nn.Sequential]:  # a subclass may have its own forward
         layers = list(seq)
         for i, conv in enumerate(layers):
-            # not in place: moved after the pooling, it would overwrite the maxima WindowMax keeps
+            # a plain ReLU only: one in place is left where it is, with its pooling unfused
             relu = i + 2 < len(layers) and type(layers[i + 1]) is nn.ReLU and not layers[i + 1].inplace and not hooked(layers[i + 1])
             pool = i + 1 + relu
             if pool < len(layers) and fusable(conv, layers[pool]):

@@ -10,6 +10,8 @@ and fail in one line saying why without a working C++ compiler.
 import json
 import os
 import shutil
+import subprocess
+import sys
 
 import pandas as pd
 import pytest
@@ -277,3 +279,26 @@ def test_a_parameter_the_loss_never_reaches_is_left_alone_as_the_ordinary_step_l
     assert not torch.allclose(compiled.linear.weight, start, atol=1e-2)  # the rest trained
     for a, b in zip(eager.parameters(), compiled.parameters()):
         assert torch.allclose(a, b, atol=1e-5)
+
+
+def test_a_new_process_loads_the_conv_pool_steps_compiled_graphs_from_the_cache(tiny_data, tmp_path):
+    """The blocked CNN's step was compiled again in every new process (4 s where 2.7 would do): its
+    gradient routing was an autograd.Function, which keeps a graph out of AOT autograd's cache, and
+    the optimizer twin's state followed a set's order (the tensors' ids), so the graph changed from
+    process to process. Now a second process finds every graph the first compiled."""
+    model, optimizer = CONV_POOL_MODELS["cnn-sgd"]
+    path = tmp_path / "compiled.yaml"
+    path.write_text(FC.replace("{name: fc, hidden: [16]}", model) + OPTIMIZERS[optimizer])
+    code = (
+        "import json, sys; from torch._dynamo.utils import counters; from cnnlab.config import load_config; "
+        "from cnnlab.experiment import run; "
+        f"run(load_config({str(path)!r}, ['train.compile=true', 'train.epochs=1', 'train.max_steps=4']), "
+        f"runs_dir={str(tmp_path / 'runs')!r}, data_dir={str(tiny_data)!r}); "
+        "print(json.dumps(dict(counters['aot_autograd'])))"
+    )
+    for process in (1, 2):
+        done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, done.stderr
+        counts = json.loads(done.stdout.splitlines()[-1])
+        assert counts.get("autograd_cache_bypass", 0) == 0, counts
+    assert counts["autograd_cache_hit"] == counts["total"] and "autograd_cache_miss" not in counts, counts
