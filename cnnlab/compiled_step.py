@@ -20,12 +20,7 @@ How, so that it stays one graph (a break costs what it saves):
   the graph would break it before the optimizer;
 - only the parameters the loss reaches are differentiated: torch.func would give the others zeros,
   which the optimizer would decay and keep state for, where an ordinary step gives them no .grad and
-  the optimizer skips them. Which they are, the first full batch's ordinary step shows.
-
-The first full batch is an ordinary step: it creates the optimizer's state (SGD's momentum, Adam's
-moments) unless a resume has loaded it, so that one graph is compiled, with the state, instead of
-one without it for the first step and another for the rest (0.35 to 0.5 s less compiling a run
-for study A's FC2Layer and CNN).
+  the optimizer skips them. Which they are is found once, by an eager pass before the first call.
 
 What the graph computes is the model's function, but a convolution followed by 2x2 max-pooling (study
 A's CNN, LeNet with ReLU and max-pooling) is computed as one convolution over 2x2 pixel blocks
@@ -40,7 +35,7 @@ would not be in general, because this class owns everything those guards look at
 twin and its state are made once; learning rates change inside their tensors; and what a caller
 could change (the batch's shape, strides and types, the modules' train/eval mode, grad mode) is
 compared with the warm call's before each call, in far fewer checks. "Warm" means a guarded call
-that compiled nothing (the third full batch's: the second compiles the graph), and only for
+that compiled nothing (SGD's third: its second compiles the graph with momentum), and only for
 the latest CompiledStep of the process, since a newer one empties dynamo's cache (reset below).
 """
 
@@ -57,7 +52,7 @@ from torch._dynamo.exc import TorchDynamoException
 from torch.func import functional_call, grad_and_value
 
 from cnnlab.conv_pool import with_conv_max_pools
-from cnnlab.engine import autocast, batch_too_small, forward_backward
+from cnnlab.engine import autocast, batch_too_small, one_line_if_batch_too_small
 from cnnlab.errors import ConfigError, first_line
 
 
@@ -101,8 +96,13 @@ class CompiledStep:
         return len(xb) == self.batch_size
 
     def __call__(self, xb: torch.Tensor, yb: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        if self._twin is None:
-            return self._first_step(xb, yb)
+        if self._twin is None:  # now, not at setup: after a resume has loaded the optimizer's state
+            with one_line_if_batch_too_small(len(xb)):  # its forward is the model's, eager
+                reached = reached_parameters(self.model, self.loss_fn, xb, yb)
+            self._twin, self._views, fixed = twin_optimizer(self.optimizer, self.model, reached)
+            self._constants = {**fixed, **dict(self.model.named_buffers())}  # not differentiated
+            # the schedule's check that optimizer.step() ran before it: it did, compiled
+            self.optimizer._opt_called = True
         lrs = [group["lr"] for group in self.optimizer.param_groups]
         if lrs != self._lrs:  # a schedule's new rates (a fill costs as much as the check)
             for lr, twin in zip(lrs, self._twin.param_groups):
@@ -126,20 +126,9 @@ class CompiledStep:
             raise error from None
         new = compiled_graphs() - graphs
         self._warm = None if new else signature
-        if new:  # one when a run's second step compiles the graph
+        if new:  # one when a run starts; one more for SGD's momentum, which its first step creates
             self.graphs += new
             self.compile_seconds += time.perf_counter() - t0
-        return out, loss
-
-    def _first_step(self, xb: torch.Tensor, yb: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """An ordinary step (see above): the optimizer's state is there before the graph is traced,
-        and the parameters it gives a .grad are those the loss reaches."""
-        self.optimizer.zero_grad(set_to_none=True)
-        out, loss = forward_backward(self.model, xb, yb, self.loss_fn, self.amp)
-        self.optimizer.step()
-        reached = {p for p in self.model.parameters() if p.grad is not None}
-        self._twin, self._views, fixed = twin_optimizer(self.optimizer, self.model, reached)
-        self._constants = {**fixed, **dict(self.model.named_buffers())}  # not differentiated
         return out, loss
 
     def _loss(self, params: dict, constants: dict, xb: torch.Tensor, yb: torch.Tensor):
@@ -174,6 +163,21 @@ def compile_failure(e: Exception) -> str:
     compiler's first error (missing omp.h or Python.h), which inductor puts lines below it."""
     cause = next((line.strip() for line in str(e).splitlines()[1:] if "error:" in line), None)
     return f"{first_line(e)}: {cause}" if cause else first_line(e)
+
+
+def reached_parameters(model: torch.nn.Module, loss_fn, xb: torch.Tensor, yb: torch.Tensor) -> set[torch.Tensor]:
+    """The trainable parameters that the loss of a batch depends on: those that an ordinary step gives
+    a .grad, and so the optimizer updates. One eager forward and backward that changes nothing: the
+    buffers it moves (BatchNorm's statistics) are copies, and the random numbers it draws (dropout's)
+    are drawn again later."""
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    buffers = {name: b.clone() for name, b in model.named_buffers()}
+    with torch.random.fork_rng(devices=[]), torch.enable_grad():
+        loss = loss_fn(functional_call(model, buffers, (xb,)).float(), yb)
+        if not loss.requires_grad:
+            return set()
+        grads = torch.autograd.grad(loss, trainable, allow_unused=True)
+    return {p for p, g in zip(trainable, grads) if g is not None}
 
 
 def twin_optimizer(
