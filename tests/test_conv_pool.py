@@ -84,6 +84,22 @@ def test_a_windows_gradient_goes_to_its_first_maximum_row_by_row():
     assert torch.equal(pool_grad.view(4, 4), grad.view(4, 4))
 
 
+def test_a_window_holding_a_nan_is_nan_with_its_gradient_where_max_pool2d_sends_it():
+    # max_pool2d propagates a NaN wherever it is in the window (a diverging run's loss must say so),
+    # its gradient to the last NaN
+    nan = float("nan")
+    windows = torch.tensor([[nan, 1.0, 2.0, 0.0], [1.0, nan, 2.0, 0.0], [1.0, 2.0, nan, 0.0], [1.0, 2.0, 0.0, nan], [0.0, nan, 3.0, nan]])
+    blocks = windows.view(5, 4, 1, 1).requires_grad_()
+    top = window_max(blocks)
+    (grad,) = torch.autograd.grad(top, blocks, torch.full_like(top, 7.0))
+
+    pooled = windows.view(5, 1, 2, 2).requires_grad_()
+    expected = F.max_pool2d(pooled, 2)
+    (pool_grad,) = torch.autograd.grad(expected, pooled, torch.full_like(expected, 7.0))
+    assert top.isnan().all() and expected.isnan().all()
+    assert torch.equal(pool_grad.view(5, 4), grad.view(5, 4))
+
+
 def model(name: str, **opts):
     return build_model(SimpleNamespace(name=name, **opts), (1, 28, 28), 10)
 
