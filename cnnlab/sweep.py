@@ -220,6 +220,8 @@ def load_sweep(path: str | Path, overrides: list[str] | None = None) -> Sweep:
                 section[inner] = value
         elif top in SweepFile.model_fields:
             set_dotted(data, [(key, value, where)], SweepFile)
+            if key in given:  # set={...}: the whole section, so all its keys, the command line's
+                given[key] = dict.fromkeys(value if isinstance(value, dict) else (), override_named(path, text))
         elif key == "seed":  # each trial runs with one of the sweep's seeds, whatever the base config says
             raise ConfigError(f"{path}: {text}: a sweep's trials take their seeds from seeds=[...], e.g. seeds={value if isinstance(value, list) else [value]}")
         elif top not in Config.model_fields:

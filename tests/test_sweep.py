@@ -986,6 +986,7 @@ def test_a_seed_in_set_from_the_command_line_is_named_as_the_override(tmp_path):
     own = write_sweep(tmp_path / "own.yaml", space={"optimizer.lr": [0.1]}, set={"device": "cpu", "seed": 1})
     assert sweep_error(tmp_path, own) == [f"error: {own}: set.seed: {refused}"]
 
+
 def test_a_space_entry_from_the_command_line_that_is_not_a_list_or_range_is_named_as_the_override(tmp_path):
     """cnnlab sweep FILE space.optimizer.lr=0.5 read 'FILE: space.optimizer.lr: give a list of values
     or a range ...', as if the file's space held it; the file's own space: {optimizer.lr: 0.5} still reads so."""
@@ -1006,6 +1007,21 @@ def test_a_grid_range_without_num_from_the_command_line_is_named_as_the_override
     own = write_sweep(tmp_path / "own.yaml", space={"optimizer.lr": {"low": 0.1, "high": 1}})
     assert sweep_error(tmp_path, own) == [f"error: {own}: space.optimizer.lr: {refused}"]
 
+
+@pytest.mark.parametrize("override,refused", [
+    ("set={device: cpu, seed: 1}", "a sweep's trials take their seeds from seeds=[...], e.g. seeds=[1]"),
+    ("space={optimizer.lr: 0.5}", "give a list of values or a range {low: ..., high: ...}"),
+    ("space={optimizer.lr: {low: 0.1, high: 1}}", "a range needs num (how many grid points) for method grid"),
+    ("set={device: cpu, model.name: lenet, model.init: xavier}", "model.init: must be one of 'keras' or 'default' (got 'xavier')"),
+], ids=["set seed", "space scalar", "grid range", "set key refused in a trial"])
+def test_a_whole_space_or_set_from_the_command_line_is_named_as_the_override(tmp_path, override, refused):
+    """set={...} and space={...} replace the file's section, so their keys are the command line's,
+    named as the override like set.seed=1's and space.optimizer.lr=0.5's; they read 'FILE: set.seed: ...'
+    ('FILE: space: model.init: ...' in a trial), as if the file held them."""
+    path = write_sweep(tmp_path / "s.yaml", space={"model.name": ["lenet", "keras_cnn"]})
+    with pytest.raises(ConfigError) as e:
+        load_sweep(path, [override])
+    assert str(e.value) == f"{path}, override {override}: {refused}"
 
 
 @pytest.mark.parametrize("typo_in,override,named", [
