@@ -175,9 +175,12 @@ def test_a_newer_compiled_step_does_not_mislead_an_older_warm_one(tiny_data, tmp
     assert older.compiled_step.graphs == 3 and newer.compiled_step.graphs == 2
 
 
-def test_a_compiled_run_resumes_exactly(tiny_data, tmp_path, capsys):
+@pytest.mark.parametrize("model", ["{name: fc, hidden: [16]}", "{name: keras_cnn}"], ids=["fc", "keras_cnn-dropout"])
+def test_a_compiled_run_resumes_exactly(tiny_data, tmp_path, capsys, model):
+    # keras_cnn's dropout: the resumed session's first full batch must be compiled, as the
+    # uninterrupted run's was (an ordinary step would draw its masks from other random numbers)
     path = tmp_path / "compiled.yaml"
-    path.write_text(FC + OPTIMIZERS["sgd-momentum-step"] + "transform: {augment: {hflip: true}}\n")
+    path.write_text(FC.replace("{name: fc, hidden: [16]}", model) + OPTIMIZERS["sgd-momentum-step"] + "transform: {augment: {hflip: true}}\n")
     whole = run(load_config(path, ["train.compile=true"]), runs_dir=tmp_path / "whole", data_dir=tiny_data)
     first = run(load_config(path, ["train.compile=true", "train.epochs=1"]), runs_dir=tmp_path / "parts", data_dir=tiny_data)
     done = cnnlab_here(capsys, "train", "--resume", first.path, "train.epochs=2")

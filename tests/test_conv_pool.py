@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from cnnlab.conv_pool import ConvMaxPool2d, block_kernels, window_max, blocks_of, with_conv_max_pools
+from cnnlab.conv_pool import ConvMaxPool2d, block_kernels, blocks_of, window_max, with_conv_max_pools
 from cnnlab.models import build_model
 
 
