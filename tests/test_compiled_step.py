@@ -16,6 +16,7 @@ import sys
 import pandas as pd
 import pytest
 import torch
+import torch._functorch.config
 
 from cnnlab.config import load_config
 from cnnlab.engine import fit
@@ -284,6 +285,7 @@ def test_a_parameter_the_loss_never_reaches_is_left_alone_as_the_ordinary_step_l
         assert torch.allclose(a, b, atol=1e-5)
 
 
+@pytest.mark.skipif(not getattr(torch._functorch.config, "enable_autograd_cache", False), reason="this torch keeps no AOT autograd cache")
 def test_a_new_process_loads_the_conv_pool_steps_compiled_graphs_from_the_cache(tiny_data, tmp_path):
     """The blocked CNN's step was compiled again in every new process (4 s where 2.7 would do): its
     gradient routing was an autograd.Function, which keeps a graph out of AOT autograd's cache, and
