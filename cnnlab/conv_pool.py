@@ -69,7 +69,7 @@ def window_max(blocks: torch.Tensor) -> torch.Tensor:
     """The maximum of the four channel groups, written so that autograd sends the gradient to the
     first of them that reaches it, as max_pool2d does (torch.maximum would split a tie's gradient
     between its two; MNIST's blank borders make ties common), and a NaN, as there, is the maximum.
-    No autograd.Function: one in the graph keeps the compiled step out of AOT autograd's cache (1.8 s
+    No autograd.Function: one in the graph keeps the compiled step out of AOT autograd's cache (1.3 s
     of compiling in every new process). It works on the channels-last view (N, H, W, C), so that
     the gradient is made in that layout."""
     a, b, c, d = pixels_last(blocks).chunk(4, dim=-1)
