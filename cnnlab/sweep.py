@@ -204,7 +204,7 @@ def load_sweep(path: str | Path, overrides: list[str] | None = None) -> Sweep:
         raise ConfigError(f"{path} is a config, not a sweep file: train it with cnnlab train {path}, or name it as a sweep file's base")
     if "members" in data and "space" not in data:
         raise ConfigError(f"{path} is a study file, not a sweep file: run it with cnnlab compare {path}")
-    config_overrides, config_values, unknown = [], [], []
+    config_overrides, unknown = [], []  # config_overrides: (text, (key, value, how an error names it)) each
     given = {"space": {}, "set": {}}  # the command line's space and set keys -> how an error names each
     for text, (key, value, where) in zip(overrides or [], parsed_overrides(overrides)):
         top = key.split(".")[0]
@@ -227,23 +227,23 @@ def load_sweep(path: str | Path, overrides: list[str] | None = None) -> Sweep:
         elif top not in Config.model_fields:
             unknown.append(text)  # said once the base config is known: what it suggests is a key the base has
         else:
-            config_overrides.append(text)
-            config_values.append((key, value, where))
+            config_overrides.append((text, (key, value, where)))
     data.setdefault("name", path.stem)
     spec = validate_spec(data, str(path), given["space"])
     base_path = Path(os.path.normpath(path.parent / spec.base))  # configs/lenet.yaml, not configs/sweeps/../lenet.yaml
     base = read_yaml(base_path, "base config")
     experiment = model_and_dataset(base)
     base.setdefault("name", base_path.stem)
+    config_values = [parsed for _, parsed in config_overrides]
     set_keys(base, spec.set, named_keys(path, "set", spec.set, given["set"]))
     set_dotted(base, config_values, Config)
     drop_foreign_reported(base, experiment, [*spec.set, *(key for key, _, _ in config_values)])  # as load_config does
     if unknown:
         raise unknown_override(path, unknown[0], base)
     explicit = sorted(leaf_keys(spec.set) | leaf_keys({key: value for key, value, _ in config_values}))
-    typed = dict.fromkeys(config_overrides) | given["set"]  # the base holds set's keys; a trial adds space's (trial_config)
+    typed = dict.fromkeys(text for text, _ in config_overrides) | given["set"]  # the base holds set's keys; a trial adds space's (trial_config)
     source = f"{path}: base {base_path}"
-    owners = [*given["set"].items(), *((key, override_named(source, text)) for text, (key, _, _) in zip(config_overrides, config_values))]
+    owners = [*given["set"].items(), *((key, override_named(source, text)) for text, (key, _, _) in config_overrides)]
     return resolve(spec, validate(base, Config, source, overrides=typed), str(path), explicit, given["space"], owners)
 
 
@@ -285,7 +285,7 @@ def resolve(spec: SweepFile, base: Config, source: str, explicit=(), given: dict
             where = sweep.given.get(key) or f"{source}: space"  # space.seed=[1] on the command line: that override
             raise ConfigError(f"{where}: '{key}' is set by the sweep itself (use seeds: [...] for seeds)")
     if "seed" in spec.set:  # trial_config replaces it with one of the seeds: it would be ignored
-        where = named_keys(source, "set", ["seed"], dict(sweep.owners))["seed"]  # set.seed=1 on the command line: that override
+        where = dict(sweep.owners).get("seed") or f"{source}: set.seed"  # set.seed=1 on the command line: that override
         value = spec.set["seed"]
         raise ConfigError(f"{where}: a sweep's trials take their seeds from seeds=[...], e.g. seeds={value if isinstance(value, list) else [value]}")
     for key in spec.space:  # a section and a key inside it: one would silently overwrite the other
