@@ -28,12 +28,14 @@ def _image_names(labels: list[str]) -> list[str]:
     """image_<slug>.png per label; a name an earlier label took, ignoring case (macOS and Windows do),
     gets -2, -3, ... (CNN+aug and 'CNN aug'; CNN+aug and 'cnn aug')."""
     names: list[str] = []
+    taken: set[str] = set()  # lower case
     for label in labels:
         stem = f"image_{_slug(label)}"
         name, n = f"{stem}.png", 2
-        while name.lower() in (taken.lower() for taken in names):
+        while name.lower() in taken:
             name, n = f"{stem}-{n}.png", n + 1
         names.append(name)
+        taken.add(name.lower())
     return names
 
 
