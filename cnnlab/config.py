@@ -629,6 +629,8 @@ def set_dotted(data: dict, values: list[tuple[str, Any, str]], schema: type[Base
             default = field.default if field is not None else None
             cls = type(default) if isinstance(default, BaseModel) else None
             child = node.get(part)
+            if _a_word_for_a_section(child, field):  # normalize: none, then transform.normalize.mean=...
+                child = None
             if child is None:  # a section the file left out: only what its default sets (e.g. optimizer's
                 # name), so that switching optimizer.name leaves no other optimizer's keys behind
                 child = node[part] = default.model_dump(mode="json", exclude_unset=True) if cls is not None else {}
@@ -638,6 +640,14 @@ def set_dotted(data: dict, values: list[tuple[str, Any, str]], schema: type[Base
         node[parts[-1]] = value
     switch_variants(data, names, leaf_keys({key: value for key, value, _ in values}), schema, every)
     return data
+
+
+def _a_word_for_a_section(value, field) -> bool:
+    """Whether value is one of the words a key takes that may be a section too (normalize: dataset |
+    none | {mean, std}): a dotted key under it sets the section instead, as where the file left it out."""
+    if field is None or not isinstance(value, str) or not _model_classes(field.annotation):
+        return False
+    return any(typing.get_origin(arg) is Literal and value in typing.get_args(arg) for arg in typing.get_args(field.annotation))
 
 
 def _model_classes(annotation) -> list[type[BaseModel]]:

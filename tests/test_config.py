@@ -83,6 +83,20 @@ def test_override_of_a_default_section_keeps_its_other_defaults():
     assert cfg.optimizer.name == "sgd" and cfg.optimizer.momentum == 0.9 and cfg.optimizer.lr == 0.01
 
 
+def test_dotted_normalize_keys_replace_a_word_the_file_gives_for_it():
+    """transform.normalize.mean=... worked where the file left normalize out (its default, dataset),
+    but where it said normalize: none or dataset (lenet.yaml, cifar10_5k.yaml) it was refused with
+    "transform.normalize is not a section"."""
+    set_both = ["transform.normalize.mean=[0.5]", "transform.normalize.std=[0.25]"]
+    for word in ("none", "dataset"):
+        cfg = config_from_dict({**BASE, "transform": {"normalize": word}}, set_both)
+        assert cfg.transform.normalize.mean == [0.5] and cfg.transform.normalize.std == [0.25]
+    assert config_from_dict(BASE, set_both).transform == cfg.transform
+    # a value that is no word normalize takes stays the file's error
+    assert "transform.normalize is not a section" in error_of(set_both, {**BASE, "transform": {"normalize": 3}})
+    assert "transform is not a section" in error_of(["transform.permute=true"], {**BASE, "transform": "none"})
+
+
 def test_parse_override():
     assert parse_override("a.b=1e-3") == ("a.b", 1e-3)
     assert parse_override("a=[1, 2]") == ("a", [1, 2])
