@@ -168,17 +168,31 @@ def torch_outputs(model: nn.Module, x: torch.Tensor) -> list[torch.Tensor]:
     named = layers(model)
     with torch.no_grad():
         calls, final = layer_calls(model, x, named)
-    if [call.name for call in calls] != [name for name, _ in named] or not torch.equal(final, calls[-1].output):
+    if [call.name for call in calls] != [name for name, _ in named] or not _same(final, calls[-1].output):
         raise NotCovered("forward-check covers models whose forward runs their layers once each, in order")
     return [call.output for call in calls]
+
+
+def _same(a: torch.Tensor, b: torch.Tensor) -> bool:
+    """a and b hold the same values, NaN where the other has NaN too (a diverged run's weights)."""
+    return a.shape == b.shape and torch.allclose(a, b, rtol=0, atol=0, equal_nan=True)
+
+
+def _max_abs_diff(t: torch.Tensor, n: np.ndarray) -> float:
+    """The largest |t - n|; a NaN or infinity in both at the same place agrees (NaN - NaN is NaN)."""
+    t = _np(t)
+    with np.errstate(invalid="ignore"):  # inf - inf: NaN, replaced below; no warning on stderr
+        diff = np.where((t == n) | (np.isnan(t) & np.isnan(n)), 0.0, np.abs(t - n))
+    return float(diff.max()) if diff.size else 0.0
 
 
 def numpy_outputs(model: nn.Module, x: torch.Tensor) -> list[np.ndarray]:
     """Every layer's output recomputed in NumPy (float64) from x and the model's current weights."""
     out, h = [], _np(x)
-    for _, module in layers(model):
-        h = COVERED[type(module)](module, h)
-        out.append(h)
+    with np.errstate(over="ignore", invalid="ignore"):  # inf and NaN are results as PyTorch's are, not warnings
+        for _, module in layers(model):
+            h = COVERED[type(module)](module, h)
+            out.append(h)
     return out
 
 
@@ -188,7 +202,7 @@ def compare(model: nn.Module, torch_outs: list[torch.Tensor], numpy_outs: list[n
         if tuple(t.shape) != n.shape:  # a wrong shape is as wrong as it gets
             diff = float("inf")
         else:
-            diff = float(np.abs(_np(t) - n).max()) if n.size else 0.0
+            diff = _max_abs_diff(t, n)
         rows.append(LayerCheck(name, type(module).__name__, tuple(t.shape[1:]), diff))
     return rows
 

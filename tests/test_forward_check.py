@@ -114,6 +114,33 @@ def test_a_forward_that_does_not_run_the_layers_in_order_is_refused():
         fc.check(Backwards(nn.Linear(3, 3), nn.ReLU()), torch.randn(2, 3))
 
 
+@pytest.mark.filterwarnings("error")  # a NumPy warning would print on the user's stderr
+def test_weights_that_are_not_finite_are_checked_not_refused():
+    """A run whose last update left NaN or infinite weights (the loss check sees only the losses before
+    it): both passes give NaN in the same places, which agree. forward-check said it covers only
+    models whose forward runs their layers in order (exit 2), as NaN != NaN; NumPy's overflow in a
+    sigmoid printed a RuntimeWarning."""
+    torch.manual_seed(0)
+    model = build_model(C.CNNModel(name="cnn"), MNIST, 10)
+    with torch.no_grad():
+        model.features[3].weight[0, 0, 0, 0] = float("inf")
+        model.classifier[1].weight[0, 0] = float("nan")
+    rows, out_torch, out_numpy = fc.check(model, torch.randn(3, *MNIST))
+    assert all(r.ok for r in rows), rows
+    assert torch.isnan(out_torch).all() and np.isnan(out_numpy).all()
+    lenet = build_model(C.LeNetModel(name="lenet"), MNIST, 10)
+    with torch.no_grad():  # the first filter gives -750 everywhere: its sigmoid's exp overflows in NumPy (0, as in PyTorch)
+        lenet.features[0].weight[0].zero_()[0, 2, 2] = -750.0
+        lenet.features[0].bias[0] = 0.0
+    assert all(r.ok for r in fc.check(lenet, torch.ones(3, *MNIST))[0])
+    one = nn.Sequential(nn.Linear(1, 3))
+    nan, inf = float("nan"), float("inf")
+    rows = fc.compare(one, [torch.tensor([[nan, inf, -inf]])], [np.array([[nan, inf, inf]])])
+    assert not rows[0].ok  # -inf against inf differs
+    rows = fc.compare(one, [torch.tensor([[nan, inf, 1.0]])], [np.array([[1.0, inf, 1.0]])])
+    assert not rows[0].ok  # NaN against a number differs
+
+
 # ---------------------------------------------------------------------------- the command
 def cli(monkeypatch, capsys, *args) -> tuple[int, str, str]:
     """Run `cnnlab ARGS` in this process (no torch import per call): (exit code, stdout, stderr)."""
