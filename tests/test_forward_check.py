@@ -246,6 +246,19 @@ def test_cli_usage_errors(monkeypatch, capsys):
     assert code == 1 and "not a run directory" in err
 
 
+def test_cli_names_how_config_and_run_differ(tiny_mnist, tmp_path, monkeypatch, capsys):
+    """CONFIG must name the model the run trained: lenet_modern.yaml against a lenet.yaml run said
+    'names lenet on mnist, but RUN trained lenet on mnist', and an override given for the run
+    (model.activation=relu) was counted against CONFIG, with the same line."""
+    trained = run(load_config(ROOT / "configs/lenet.yaml", ["device=cpu", "train.max_steps=1"]), runs_dir=tmp_path, data_dir=tiny_mnist)
+    code, _, err = cli(monkeypatch, capsys, "forward-check", "configs/lenet_modern.yaml", "--run", trained.path, "--data-dir", tiny_mnist)
+    assert code == 2 and len(err.strip().splitlines()) == 1
+    assert "names lenet (activation relu, pooling max" in err and "trained lenet (activation sigmoid, pooling avg" in err, err
+    code, out, err = cli(monkeypatch, capsys, "forward-check", "configs/lenet.yaml", "--run", trained.path, "model.activation=relu", "--data-dir", tiny_mnist)
+    assert code == 0, err  # as without CONFIG: the override changes the checked model, not the run's
+    assert "layers match PyTorch" in out
+
+
 def test_cli_refuses_weights_that_do_not_fit_or_load(tiny_mnist, tmp_path, monkeypatch, capsys):
     trained = run(load_config(ROOT / "configs/mnist_cnn.yaml", ["device=cpu", "train.max_steps=2"]), runs_dir=tmp_path, data_dir=tiny_mnist)
     code, _, err = cli(monkeypatch, capsys, "forward-check", "--run", trained.path, "model.n_feature=8", "--data-dir", tiny_mnist)

@@ -23,15 +23,24 @@ def _checked_config(args: list[str], run: Optional[Path]):
     from cnnlab.config import load_config
     from cnnlab.runs import CONFIG, open_run
 
-    cfg = load_config(open_run(run) / CONFIG, overrides, stored=True)
-    if config is not None:
-        named = load(config, [])
-        if named.model != cfg.model or named.dataset.name != cfg.dataset.name:
+    path = open_run(run) / CONFIG
+    if config is not None:  # it must name the run's own model; the overrides apply to the check, after
+        named, trained = load(config, []), load_config(path, [], stored=True)
+        if named.model != trained.model or named.dataset.name != trained.dataset.name:
             raise ConfigError(
-                f"{config} names {named.model.name} on {named.dataset.name}, but {run} trained "
-                f"{cfg.model.name} on {cfg.dataset.name}; leave CONFIG out to check the run"
+                f"{config} names {model_text(named.model, trained.model)} on {named.dataset.name}, but {run} trained "
+                f"{model_text(trained.model, named.model)} on {trained.dataset.name}; leave CONFIG out to check the run"
             )
-    return cfg
+    return load_config(path, overrides, stored=True)
+
+
+def model_text(model, other) -> str:
+    """model's name, and where other is the same model, the options it sets otherwise: 'lenet (activation relu, pooling max)'."""
+    if model.name != other.name:
+        return model.name
+    mine, theirs = model.model_dump(), other.model_dump()
+    options = [f"{key} {value}" for key, value in mine.items() if theirs[key] != value]
+    return f"{model.name} ({', '.join(options)})" if options else model.name
 
 
 DEFAULT_N = 8  # forward-check's batch
