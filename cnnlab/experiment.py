@@ -275,11 +275,12 @@ def _run(cfg: Config, signals: Signals, runs_dir, data_dir, resume, progress, on
 
     def epoch_done(row: dict, st: State) -> None:
         with signals.deferred():
+            runs.write_table(path / runs.METRICS, [*rows, row])
+            # only once metrics.csv holds the epoch: a failed write leaves the summary at the epochs it holds
             rows.append(row)
             summary.update(epochs=st.epoch, **epoch_numbers(rows))
             if st.compiled_step is not None:  # within train_seconds; over all of the run's sessions
                 summary["compile_seconds"] = compiled_before + st.compiled_step.compile_seconds
-            runs.write_table(path / runs.METRICS, rows)
             runs.atomic_torch_save(unwrap(st.model).state_dict(), path / runs.MODEL)
             if cfg.train.checkpoint:
                 runs.atomic_torch_save(checkpoint_of(st), path / runs.CHECKPOINT)

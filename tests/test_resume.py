@@ -320,6 +320,8 @@ def test_a_failed_write_keeps_the_previous_complete_file(setup, tmp_path, replac
     assert summary["status"] == "failed" and "No space left" in summary["error"]
     assert not temp_files(run_dir)
     pd.testing.assert_frame_equal(metrics(run_dir), reference.iloc[:1])  # epoch 1, whole
+    # the summary says what metrics.csv holds (it said epoch 2, with epoch 2's accuracy)
+    assert summary["epochs"] == 1 and summary["test_acc"] == pd.read_csv(run_dir / "metrics.csv")["test_acc"].iloc[-1]
 
     replaces["fail"] = lambda dst: False  # the disk has room again: the run resumes after epoch 1
     run(cfg, resume=run_dir)
