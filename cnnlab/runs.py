@@ -515,9 +515,16 @@ def list_runs(root: Path) -> list[dict]:
     out = []
     if not root.is_dir():
         return out
-    for path in sorted(root.iterdir(), reverse=True):
+    try:
+        paths = sorted(root.iterdir(), reverse=True)
+    except OSError as e:
+        raise RunError(f"cannot read the runs directory {root}: {e.strerror or e}") from None
+    for path in paths:
         summary = path / SUMMARY
-        if not path.is_dir() or not summary.is_file():
+        try:
+            if not path.is_dir() or not summary.is_file():
+                continue
+        except OSError:  # a directory we may not look into (another user's): nothing to list
             continue
         try:
             data = read_json(summary)

@@ -171,6 +171,24 @@ def test_unreadable_files_of_a_run_are_one_line_not_a_traceback(tmp_path, monkey
     assert [(r["name"], r["kind"]) for r in runs.list_runs(tmp_path)] == [("real", "run")]
 
 
+def test_listing_skips_a_run_it_may_not_look_into_and_refuses_a_runs_directory_it_may_not_read(tmp_path, monkeypatch):
+    """As for a user without those permissions (another user's run; tests run as root, who has them:
+    the calls are made to fail). Both were a PermissionError's traceback."""
+    StudyRecord(tmp_path, "real", study="fc-vs-cnn")
+    (tmp_path / "theirs").mkdir()
+    stat, listdir, scandir = os.stat, os.listdir, os.scandir
+
+    def denied(path):
+        raise PermissionError(errno.EACCES, "Permission denied", str(path))
+
+    monkeypatch.setattr(os, "stat", lambda path, *a, **k: denied(path) if Path(path).parent.name == "theirs" else stat(path, *a, **k))
+    assert [r["name"] for r in runs.list_runs(tmp_path)] == ["real"]
+    monkeypatch.setattr(os, "listdir", lambda path=".": denied(path) if Path(path) == tmp_path else listdir(path))
+    monkeypatch.setattr(os, "scandir", lambda path=".": denied(path) if Path(path) == tmp_path else scandir(path))
+    with pytest.raises(RunError, match=f"^cannot read the runs directory {re.escape(str(tmp_path))}: Permission denied$"):
+        runs.list_runs(tmp_path)
+
+
 def test_a_completed_cell_whose_results_were_edited_by_hand_is_one_line(setup):
     """A study resumed takes its completed cells' results from their summary.json, and computes with them."""
     from cnnlab.runner import finished_result
