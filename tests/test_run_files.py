@@ -171,16 +171,17 @@ def test_unreadable_files_of_a_run_are_one_line_not_a_traceback(tmp_path, monkey
     assert [(r["name"], r["kind"]) for r in runs.list_runs(tmp_path)] == [("real", "run")]
 
 
+def denied(path):
+    """What a user without permission on path gets (tests run as root, who has it)."""
+    raise PermissionError(errno.EACCES, "Permission denied", str(path))
+
+
 def test_listing_skips_a_run_it_may_not_look_into_and_refuses_a_runs_directory_it_may_not_read(tmp_path, monkeypatch):
     """As for a user without those permissions (another user's run; tests run as root, who has them:
     the calls are made to fail). Both were a PermissionError's traceback."""
     StudyRecord(tmp_path, "real", study="fc-vs-cnn")
     (tmp_path / "theirs").mkdir()
     stat, listdir, scandir = os.stat, os.listdir, os.scandir
-
-    def denied(path):
-        raise PermissionError(errno.EACCES, "Permission denied", str(path))
-
     monkeypatch.setattr(os, "stat", lambda path, *a, **k: denied(path) if Path(path).parent.name == "theirs" else stat(path, *a, **k))
     assert [r["name"] for r in runs.list_runs(tmp_path)] == ["real"]
     monkeypatch.setattr(os, "listdir", lambda path=".": denied(path) if Path(path) == tmp_path else listdir(path))
@@ -429,6 +430,22 @@ def test_a_runs_directory_that_is_a_broken_link_is_named_as_one_not_the_working_
             with pytest.raises(RunError, match=f"^{re.escape(error)}$"):
                 check(path)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["runs"] and Path("runs").is_symlink()
+
+
+@pytest.mark.parametrize("command", RUNS_DIR_COMMANDS, ids=lambda c: c[0])
+def test_every_command_refuses_a_runs_directory_under_one_it_may_not_enter_in_one_line(command, tmp_path, monkeypatch, capsys):
+    """As for a user without search permission on a parent (tests run as root, who has it: the stat
+    is made to fail). It was a PermissionError's traceback."""
+    from test_resume import cnnlab_here
+
+    stat = os.stat
+    closed = tmp_path / "closed"
+    monkeypatch.setattr(os, "stat", lambda path, *a, **k: denied(path) if Path(path).parent == closed else stat(path, *a, **k))
+    make_idx_dataset(tmp_path / "data", "MNIST", n_train=4, n_test=4)
+    monkeypatch.setenv("CNNLAB_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.chdir(ROOT)
+    out = cnnlab_here(capsys, *command, "--runs-dir", closed / "runs")
+    assert (out.returncode, out.stderr, out.stdout) == (1, f"error: cannot reach the runs directory {closed}/runs: Permission denied\n", "")
 
 
 def test_check_dir_refuses_a_runs_directory_it_could_not_write_without_making_anything(tmp_path, monkeypatch):
