@@ -56,8 +56,6 @@ def load_checkpoint(path: Path) -> dict:
     """The checkpoint's tensors on the CPU: torch's RNG states must be CPU tensors to be set again (a
     CUDA run's, mapped to its device, were refused), and load_state_dict copies the weights and
     the optimizer's state to their parameters' device."""
-    if not path.is_file():
-        raise RunError(f"cannot resume: {path} does not exist (the run was trained with train.checkpoint=false)")
     return runs.load_tensors(path, "cpu")
 
 
@@ -154,16 +152,23 @@ def check_resume(path: Path, cfg: Config) -> None:
     refuses from its config and files (cnnlab train --resume --print-config)."""
     trained = load_config(path / runs.CONFIG, stored=True)
     check_resume_changes(path, trained, cfg)
-    ckpt = checkpoint_to_continue(path, trained, len(runs.read_metrics(path)) > 0)
+    ckpt = checkpoint_to_continue(path, trained, len(runs.read_metrics(path)))
     done = checkpoint_epoch(ckpt, path) if ckpt is not None else 0
     check_epochs(path, cfg.train.epochs, done, runs.read_json(path / runs.SUMMARY))
 
 
-def checkpoint_to_continue(path: Path, trained: Config, has_epochs: bool) -> dict | None:
-    """The checkpoint a resume of the run at path (trained with `trained`; has_epochs: metrics.csv
-    holds some) continues from, or None: with no checkpoint written yet it starts afresh."""
-    if (path / runs.CHECKPOINT).exists() or (has_epochs and not trained.train.checkpoint):
-        return load_checkpoint(path / runs.CHECKPOINT)
+def checkpoint_to_continue(path: Path, trained: Config, epochs: int) -> dict | None:
+    """The checkpoint a resume of the run at path (trained with `trained`; epochs: the rows metrics.csv
+    holds) continues from, or None: with no checkpoint written yet it starts afresh. A run whose first
+    checkpoint write failed (a full disk) has one epoch at most; with more, its checkpoint was removed,
+    and a fresh start would drop them all."""
+    checkpoint = path / runs.CHECKPOINT
+    if checkpoint.exists():
+        return load_checkpoint(checkpoint)
+    if epochs and not trained.train.checkpoint:
+        raise RunError(f"cannot resume: {checkpoint} does not exist (the run was trained with train.checkpoint=false)")
+    if epochs > 1:
+        raise RunError(f"cannot resume: {checkpoint} does not exist, though {runs.METRICS} holds {epochs} epochs (removed?): nothing to continue them from; train a new run")
     return None
 
 
@@ -178,7 +183,7 @@ def reopen(path: Path, trained: Config, state: State, cfg: Config) -> tuple[list
     previous = runs.read_metrics(path)
     # The table is written before the checkpoint, so a write that failed in between (a full disk)
     # leaves rows past the checkpoint: they are dropped below. With no checkpoint at all, start afresh.
-    ckpt = checkpoint_to_continue(path, trained, len(previous) > 0)
+    ckpt = checkpoint_to_continue(path, trained, len(previous))
     if ckpt is not None:
         restore(state, ckpt, path)
     rows = [r for r in previous.to_dict("records") if r["epoch"] <= state.epoch]

@@ -257,6 +257,23 @@ def test_a_run_trained_without_checkpoints_is_not_silently_retrained(setup):
     assert list(pd.read_csv(first.path / "metrics.csv")["epoch"]) == [1]
 
 
+def test_a_run_whose_checkpoint_was_removed_is_not_silently_retrained(setup):
+    """It started afresh: metrics.csv and model.pt were deleted at once, and every epoch trained again."""
+    from cnnlab.resume import check_resume
+
+    first = run(load_config(setup / "files.yaml"), runs_dir=setup / "runs", data_dir=setup / "data")
+    (first.path / runs.CHECKPOINT).unlink()  # to save room: model.pt holds the weights
+    files = {f: (first.path / f).read_bytes() for f in ("config.yaml", "summary.json", "metrics.csv", "model.pt")}
+    refusal = re.escape(f"cannot resume: {first.path / runs.CHECKPOINT} does not exist, though metrics.csv holds 2 epochs (removed?)")
+    for epochs in ("train.epochs=2", "train.epochs=3"):
+        cfg = load_config(first.path / "config.yaml", [epochs])
+        with pytest.raises(RunError, match=refusal):
+            run(cfg, resume=first.path)
+        with pytest.raises(RunError, match=refusal):  # --print-config refuses it alike
+            check_resume(first.path, cfg)
+    assert {f: (first.path / f).read_bytes() for f in files} == files
+
+
 def test_a_resume_that_changes_what_or_how_the_run_learns_is_refused(setup):
     first = run(load_config(setup / "files.yaml", ["train.epochs=1"]), runs_dir=setup / "runs", data_dir=setup / "data")
     files = {f: (first.path / f).read_bytes() for f in ("config.yaml", "summary.json", "metrics.csv")}
