@@ -316,7 +316,7 @@ def _run(cfg: Config, signals: Signals, runs_dir, data_dir, resume, progress, on
                 hold.enter_context(runs.training_lock(where))
                 summary = {"started_at": runs.utc_now(), "train_seconds": 0.0}
             summary.update(
-                name=cfg.name, kind="run", status="running", error=None, dataset=cfg.dataset.name, model=cfg.model.name,
+                name=cfg.name, kind="run", status="running", error=None, finished_at=None, dataset=cfg.dataset.name, model=cfg.model.name,
                 params=count_params(model), seed=cfg.seed, epochs_planned=cfg.train.epochs, epochs=state.epoch,
                 train_size=len(data.x_train), test_size=len(data.x_test),
                 data_dir=str(resolve_data_dir(data_dir, cfg.dataset.data_dir)),

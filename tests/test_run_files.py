@@ -295,6 +295,17 @@ def test_a_resume_that_changes_what_or_how_the_run_learns_is_refused(setup):
     assert again.summary["epochs"] == 2 and again.summary["status"] == "completed"
 
 
+def test_a_resumed_run_has_not_finished_while_it_trains(setup):
+    """It kept its earlier session's finished_at: a resumed study cell its study then cut off was
+    settled as interrupted at the time its first session ended (settle keeps a finished_at)."""
+    first = run(load_config(setup / "files.yaml", ["train.epochs=1"]), runs_dir=setup / "runs", data_dir=setup / "data")
+    on_disk = []
+    resumed = run(load_config(first.path / "config.yaml", ["train.epochs=2"]), resume=first.path,
+                  on_epoch=lambda row, path: on_disk.append(runs.read_json(path / runs.SUMMARY)))
+    assert [(s["status"], s["finished_at"]) for s in on_disk] == [("running", None)]
+    assert resumed.summary["finished_at"] >= first.summary["finished_at"]
+
+
 def test_a_stale_running_summary_does_not_block_a_resume(setup):
     """After a kill -9 the summary still says running, and its pid may belong to another process by
     now: the free lock, not the pid, says nobody trains the run."""
