@@ -870,6 +870,12 @@ def read_config_yaml(path: str | Path, stored: bool = False) -> dict:
     return data
 
 
+def name_of_file(path: str | Path) -> str:
+    """The name a file gives what it holds when that sets none: its stem, other characters than a
+    name takes made '_' ("my exp.yaml" -> my_exp)."""
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", Path(path).stem)
+
+
 def load_config(path: str | Path, overrides: Overrides | None = None, stored: bool = False) -> Config:
     """Load a YAML config, apply KEY=VALUE overrides, validate (stored, overrides: see validate). Raises ConfigError."""
     data = read_config_yaml(path, stored)
@@ -877,7 +883,7 @@ def load_config(path: str | Path, overrides: Overrides | None = None, stored: bo
     values = parsed_overrides(overrides)
     set_dotted(data, values, Config)
     drop_foreign_reported(data, experiment, [key for key, _, _ in values])
-    data.setdefault("name", re.sub(r"[^A-Za-z0-9_.-]+", "_", Path(path).stem))  # "my exp.yaml" -> my_exp
+    data.setdefault("name", name_of_file(path))
     return validate(data, Config, str(path), stored, overrides=overrides)
 
 

@@ -140,6 +140,18 @@ def test_compare_config_files_dataset_and_overrides(tiny_data, tmp_path, capsys,
     assert "permuted" not in reading
 
 
+@pytest.mark.parametrize("command", ["compare", "shift-sweep"])
+def test_config_files_whose_names_hold_other_characters_name_the_study_as_train_names_the_run(command, tiny_data, tmp_path, capsys, monkeypatch):
+    """cnnlab train takes 'my fc+1.yaml' (its run is named my_fc_1); a study of it ended in a
+    pydantic traceback, its default name 'my fc+1' not being a valid study name."""
+    config = tmp_path / "my fc+1.yaml"
+    config.write_text((ROOT / "configs/mnist_fc.yaml").read_text().replace("name: mnist_fc", ""))
+    extra = ["--seeds", "1"] if command == "compare" else ["--max-shift", "1", "--image-index", "0"]
+    code, out, err = cnnlab(capsys, monkeypatch, command, config, *extra, "--data-dir", tiny_data, "--runs-dir", tmp_path / "runs", *FAST)
+    assert code == 0, err
+    assert re.fullmatch(r"\d{8}-\d{6}-my_fc_1-[0-9a-f]{6}", last_line(out).name)
+
+
 def test_reading_sentence_from_numbers():
     rows = [
         {"model": m, "permuted": p, "seed": s, "params": 1, "test_acc": a, "train_seconds": 1.0, "article_test_acc": None}

@@ -14,7 +14,7 @@ from typing import Literal
 
 from pydantic import Field, field_validator
 
-from cnnlab.config import DATASET_CLASSES, DATASET_SHAPES, Config, Strict, closest_key, load_config, read_yaml, validate
+from cnnlab.config import DATASET_CLASSES, DATASET_SHAPES, Config, Strict, closest_key, load_config, name_of_file, read_yaml, validate
 from cnnlab.errors import ConfigError
 
 REPO_CONFIGS = Path(__file__).resolve().parents[2] / "configs"
@@ -117,7 +117,7 @@ def resolve(paths: list[str], overrides: list[str]) -> tuple[StudySpec, list[Mem
         for p in paths:
             if _as_study(p) is not None:
                 raise ConfigError(f"{p} is a study file; give either one study or config files")
-        name = "-vs-".join(Path(p).stem for p in paths)[:80]
+        name = "-vs-".join(name_of_file(p) for p in paths)[:80]
         spec, base = StudySpec(name=name, members=[MemberSpec(config=p) for p in paths]), Path(".")
     members = []
     for m in spec.members:
