@@ -24,7 +24,7 @@ from pydantic import Field, field_validator, model_validator
 from cnnlab import runs
 from cnnlab.config import (
     Config, Strict, check_key, closest_key, config_to_dict, drop_foreign_reported, dump_yaml, flatten, key_below, load_config, leaf_keys, model_and_dataset,
-    override_named, parse_override, parsed_overrides, read_yaml, set_dotted, validate,
+    name_of_file, override_named, parse_override, parsed_overrides, read_yaml, set_dotted, validate,
 )
 from cnnlab.errors import CnnlabError, ConfigError, RunError, counted, first_line, in_run, signal_name
 from cnnlab.interrupts import Interrupted
@@ -228,12 +228,12 @@ def load_sweep(path: str | Path, overrides: list[str] | None = None) -> Sweep:
             unknown.append(text)  # said once the base config is known: what it suggests is a key the base has
         else:
             config_overrides.append((text, (key, value, where)))
-    data.setdefault("name", path.stem)
+    data.setdefault("name", name_of_file(path))
     spec = validate_spec(data, str(path), given["space"])
     base_path = Path(os.path.normpath(path.parent / spec.base))  # configs/lenet.yaml, not configs/sweeps/../lenet.yaml
     base = read_yaml(base_path, "base config")
     experiment = model_and_dataset(base)
-    base.setdefault("name", base_path.stem)
+    base.setdefault("name", name_of_file(base_path))
     config_values = [parsed for _, parsed in config_overrides]
     set_keys(base, spec.set, named_keys(path, "set", spec.set, given["set"]))
     set_dotted(base, config_values, Config)

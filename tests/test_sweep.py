@@ -112,6 +112,16 @@ def test_the_base_config_is_named_by_its_plain_path(tmp_path, monkeypatch):
         assert str(error.value).startswith(message), error.value
 
 
+def test_files_whose_names_hold_other_characters_name_the_sweep_and_its_base_as_train_names_a_run(tmp_path):
+    """'my sweep+1.yaml' was refused ("name: String should match pattern ..."), though cnnlab train takes
+    such a file and names its run my_fc_1; so was a base config without a name of its own."""
+    base = yaml.safe_load(BASE.read_text())
+    del base["name"]
+    (tmp_path / "my base+1.yaml").write_text(yaml.safe_dump(base))
+    sweep = load_sweep(write_sweep(tmp_path / "my sweep+1.yaml", base="my base+1.yaml", space={"optimizer.lr": [0.1]}))
+    assert (sweep.name, sweep.base.name) == ("my_sweep_1", "my_base_1")
+
+
 def test_a_train_config_given_as_the_sweep_file_says_so(tmp_path):
     with pytest.raises(ConfigError) as e:  # not "unknown key 'seed'; did you mean 'seeds'?"
         load_sweep(BASE)
