@@ -111,6 +111,17 @@ def test_the_toy_needs_no_files(tmp_path, monkeypatch, capsys):
     assert (width, height) == grid_size(2)
 
 
+def test_a_config_file_whose_name_holds_other_characters_is_named_as_train_names_its_run(tiny_mnist, runs_dir, monkeypatch, capsys):
+    """'my fc+1.yaml' without a name of its own was refused ("name may hold only letters, ..."), though
+    cnnlab train takes it and names its run my_fc_1."""
+    root, _ = tiny_mnist
+    config = runs_dir.parent / "my fc+1.yaml"
+    config.write_text((ROOT / "configs" / "mnist_fc.yaml").read_text().replace("name: mnist_fc\n", "", 1))
+    code, out, err = cli(monkeypatch, capsys, "samples", "mnist", "--n", 4, "--config", config, "--data-dir", root)
+    assert code == 0, err
+    assert Path(out.strip().splitlines()[-1]).name == "samples-mnist-test-my_fc_1.png"
+
+
 def test_a_config_whose_subset_is_larger_than_the_split_is_drawn(tiny_mnist, tmp_path, monkeypatch, capsys):
     """samples draws the first N images of the whole split, whatever the config trains on: a config
     written for the full dataset (cifar10_5k.yaml's 5,000) is not refused on a smaller copy."""

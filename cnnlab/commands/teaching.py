@@ -133,7 +133,7 @@ def samples(
 ):
     """A PNG grid of the first N images with their class names; the last line is the PNG's path."""
     from cnnlab import samples as S
-    from cnnlab.config import config_from_dict, leaf_keys, parse_override, read_config_yaml
+    from cnnlab.config import config_from_dict, leaf_keys, name_of_file, parse_override, read_config_yaml
     from cnnlab.runs import atomic_write, ensure_dir, runs_root
 
     dataset, overrides = split_args(args or [], what="dataset", example="transform.permute=true")
@@ -142,7 +142,7 @@ def samples(
     if out is not None and out.suffix.lower() != ".png":
         raise CnnlabUsage(f"--out must name a .png file (the grid is a PNG), not {out.name!r}")
     base = read_config_yaml(config) if config is not None else {"name": "samples", "model": {"name": "fc"}}
-    base.setdefault("name", config.stem if config is not None else "samples")
+    base.setdefault("name", name_of_file(config) if config is not None else "samples")
     section = base.get("dataset") or {}
     if not isinstance(section, dict):
         raise ConfigError(f"{config}: dataset must be a section like {{name: {dataset}}}, not a {type(section).__name__}")
