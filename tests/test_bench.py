@@ -322,6 +322,20 @@ def test_an_unreadable_or_unwritable_results_file_is_refused_before_measuring_an
     assert results.read_text() == text
 
 
+def test_a_results_csv_that_is_a_directory_is_refused_before_measuring(tmp_path):
+    """A directory cannot be replaced by the rewrite: the bench measured every case, then put its rows
+    in results-<time>.csv beside it."""
+    from cnnlab.commands.bench import append_results
+
+    results = tmp_path / "bench" / "results.csv"
+    results.mkdir(parents=True)
+    out = cnnlab("bench", "--quick", "--cases", "fc", "--runs-dir", tmp_path, "--data-dir", tmp_path / "no-data")
+    assert out.returncode == 1 and out.stderr.strip() == f"error: cannot read {results} (not a file); move it aside and run cnnlab bench again"
+    assert "fc:" not in out.stdout
+    written = append_results(results, [{"time": "2026-11-26T03:00:00+00:00", "case": "cnn"}])
+    assert written != results and pd.read_csv(written)["case"].tolist() == ["cnn"] and results.is_dir()
+
+
 def test_a_case_without_its_data_stops_the_bench_before_the_first_measurement(tiny_data, tmp_path):
     data = tmp_path / "data"
     shutil.copytree(Path(tiny_data) / "MNIST", data / "MNIST")  # fc's data, but no CIFAR-10 for trashnet

@@ -115,15 +115,19 @@ def check_threads(threads: int | None) -> None:
 def read_results(path: Path) -> tuple[list[str], list[list[str]]]:
     """The results CSV's header and rows, each cell the text it holds, so that adding rows keeps the
     rest as written (a column or cell edited by hand too); ([], []) when there is none. RunError when
-    it cannot be read, or rewriting it would lose or misplace cells: a row longer than the header (its
-    extra cells have no column), a column name twice (which one is cnnlab's?)."""
+    it cannot be read (a directory, too), or rewriting it would lose or misplace cells: a row longer
+    than the header (its extra cells have no column), a column name twice (which one is cnnlab's?)."""
     from cnnlab.errors import RunError
     from cnnlab.runs import error_reason
 
     def cannot_read(reason: str) -> RunError:
         return RunError(f"cannot read {path} ({reason}); move it aside and run cnnlab bench again")
 
-    if not path.is_file() or not path.stat().st_size:
+    if not path.exists():
+        return [], []
+    if not path.is_file():  # a directory cannot be replaced by the rewrite
+        raise cannot_read("not a file")
+    if not path.stat().st_size:
         return [], []
     try:
         with path.open(newline="", encoding="utf-8-sig") as f:  # -sig: a spreadsheet's byte-order mark is no column name
