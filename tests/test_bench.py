@@ -566,6 +566,23 @@ def test_gflops_of_a_target_reached_in_some_repeats_counts_the_images_of_those_r
     assert row["gflops"] == pytest.approx(1000 * 2 * epoch / 10.0 / 1e9)
 
 
+def test_epochs_to_a_target_reached_in_some_repeats_are_those_repeats_epochs():
+    """One repeat reached 99% in 2 epochs, two missed it in 3: the seconds are the 2-epoch repeat's,
+    and so are its epochs to 99% (the median over all three said 3, which no repeat reached it in)."""
+    cfg = suite.case_config(suite.CASES["lenet99"], "cpu")
+    nan = float("nan")
+
+    def side(seconds, epochs):
+        n = len(seconds)
+        return suite.Side(seconds=seconds, acc=[0.99] * n, epochs=epochs, peak_mib=[1.0] * n, setup_seconds=[1.0] * n,
+                          samples=[e * 60000 for e in epochs], threads=1)
+
+    row = suite.summarize(suite.CASES["lenet99"], cfg, side([nan, nan], [3, 3]), side([10.0, nan, nan], [2, 3, 3]),
+                          False, {1: 100.0}, flops=1000, memory_kind="test")
+    assert (row["cnnlab_seconds"], row["cnnlab_epochs"]) == (10.0, 2)
+    assert row["ref_epochs"] == 3  # none reached it: "not reached in 3"
+
+
 def bench_here(monkeypatch, capsys, *args) -> tuple[int, str, str]:
     """`cnnlab bench --device cpu ARGS` through the CLI's main() in this process, where suite can be
     patched, with a made-up compute peak (seconds saved): (exit code, stdout, stderr)."""

@@ -201,6 +201,17 @@ def _median(values: list[float]) -> float:
     return statistics.median(good) if good else float("nan")
 
 
+def _timed(side: Side, values: list) -> list:
+    """values of the repeats that have a time (a time-to-accuracy case: those that reached it)."""
+    return [v for s, v in zip(side.seconds, values) if s == s]
+
+
+def _epochs(side: Side) -> float:
+    """Median epochs of the repeats that have a time, like the seconds, or of all when none has: the
+    N of "not reached in N"."""
+    return statistics.median(_timed(side, side.epochs) or side.epochs)
+
+
 def summarize(case: Case, cfg: Config, ref: Side, ours: Side, quick: bool, peaks: dict[int, float], flops: int, memory_kind: str) -> dict:
     """One result row: medians over the repeats, per-pair speed-ups, agreement, FLOP/s, bound."""
     peak = peaks.get(ours.threads) or max(peaks.values())
@@ -208,8 +219,7 @@ def summarize(case: Case, cfg: Config, ref: Side, ours: Side, quick: bool, peaks
     tolerance = max(case.tolerance, case.quick_tolerance) if quick else case.tolerance
     ref_acc, our_acc = _median(ref.acc), _median(ours.acc)
     seconds = _median(ours.seconds)
-    # the repeats that have a time (a time-to-accuracy case: those that reached it), for both
-    samples = _median([n for s, n in zip(ours.seconds, ours.samples) if s == s])
+    samples = _median(_timed(ours, ours.samples))  # the repeats the seconds are of
     gflops = flops * samples / seconds / 1e9 if seconds == seconds and seconds > 0 else float("nan")
     return {
         "case": case.name,
@@ -227,8 +237,8 @@ def summarize(case: Case, cfg: Config, ref: Side, ours: Side, quick: bool, peaks
         "cnnlab_acc": our_acc,
         "acc_tolerance": tolerance,
         "agree": abs(ref_acc - our_acc) <= tolerance,
-        "ref_epochs": statistics.median(ref.epochs),
-        "cnnlab_epochs": statistics.median(ours.epochs),
+        "ref_epochs": _epochs(ref),
+        "cnnlab_epochs": _epochs(ours),
         "ref_setup_seconds": _median(ref.setup_seconds),
         "cnnlab_setup_seconds": _median(ours.setup_seconds),
         "cnnlab_compile_seconds": _median(ours.compile_seconds) if ours.compile_seconds else None,
