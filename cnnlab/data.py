@@ -107,7 +107,10 @@ def resolve_data_dir(cli_value: str | None = None, config_value: str | None = No
     value = str(cli_value or config_value or os.environ.get(DATA_DIR_ENV) or DEFAULT_DATA_DIR)
     if "\0" in value:  # no OS takes it: resolve() would raise ValueError
         raise DataError(f"data directory {value!r} contains a NUL byte")
-    return Path(value).expanduser().resolve()
+    try:
+        return Path(value).expanduser().resolve()
+    except RuntimeError as e:  # ~ of no such user, or a symlink loop
+        raise DataError(f"cannot reach the data directory {value}: {e}") from None
 
 
 def load_dataset(name: str, data_dir: Path, download: bool = True) -> tuple[Split, Split]:

@@ -496,6 +496,18 @@ def test_a_data_dir_with_a_nul_byte(monkeypatch):
         resolve_data_dir(config_value="da\0ta")
 
 
+def test_a_data_dir_that_cannot_be_reached(tmp_path, monkeypatch):
+    """Path.expanduser() and resolve() raised RuntimeError (a traceback) for ~ of no such user and
+    for a symlink loop."""
+    monkeypatch.delenv("CNNLAB_DATA_DIR", raising=False)
+    (tmp_path / "loop").symlink_to(tmp_path / "loop")
+    for value, reason in (("~no-such-user-h58/data", "Could not determine home directory."),
+                          (f"{tmp_path}/loop/data", f"Symlink loop from '{tmp_path}/loop/data'")):
+        with pytest.raises(DataError) as info:
+            resolve_data_dir(cli_value=value)
+        assert str(info.value) == f"cannot reach the data directory {value}: {reason}"
+
+
 def test_registry_matches_config_shapes():
     from cnnlab.config import DATASET_CLASSES, DATASET_SHAPES
 
