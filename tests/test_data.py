@@ -408,6 +408,27 @@ def test_a_directory_where_a_data_file_should_be_is_named(tmp_path, fake_torchvi
     assert downloads == []
 
 
+@pytest.mark.parametrize("name, file", [
+    ("mnist", "data"),  # the data directory itself
+    ("fashion-mnist", "data/FashionMNIST"),
+    ("cifar10", "data/cifar-10-batches-py"),
+])
+def test_a_file_where_the_data_folder_should_be_is_named(tmp_path, fake_torchvision, name, file):
+    """It was reported as the files not found there ('put them there', which no one can), after a
+    download that could not make the folder."""
+    downloads = []
+    fake_torchvision.MNIST = fake_torchvision.FashionMNIST = fake_torchvision.CIFAR10 = lambda root, train, download: downloads.append(root)
+    (tmp_path / file).parent.mkdir(exist_ok=True)
+    (tmp_path / file).write_text("not a folder\n")
+    info = DATASETS[name]
+    folder = tmp_path / "data" / info.folder
+    expected = (f"{folder} is a file, not a folder for {info.title}" if folder == tmp_path / file
+                else f"cannot create the folder for {info.title} {folder}: {tmp_path / file} is a file")
+    for download in (False, True):
+        assert load_error(name, tmp_path / "data", download=download) == expected
+    assert downloads == [] and (tmp_path / file).read_text() == "not a folder\n"
+
+
 # ---------------------------------------------------------------------------- a config's subsets
 def subset_config(data_dir: Path, name: str = "mnist", **subsets):
     from cnnlab.config import config_from_dict
