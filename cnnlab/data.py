@@ -216,6 +216,7 @@ def _ensure_files(info: DatasetInfo, root: Path, download: bool) -> None:
     if not download:
         raise DataError(_not_found(info, folder))
     new_dirs = [d for d in (folder, *folder.parents) if not d.exists()]  # deepest first
+    old_files = _data_files(info, folder)
     try:
         import torchvision.datasets
 
@@ -226,6 +227,7 @@ def _ensure_files(info: DatasetInfo, root: Path, download: bool) -> None:
         if not _missing(info, folder):
             return
         failure = "files still missing afterwards"  # _not_found names them
+    _remove_new(_data_files(info, folder) - old_files)
     _remove_empty(new_dirs)
     raise DataError(_not_found(info, folder, failure))
 
@@ -238,6 +240,23 @@ def _file_in_the_way(folder: Path) -> Path | None:
         if path.exists():
             return path
     return None
+
+
+def _data_files(info: DatasetInfo, folder: Path) -> set[Path]:
+    """The files in folder that would be read as the dataset's: its required files and their .gz."""
+    paths = (folder / name for f in info.required_files for name in (f, f + ".gz"))
+    return {path for path in paths if path.is_file()}
+
+
+def _remove_new(files: set[Path]) -> None:
+    """Delete the data files a failed download wrote: one may be a part of a file, or a page that
+    failed its md5, which would count as the dataset's file (left out of the files the error asks
+    for, and not fetched again). The whole ones are fetched again next time."""
+    for path in files:
+        try:
+            path.unlink()
+        except OSError:
+            pass
 
 
 def _remove_empty(dirs: list[Path]) -> None:

@@ -192,16 +192,34 @@ def test_a_failed_download_removes_the_empty_folders_it_made(tmp_path, fake_torc
 
 def test_a_failed_download_keeps_folders_that_hold_files(tmp_path, fake_torchvision):
     def half_download(root, train, download):
-        raw = Path(root) / "MNIST" / "raw"
-        raw.mkdir(parents=True)
-        (raw / "train-images-idx3-ubyte.gz").write_bytes(b"partial")
-        (Path(root) / "MNIST" / "empty").mkdir()
+        (Path(root) / "MNIST" / "raw").mkdir(parents=True)
+        (Path(root) / "MNIST" / "logs").mkdir()
+        (Path(root) / "MNIST" / "logs" / "download.log").write_text("connection reset\n")
         raise RuntimeError("connection reset")
 
     fake_torchvision.MNIST = half_download
-    message = load_error("mnist", tmp_path / "data")
-    assert "put train-labels-idx1-ubyte, t10k-images-idx3-ubyte, t10k-labels-idx1-ubyte there" in message
-    assert (tmp_path / "data" / "MNIST" / "raw" / "train-images-idx3-ubyte.gz").read_bytes() == b"partial"
+    assert "download failed (RuntimeError: connection reset)" in load_error("mnist", tmp_path / "data")
+    assert [p.name for p in (tmp_path / "data" / "MNIST").iterdir()] == ["logs"]  # raw, left empty, is gone
+
+
+def test_a_failed_download_leaves_no_file_that_counts_as_data(tmp_path, fake_torchvision):
+    """A file cut off (or an error page that failed its md5) stayed: it was left out of the files the
+    error asked for, counted as there from then on, and failed as 'cannot read' once the others were put."""
+    raw = tmp_path / "MNIST" / "raw"
+    raw.mkdir(parents=True)
+    write_idx(raw / "t10k-labels-idx1-ubyte", np.zeros(5, np.uint8))  # the user's own: kept
+
+    def cut_off(root, train, download):
+        write_idx(raw / "train-images-idx3-ubyte", np.zeros((12, 28, 28), np.uint8), gz=True)
+        write_idx(raw / "train-images-idx3-ubyte", np.zeros((12, 28, 28), np.uint8))
+        (raw / "train-labels-idx1-ubyte.gz").write_bytes(b"<html>sign in to this network</html>")
+        raise RuntimeError("Error downloading train-labels-idx1-ubyte.gz: File not found or corrupted.")
+
+    fake_torchvision.MNIST = cut_off
+    expected = "put train-images-idx3-ubyte, train-labels-idx1-ubyte, t10k-images-idx3-ubyte there"
+    assert expected in load_error("mnist", tmp_path)
+    assert sorted(p.name for p in raw.iterdir()) == ["t10k-labels-idx1-ubyte"]
+    assert expected in load_error("mnist", tmp_path, download=False)
 
 
 def test_unknown_dataset(tmp_path):
