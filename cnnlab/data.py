@@ -14,6 +14,7 @@ import gzip
 import math
 import os
 import pickle
+import socket
 import struct
 import zlib
 from dataclasses import dataclass
@@ -28,6 +29,7 @@ from cnnlab.runs import file_in_the_way
 
 DATA_DIR_ENV = "CNNLAB_DATA_DIR"
 DEFAULT_DATA_DIR = "data"
+DOWNLOAD_TIMEOUT_S = 60  # per connect or read: torchvision's urlopen has none, and a stalled connection waits forever
 
 
 @dataclass
@@ -217,16 +219,20 @@ def _ensure_files(info: DatasetInfo, root: Path, download: bool) -> None:
         raise DataError(_not_found(info, folder))
     new_dirs = [d for d in (folder, *folder.parents) if not d.exists()]  # deepest first
     old_files = _data_files(info, folder)
+    default_timeout = socket.getdefaulttimeout()
     try:
         import torchvision.datasets
 
+        socket.setdefaulttimeout(DOWNLOAD_TIMEOUT_S)
         getattr(torchvision.datasets, info.torchvision_class)(root=str(root), train=True, download=True)
-    except Exception as e:  # no network, a refused md5, a full disk, ...
+    except Exception as e:  # no network, a stalled one, a refused md5, a full disk, ...
         failure = _one_line(e)
     else:
         if not _missing(info, folder):
             return
         failure = "files still missing afterwards"  # _not_found names them
+    finally:
+        socket.setdefaulttimeout(default_timeout)
     _remove_new(_data_files(info, folder) - old_files)
     _remove_empty(new_dirs)
     raise DataError(_not_found(info, folder, failure))

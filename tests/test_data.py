@@ -222,6 +222,27 @@ def test_a_failed_download_leaves_no_file_that_counts_as_data(tmp_path, fake_tor
     assert expected in load_error("mnist", tmp_path, download=False)
 
 
+def test_a_download_from_a_stalled_network_times_out(tmp_path, fake_torchvision, monkeypatch):
+    """torchvision's urlopen has no timeout: a server that accepts and never answers kept the download
+    (and the command) waiting forever. Here the server is a listening socket that never replies."""
+    import socket
+    import urllib.request
+
+    import cnnlab.data
+
+    monkeypatch.setattr(cnnlab.data, "DOWNLOAD_TIMEOUT_S", 0.2, raising=False)
+    server = socket.create_server(("127.0.0.1", 0))
+
+    def stalled(root, train, download):
+        assert socket.getdefaulttimeout() is not None, "the download would wait forever"
+        urllib.request.urlopen(f"http://127.0.0.1:{server.getsockname()[1]}/train-images-idx3-ubyte.gz")
+
+    fake_torchvision.MNIST = stalled
+    with server:
+        assert "download failed (TimeoutError: timed out)" in load_error("mnist", tmp_path)
+    assert socket.getdefaulttimeout() is None
+
+
 def test_unknown_dataset(tmp_path):
     assert "valid: mnist, fashion-mnist, cifar10" in load_error("svhn", tmp_path)
 
