@@ -40,7 +40,7 @@ def runs_root(cli_value: str | os.PathLike | None = None) -> Path:
     root = Path(given_runs_dir(cli_value) or "runs")
     try:
         in_the_way = root.exists() and not root.is_dir()
-    except OSError as e:  # under a directory the user may not enter
+    except PermissionError as e:  # under a directory the user may not enter (a name too long is the CLI's: exit 2)
         raise RunError(f"cannot reach the runs directory {root}: {e.strerror or e}") from None
     if in_the_way:
         raise RunError(file_in_the_way(root, root))
