@@ -287,8 +287,8 @@ def _run(cfg: Config, signals: Signals, runs_dir, data_dir, resume, progress, on
             else:  # an older one (a resume that turned checkpoints off) would bring back earlier epochs
                 (path / runs.CHECKPOINT).unlink(missing_ok=True)
             runs.write_json(path / runs.SUMMARY, summary)
-        if log is not None:
-            log.epoch(row)
+            if log is not None:  # with the files: a signal they held off would stop the run before it
+                log.epoch(row)
         if progress is not None:
             progress.epoch_end(row)
         if on_epoch is not None:

@@ -323,6 +323,31 @@ def test_tensorboard_keeps_every_epoch_across_a_quick_resume(setup):
     assert steps == {1, 2}
 
 
+def test_tensorboard_keeps_an_epoch_whose_files_a_signal_waited_for(setup, monkeypatch):
+    """A SIGTERM while an epoch's files were written waits for them, then stops the run: the epoch is
+    in metrics.csv and the checkpoint, so the resume goes on after it; TensorBoard never got it."""
+    import signal
+
+    from cnnlab.interrupts import Interrupted
+
+    pytest.importorskip("tensorboardX")
+    write_json = runs.write_json
+
+    def write_and_signal(path, data):
+        write_json(path, data)
+        if data.get("epochs") == 1 and data.get("status") == "running":
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    monkeypatch.setattr(runs, "write_json", write_and_signal)
+    with pytest.raises(Interrupted) as stopped:
+        run(load_config(setup / "files.yaml", ["train.tensorboard=true"]), runs_dir=setup / "runs", data_dir=setup / "data")
+    path = stopped.value.run_dir
+    monkeypatch.setattr(runs, "write_json", write_json)
+    run(load_config(path / "config.yaml", ["train.epochs=2"]), resume=path)
+    steps = sorted(e.step for f in path.glob("events.out.tfevents.*") for e in read_events(f) for v in e.summary.value if v.tag == "accuracy/test")
+    assert steps == list(pd.read_csv(path / "metrics.csv")["epoch"]) == [1, 2]
+
+
 def test_every_command_reads_existing_files_with_an_equals_sign_as_paths(tmp_path):
     from cnnlab.cli import positional_and_overrides
 
