@@ -126,7 +126,7 @@ def learning_curves(metrics, title: str, loss: str = "cross_entropy", label_smoo
     loss_ax.set(xlabel="epoch", ylabel=f"loss ({LOSSES.get(loss, loss)}{smoothing})", title="loss")
     acc_ax.set(xlabel="epoch", ylabel="accuracy (%)", title="accuracy")
     for ax in (loss_ax, acc_ax):
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))  # one epoch: a tick at 1, not fractions around it
         ax.grid(alpha=0.3)
         ax.legend()
     fig.suptitle(plain(title))

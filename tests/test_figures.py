@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pytest
 from matplotlib.image import imread
 
 from cnnlab import figures
@@ -110,6 +111,16 @@ def test_learning_curves_train_and_test():
     assert len(loss_ax.get_lines()) == 2 and len(acc_ax.get_lines()) == 2
     assert np.allclose(acc_ax.get_lines()[1].get_ydata(), [70, 82, 85])
     assert "loss" in loss_ax.get_ylabel() and acc_ax.get_ylabel() == "accuracy (%)" and loss_ax.get_xlabel() == "epoch"
+
+
+@pytest.mark.parametrize("epochs", [1, 2, 5])
+def test_learning_curves_mark_whole_epochs_only(epochs):
+    """A one-epoch run's axis read 0.945, 0.960, ... 1.050: no tick at epoch 1, where its points are."""
+    n = range(1, epochs + 1)
+    metrics = pd.DataFrame({"epoch": n, "train_loss": [1.0] * epochs, "test_loss": [0.9] * epochs, "train_acc": [0.5] * epochs, "test_acc": [0.6] * epochs})
+    for ax in figures.learning_curves(metrics, "run").axes:
+        low, high = ax.get_xlim()
+        assert [t for t in ax.get_xticks() if low <= t <= high] == list(n)
 
 
 def test_a_dollar_sign_in_a_label_is_drawn_as_it_is(tmp_path):
