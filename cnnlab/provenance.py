@@ -24,15 +24,24 @@ def _git(where: Path, *args: str) -> str | None:
     return out.stdout if out.returncode == 0 else None
 
 
+def tracked(where: Path = PACKAGE_DIR) -> bool:
+    """Whether git tracks files in where: cnnlab installed into a virtual environment inside another
+    project's checkout (ignored there) lies in a git work tree whose commit says nothing of cnnlab."""
+    return bool(_git(where, "ls-files", "--", "."))
+
+
 def git_commit(where: Path = PACKAGE_DIR) -> str | None:
-    out = _git(where, "rev-parse", "HEAD")
+    """The commit of the checkout cnnlab's files are tracked in; None outside one or without git."""
+    out = _git(where, "rev-parse", "HEAD") if tracked(where) else None
     return out.strip() or None if out is not None else None
 
 
 def git_dirty(where: Path = PACKAGE_DIR) -> bool | None:
     """Whether cnnlab's own files (the package folder) differ from git_commit: changed, staged,
     deleted or new and not ignored; then the commit alone does not say what code ran. None outside a
-    git checkout."""
+    git checkout that tracks them."""
+    if not tracked(where):
+        return None
     # no optional locks: status would otherwise rewrite the index, and a `git commit` run at that
     # moment in the same checkout fails on its index.lock
     out = _git(where, "--no-optional-locks", "status", "--porcelain", "--", ".")

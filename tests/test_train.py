@@ -373,3 +373,18 @@ def test_git_dirty_leaves_the_checkouts_index_alone(tmp_path):
     index = (tmp_path / ".git" / "index").read_bytes()
     assert git_dirty(tmp_path) is False
     assert (tmp_path / ".git" / "index").read_bytes() == index
+
+
+def test_cnnlab_installed_in_another_projects_checkout_records_no_commit(tmp_path):
+    """A virtual environment inside a project's checkout (ignored there): its commit was recorded as
+    cnnlab's, clean, though it says nothing of the code that ran."""
+    from cnnlab.provenance import git_commit, git_dirty
+
+    committed_checkout(tmp_path)
+    (tmp_path / ".gitignore").write_text(".venv/\n")
+    git(tmp_path, "add", ".gitignore")
+    git(tmp_path, "commit", "-qm", "ignore the environment")
+    package = tmp_path / ".venv" / "site-packages" / "cnnlab"
+    package.mkdir(parents=True)
+    (package / "engine.py").write_text("")
+    assert git_commit(package) is None and git_dirty(package) is None
