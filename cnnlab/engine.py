@@ -327,6 +327,8 @@ def fit(state: State, data: Data, pipeline, train_cfg, loss_fn, on_epoch=None, o
             state.model, data.x_test, data.y_test, train_cfg.eval_batch_size, loss_fn, train_cfg.amp, train_cfg.tta, train_cfg.eval_mode
         )
         row["eval_seconds"] = time.perf_counter() - t0
+        if not math.isfinite(row["test_loss"]):  # the epoch's last steps, which no training loss checks, broke the weights
+            raise NonFiniteLoss(f"the test loss became {row['test_loss']} after epoch {epoch}; training stopped (try a lower learning rate)")
         state.epoch = epoch
         if on_epoch is not None:
             on_epoch(row, state)

@@ -192,3 +192,25 @@ def test_a_single_image_batch_that_batchnorm_cannot_take_is_one_config_error(com
     pipeline = Pipeline(TransformConfig(), [0.0], [1.0], (1, 2, 2), 0, 3)
     with pytest.raises(ConfigError, match="batch of 1 image"):
         train_epoch(state, Data(x, y, x, y), pipeline, TrainConfig(batch_size=batch_size), loss_fn)
+
+
+def test_weights_broken_by_the_last_step_fail_the_run_at_its_evaluation():
+    """The losses only check the weights a step starts from: weights made NaN by the last step of
+    the last epoch gave a run that completed with a NaN test loss (a bare NaN in summary.json)."""
+
+    class Breaking(torch.optim.SGD):
+        def step(self, closure=None):
+            super().step(closure)
+            with torch.no_grad():
+                for group in self.param_groups:
+                    for p in group["params"]:
+                        p.fill_(float("nan"))
+
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(4, 3))
+    state = State(model, Breaking(model.parameters(), lr=0.1), None, torch.Generator().manual_seed(0), torch.Generator().manual_seed(1))
+    x, y = torch.randn(8, 1, 2, 2), torch.randint(0, 3, (8,))
+    pipeline = Pipeline(TransformConfig(), [0.0], [1.0], (1, 2, 2), 0, 3)
+    rows = []
+    with pytest.raises(NonFiniteLoss, match=r"^the test loss became nan after epoch 1; training stopped"):
+        engine.fit(state, Data(x, y, x, y), pipeline, TrainConfig(batch_size=8), loss_function("cross_entropy", 0.0), on_epoch=lambda row, _: rows.append(row))
+    assert rows == [] and state.epoch == 0  # the epoch is not counted as complete
