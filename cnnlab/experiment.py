@@ -60,9 +60,11 @@ def resolve_device(name: str, option: str | None = None) -> torch.device:
         if not torch.cuda.is_available():
             fix = f"{option} cpu or {option} auto" if option else "cpu or auto (--device cpu, or device: cpu in the config)"
             raise ConfigError(f"device {name!r} asked for, but this machine has no CUDA device; use {fix}")
-        index = torch.device(name).index or 0
-        if index >= torch.cuda.device_count():
+        # the index read here: torch.device() fails on what the schema takes (cuda:01, an index past int32)
+        index = name.partition(":")[2]
+        if int(index or 0) >= torch.cuda.device_count():
             raise ConfigError(f"device {name!r} asked for, but only {torch.cuda.device_count()} CUDA device(s) exist")
+        return torch.device("cuda", int(index)) if index else torch.device("cuda")
     return torch.device(name)
 
 

@@ -388,3 +388,18 @@ def test_cnnlab_installed_in_another_projects_checkout_records_no_commit(tmp_pat
     package.mkdir(parents=True)
     (package / "engine.py").write_text("")
     assert git_commit(package) is None and git_dirty(package) is None
+
+
+def test_every_cuda_device_name_the_schema_takes_resolves_or_is_one_line(monkeypatch):
+    """On a machine with CUDA, cuda:01 or an index past int32 (both pass the config's cuda:N) ended
+    in torch.device's RuntimeError, a traceback."""
+    from cnnlab.errors import ConfigError
+    from cnnlab.experiment import resolve_device
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    assert resolve_device("cuda") == torch.device("cuda")
+    assert resolve_device("cuda:01") == resolve_device("cuda:1") == torch.device("cuda", 1)
+    for name in ("cuda:2", "cuda:99999999999999999999"):
+        with pytest.raises(ConfigError, match=rf"^device '{name}' asked for, but only 2 CUDA device\(s\) exist$"):
+            resolve_device(name)
