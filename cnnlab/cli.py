@@ -245,8 +245,9 @@ def list_runs(
             say(f"no runs{f' with {filters}' if filters else ''} in {root}")
             return
         # the ids stay whole (they are what show and --resume take); on a narrow terminal the columns
-        # the id repeats (name) or that matter least go, rather than every column shrinking to "…"
-        shown, left_out = fitted_table(rows, cols, ["name", "kind", "train_seconds", "epochs", "dataset"], whole=("id",))
+        # the id repeats (name) or that matter least go, rather than every column shrinking to "…"; the
+        # model last, as the config name in the id mostly says it
+        shown, left_out = fitted_table(rows, cols, ["name", "kind", "train_seconds", "epochs", "dataset", "model"], whole=("id",))
         console.print(shown, crop=False)  # a pipe's table is wider than the console's default 120 columns
         if left_out:
             say(f"(left out at {console.width} columns: {', '.join(left_out)}; --csv has them all)")

@@ -91,19 +91,21 @@ def test_a_glance_at_the_lock_does_not_refuse_a_trainer(tmp_path):
         assert runs.lock_held(tmp_path)
 
 
-@pytest.mark.parametrize("columns", [200, 100, 80])
-def test_runs_on_a_narrow_terminal_leaves_columns_out_rather_than_squeezing_them(data, tmp_path, columns):
+@pytest.mark.parametrize("columns, name", [(200, "fashion_cnn"), (100, "fashion_cnn"), (80, "fashion_cnn"), (80, "cifar10_trashnet_fixed_lr")])
+def test_runs_on_a_narrow_terminal_leaves_columns_out_rather_than_squeezing_them(data, tmp_path, columns, name):
     """At 80 columns every cell but the whole ids used to shrink to an ellipsis ('r…', 'mn…', '89…').
-    Now the least needed columns go, in this order, until the table fits, and a last line says which."""
-    run(load_config(data / "ok.yaml", ["train.epochs=1", "name=fashion_cnn"]), runs_dir=tmp_path, data_dir=data / "data")
+    Now the least needed columns go, in this order, until the table fits, and a last line says which.
+    A long config name's id left the status squeezed ('complet…') until model went too."""
+    order = ["name", "kind", "train_seconds", "epochs", "dataset", "model"]
+    run(load_config(data / "ok.yaml", ["train.epochs=1", f"name={name}"]), runs_dir=tmp_path, data_dir=data / "data")
     out = cli("runs", "--runs-dir", tmp_path, env={**os.environ, "COLUMNS": str(columns)})
     assert out.returncode == 0, out.stderr
     lines = out.stdout.splitlines()
     assert max(map(len, lines[:-1])) <= columns and "…" not in out.stdout
     header = lines[1]
-    missing = [c for c in ["name", "kind", "train_seconds", "epochs", "dataset"] if f" {c} " not in header]
-    assert all(f" {c} " in header for c in ["id", "model", "test_acc", "status"])
-    assert missing == ["name", "kind", "train_seconds", "epochs", "dataset"][:len(missing)]  # in the order they go
+    missing = [c for c in order if f" {c} " not in header]
+    assert all(f" {c} " in header for c in ["id", "test_acc", "status"])
+    assert missing == order[:len(missing)]  # in the order they go
     assert (missing == []) == (columns == 200)
     if missing:
         assert lines[-1] == f"(left out at {columns} columns: {', '.join(missing)}; --csv has them all)"
