@@ -241,6 +241,16 @@ def _previous_run(trials_dir: Path, name: str) -> Path | None:
     return found[-1] if found else None
 
 
+def _run_to_continue(trials_dir: Path, name: str) -> Path | None:
+    """This trial's latest earlier run if it can be taken or continued (see runner.continuable): one
+    trained with train.checkpoint: false and cut off after some epochs cannot, and the trial starts
+    again in a new run directory, as a study's cell does."""
+    from cnnlab.runner import continuable
+
+    previous = _previous_run(trials_dir, name)
+    return previous if previous is not None and continuable(previous) else None
+
+
 def _trial(params: dict, job: Job) -> None:
     """One trial: an ordinary cnnlab run that reports every epoch to Tune."""
     from ray import tune
@@ -265,8 +275,8 @@ def _trial(params: dict, job: Job) -> None:
             if row["epoch"] < planned:
                 raise Stopped(stop_reason(sweep, row["epoch"])) from None
 
-    previous = _previous_run(Path(job.trials_dir), cfg.name)
     try:
+        previous = _run_to_continue(Path(job.trials_dir), cfg.name)
         if previous is not None:  # Tune saw these epochs before: tell it again, then continue
             for row in runs.read_metrics(previous).to_dict("records"):
                 report(row, previous)

@@ -23,7 +23,7 @@ class Cell:
     labels: dict
 
 
-def _continuable(run: Path) -> bool:
+def continuable(run: Path) -> bool:
     """Whether an earlier attempt's run can be taken or resumed: completed, or with a checkpoint, or
     without a finished epoch yet (it starts afresh in place). A run trained without checkpoints and
     stopped after some epochs cannot go on: its cell starts again in a new directory."""
@@ -65,7 +65,7 @@ def previous_runs(cells: list[Cell], runs_dir: Path) -> list[Path | None]:
     found: list[tuple[Path, dict]] = []
     for path in sorted(Path(runs_dir).glob("*/" + CONFIG), reverse=True):  # newest first (names start with the time)
         try:
-            if _continuable(path.parent):
+            if continuable(path.parent):
                 found.append((path.parent, config_to_dict(load_config(path, stored=True))))
         except CnnlabError:  # killed before its config or summary was whole, or no longer valid: the cell starts afresh
             continue

@@ -792,6 +792,42 @@ def test_a_diverged_trial_keeps_its_run_directory_in_trials_csv(tmp_path, learna
     assert summary["status"] == "failed" and "nan" in summary["error"] and failed["params"] == summary["params"]
 
 
+def run_trial_without_tune(monkeypatch, sweep, trials_dir: Path, data: Path, trial_id: str) -> list[dict]:
+    """Run one grid trial (the first point, its first seed) as Tune would, Tune faked: what it reports."""
+    from ray import tune
+
+    from cnnlab import ray_backend
+
+    reported = []
+    monkeypatch.setattr(tune, "get_context", lambda: type("Context", (), {"get_trial_id": staticmethod(lambda: trial_id)}))
+    monkeypatch.setattr(tune, "report", reported.append)
+    monkeypatch.setattr(ray_backend, "node_info", lambda: {"node": "n1", "node_ip": "127.0.0.1", "host": "here"})
+    ray_backend._trial({"point": 0, "seed": sweep.spec.seeds[0]}, ray_backend.Job(sweep, str(trials_dir), str(data), 1))
+    return reported
+
+
+@needs_ray
+def test_a_trial_without_checkpoints_cut_off_after_an_epoch_starts_again_on_resume(tmp_path, learnable, monkeypatch):
+    """A resumed sweep (or a retry on another node) whose trial trained with train.checkpoint: false
+    and was cut off after its first epoch failed it ('cannot resume: ... checkpoint.pt does not
+    exist'); now the trial starts again in a new run directory, as a study's cell does."""
+    from cnnlab.experiment import Stopped, run
+    from cnnlab.sweep import TRIALS, start
+
+    sweep = load_sweep(write_sweep(tmp_path / "s.yaml", seeds=[0], space={"optimizer.lr": [0.05]},
+                                   **{"set": {"device": "cpu", "train.batch_size": 20, "train.epochs": 2, "train.checkpoint": False}}))
+    trials_dir = start(sweep, tmp_path / "runs") / TRIALS
+
+    def cut_off(row, path):
+        raise Stopped("the sweep was interrupted")
+
+    earlier = run(sweep.trial_config(sweep.points[0], 0, f"{sweep.base.name}-t1"), runs_dir=trials_dir, data_dir=learnable, on_epoch=cut_off).path
+    reported = run_trial_without_tune(monkeypatch, sweep, trials_dir, learnable, "t1")
+    assert [(r["epoch"], r.get("error")) for r in reported] == [(1, None), (2, None)], reported
+    again = Path(reported[-1]["run_dir"])
+    assert again != earlier and json.loads((again / "summary.json").read_text())["status"] == "completed"
+
+
 def wait_for(condition, timeout: float, what: str):
     end = time.monotonic() + timeout
     while time.monotonic() < end:
