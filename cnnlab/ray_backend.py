@@ -435,8 +435,21 @@ def _scheduler(sweep):
     s = sweep.spec.scheduler
     if s is None:
         return None
+    from ray.tune.experiment import Trial
     from ray.tune.schedulers import ASHAScheduler
 
+    class ResumableASHA(ASHAScheduler):
+        """ASHA that, as a resumed sweep adds back the trials that had ended, learns again what each
+        reported at its rungs, from its run's metrics.csv: Tune saves no scheduler state, and without
+        them a resumed sweep's remaining trials ran on where an uninterrupted sweep stops them."""
+
+        def on_trial_add(self, tune_controller, trial):
+            super().on_trial_add(tune_controller, trial)
+            run_dir = (trial.last_result or {}).get("run_dir") if trial.status == Trial.TERMINATED else None
+            if run_dir and (Path(run_dir) / runs.METRICS).is_file():
+                for row in runs.read_metrics(Path(run_dir)).to_dict("records"):
+                    self.on_trial_result(tune_controller, trial, row)
+
     # stop_last_trials=False: a trial that reaches its last epoch ends by itself, writing its final status
-    return ASHAScheduler(time_attr="epoch", max_t=sweep.max_epochs, grace_period=s.grace_period,
+    return ResumableASHA(time_attr="epoch", max_t=sweep.max_epochs, grace_period=s.grace_period,
                          reduction_factor=s.reduction_factor, stop_last_trials=False)

@@ -828,6 +828,33 @@ def test_a_trial_without_checkpoints_cut_off_after_an_epoch_starts_again_on_resu
     assert again != earlier and json.loads((again / "summary.json").read_text())["status"] == "completed"
 
 
+@needs_ray
+def test_a_resumed_asha_sweep_judges_its_remaining_trials_against_the_trials_that_had_ended(tmp_path):
+    """Tune saves no scheduler state: a resumed ASHA sweep judged its remaining trials against none
+    of the trials finished before the interruption, so a poor one ran all its epochs where the
+    uninterrupted sweep stops it. Now ASHA learns their rungs again from their runs' metrics.csv."""
+    from types import SimpleNamespace
+
+    from ray.tune.schedulers import TrialScheduler
+
+    from cnnlab import runs
+    from cnnlab.ray_backend import _scheduler
+
+    sweep = load_sweep(write_sweep(tmp_path / "s.yaml", space={"optimizer.lr": [0.05, 0.04, 1e-6]}, scheduler={"name": "asha", "grace_period": 1},
+                                   **{"set": {"device": "cpu", "train.epochs": 3}}))
+    asha = _scheduler(sweep)  # as Tuner.restore brings it back: as it was when the sweep started
+    asha.set_search_properties(sweep.metric, sweep.mode)
+    for name, accuracy in (("good", 0.9), ("better", 0.95)):  # two trials that ended before the interruption
+        (tmp_path / name).mkdir()
+        runs.write_table(tmp_path / name / runs.METRICS, [
+            {"epoch": e, "lr": 0.05, "train_loss": 0.5, "train_acc": accuracy, "test_loss": 0.5, "test_acc": accuracy,
+             "epoch_seconds": 1.0, "samples_per_sec": 100.0} for e in (1, 2, 3)])
+        asha.on_trial_add(None, SimpleNamespace(trial_id=name, status="TERMINATED", last_result={"run_dir": str(tmp_path / name)}))
+    poor = SimpleNamespace(trial_id="poor", status="PENDING", last_result={})
+    asha.on_trial_add(None, poor)
+    assert asha.on_trial_result(None, poor, {"epoch": 1, "test_acc": 0.1}) == TrialScheduler.STOP
+
+
 def wait_for(condition, timeout: float, what: str):
     end = time.monotonic() + timeout
     while time.monotonic() < end:
