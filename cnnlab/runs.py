@@ -36,10 +36,11 @@ RESULTS = {**dict.fromkeys(("train_loss", "train_acc", "test_loss", "test_acc", 
 
 
 def runs_root(cli_value: str | os.PathLike | None = None) -> Path:
-    """--runs-dir, else $CNNLAB_RUNS_DIR, else ./runs; refused when it is a file, by every command alike."""
+    """--runs-dir, else $CNNLAB_RUNS_DIR, else ./runs; refused when it is a file or a link to nothing,
+    by every command alike."""
     root = Path(given_runs_dir(cli_value) or "runs")
     try:
-        in_the_way = root.exists() and not root.is_dir()
+        in_the_way = (root.exists() or root.is_symlink()) and not root.is_dir()
     except PermissionError as e:  # under a directory the user may not enter (a name too long is the CLI's: exit 2)
         raise RunError(f"cannot reach the runs directory {root}: {e.strerror or e}") from None
     if in_the_way:

@@ -111,18 +111,22 @@ def test_runs_filters_check_names_against_the_schema_which_matches_the_model_reg
 @pytest.mark.parametrize("csv", [[], ["--csv"]], ids=["table", "csv"])
 def test_runs_in_a_directory_given_that_is_not_one_is_an_error(tmp_path, monkeypatch, capsys, csv):
     """`cnnlab runs --runs-dir /tmp/typo` said 'no runs in /tmp/typo' (exit 0), as if the typo were an
-    empty directory; so did $CNNLAB_RUNS_DIR=/tmp/typo. The default ./runs of a fresh clone still has no runs."""
+    empty directory; so did $CNNLAB_RUNS_DIR=/tmp/typo. The default ./runs of a fresh clone still has no runs.
+    A link to nothing (a drive not mounted) 'does not exist' where every other command said what it is."""
     from test_errors import error_line
     from test_resume import cnnlab_here
 
     monkeypatch.chdir(tmp_path)  # no ./runs here
     monkeypatch.delenv("CNNLAB_RUNS_DIR", raising=False)
     (tmp_path / "a_file").write_text("")
+    (tmp_path / "a_link").symlink_to(tmp_path / "gone")
     for option, env, error in [
         (["--runs-dir", "typo"], None, "the runs directory typo does not exist"),
         ([], "typo", "the runs directory typo ($CNNLAB_RUNS_DIR) does not exist"),
         (["--runs-dir", "a_file"], None, "a_file is a file, not a runs directory"),
         ([], "a_file", "a_file is a file, not a runs directory"),
+        (["--runs-dir", "a_link"], None, "a_link is a broken symbolic link, not a runs directory"),
+        ([], "a_link", "a_link is a broken symbolic link, not a runs directory"),
     ]:
         if env is not None:
             monkeypatch.setenv("CNNLAB_RUNS_DIR", env)
