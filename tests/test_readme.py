@@ -131,3 +131,14 @@ def test_help_gives_each_paragraph_of_a_commands_description_as_one_line():
         own = lines(name)
         for paragraph in paragraphs:
             assert paragraph in own, f"cnnlab {name} --help: {paragraph!r}"
+
+
+def test_the_readme_names_every_setting_a_resume_may_change():
+    """The Run directories section listed what a resume may change without dataset.download, which
+    resume.py lets a resume change (where the data comes from, like dataset.data_dir)."""
+    from cnnlab.resume import RESUMABLE_CHANGES
+
+    listed = re.search(r"A resume may change (.+?) is refused in one line", README, re.S).group(1)
+    named = set(re.findall(r"`([\w.]+)`", listed))
+    missing = [key for key in RESUMABLE_CHANGES if key not in named and key.split(".")[-1] not in named]
+    assert not missing, f"the README's list of what a resume may change leaves out {missing}"
