@@ -413,14 +413,24 @@ for _kind in (_Loader, _StoredLoader):  # the base class's table holds its own f
 for _kind in (_Loader, _Dumper):
     _kind.add_implicit_resolver("tag:yaml.org,2002:float", re.compile(r"^[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+$"), list("-+.0123456789"))
     _kind.add_implicit_resolver("tag:yaml.org,2002:int", re.compile(f"^{_LEADING_ZERO.pattern}$"), list("-+0"))  # 1.1: 0089 is text
+
+
+def _plain_as_text(tag: str, first_characters: str) -> None:
+    """Make _Loader read the plain scalars YAML 1.1 resolves to tag as the text typed, as YAML 1.2 does."""
+    for first in first_characters:
+        _Loader.yaml_implicit_resolvers[first] = [r for r in _Loader.yaml_implicit_resolvers[first] if r[0] != tag]
+
+
 # yes, no, on and off are YAML 1.1's booleans; as in YAML 1.2 they stay the words typed (a switch takes
 # them, pydantic reading yes/on as true, as before: train.compile=yes), so that a number refused
 # (transform.augment.grayscale=yes) is told "got 'yes'", not "got True"; the dumper still quotes them
-for _first in "yYnNoO":
-    _Loader.yaml_implicit_resolvers[_first] = [r for r in _Loader.yaml_implicit_resolvers[_first] if r[0] != "tag:yaml.org,2002:bool"]
+_plain_as_text("tag:yaml.org,2002:bool", "yYnNoO")
+# a date (2024-05-01) is YAML 1.1's timestamp, which no key takes: name=2024-05-01 was refused as "got
+# datetime.date(2024, 5, 1)", and an impossible one (2024-02-30) ended in a traceback; the dumper still quotes it
+_plain_as_text("tag:yaml.org,2002:timestamp", "0123456789")
 # a plain = is YAML 1.1's "value key", a tag no safe loader constructs: a key `=:` ended in PyYAML's "could
-# not determine a constructor for the tag 'tag:yaml.org,2002:value'"; as in YAML 1.2 it is the text =
-_Loader.yaml_implicit_resolvers["="] = [r for r in _Loader.yaml_implicit_resolvers["="] if r[0] != "tag:yaml.org,2002:value"]
+# not determine a constructor for the tag 'tag:yaml.org,2002:value'"
+_plain_as_text("tag:yaml.org,2002:value", "=")
 
 
 MAX_YAML_BYTES = 10 * 2**20  # far above any config, sweep or study file

@@ -534,3 +534,16 @@ def test_an_unknown_key_from_the_command_line_is_named_as_an_override_not_as_the
     with pytest.raises(ConfigError) as e:
         load_config(typo, ["train.epochs=2", "optimizer.lr=0.1"])
     assert str(e.value) == f"{typo}: unknown key 'trian'; did you mean 'train'?"
+
+
+def test_a_date_is_the_text_typed(tmp_path):
+    """YAML 1.1 reads 2024-05-01 as a date, which no key takes: name=2024-05-01 was refused ('got
+    datetime.date(2024, 5, 1)') and an impossible date (2024-02-30) ended in a traceback. It is the
+    text typed, as in YAML 1.2, and a config holding it prints and reads back the same."""
+    assert config_from_dict(BASE, ["name=2024-05-01", "description=2024-13-45 12:00"]).description == "2024-13-45 12:00"
+    (tmp_path / "c.yaml").write_text("model: {name: fc}\nname: 2024-05-01\ndescription: 2024-02-30\n")
+    cfg = load_config(tmp_path / "c.yaml")
+    assert (cfg.name, cfg.description) == ("2024-05-01", "2024-02-30")
+    (tmp_path / "config.yaml").write_text(dump_yaml(config_to_dict(cfg)))
+    assert load_config(tmp_path / "config.yaml", stored=True) == cfg == load_config(tmp_path / "config.yaml")
+    assert "seed: Input should be a valid integer (got '2024-05-01')" in error_of(["seed=2024-05-01"])
