@@ -340,6 +340,15 @@ class _Loader(yaml.SafeLoader):
     seed: 0042 is 42 (1.1: octal, 34) and 0089 is 89 (1.1: the text 0089, no octal), and 1:30 is the
     text it is (1.1: base 60, 90: train.epochs=1:30 would train for 90 epochs)."""
 
+    def construct_object(self, node, deep=False):
+        """The base class's; a value its explicit tag cannot build (`!!int abc`, `!!bool maybe`), which
+        PyYAML lets out as a ValueError or a KeyError, is a YAML error that says where it is."""
+        try:
+            return super().construct_object(node, deep)
+        except (ValueError, KeyError, AttributeError):
+            tag = node.tag.replace("tag:yaml.org,2002:", "!!")
+            raise yaml.constructor.ConstructorError(None, None, f"{node.value!r} is not a valid {tag}", node.start_mark) from None
+
     def construct_mapping(self, node, deep=False):
         """The base class's, from a copy of node with the pairs of the mappings it merges in. Not
         PyYAML's own merging (flatten_mapping), which rewrites the merged mappings, and lets the

@@ -547,3 +547,12 @@ def test_a_date_is_the_text_typed(tmp_path):
     (tmp_path / "config.yaml").write_text(dump_yaml(config_to_dict(cfg)))
     assert load_config(tmp_path / "config.yaml", stored=True) == cfg == load_config(tmp_path / "config.yaml")
     assert "seed: Input should be a valid integer (got '2024-05-01')" in error_of(["seed=2024-05-01"])
+
+
+@pytest.mark.parametrize("value", ["!!int abc", "!!float 1.x", "!!bool maybe", "!!timestamp 2024-02-30", "{a: !!int 0089x}"])
+def test_a_value_its_tag_cannot_build_is_one_line(value, tmp_path):
+    """PyYAML lets a value its explicit tag cannot build out as a ValueError or KeyError: a traceback."""
+    (tmp_path / "c.yaml").write_text(f"model: {{name: fc}}\ndescription: {value}\n")
+    with pytest.raises(ConfigError, match=r"c.yaml: not valid YAML \(line 2, column \d+\): '.+' is not a valid !!\w+$"):
+        read_yaml(tmp_path / "c.yaml")
+    assert error_of([f"description={value}"]) == f"override 'description={value}': the value is not valid YAML"
