@@ -907,8 +907,10 @@ def load_config(path: str | Path, overrides: Overrides | None = None, stored: bo
 
 
 def model_and_dataset(data: dict) -> tuple:
-    """A raw config's model and dataset names (None where not given)."""
-    return tuple((data.get(section) or {}).get("name") if isinstance(data.get(section), dict) else None for section in ("model", "dataset"))
+    """A raw config's model and dataset names (None where not given; a dataset left out, or its name,
+    is the default's: dataset.name=mnist in a file without a dataset is the same experiment)."""
+    model, dataset = (data.get(section) if isinstance(data.get(section), dict) else {} for section in ("model", "dataset"))
+    return model.get("name"), dataset.get("name", DatasetConfig().name)
 
 
 def drop_foreign_reported(data: dict, experiment: tuple, keys) -> None:

@@ -519,6 +519,16 @@ def test_the_articles_number_is_dropped_when_an_override_changes_the_model_or_da
     assert load_config(path, ["model.name=fc", "reported.test_acc=0.9"]).reported.test_acc == 0.9
 
 
+def test_naming_the_dataset_a_config_already_trains_on_keeps_the_articles_number(tmp_path):
+    """A file without a dataset section trains on mnist: dataset.name=mnist (a sweep's set too) dropped
+    its reported number as if it were another dataset's."""
+    path = tmp_path / "c.yaml"
+    path.write_text("model: {name: cnn}\nreported: {test_acc: 0.9}\n")
+    for overrides in (["dataset.name=mnist"], ["dataset={name: mnist, download: false}"]):
+        assert load_config(path, overrides).reported.test_acc == 0.9
+    assert load_config(path, ["dataset.name=fashion-mnist"]).reported is None
+
+
 def test_an_unknown_key_from_the_command_line_is_named_as_an_override_not_as_the_files(tmp_path):
     """Both walkthroughs of the README found `cnnlab train configs/mnist_cnn.yaml optimzer.lr=0.1` saying
     "configs/mnist_cnn.yaml: unknown key 'optimzer'": the file is fine, the typo was typed."""
