@@ -25,7 +25,7 @@ import torch
 
 from cnnlab.config import DATASET_SHAPES, Config
 from cnnlab.errors import ConfigError, DataError
-from cnnlab.runs import file_in_the_way
+from cnnlab.runs import file_in_the_way, nearest_existing
 
 DATA_DIR_ENV = "CNNLAB_DATA_DIR"
 DEFAULT_DATA_DIR = "data"
@@ -212,9 +212,9 @@ def _ensure_files(info: DatasetInfo, root: Path, download: bool) -> None:
     folder = root / info.folder
     if not _missing(info, folder):
         return
-    blocking = _file_in_the_way(folder)
-    if blocking is not None:  # no download can make the folder
-        raise DataError(file_in_the_way(folder, blocking, f"folder for {info.title}"))
+    existing = nearest_existing(folder)
+    if not existing.is_dir():  # a file (or a link to nothing) where the folder or a parent should be: no download can make it
+        raise DataError(file_in_the_way(folder, existing, f"folder for {info.title}"))
     if not download:
         raise DataError(_not_found(info, folder))
     new_dirs = [d for d in (folder, *folder.parents) if not d.exists()]  # deepest first
@@ -236,16 +236,6 @@ def _ensure_files(info: DatasetInfo, root: Path, download: bool) -> None:
     _remove_new(_data_files(info, folder) - old_files)
     _remove_empty(new_dirs)
     raise DataError(_not_found(info, folder, failure))
-
-
-def _file_in_the_way(folder: Path) -> Path | None:
-    """The file that stands where folder, or the parent it would be made in, should be a directory."""
-    for path in (folder, *folder.parents):
-        if path.is_dir():
-            return None
-        if path.exists():
-            return path
-    return None
 
 
 def _data_files(info: DatasetInfo, folder: Path) -> set[Path]:
