@@ -30,18 +30,30 @@ def tracked(where: Path = PACKAGE_DIR) -> bool:
     return bool(_git(where, "ls-files", "--", "."))
 
 
+def git_state(where: Path = PACKAGE_DIR) -> dict:
+    """A run's or a bench's git_commit and git_dirty, asking git once whether it tracks where."""
+    tracks = tracked(where)
+    return {"git_commit": _commit(where) if tracks else None, "git_dirty": _dirty(where) if tracks else None}
+
+
 def git_commit(where: Path = PACKAGE_DIR) -> str | None:
     """The commit of the checkout cnnlab's files are tracked in; None outside one or without git."""
-    out = _git(where, "rev-parse", "HEAD") if tracked(where) else None
-    return out.strip() or None if out is not None else None
+    return _commit(where) if tracked(where) else None
 
 
 def git_dirty(where: Path = PACKAGE_DIR) -> bool | None:
     """Whether cnnlab's own files (the package folder) differ from git_commit: changed, staged,
     deleted or new and not ignored; then the commit alone does not say what code ran. None outside a
     git checkout that tracks them."""
-    if not tracked(where):
-        return None
+    return _dirty(where) if tracked(where) else None
+
+
+def _commit(where: Path) -> str | None:
+    out = _git(where, "rev-parse", "HEAD")
+    return out.strip() or None if out is not None else None
+
+
+def _dirty(where: Path) -> bool | None:
     # no optional locks: status would otherwise rewrite the index, and a `git commit` run at that
     # moment in the same checkout fails on its index.lock
     out = _git(where, "--no-optional-locks", "status", "--porcelain", "--", ".")
@@ -71,8 +83,7 @@ def provenance(device: torch.device) -> dict:
         "torch_version": torch.__version__,
         "cnnlab_version": cnnlab.__version__,
         "python_version": platform.python_version(),
-        "git_commit": git_commit(),
-        "git_dirty": git_dirty(),
+        **git_state(),
         **runs.owner(),
         "threads": torch.get_num_threads(),
     }

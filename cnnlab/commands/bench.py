@@ -224,7 +224,7 @@ def bench(
     """Time the tutorials' loop and cnnlab on the studies' models, interleaved; append to runs/bench/results.csv."""
     from cnnlab.bench.suite import COMPUTE_BOUND, DEFAULT_CASES, QUICK_CASES, measure, plan_bench
     from cnnlab.interrupts import Interrupted, interruptible
-    from cnnlab.provenance import git_commit, git_dirty
+    from cnnlab.provenance import git_state
     from cnnlab.report import console, say, table
     from cnnlab.report import markdown as markdown_table
     from cnnlab.runs import check_dir, runs_root, utc_now
@@ -242,7 +242,7 @@ def bench(
     check_results_writable(out_dir / RESULTS)
     plan = plan_bench(names, device=device, quick=quick, compile=compile, amp=amp, threads=threads, cuda_graphs=cuda_graphs, data_dir=data_dir)
     repeats = repeats or (1 if quick else 3)
-    kept = KeptResults(out_dir / RESULTS, {"time": utc_now(), "quick": quick, "git_commit": git_commit(), "git_dirty": git_dirty()})
+    kept = KeptResults(out_dir / RESULTS, {"time": utc_now(), "quick": quick, **git_state()})
 
     def keep(row: dict, info: dict) -> None:
         say(
