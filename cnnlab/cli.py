@@ -180,8 +180,12 @@ def train(
     s = result.summary
     console.print(epochs_table(result.metrics))
     line = f"{cfg.name}: {cfg.model.name} on {cfg.dataset.name}, {s['params']:,} params, test accuracy {s['test_acc']:.2%} after {s['epochs']} epoch(s), {s['train_seconds']:.1f} s training on {s['device']}"
-    if s.get("compile_seconds") is not None:
-        line += f" ({s['compile_seconds']:.1f} s of it compiling)"
+    compiled = s.get("compile_seconds")
+    # loading a step from the cache takes milliseconds: say so rather than "0.0 s of it compiling"
+    if compiled is not None and (compiled >= 0.05 or not s.get("compiled_step_cached")):
+        line += f" ({compiled:.1f} s of it compiling)"
+    if s.get("compiled_step_cached"):
+        line += " (the compiled step taken from the cache)"
     article = article_test_acc(s.get("reported"), cfg.transform.permute)
     if article is not None:
         line += f" (article: {article:.1%})"

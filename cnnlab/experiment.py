@@ -21,6 +21,7 @@ import torch
 
 from cnnlab import runs, tensorboard
 from cnnlab.bench.machine import Stretch
+from cnnlab.aot_step import AotStep, takes_model
 from cnnlab.compiled_step import CompiledStep
 from cnnlab.config import Config, config_to_dict, dump_yaml, load_config
 from cnnlab.data import load_splits, resolve_data_dir
@@ -218,7 +219,11 @@ def setup(
         state.step_graph = StepGraph(state.model, loss_fn, cfg.train.amp, cfg.train.batch_size, device)
     if compile_whole_step:
         # the batches' size: a batch size above the training set's makes its one batch that set
-        state.compiled_step = CompiledStep(model, optimizer, loss_fn, cfg.train.amp, min(cfg.train.batch_size, len(data.x_train)))
+        batch = min(cfg.train.batch_size, len(data.x_train))
+        if takes_model(model, cfg.train.amp):  # compiled once, kept in cnnlab's cache (aot_step.py)
+            state.compiled_step = AotStep(model, optimizer, loss_fn, (cfg.loss.name, cfg.loss.label_smoothing), batch)
+        else:
+            state.compiled_step = CompiledStep(model, optimizer, loss_fn, cfg.train.amp, batch)
     return data, pipeline, state, loss_fn
 
 
@@ -283,6 +288,8 @@ def _run(cfg: Config, signals: Signals, runs_dir, data_dir, resume, progress, on
             summary.update(epochs=st.epoch, **epoch_numbers(rows))
             if st.compiled_step is not None:  # within train_seconds; over all of the run's sessions
                 summary["compile_seconds"] = compiled_before + st.compiled_step.compile_seconds
+                # this session's step taken from cnnlab's cache (aot_step.py), none compiled
+                summary["compiled_step_cached"] = st.compiled_step.loaded > 0 and st.compiled_step.graphs == 0
             runs.atomic_torch_save(unwrap(st.model).state_dict(), path / runs.MODEL)
             if cfg.train.checkpoint:
                 runs.atomic_torch_save(checkpoint_of(st), path / runs.CHECKPOINT)

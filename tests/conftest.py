@@ -1,9 +1,12 @@
 """Shared test fixtures: where the real data is (when it is), a scratch runs directory, a full disk,
 whether Ray is installed, and whether this machine has a CUDA device."""
 
+import atexit
 import errno
 import importlib.util
 import os
+import shutil
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -17,6 +20,11 @@ REAL_DATA_DIRS = [
     Path(p) for p in (os.environ.get("CNNLAB_DATA_DIR"), ROOT.parent / "shared" / "data", ROOT / "data") if p
 ]
 
+
+# train.compile's compiled steps (cnnlab/aot_step.py) go to a cache of the test session's own, which
+# the CLI's subprocesses inherit: none in the user's ~/.cache, and none left from an earlier session
+os.environ["CNNLAB_CACHE_DIR"] = tempfile.mkdtemp(prefix="cnnlab-test-cache-")
+atexit.register(shutil.rmtree, os.environ["CNNLAB_CACHE_DIR"], ignore_errors=True)
 
 # cnnlab sweep needs Ray (the `ray` extra); a machine without it refuses every sweep in one line
 HAS_RAY = importlib.util.find_spec("ray") is not None

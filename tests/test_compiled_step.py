@@ -1,10 +1,13 @@
-"""train.compile on the CPU: the whole training step compiled (cnnlab/compiled_step.py).
+"""train.compile on the CPU: the whole training step compiled, ahead of time and kept in cnnlab's
+cache for models that are a function of their parameters alone (cnnlab/aot_step.py: fc, cnn,
+lenet), else by torch.compile in each process (cnnlab/compiled_step.py: BatchNorm, dropout, bf16).
 
-It must train as the ordinary step does (the same parameters, optimizer state and BatchNorm
-statistics, to float rounding), compile once (twice for SGD's momentum, which the first step
-creates; never again for a schedule's new learning rate or an epoch's short last batch), resume
-exactly, leave frozen parameters and those the loss never reaches alone, say how long it compiled,
-and fail in one line saying why without a working C++ compiler.
+Either must train as the ordinary step does (the same parameters, optimizer state and BatchNorm
+statistics, to float rounding), compile once (torch.compile: twice for SGD's momentum, which the
+first step creates; never again for a schedule's new learning rate or an epoch's short last batch),
+resume exactly, leave frozen parameters and those the loss never reaches alone, say how long it
+compiled, and fail in one line saying why without a working C++ compiler. A compiled step kept in
+the cache is loaded by a new process, not compiled again.
 """
 
 import json
@@ -18,6 +21,8 @@ import pytest
 import torch
 import torch._functorch.config
 
+from cnnlab.aot_step import AotStep
+from cnnlab.compiled_step import CompiledStep
 from cnnlab.config import load_config
 from cnnlab.engine import fit
 from cnnlab.experiment import run, setup
@@ -69,19 +74,18 @@ def test_the_compiled_step_trains_as_the_ordinary_one(tiny_data, tmp_path, optim
     eager, eager_rows = trained(config(tmp_path, text), tiny_data)
     compiled, rows = trained(config(tmp_path, text, "train.compile=true"), tiny_data)
 
-    assert eager.compiled_step is None and compiled.compiled_step is not None
+    assert eager.compiled_step is None and isinstance(compiled.compiled_step, AotStep)
     # its parameters, not the model: the model itself is not compiled
     assert type(compiled.model) is type(eager.model)
-    # Adam's fused kernel and its per-tensor loop differ in the last bits, which Adam's scaling grows
     assert_close_states(eager, compiled, atol=1e-5 if optimizer.startswith("sgd") else 1e-4)
     assert [r["lr"] for r in rows] == [r["lr"] for r in eager_rows]  # the schedule went on as usual
     for a, b in zip(eager_rows, rows):
         assert b["train_loss"] == pytest.approx(a["train_loss"], abs=1e-4)
     step = compiled.compiled_step
-    # SGD: once without its momentum, once with it (the first step creates it); Adam's state is made
-    # while the graph is traced. Never for a new learning rate (onecycle changes it every step) or
-    # for the short last batches, which are ordinary steps
-    assert step.graphs == (2 if optimizer.startswith("sgd") else 1)
+    # one graph, whatever the optimizer (its update runs after it): compiled by the first of these
+    # runs, taken from the cache by the second. Never again for a new learning rate (onecycle changes
+    # it every step) or for the short last batches, which are ordinary steps
+    assert step.graphs + step.loaded == 1
     assert 0 < step.compile_seconds < sum(r["epoch_seconds"] for r in rows)
 
 
@@ -98,6 +102,7 @@ def test_conv_pool_models_compiled_train_as_the_ordinary_step(tiny_data, tmp_pat
     eager, eager_rows = trained(config(tmp_path, text), tiny_data)
     compiled, rows = trained(config(tmp_path, text, "train.compile=true"), tiny_data)
 
+    assert isinstance(compiled.compiled_step, AotStep)
     assert compiled.compiled_step._compute is not compiled.model  # the pairs were fused
     assert_close_states(eager, compiled, atol=1e-5 if optimizer.startswith("sgd") else 1e-4)
     for a, b in zip(eager_rows, rows):
@@ -109,7 +114,8 @@ def test_a_batch_larger_than_the_training_set_is_compiled_as_that_set(tiny_data,
     cfg = config(tmp_path, FC + OPTIMIZERS["adam-onecycle"], "train.compile=true", "train.batch_size=1000")
     compiled, rows = trained(cfg, tiny_data)
 
-    assert compiled.compiled_step.graphs == 1 and compiled.compiled_step.compile_seconds > 0
+    step = compiled.compiled_step
+    assert step.batch_size == 300 and step.graphs + step.loaded == 1 and step.compile_seconds > 0
 
 
 def test_frozen_parameters_stay_and_batchnorm_statistics_move(tiny_data, tmp_path):
@@ -118,6 +124,7 @@ def test_frozen_parameters_stay_and_batchnorm_statistics_move(tiny_data, tmp_pat
     eager, _ = trained(config(tmp_path, text, "train.epochs=1"), tiny_data)
     compiled, _ = trained(config(tmp_path, text, "train.epochs=1", "train.compile=true"), tiny_data)
 
+    assert isinstance(compiled.compiled_step, CompiledStep)  # BatchNorm's statistics: torch.compile's
     frozen = [(n, p) for n, p in compiled.model.named_parameters() if not p.requires_grad]
     untouched = dict(eager.model.named_parameters())  # the eager step leaves them as they were set up
     assert len(frozen) == 3 and all(torch.equal(p, untouched[n]) for n, p in frozen)
@@ -165,21 +172,24 @@ def test_a_warm_step_follows_the_modules_train_and_eval_mode(tiny_data, tmp_path
 def test_a_newer_compiled_step_does_not_mislead_an_older_warm_one(tiny_data, tmp_path):
     # a new CompiledStep empties dynamo's cache, where the older one's graphs were: the older one,
     # warm, must not skip the guards that make dynamo compile its graphs again
-    older, _, data = trained(config(tmp_path, FC + OPTIMIZERS["sgd-momentum-step"], "train.compile=true", "train.epochs=1"), tiny_data, data_too=True)
-    newer, _ = trained(config(tmp_path, FC.replace("hidden: [16]", "hidden: [8, 8]") + OPTIMIZERS["sgd-momentum-step"], "train.compile=true", "train.epochs=1"), tiny_data)
+    older, _, data = trained(config(tmp_path, FASTNET + OPTIMIZERS["sgd-momentum-step"], "train.compile=true", "train.epochs=1"), tiny_data, data_too=True)
+    newer, _ = trained(config(tmp_path, FASTNET.replace("widths: [8]", "widths: [4]") + OPTIMIZERS["sgd-momentum-step"], "train.compile=true", "train.epochs=1"), tiny_data)
     xb, yb = data.x_train[:32], data.y_train[:32]
 
+    assert isinstance(older.compiled_step, CompiledStep) and isinstance(newer.compiled_step, CompiledStep)
     with torch.no_grad():
         expected = older.model(xb)
     out, _ = older.compiled_step(xb, yb)
     assert torch.allclose(out, expected, atol=1e-5)
+    # SGD's two graphs each, and the older one's training graph again
     assert older.compiled_step.graphs == 3 and newer.compiled_step.graphs == 2
 
 
 @pytest.mark.parametrize("model", ["{name: fc, hidden: [16]}", "{name: keras_cnn}"], ids=["fc", "keras_cnn-dropout"])
-def test_a_compiled_run_resumes_exactly(tiny_data, tmp_path, capsys, model):
+def test_a_compiled_run_resumes_exactly(tiny_data, tmp_path, capsys, monkeypatch, model):
     # keras_cnn's dropout: the resumed session's first full batch must be compiled, as the
     # uninterrupted run's was (an ordinary step would draw its masks from other random numbers)
+    monkeypatch.setenv("CNNLAB_CACHE_DIR", str(tmp_path / "cache"))  # fc: `whole` compiles, the others load
     path = tmp_path / "compiled.yaml"
     path.write_text(FC.replace("{name: fc, hidden: [16]}", model) + OPTIMIZERS["sgd-momentum-step"] + "transform: {augment: {hflip: true}}\n")
     whole = run(load_config(path, ["train.compile=true"]), runs_dir=tmp_path / "whole", data_dir=tiny_data)
@@ -189,10 +199,17 @@ def test_a_compiled_run_resumes_exactly(tiny_data, tmp_path, capsys, model):
     assert done.returncode == 0, done.stderr
     pd.testing.assert_frame_equal(metrics(first.path), metrics(whole.path))
     summary = json.loads((first.path / "summary.json").read_text())
-    # both sessions compiled: the resumed one once (the optimizer's state came with the checkpoint)
+    # both sessions compiled (fc: loaded the step `whole` compiled), the resumed one once (the
+    # optimizer's state came with the checkpoint)
     assert summary["compile_seconds"] > first.summary["compile_seconds"] > 0
     assert summary["compile_seconds"] < summary["train_seconds"]
-    assert "s of it compiling" in done.stdout.splitlines()[-2]
+    cached = model == "{name: fc, hidden: [16]}"
+    assert summary["compiled_step_cached"] is cached and whole.summary["compiled_step_cached"] is False
+    line = done.stdout.splitlines()[-2]
+    if cached:  # milliseconds: not "0.0 s of it compiling"
+        assert line.endswith("s training on cpu (the compiled step taken from the cache)")
+    else:
+        assert line.endswith(" s of it compiling)")
 
 
 FAILING_CXX = """#!/bin/sh
@@ -203,16 +220,17 @@ exit 1
 """
 
 
+@pytest.mark.parametrize("model", ["fc", "fastnet"], ids=["ahead-of-time", "torch.compile"])
 @pytest.mark.parametrize("compiler,says", [(None, "No working C++ compiler"), (FAILING_CXX, "fatal error: omp.h: No such file or directory")], ids=["none", "failing"])
-def test_no_working_cxx_compiler_is_one_line_that_says_why(tiny_data, tmp_path, compiler, says):
+def test_no_working_cxx_compiler_is_one_line_that_says_why(tiny_data, tmp_path, compiler, says, model):
     path = tmp_path / "compiled.yaml"
-    path.write_text(FC + OPTIMIZERS["sgd-momentum-step"])
+    path.write_text((FC if model == "fc" else FASTNET) + OPTIMIZERS["sgd-momentum-step"])
     cxx = tmp_path / "g++"  # none, or one that fails
     if compiler:
         cxx.write_text(compiler)
         cxx.chmod(0o755)
-    # a cache of its own: a kernel compiled before would need no compiler
-    env = {**os.environ, "CXX": str(cxx), "TORCHINDUCTOR_CACHE_DIR": str(tmp_path / "cache")}
+    # caches of its own: a kernel or a step compiled before would need no compiler
+    env = {**os.environ, "CXX": str(cxx), "TORCHINDUCTOR_CACHE_DIR": str(tmp_path / "cache"), "CNNLAB_CACHE_DIR": str(tmp_path / "steps")}
     done = cli("train", path, "train.compile=true", "--data-dir", tiny_data, "--runs-dir", tmp_path / "runs", env=env)
 
     assert done.returncode == 2
@@ -223,9 +241,10 @@ def test_no_working_cxx_compiler_is_one_line_that_says_why(tiny_data, tmp_path, 
     assert json.loads((tmp_path / "runs" / os.path.basename(run_dir) / "summary.json").read_text())["status"] == "failed"
 
 
-def test_bench_keeps_the_compile_time_apart_from_cnnlabs_seconds(tiny_data, tmp_path):
+def test_bench_keeps_the_compile_time_apart_from_cnnlabs_seconds(tiny_data, tmp_path, monkeypatch):
     from test_bench import _markdown_tables, cnnlab
 
+    monkeypatch.setenv("CNNLAB_CACHE_DIR", str(tmp_path / "steps"))  # compiled here, not taken from the cache
     done = cnnlab("bench", "--quick", "--compile", "--cases", "fc", "--data-dir", tiny_data, "--runs-dir", tmp_path, "--markdown")
 
     assert done.returncode == 0, done.stderr
@@ -257,18 +276,21 @@ UNUSED_OPTIMIZERS = {
 }
 
 
+@pytest.mark.parametrize("kind", ["ahead-of-time", "torch.compile"])
 @pytest.mark.parametrize("optimizer", list(UNUSED_OPTIMIZERS))
-def test_a_parameter_the_loss_never_reaches_is_left_alone_as_the_ordinary_step_leaves_it(optimizer):
+def test_a_parameter_the_loss_never_reaches_is_left_alone_as_the_ordinary_step_leaves_it(optimizer, kind):
     # the ordinary step gives it no .grad, so the optimizer skips it: no weight decay, no state
-    from cnnlab.compiled_step import CompiledStep
-
     torch.manual_seed(0)
     x, y = torch.randn(3, 8, 4), torch.randint(0, 3, (3, 8))
     models = [WithAnUnusedParameter(), WithAnUnusedParameter()]
     models[1].load_state_dict(models[0].state_dict())
     start = models[0].linear.weight.detach().clone()
     eager_opt, compiled_opt = (UNUSED_OPTIMIZERS[optimizer](m.parameters()) for m in models)
-    step = CompiledStep(models[1], compiled_opt, torch.nn.functional.cross_entropy, "none", batch_size=8)
+    loss = torch.nn.functional.cross_entropy
+    if kind == "ahead-of-time":
+        step = AotStep(models[1], compiled_opt, loss, ("cross_entropy", 0.0), batch_size=8)
+    else:
+        step = CompiledStep(models[1], compiled_opt, loss, "none", batch_size=8)
     for xb, yb in zip(x, y):
         eager_opt.zero_grad(set_to_none=True)
         torch.nn.functional.cross_entropy(models[0](xb), yb).backward()
@@ -285,25 +307,86 @@ def test_a_parameter_the_loss_never_reaches_is_left_alone_as_the_ordinary_step_l
         assert torch.allclose(a, b, atol=1e-5)
 
 
-@pytest.mark.skipif(not getattr(torch._functorch.config, "enable_autograd_cache", False), reason="this torch keeps no AOT autograd cache")
-def test_a_new_process_loads_the_conv_pool_steps_compiled_graphs_from_the_cache(tiny_data, tmp_path):
-    """The blocked CNN's step was compiled again in every new process (4 s where 2.7 would do): its
-    gradient routing was an autograd.Function, which keeps a graph out of AOT autograd's cache, and
-    the optimizer twin's state followed a set's order (the tensors' ids), so the graph changed from
-    process to process. Now a second process finds every graph the first compiled."""
+def cnn_config(tmp_path):
+    """A config file for study A's CNN, trained with SGD."""
     model, optimizer = CONV_POOL_MODELS["cnn-sgd"]
     path = tmp_path / "compiled.yaml"
     path.write_text(FC.replace("{name: fc, hidden: [16]}", model) + OPTIMIZERS[optimizer])
+    return path
+
+
+def last_line_in_a_new_process(code: str, *args: str) -> str:
+    done = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    return done.stdout.splitlines()[-1]
+
+
+@pytest.mark.skipif(not getattr(torch._functorch.config, "enable_autograd_cache", False), reason="this torch keeps no AOT autograd cache")
+def test_a_new_process_loads_the_conv_pool_steps_compiled_graphs_from_the_cache(tiny_data, tmp_path):
+    """The blocked CNN's step (torch.compile's under bf16 autocast) was compiled again in every new
+    process (4 s where 2.7 would do): its gradient routing was an autograd.Function, which keeps a
+    graph out of AOT autograd's cache, and the optimizer twin's state followed a set's order (the
+    tensors' ids), so the graph changed from process to process. Now a second process finds every
+    graph the first compiled."""
+    path = cnn_config(tmp_path)
     code = (
         "import json, sys; from torch._dynamo.utils import counters; from cnnlab.config import load_config; "
         "from cnnlab.experiment import run; "
-        f"run(load_config({str(path)!r}, ['train.compile=true', 'train.epochs=1', 'train.max_steps=4']), "
+        f"run(load_config({str(path)!r}, ['train.compile=true', 'train.amp=bf16', 'train.epochs=1', 'train.max_steps=4']), "
         f"runs_dir={str(tmp_path / 'runs')!r}, data_dir={str(tiny_data)!r}); "
         "print(json.dumps(dict(counters['aot_autograd'])))"
     )
     for process in (1, 2):
-        done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
-        assert done.returncode == 0, done.stderr
-        counts = json.loads(done.stdout.splitlines()[-1])
+        counts = json.loads(last_line_in_a_new_process(code))
         assert counts.get("autograd_cache_bypass", 0) == 0, counts
     assert counts["autograd_cache_hit"] == counts["total"] and "autograd_cache_miss" not in counts, counts
+
+
+def test_a_new_process_takes_the_compiled_step_from_the_cache(tiny_data, tmp_path, monkeypatch):
+    """Compiled ahead of time, study A's CNN's step is compiled by the first process and loaded by
+    the next (no compiling: milliseconds); another batch size is another step, compiled anew."""
+    monkeypatch.setenv("CNNLAB_CACHE_DIR", str(tmp_path / "cache"))
+    path = cnn_config(tmp_path)
+    code = (
+        "import sys, torch; from cnnlab.config import load_config; from cnnlab.experiment import setup; "
+        "from cnnlab.engine import fit; "
+        f"cfg = load_config({str(path)!r}, ['train.compile=true', 'train.epochs=1', f'train.batch_size={{sys.argv[1]}}']); "
+        f"cfg = cfg.model_copy(update={{'dataset': cfg.dataset.model_copy(update={{'data_dir': {str(tiny_data)!r}}})}}); "
+        "data, pipeline, state, loss_fn = setup(cfg, torch.device('cpu')); fit(state, data, pipeline, cfg.train, loss_fn); "
+        "step = state.compiled_step; print(type(step).__name__, step.graphs, step.loaded, step.compile_seconds)"
+    )
+    runs = []
+    for batch in (32, 32, 50):
+        kind, graphs, loaded, seconds = last_line_in_a_new_process(code, str(batch)).split()
+        runs.append((kind, int(graphs), int(loaded), float(seconds)))
+
+    assert [r[:3] for r in runs] == [("AotStep", 1, 0), ("AotStep", 0, 1), ("AotStep", 1, 0)]
+    assert runs[1][3] < 0.5 < runs[0][3]  # loading takes milliseconds, compiling seconds
+    assert len(list((tmp_path / "cache" / "steps").glob("*.pt2"))) == 2
+
+
+def test_a_cached_step_that_cannot_be_read_is_compiled_again(tmp_path, monkeypatch):
+    # a file cut short (a full disk, a copy interrupted) must cost a compile, not the run
+    monkeypatch.setenv("CNNLAB_CACHE_DIR", str(tmp_path))
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(16, 3))
+    x, y = torch.randn(8, 1, 4, 4), torch.randint(0, 3, (8,))
+
+    def step():
+        return AotStep(model, torch.optim.SGD(model.parameters(), lr=0.1), torch.nn.functional.cross_entropy, ("cross_entropy", 0.0), 8)
+
+    first = step()
+    first(x, y)
+    (cached,) = (tmp_path / "steps").glob("*.pt2")
+    cached.write_bytes(cached.read_bytes()[:1000])
+    second = step()
+    before = [p.detach().clone() for p in model.parameters()]
+    out, loss = second(x, y)
+
+    assert (first.graphs, second.graphs, second.loaded) == (1, 1, 0)
+    assert cached.stat().st_size > 1000  # replaced by the new one
+    assert torch.allclose(out, torch.nn.functional.linear(x.flatten(1), *before), atol=1e-6)
+    assert loss == pytest.approx(float(torch.nn.functional.cross_entropy(out, y)))
+    third = step()
+    third(x, y)
+    assert (third.graphs, third.loaded) == (0, 1)  # and the new file is read

@@ -1,0 +1,223 @@
+"""The CPU training step compiled ahead of time and kept on disk (train.compile on the CPU, for models
+that are a function of their parameters alone: no BatchNorm statistics, no dropout).
+
+Why: torch.compile's step (compiled_step.py) is traced and compiled again in every new process, 2 to
+4 s for the study models even when inductor's caches hold its kernels: more than a one-epoch run of
+study A's CNN saves, and paid again by every trial of a sweep (each a process of its own). Here the
+forward and backward pass are traced once into a graph of ATen ops (make_fx over torch.func),
+exported and compiled by AOTInductor into a shared library kept in cnnlab's cache
+(`$CNNLAB_CACHE_DIR`, else `$XDG_CACHE_HOME/cnnlab`, else `~/.cache/cnnlab`), which a later process
+with the same step loads in milliseconds.
+
+What the graph computes is what compiled_step.py's does: the model's function, with each convolution
+and the 2x2 max-pooling after it as one convolution over 2x2 pixel blocks (conv_pool.py), and the
+gradients of the parameters the loss reaches. The update is the config's own optimizer (its fused
+kernel), run after the graph as after an ordinary step, so checkpoints, resumes and schedules see
+nothing new.
+
+A cached library is only used for the very step it was compiled for: its file is named by a hash of
+everything the graph depends on (below, step_key): cnnlab's and torch's versions and cnnlab's source,
+the CPU's instruction set and threads, the model's modules, the parameters' shapes and layouts, the
+batch's, and the loss.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import inspect
+import json
+import logging
+import os
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+from torch import nn
+from torch.func import functional_call, grad_and_value
+
+from cnnlab.compiled_step import compile_failure, reached_parameters
+from cnnlab.conv_pool import with_conv_max_pools
+from cnnlab.engine import batch_too_small, one_line_if_batch_too_small
+from cnnlab.errors import ConfigError
+
+PACKAGE = Path(__file__).resolve().parent
+DROPOUTS = (nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, nn.AlphaDropout, nn.FeatureAlphaDropout)
+
+
+def takes_model(model: nn.Module, amp: str) -> bool:
+    """Whether model's training step can be compiled ahead of time: a function of its parameters
+    alone (no buffers to update, no random numbers to draw), in float32."""
+    return amp == "none" and not any(True for _ in model.buffers()) and not any(isinstance(m, DROPOUTS) for m in model.modules())
+
+
+def cache_dir() -> Path:
+    """Where compiled steps are kept."""
+    root = os.environ.get("CNNLAB_CACHE_DIR")
+    if not root:
+        root = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "cnnlab"
+    return Path(root) / "steps"
+
+
+class AotStep:
+    """Calls run one full batch's training step, update included, and return (outputs, loss)."""
+
+    def __init__(self, model: nn.Module, optimizer: torch.optim.Optimizer, loss_fn, loss_key: tuple, batch_size: int):
+        self.model, self.optimizer, self.loss_fn, self.loss_key, self.batch_size = model, optimizer, loss_fn, loss_key, batch_size
+        self.compile_seconds = 0.0  # time spent compiling or loading compiled steps
+        self.graphs = 0  # steps compiled by this process
+        self.loaded = 0  # steps taken from the cache
+        self._compute, _ = with_conv_max_pools(model)
+        self._runs: dict[tuple, object] = {}  # a batch's signature -> the compiled step's runner
+        self._trained: list[nn.Parameter] | None = None  # the parameters the loss reaches
+
+    def takes(self, xb: torch.Tensor) -> bool:
+        """Whether xb is a batch of the size the step is for (an epoch's short last one is not)."""
+        return len(xb) == self.batch_size
+
+    def __call__(self, xb: torch.Tensor, yb: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        if self._trained is None:  # now, not at setup: the parameters a resume loads are the same tensors
+            with one_line_if_batch_too_small(len(xb)):
+                reached = reached_parameters(self.model, self.loss_fn, xb, yb)
+            named = list(self.model.named_parameters())
+            self._trained = [p for _, p in named if p in reached]
+            self._names = [n for n, p in named if p in reached], [n for n, p in named if p not in reached]
+            # detached views: the graph's inputs, which the optimizer's updates reach
+            self._inputs = [p.detach() for p in self._trained] + [p.detach() for _, p in named if p not in reached]
+        signature = (xb.shape, xb.stride(), xb.dtype, yb.shape, yb.stride(), yb.dtype)
+        run = self._runs.get(signature)
+        if run is None:
+            t0 = time.perf_counter()
+            run = self._runs[signature] = self._load_or_compile(xb, yb)
+            self.compile_seconds += time.perf_counter() - t0
+        out, loss, *grads = run([*self._inputs, xb, yb])
+        for p, g in zip(self._trained, grads):
+            p.grad = g
+        self.optimizer.step()
+        return out, loss
+
+    def _load_or_compile(self, xb: torch.Tensor, yb: torch.Tensor):
+        key = step_key(self._compute, self._names, self._inputs, xb, yb, self.loss_key)
+        path = cache_dir() / f"{key}.pt2"
+        if path.is_file():
+            try:
+                run = load(path)
+                self.loaded += 1
+                return run
+            except RuntimeError:  # a file the loader cannot read (cut short, another torch's): compile anew
+                pass
+        try:
+            export = self._export(xb, yb)
+            run = compile_to(export, path)
+        except Exception as e:  # the compiler's (no working C++ compiler), or the model's own while traced
+            error = batch_too_small(e, len(xb)) or ConfigError(
+                f"train.compile: this training step could not be compiled ({compile_failure(e)}); set train.compile=false"
+            )
+            raise error from None
+        self.graphs += 1
+        return run
+
+    def _export(self, xb: torch.Tensor, yb: torch.Tensor) -> torch.export.ExportedProgram:
+        """The step as an exported program of ATen ops: (inputs..., xb, yb) -> (outputs, loss, gradients...)."""
+        from torch.fx.experimental.proxy_tensor import make_fx
+
+        trained, fixed = self._names
+        n = len(trained)
+
+        def loss_and_outputs(params: dict, constants: dict, xb: torch.Tensor, yb: torch.Tensor):
+            out = functional_call(self._compute, {**params, **constants}, (xb,))
+            return self.loss_fn(out, yb), out
+
+        def step(*tensors):
+            params, constants = dict(zip(trained, tensors[:n])), dict(zip(fixed, tensors[n:-2]))
+            grads, (loss, out) = grad_and_value(loss_and_outputs, has_aux=True)(params, constants, *tensors[-2:])
+            # each gradient laid out as its parameter (channels-last convolutions): the optimizer's
+            # fused kernel runs over both as flat memory
+            laid_out = (torch.empty_like(params[name]).copy_(grads[name]) for name in trained)
+            return (out.detach(), loss.detach(), *laid_out)
+
+        inputs = (*self._inputs, xb, yb)
+        logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)  # "No CUDA runtime is found"
+        return torch.export.export(_Graph(make_fx(step)(*inputs)), inputs)
+
+
+class _Graph(nn.Module):
+    """A traced graph as the module torch.export takes."""
+
+    def __init__(self, graph: torch.fx.GraphModule):
+        super().__init__()
+        self.graph = graph
+
+    def forward(self, *tensors):
+        return self.graph(*tensors)
+
+
+def step_key(compute: nn.Module, names: tuple, inputs: list, xb: torch.Tensor, yb: torch.Tensor, loss_key: tuple) -> str:
+    """A hash of everything the compiled step depends on."""
+    from cnnlab import __version__
+
+    def described(t: torch.Tensor) -> list:
+        return [list(t.shape), list(t.stride()), str(t.dtype)]
+
+    facts = {
+        "cnnlab": __version__,
+        "source": source_hash(),
+        "torch": torch.__version__,
+        "cpu": torch.backends.cpu.get_cpu_capability(),
+        "threads": torch.get_num_threads(),  # inductor writes them into its loops
+        "model": repr(compute),
+        "classes": class_sources(compute),
+        "trained": names[0],
+        "fixed": names[1],
+        "inputs": [described(t) for t in [*inputs, xb, yb]],
+        "loss": list(loss_key),
+    }
+    return hashlib.sha256(json.dumps(facts, sort_keys=True).encode()).hexdigest()[:32]
+
+
+def class_sources(model: nn.Module) -> dict:
+    """A hash of the source file of each of model's module classes that is not torch's own (a model
+    defined outside cnnlab: its forward code is not in cnnlab's source)."""
+    files = {inspect.getsourcefile(type(m)) for m in model.modules() if not type(m).__module__.startswith("torch.")}
+    return {f: hashlib.sha256(Path(f).read_bytes()).hexdigest() for f in sorted(filter(None, files))}
+
+
+def source_hash() -> str:
+    """A hash of cnnlab's Python source: the models' forward code and the step's are in it."""
+    digest = hashlib.sha256()
+    for path in sorted(PACKAGE.rglob("*.py")):
+        digest.update(str(path.relative_to(PACKAGE)).encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()
+
+
+def compile_to(program: torch.export.ExportedProgram, path: Path):
+    """Compile program with AOTInductor into path (written whole, then renamed into place), and load it.
+    Where the cache cannot be written, the step is compiled into a temporary folder and not kept."""
+    from torch import _inductor as inductor
+
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".pt2")
+        os.close(fd)
+    except OSError:
+        with tempfile.TemporaryDirectory(prefix="cnnlab-step-") as scratch:
+            return load(inductor.aoti_compile_and_package(program, package_path=str(Path(scratch) / "step.pt2")))
+    try:
+        inductor.aoti_compile_and_package(program, package_path=tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return load(path)
+
+
+def load(path) -> callable:
+    """The compiled step in path, as a function of a list of tensors returning a list of tensors.
+    torch's own loader, without importing inductor (a second in a new process) where it can."""
+    aoti = getattr(torch._C, "_aoti", None)
+    if aoti is not None and hasattr(aoti, "AOTIModelPackageLoader"):
+        return aoti.AOTIModelPackageLoader(str(path), "model", False, 1, -1).boxed_run
+    from torch import _inductor as inductor
+
+    model = inductor.aoti_load_package(str(path))
+    return lambda tensors: model(*tensors)
