@@ -17,8 +17,8 @@ nothing new.
 
 A cached library is only used for the very step it was compiled for: its file is named by a hash of
 everything the graph depends on (below, step_key): cnnlab's and torch's versions and cnnlab's source,
-the CPU's instruction set and threads, the model's modules, the parameters' shapes and layouts, the
-batch's, and the loss.
+the CPU's model, instruction set and threads, the model's modules and their settings, the
+parameters' shapes and layouts, the batch's, and the loss.
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ import inspect
 import json
 import logging
 import os
+import platform
 import tempfile
 import time
 from pathlib import Path
@@ -99,13 +100,13 @@ class AotStep:
     def _load_or_compile(self, xb: torch.Tensor, yb: torch.Tensor):
         key = step_key(self._compute, self._names, self._inputs, xb, yb, self.loss_key)
         path = cache_dir() / f"{key}.pt2"
-        if path.is_file():
-            try:
-                run = load(path)
-                self.loaded += 1
-                return run
-            except RuntimeError:  # a file the loader cannot read (cut short, another torch's): compile anew
-                pass
+        try:
+            run = load(path) if path.is_file() else None
+        except (RuntimeError, OSError):  # a file the loader cannot read (cut short, another torch's),
+            run = None  # or a cache folder this user cannot enter: compile anew
+        if run is not None:
+            self.loaded += 1
+            return run
         try:
             export = self._export(xb, yb)
             run = compile_to(export, path)
@@ -163,9 +164,12 @@ def step_key(compute: nn.Module, names: tuple, inputs: list, xb: torch.Tensor, y
         "cnnlab": __version__,
         "source": source_hash(),
         "torch": torch.__version__,
-        "cpu": torch.backends.cpu.get_cpu_capability(),
+        # inductor compiles for this very CPU (-march=native): another CPU model may lack its instructions
+        "cpu": [torch.backends.cpu.get_cpu_capability(), cpu_identity()],
         "threads": torch.get_num_threads(),  # inductor writes them into its loops
         "model": repr(compute),
+        # what a module's repr may leave out (a scale factor, a padding) and its forward may use
+        "settings": [module_settings(m) for m in compute.modules()],
         "classes": class_sources(compute),
         "trained": names[0],
         "fixed": names[1],
@@ -173,6 +177,25 @@ def step_key(compute: nn.Module, names: tuple, inputs: list, xb: torch.Tensor, y
         "loss": list(loss_key),
     }
     return hashlib.sha256(json.dumps(facts, sort_keys=True).encode()).hexdigest()[:32]
+
+
+def module_settings(module: nn.Module) -> list:
+    """A module's class and its plain, public attributes (numbers, strings, tuples of them)."""
+    def plain(v) -> bool:
+        return isinstance(v, (bool, int, float, str, type(None))) or (isinstance(v, (tuple, list)) and all(map(plain, v)))
+
+    settings = {k: repr(v) for k, v in vars(module).items() if not k.startswith("_") and k != "training" and plain(v)}
+    return [f"{type(module).__module__}.{type(module).__qualname__}", settings]
+
+
+def cpu_identity() -> str:
+    """The CPU's model and instruction-set flags (/proc/cpuinfo on Linux), else what platform knows."""
+    try:
+        lines = Path("/proc/cpuinfo").read_text().splitlines()
+    except OSError:
+        lines = []
+    wanted = [line.split(":", 1)[1].strip() for line in lines if line.startswith(("model name", "flags"))]
+    return " | ".join(wanted[:2]) if wanted else f"{platform.machine()} {platform.processor()}"
 
 
 def class_sources(model: nn.Module) -> dict:
@@ -195,20 +218,20 @@ def compile_to(program: torch.export.ExportedProgram, path: Path):
     Where the cache cannot be written, the step is compiled into a temporary folder and not kept."""
     from torch import _inductor as inductor
 
+    tmp = None
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".pt2")
         os.close(fd)
-    except OSError:
-        with tempfile.TemporaryDirectory(prefix="cnnlab-step-") as scratch:
-            return load(inductor.aoti_compile_and_package(program, package_path=str(Path(scratch) / "step.pt2")))
-    try:
         inductor.aoti_compile_and_package(program, package_path=tmp)
         os.replace(tmp, path)
+        return load(path)
+    except OSError:  # no cache folder, no room in it, another user's file in the way
+        with tempfile.TemporaryDirectory(prefix="cnnlab-step-") as scratch:
+            return load(inductor.aoti_compile_and_package(program, package_path=str(Path(scratch) / "step.pt2")))
     finally:
-        if os.path.exists(tmp):
+        if tmp is not None and os.path.exists(tmp):
             os.unlink(tmp)
-    return load(path)
 
 
 def load(path) -> callable:

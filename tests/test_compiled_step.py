@@ -15,6 +15,7 @@ import os
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -365,16 +366,33 @@ def test_a_new_process_takes_the_compiled_step_from_the_cache(tiny_data, tmp_pat
     assert len(list((tmp_path / "cache" / "steps").glob("*.pt2"))) == 2
 
 
+class Scaled(torch.nn.Module):
+    """A linear layer whose outputs are multiplied by a factor its repr does not show."""
+
+    def __init__(self, scale: float):
+        super().__init__()
+        self.linear, self.scale = torch.nn.Linear(16, 3), scale
+
+    def forward(self, x):
+        return self.linear(x.flatten(1)) * self.scale
+
+
+def tiny_step(model):
+    """An ahead-of-time step for model on 8 images of 1x4x4, and such a batch."""
+    torch.manual_seed(0)
+    step = AotStep(model, torch.optim.SGD(model.parameters(), lr=0.1), torch.nn.functional.cross_entropy, ("cross_entropy", 0.0), 8)
+    return step, torch.randn(8, 1, 4, 4), torch.randint(0, 3, (8,))
+
+
 def test_a_cached_step_that_cannot_be_read_is_compiled_again(tmp_path, monkeypatch):
     # a file cut short (a full disk, a copy interrupted) must cost a compile, not the run
     monkeypatch.setenv("CNNLAB_CACHE_DIR", str(tmp_path))
-    torch.manual_seed(0)
     model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(16, 3))
-    x, y = torch.randn(8, 1, 4, 4), torch.randint(0, 3, (8,))
 
     def step():
-        return AotStep(model, torch.optim.SGD(model.parameters(), lr=0.1), torch.nn.functional.cross_entropy, ("cross_entropy", 0.0), 8)
+        return tiny_step(model)[0]
 
+    _, x, y = tiny_step(model)
     first = step()
     first(x, y)
     (cached,) = (tmp_path / "steps").glob("*.pt2")
@@ -390,3 +408,41 @@ def test_a_cached_step_that_cannot_be_read_is_compiled_again(tmp_path, monkeypat
     third = step()
     third(x, y)
     assert (third.graphs, third.loaded) == (0, 1)  # and the new file is read
+
+
+def test_a_cache_that_cannot_be_entered_or_written_costs_a_compile_not_the_run(tmp_path, monkeypatch):
+    # a folder of another user's (sudo without -H), a full disk: compiled for the run alone
+    from conftest import no_room_for
+
+    monkeypatch.setenv("CNNLAB_CACHE_DIR", str(tmp_path))
+    real_is_file = Path.is_file
+
+    def is_file(path):
+        if tmp_path in path.parents:
+            raise PermissionError(13, "Permission denied", str(path))
+        return real_is_file(path)
+
+    monkeypatch.setattr(Path, "is_file", is_file)
+    no_room_for(monkeypatch, lambda dst: tmp_path in dst.parents)
+    step, x, y = tiny_step(torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(16, 3)))
+    out, loss = step(x, y)
+
+    assert step.graphs == 1 and out.shape == (8, 3) and torch.isfinite(loss)
+    assert list((tmp_path / "steps").iterdir()) == []  # no half-written file left behind
+
+
+def test_the_cache_key_changes_with_what_the_graph_depends_on(monkeypatch):
+    from cnnlab import aot_step
+
+    def key(scale=1.0, batch=8):
+        step, x, y = tiny_step(Scaled(scale))
+        x, y = torch.randn(batch, 1, 4, 4), torch.randint(0, 3, (batch,))
+        inputs = [p.detach() for p in step.model.parameters()]
+        return aot_step.step_key(step._compute, (["linear.weight", "linear.bias"], []), inputs, x, y, step.loss_key)
+
+    same = key()
+    assert key() == same
+    assert key(scale=2.0) != same  # not in the repr, but in the module's settings
+    assert key(batch=16) != same
+    monkeypatch.setattr(aot_step, "cpu_identity", lambda: "another CPU | avx2")
+    assert key() != same
