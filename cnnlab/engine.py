@@ -20,7 +20,8 @@ import torch.nn.functional as F
 from cnnlab.errors import CnnlabError, ConfigError, first_line
 
 if TYPE_CHECKING:
-    from cnnlab.compiled_step import CompiledStep  # which imports this module
+    from cnnlab.aot_step import AotStep  # which, like compiled_step, imports this module
+    from cnnlab.compiled_step import CompiledStep
 
 CHECK_EVERY = 50  # steps between checks that the loss is finite (each one waits for the device)
 
@@ -50,7 +51,8 @@ class State:
     aug_gen: torch.Generator  # device generator for augmentation
     epoch: int = 0  # completed epochs
     step_graph: StepGraph | None = None  # on CUDA: the training step as a CUDA graph (not checkpointed)
-    compiled_step: CompiledStep | None = None  # on the CPU with train.compile: the whole step compiled
+    # on the CPU with train.compile: the whole step compiled (ahead of time and cached, else by torch.compile)
+    compiled_step: AotStep | CompiledStep | None = None
 
 
 def loss_function(name: str, label_smoothing: float) -> Callable:
