@@ -28,7 +28,6 @@ import inspect
 import json
 import logging
 import os
-import platform
 import tempfile
 import time
 from pathlib import Path
@@ -37,10 +36,10 @@ import torch
 from torch import nn
 from torch.func import functional_call, grad_and_value
 
-from cnnlab.compiled_step import compile_failure, reached_parameters
+from cnnlab.compiled_step import compile_error, reached_parameters
 from cnnlab.conv_pool import with_conv_max_pools
-from cnnlab.engine import batch_too_small, one_line_if_batch_too_small
-from cnnlab.errors import ConfigError
+from cnnlab.provenance import cpu_flags, cpu_model
+from cnnlab.engine import one_line_if_batch_too_small
 
 PACKAGE = Path(__file__).resolve().parent
 DROPOUTS = (nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, nn.AlphaDropout, nn.FeatureAlphaDropout)
@@ -111,10 +110,7 @@ class AotStep:
             export = self._export(xb, yb)
             run = compile_to(export, path)
         except Exception as e:  # the compiler's (no working C++ compiler), or the model's own while traced
-            error = batch_too_small(e, len(xb)) or ConfigError(
-                f"train.compile: this training step could not be compiled ({compile_failure(e)}); set train.compile=false"
-            )
-            raise error from None
+            raise compile_error(e, len(xb)) from None
         self.graphs += 1
         return run
 
@@ -189,13 +185,8 @@ def module_settings(module: nn.Module) -> list:
 
 
 def cpu_identity() -> str:
-    """The CPU's model and instruction-set flags (/proc/cpuinfo on Linux), else what platform knows."""
-    try:
-        lines = Path("/proc/cpuinfo").read_text().splitlines()
-    except OSError:
-        lines = []
-    wanted = [line.split(":", 1)[1].strip() for line in lines if line.startswith(("model name", "flags"))]
-    return " | ".join(wanted[:2]) if wanted else f"{platform.machine()} {platform.processor()}"
+    """The CPU's model and instruction-set flags."""
+    return f"{cpu_model()} | {cpu_flags()}"
 
 
 def class_sources(model: nn.Module) -> dict:

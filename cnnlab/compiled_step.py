@@ -121,10 +121,7 @@ class CompiledStep:
                 out, loss = self._compiled(self._views, self._constants, xb, yb)
         except TorchDynamoException as e:  # the compiler's (no working C++ compiler, an op it cannot
             # trace), or the model's own while it was traced
-            error = batch_too_small(e, len(xb)) or ConfigError(
-                f"train.compile: this training step could not be compiled ({compile_failure(e)}); set train.compile=false"
-            )
-            raise error from None
+            raise compile_error(e, len(xb)) from None
         new = compiled_graphs() - graphs
         self._warm = None if new else signature
         if new:  # one when a run starts; one more for SGD's momentum, which its first step creates
@@ -157,6 +154,14 @@ def skip_guards() -> contextlib.AbstractContextManager:
 def compiled_graphs() -> int:
     """Graphs dynamo has compiled in this process (its own count; torch.compile has no public one)."""
     return torch._dynamo.utils.counters["stats"]["unique_graphs"]
+
+
+def compile_error(e: Exception, images: int) -> ConfigError:
+    """The one-line error for a step that could not be compiled (of either kind: this module's or
+    aot_step.py's): the batch too small for the model, or the compiler's reason."""
+    return batch_too_small(e, images) or ConfigError(
+        f"train.compile: this training step could not be compiled ({compile_failure(e)}); set train.compile=false"
+    )
 
 
 def compile_failure(e: Exception) -> str:

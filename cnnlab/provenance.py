@@ -62,13 +62,23 @@ def _dirty(where: Path) -> bool | None:
 
 def cpu_model() -> str:
     """The CPU's model name from /proc/cpuinfo (Linux), else what platform knows."""
+    return _cpuinfo("model name") or platform.processor() or platform.machine()
+
+
+def cpu_flags() -> str:
+    """The CPU's instruction-set flags from /proc/cpuinfo (Linux), else empty."""
+    return _cpuinfo("flags") or ""
+
+
+def _cpuinfo(field: str) -> str | None:
+    """The first processor's value of field in /proc/cpuinfo."""
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
+            if line.startswith(field):
                 return line.split(":", 1)[1].strip()
     except OSError:
         pass
-    return platform.processor() or platform.machine()
+    return None
 
 
 def device_name(device: torch.device) -> str:
