@@ -23,6 +23,7 @@ parameters' shapes and layouts, the batch's, and the loss.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import inspect
 import json
@@ -184,6 +185,7 @@ def module_settings(module: nn.Module) -> list:
     return [f"{type(module).__module__}.{type(module).__qualname__}", settings]
 
 
+@functools.cache
 def cpu_identity() -> str:
     """The CPU's model and instruction-set flags."""
     return f"{cpu_model()} | {cpu_flags()}"
@@ -196,8 +198,10 @@ def class_sources(model: nn.Module) -> dict:
     return {f: hashlib.sha256(Path(f).read_bytes()).hexdigest() for f in sorted(filter(None, files))}
 
 
+@functools.cache
 def source_hash() -> str:
-    """A hash of cnnlab's Python source: the models' forward code and the step's are in it."""
+    """A hash of cnnlab's Python source: the models' forward code and the step's are in it. Once a
+    process: the code it runs is the code it imported (a bench's repeats each ask)."""
     digest = hashlib.sha256()
     for path in sorted(PACKAGE.rglob("*.py")):
         digest.update(str(path.relative_to(PACKAGE)).encode() + b"\0" + path.read_bytes())
