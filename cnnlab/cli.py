@@ -199,14 +199,15 @@ def summary(
 ):
     """Each layer's type, output shape, parameters and the output-size rule, for the config's model."""
     from cnnlab.config import DATASET_CLASSES, DATASET_SHAPES
-    from cnnlab.models import all_params, build_model
     from cnnlab.report import console, say, table
-    from cnnlab.summary import summarize
 
     config, overrides = split_args(args or [])
     if config is None:
         raise CnnlabUsage("missing CONFIG, e.g. cnnlab summary configs/mnist_cnn.yaml")
     cfg = load(config, overrides)
+    from cnnlab.models import all_params, build_model  # torch: once the arguments are good
+    from cnnlab.summary import summarize
+
     shape = DATASET_SHAPES[cfg.dataset.name]
     model = build_model(cfg.model, shape, DATASET_CLASSES[cfg.dataset.name])
     rows, trainable = summarize(model, shape)

@@ -21,8 +21,6 @@ import torch
 
 from cnnlab import runs, tensorboard
 from cnnlab.bench.machine import Stretch
-from cnnlab.aot_step import AotStep, takes_model
-from cnnlab.compiled_step import CompiledStep
 from cnnlab.config import Config, config_to_dict, dump_yaml, load_config
 from cnnlab.data import load_splits, resolve_data_dir
 from cnnlab.engine import Data, State, StepGraph, fit, loss_function, steps_per_epoch
@@ -218,6 +216,10 @@ def setup(
     if replays_steps(cfg, device):
         state.step_graph = StepGraph(state.model, loss_fn, cfg.train.amp, cfg.train.batch_size, device)
     if compile_whole_step:
+        # imported here: torch._dynamo, which compiled_step needs, costs a second in every process
+        from cnnlab.aot_step import AotStep, takes_model
+        from cnnlab.compiled_step import CompiledStep
+
         # the batches' size: a batch size above the training set's makes its one batch that set
         batch = min(cfg.train.batch_size, len(data.x_train))
         if takes_model(model, cfg.train.amp):  # compiled once, kept in cnnlab's cache (aot_step.py)

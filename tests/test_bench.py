@@ -428,18 +428,33 @@ try:
     main()
 except SystemExit as e:
     code = e.code
+print("dynamo imported:", "torch._dynamo" in sys.modules)
 print("torch imported:", "torch" in sys.modules, "exit:", code)
 """
 
 
 @pytest.mark.parametrize("args, code", [(["--help"], 0), (["bench", "--help"], 0), (["train", "missing.yaml"], 2), (["train", "configs/mnist_cnn.yaml", "train.epochs=0"], 2),
                                         (["runs", "--dataset", "mnist", "--model", "fc", "--runs-dir", "{empty}"], 0),
-                                        (["runs", "--runs-dir", "no-runs-here"], 1)])
+                                        (["runs", "--runs-dir", "no-runs-here"], 1),
+                                        # a command's missing argument is told before its work needs torch
+                                        (["summary"], 2), (["samples"], 2), (["summary", "configs/mnist_cnn.yaml", "model.n_feature=0"], 2)])
 def test_help_and_config_errors_do_not_import_torch(args, code, tmp_path):
-    args = [a.replace("{empty}", str(tmp_path)) for a in args]  # an empty runs directory: "no runs ..."
+    out = probe([a.replace("{empty}", str(tmp_path)) for a in args])  # an empty runs directory: "no runs ..."
+    assert out.splitlines()[-1] == f"torch imported: False exit: {code}", out
+
+
+def test_a_run_without_its_data_is_told_without_loading_the_compiler(tmp_path):
+    """torch._dynamo, which only train.compile needs, took a second to import before a run even
+    looked for its data."""
+    out = probe(["train", "configs/mnist_cnn.yaml", "--data-dir", str(tmp_path), "dataset.download=false"])
+    assert out.splitlines()[-2:] == ["dynamo imported: False", "torch imported: True exit: 1"], out
+
+
+def probe(args: list[str]) -> str:
+    """_PROBE's output (and stderr) for the cnnlab command line args."""
     out = subprocess.run([sys.executable, "-c", _PROBE, *args], capture_output=True, text=True, cwd=ROOT, timeout=60,
                          env={**os.environ, "COLUMNS": "120"})
-    assert out.stdout.strip().splitlines()[-1] == f"torch imported: False exit: {code}", out.stdout + out.stderr
+    return out.stderr + out.stdout.strip()
 
 
 # ---------------------------------------------------------------------------- threads

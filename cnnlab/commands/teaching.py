@@ -132,7 +132,6 @@ def samples(
     runs_dir: Optional[Path] = RunsDir,
 ):
     """A PNG grid of the first N images with their class names; the last line is the PNG's path."""
-    from cnnlab import samples as S
     from cnnlab.config import config_from_dict, leaf_keys, name_of_file, parse_override, read_config_yaml
     from cnnlab.runs import atomic_write, ensure_dir, runs_root
 
@@ -156,6 +155,8 @@ def samples(
         for key in sorted(leaf_keys(dict([parse_override(text)]))):  # dataset={test_subset: 5} sets dataset.test_subset
             if not key.startswith(shown) and key not in ("dataset", "transform"):
                 raise CnnlabUsage(f"{key} does not change what samples draws: it draws the split's first --n images, after transform.shift and transform.permute only")
+
+    from cnnlab import samples as S  # torch: once the arguments are good
 
     images, labels, classes = S.sample_images(cfg, n, split, data_dir)
     png = S.grid_png(images, labels, classes, S.title_for(cfg, len(images), split))
