@@ -262,6 +262,13 @@ def list_runs(
 from cnnlab import commands  # noqa: E402,F401
 
 
+def discard(stream) -> None:
+    """Send what is still buffered in stream, and all that follows, to /dev/null."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, stream.fileno())
+    os.close(devnull)
+
+
 class StdoutUntilReaderGone:
     """sys.stdout that, once its reader has gone (`cnnlab train ... | head -1`), sends the rest to
     /dev/null instead of raising BrokenPipeError: a run, study or bench whose output nobody reads
@@ -271,11 +278,6 @@ class StdoutUntilReaderGone:
     def __init__(self, stream):
         self._stream = stream
         self.failed: OSError | None = None
-
-    def _discard_from_now(self) -> None:
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, self._stream.fileno())  # what is still buffered, and all that follows, goes nowhere
-        os.close(devnull)
 
     def write(self, text: str) -> int:
         try:
@@ -293,7 +295,7 @@ class StdoutUntilReaderGone:
     def _lost(self, e: OSError) -> None:
         if not isinstance(e, BrokenPipeError):
             self.failed = self.failed or e
-        self._discard_from_now()
+        discard(self._stream)
 
     def __getattr__(self, name):  # isatty, fileno, encoding, ...: the real stream's
         return getattr(self._stream, name)
@@ -305,6 +307,15 @@ def flowed(text: str | None) -> str | None:
     if text is None:
         return None
     return "\n\n".join(" ".join(paragraph.split()) for paragraph in inspect.cleandoc(text).split("\n\n"))
+
+
+def tell(text: str) -> None:
+    """text as a line on stderr, unless stderr is gone (the terminal closed: SIGHUP): the exit code
+    still tells how the command ended."""
+    try:
+        print(text, file=sys.stderr, flush=True)
+    except OSError:
+        discard(sys.stderr)  # what the failed write left buffered too: not a traceback at exit
 
 
 def main() -> None:
@@ -341,13 +352,13 @@ def main() -> None:
         e.show()
         code = e.exit_code
     except ClickException as e:  # unknown option or command, missing argument, bad value
-        print(f"error: {one_line(e.format_message())}", file=sys.stderr)
+        tell(f"error: {one_line(e.format_message())}")
         code = e.exit_code
     except CnnlabError as e:
-        print(f"error: {one_line(str(e))}", file=sys.stderr)
+        tell(f"error: {one_line(str(e))}")
         code = e.exit_code
     except (KeyboardInterrupt, typer.Abort) as e:
-        print(f"interrupted: {one_line(str(e))}" if str(e) else "interrupted", file=sys.stderr)
+        tell(f"interrupted: {one_line(str(e))}" if str(e) else "interrupted")
         code = 128 + getattr(e, "signum", signal.SIGINT)
     except BrokenPipeError:  # a write that bypassed sys.stdout, after its reader had gone
         sys.stderr.close()
@@ -355,14 +366,14 @@ def main() -> None:
     except OSError as e:
         if e.errno != errno.ENAMETOOLONG:  # only a path the user gave is ever too long: anything else is a bug to see
             raise
-        print(f"error: {e.strerror}: {one_line(str(e.filename))}", file=sys.stderr)
+        tell(f"error: {e.strerror}: {one_line(str(e.filename))}")
         code = 2
     finally:
         if out is not None:
             out.flush()  # what is still buffered: a failure to write it is caught there, too
         sys.stdout = stdout
     if out is not None and out.failed is not None:
-        print(f"error: cannot write the output: {out.failed.strerror or out.failed}", file=sys.stderr)
+        tell(f"error: cannot write the output: {out.failed.strerror or out.failed}")
         code = code or 1
     sys.exit(code)
 

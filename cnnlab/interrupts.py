@@ -1,5 +1,5 @@
-"""SIGINT and SIGTERM as Interrupted, an exception on which a run, a study or a sweep stops cleanly
-(a run never in the middle of writing an epoch's files)."""
+"""SIGINT, SIGTERM and SIGHUP as Interrupted, an exception on which a run, a study or a sweep stops
+cleanly (a run never in the middle of writing an epoch's files)."""
 
 from __future__ import annotations
 
@@ -9,9 +9,13 @@ import threading
 
 from cnnlab.errors import signal_name
 
+# Ctrl-C, a scheduler's or kill's stop, and the terminal or SSH session closing (SIGHUP, which
+# would otherwise end the process at once, leaving its run 'running')
+STOP_SIGNALS = tuple(getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, name))
+
 
 class Interrupted(KeyboardInterrupt):
-    """SIGINT or SIGTERM arrived: the run stops cleanly; exit code 128 + signal number."""
+    """A STOP_SIGNALS signal arrived: the run stops cleanly; exit code 128 + signal number."""
 
     def __init__(self, signum: int, message: str | None = None):
         super().__init__(message or signal_name(signum))
@@ -27,7 +31,7 @@ class Interrupted(KeyboardInterrupt):
 
 
 class Signals:
-    """Turn SIGINT/SIGTERM into Interrupted, but never in the middle of writing an epoch's files."""
+    """Turn STOP_SIGNALS into Interrupted, but never in the middle of writing an epoch's files."""
 
     def __init__(self):
         self.pending: int | None = None
@@ -46,7 +50,7 @@ class Signals:
         if threading.current_thread() is not threading.main_thread():
             yield self
             return
-        old = {s: signal.signal(s, self.handler) for s in (signal.SIGINT, signal.SIGTERM)}
+        old = {s: signal.signal(s, self.handler) for s in STOP_SIGNALS}
         try:
             yield self
         finally:
@@ -65,6 +69,6 @@ class Signals:
 
 
 def interruptible():
-    """While in this block SIGINT and SIGTERM raise Interrupted (carrying the signal), for work
+    """While in this block STOP_SIGNALS raise Interrupted (carrying the signal), for work
     around runs such as a study's; run() installs its own handler while it trains."""
     return Signals().installed()

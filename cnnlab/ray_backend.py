@@ -26,6 +26,7 @@ from typing import Callable
 
 from cnnlab import runs
 from cnnlab.errors import CnnlabError, ConfigError, RunError, counted, first_line
+from cnnlab.interrupts import STOP_SIGNALS
 
 INSTALL = "pip install 'cnnlab[ray]'"
 
@@ -89,7 +90,7 @@ def session(address: str | None, what: str = "--address"):
     quiet = {"logging_level": logging.ERROR, "log_to_driver": False}
     # ray.init installs its own SIGTERM handler (it aborts the process); a study's, which marks the
     # study interrupted, must stay in charge
-    handlers = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)} if threading.current_thread() is threading.main_thread() else {}
+    handlers = {s: signal.getsignal(s) for s in STOP_SIGNALS} if threading.current_thread() is threading.main_thread() else {}
     try:
         if address == "local":
             # a local instance stays on the loopback interface

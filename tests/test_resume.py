@@ -1,6 +1,6 @@
 """Nothing written is lost, and a resumed run is the run that was never stopped.
 
-A real `cnnlab train` subprocess is interrupted with SIGINT or SIGTERM after its first complete
+A real `cnnlab train` subprocess is interrupted with SIGINT, SIGTERM or SIGHUP after its first complete
 epoch, checked file by file, resumed with `cnnlab train --resume`, and its final metrics compared
 for exact equality with an uninterrupted run of the same config and seed. The config uses random
 flips and translations, momentum and a learning-rate schedule, so the data-order and augmentation
@@ -10,6 +10,8 @@ generators, the optimizer state and the schedule must all come back exactly.
 import errno
 import json
 import os
+import pty
+import select
 import shutil
 import signal
 import subprocess
@@ -137,6 +139,36 @@ def test_an_interrupted_run_without_checkpoints_does_not_offer_a_resume(setup, t
     line = error_line(err)
     assert proc.returncode == 128 + signal.SIGINT and "no checkpoint to continue from (train.checkpoint=false)" in line
     assert "--resume" not in line and not (run_dir / "checkpoint.pt").exists()
+
+
+def test_a_closed_terminal_stops_the_run_as_an_interruption(setup, tmp_path):
+    """Closing the terminal a run was started in (or losing its SSH session) sends it SIGHUP, which
+    ended the process on the spot and left the run 'running' for good. Now it stops as at Ctrl-C:
+    epochs and checkpoint kept, resumable, exit code 128 + SIGHUP, and no traceback or other exit
+    code from writing to the terminal that is gone."""
+    root, reference = setup
+    args = ["train", root / "resume.yaml", "--data-dir", root / "data", "--runs-dir", tmp_path]
+    pid, terminal = pty.fork()  # the child in a session of its own, the pty its controlling terminal
+    if pid == 0:
+        try:
+            os.chdir(ROOT)
+            os.execv(sys.executable, [sys.executable, "-m", "cnnlab", *map(str, args)])
+        finally:
+            os._exit(127)
+    try:
+        deadline = time.monotonic() + 120
+        while not any(len(pd.read_csv(p)) >= 1 for p in tmp_path.glob("*/metrics.csv")):
+            assert time.monotonic() < deadline, "no complete epoch within 120 s"
+            if select.select([terminal], [], [], 0.05)[0]:
+                os.read(terminal, 65536)  # what it prints, read so that it never waits for the terminal
+    finally:
+        os.close(terminal)  # the terminal closes: the kernel sends SIGHUP
+        _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 128 + signal.SIGHUP
+    (run_dir,) = tmp_path.iterdir()
+    summary = check_files(run_dir)
+    assert summary["status"] == "interrupted" and summary["error"].startswith("stopped by SIGHUP during epoch")
+    pd.testing.assert_frame_equal(metrics(run_dir), reference.iloc[: summary["epochs"]])
 
 
 def test_extending_a_finished_run_equals_training_longer_from_the_start(setup, tmp_path, capsys):
