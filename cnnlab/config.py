@@ -848,6 +848,8 @@ def validate(
         error = max(e.errors(), key=lambda err: (len(err["loc"]), err["type"] == "extra_forbidden", _says_most(err)))
         labels = dict(_labelled(overrides))
         given = _override_of(error, schema, labels)  # a typo on the command line, not in the file
+        if given is None and not owners:  # optimizer.lr=abc: the override's value, not the file's
+            given = _override_setting(error, schema, labels)
         where = (labels[given] or override_named(source, given)) if given else _owner_of(error, schema, owners) or source
         raise ConfigError((f"{where}: " if where else "") + _describe(error, schema, data, names or {})) from None
 
@@ -865,6 +867,20 @@ def _override_of(err: dict, schema: type[BaseModel], overrides) -> str | None:
     # optimzer.lr=0.1 names optimzer; train={epoch: 3} replaces train, so the typo below it is its own
     keys = {text: text.partition("=")[0].strip() + "." for text in overrides}
     return next((text for text, key in keys.items() if key.startswith(unknown) or unknown.startswith(key)), None)
+
+
+def _override_setting(err: dict, schema: type[BaseModel], overrides) -> str | None:
+    """The last override that set err's location, a section holding it or a key inside it (a section's
+    own check), or, for a key missing, a key beside it (transform.normalize.mean=[0.5] over
+    `normalize: dataset` leaves std missing)."""
+    path = _walk(schema, _user_loc(err, schema))[1]
+    loc, beside = "".join(p + "." for p in path), "".join(p + "." for p in path[:-1])
+    sections = [loc] + ([beside] if err["type"] == "missing" else [])
+    for text in reversed(list(overrides)):
+        key = text.partition("=")[0].strip() + "."
+        if loc.startswith(key) or any(section and key.startswith(section) for section in sections):
+            return text
+    return None
 
 
 def _owner_of(err: dict, schema: type[BaseModel], owners) -> str | None:

@@ -230,7 +230,7 @@ def test_a_key_without_its_section_is_suggested_only_where_this_config_has_it():
 
 
 def test_wrong_values_name_the_key():
-    assert error_of(["train.epochs=-1"]).startswith("config: train.epochs:")
+    assert error_of(["train.epochs=-1"]).startswith("config, override train.epochs=-1: train.epochs:")
     assert "train.epochs" in error_of(["train.epochs=abc"])
     assert "optimizer.lr" in error_of(["optimizer.lr=0"])
     assert "train.batch_size" in error_of(["train.batch_size=0"])
@@ -253,13 +253,13 @@ def test_a_config_that_is_not_a_mapping_says_what_it_is_in_words(tmp_path, text,
 
 def test_a_pair_given_too_few_values_says_how_many_it_takes():
     """optimizer.betas=[0.9] said 'optimizer.betas.1: Field required': a key the user never wrote."""
-    assert error_of(["optimizer.name=adam", "optimizer.betas=[0.9]"]) == "config: optimizer.betas: takes 2 values, not 1 (got [0.9])"
-    assert error_of(["optimizer.name=adamw", "optimizer.betas=[]"]) == "config: optimizer.betas: takes 2 values, not 0 (got [])"
+    assert error_of(["optimizer.name=adam", "optimizer.betas=[0.9]"]) == "config, override optimizer.betas=[0.9]: optimizer.betas: takes 2 values, not 1 (got [0.9])"
+    assert error_of(["optimizer.name=adamw", "optimizer.betas=[]"]) == "config, override optimizer.betas=[]: optimizer.betas: takes 2 values, not 0 (got [])"
 
 
 def test_an_empty_value_is_named_as_such():
     """train.epochs= (or `epochs:` left empty in a file) said only 'Input should be a valid integer'."""
-    assert error_of(["train.epochs="]) == "config: train.epochs: Input should be a valid integer (got no value)"
+    assert error_of(["train.epochs="]) == "config, override train.epochs=: train.epochs: Input should be a valid integer (got no value)"
     assert error_of(["train=~"]).endswith("not empty; leave it out for its defaults")
     assert config_from_dict(BASE, ["train.max_steps=", "schedule="]).train.max_steps is None  # where null is a value
 
@@ -268,8 +268,8 @@ def test_a_rate_or_probability_takes_a_number_not_yes_or_a_string():
     """transform.augment.grayscale: yes was probability 1.0 (every image gray), weight_decay=true 1.0,
     and a quoted lr: '0.1' a number, where a count (train.epochs: '3') was already refused."""
     for bad, typed in [("transform.augment.grayscale=yes", "'yes'"), ("optimizer.weight_decay=true", "true"), ("transform.augment.mixup=on", "'on'")]:
-        assert error_of([bad]) == f"config: {bad.split('=')[0]}: Input should be a valid number (got {typed})"
-    assert error_of(["reported.test_acc=no"]) == "config: reported.test_acc: Input should be a valid number (got 'no')"
+        assert error_of([bad]) == f"config, override {bad}: {bad.split('=')[0]}: Input should be a valid number (got {typed})"
+    assert error_of(["reported.test_acc=no"]) == "config, override reported.test_acc=no: reported.test_acc: Input should be a valid number (got 'no')"
     assert "optimizer.lr: Input should be a valid number (got '0.1')" in error_of(["optimizer.lr='0.1'"])
     assert "optimizer.betas.0: Input should be a valid number (got true)" in error_of(["optimizer.name=adam", "optimizer.betas=[true, 0.9]"])
     assert "transform.normalize.mean.0" in error_of(["transform.normalize={mean: [true], std: [1]}"])
@@ -293,7 +293,7 @@ def test_yes_no_on_and_off_are_the_words_typed_and_switches_take_them(tmp_path):
     (tmp_path / "config.yaml").write_text(dump_yaml(config_to_dict(cfg)))  # written quoted: an older cnnlab reads it as text too
     assert "description: 'no'" in (tmp_path / "config.yaml").read_text() and load_config(tmp_path / "config.yaml", stored=True) == cfg
     # a word that names no kind of a section is not offered as one (schedule.name=off)
-    assert error_of(["schedule=sometimes"]) == ("config: schedule: a section, not 'sometimes'; to choose one by name: "
+    assert error_of(["schedule=sometimes"]) == ("config, override schedule=sometimes: schedule: a section, not 'sometimes'; to choose one by name: "
                                                 "schedule.name=NAME, one of 'step', 'cosine', 'onecycle', 'inverse_time'")
 
 
@@ -301,7 +301,7 @@ def test_off_for_a_section_that_may_be_left_out_says_null():
     """schedule=off and schedule=none offered schedule.name=NAME, schedule=false said 'Input should be
     a valid dictionary'; a section that may be left out takes null."""
     for value, shown in (("off", "'off'"), ("None", "'None'"), ("no", "'no'"), ("false", "false"), ("0", "0")):
-        assert error_of([f"schedule={value}"]) == f"config: schedule: a section, not {shown}; for no schedule: schedule=null (or leave it out)"
+        assert error_of([f"schedule={value}"]) == f"config, override schedule={value}: schedule: a section, not {shown}; for no schedule: schedule=null (or leave it out)"
     assert error_of(["reported=off"]).endswith("for no reported: reported=null (or leave it out)")
     assert config_from_dict(BASE, ["schedule=null"]).schedule is None
     # a section every run has is still a section to name
@@ -310,7 +310,7 @@ def test_off_for_a_section_that_may_be_left_out_says_null():
 
 def test_a_kind_given_for_its_section_says_to_set_the_name():
     """model=fc was 'model: Input should be a valid dictionary or object to extract fields from'."""
-    assert error_of(["model=fc"]) == "config: model: a section, not 'fc'; to choose one by name: model.name=fc"
+    assert error_of(["model=fc"]) == "config, override model=fc: model: a section, not 'fc'; to choose one by name: model.name=fc"
     for key, name in (("optimizer", "adam"), ("schedule", "cosine"), ("dataset", "cifar10"), ("loss", "bce")):
         assert f"{key}: a section, not '{name}'; to choose one by name: {key}.name={name}" in error_of([f"{key}={name}"])
     assert "train: a section of keys (epochs, batch_size, " in error_of(["train=fast"])  # a section without a name
@@ -319,12 +319,12 @@ def test_a_kind_given_for_its_section_says_to_set_the_name():
 def test_a_section_given_nothing_a_number_or_a_list_says_it_is_a_section():
     """`dataset:` with its keys commented out, train=5 or transform.shift=3 said 'Input should be a valid
     dictionary or instance of DatasetConfig', a class the user never wrote."""
-    assert error_of(["dataset=null"]) == ("config: dataset: a section of keys (name, data_dir, download, train_subset, test_subset), "
+    assert error_of(["dataset=null"]) == ("config, override dataset=null: dataset: a section of keys (name, data_dir, download, train_subset, test_subset), "
                                           "not empty; leave it out for its defaults")
-    assert error_of(["transform.shift=3"]) == "config: transform.shift: a section of keys (dx, dy, mode), not 3; leave it out for its defaults"
-    assert error_of(["reported=[1]"]).startswith("config: reported: a section of keys (test_acc, test_acc_permuted, source), not a list;")
-    assert error_of(["loss=5"]).startswith("config: loss: a section, not 5; to choose one by name: loss.name=NAME, one of 'cross_entropy'")
-    assert error_of(["optimizer=[1]"]).startswith("config: optimizer: a section, not a list; to choose one by name: optimizer.name=NAME")
+    assert error_of(["transform.shift=3"]) == "config, override transform.shift=3: transform.shift: a section of keys (dx, dy, mode), not 3; leave it out for its defaults"
+    assert error_of(["reported=[1]"]).startswith("config, override reported=[1]: reported: a section of keys (test_acc, test_acc_permuted, source), not a list;")
+    assert error_of(["loss=5"]).startswith("config, override loss=5: loss: a section, not 5; to choose one by name: loss.name=NAME, one of 'cross_entropy'")
+    assert error_of(["optimizer=[1]"]).startswith("config, override optimizer=[1]: optimizer: a section, not a list; to choose one by name: optimizer.name=NAME")
 
 
 def test_a_config_without_a_model_says_to_give_model_name():
@@ -332,8 +332,8 @@ def test_a_config_without_a_model_says_to_give_model_name():
     expected = "config: model: missing; give model.name, one of " + ", ".join(map(repr, config_module.model_names()))
     assert expected.startswith("config: model: missing; give model.name, one of 'fc', 'cnn', 'lenet', ")
     assert error_of([], {"name": "t"}) == expected
-    assert error_of(["model=null"]) == expected
-    assert error_of(["optimizer=null"]) == "config: optimizer: missing; give optimizer.name, one of 'sgd', 'adam', 'adamw', 'rmsprop'"
+    assert error_of(["model=null"]) == expected.replace("config: ", "config, override model=null: ")
+    assert error_of(["optimizer=null"]) == "config, override optimizer=null: optimizer: missing; give optimizer.name, one of 'sgd', 'adam', 'adamw', 'rmsprop'"
 
 
 def test_shift_limit_depends_on_the_dataset():
@@ -529,21 +529,33 @@ def test_naming_the_dataset_a_config_already_trains_on_keeps_the_articles_number
     assert load_config(path, ["dataset.name=fashion-mnist"]).reported is None
 
 
-def test_an_unknown_key_from_the_command_line_is_named_as_an_override_not_as_the_files(tmp_path):
+def test_a_mistake_from_the_command_line_is_named_as_an_override_not_as_the_files(tmp_path):
     """Both walkthroughs of the README found `cnnlab train configs/mnist_cnn.yaml optimzer.lr=0.1` saying
-    "configs/mnist_cnn.yaml: unknown key 'optimzer'": the file is fine, the typo was typed."""
+    "configs/mnist_cnn.yaml: unknown key 'optimzer'": the file is fine, the typo was typed. So did a bad
+    value typed (optimizer.lr=abc), an override that left a key beside it missing (a mean given where
+    the file says `normalize: dataset` needs a std too), or one that broke its section's own check."""
     config = ROOT / "configs/mnist_cnn.yaml"
-    with pytest.raises(ConfigError) as e:
-        load_config(config, ["train.epochs=2", "optimzer.lr=0.1"])
-    assert str(e.value) == f"{config}, override optimzer.lr=0.1: unknown key 'optimzer'; did you mean 'optimizer'?"
-    with pytest.raises(ConfigError) as e:  # a mapping given replaces the section: a typo below it is its own
-        load_config(config, ["train={epoch: 3}"])
-    assert str(e.value) == f"{config}, override train={{epoch: 3}}: unknown key 'train.epoch'; did you mean 'train.epochs'?"
-    typo = tmp_path / "typo.yaml"  # the file's own typo stays the file's, whatever the overrides
-    typo.write_text(config.read_text().replace("train:", "trian:"))
-    with pytest.raises(ConfigError) as e:
-        load_config(typo, ["train.epochs=2", "optimizer.lr=0.1"])
-    assert str(e.value) == f"{typo}: unknown key 'trian'; did you mean 'train'?"
+    cases = {
+        "optimzer.lr=0.1": "unknown key 'optimzer'; did you mean 'optimizer'?",
+        # a mapping given replaces the section: a typo below it is its own
+        "train={epoch: 3}": "unknown key 'train.epoch'; did you mean 'train.epochs'?",
+        "optimizer.lr=abc": "optimizer.lr: Input should be a valid number (got 'abc')",
+        "optimizer={name: sgd, lr: -1}": "optimizer.lr: Input should be greater than 0 (got -1)",
+        "transform.normalize.mean=[0.5]": "transform.normalize.std: Field required",
+        "transform.normalize={mean: [0.5], std: [0.2, 0.3]}": "transform.normalize: mean and std must have the same length",
+    }
+    for override, message in cases.items():
+        with pytest.raises(ConfigError) as e:
+            load_config(config, ["train.epochs=2", override, "optimizer.momentum=0.9"])
+        assert str(e.value) == f"{config}, override {override}: {message}"
+    # the file's own mistakes stay the file's, whatever the overrides
+    for edit, message in ((("train:", "trian:"), "unknown key 'trian'; did you mean 'train'?"),
+                          (("lr: 0.01", "lr: abc"), "optimizer.lr: Input should be a valid number (got 'abc')")):
+        broken = tmp_path / "broken.yaml"
+        broken.write_text(config.read_text().replace(*edit))
+        with pytest.raises(ConfigError) as e:
+            load_config(broken, ["optimizer.momentum=0.9", "train.epochs=2"])
+        assert str(e.value) == f"{broken}: {message}"
 
 
 def test_a_date_is_the_text_typed(tmp_path):

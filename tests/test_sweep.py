@@ -105,7 +105,7 @@ def test_the_base_config_is_named_by_its_plain_path(tmp_path, monkeypatch):
     (tmp_path / "configs" / "sweeps").mkdir(parents=True)
     (tmp_path / "configs" / "mnist_cnn.yaml").write_text(BASE.read_text())
     for base, overrides, message in (("../missing.yaml", [], "base config file not found: configs/missing.yaml"),
-                                     ("../mnist_cnn.yaml", ["model.n_feature=0"], "configs/sweeps/s.yaml: base configs/mnist_cnn.yaml: model.n_feature:")):
+                                     ("../mnist_cnn.yaml", ["model.n_feature=0"], "configs/sweeps/s.yaml: base configs/mnist_cnn.yaml, override model.n_feature=0: model.n_feature:")):
         write_sweep(tmp_path / "configs" / "sweeps" / "s.yaml", base=base, space={"optimizer.lr": [0.1]})
         with pytest.raises(ConfigError) as error:
             load_sweep(Path("configs/sweeps/s.yaml"), overrides)
