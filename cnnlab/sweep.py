@@ -305,7 +305,10 @@ def resolve(spec: SweepFile, base: Config, source: str, explicit=(), given: dict
         checked = sweep.points
     else:  # a range's num is the grid's (a file switched to method=tpe keeps it): random and tpe draw `samples` points
         checked = [{key: v} for key, entry in spec.space.items() for v in entry.bounds()]
-    configs = sweep.configs = [sweep.trial_config(point, spec.seeds[0]) for point in checked]
+    try:
+        configs = sweep.configs = [sweep.trial_config(point, spec.seeds[0]) for point in checked]
+    except ConfigError as e:
+        raise with_integer_hint(e, spec) from None
     sweep.max_epochs = max(c.train.epochs for c in configs)
     sweep.models = ",".join(dict.fromkeys(c.model.name for c in configs))  # as `cnnlab runs` lists studies
     sweep.datasets = ",".join(dict.fromkeys(c.dataset.name for c in configs))
@@ -315,6 +318,13 @@ def resolve(spec: SweepFile, base: Config, source: str, explicit=(), given: dict
             f"({sweep.max_epochs}) for early stopping to act; or set scheduler=null"
         )
     return sweep
+
+
+def with_integer_hint(e: ConfigError, spec: SweepFile) -> ConfigError:
+    """e, told how to sweep a range of whole numbers where a range's points (32.0) were refused for one."""
+    floats = [key for key, entry in spec.space.items() if entry.values is None and not entry.integer]
+    key = next((key for key in floats if f"{key}: Input should be a valid integer" in str(e)), None)
+    return e if key is None else ConfigError(f"{e}; for a range of whole numbers add integer: true to space.{key}")
 
 
 # ---------------------------------------------------------------------------- the sweep directory

@@ -80,6 +80,11 @@ def last_line(out) -> Path:
     ({"space": {"optimizer.lr": [0.1]}, "scheduler": {"name": "asha", "grace_period": 3}}, [], "grace_period (3) must be below train.epochs (1)"),
     ({"spce": {"optimizer.lr": [0.1]}}, [], "unknown key 'spce'; did you mean 'space'?"),  # not "space: Field required"
     ({"space": {"train.batch_size": {"low": 16.5, "high": 64.7, "integer": True}}, "method": "random"}, [], "an integer range needs whole bounds"),
+    # a range's points are floats (32.0) unless it says integer: true, which the error now says
+    ({"space": {"train.batch_size": {"low": 32, "high": 256}}, "method": "random"}, [],
+     "space: train.batch_size: Input should be a valid integer (got 32.0); for a range of whole numbers add integer: true to space.train.batch_size"),
+    ({"space": {"optimizer.lr": [0.1], "model.n_feature": {"low": 4, "high": 8, "num": 3}}}, [],
+     "model.n_feature: Input should be a valid integer (got 4.0); for a range of whole numbers add integer: true to space.model.n_feature"),
     ({"space": {"optimizer": [{"name": "adam"}], "optimizer.lr": [0.1]}}, [], "optimizer and optimizer.lr overlap"),
     ({"space": {"optimizer.lr": [0.1]}}, ["seed=5"], "a sweep's trials take their seeds from seeds=[...], e.g. seeds=[5]"),
     ({"space": {"optimizer.lr": [0.1]}, "set": {"device": "cpu", "seed": 7}}, [], "set.seed: a sweep's trials take their seeds from seeds=[...], e.g. seeds=[7]"),
