@@ -23,6 +23,7 @@ parameters' shapes and layouts, the batch's, and the loss.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import inspect
@@ -43,6 +44,8 @@ from cnnlab.provenance import cpu_flags, cpu_model
 from cnnlab.engine import one_line_if_batch_too_small
 
 PACKAGE = Path(__file__).resolve().parent
+CACHE_BYTES = 256 * 2**20  # the cache is pruned to this size, the steps used longest ago first (a step: about 2 MB)
+STALE_SECONDS = 24 * 3600  # a partial file this old is a killed compile's, not one still being written
 DROPOUTS = (nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, nn.AlphaDropout, nn.FeatureAlphaDropout)
 
 
@@ -106,6 +109,8 @@ class AotStep:
             run = None  # or a cache folder this user cannot enter: compile anew
         if run is not None:
             self.loaded += 1
+            with contextlib.suppress(OSError):  # used now: the last the pruning removes
+                os.utime(path)
             return run
         try:
             export = self._export(xb, yb)
@@ -220,6 +225,7 @@ def compile_to(program: torch.export.ExportedProgram, path: Path):
         os.close(fd)
         inductor.aoti_compile_and_package(program, package_path=tmp)
         os.replace(tmp, path)
+        prune(path.parent, keep=path)
         return load(path)
     except OSError:  # no cache folder, no room in it, another user's file in the way
         with tempfile.TemporaryDirectory(prefix="cnnlab-step-") as scratch:
@@ -227,6 +233,30 @@ def compile_to(program: torch.export.ExportedProgram, path: Path):
     finally:
         if tmp is not None and os.path.exists(tmp):
             os.unlink(tmp)
+
+
+def prune(folder: Path, keep: Path, limit: int = CACHE_BYTES) -> None:
+    """Delete the steps used longest ago (a load touches its file) until folder holds at most limit
+    bytes, never keep; and partial files a killed compile left. Files that go meanwhile (another
+    process pruning) are passed over."""
+    steps, total, now = [], 0, time.time()
+    with contextlib.suppress(OSError), os.scandir(folder) as entries:
+        for entry in entries:
+            with contextlib.suppress(OSError):
+                stat = entry.stat()
+                if entry.name.startswith("."):
+                    if now - stat.st_mtime > STALE_SECONDS:
+                        os.unlink(entry.path)
+                elif entry.name.endswith(".pt2"):
+                    total += stat.st_size
+                    if entry.path != str(keep):
+                        steps.append((stat.st_mtime, stat.st_size, entry.path))
+    for _, size, path in sorted(steps):
+        if total <= limit:
+            break
+        with contextlib.suppress(OSError):
+            os.unlink(path)
+            total -= size
 
 
 def load(path) -> callable:

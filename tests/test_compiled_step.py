@@ -15,6 +15,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pandas as pd
@@ -22,7 +23,7 @@ import pytest
 import torch
 import torch._functorch.config
 
-from cnnlab.aot_step import AotStep
+from cnnlab.aot_step import AotStep, prune
 from cnnlab.compiled_step import CompiledStep
 from cnnlab.config import load_config
 from cnnlab.engine import fit
@@ -405,9 +406,36 @@ def test_a_cached_step_that_cannot_be_read_is_compiled_again(tmp_path, monkeypat
     assert cached.stat().st_size > 1000  # replaced by the new one
     assert torch.allclose(out, torch.nn.functional.linear(x.flatten(1), *before), atol=1e-6)
     assert loss == pytest.approx(float(torch.nn.functional.cross_entropy(out, y)))
+    os.utime(cached, (0, 0))
     third = step()
     third(x, y)
     assert (third.graphs, third.loaded) == (0, 1)  # and the new file is read
+    assert cached.stat().st_mtime > 1e9  # marked as used now: pruning removes it last
+
+
+def test_the_cache_is_pruned_to_its_size_the_steps_used_longest_ago_first(tmp_path):
+    """Every edit of cnnlab, batch size or model makes new steps (about 2 MB each): without pruning
+    the cache only grew. After a step is written, the steps used longest ago go until the folder
+    is within its size, never the step just written; so do partial files a killed compile left."""
+    now = time.time()
+
+    def file(name: str, age: float, size: int = 100) -> Path:
+        path = tmp_path / name
+        path.write_bytes(b"x" * size)
+        os.utime(path, (now - age, now - age))
+        return path
+
+    new = file("new.pt2", 10_000)  # just written, though with an old time: kept whatever its age
+    for name, age in (("a.pt2", 300), ("b.pt2", 200), ("c.pt2", 100)):
+        file(name, age)
+    file(".killed.pt2", 2 * 24 * 3600)  # a compile killed two days ago
+    file(".writing.pt2", 5)  # another process's step being written
+    file("notes.txt", 10**6)  # not a step
+
+    prune(tmp_path, keep=new, limit=250)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".writing.pt2", "c.pt2", "new.pt2", "notes.txt"]
+    prune(tmp_path, keep=new, limit=10)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".writing.pt2", "new.pt2", "notes.txt"]
 
 
 def test_a_cache_that_cannot_be_entered_or_written_costs_a_compile_not_the_run(tmp_path, monkeypatch):
