@@ -50,7 +50,9 @@ class Signals:
         if threading.current_thread() is not threading.main_thread():
             yield self
             return
-        old = {s: signal.signal(s, self.handler) for s in STOP_SIGNALS}
+        # a signal the process was started ignoring stays ignored: `nohup cnnlab train ...` runs on
+        # when its terminal closes, as does a job a script started in the background (SIGINT)
+        old = {s: signal.signal(s, self.handler) for s in STOP_SIGNALS if signal.getsignal(s) is not signal.SIG_IGN}
         try:
             yield self
         finally:

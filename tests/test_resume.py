@@ -141,33 +141,44 @@ def test_an_interrupted_run_without_checkpoints_does_not_offer_a_resume(setup, t
     assert "--resume" not in line and not (run_dir / "checkpoint.pt").exists()
 
 
-def test_a_closed_terminal_stops_the_run_as_an_interruption(setup, tmp_path):
+@pytest.mark.parametrize("nohup", [False, True], ids=["terminal", "nohup"])
+def test_a_closed_terminal_stops_the_run_as_an_interruption_unless_under_nohup(setup, tmp_path, nohup):
     """Closing the terminal a run was started in (or losing its SSH session) sends it SIGHUP, which
     ended the process on the spot and left the run 'running' for good. Now it stops as at Ctrl-C:
     epochs and checkpoint kept, resumable, exit code 128 + SIGHUP, and no traceback or other exit
-    code from writing to the terminal that is gone."""
+    code from writing to the terminal that is gone. Started under nohup (SIGHUP ignored, output to a
+    file), the run goes on to its end, as nohup promises."""
     root, reference = setup
-    args = ["train", root / "resume.yaml", "--data-dir", root / "data", "--runs-dir", tmp_path]
+    args = ["train", root / "resume.yaml", "--data-dir", root / "data", "--runs-dir", tmp_path / "runs"]
     pid, terminal = pty.fork()  # the child in a session of its own, the pty its controlling terminal
     if pid == 0:
         try:
             os.chdir(ROOT)
+            if nohup:  # what nohup does before it runs the command
+                signal.signal(signal.SIGHUP, signal.SIG_IGN)
+                out = os.open(tmp_path / "nohup.out", os.O_WRONLY | os.O_CREAT)
+                os.dup2(out, 1)
+                os.dup2(out, 2)
             os.execv(sys.executable, [sys.executable, "-m", "cnnlab", *map(str, args)])
         finally:
             os._exit(127)
     try:
         deadline = time.monotonic() + 120
-        while not any(len(pd.read_csv(p)) >= 1 for p in tmp_path.glob("*/metrics.csv")):
+        while not any(len(pd.read_csv(p)) >= 1 for p in tmp_path.glob("runs/*/metrics.csv")):
             assert time.monotonic() < deadline, "no complete epoch within 120 s"
             if select.select([terminal], [], [], 0.05)[0]:
                 os.read(terminal, 65536)  # what it prints, read so that it never waits for the terminal
     finally:
         os.close(terminal)  # the terminal closes: the kernel sends SIGHUP
         _, status = os.waitpid(pid, 0)
-    assert os.waitstatus_to_exitcode(status) == 128 + signal.SIGHUP
-    (run_dir,) = tmp_path.iterdir()
+    (run_dir,) = (tmp_path / "runs").iterdir()
     summary = check_files(run_dir)
-    assert summary["status"] == "interrupted" and summary["error"].startswith("stopped by SIGHUP during epoch")
+    if nohup:
+        assert os.waitstatus_to_exitcode(status) == 0, (tmp_path / "nohup.out").read_text()
+        assert summary["status"] == "completed" and summary["epochs"] == 20
+    else:
+        assert os.waitstatus_to_exitcode(status) == 128 + signal.SIGHUP
+        assert summary["status"] == "interrupted" and summary["error"].startswith("stopped by SIGHUP during epoch")
     pd.testing.assert_frame_equal(metrics(run_dir), reference.iloc[: summary["epochs"]])
 
 
