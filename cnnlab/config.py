@@ -14,7 +14,7 @@ import select
 import stat
 import typing
 from pathlib import Path
-from typing import Annotated, Any, Literal, Sequence, Union
+from typing import Annotated, Any, Callable, Literal, Sequence, Union
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, StrictFloat, StrictInt, ValidationError, ValidationInfo, field_validator, model_validator
@@ -831,6 +831,7 @@ def _says_most(err: dict) -> int:
 def validate(
     data: dict, schema: type[BaseModel] = Config, source: str = "config", stored: bool = False,
     names: dict[str, str] | None = None, overrides: Overrides | None = None, owners: Sequence[tuple[str, str | None]] = (),
+    without: Callable[[Sequence[str]], dict] | None = None,
 ):
     """Validate a raw dict against a schema; the first problem becomes one ConfigError line. stored:
     a config cnnlab wrote itself (a run's, a study's plan), held to the checks it was written under.
@@ -839,7 +840,9 @@ def validate(
     an unknown key is named in place of source, as its label says, else as 'SOURCE, override TEXT'. A
     sweep gives the dotted KEYs of its command line's space and set, labelled, in place of texts.
     owners: dotted keys in the order they were set, each with how an error names it (None: as source);
-    any other problem at or below one is named as the last that holds it (a sweep's trial)."""
+    any other problem at or below one is named as the last that holds it (a sweep's trial). without:
+    data made again with the given overrides left out, to name the override any other problem comes
+    from (see blamed_override)."""
     try:
         return schema.model_validate(data, context={"stored": stored})
     except ValidationError as e:
@@ -848,8 +851,8 @@ def validate(
         error = max(e.errors(), key=lambda err: (len(err["loc"]), err["type"] == "extra_forbidden", _says_most(err)))
         labels = dict(_labelled(overrides))
         given = _override_of(error, schema, labels)  # a typo on the command line, not in the file
-        if given is None and not owners:  # optimizer.lr=abc: the override's value, not the file's
-            given = _override_setting(error, schema, labels)
+        if given is None and not owners and without is not None:  # optimizer.lr=abc: the override's value, not the file's
+            given = blamed_override(error, schema, stored, list(labels), without)
         where = (labels[given] or override_named(source, given)) if given else _owner_of(error, schema, owners) or source
         raise ConfigError((f"{where}: " if where else "") + _describe(error, schema, data, names or {})) from None
 
@@ -869,18 +872,30 @@ def _override_of(err: dict, schema: type[BaseModel], overrides) -> str | None:
     return next((text for text, key in keys.items() if key.startswith(unknown) or unknown.startswith(key)), None)
 
 
-def _override_setting(err: dict, schema: type[BaseModel], overrides) -> str | None:
-    """The last override that set err's location, a section holding it or a key inside it (a section's
-    own check), or, for a key missing, a key beside it (transform.normalize.mean=[0.5] over
-    `normalize: dataset` leaves std missing)."""
-    path = _walk(schema, _user_loc(err, schema))[1]
-    loc, beside = "".join(p + "." for p in path), "".join(p + "." for p in path[:-1])
-    sections = [loc] + ([beside] if err["type"] == "missing" else [])
-    for text in reversed(list(overrides)):
-        key = text.partition("=")[0].strip() + "."
-        if loc.startswith(key) or any(section and key.startswith(section) for section in sections):
-            return text
-    return None
+def blamed_override(error: dict, schema: type[BaseModel], stored: bool, texts: list[str], without) -> str | None:
+    """The override error comes from: None where the data fails so with none of them (the file's own
+    mistake), else the last one it needs: the earliest k such that leaving out texts[k:] mends it,
+    given texts[k + 1:] alone do not (optimizer.nesterov=true optimizer.momentum=0 optimizer.lr=0.1:
+    momentum)."""
+    def fails_so(left_out: Sequence[str]) -> bool:
+        try:
+            schema.model_validate(without(left_out), context={"stored": stored})
+        except ValidationError as e:
+            return any(_same_error(err, error) for err in e.errors())
+        except ConfigError:  # the other overrides cannot be set without these
+            return True
+        return False
+
+    if fails_so(texts):
+        return None
+    return next((texts[k] for k in reversed(range(len(texts))) if not fails_so(texts[k:])), None)
+
+
+def _same_error(a: dict, b: dict) -> bool:
+    """Whether two validation errors are one problem: the place, the kind, and a value (not a section,
+    which the other keys of it differ in) alike."""
+    same_value = isinstance(b.get("input"), (dict, list)) or a.get("input") == b.get("input")
+    return (a["loc"], a["type"], a["msg"]) == (b["loc"], b["type"], b["msg"]) and same_value
 
 
 def _owner_of(err: dict, schema: type[BaseModel], owners) -> str | None:
@@ -914,12 +929,25 @@ def name_of_file(path: str | Path) -> str:
 def load_config(path: str | Path, overrides: Overrides | None = None, stored: bool = False) -> Config:
     """Load a YAML config, apply KEY=VALUE overrides, validate (stored, overrides: see validate). Raises ConfigError."""
     data = read_config_yaml(path, stored)
-    experiment = model_and_dataset(data)
-    values = parsed_overrides(overrides)
-    set_dotted(data, values, Config)
-    drop_foreign_reported(data, experiment, [key for key, _, _ in values])
     data.setdefault("name", name_of_file(path))
-    return validate(data, Config, str(path), stored, overrides=overrides)
+    applied = overridden(data, overrides)
+    return validate(applied(), Config, str(path), stored, overrides=overrides, without=applied)
+
+
+def overridden(data: dict, overrides: Overrides | None) -> Callable[..., dict]:
+    """A function of override texts to leave out, giving a copy of the raw config data with the
+    other overrides set (and a `reported` they make foreign dropped)."""
+    experiment = model_and_dataset(data)
+    texts = [text for text, _ in _labelled(overrides)]
+    values = parsed_overrides(overrides)
+
+    def applied(left_out: Sequence[str] = ()) -> dict:
+        kept = [value for text, value in zip(texts, values) if text not in left_out]
+        out = set_dotted(copy.deepcopy(data), kept, Config)
+        drop_foreign_reported(out, experiment, [key for key, _, _ in kept])
+        return out
+
+    return applied
 
 
 def model_and_dataset(data: dict) -> tuple:
@@ -938,8 +966,8 @@ def drop_foreign_reported(data: dict, experiment: tuple, keys) -> None:
 
 
 def config_from_dict(data: dict, overrides: list[str] | None = None, source: str = "config", stored: bool = False) -> Config:
-    data = set_dotted(copy.deepcopy(data), parsed_overrides(overrides), Config)
-    return validate(data, Config, source, stored, overrides=overrides)
+    applied = overridden(data, overrides)
+    return validate(applied(), Config, source, stored, overrides=overrides, without=applied)
 
 
 def flatten(data: dict, prefix: str = "") -> dict:

@@ -236,15 +236,20 @@ def load_sweep(path: str | Path, overrides: list[str] | None = None) -> Sweep:
     base.setdefault("name", name_of_file(base_path))
     config_values = [parsed for _, parsed in config_overrides]
     set_keys(base, spec.set, named_keys(path, "set", spec.set, given["set"]))
-    set_dotted(base, config_values, Config)
-    drop_foreign_reported(base, experiment, [*spec.set, *(key for key, _, _ in config_values)])  # as load_config does
+
+    def applied(left_out=()) -> dict:  # the base with the config overrides but left_out (see config.validate)
+        kept = [parsed for text, parsed in config_overrides if text not in left_out]
+        out = set_dotted(copy.deepcopy(base), kept, Config)
+        drop_foreign_reported(out, experiment, [*spec.set, *(key for key, _, _ in kept)])  # as load_config does
+        return out
+
     if unknown:
-        raise unknown_override(path, unknown[0], base)
+        raise unknown_override(path, unknown[0], applied())
     explicit = sorted(leaf_keys(spec.set) | leaf_keys({key: value for key, value, _ in config_values}))
     typed = dict.fromkeys(text for text, _ in config_overrides) | given["set"]  # the base holds set's keys; a trial adds space's (trial_config)
     source = f"{path}: base {base_path}"
     owners = [*given["set"].items(), *((key, override_named(source, text)) for text, (key, _, _) in config_overrides)]
-    return resolve(spec, validate(base, Config, source, overrides=typed), str(path), explicit, given["space"], owners)
+    return resolve(spec, validate(applied(), Config, source, overrides=typed, without=applied), str(path), explicit, given["space"], owners)
 
 
 def named_keys(path: Path | str, section: str, keys, given: dict[str, str]) -> dict[str, str]:

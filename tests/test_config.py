@@ -548,13 +548,25 @@ def test_a_mistake_from_the_command_line_is_named_as_an_override_not_as_the_file
         with pytest.raises(ConfigError) as e:
             load_config(config, ["train.epochs=2", override, "optimizer.momentum=0.9"])
         assert str(e.value) == f"{config}, override {override}: {message}"
-    # the file's own mistakes stay the file's, whatever the overrides
+    # of several overrides, the one the problem needs, also for a check of the whole config
+    for overrides, blamed, message in (
+        (["optimizer.nesterov=true", "optimizer.momentum=0.0", "optimizer.lr=0.1"], "optimizer.momentum=0.0",
+         "optimizer: nesterov needs a momentum above 0 (e.g. optimizer.momentum=0.9)"),
+        (["train.tta=flip", "transform.permute=true", "train.epochs=2"], "transform.permute=true",
+         "train.tta flips and moves images, which transform.permute has scrambled: use one or the other"),
+    ):
+        with pytest.raises(ConfigError) as e:
+            load_config(config, overrides)
+        assert str(e.value) == f"{config}, override {blamed}: {message}"
+    # the file's own mistakes stay the file's, whatever the overrides, also where an override sets
+    # another key of the section that fails its check
     for edit, message in ((("train:", "trian:"), "unknown key 'trian'; did you mean 'train'?"),
-                          (("lr: 0.01", "lr: abc"), "optimizer.lr: Input should be a valid number (got 'abc')")):
+                          (("lr: 0.01", "lr: abc"), "optimizer.lr: Input should be a valid number (got 'abc')"),
+                          (("momentum: 0.5", "momentum: 0.0\n  nesterov: true"), "optimizer: nesterov needs a momentum above 0 (e.g. optimizer.momentum=0.9)")):
         broken = tmp_path / "broken.yaml"
         broken.write_text(config.read_text().replace(*edit))
         with pytest.raises(ConfigError) as e:
-            load_config(broken, ["optimizer.momentum=0.9", "train.epochs=2"])
+            load_config(broken, ["optimizer.weight_decay=0.0001", "train.epochs=2"])
         assert str(e.value) == f"{broken}: {message}"
 
 
