@@ -249,7 +249,7 @@ def run(
     cpu_share CPU threads when the config does not set train.threads (default: all cores). on_note
     gets the hints for the person watching (a machine too crowded for the run's threads).
 
-    SIGINT and SIGTERM raise Interrupted from the first line: before the run directory exists
+    SIGINT, SIGTERM and SIGHUP raise Interrupted from the first line: before the run directory exists
     nothing is lost; after, the run is marked interrupted and keeps its last complete epoch.
     What it raises once the run directory holds a summary carries that directory (see in_run).
     """

@@ -348,11 +348,19 @@ def noting_tunes_sigint(signals):
     still in place when no signal came, is replaced by ours: it would swallow a Ctrl-C while the
     results are written."""
     ours = signal.getsignal(signal.SIGINT)
+    if ours is signal.SIG_IGN:  # started ignoring Ctrl-C (a job a script put in the background): so must Tune
+        previous = os.environ.get("TUNE_DISABLE_SIGINT_HANDLER")
+        os.environ["TUNE_DISABLE_SIGINT_HANDLER"] = "1"
     # where Tune installs its handler (tune.tune._setup_signal_catching)
     tune_takes_sigint = threading.current_thread() is threading.main_thread() and not int(os.environ.get("TUNE_DISABLE_SIGINT_HANDLER", "0"))
     try:
         yield
     finally:
+        if ours is signal.SIG_IGN:
+            if previous is None:
+                os.environ.pop("TUNE_DISABLE_SIGINT_HANDLER", None)
+            else:
+                os.environ["TUNE_DISABLE_SIGINT_HANDLER"] = previous
         if tune_takes_sigint:
             if signal.getsignal(signal.SIGINT) == ours:  # Tune took a Ctrl-C
                 signals.received = signals.received or signal.SIGINT

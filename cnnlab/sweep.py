@@ -327,9 +327,12 @@ def resolve(spec: SweepFile, base: Config, source: str, explicit=(), given: dict
 
 def with_integer_hint(e: ConfigError, spec: SweepFile) -> ConfigError:
     """e, told how to sweep a range of whole numbers where a range's points (32.0) were refused for one."""
-    floats = [key for key, entry in spec.space.items() if entry.values is None and not entry.integer]
+    floats = {key: entry for key, entry in spec.space.items() if entry.values is None and not entry.integer}
     key = next((key for key in floats if f"{key}: Input should be a valid integer" in str(e)), None)
-    return e if key is None else ConfigError(f"{e}; for a range of whole numbers add integer: true to space.{key}")
+    if key is None:
+        return e
+    whole = float(floats[key].low).is_integer() and float(floats[key].high).is_integer()
+    return ConfigError(f"{e}; for a range of whole numbers {'add' if whole else 'give whole bounds and'} integer: true to space.{key}")
 
 
 # ---------------------------------------------------------------------------- the sweep directory
@@ -630,7 +633,7 @@ def finish(sweep: Sweep, sweep_dir: Path, records: list[dict], signum: int | Non
     What it raises carries the sweep directory (see errors.in_run)."""
     try:
         return _finish(sweep, sweep_dir, records, signum)
-    except KeyboardInterrupt as e:  # also Interrupted (SIGINT/SIGTERM)
+    except KeyboardInterrupt as e:  # also Interrupted (interrupts.STOP_SIGNALS)
         raise mark_interrupted(sweep_dir, e, signum) from None
     except BaseException as e:
         mark_failed(sweep_dir, e)

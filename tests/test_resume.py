@@ -154,8 +154,9 @@ def test_a_closed_terminal_stops_the_run_as_an_interruption_unless_under_nohup(s
     if pid == 0:
         try:
             os.chdir(ROOT)
-            if nohup:  # what nohup does before it runs the command
-                signal.signal(signal.SIGHUP, signal.SIG_IGN)
+            # as a shell starts a command, whatever this test runner was started with (nohup pytest)
+            signal.signal(signal.SIGHUP, signal.SIG_IGN if nohup else signal.SIG_DFL)
+            if nohup:  # what nohup does too before it runs the command
                 out = os.open(tmp_path / "nohup.out", os.O_WRONLY | os.O_CREAT)
                 os.dup2(out, 1)
                 os.dup2(out, 2)
@@ -170,7 +171,7 @@ def test_a_closed_terminal_stops_the_run_as_an_interruption_unless_under_nohup(s
                 os.read(terminal, 65536)  # what it prints, read so that it never waits for the terminal
     finally:
         os.close(terminal)  # the terminal closes: the kernel sends SIGHUP
-        _, status = os.waitpid(pid, 0)
+        status = wait_or_kill(pid, 120)
     (run_dir,) = (tmp_path / "runs").iterdir()
     summary = check_files(run_dir)
     if nohup:
@@ -180,6 +181,19 @@ def test_a_closed_terminal_stops_the_run_as_an_interruption_unless_under_nohup(s
         assert os.waitstatus_to_exitcode(status) == 128 + signal.SIGHUP
         assert summary["status"] == "interrupted" and summary["error"].startswith("stopped by SIGHUP during epoch")
     pd.testing.assert_frame_equal(metrics(run_dir), reference.iloc[: summary["epochs"]])
+
+
+def wait_or_kill(pid: int, timeout: float) -> int:
+    """The child's wait status, once it ends; killed (and the test failed) if it outlives timeout."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            return status
+        time.sleep(0.05)
+    os.kill(pid, signal.SIGKILL)
+    os.waitpid(pid, 0)
+    raise AssertionError(f"the run did not end within {timeout} s")
 
 
 def test_extending_a_finished_run_equals_training_longer_from_the_start(setup, tmp_path, capsys):

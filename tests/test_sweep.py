@@ -85,6 +85,8 @@ def last_line(out) -> Path:
      "space: train.batch_size: Input should be a valid integer (got 32.0); for a range of whole numbers add integer: true to space.train.batch_size"),
     ({"space": {"optimizer.lr": [0.1], "model.n_feature": {"low": 4, "high": 8, "num": 3}}}, [],
      "model.n_feature: Input should be a valid integer (got 4.0); for a range of whole numbers add integer: true to space.model.n_feature"),
+    ({"space": {"train.batch_size": {"low": 16.5, "high": 64}}, "method": "random"}, [],  # integer: true alone would be refused
+     "(got 16.5); for a range of whole numbers give whole bounds and integer: true to space.train.batch_size"),
     ({"space": {"optimizer": [{"name": "adam"}], "optimizer.lr": [0.1]}}, [], "optimizer and optimizer.lr overlap"),
     ({"space": {"optimizer.lr": [0.1]}}, ["seed=5"], "a sweep's trials take their seeds from seeds=[...], e.g. seeds=[5]"),
     ({"space": {"optimizer.lr": [0.1]}, "set": {"device": "cpu", "seed": 7}}, [], "set.seed: a sweep's trials take their seeds from seeds=[...], e.g. seeds=[7]"),
@@ -499,6 +501,18 @@ def test_a_ctrl_c_that_tune_took_is_named_sigint(monkeypatch):
             with noting_tunes_sigint(signals):
                 _setup_signal_catching()  # the sweep ends without a signal
             assert signals.received is None and signal.getsignal(signal.SIGINT) == ours
+
+        # a sweep started ignoring Ctrl-C (a job a script put in the background) leaves it to the
+        # script: Tune took it all the same, and the sweep stopped 'by SIGINT'
+        sigint = signal.signal(signal.SIGINT, signal.SIG_IGN)
+        try:
+            with signals.installed(), noting_tunes_sigint(signals):
+                stopping = _setup_signal_catching()
+                signal.raise_signal(signal.SIGINT)
+            assert not stopping.is_set() and signals.received is None and signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+            assert "TUNE_DISABLE_SIGINT_HANDLER" not in os.environ  # as it was
+        finally:
+            signal.signal(signal.SIGINT, sigint)
     finally:
         signal.signal(signal.SIGUSR1, usr1)
 

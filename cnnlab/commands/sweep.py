@@ -62,7 +62,7 @@ def sweep(
 
     require_ray("cnnlab sweep", optuna=spec.spec.method != "grid")
     with contextlib.ExitStack() as hold:  # the sweep directory's lock: one process runs a sweep at a time
-        signals = hold.enter_context(interruptible())  # SIGTERM stops the sweep like Ctrl-C: marked interrupted, resumable
+        signals = hold.enter_context(interruptible())  # SIGTERM and SIGHUP stop the sweep like Ctrl-C: marked interrupted, resumable
         if resume is not None:
             hold.enter_context(training_lock(Path(resume)))
             data_dir = resumed_data_dir(data_dir, read_json(Path(resume) / SUMMARY).get("data_dir"), Path(resume) / sweeps.TRIALS, spec.configs)
@@ -81,7 +81,7 @@ def sweep(
                 print(f"{spec.name}: {spec.describe()}\nsweep directory: {path}", flush=True)
                 try:
                     records = run_sweep(spec, path, signals=signals, data_dir=data_dir, resume=resume is not None)
-                except KeyboardInterrupt as e:  # also Interrupted (SIGINT/SIGTERM); marked before Ray shuts down
+                except KeyboardInterrupt as e:  # also Interrupted (interrupts.STOP_SIGNALS); marked before Ray shuts down
                     stopped_by = sweeps.mark_interrupted(path, e, signals.received)
         except KeyboardInterrupt as e:  # also one as Ray shuts down (a second Ctrl-C), the results not written yet
             if path is None:
@@ -105,7 +105,7 @@ def sweep(
     if outcome.status == "interrupted":
         done = sum(t["status"] in sweeps.DONE for t in outcome.trials)
         trials = f"{done} of {counted(spec.n_trials, 'trial')}"
-        # 'interrupted: ...' and exit 130 for Ctrl-C, 143 for SIGTERM, as when the signal reaches cnnlab itself
+        # 'interrupted: ...' and exit 130 for Ctrl-C, 143 for SIGTERM, 129 for SIGHUP, as when the signal reaches cnnlab itself
         raise Interrupted(signals.received or signal.SIGINT, f"sweep stopped by {signal_name(signals.received)} after {trials}; {sweeps.resume_hint(path)}")
     if outcome.failed:
         raise RunError(f"{len(outcome.failed)} of {counted(spec.n_trials, 'trial')} failed; the first: {outcome.failed[0]['error']}")

@@ -102,11 +102,11 @@ class StudyRecord:
         from cnnlab.interrupts import Interrupted, interruptible
 
         resume = f"cnnlab {self.summary.get('study')} --resume {self.path}"
-        with runs.training_lock(self.path), interruptible() as signals:  # SIGTERM, too, marks the study interrupted
+        with runs.training_lock(self.path), interruptible() as signals:  # SIGTERM and SIGHUP, too, mark the study interrupted
             self.save()  # status running, this process as the owner
             try:
                 yield self
-            except KeyboardInterrupt as e:  # also Interrupted (SIGINT/SIGTERM)
+            except KeyboardInterrupt as e:  # also Interrupted (interrupts.STOP_SIGNALS)
                 stopped = Interrupted.of(e, "study", f"finished cells are kept; continue with: {resume}", signals.received)
                 self.update(status="interrupted", error=str(stopped), finished_at=runs.utc_now())  # what show says, as a sweep's
                 runs.settle_cut_off(self.cells, f"the study was interrupted; continue with: {resume}")
