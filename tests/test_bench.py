@@ -437,7 +437,10 @@ print("torch imported:", "torch" in sys.modules, "exit:", code)
                                         (["runs", "--dataset", "mnist", "--model", "fc", "--runs-dir", "{empty}"], 0),
                                         (["runs", "--runs-dir", "no-runs-here"], 1),
                                         # a command's missing argument is told before its work needs torch
-                                        (["summary"], 2), (["samples"], 2), (["summary", "configs/mnist_cnn.yaml", "model.n_feature=0"], 2)])
+                                        (["summary"], 2), (["samples"], 2), (["summary", "configs/mnist_cnn.yaml", "model.n_feature=0"], 2),
+                                        (["shift-sweep", "--axis", "z", "--runs-dir", "{empty}"], 2),
+                                        (["compare", "configs/mnist_fc.yaml", "--seeds", "99999999999", "--runs-dir", "{empty}"], 2),
+                                        (["compare", "configs/mnist_fc.yaml", "configs/fashion_fc.yaml", "--runs-dir", "{empty}"], 2)])
 def test_help_and_config_errors_do_not_import_torch(args, code, tmp_path):
     out = probe([a.replace("{empty}", str(tmp_path)) for a in args])  # an empty runs directory: "no runs ..."
     assert out.splitlines()[-1] == f"torch imported: False exit: {code}", out

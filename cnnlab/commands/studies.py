@@ -139,13 +139,12 @@ def compare(
     study is interrupted or fails once it exists.
     """
     from cnnlab.errors import counted
-    from cnnlab.figures import comparison_bars
     from cnnlab.report import console, markdown, note, say, table
     from cnnlab.runner import previous_runs, run_cells
     from cnnlab.runs import check_dir, resumed_data_dir, runs_root
     from cnnlab.studies import compare as study
     from cnnlab.studies.record import StudyRecord
-    from cnnlab.studies.spec import common_overrides, resolve
+    from cnnlab.studies.spec import check_models, common_overrides, resolve
 
     if resume is not None:
         _resume_only(resume, {"STUDY, CONFIG or KEY=VALUE": args, "--permute/--no-permute": permute, "--seeds": seeds, "--epochs": epochs,
@@ -167,6 +166,7 @@ def compare(
         permute = spec.permute if permute is None else permute
         seeds = seeds or spec.seeds
         cells = study.make_cells(members, seeds, permute)
+        check_models(members)
         name, datasets = spec.name, _joined(m.cfg.dataset.name for m in members)
         what = f"{len(members)} model(s) x {2 if permute else 1} condition(s) x {seeds} seed(s) = {counted(len(cells), 'run')}"
         _check_cells([m.cfg for m in members], data_dir, address)
@@ -194,6 +194,8 @@ def compare(
         shown, text = study.display_rows(summary), study.reading(summary)
         record.write_table("table", summary.to_dict("records"), f"{markdown(shown)}\n{text}\n")
         record.write_table("cells", rows)
+        from cnnlab.figures import comparison_bars  # matplotlib: half a second before any check
+
         record.write_figure("accuracy.png", comparison_bars(summary, f"{name} on {datasets}"))
         record.update(reading=text, cells=_cell_paths(record, results), train_seconds=sum(r["train_seconds"] for r in rows))
     console.print(table(shown, title=f"{name} on {datasets}"))
@@ -223,9 +225,15 @@ def shift_sweep(
     The last line is the study directory (table.csv/.md, accuracy.png, image_*.png, cells/); also when the
     study is interrupted or fails once it exists.
     """
+    from cnnlab.config import validate
+    from cnnlab.studies.spec import SweepSpec, check_models, common_overrides, load_study, resolve, study_file
+
+    given = {"max_shift": max_shift, "axis": axis, "mode": mode, "image_index": image_index, "image_split": image_split}
+    options = {k: f"--{k.replace('_', '-')}" for k in given}  # a refused value is named as it was typed
+    if resume is None:  # the values typed, checked before torch loads (with the study's defaults below)
+        validate({k: v for k, v in given.items() if v is not None}, SweepSpec, "", names=options)
     import pandas as pd
 
-    from cnnlab.config import validate
     from cnnlab.data import load_splits
     from cnnlab.experiment import resolve_device
     from cnnlab.figures import accuracy_vs_shift, probability_heatmap, shift_heatmaps
@@ -234,7 +242,6 @@ def shift_sweep(
     from cnnlab.runs import check_dir, resumed_data_dir, runs_root
     from cnnlab.studies import shift_sweep as study
     from cnnlab.studies.record import StudyRecord
-    from cnnlab.studies.spec import SweepSpec, common_overrides, load_study, resolve, study_file
 
     if resume is not None:
         _resume_only(resume, {"STUDY, CONFIG or KEY=VALUE": args, "--from-run": from_run, "--max-shift": max_shift, "--axis": axis,
@@ -259,14 +266,14 @@ def shift_sweep(
         else:
             spec, members = resolve(paths or ["shift-sweep"], common_overrides(epochs, dataset, device) + overrides)
             name, defaults = spec.name, spec.sweep
-        given = {"max_shift": max_shift, "axis": axis, "mode": mode, "image_index": image_index, "image_split": image_split}
-        options = {k: f"--{k.replace('_', '-')}" for k in given}  # a refused value is named as it was typed
         opts = validate({**defaults.model_dump(), **{k: v for k, v in given.items() if v is not None}}, SweepSpec, "", names=options)
         cells = [Cell(m.cfg, {"model": m.label}) for m in members]
         # everything that can be refused is checked before any training: the runs to reuse, one dataset, the image
         reused = [study.load_trained(path, None, device) for path in from_run]
         configs = [c.cfg for c in cells] + [t.cfg for t in reused]
     _one_dataset(configs, "sweep")
+    if resume is None:
+        check_models(members)
     previous = previous_runs(cells, record.cells) if resume is not None else None
     for cfg in configs:  # the sweep itself evaluates every model here, after training, wherever that ran
         resolve_device(cfg.device)  # --device is in every config already (the cells', and load_trained's)

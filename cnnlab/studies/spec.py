@@ -129,11 +129,16 @@ def resolve(paths: list[str], overrides: list[str]) -> tuple[StudySpec, list[Mem
     labels = [m.label for m in members]
     if len(set(labels)) != len(labels):
         raise ConfigError(f"two members share a label ({', '.join(labels)}); give them labels in a study file")
-    from cnnlab.models import build_model  # torch: only once the configs are valid
-
-    for m in members:  # a model that cannot take its dataset's images fails now, not after the others trained
-        build_model(m.cfg.model, DATASET_SHAPES[m.cfg.dataset.name], DATASET_CLASSES[m.cfg.dataset.name])
     return spec, members
+
+
+def check_models(members: list[Member]) -> None:
+    """Build each member's model for its dataset: one that cannot take the dataset's images fails now,
+    not after the others trained. Torch loads here: a command calls it after its cheaper checks."""
+    from cnnlab.models import build_model
+
+    for m in members:
+        build_model(m.cfg.model, DATASET_SHAPES[m.cfg.dataset.name], DATASET_CLASSES[m.cfg.dataset.name])
 
 
 def common_overrides(epochs: int | None, dataset: str | None, device: str | None) -> list[str]:
