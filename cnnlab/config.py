@@ -893,8 +893,9 @@ def blamed_override(error: dict, schema: type[BaseModel], stored: bool, texts: l
 
 def _same_error(a: dict, b: dict) -> bool:
     """Whether two validation errors are one problem: the place, the kind, and a value (not a section,
-    which the other keys of it differ in) alike."""
-    same_value = isinstance(b.get("input"), (dict, list)) or a.get("input") == b.get("input")
+    which the other keys of it differ in; NaN as NaN) alike."""
+    x, y = a.get("input"), b.get("input")
+    same_value = isinstance(y, dict) or x == y or (x != x and y != y)
     return (a["loc"], a["type"], a["msg"]) == (b["loc"], b["type"], b["msg"]) and same_value
 
 
@@ -942,7 +943,8 @@ def overridden(data: dict, overrides: Overrides | None) -> Callable[..., dict]:
     values = parsed_overrides(overrides)
 
     def applied(left_out: Sequence[str] = ()) -> dict:
-        kept = [value for text, value in zip(texts, values) if text not in left_out]
+        # copies: set_dotted keeps a value given whole (a section), which a later override may change
+        kept = copy.deepcopy([value for text, value in zip(texts, values) if text not in left_out])
         out = set_dotted(copy.deepcopy(data), kept, Config)
         drop_foreign_reported(out, experiment, [key for key, _, _ in kept])
         return out

@@ -235,12 +235,16 @@ def load_sweep(path: str | Path, overrides: list[str] | None = None) -> Sweep:
     experiment = model_and_dataset(base)
     base.setdefault("name", name_of_file(base_path))
     config_values = [parsed for _, parsed in config_overrides]
-    set_keys(base, spec.set, named_keys(path, "set", spec.set, given["set"]))
 
-    def applied(left_out=()) -> dict:  # the base with the config overrides but left_out (see config.validate)
-        kept = [parsed for text, parsed in config_overrides if text not in left_out]
-        out = set_dotted(copy.deepcopy(base), kept, Config)
-        drop_foreign_reported(out, experiment, [*spec.set, *(key for key, _, _ in kept)])  # as load_config does
+    def applied(left_out=()) -> dict:
+        """The base with set's keys and the config overrides, but those (texts, or set keys typed as
+        set.KEY=...) in left_out (see config.validate)."""
+        out = copy.deepcopy(base)
+        kept_set = {key: value for key, value in spec.set.items() if key not in left_out}
+        set_keys(out, kept_set, named_keys(path, "set", kept_set, given["set"]))
+        kept = copy.deepcopy([parsed for text, parsed in config_overrides if text not in left_out])
+        set_dotted(out, kept, Config)
+        drop_foreign_reported(out, experiment, [*kept_set, *(key for key, _, _ in kept)])  # as load_config does
         return out
 
     if unknown:

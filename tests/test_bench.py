@@ -439,6 +439,8 @@ print("torch imported:", "torch" in sys.modules, "exit:", code)
                                         # a command's missing argument is told before its work needs torch
                                         (["summary"], 2), (["samples"], 2), (["summary", "configs/mnist_cnn.yaml", "model.n_feature=0"], 2),
                                         (["shift-sweep", "--axis", "z", "--runs-dir", "{empty}"], 2),
+                                        (["shift-sweep", "configs/mnist_cnn.yaml", "train.epoch=3", "--runs-dir", "{empty}"], 2),
+                                        (["forward-check", "configs/mnist_cnn.yaml", "train.epoch=3"], 2),
                                         (["compare", "configs/mnist_fc.yaml", "--seeds", "99999999999", "--runs-dir", "{empty}"], 2),
                                         (["compare", "configs/mnist_fc.yaml", "configs/fashion_fc.yaml", "--runs-dir", "{empty}"], 2)])
 def test_help_and_config_errors_do_not_import_torch(args, code, tmp_path):

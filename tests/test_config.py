@@ -554,6 +554,9 @@ def test_a_mistake_from_the_command_line_is_named_as_an_override_not_as_the_file
          "optimizer: nesterov needs a momentum above 0 (e.g. optimizer.momentum=0.9)"),
         (["train.tta=flip", "transform.permute=true", "train.epochs=2"], "transform.permute=true",
          "train.tta flips and moves images, which transform.permute has scrambled: use one or the other"),
+        # a section given whole, then a key set in it: the key (the section's value was once changed by it)
+        (["optimizer={name: sgd, lr: 0.1}", "optimizer.nesterov=true"], "optimizer.nesterov=true",
+         "optimizer: nesterov needs a momentum above 0 (e.g. optimizer.momentum=0.9)"),
     ):
         with pytest.raises(ConfigError) as e:
             load_config(config, overrides)
@@ -562,7 +565,8 @@ def test_a_mistake_from_the_command_line_is_named_as_an_override_not_as_the_file
     # another key of the section that fails its check
     for edit, message in ((("train:", "trian:"), "unknown key 'trian'; did you mean 'train'?"),
                           (("lr: 0.01", "lr: abc"), "optimizer.lr: Input should be a valid number (got 'abc')"),
-                          (("momentum: 0.5", "momentum: 0.0\n  nesterov: true"), "optimizer: nesterov needs a momentum above 0 (e.g. optimizer.momentum=0.9)")):
+                          (("momentum: 0.5", "momentum: 0.0\n  nesterov: true"), "optimizer: nesterov needs a momentum above 0 (e.g. optimizer.momentum=0.9)"),
+                          (("lr: 0.01", "lr: .nan"), "optimizer.lr: Input should be a finite number (got nan)")):  # NaN is NaN
         broken = tmp_path / "broken.yaml"
         broken.write_text(config.read_text().replace(*edit))
         with pytest.raises(ConfigError) as e:

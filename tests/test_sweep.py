@@ -88,6 +88,9 @@ def last_line(out) -> Path:
     ({"space": {"train.batch_size": {"low": 16.5, "high": 64}}, "method": "random"}, [],  # integer: true alone would be refused
      "(got 16.5); for a range of whole numbers give whole bounds and integer: true to space.train.batch_size"),
     ({"space": {"optimizer": [{"name": "adam"}], "optimizer.lr": [0.1]}}, [], "optimizer and optimizer.lr overlap"),
+    # a bad value typed for the base is named as typed, a set key too
+    ({"space": {"optimizer.lr": [0.1]}}, ["set.train.epochs=abc"], ", override set.train.epochs=abc: train.epochs: Input should be a valid integer (got 'abc')"),
+    ({"space": {"optimizer.lr": [0.1]}}, ["optimizer.nesterov=true", "optimizer.momentum=0", "train.epochs=2"], ", override optimizer.momentum=0: optimizer: nesterov needs a momentum above 0"),
     ({"space": {"optimizer.lr": [0.1]}}, ["seed=5"], "a sweep's trials take their seeds from seeds=[...], e.g. seeds=[5]"),
     ({"space": {"optimizer.lr": [0.1]}, "set": {"device": "cpu", "seed": 7}}, [], "set.seed: a sweep's trials take their seeds from seeds=[...], e.g. seeds=[7]"),
     ({"space": {"optimizer.lr": [0.1]}}, ["set.seed=5"], ", override set.seed=5: a sweep's trials take their seeds from seeds=[...], e.g. seeds=[5]"),

@@ -226,22 +226,11 @@ def shift_sweep(
     study is interrupted or fails once it exists.
     """
     from cnnlab.config import validate
-    from cnnlab.studies.spec import SweepSpec, check_models, common_overrides, load_study, resolve, study_file
-
-    given = {"max_shift": max_shift, "axis": axis, "mode": mode, "image_index": image_index, "image_split": image_split}
-    options = {k: f"--{k.replace('_', '-')}" for k in given}  # a refused value is named as it was typed
-    if resume is None:  # the values typed, checked before torch loads (with the study's defaults below)
-        validate({k: v for k, v in given.items() if v is not None}, SweepSpec, "", names=options)
-    import pandas as pd
-
-    from cnnlab.data import load_splits
-    from cnnlab.experiment import resolve_device
-    from cnnlab.figures import accuracy_vs_shift, probability_heatmap, shift_heatmaps
     from cnnlab.report import console, markdown, note, say, table
     from cnnlab.runner import Cell, previous_runs, run_cells
     from cnnlab.runs import check_dir, resumed_data_dir, runs_root
-    from cnnlab.studies import shift_sweep as study
     from cnnlab.studies.record import StudyRecord
+    from cnnlab.studies.spec import SweepSpec, check_models, common_overrides, load_study, resolve, study_file
 
     if resume is not None:
         _resume_only(resume, {"STUDY, CONFIG or KEY=VALUE": args, "--from-run": from_run, "--max-shift": max_shift, "--axis": axis,
@@ -251,9 +240,7 @@ def shift_sweep(
         plan = record.plan
         name, cells, device = plan["name"], _planned_cells(plan, str(resume)), plan["device"]
         opts = validate(plan["options"], SweepSpec, f"{resume}: plan")
-        reused = [study.load_trained(r["path"], r["label"], device) for r in plan["reused"]]
-        configs = [c.cfg for c in cells] + [t.cfg for t in reused]
-        data_dir = resumed_data_dir(data_dir, plan["data_dir"], record.cells, configs)
+        to_reuse = [(r["path"], r["label"]) for r in plan["reused"]]
     else:
         paths, overrides = positional_and_overrides(args or [])
         from_run = from_run or []
@@ -266,11 +253,24 @@ def shift_sweep(
         else:
             spec, members = resolve(paths or ["shift-sweep"], common_overrides(epochs, dataset, device) + overrides)
             name, defaults = spec.name, spec.sweep
+        given = {"max_shift": max_shift, "axis": axis, "mode": mode, "image_index": image_index, "image_split": image_split}
+        options = {k: f"--{k.replace('_', '-')}" for k in given}  # a refused value is named as it was typed
         opts = validate({**defaults.model_dump(), **{k: v for k, v in given.items() if v is not None}}, SweepSpec, "", names=options)
         cells = [Cell(m.cfg, {"model": m.label}) for m in members]
-        # everything that can be refused is checked before any training: the runs to reuse, one dataset, the image
-        reused = [study.load_trained(path, None, device) for path in from_run]
-        configs = [c.cfg for c in cells] + [t.cfg for t in reused]
+        to_reuse = [(path, None) for path in from_run]
+    # torch (and matplotlib) once the arguments and configs are good
+    import pandas as pd
+
+    from cnnlab.data import load_splits
+    from cnnlab.experiment import resolve_device
+    from cnnlab.figures import accuracy_vs_shift, probability_heatmap, shift_heatmaps
+    from cnnlab.studies import shift_sweep as study
+
+    # everything that can be refused is checked before any training: the runs to reuse, one dataset, the image
+    reused = [study.load_trained(path, label, device) for path, label in to_reuse]
+    configs = [c.cfg for c in cells] + [t.cfg for t in reused]
+    if resume is not None:
+        data_dir = resumed_data_dir(data_dir, plan["data_dir"], record.cells, configs)
     _one_dataset(configs, "sweep")
     if resume is None:
         check_models(members)

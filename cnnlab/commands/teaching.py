@@ -74,17 +74,18 @@ def forward_check(
     data_dir: Optional[Path] = DataDir,
 ):
     """Redo one batch's forward pass by hand in NumPy, layer by layer; exit 1 if a layer differs by > 1e-4."""
-    import torch
+    from cnnlab.config import DATASET_CLASSES, DATASET_SHAPES
+    from cnnlab.report import console, say, table
+
+    cfg = _checked_config(args, run)
+    import torch  # once the arguments are good
 
     from cnnlab import forward_check as fc
-    from cnnlab.config import DATASET_CLASSES, DATASET_SHAPES
     from cnnlab.data import load_splits
     from cnnlab.models import build_model
-    from cnnlab.report import console, say, table
     from cnnlab.runs import load_model_weights
     from cnnlab.transforms import Pipeline
 
-    cfg = _checked_config(args, run)
     torch.manual_seed(cfg.seed)
     model = build_model(cfg.model, DATASET_SHAPES[cfg.dataset.name], DATASET_CLASSES[cfg.dataset.name])
     fc.layers(model)  # a model with layers the check does not cover is refused before any data loads
