@@ -441,6 +441,7 @@ print("torch imported:", "torch" in sys.modules, "exit:", code)
                                         (["shift-sweep", "--axis", "z", "--runs-dir", "{empty}"], 2),
                                         (["shift-sweep", "configs/mnist_cnn.yaml", "train.epoch=3", "--runs-dir", "{empty}"], 2),
                                         (["forward-check", "configs/mnist_cnn.yaml", "train.epoch=3"], 2),
+                                        (["bench", "--cases", "nope", "--runs-dir", "{empty}"], 2), (["bench", "--amp", "fp16", "--runs-dir", "{empty}"], 2),
                                         (["compare", "configs/mnist_fc.yaml", "--seeds", "99999999999", "--runs-dir", "{empty}"], 2),
                                         (["compare", "configs/mnist_fc.yaml", "configs/fashion_fc.yaml", "--runs-dir", "{empty}"], 2)])
 def test_help_and_config_errors_do_not_import_torch(args, code, tmp_path):

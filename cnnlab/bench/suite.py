@@ -15,13 +15,12 @@ import gc
 import statistics
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Callable
 
 import torch
 
-import cnnlab
 from cnnlab.bench import reference
+from cnnlab.bench.cases import CASES, COMPUTE_BOUND, CONFIGS_DIR, Case, check_cases
 from cnnlab.bench.machine import PeakMemory, Stretch, compute_peaks, load_average, machine_info, was_busy
 from cnnlab.config import DATASET_CLASSES, DATASET_SHAPES, Config, load_config
 from cnnlab.data import load_splits
@@ -31,35 +30,6 @@ from cnnlab.experiment import build_optimizer, build_scheduler, replays_steps, r
 from cnnlab.flops import training_flops
 from cnnlab.models import build_model
 
-CONFIGS_DIR = Path(cnnlab.__file__).resolve().parent.parent / "configs"
-COMPUTE_BOUND = 0.2  # a case reaching this fraction of the compute peak is bound by compute
-
-
-@dataclass(frozen=True)
-class Case:
-    name: str
-    config: str  # a file in configs/: the study's model, data, batch size and optimizer
-    overrides: tuple[str, ...] = ()
-    steps: int | None = None  # fixed steps per epoch (None: the whole training split)
-    tolerance: float = 0.02  # accuracy difference still within training noise (seed, data order)
-    target: float | None = None  # time-to-accuracy: train epochs until test accuracy reaches this
-    quick_steps: int = 100  # steps with --quick
-    quick_tolerance: float = 0.15  # a fraction of an epoch in: the steep part of the curve, noisier
-
-
-CASES: dict[str, Case] = {c.name: c for c in (
-    Case("fc", "mnist_fc.yaml"),  # study A, FC2Layer, batch 64
-    Case("cnn", "mnist_cnn.yaml"),  # study A, CNN, batch 64
-    # study C's LeNet, batch 100; after one epoch both sides are still at chance (the article: 9.6%)
-    Case("lenet", "lenet.yaml", ("train.epochs=1",)),
-    # study D's TrashNet, batch 100, a fixed number of steps; test images normalized like the
-    # training ones so that the accuracies say something (the article's bug makes them erratic)
-    Case("trashnet", "cifar10_trashnet.yaml", ("train.epochs=1", "transform.normalize_test=true"),
-         steps=60, tolerance=0.15, quick_steps=5),  # lr 0.9: the first steps are erratic
-    Case("lenet99", "lenet_modern.yaml", target=0.99, tolerance=0.005),  # time to 99% test accuracy
-)}
-DEFAULT_CASES = ("fc", "cnn", "lenet", "trashnet", "lenet99")
-QUICK_CASES = ("fc", "cnn", "lenet", "trashnet")
 QUICK_TEST_SUBSET = 2000
 
 
@@ -287,15 +257,7 @@ def plan_bench(
     threads: torch threads for both sides (default: torch's choice for the reference, the config's
     train.threads for cnnlab). amp: cnnlab's autocast (default: bf16 on CUDA, none on the CPU).
     """
-    unknown = [c for c in case_names if c not in CASES]
-    if unknown:
-        raise ConfigError(f"unknown bench case(s) {', '.join(unknown)}; valid: {', '.join(CASES)}")
-    targets = [c for c in case_names if CASES[c].target is not None]
-    if quick and targets:  # its steps per epoch capped, it would only ever report "not reached"
-        raise ConfigError(
-            f"--quick trains {', '.join(targets)} {CASES[targets[0]].quick_steps} steps an epoch, which never reach its "
-            f"{CASES[targets[0]].target:.0%} target; run it without --quick, or leave it out of --cases"
-        )
+    check_cases(case_names, quick)
     configs = [case_config(CASES[n], device, quick, data_dir, compile, amp, threads, cuda_graphs) for n in case_names]
     dev = resolve_device(device, "--device")  # after the configs: their schema has refused an unknown device name
     for cfg in configs:  # every case's files before the first measurement, not after minutes of it

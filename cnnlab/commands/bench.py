@@ -222,14 +222,14 @@ def bench(
     runs_dir: Optional[Path] = RunsDir,
 ):
     """Time the tutorials' loop and cnnlab on the studies' models, interleaved; append to runs/bench/results.csv."""
-    from cnnlab.bench.suite import COMPUTE_BOUND, DEFAULT_CASES, QUICK_CASES, measure, plan_bench
+    from cnnlab.bench.cases import COMPUTE_BOUND, DEFAULT_CASES, QUICK_CASES, check_cases
     from cnnlab.interrupts import Interrupted, interruptible
-    from cnnlab.provenance import git_state
     from cnnlab.report import console, say, table
     from cnnlab.report import markdown as markdown_table
     from cnnlab.runs import check_dir, runs_root, utc_now
 
     names = case_names(cases, QUICK_CASES if quick else DEFAULT_CASES)
+    check_cases(names, quick)
     check_amp(amp)
     check_threads(threads)
     # all that can be refused is, before minutes of measuring and before the results directory is
@@ -240,6 +240,9 @@ def bench(
     check_dir(out_dir, "bench results directory")
     read_results(out_dir / RESULTS)  # an unreadable or unwritable results file, too
     check_results_writable(out_dir / RESULTS)
+    from cnnlab.bench.suite import measure, plan_bench  # torch: once the options are good
+    from cnnlab.provenance import git_state
+
     plan = plan_bench(names, device=device, quick=quick, compile=compile, amp=amp, threads=threads, cuda_graphs=cuda_graphs, data_dir=data_dir)
     repeats = repeats or (1 if quick else 3)
     kept = KeptResults(out_dir / RESULTS, {"time": utc_now(), "quick": quick, **git_state()})
