@@ -441,10 +441,13 @@ print("torch imported:", "torch" in sys.modules, "exit:", code)
                                         (["shift-sweep", "--axis", "z", "--runs-dir", "{empty}"], 2),
                                         (["shift-sweep", "configs/mnist_cnn.yaml", "train.epoch=3", "--runs-dir", "{empty}"], 2),
                                         (["forward-check", "configs/mnist_cnn.yaml", "train.epoch=3"], 2),
-                                        (["bench", "--cases", "nope", "--runs-dir", "{empty}"], 2), (["bench", "--amp", "fp16", "--runs-dir", "{empty}"], 2),
+                                        (["bench", "--cases", "nope", "--runs-dir", "{empty}"], 2),
+                                        (["bench", "--amp", "fp16", "--runs-dir", "{empty}"], 2),
+                                        (["samples", "mnist", "--runs-dir", "{empty}/a_file/runs"], 1),
                                         (["compare", "configs/mnist_fc.yaml", "--seeds", "99999999999", "--runs-dir", "{empty}"], 2),
                                         (["compare", "configs/mnist_fc.yaml", "configs/fashion_fc.yaml", "--runs-dir", "{empty}"], 2)])
 def test_help_and_config_errors_do_not_import_torch(args, code, tmp_path):
+    (tmp_path / "a_file").write_text("")  # a runs directory under a file is refused
     out = probe([a.replace("{empty}", str(tmp_path)) for a in args])  # an empty runs directory: "no runs ..."
     assert out.splitlines()[-1] == f"torch imported: False exit: {code}", out
 

@@ -1,5 +1,6 @@
 """`cnnlab bench`: measured speed against the tutorials' loop and against the machine's own limit.
 
-reference.py is the tutorials' loop, machine.py what the machine is and can do, suite.py the cases
-and the interleaved measurement; cnnlab/commands/bench.py prints the table and appends the CSV.
+cases.py is the cases and the checks of their names (no torch), reference.py the tutorials' loop,
+machine.py what the machine is and can do, suite.py the interleaved measurement;
+cnnlab/commands/bench.py prints the table and appends the CSV.
 """

@@ -134,7 +134,7 @@ def samples(
 ):
     """A PNG grid of the first N images with their class names; the last line is the PNG's path."""
     from cnnlab.config import config_from_dict, leaf_keys, name_of_file, parse_override, read_config_yaml
-    from cnnlab.runs import atomic_write, ensure_dir, runs_root
+    from cnnlab.runs import atomic_write, check_dir, ensure_dir, runs_root
 
     dataset, overrides = split_args(args or [], what="dataset", example="transform.permute=true")
     if dataset is None:
@@ -157,6 +157,8 @@ def samples(
             if not key.startswith(shown) and key not in ("dataset", "transform"):
                 raise CnnlabUsage(f"{key} does not change what samples draws: it draws the split's first --n images, after transform.shift and transform.permute only")
 
+    if out is None:  # a runs directory under a file: refused before the data is read
+        check_dir(runs_root(runs_dir))
     from cnnlab import samples as S  # torch: once the arguments are good
 
     images, labels, classes = S.sample_images(cfg, n, split, data_dir)
