@@ -38,14 +38,16 @@ import torch
 from torch import nn
 from torch.func import functional_call, grad_and_value
 
+from cnnlab import runs
 from cnnlab.compiled_step import compile_error, reached_parameters
 from cnnlab.conv_pool import with_conv_max_pools
 from cnnlab.provenance import cpu_flags, cpu_model
 from cnnlab.engine import one_line_if_batch_too_small
+from cnnlab.errors import RunError
 
 PACKAGE = Path(__file__).resolve().parent
 CACHE_BYTES = 256 * 2**20  # the cache is pruned to this size, the steps used longest ago first (a step: about 2 MB)
-STALE_SECONDS = 24 * 3600  # a partial file this old is a killed compile's, not one still being written
+STALE_SECONDS = 24 * 3600  # a partial file this old is from a write cut short (a killed process), not one being written
 DROPOUTS = (nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, nn.AlphaDropout, nn.FeatureAlphaDropout)
 
 
@@ -214,30 +216,24 @@ def source_hash() -> str:
 
 
 def compile_to(program: torch.export.ExportedProgram, path: Path):
-    """Compile program with AOTInductor into path (written whole, then renamed into place), and load it.
-    Where the cache cannot be written, the step is compiled into a temporary folder and not kept."""
+    """Compile program with AOTInductor and load it, keeping a copy at path (runs.atomic_write: written
+    whole, then renamed into place). Where the cache cannot be written, the step serves this run alone."""
     from torch import _inductor as inductor
 
-    tmp = None
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".pt2")
-        os.close(fd)
-        inductor.aoti_compile_and_package(program, package_path=tmp)
-        os.replace(tmp, path)
-        prune(path.parent, keep=path)
-        return load(path)
-    except OSError:  # no cache folder, no room in it, another user's file in the way
-        with tempfile.TemporaryDirectory(prefix="cnnlab-step-") as scratch:
-            return load(inductor.aoti_compile_and_package(program, package_path=str(Path(scratch) / "step.pt2")))
-    finally:
-        if tmp is not None and os.path.exists(tmp):
-            os.unlink(tmp)
+    with tempfile.TemporaryDirectory(prefix="cnnlab-step-") as scratch:
+        built = inductor.aoti_compile_and_package(program, package_path=str(Path(scratch) / "step.pt2"))
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            runs.atomic_write(path, Path(built).read_bytes())
+        except (OSError, RunError):  # no cache folder, no room in it, another user's file in the way
+            return load(built)
+    prune(path.parent, keep=path)
+    return load(path)
 
 
 def prune(folder: Path, keep: Path, limit: int = CACHE_BYTES) -> None:
     """Delete the steps used longest ago (a load touches its file) until folder holds at most limit
-    bytes, never keep; and partial files a killed compile left. Files that go meanwhile (another
+    bytes, never keep; and partial files a write cut short left. Files that go meanwhile (another
     process pruning) are passed over."""
     steps, total, now = [], 0, time.time()
     with contextlib.suppress(OSError), os.scandir(folder) as entries:
