@@ -935,18 +935,21 @@ def load_config(path: str | Path, overrides: Overrides | None = None, stored: bo
     return validate(applied(), Config, str(path), stored, overrides=overrides, without=applied)
 
 
-def overridden(data: dict, overrides: Overrides | None) -> Callable[..., dict]:
+def overridden(data: dict, overrides: Overrides | None, first: Callable[[dict, Sequence[str]], Sequence[str]] | None = None) -> Callable[..., dict]:
     """A function of override texts to leave out, giving a copy of the raw config data with the
-    other overrides set (and a `reported` they make foreign dropped)."""
+    other overrides set (and a `reported` they make foreign dropped). first(copy, left_out), if
+    given, sets keys of its own before them and returns those it set (a sweep's `set`)."""
     experiment = model_and_dataset(data)
     texts = [text for text, _ in _labelled(overrides)]
     values = parsed_overrides(overrides)
 
     def applied(left_out: Sequence[str] = ()) -> dict:
+        out = copy.deepcopy(data)
+        own = first(out, left_out) if first is not None else ()
         # copies: set_dotted keeps a value given whole (a section), which a later override may change
         kept = copy.deepcopy([value for text, value in zip(texts, values) if text not in left_out])
-        out = set_dotted(copy.deepcopy(data), kept, Config)
-        drop_foreign_reported(out, experiment, [key for key, _, _ in kept])
+        set_dotted(out, kept, Config)
+        drop_foreign_reported(out, experiment, [*own, *(key for key, _, _ in kept)])
         return out
 
     return applied

@@ -23,8 +23,8 @@ from pydantic import Field, field_validator, model_validator
 
 from cnnlab import runs
 from cnnlab.config import (
-    Config, Strict, check_key, closest_key, config_to_dict, drop_foreign_reported, dump_yaml, flatten, key_below, load_config, leaf_keys, model_and_dataset,
-    name_of_file, override_named, parse_override, parsed_overrides, read_yaml, set_dotted, validate,
+    Config, Strict, check_key, closest_key, config_to_dict, drop_foreign_reported, dump_yaml, flatten, key_below, load_config, leaf_keys,
+    name_of_file, overridden, override_named, parse_override, parsed_overrides, read_yaml, set_dotted, validate,
 )
 from cnnlab.errors import CnnlabError, ConfigError, RunError, counted, first_line, in_run, signal_name
 from cnnlab.interrupts import Interrupted
@@ -232,21 +232,15 @@ def load_sweep(path: str | Path, overrides: list[str] | None = None) -> Sweep:
     spec = validate_spec(data, str(path), given["space"])
     base_path = Path(os.path.normpath(path.parent / spec.base))  # configs/lenet.yaml, not configs/sweeps/../lenet.yaml
     base = read_yaml(base_path, "base config")
-    experiment = model_and_dataset(base)
     base.setdefault("name", name_of_file(base_path))
     config_values = [parsed for _, parsed in config_overrides]
 
-    def applied(left_out=()) -> dict:
-        """The base with set's keys and the config overrides, but those (texts, or set keys typed as
-        set.KEY=...) in left_out (see config.validate)."""
-        out = copy.deepcopy(base)
-        kept_set = {key: value for key, value in spec.set.items() if key not in left_out}
-        set_keys(out, kept_set, named_keys(path, "set", kept_set, given["set"]))
-        kept = copy.deepcopy([parsed for text, parsed in config_overrides if text not in left_out])
-        set_dotted(out, kept, Config)
-        drop_foreign_reported(out, experiment, [*kept_set, *(key for key, _, _ in kept)])  # as load_config does
-        return out
+    def with_set(out: dict, left_out) -> list[str]:  # set's keys, but those typed as set.KEY=... left out
+        kept = {key: value for key, value in spec.set.items() if key not in left_out}
+        set_keys(out, kept, named_keys(path, "set", kept, given["set"]))
+        return list(kept)
 
+    applied = overridden(base, [text for text, _ in config_overrides], first=with_set)
     if unknown:
         raise unknown_override(path, unknown[0], applied())
     explicit = sorted(leaf_keys(spec.set) | leaf_keys({key: value for key, value, _ in config_values}))
