@@ -134,7 +134,7 @@ def load(config: str, overrides: list[str], device: str | None = None, stored: b
 
 @app.command()
 def train(
-    args: list[str] = typer.Argument(None, metavar="CONFIG [KEY=VALUE]...", help="A YAML config and dotted overrides, e.g. train.epochs=3 optimizer.lr=0.05"),
+    args: list[str] = typer.Argument(None, metavar="CONFIG [KEY=VALUE]...", help="A YAML config (a file, or the name of one of configs/, e.g. mnist_cnn) and dotted overrides, e.g. train.epochs=3 optimizer.lr=0.05"),
     resume: Optional[Path] = typer.Option(None, "--resume", parser=not_empty("--resume", Path), metavar="RUN_DIR", help="Continue (or extend, with train.epochs=N) the run in RUN_DIR."),
     print_config: bool = typer.Option(False, "--print-config", help="Print the resolved config and exit."),
     data_dir: Optional[Path] = DataDir,

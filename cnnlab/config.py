@@ -20,6 +20,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, StrictFloat, StrictInt, ValidationError, ValidationInfo, field_validator, model_validator
 
 from cnnlab.errors import ConfigError
+from cnnlab.named import config_path
 
 # Image shape (C, H, W) and class count per dataset: models and validators derive sizes from these.
 DATASET_SHAPES: dict[str, tuple[int, int, int]] = {
@@ -928,7 +929,10 @@ def name_of_file(path: str | Path) -> str:
 
 
 def load_config(path: str | Path, overrides: Overrides | None = None, stored: bool = False) -> Config:
-    """Load a YAML config, apply KEY=VALUE overrides, validate (stored, overrides: see validate). Raises ConfigError."""
+    """Load a YAML config (a file, or the name of one: see named.py), apply KEY=VALUE overrides,
+    validate (stored, overrides: see validate). Raises ConfigError."""
+    if not stored:
+        path = config_path(path)
     data = read_config_yaml(path, stored)
     data.setdefault("name", name_of_file(path))
     applied = overridden(data, overrides)

@@ -28,6 +28,7 @@ from cnnlab.config import (
 )
 from cnnlab.errors import CnnlabError, ConfigError, RunError, counted, first_line, in_run, signal_name
 from cnnlab.interrupts import Interrupted
+from cnnlab.named import config_path
 
 SWEEP_FILE, BASE_FILE, TRIALS = "sweep.yaml", "base.yaml", "trials"
 METRIC_LABELS = {"test_acc": "test accuracy (%)", "train_acc": "train accuracy (%)", "test_loss": "test loss", "train_loss": "train loss"}
@@ -197,8 +198,9 @@ def set_keys(data: dict, values: dict, named: dict[str, str], explicit=()) -> di
 
 def load_sweep(path: str | Path, overrides: list[str] | None = None) -> Sweep:
     """Read and validate a sweep file. KEY=VALUE overrides set sweep keys (seeds=[0], method=tpe,
-    space.optimizer.lr=[0.1,0.5]) or, for any other key, the base config (train.epochs=2)."""
-    path = Path(path)
+    space.optimizer.lr=[0.1,0.5]) or, for any other key, the base config (train.epochs=2). path: a
+    file, or the name of one (see named.py)."""
+    path = config_path(path, "sweep")
     data = read_yaml(path, "sweep")
     if "model" in data and "space" not in data:  # `seed` would be offered as "did you mean 'seeds'?"
         raise ConfigError(f"{path} is a config, not a sweep file: train it with cnnlab train {path}, or name it as a sweep file's base")

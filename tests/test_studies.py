@@ -39,10 +39,10 @@ from conftest import ROOT, no_room_for, real_data
 FAST = ["--device", "cpu", "train.max_steps=3", "train.eval_batch_size=64"]
 
 
-def cnnlab(capsys, monkeypatch, *args) -> tuple[int, str, str]:
-    """Run the real CLI entry point in this process: (exit code, stdout, stderr)."""
+def cnnlab(capsys, monkeypatch, *args, cwd=ROOT) -> tuple[int, str, str]:
+    """Run the real CLI entry point in this process, in cwd: (exit code, stdout, stderr)."""
     monkeypatch.setattr(sys, "argv", ["cnnlab", *map(str, args)])
-    monkeypatch.chdir(ROOT)
+    monkeypatch.chdir(cwd)
     with pytest.raises(SystemExit) as exit_:
         main()
     out = capsys.readouterr()
@@ -266,7 +266,7 @@ def test_named_study_lookup_user_study_and_errors(tmp_path, monkeypatch):
     spec, members = resolve(["my-study"], ["train.batch_size=10"])
     assert spec.seeds == 5 and [m.label for m in members] == ["mnist_fc", "LeNet"]
     assert all(m.cfg.train.epochs == 7 and m.cfg.train.batch_size == 10 for m in members)
-    with pytest.raises(ConfigError, match="unknown study 'nope'.*my-study"):
+    with pytest.raises(ConfigError, match="unknown study or config 'nope'.*my-study"):
         resolve(["nope"], [])
     with pytest.raises(ConfigError, match="share a label"):
         resolve([str(ROOT / "configs/mnist_fc.yaml")] * 2, [])

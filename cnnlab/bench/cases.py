@@ -4,12 +4,10 @@ no torch here, so that `cnnlab bench` refuses a wrong --cases before loading it.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
-
-import cnnlab
 from cnnlab.errors import ConfigError
+from cnnlab.named import own_configs
 
-CONFIGS_DIR = Path(cnnlab.__file__).resolve().parent.parent / "configs"
+CONFIGS_DIR = own_configs()
 COMPUTE_BOUND = 0.2  # a case reaching this fraction of the compute peak is bound by compute
 
 

@@ -60,7 +60,7 @@ def case_config(
     test subset: quick_test_subset, once the data is checked), cnnlab's options."""
     path = CONFIGS_DIR / case.config
     if not path.is_file():
-        raise ConfigError(f"bench case {case.name!r} needs {path}; run cnnlab bench from a checkout of cnnlab")
+        raise ConfigError(f"bench case {case.name!r} needs {path}, which this copy of cnnlab lacks; reinstall cnnlab")
     if device == "auto":  # decided now, so that auto on a GPU gets CUDA's bf16 default below
         device = resolve_device(device).type
     steps = min(case.steps or case.quick_steps, case.quick_steps) if quick else case.steps

@@ -122,7 +122,7 @@ def _to_start(cells, previous=None) -> list:
 
 @app.command()
 def compare(
-    args: list[str] = typer.Argument(None, metavar="STUDY|CONFIG... [KEY=VALUE]...", help="A named study (e.g. fc-vs-cnn), a study file, or config files; then dotted overrides for every cell."),
+    args: list[str] = typer.Argument(None, metavar="STUDY|CONFIG... [KEY=VALUE]...", help="A named study (e.g. fc-vs-cnn), a study file, or configs (files or names, e.g. mnist_fc mnist_cnn); then dotted overrides for every cell."),
     permute: Optional[bool] = typer.Option(None, "--permute/--no-permute", help="Add the fixed-pixel-permutation condition (default: the study's)."),
     seeds: Optional[int] = typer.Option(None, "--seeds", min=1, help="Seeds per cell (default: the study's, else 3)."),
     epochs: Optional[int] = Epochs,
@@ -230,7 +230,8 @@ def shift_sweep(
     from cnnlab.runner import Cell, previous_runs, run_cells
     from cnnlab.runs import check_dir, resumed_data_dir, runs_root
     from cnnlab.studies.record import StudyRecord
-    from cnnlab.studies.spec import SweepSpec, check_models, common_overrides, load_study, resolve, study_file
+    from cnnlab import named
+    from cnnlab.studies.spec import SweepSpec, check_models, common_overrides, load_study, resolve
 
     if resume is not None:
         _resume_only(resume, {"STUDY, CONFIG or KEY=VALUE": args, "--from-run": from_run, "--max-shift": max_shift, "--axis": axis,
@@ -249,7 +250,7 @@ def shift_sweep(
         if from_run and not paths:
             if overrides or epochs is not None or dataset is not None:
                 raise CnnlabUsage("KEY=VALUE, --epochs and --dataset set up training; --from-run models are used as trained")
-            name, members, defaults = "shift-sweep", [], load_study(study_file("shift-sweep")).sweep
+            name, members, defaults = "shift-sweep", [], load_study(named.find("shift-sweep", "study")).sweep
         else:
             spec, members = resolve(paths or ["shift-sweep"], common_overrides(epochs, dataset, device) + overrides)
             name, defaults = spec.name, spec.sweep

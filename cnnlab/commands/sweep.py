@@ -30,7 +30,7 @@ def _check_local_ray(sweep, data_dir, resumed: bool) -> None:
 
 @app.command()
 def sweep(
-    args: list[str] = typer.Argument(None, metavar="SWEEP_FILE [KEY=VALUE]...", help="A sweep file and overrides: sweep keys (seeds=[0], method=tpe, space.optimizer.lr=[0.1,0.5]) or base-config keys (train.epochs=2)."),
+    args: list[str] = typer.Argument(None, metavar="SWEEP_FILE [KEY=VALUE]...", help="A sweep file (or its name, e.g. lenet-lr) and overrides: sweep keys (seeds=[0], method=tpe, space.optimizer.lr=[0.1,0.5]) or base-config keys (train.epochs=2)."),
     resume: Optional[Path] = typer.Option(None, "--resume", parser=not_empty("--resume", Path), metavar="SWEEP_DIR", help="Continue the interrupted sweep in SWEEP_DIR; finished trials are not run again."),
     address: Optional[str] = typer.Option(None, "--address", parser=not_empty("--address"), help="Ray cluster: auto | HOST:PORT. Default: $RAY_ADDRESS, else Ray on this machine with all its cores."),
     data_dir: Optional[Path] = DataDir,

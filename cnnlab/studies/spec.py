@@ -1,4 +1,4 @@
-"""Study files: a named study is configs/studies/<name with - as _>.yaml listing member configs.
+"""Study files: a named study is configs/studies/<name with - as _>.yaml (see named.py) listing member configs.
 
 A study file names its member configs (paths relative to the study file) with the labels its table
 shows, default seeds and conditions, and overrides applied to every member. The commands take either
@@ -15,10 +15,8 @@ from typing import Literal
 from pydantic import Field, field_validator
 
 from cnnlab.config import DATASET_CLASSES, DATASET_SHAPES, Config, Strict, closest_key, load_config, name_of_file, read_yaml, validate
+from cnnlab import named
 from cnnlab.errors import ConfigError
-
-REPO_CONFIGS = Path(__file__).resolve().parents[2] / "configs"
-
 
 class MemberSpec(Strict):
     config: str  # a config file, relative to the study file
@@ -64,27 +62,12 @@ class Member:
     source: str  # the config file it came from
 
 
-def study_file(name: str) -> Path | None:
-    """configs/studies/<name>.yaml in the working directory, else in cnnlab's own configs/."""
-    stem = name.replace("-", "_")
-    for root in (Path("configs"), REPO_CONFIGS):
-        path = root / "studies" / f"{stem}.yaml"
-        if path.is_file():
-            return path
-    return None
-
-
-def known_studies() -> list[str]:
-    names = {p.stem.replace("_", "-") for root in (Path("configs"), REPO_CONFIGS) for p in (root / "studies").glob("*.yaml")}
-    return sorted(names)
-
-
 def load_study(path: Path) -> StudySpec:
     return validate(read_yaml(path, "study"), StudySpec, str(path))
 
 
 def _as_study(arg: str) -> Path | None:
-    """The study file arg names, or None when arg is a config file."""
+    """The study file arg gives or names, or None when arg is a config (its file or name)."""
     path = Path(arg)
     if path.is_file():
         data = read_yaml(path)
@@ -97,12 +80,13 @@ def _as_study(arg: str) -> Path | None:
         if misspelt:  # not a config with a typo: a study file whose members' key is misspelt
             raise ConfigError(f"{path}: unknown key '{misspelt[0]}'; did you mean 'members' (a study file's list of configs)?")
         return None
-    if path.suffix in (".yaml", ".yml") or "/" in arg:
+    if not named.is_name(arg):
+        named.config_path(arg, "study")  # a study of cnnlab's own given by a path that is not here: told its name
         return None  # a missing config file: load_config says so
-    found = study_file(arg)
-    if found is None:
-        raise ConfigError(f"unknown study {arg!r}: no configs/studies/{arg.replace('-', '_')}.yaml; known: {', '.join(known_studies()) or 'none'}")
-    return found
+    found = named.find(arg, "study")
+    if found is None and named.find(arg, "config") is None:
+        raise named.unknown(arg, "study", also="config")
+    return found  # None: a config's name
 
 
 def resolve(paths: list[str], overrides: list[str]) -> tuple[StudySpec, list[Member]]:
