@@ -258,6 +258,20 @@ def list_runs(
             say(f"(left out at {console.width} columns: {', '.join(left_out)}; --csv has them all)")
 
 
+@app.command("configs")
+def list_configs():
+    """List the configs, studies and sweeps that train, compare and sweep take by name."""
+    from cnnlab.catalogue import COLUMNS, catalogue
+    from cnnlab.named import own_configs
+    from cnnlab.report import console, say, table
+
+    rows = catalogue()
+    console.print(table(rows, COLUMNS, title="by name: cnnlab train NAME, cnnlab compare NAME, cnnlab sweep NAME", whole=("name",)))
+    here = Path("configs")
+    roots = [f"{here}/ here", f"{own_configs()} (cnnlab's own)"] if here.is_dir() and here.resolve() != own_configs().resolve() else [str(own_configs())]
+    say(f"from {' then '.join(roots)}")
+
+
 # Commands beside their code (studies, bench, sweeps, ...) register on `app` when imported.
 from cnnlab import commands  # noqa: E402,F401
 

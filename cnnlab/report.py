@@ -138,7 +138,7 @@ def table(rows: list[dict], columns: list[str] | None = None, title: str | None 
     t = Table(title=title, title_justify="left")
     for i, c in enumerate(columns):
         keep = {"no_wrap": True, "min_width": max(len(row[i]) for row in cells)} if c in whole and cells else {}
-        t.add_column(c, justify="left" if c in ("model", "name", "id", "kind", "status", "dataset", "config", "key", "value") else "right", **keep)
+        t.add_column(c, justify="left" if c in ("model", "name", "id", "kind", "status", "dataset", "config", "key", "value", "trains", "about") else "right", **keep)
     for row in cells:
         t.add_row(*row)
     return t

@@ -436,6 +436,7 @@ print("torch imported:", "torch" in sys.modules, "exit:", code)
 @pytest.mark.parametrize("args, code", [(["--help"], 0), (["bench", "--help"], 0), (["train", "missing.yaml"], 2), (["train", "configs/mnist_cnn.yaml", "train.epochs=0"], 2),
                                         (["runs", "--dataset", "mnist", "--model", "fc", "--runs-dir", "{empty}"], 0),
                                         (["runs", "--runs-dir", "no-runs-here"], 1),
+                                        (["configs"], 0), (["train", "mnist_cnnn"], 2), (["compare", "fc-vs-cnnn"], 2),
                                         # a command's missing argument is told before its work needs torch
                                         (["summary"], 2), (["samples"], 2), (["summary", "configs/mnist_cnn.yaml", "model.n_feature=0"], 2),
                                         (["shift-sweep", "--axis", "z", "--runs-dir", "{empty}"], 2),

@@ -13,6 +13,7 @@ import pytest
 import yaml
 
 from cnnlab.named import own_configs
+from cnnlab.report import console
 from cnnlab.studies.spec import resolve
 from cnnlab.sweep import load_sweep
 from conftest import ROOT
@@ -128,3 +129,35 @@ def test_a_built_wheel_carries_configs_and_an_installed_cnnlab_runs_them_by_name
     assert yaml.safe_load(shown.stdout)["model"]["activation"] == "sigmoid"
     study = run("-m", "cnnlab", "compare", "fc-vs-cnn", "--seeds", "0")  # found, then refused for its option
     assert study.returncode == 2 and "--seeds" in study.stderr and "unknown study" not in study.stderr
+
+
+# ---------------------------------------------------------------------------- cnnlab configs
+def test_cnnlab_configs_lists_every_name_with_what_it_trains(capsys, monkeypatch, tmp_path):
+    monkeypatch.setattr(console, "width", 400)  # no row wrapped: one line per name
+    code, out, err = cnnlab(capsys, monkeypatch, "configs", cwd=tmp_path)
+    assert code == 0, err
+    rows = {line.split("│")[2].strip(): [cell.strip() for cell in line.split("│")[1:-1]] for line in out.splitlines() if line.startswith("│")}
+    configs = {p.stem for p in (ROOT / "configs").glob("*.yaml")}
+    studies = {p.stem.replace("_", "-") for p in (ROOT / "configs" / "studies").glob("*.yaml")}
+    sweeps = {p.stem.replace("_", "-") for p in (ROOT / "configs" / "sweeps").glob("*.yaml")}
+    assert set(rows) == configs | studies | sweeps
+    assert rows["mnist_cnn"] == ["config", "mnist_cnn", "cnn on mnist, 1 epoch", "96.0%",
+                                 "Study A: the small CNN (6,422 parameters) on MNIST, one epoch of SGD, as the tutorial trains it."]
+    assert rows["lenet"][2:4] == ["lenet on mnist, 16 epochs", "98.5%"]
+    assert rows["fc-vs-cnn"][:3] == ["study", "fc-vs-cnn", "mnist_fc, mnist_cnn x 3 seeds"]
+    assert rows["lenet-lr"][:3] == ["sweep", "lenet-lr", "lenet on mnist: optimizer.lr x 3 seeds"]
+    assert out.strip().splitlines()[-1] == f"from {ROOT / 'configs'}"
+
+
+def test_cnnlab_configs_lists_the_working_directorys_own_and_one_that_does_not_load(capsys, monkeypatch, tmp_path):
+    monkeypatch.setattr(console, "width", 400)
+    (tmp_path / "configs").mkdir()
+    (tmp_path / "configs" / "mine.yaml").write_text("# Mine: an FC net. More words.\nmodel: {name: fc}\ntrain: {epochs: 3}\n")
+    (tmp_path / "configs" / "broken.yaml").write_text("model: {name: resnet9}\n")
+    code, out, err = cnnlab(capsys, monkeypatch, "configs", cwd=tmp_path)
+    assert code == 0, err
+    lines = {line.split("│")[2].strip(): line for line in out.splitlines() if line.startswith("│")}
+    assert "fc on mnist, 3 epochs" in lines["mine"] and "Mine: an FC net. " in lines["mine"] and "More words" not in lines["mine"]
+    assert "does not load: " in lines["broken"] and "unknown model 'resnet9'" in lines["broken"]
+    assert "mnist_cnn" in lines  # cnnlab's own beside them
+    assert out.strip().splitlines()[-1] == f"from configs/ here then {ROOT / 'configs'} (cnnlab's own)"
