@@ -9,13 +9,16 @@ from setuptools import setup
 from setuptools.command.build_py import build_py
 
 
+HERE = Path(__file__).resolve().parent
+
+
 class BuildWithConfigs(build_py):
     def run(self):
         super().run()
-        if not self.editable_mode:
+        if not getattr(self, "editable_mode", False):  # (setuptools before 64 has no editable mode)
             target = Path(self.build_lib) / "cnnlab" / "configs"
             shutil.rmtree(target, ignore_errors=True)
-            shutil.copytree("configs", target, ignore=shutil.ignore_patterns("*.pyc", "__pycache__"))
+            shutil.copytree(HERE / "configs", target, ignore=shutil.ignore_patterns("*.pyc", "__pycache__"))
 
 
 setup(cmdclass={"build_py": BuildWithConfigs})

@@ -1,5 +1,5 @@
 """What `cnnlab configs` lists: every config, study and sweep a name reaches (named.py), with what it
-trains, what its article reported and its own first sentence. No torch here."""
+trains, what its article reported and its description (else its file's first sentence). No torch here."""
 
 from __future__ import annotations
 
@@ -20,6 +20,8 @@ def catalogue(kinds=("config", "study", "sweep")) -> list[dict]:
     for kind in kinds:
         for name in named.known(kind):
             path = named.find(name, kind)
+            if path is None:  # gone since it was listed
+                continue
             row = {"kind": kind, "name": name, "trains": "", "reported": "", "about": ""}
             try:
                 row.update(_described(kind, path))
@@ -44,11 +46,11 @@ def _described(kind: str, path: Path) -> dict:
             "about": cfg.description,
         }
     if kind == "study":
-        from cnnlab.studies.spec import load_study
+        from cnnlab.studies.spec import resolve
 
-        spec = load_study(path)
-        members = ", ".join(Path(m.config).stem for m in spec.members)
-        return {"trains": f"{members} x {spec.seeds} seeds" + (", permuted too" if spec.permute else ""), "about": spec.description}
+        spec, members = resolve([str(path)], [])  # its members' configs loaded: one that does not load is told
+        names = ", ".join(Path(m.source).stem for m in members)
+        return {"trains": f"{names} x {spec.seeds} seeds" + (", permuted too" if spec.permute else ""), "about": spec.description}
     from cnnlab.sweep import load_sweep
 
     sweep = load_sweep(path)

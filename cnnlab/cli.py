@@ -119,8 +119,10 @@ def split_args(args: list[str], what: str = "config file", example: str = "train
     paths, overrides = positional_and_overrides(args)
     if len(paths) > 1:
         extra = paths[1]
-        if what == "config file":  # name the one that is not a config
-            extra = next((p for p in paths if not p.endswith((".yaml", ".yml")) and not is_file(p)), extra)
+        if what == "config file":  # name the one that is not a config (a file, or a config's name)
+            from cnnlab.named import find
+
+            extra = next((p for p in paths if not p.endswith((".yaml", ".yml")) and not is_file(p) and find(p, "config") is None), extra)
         raise CnnlabUsage(f"{extra!r} is not KEY=VALUE: give one {what}, then overrides like {example}")
     return (paths[0] if paths else None), overrides
 
@@ -155,7 +157,7 @@ def train(
 
         cfg = load(str(open_run(resume, resuming=True) / CONFIG), overrides, device, stored=True)  # as an earlier cnnlab accepted it
     elif config is None:
-        raise CnnlabUsage("missing CONFIG, e.g. cnnlab train configs/mnist_cnn.yaml")
+        raise CnnlabUsage("missing CONFIG: a config file or the name of one, e.g. cnnlab train mnist_cnn (cnnlab configs lists them)")
     else:
         cfg = load(config, overrides, device)
         if not print_config:
@@ -203,7 +205,7 @@ def summary(
 
     config, overrides = split_args(args or [])
     if config is None:
-        raise CnnlabUsage("missing CONFIG, e.g. cnnlab summary configs/mnist_cnn.yaml")
+        raise CnnlabUsage("missing CONFIG, e.g. cnnlab summary mnist_cnn")
     cfg = load(config, overrides)
     from cnnlab.models import all_params, build_model  # torch: once the arguments are good
     from cnnlab.summary import summarize

@@ -16,6 +16,7 @@ from cnnlab.errors import ConfigError
 
 PACKAGE = Path(__file__).resolve().parent
 KINDS = {"config": "", "study": "studies", "sweep": "sweeps"}  # what a name names -> its folder under configs/
+COMMANDS = {"config": "train", "study": "compare", "sweep": "sweep"}
 
 
 def own_configs() -> Path:
@@ -30,48 +31,105 @@ def is_name(arg: str) -> bool:
 
 
 def find(name: str, kind: str) -> Path | None:
-    """The file of kind ('config', 'study' or 'sweep') that name names, or None."""
-    stem = name.replace("-", "_")
+    """The file of kind ('config', 'study' or 'sweep') that name names, or None: in the working
+    directory's configs/ first, the name as typed first, then with '-' as '_' and '_' as '-'."""
+    spellings = dict.fromkeys([name, name.replace("-", "_"), name.replace("_", "-")])
     for root in _roots():
-        path = root / KINDS[kind] / f"{stem}.yaml"
-        if path.is_file():
-            return path
+        for stem in spellings:
+            path = root / KINDS[kind] / f"{stem}.yaml"
+            if _is_file(path):
+                return path
     return None
 
 
 def known(kind: str) -> list[str]:
-    """The names of kind found (studies and sweeps spelt with '-', configs as their files)."""
-    stems = {p.stem for root in _roots() for p in (root / KINDS[kind]).glob("*.yaml")}
+    """The names of kind there are (each a file find() finds): configs as their files are spelt,
+    studies and sweeps with '-' for '_'."""
+    stems = {p.stem for root in _roots() for p in (root / KINDS[kind]).glob("*.yaml") if _is_file(p)}
     return sorted(stem if kind == "config" else stem.replace("_", "-") for stem in stems)
 
 
+def shown(name: str, kind: str) -> str:
+    """name as known() spells it."""
+    return name if kind == "config" else name.replace("_", "-")
+
+
 def config_path(arg: str | Path, kind: str = "config") -> Path:
-    """The file arg gives: the path itself where it exists or is not a bare name, else the file of
-    kind it names (ConfigError for a name that names none)."""
+    """The file arg gives: the path itself where it exists (for a bare name, a file: not a folder
+    of that name) or is not a bare name, else the file of kind it names (ConfigError for a name
+    that names none)."""
+    text = str(arg)
+    if not text:
+        raise ConfigError("an empty name: give a file or the name of one (cnnlab configs lists them)")
     path = Path(arg)
-    if path.exists():
+    if _exists(path) and not (is_name(text) and path.is_dir()):
         return path
-    if not is_name(str(arg)):
-        if path.suffix in (".yaml", ".yml") and find(path.stem, kind) is not None:  # the README's configs/x.yaml, run elsewhere
-            raise ConfigError(f"{kind} file not found: {arg}; cnnlab's own {path.stem} is given by its name alone: {path.stem}")
+    if not is_name(text):
+        if path.suffix in (".yaml", ".yml") and _under_configs(path, kind):  # the README's configs/x.yaml, run elsewhere
+            found = find(path.stem, kind)
+            if found is not None:
+                name = shown(path.stem, kind)
+                raise ConfigError(f"{kind} file not found: {arg}; cnnlab's own ({found}) is given by its name alone: {name}")
         return path  # read_yaml says it is missing
-    found = find(str(arg), kind)
+    found = find(text, kind)
     if found is None:
-        raise unknown(str(arg), kind)
+        if _exists(path):  # a folder of that name
+            return path  # read_yaml says it is a directory
+        raise unknown(text, kind)
     return found
 
 
+def relative_config(config: str, folder: Path) -> Path:
+    """The config a study or sweep file names: config relative to folder (the file's), else, for a
+    bare name, the config it names (a study file of your own may name cnnlab's configs so)."""
+    path = Path(os.path.normpath(folder / config))  # configs/mnist_fc.yaml, not configs/studies/../mnist_fc.yaml
+    if is_name(config) and not _is_file(path):
+        found = find(config, "config")
+        if found is None:
+            raise unknown(config, "config")
+        return found
+    return config_path(path)
+
+
 def unknown(name: str, kind: str, also: str | None = None) -> ConfigError:
-    """The error for a name that names no file of kind (nor of kind `also`, when given)."""
+    """The error for a name that names no file of kind (nor of kind `also`, when given): a file of
+    another kind of that name is told with its command, else the closest name."""
     from cnnlab.config import closest_key
 
     kinds = [kind] + ([also] if also else [])
+    for other in KINDS:
+        if other not in kinds and find(name, other) is not None:
+            return ConfigError(f"{name!r} is a {other}, not a {' or '.join(kinds)}: run it with cnnlab {COMMANDS[other]} {name}")
     names = [n for k in kinds for n in known(k)]
     close = closest_key(name, names) or closest_key(name.replace("-", "_"), names)
     hint = f"; did you mean {close}?" if close else ""
     listed = "; ".join(f"{k} names: {', '.join(known(k)) or 'none'}" for k in kinds)
-    folders = " or ".join(f"configs/{KINDS[k] + '/' if KINDS[k] else ''}{name.replace('-', '_')}.yaml" for k in kinds)
+    folders = " or ".join(f"configs/{KINDS[k] + '/' if KINDS[k] else ''}{name}.yaml" for k in kinds)
     return ConfigError(f"unknown {' or '.join(kinds)} {name!r}: no such file, nor {folders} here or among cnnlab's own{hint} ({listed})")
+
+
+def _under_configs(path: Path, kind: str) -> bool:
+    """Whether path's folder is configs/ (configs/studies/ for a study, configs/sweeps/ for a sweep)."""
+    folder = path.parent
+    if KINDS[kind]:
+        if folder.name != KINDS[kind]:
+            return False
+        folder = folder.parent
+    return folder.name == "configs"
+
+
+def _is_file(path: Path) -> bool:
+    try:
+        return path.is_file()
+    except OSError:  # a name too long to be a file
+        return False
+
+
+def _exists(path: Path) -> bool:
+    try:
+        return path.exists()
+    except OSError:
+        return False
 
 
 def _roots() -> list[Path]:

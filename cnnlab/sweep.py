@@ -28,7 +28,7 @@ from cnnlab.config import (
 )
 from cnnlab.errors import CnnlabError, ConfigError, RunError, counted, first_line, in_run, signal_name
 from cnnlab.interrupts import Interrupted
-from cnnlab.named import config_path
+from cnnlab.named import config_path, relative_config
 
 SWEEP_FILE, BASE_FILE, TRIALS = "sweep.yaml", "base.yaml", "trials"
 METRIC_LABELS = {"test_acc": "test accuracy (%)", "train_acc": "train accuracy (%)", "test_loss": "test loss", "train_loss": "train loss"}
@@ -112,7 +112,7 @@ class Resources(Strict):
 class SweepFile(Strict):
     name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_.-]+$")  # default: the file name
     description: str = ""
-    base: str  # the base config, a path relative to the sweep file
+    base: str  # the base config: a path relative to the sweep file, or a config's name (named.py)
     set: dict[str, Any] = {}  # dotted config keys fixed for every trial, e.g. {train.epochs: 3}
     space: dict[str, SpaceEntry] = Field(min_length=1)  # dotted config key -> values or range
     seeds: list[int] = Field([0], min_length=1)  # every point runs once per seed
@@ -232,7 +232,7 @@ def load_sweep(path: str | Path, overrides: list[str] | None = None) -> Sweep:
             config_overrides.append((text, (key, value, where)))
     data.setdefault("name", name_of_file(path))
     spec = validate_spec(data, str(path), given["space"])
-    base_path = Path(os.path.normpath(path.parent / spec.base))  # configs/lenet.yaml, not configs/sweeps/../lenet.yaml
+    base_path = relative_config(spec.base, path.parent)
     base = read_yaml(base_path, "base config")
     base.setdefault("name", name_of_file(base_path))
     config_values = [parsed for _, parsed in config_overrides]

@@ -217,7 +217,7 @@ CASES = [
     ("runs_dir_with_a_newline", ["train", "{tmp}/ok.yaml", "--data-dir", "{good}", "--runs-dir", "{a_file}/x\ny"], 1, "a_file/x\\ny: "),
     ("summary_no_config", ["summary", "train.epochs=3"], 2, "missing CONFIG"),
     # no argument at all: cnnlab's wording with an example, as train's, not click's "Missing argument"
-    ("summary_no_arguments", ["summary"], 2, "error: missing CONFIG, e.g. cnnlab summary configs/mnist_cnn.yaml"),
+    ("summary_no_arguments", ["summary"], 2, "error: missing CONFIG, e.g. cnnlab summary mnist_cnn"),
     ("samples_no_arguments", ["samples"], 2, "error: missing DATASET, e.g. cnnlab samples mnist"),
     ("toy_without_bce", [*OK_ARGS, "model={{name: toy}}", "dataset.name=toy"], 2, "model toy has one sigmoid output: it needs loss bce (set loss.name=bce)"),
     ("bce_without_toy", [*OK_ARGS, "loss.name=bce"], 2, "loss bce needs one sigmoid output (model toy); model fc has one per class: set loss.name=cross_entropy"),

@@ -6,12 +6,14 @@ import os
 import shutil
 import subprocess
 import sys
+import tarfile
 import zipfile
 from pathlib import Path
 
 import pytest
 import yaml
 
+from cnnlab.errors import ConfigError
 from cnnlab.named import own_configs
 from cnnlab.report import console
 from cnnlab.studies.spec import resolve
@@ -59,7 +61,7 @@ def test_a_name_that_names_no_config_is_one_line_with_the_closest_and_the_names_
 def test_the_readmes_path_typed_outside_the_checkout_is_told_to_give_the_name(capsys, monkeypatch, tmp_path):
     code, _, err = cnnlab(capsys, monkeypatch, "train", "configs/mnist_cnn.yaml", cwd=tmp_path)
     assert code == 2
-    assert "config file not found: configs/mnist_cnn.yaml; cnnlab's own mnist_cnn is given by its name alone: mnist_cnn" in err
+    assert f"config file not found: configs/mnist_cnn.yaml; cnnlab's own ({ROOT / 'configs' / 'mnist_cnn.yaml'}) is given by its name alone: mnist_cnn\n" == err[len("error: "):]
     code, _, err = cnnlab(capsys, monkeypatch, "train", "configs/nothing_like_it.yaml", cwd=tmp_path)
     assert code == 2 and err.strip() == "error: config file not found: configs/nothing_like_it.yaml"
 
@@ -79,11 +81,11 @@ def test_studies_and_configs_by_name_in_compare(monkeypatch, tmp_path):
 def test_a_name_compare_does_not_know_lists_studies_and_configs(capsys, monkeypatch, tmp_path):
     code, out, err = cnnlab(capsys, monkeypatch, "compare", "fc-vs-cnnn", cwd=tmp_path)
     assert code == 2 and out == ""
-    assert "unknown study or config 'fc-vs-cnnn': no such file, nor configs/studies/fc_vs_cnnn.yaml or configs/fc_vs_cnnn.yaml" in err
+    assert "unknown study or config 'fc-vs-cnnn': no such file, nor configs/studies/fc-vs-cnnn.yaml or configs/fc-vs-cnnn.yaml" in err
     assert "did you mean fc-vs-cnn?" in err
     assert "study names: fc-vs-cnn, shift-sweep; config names: cifar10_5k" in err
     code, out, err = cnnlab(capsys, monkeypatch, "compare", "configs/studies/fc_vs_cnn.yaml", cwd=tmp_path)
-    assert code == 2 and "study file not found: configs/studies/fc_vs_cnn.yaml; cnnlab's own fc_vs_cnn is given by its name alone" in err
+    assert code == 2 and f"study file not found: configs/studies/fc_vs_cnn.yaml; cnnlab's own ({ROOT / 'configs' / 'studies' / 'fc_vs_cnn.yaml'}) is given by its name alone: fc-vs-cnn\n" in err
 
 
 def test_a_sweep_is_given_by_its_name(monkeypatch, tmp_path):
@@ -94,23 +96,31 @@ def test_a_sweep_is_given_by_its_name(monkeypatch, tmp_path):
 
 
 @pytest.mark.skipif(importlib.util.find_spec("setuptools") is None, reason="building a wheel without network needs setuptools installed")
-def test_a_built_wheel_carries_configs_and_an_installed_cnnlab_runs_them_by_name(tmp_path):
+def test_a_wheel_built_from_the_sdist_carries_configs_and_an_installed_cnnlab_runs_them_by_name(tmp_path):
     source = tmp_path / "src"
     source.mkdir()
     for name in ("pyproject.toml", "setup.py", "MANIFEST.in", "README.md"):
         shutil.copy(ROOT / name, source / name)
     for folder in ("cnnlab", "configs"):
         shutil.copytree(ROOT / folder, source / folder, ignore=shutil.ignore_patterns("__pycache__"))
-    pip = [sys.executable, "-m", "pip", "--disable-pip-version-check", "-q"]
-    built = subprocess.run([*pip, "wheel", "--no-deps", "--no-build-isolation", "-w", str(tmp_path / "dist"), str(source)],
-                           capture_output=True, text=True, timeout=300)
-    assert built.returncode == 0, built.stderr
-    wheel = next((tmp_path / "dist").glob("cnnlab-*.whl"))
+    dist = tmp_path / "dist"
+
+    def build(kind: str, where: Path) -> Path:  # the PEP 517 hook a build frontend calls
+        code = f"from setuptools import build_meta; print(build_meta.build_{kind}({str(dist)!r}))"
+        built = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, cwd=where)
+        assert built.returncode == 0, built.stderr
+        return dist / built.stdout.split()[-1]
+
+    sdist = build("sdist", source)
+    with tarfile.open(sdist) as archive:
+        archive.extractall(tmp_path / "unpacked", filter="data")
+    wheel = build("wheel", next((tmp_path / "unpacked").iterdir()))  # from the sdist: MANIFEST.in must have put configs/ in it
     carried = {n for n in zipfile.ZipFile(wheel).namelist() if n.startswith("cnnlab/configs/")}
     expected = {"cnnlab/configs/" + p.relative_to(ROOT / "configs").as_posix() for p in (ROOT / "configs").rglob("*.yaml")}
     assert carried == expected
 
     site = tmp_path / "site"
+    pip = [sys.executable, "-m", "pip", "--disable-pip-version-check", "-q"]
     installed = subprocess.run([*pip, "install", "--no-deps", "--target", str(site), str(wheel)], capture_output=True, text=True, timeout=300)
     assert installed.returncode == 0, installed.stderr
     elsewhere = tmp_path / "elsewhere"
@@ -127,8 +137,74 @@ def test_a_built_wheel_carries_configs_and_an_installed_cnnlab_runs_them_by_name
     shown = run("-m", "cnnlab", "train", "lenet", "--print-config")
     assert shown.returncode == 0, shown.stderr
     assert yaml.safe_load(shown.stdout)["model"]["activation"] == "sigmoid"
-    study = run("-m", "cnnlab", "compare", "fc-vs-cnn", "--seeds", "0")  # found, then refused for its option
-    assert study.returncode == 2 and "--seeds" in study.stderr and "unknown study" not in study.stderr
+    # the study and its members found in the installed copy, then refused for the override
+    study = run("-m", "cnnlab", "compare", "fc-vs-cnn", "train.epochs=0")
+    assert study.returncode == 2, study.stderr
+    assert study.stderr.startswith(f"error: {site / 'cnnlab' / 'configs' / 'mnist_fc.yaml'}, override train.epochs=0: "), study.stderr
+
+
+def test_hyphens_and_underscores_find_a_file_spelt_either_way(capsys, monkeypatch, tmp_path):
+    (tmp_path / "configs" / "studies").mkdir(parents=True)
+    (tmp_path / "configs" / "my-exp.yaml").write_text("name: my_exp\nmodel: {name: fc}\n")
+    (tmp_path / "configs" / "mnist-cnn.yaml").write_text("name: users_own\nmodel: {name: fc}\n")  # before cnnlab's mnist_cnn
+    for typed, name in (("my-exp", "my_exp"), ("my_exp", "my_exp"), ("mnist-cnn", "users_own"), ("mnist_cnn", "users_own")):
+        code, out, err = cnnlab(capsys, monkeypatch, "train", typed, "--print-config", cwd=tmp_path)
+        assert code == 0 and yaml.safe_load(out)["name"] == name, (typed, err)
+    (tmp_path / "configs" / "studies" / "my-study.yaml").write_text("name: my-study\nmembers: [my-exp, mnist_fc]\n")
+    monkeypatch.chdir(tmp_path)
+    spec, members = resolve(["my-study"], [])
+    assert [m.cfg.name for m in members] == ["my_exp", "mnist_fc"]
+    assert [Path(m.source) for m in members] == [Path("configs/my-exp.yaml"), ROOT / "configs" / "mnist_fc.yaml"]
+
+
+def test_a_folder_named_like_a_config_does_not_hide_it_and_an_empty_name_is_one_line(capsys, monkeypatch, tmp_path):
+    (tmp_path / "lenet").mkdir()
+    (tmp_path / "configs" / "dir.yaml").mkdir(parents=True)  # a folder is no config: not listed, not found
+    code, out, err = cnnlab(capsys, monkeypatch, "train", "lenet", "--print-config", cwd=tmp_path)
+    assert code == 0 and yaml.safe_load(out)["name"] == "lenet", err
+    code, _, err = cnnlab(capsys, monkeypatch, "train", "dir", cwd=tmp_path)
+    assert code == 2 and err.startswith("error: unknown config 'dir'") and "did you mean dir" not in err
+    (tmp_path / "nothing").mkdir()
+    code, _, err = cnnlab(capsys, monkeypatch, "train", "nothing", cwd=tmp_path)
+    assert code == 2 and err == "error: nothing is a directory, not a config file\n"
+    for command in ("train", "compare", "sweep"):
+        code, out, err = cnnlab(capsys, monkeypatch, command, "", cwd=tmp_path)
+        assert code == 2 and err == "error: an empty name: give a file or the name of one (cnnlab configs lists them)\n", (command, err)
+    code, out, err = cnnlab(capsys, monkeypatch, "configs", cwd=tmp_path)
+    assert code == 0 and "│ dir " not in out
+
+
+def test_a_name_of_another_kind_is_told_with_its_command(capsys, monkeypatch, tmp_path):
+    for command, name, kind, runs in (("train", "fc-vs-cnn", "study", "compare"), ("train", "lenet-lr", "sweep", "sweep"),
+                                      ("sweep", "lenet", "config", "train"), ("compare", "lenet-lr", "sweep", "sweep")):
+        code, _, err = cnnlab(capsys, monkeypatch, command, name, cwd=tmp_path)
+        assert code == 2 and err == f"error: {name!r} is a {kind}, not a {'study or config' if command == 'compare' else {'train': 'config', 'sweep': 'sweep'}[command]}: run it with cnnlab {runs} {name}\n", err
+
+
+def test_two_config_names_are_told_as_two_configs(capsys, monkeypatch, tmp_path):
+    code, _, err = cnnlab(capsys, monkeypatch, "train", "mnist_cnn", "lenet", cwd=tmp_path)
+    assert code == 2 and err.startswith("error: 'lenet' is not KEY=VALUE: give one config file")
+    code, _, err = cnnlab(capsys, monkeypatch, "train", "mnist_cnn", "nope", cwd=tmp_path)
+    assert code == 2 and err.startswith("error: 'nope' is not KEY=VALUE")
+
+
+def test_a_sweeps_base_and_samples_config_by_name(capsys, monkeypatch, tmp_path):
+    (tmp_path / "configs" / "sweeps").mkdir(parents=True)
+    (tmp_path / "configs" / "sweeps" / "mine.yaml").write_text("base: lenet\nspace: {optimizer.lr: [0.1, 0.5]}\n")
+    monkeypatch.chdir(tmp_path)
+    sweep = load_sweep("mine")
+    assert (sweep.base.name, sweep.base.model.activation, sweep.base.train.epochs) == ("lenet", "sigmoid", 16)
+    (tmp_path / "configs" / "sweeps" / "old.yaml").write_text("base: ../lenet.yaml\nspace: {optimizer.lr: [0.1, 0.5]}\n")
+    with pytest.raises(ConfigError, match=r"config file not found: configs/lenet.yaml; cnnlab's own \(.*\) is given by its name alone: lenet$"):
+        load_sweep("old")
+    # samples --config reads the named config (a dataset it is not for is refused, before any data)
+    code, _, err = cnnlab(capsys, monkeypatch, "samples", "cifar10", "--config", "mnist_cnn", cwd=tmp_path)
+    assert code == 2 and err == f"error: {ROOT / 'configs' / 'mnist_cnn.yaml'} is a config for mnist, not cifar10\n"
+
+
+def test_the_name_hint_is_for_configs_folders_only(capsys, monkeypatch, tmp_path):
+    code, _, err = cnnlab(capsys, monkeypatch, "train", str(tmp_path / "exps" / "lenet.yaml"), cwd=tmp_path)
+    assert code == 2 and err == f"error: config file not found: {tmp_path / 'exps' / 'lenet.yaml'}\n"
 
 
 # ---------------------------------------------------------------------------- cnnlab configs

@@ -52,7 +52,7 @@ def sweep(
     else:
         file, overrides = split_args(args or [])
         if file is None:
-            raise CnnlabUsage("missing SWEEP_FILE, e.g. cnnlab sweep configs/sweeps/lenet_lr.yaml")
+            raise CnnlabUsage("missing SWEEP_FILE: a sweep file or the name of one, e.g. cnnlab sweep lenet-lr (cnnlab configs lists them)")
         spec = sweeps.load_sweep(file, overrides + ([f"device={device}"] if device is not None else []))
         check_dir(runs_root(runs_dir))  # before Ray starts (seconds), or connects to a cluster
 

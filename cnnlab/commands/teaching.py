@@ -18,7 +18,7 @@ def _checked_config(args: list[str], run: Optional[Path]):
     config, overrides = split_args(args or [])
     if run is None:
         if config is None:
-            raise CnnlabUsage("missing CONFIG, e.g. cnnlab forward-check configs/mnist_cnn.yaml")
+            raise CnnlabUsage("missing CONFIG, e.g. cnnlab forward-check mnist_cnn")
         return load(config, overrides)
     from cnnlab.config import load_config
     from cnnlab.runs import CONFIG, open_run
@@ -126,7 +126,7 @@ def forward_check(
 def samples(
     args: list[str] = typer.Argument(None, metavar="DATASET [KEY=VALUE]...", help="mnist | fashion-mnist | cifar10 | toy, and transform overrides, e.g. transform.permute=true"),
     n: int = typer.Option(32, "--n", min=1, max=256, help="How many images."),
-    config: Optional[Path] = typer.Option(None, "--config", help="Show the images after this config's deterministic transforms."),
+    config: Optional[Path] = typer.Option(None, "--config", help="Show the images after this config's deterministic transforms (a file, or a name: mnist_cnn)."),
     split: str = typer.Option("test", "--split", parser=split_name("--split"), help="test | train"),
     out: Optional[Path] = typer.Option(None, "--out", help="PNG path. Default: RUNS_DIR/samples-DATASET-SPLIT[-CONFIG][-OVERRIDES].png"),
     data_dir: Optional[Path] = DataDir,
@@ -134,6 +134,7 @@ def samples(
 ):
     """A PNG grid of the first N images with their class names; the last line is the PNG's path."""
     from cnnlab.config import config_from_dict, leaf_keys, name_of_file, parse_override, read_config_yaml
+    from cnnlab.named import config_path
     from cnnlab.runs import atomic_write, check_dir, ensure_dir, runs_root
 
     dataset, overrides = split_args(args or [], what="dataset", example="transform.permute=true")
@@ -141,6 +142,8 @@ def samples(
         raise CnnlabUsage("missing DATASET, e.g. cnnlab samples mnist")
     if out is not None and out.suffix.lower() != ".png":
         raise CnnlabUsage(f"--out must name a .png file (the grid is a PNG), not {out.name!r}")
+    if config is not None:
+        config = config_path(config)
     base = read_config_yaml(config) if config is not None else {"name": "samples", "model": {"name": "fc"}}
     base.setdefault("name", name_of_file(config) if config is not None else "samples")
     section = base.get("dataset") or {}

@@ -7,7 +7,6 @@ one study (a name or a study file) or plain config files, and `resolve()` turns 
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -105,7 +104,7 @@ def resolve(paths: list[str], overrides: list[str]) -> tuple[StudySpec, list[Mem
         spec, base = StudySpec(name=name, members=[MemberSpec(config=p) for p in paths]), Path(".")
     members = []
     for m in spec.members:
-        source = Path(os.path.normpath(base / m.config))  # configs/mnist_fc.yaml, not configs/studies/../mnist_fc.yaml
+        source = named.relative_config(m.config, base)
         own = {text: f"{study}: override {text} (the study file's overrides, for member {source})" for text in spec.overrides}
         last = reversed(dict.fromkeys(reversed(spec.overrides + overrides)))  # a text given twice applies where it comes last
         cfg = load_config(source, {text: own.get(text) for text in last})  # None: the command line's
