@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     from cnnlab.compiled_step import CompiledStep
 
 CHECK_EVERY = 50  # steps between checks that the loss is finite (each one waits for the device)
+GRAD_COPY_MIN = 16384  # values in a batch's features from which gradients_channels_last copies their gradient
 
 
 class NonFiniteLoss(CnnlabError):
@@ -144,6 +145,30 @@ def take(x: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
 def is_channels_last(x: torch.Tensor) -> bool:
     """Whether x is a batch of images laid out channels-last (and not also contiguous: one channel)."""
     return x.dim() == 4 and not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last)
+
+
+def gradients_channels_last(model: torch.nn.Module) -> None:
+    """Make the gradient that reaches each nn.Flatten's channels-last input channels-last too.
+
+    Why: Flatten's backward returns the gradient as a view of the flat one, laid out NCHW, while the
+    layers before it hold channels-last tensors; with layouts that differ, their backward kernels take
+    a slow strided path (LeNet's second average-pooling: about 200 us a step where the same layouts
+    take 25; its epoch 6% faster). One small copy puts it right, where the batch's features are
+    many enough (GRAD_COPY_MIN) that it saves more than the hook's Python costs (study A's CNN, 6,144
+    values: 1% slower with it). The values are unchanged, and so are the results, bit for bit (each
+    of those kernels computes an element the same way in any layout). Eager steps only: the hook
+    would be a Python call inside a compiled or traced step."""
+    def to_channels_last(grad: torch.Tensor) -> torch.Tensor:
+        return grad.contiguous(memory_format=torch.channels_last)
+
+    def pre_hook(module, args):
+        x = args[0]
+        if x.requires_grad and x.numel() >= GRAD_COPY_MIN and is_channels_last(x):
+            x.register_hook(to_channels_last)
+
+    for m in model.modules():
+        if isinstance(m, torch.nn.Flatten):
+            m.register_forward_pre_hook(pre_hook)
 
 
 def steps_per_epoch(n_train: int, batch_size: int, max_steps: int | None) -> int:

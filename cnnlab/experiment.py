@@ -23,7 +23,7 @@ from cnnlab import runs, tensorboard
 from cnnlab.bench.machine import Stretch
 from cnnlab.config import Config, config_to_dict, dump_yaml, load_config
 from cnnlab.data import load_splits, resolve_data_dir
-from cnnlab.engine import Data, State, StepGraph, fit, loss_function, steps_per_epoch
+from cnnlab.engine import Data, State, StepGraph, fit, gradients_channels_last, loss_function, steps_per_epoch
 from cnnlab.errors import ConfigError, first_line, in_run, signal_name
 from cnnlab.flops import training_flops
 from cnnlab.interrupts import Interrupted, Signals
@@ -198,6 +198,8 @@ def setup(
     torch.set_num_threads(cpu_threads(cfg, model, input_shape, cpu_share))
     if cfg.train.channels_last:
         model = model.to(memory_format=torch.channels_last)
+        if device.type == "cpu" and not cfg.train.compile:  # (not measured on CUDA, where no GPU was at hand)
+            gradients_channels_last(model)
     optimizer = build_optimizer(cfg, model)
     spe = steps_per_epoch(len(data.x_train), cfg.train.batch_size, cfg.train.max_steps)
     loss_fn = loss_function(cfg.loss.name, cfg.loss.label_smoothing)

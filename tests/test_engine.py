@@ -4,9 +4,10 @@ and the loss function."""
 import pytest
 import torch
 import torch.nn.functional as F
+import torch.utils._python_dispatch
 
 from cnnlab import engine
-from cnnlab.config import AugmentConfig, KerasCNNModel, TrainConfig, TrashNetModel, TransformConfig
+from cnnlab.config import AugmentConfig, KerasCNNModel, LeNetModel, TrainConfig, TrashNetModel, TransformConfig
 from cnnlab.engine import CHECK_EVERY, Data, NonFiniteLoss, State, check_finite, evaluate, loss_function, train_epoch
 from cnnlab.models import build_model
 from cnnlab.transforms import Pipeline
@@ -214,3 +215,46 @@ def test_weights_broken_by_the_last_step_fail_the_run_at_its_evaluation():
     with pytest.raises(NonFiniteLoss, match=r"^the test loss became nan after epoch 1; training stopped"):
         engine.fit(state, Data(x, y, x, y), pipeline, TrainConfig(batch_size=8), loss_function("cross_entropy", 0.0), on_epoch=lambda row, _: rows.append(row))
     assert rows == [] and state.epoch == 0  # the epoch is not counted as complete
+
+
+# ---------------------------------------------------------------------------- gradient layouts
+class _GradLayouts(torch.utils._python_dispatch.TorchDispatchMode):
+    """Records, for each pooling backward, whether the gradient it is given is channels-last."""
+
+    def __init__(self):
+        super().__init__()
+        self.seen = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        if func in (torch.ops.aten.avg_pool2d_backward.default, torch.ops.aten.max_pool2d_with_indices_backward.default):
+            self.seen.append((func.__name__.split(".")[0], args[0].is_contiguous(memory_format=torch.channels_last)))
+        return func(*args, **(kwargs or {}))
+
+
+def _lenet_step(hooked: bool, batch: int, pooling: str = "avg"):
+    torch.manual_seed(0)
+    model = build_model(LeNetModel(name="lenet", pooling=pooling), (1, 28, 28), 10).to(memory_format=torch.channels_last)
+    if hooked:
+        engine.gradients_channels_last(model)
+    x = torch.randn(batch, 1, 28, 28)
+    y = torch.randint(0, 10, (batch,))
+    with _GradLayouts() as layouts:
+        F.cross_entropy(model(x), y).backward()
+    return layouts.seen, {n: p.grad for n, p in model.named_parameters()}
+
+
+@pytest.mark.parametrize("pooling", ["avg", "max"])
+def test_the_pooling_before_flatten_gets_a_channels_last_gradient_and_the_same_values(pooling):
+    seen, grads = _lenet_step(hooked=True, batch=100, pooling=pooling)
+    # backward runs last layer first: the pooling before Flatten is the first one seen
+    assert [layout for _, layout in seen] == [True, True], seen
+    plain, plain_grads = _lenet_step(hooked=False, batch=100, pooling=pooling)
+    assert [layout for _, layout in plain] == [False, True], plain  # what the hook is for
+    assert all(torch.equal(grads[n], plain_grads[n]) for n in grads)  # bit for bit
+
+
+def test_few_features_keep_the_gradient_as_it_comes():
+    """Below GRAD_COPY_MIN values the copy and the hook's Python cost more than they save."""
+    batch = engine.GRAD_COPY_MIN // 400 - 1  # LeNet's features: 16 x 5 x 5 = 400 per image
+    seen, _ = _lenet_step(hooked=True, batch=batch)
+    assert [layout for _, layout in seen] == [False, True], seen
