@@ -111,9 +111,22 @@ def resolve_data_dir(cli_value: str | None = None, config_value: str | None = No
     if "\0" in value:  # no OS takes it: resolve() would raise ValueError
         raise DataError(f"data directory {value!r} contains a NUL byte")
     try:
-        return Path(value).expanduser().resolve()
-    except RuntimeError as e:  # ~ of no such user, or a symlink loop
+        return _absolute(value)
+    except RuntimeError as e:  # ~ of no such user
         raise DataError(f"cannot reach the data directory {value}: {e}") from None
+
+
+def _absolute(path: str | Path) -> Path:
+    """path made absolute, its links left as they are: a link to nothing (a drive not mounted) is
+    refused by _ensure_files as a link, not followed to create its target and download there."""
+    return Path(os.path.abspath(Path(path).expanduser()))
+
+
+def _resolved(root: Path) -> Path:
+    try:
+        return root.resolve()
+    except RuntimeError as e:  # a symlink loop
+        raise DataError(f"cannot reach the data directory {root}: {e}") from None
 
 
 def load_dataset(name: str, data_dir: Path, download: bool = True) -> tuple[Split, Split]:
@@ -125,9 +138,9 @@ def load_dataset(name: str, data_dir: Path, download: bool = True) -> tuple[Spli
     info = DATASETS.get(name)
     if info is None:
         raise DataError(f"unknown dataset {name!r}; valid: {', '.join(DATASETS)}")
-    root = Path(data_dir).expanduser().resolve()
+    root = _absolute(data_dir)
     _ensure_files(info, root, download)
-    return _read_splits(name, root)
+    return _read_splits(name, _resolved(root))  # one copy in memory however the folder is reached
 
 
 def load_splits(cfg: Config, data_dir: str | Path | None = None, stored: bool = False) -> tuple[Split, Split]:
@@ -167,7 +180,7 @@ def check_files(name: str, data_dir: Path, download: bool = True) -> None:
     info = DATASETS.get(name)
     if info is None:
         raise DataError(f"unknown dataset {name!r}; valid: {', '.join(DATASETS)}")
-    _ensure_files(info, Path(data_dir).expanduser().resolve(), download)
+    _ensure_files(info, _absolute(data_dir), download)
 
 
 # ---------------------------------------------------------------------------- finding and downloading
@@ -376,7 +389,7 @@ _PICKLE_ALLOWED = {
     ("numpy", "dtype"): np.dtype,
     ("_codecs", "encode"): _latin1_encode,
     # builtins under Python 2's name too: what Python 2 writes, and Python 3 at protocols 0-2 (fix_imports)
-    **{(module, f.__name__): f for module in ("builtins", "__builtin__") for f in (bytearray, set, frozenset)},
+    **{(module, f.__name__): f for module in ("builtins", "__builtin__") for f in (bytes, bytearray, set, frozenset)},
 }
 
 
