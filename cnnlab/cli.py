@@ -23,7 +23,7 @@ try:  # typer >= 0.20 carries its own copy of click
 except ImportError:  # older typer drives the click package
     from click.exceptions import ClickException, NoArgsIsHelpError
 
-from cnnlab.errors import CnnlabError, one_line
+from cnnlab.errors import CnnlabError, in_run, one_line
 from cnnlab.runs import STATUSES
 
 app = typer.Typer(
@@ -38,13 +38,14 @@ class CnnlabUsage(CnnlabError):
     exit_code = 2
 
 
-def not_empty(option: str, convert=str):
+def not_empty(option: str, convert=str, instead: str | None = None):
     """The parser of an option whose empty value (`--runs-dir "$UNSET"`) would silently stand for
-    something else: not given, or the working directory ('' as a path is '.'). Refused instead."""
+    something else: not given, or the working directory ('' as a path is '.'). Refused instead,
+    saying what to give (instead: for an argument that cannot be left out)."""
 
     def parse(value: str):
         if not value.strip():
-            raise CnnlabUsage(f"{option} is empty: give a value, or leave {option} out")
+            raise CnnlabUsage(f"{option} is empty: {instead or f'give a value, or leave {option} out'}")
         return convert(value)
 
     return parse
@@ -145,7 +146,7 @@ def train(
 ):
     """Train one config; print the epochs table; the last line is the run directory (also when
     the run is interrupted or fails once its directory exists)."""
-    from cnnlab.config import article_test_acc, config_to_dict, dump_yaml
+    from cnnlab.config import config_to_dict, dump_yaml
 
     config, overrides = split_args(args or [])
     if resume is not None:
@@ -164,21 +165,37 @@ def train(
             from cnnlab.runs import check_dir, runs_root
 
             check_dir(runs_root(runs_dir))  # before seconds of loading the data
-    if print_config:
-        if resume is not None:  # the config the resume would train with, not one it refuses
-            from cnnlab.resume import check_resume
+    if resume is not None:  # what the resume refuses (epochs done, a changed optimizer), before seconds of loading its data;
+        from cnnlab.resume import check_resume  # and --print-config's config is one the resume would train with
 
-            check_resume(resume, cfg)
+        check_resume(resume, cfg)
+    if print_config:
         print(dump_yaml(config_to_dict(cfg)), end="")
         return
     from cnnlab.experiment import run
-    from cnnlab.report import ConsoleProgress, console, epochs_table, say
+    from cnnlab.report import ConsoleProgress
 
     progress = ConsoleProgress(cfg.train.epochs, cfg.name)
     try:
         result = run(cfg, runs_dir=runs_dir, data_dir=data_dir, resume=resume, progress=progress, on_note=progress.note)
     finally:
         progress.close()
+    try:
+        _tell_result(cfg, result)
+    except BaseException as e:  # a signal (or a broken pipe) once the run is complete: its directory still ends stdout
+        from cnnlab.experiment import stopped_when_complete
+
+        if isinstance(e, KeyboardInterrupt):
+            raise stopped_when_complete(getattr(e, "signum", signal.SIGINT), result.path) from None
+        raise in_run(e, result.path)
+    print(result.path)
+
+
+def _tell_result(cfg, result) -> None:
+    """The finished run's epochs table and one line on how it went."""
+    from cnnlab.config import article_test_acc
+    from cnnlab.report import console, epochs_table, say
+
     s = result.summary
     console.print(epochs_table(result.metrics))
     line = f"{cfg.name}: {cfg.model.name} on {cfg.dataset.name}, {s['params']:,} params, test accuracy {s['test_acc']:.2%} after {s['epochs']} epoch(s), {s['train_seconds']:.1f} s training on {s['device']}"
@@ -192,7 +209,6 @@ def train(
     if article is not None:
         line += f" (article: {article:.1%})"
     say(line)
-    print(result.path)
 
 
 @app.command()
@@ -243,9 +259,9 @@ def list_runs(
     rows = [r for r in rows if all(v is None or v in str(r.get(k)).split(",") for k, v in want.items())]
     cols = ["id", "kind", "name", "dataset", "model", "epochs", "test_acc", "train_seconds", "status"]
     if csv:
-        import pandas as pd
+        from cnnlab.runs import csv_text
 
-        print(pd.DataFrame(rows, columns=cols).to_csv(index=False), end="")
+        print(csv_text(rows, cols), end="")
     else:
         filters = ", ".join(f"{k} {v}" for k, v in want.items() if v is not None)
         if not rows:
@@ -254,7 +270,9 @@ def list_runs(
         # the ids stay whole (they are what show and --resume take); on a narrow terminal the columns
         # the id repeats (name) or that matter least go, rather than every column shrinking to "…"; the
         # model last, as the config name in the id mostly says it
-        shown, left_out = fitted_table(rows, cols, ["name", "kind", "train_seconds", "epochs", "dataset", "model"], whole=("id",))
+        # test_acc and status are never squeezed to "…": a table still too wide (a study's long id on 80
+        # columns) is printed whole, and the terminal wraps its lines
+        shown, left_out = fitted_table(rows, cols, ["name", "kind", "train_seconds", "epochs", "dataset", "model"], whole=("id", "test_acc", "status"))
         console.print(shown, crop=False)  # a pipe's table is wider than the console's default 120 columns
         if left_out:
             say(f"(left out at {console.width} columns: {', '.join(left_out)}; --csv has them all)")

@@ -12,6 +12,7 @@ import contextlib
 import math
 import os
 import random
+import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -314,6 +315,7 @@ def _run(cfg: Config, signals: Signals, runs_dir, data_dir, resume, progress, on
             runs.write_json(path / runs.SUMMARY, summary)
 
     hold = contextlib.ExitStack()  # the run directory's training lock, from when it is known to the end
+    made: Path | None = None  # the new run's directory, once made
     try:
         with signals.deferred():  # a signal waits until the directory holds a true summary
             if resume is not None:
@@ -325,17 +327,18 @@ def _run(cfg: Config, signals: Signals, runs_dir, data_dir, resume, progress, on
                     drop_epochs_past(where, rows, state)  # so the run's files say what its checkpoint holds
                 summary.update(epoch_numbers(rows))
             else:
-                where = runs.new_run_dir(runs.runs_root(runs_dir), cfg.name)
+                where = made = runs.new_run_dir(runs.runs_root(runs_dir), cfg.name)
                 hold.enter_context(runs.training_lock(where))
                 summary = {"started_at": runs.utc_now(), "train_seconds": 0.0}
             summary.update(
                 name=cfg.name, kind="run", status="running", error=None, finished_at=None, dataset=cfg.dataset.name, model=cfg.model.name,
                 params=count_params(model), seed=cfg.seed, epochs_planned=cfg.train.epochs, epochs=state.epoch,
                 train_size=len(data.x_train), test_size=len(data.x_test),
-                data_dir=str(resolve_data_dir(data_dir, cfg.dataset.data_dir)),
+                data_dir=str(resolve_data_dir(data_dir, cfg.dataset.data_dir).resolve()),  # where the files are, a link followed
                 reported=cfg.reported.model_dump() if cfg.reported else None, **provenance(device),
             )
             compiled_before = summary.get("compile_seconds") or 0.0  # a resumed run's earlier sessions
+            summary.pop("compiled_step_cached", None)  # this session's: set once its step is compiled or loaded
             runs.atomic_write(where / runs.CONFIG, dump_yaml(config_to_dict(cfg)))
             runs.write_json(where / runs.SUMMARY, summary)
             path = where
@@ -376,6 +379,8 @@ def _run(cfg: Config, signals: Signals, runs_dir, data_dir, resume, progress, on
             raise stopped_when_complete(signals.pending, path)
     finally:
         hold.close()
+        if made is not None and path is None:  # its first summary could not be written (a full disk): nothing
+            shutil.rmtree(made, ignore_errors=True)  # there to list or resume, and no path was printed
     return RunResult(path, summary, rows)
 
 

@@ -137,7 +137,7 @@ def table(rows: list[dict], columns: list[str] | None = None, title: str | None 
     cells = [[fmt(c, r.get(c)) for c in columns] for r in rows]
     t = Table(title=title, title_justify="left")
     for i, c in enumerate(columns):
-        keep = {"no_wrap": True, "min_width": max(len(row[i]) for row in cells)} if c in whole and cells else {}
+        keep = {"no_wrap": True, "min_width": max(len(c), *(len(row[i]) for row in cells))} if c in whole and cells else {}
         t.add_column(c, justify="left" if c in ("model", "name", "id", "kind", "status", "dataset", "config", "key", "value", "trains", "about") else "right", **keep)
     for row in cells:
         t.add_row(*row)
@@ -147,7 +147,7 @@ def table(rows: list[dict], columns: list[str] | None = None, title: str | None 
 def fitted_table(rows: list[dict], columns: list[str], droppable: list[str], whole: tuple[str, ...] = ()) -> tuple[Table, list[str]]:
     """table(rows, columns) less as few of the droppable columns (left out in that order) as it takes
     to fit the console's width, where rich would otherwise squeeze every cell to an ellipsis; and the
-    columns left out. Output with no width (a pipe, a file) gets every column at its natural width:
+    columns left out. A table that no leaving out makes fit is printed at its natural width. Output with no width (a pipe, a file) gets every column at its natural width:
     print the table with crop=False."""
     def natural_width(shown: Table) -> int:  # not the one rich would squeeze it to
         return console.measure(shown, options=console.options.update_width(10_000)).maximum
@@ -162,6 +162,8 @@ def fitted_table(rows: list[dict], columns: list[str], droppable: list[str], who
             break
         left_out.append(column)
         shown = table(rows, [c for c in columns if c not in left_out], whole=whole)
+    if natural_width(shown) > console.width:  # still too wide (a long whole column): whole, the terminal wraps its lines
+        shown.width = natural_width(shown)
     return shown, left_out
 
 

@@ -4,6 +4,7 @@ and how a run's state and files are restored to that checkpoint."""
 from __future__ import annotations
 
 import hashlib
+import numbers
 import random
 from pathlib import Path
 
@@ -97,9 +98,12 @@ def restore(state: State, ckpt: dict, path: Path) -> None:
 def checkpoint_epoch(ckpt: dict, path: Path) -> int:
     """The number of epochs the checkpoint ckpt, of the run at path, was written after."""
     try:
-        return int(ckpt["epoch"])
+        epoch = int(ckpt["epoch"])
     except (KeyError, TypeError, ValueError) as e:  # a file edited by hand
         raise does_not_fit(path, e) from None
+    if epoch < 0:
+        raise RunError(f"cannot resume from {path}: its checkpoint says epoch {epoch} (edited by hand?)")
+    return epoch
 
 
 def does_not_fit(path: Path, e: Exception) -> RunError:
@@ -177,7 +181,7 @@ def reopen(path: Path, trained: Config, state: State, cfg: Config) -> tuple[list
     read before it is rewritten) and resumed with cfg: (metrics rows kept, summary, whether
     metrics.csv holds epochs past the checkpoint).
     The caller holds the run's training lock, so no other process trains it meanwhile."""
-    summary = runs.read_json(path / runs.SUMMARY)
+    summary = runs.check_types(runs.read_json(path / runs.SUMMARY), {"compile_seconds": numbers.Real}, path / runs.SUMMARY)
     for stale in path.glob(".*.tmp"):  # left by a process killed in the middle of a write
         stale.unlink(missing_ok=True)
     previous = runs.read_metrics(path)

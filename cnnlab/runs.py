@@ -249,7 +249,8 @@ def open_run(path: str | os.PathLike, resuming: bool = False) -> Path:
         kind = directory_kind(path)
         if kind in MEMBERS:  # not resuming: a command that reads a run's model
             raise RunError(f"{path} is {DIRECTORIES[kind]} directory, not a run: give one of its runs, in {path / MEMBERS[kind]}")
-        raise RunError(f"not a run directory: {path} has no {CONFIG} and {SUMMARY}")
+        missing = " and ".join(name for name in (CONFIG, SUMMARY) if not (path / name).is_file())
+        raise RunError(f"not a run directory: {path} has no {missing}")
     return path
 
 
@@ -348,16 +349,21 @@ def check_types(data: dict, types: dict[str, type], path: Path) -> dict:
 
 
 def write_table(path: Path, rows: list[dict]) -> None:
-    """rows as CSV; a column of whole numbers stays whole where some rows lack it (6422 and an empty
-    cell, not the 6422.0 of the float column pandas makes for a missing value)."""
+    atomic_write(path, csv_text(rows))
+
+
+def csv_text(rows: list[dict], columns: list[str] | None = None) -> str:
+    """rows as CSV (columns: these, in this order); a column of whole numbers stays whole where some
+    rows lack it (6422 and an empty cell, not the 6422.0 of the float column pandas makes for a
+    missing value)."""
     import pandas as pd
 
-    table = pd.DataFrame(rows)
+    table = pd.DataFrame(rows, columns=columns)
     for column in table.columns:
         given = [row[column] for row in rows if row.get(column) is not None]
         if given and all(isinstance(v, numbers.Integral) and not isinstance(v, bool) for v in given):
             table[column] = pd.array([row.get(column) for row in rows], dtype="Int64")
-    atomic_write(path, table.to_csv(index=False))
+    return table.to_csv(index=False)
 
 
 def read_metrics(run: Path):

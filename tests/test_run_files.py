@@ -585,3 +585,93 @@ def test_settling_cut_off_runs_leaves_a_folder_that_is_none_of_its_runs(tmp_path
     runs.settle_cut_off(cells, "the study was interrupted")
     assert not unwritten.exists() and not other.exists()
     assert sorted(p.name for p in cells.iterdir()) == ["20260101-120000-mine", "drafts", "notes"]
+
+
+# ---------------------------------------------------------------------------- review of runs and resume (helper h71)
+def cli_here(capsys, monkeypatch, *args):
+    """main() in this process: (exit code, stdout, stderr)."""
+    from cnnlab.cli import main
+
+    monkeypatch.setattr(sys, "argv", ["cnnlab", *map(str, args)])
+    with pytest.raises(SystemExit) as end:
+        main()
+    out = capsys.readouterr()
+    return end.value.code, out.out, out.err
+
+
+def test_a_run_whose_first_files_cannot_be_written_leaves_no_directory(setup, monkeypatch):
+    """It kept a directory with only .kind and .lock: no path printed, not listed, never removed."""
+    no_room_for(monkeypatch, lambda path: path.name == runs.CONFIG)
+    with pytest.raises(RunError, match="No space left"):
+        run(load_config(setup / "files.yaml"), runs_dir=setup / "runs", data_dir=setup / "data")
+    assert list((setup / "runs").iterdir()) == []
+
+
+def test_a_signal_as_the_finished_run_is_told_still_ends_stdout_with_its_directory(setup, monkeypatch, capsys):
+    import signal as signals
+
+    from cnnlab import cli
+    from cnnlab.interrupts import Interrupted
+
+    def stopped(cfg, result):
+        print("epoch 1/1 ...")
+        raise Interrupted(signals.SIGTERM)
+
+    monkeypatch.setattr(cli, "_tell_result", stopped)
+    code, out, err = cli_here(capsys, monkeypatch, "train", setup / "files.yaml", "--runs-dir", setup / "runs", "--data-dir", setup / "data")
+    (path,) = (setup / "runs").iterdir()
+    assert code == 143 and out.splitlines()[-1] == str(path)
+    assert err.strip() == f"interrupted: stopped by SIGTERM after the last epoch; the run is complete: {path}"
+    assert runs.read_json(path / runs.SUMMARY)["status"] == "completed"
+
+
+def test_a_resume_it_refuses_is_told_before_its_data_is_read(setup, monkeypatch, capsys):
+    done = run(load_config(setup / "files.yaml"), runs_dir=setup / "runs", data_dir=setup / "data")
+    (setup / "empty").mkdir()
+    code, _, err = cli_here(capsys, monkeypatch, "train", "--resume", done.path, "--data-dir", setup / "empty")
+    assert code == 1 and err.startswith(f"error: {done.path} is already complete (2 epochs)"), err
+
+
+def test_a_resume_refuses_hand_edited_numbers_in_one_line_and_forgets_the_last_sessions_cache(setup, monkeypatch, capsys):
+    done = run(load_config(setup / "files.yaml", ["train.epochs=1"]), runs_dir=setup / "runs", data_dir=setup / "data")
+    summary = runs.read_json(done.path / runs.SUMMARY)
+    runs.write_json(done.path / runs.SUMMARY, {**summary, "compile_seconds": "x"})
+    code, _, err = cli_here(capsys, monkeypatch, "train", "--resume", done.path, "train.epochs=2")
+    assert code == 1 and err == f"error: cannot read {done.path / runs.SUMMARY}: 'compile_seconds' should be a number, not 'x' (edited by hand?)\n"
+    # a session with the compiled step cached, then one without train.compile: it no longer says so
+    runs.write_json(done.path / runs.SUMMARY, {**summary, "compile_seconds": 0.004, "compiled_step_cached": True})
+    code, out, err = cli_here(capsys, monkeypatch, "train", "--resume", done.path, "train.epochs=2")
+    assert code == 0, err
+    assert "compiled_step_cached" not in runs.read_json(done.path / runs.SUMMARY) and "from the cache" not in out
+    import torch
+
+    ckpt = torch.load(done.path / runs.CHECKPOINT, weights_only=False)
+    torch.save({**ckpt, "epoch": -1}, done.path / runs.CHECKPOINT)
+    code, _, err = cli_here(capsys, monkeypatch, "train", "--resume", done.path, "train.epochs=3")
+    assert code == 1 and err == f"error: cannot resume from {done.path}: its checkpoint says epoch -1 (edited by hand?)\n"
+
+
+def test_a_directory_missing_one_run_file_names_that_one(setup, monkeypatch, capsys):
+    done = run(load_config(setup / "files.yaml", ["train.epochs=1"]), runs_dir=setup / "runs", data_dir=setup / "data")
+    (done.path / runs.SUMMARY).unlink()
+    code, _, err = cli_here(capsys, monkeypatch, "show", done.path)
+    assert code == 1 and err == f"error: not a run directory: {done.path} has no summary.json\n"
+    code, _, err = cli_here(capsys, monkeypatch, "show", "")
+    assert code == 2 and err == "error: RUN_DIR is empty: give a run, study or sweep directory\n"
+
+
+def test_runs_csv_keeps_whole_numbers_whole_and_a_narrow_table_keeps_accuracy_and_status(setup, monkeypatch, capsys):
+    from cnnlab.report import console
+
+    done = run(load_config(setup / "files.yaml", ["train.epochs=1", "name=" + "a_long_name" * 5]), runs_dir=setup / "runs", data_dir=setup / "data")
+    other = run(load_config(setup / "files.yaml", ["train.epochs=1"]), runs_dir=setup / "runs", data_dir=setup / "data")
+    summary = runs.read_json(other.path / runs.SUMMARY)
+    runs.write_json(other.path / runs.SUMMARY, {**summary, "epochs": None})  # an older cnnlab's, or edited
+    code, out, err = cli_here(capsys, monkeypatch, "runs", "--csv", "--runs-dir", setup / "runs")
+    assert code == 0, err
+    table = pd.read_csv(io.StringIO(out), dtype=str, keep_default_na=False)
+    assert sorted(table["epochs"]) == ["", "1"]  # not 1.0
+    monkeypatch.setattr(console, "width", 60)
+    code, out, err = cli_here(capsys, monkeypatch, "runs", "--runs-dir", setup / "runs")
+    row = next(line for line in out.splitlines() if done.path.name in line)
+    assert f"{done.summary['test_acc']:.2%}" in row and "completed" in row, out

@@ -343,7 +343,7 @@ def shift_sweep(
 
 @app.command()
 def show(
-    run_dir: Path = typer.Argument(..., metavar="RUN_DIR", help="A run, study or sweep directory."),
+    run_dir: Path = typer.Argument(..., metavar="RUN_DIR", parser=not_empty("RUN_DIR", Path, "give a run, study or sweep directory"), help="A run, study or sweep directory."),
     open_png: bool = typer.Option(False, "--open", help="Open the learning-curve PNG (a study's or sweep's figure) with the system viewer."),
 ):
     """A run's config and epoch table; writes learning_curves.png into the run (the last line).
