@@ -180,15 +180,24 @@ def train(
         result = run(cfg, runs_dir=runs_dir, data_dir=data_dir, resume=resume, progress=progress, on_note=progress.note)
     finally:
         progress.close()
-    try:
-        _tell_result(cfg, result)
-    except BaseException as e:  # a signal (or a broken pipe) once the run is complete: its directory still ends stdout
-        from cnnlab.experiment import stopped_when_complete
+    tell_finished(result.path, "run", lambda: _tell_result(cfg, result))
 
-        if isinstance(e, KeyboardInterrupt):
-            raise stopped_when_complete(getattr(e, "signum", signal.SIGINT), result.path) from None
-        raise in_run(e, result.path)
-    print(result.path)
+
+def tell_finished(path: Path, what: str, tell: Callable[[], None], complete: bool = True) -> None:
+    """tell() what a finished run, study or sweep (what) came to, then print its directory: stdout's
+    last line, also when a signal (or a closed pipe) comes while it tells (complete: the work is)."""
+    try:
+        tell()
+    except BaseException as e:
+        if isinstance(e, KeyboardInterrupt):  # exit 128+N as a signal's, saying nothing was lost
+            from cnnlab.errors import signal_name
+            from cnnlab.interrupts import Interrupted
+
+            signum = getattr(e, "signum", signal.SIGINT)
+            where = f"; the {what} is complete: {path}" if complete else f"; the {what} is in {path}"
+            raise in_run(Interrupted(signum, f"stopped by {signal_name(signum)} while its results were shown{where}"), path) from None
+        raise in_run(e, path)
+    print(path)
 
 
 def _tell_result(cfg, result) -> None:

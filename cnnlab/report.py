@@ -178,6 +178,10 @@ def epochs_table(rows: list[dict]) -> Table:
 def markdown(rows: list[dict], columns: list[str] | None = None) -> str:
     """A GitHub Markdown table of rows, each value shown as `table()` shows it."""
     columns = columns or (list(rows[0]) if rows else [])
-    lines = ["| " + " | ".join(columns) + " |", "|" + "|".join(" --- " for _ in columns) + "|"]
-    lines += ["| " + " | ".join(fmt(c, r.get(c)) for c in columns) + " |" for r in rows]
+
+    def cell(text: str) -> str:  # a label may hold '|', which would start another column
+        return text.replace("|", "\\|")
+
+    lines = ["| " + " | ".join(map(cell, columns)) + " |", "|" + "|".join(" --- " for _ in columns) + "|"]
+    lines += ["| " + " | ".join(cell(fmt(c, r.get(c))) for c in columns) + " |" for r in rows]
     return "\n".join(lines) + "\n"

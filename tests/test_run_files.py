@@ -621,7 +621,7 @@ def test_a_signal_as_the_finished_run_is_told_still_ends_stdout_with_its_directo
     code, out, err = cli_here(capsys, monkeypatch, "train", setup / "files.yaml", "--runs-dir", setup / "runs", "--data-dir", setup / "data")
     (path,) = (setup / "runs").iterdir()
     assert code == 143 and out.splitlines()[-1] == str(path)
-    assert err.strip() == f"interrupted: stopped by SIGTERM after the last epoch; the run is complete: {path}"
+    assert err.strip() == f"interrupted: stopped by SIGTERM while its results were shown; the run is complete: {path}"
     assert runs.read_json(path / runs.SUMMARY)["status"] == "completed"
 
 

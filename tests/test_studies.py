@@ -736,9 +736,27 @@ def test_an_interrupted_shift_sweep_resumes(fashion_run, tiny_data, tmp_path, ca
     # listed with its dataset and models as a compare study is (runs --dataset found no interrupted shift-sweep)
     summary = json.loads((study / "summary.json").read_text())
     assert (summary["status"], summary["dataset"], summary["model"], summary["epochs"]) == ("interrupted", "fashion-mnist", "fc,cnn", 2)
+    # the cell that finished is in the record, as a compare study's are (it listed none, and no training time)
+    assert [Path(p).parent.name for p in summary["cells"]] == ["cells"] and summary["train_seconds"] is not None
     code, out, err = cnnlab(capsys, monkeypatch, "shift-sweep", "--resume", study)
     assert code == 0, err
     pd.testing.assert_frame_equal(pd.read_csv(study / "table.csv"), whole)
+
+
+@pytest.mark.parametrize("command", ["compare", "shift-sweep"])
+def test_a_signal_as_a_finished_study_is_told_still_ends_stdout_with_its_directory(command, tiny_data, tmp_path, capsys, monkeypatch):
+    from cnnlab import report
+    from cnnlab.interrupts import Interrupted
+
+    def stopped(*args, **kwargs):
+        raise Interrupted(signal.SIGTERM)
+
+    monkeypatch.setattr(report, "table", stopped)
+    code, out, err = cnnlab(capsys, monkeypatch, *TWO_CELLS[command], *FAST, "--data-dir", tiny_data, "--runs-dir", tmp_path)
+    (study,) = tmp_path.iterdir()
+    assert code == 143 and last_line(out) == study, err
+    assert err.strip().splitlines()[-1] == f"interrupted: stopped by SIGTERM while its results were shown; the study is complete: {study}"
+    assert json.loads((study / "summary.json").read_text())["status"] == "completed"
 
 
 TWO_CELLS = {"compare": ["compare", ROOT / "configs/mnist_fc.yaml", "--seeds", "2"],

@@ -145,3 +145,18 @@ def test_lenet5_classic_reaches_98_5_on_real_mnist(tmp_path):
     data = real_data("MNIST", "raw")
     result = run(load_config(CONFIGS / "lenet5_classic.yaml", ["device=cpu"]), runs_dir=tmp_path, data_dir=data)
     assert result.summary["test_acc"] >= 0.985, result.metrics
+
+
+def test_a_markdown_table_escapes_a_bar_in_a_label():
+    from cnnlab.report import markdown
+
+    text = markdown([{"model": "FC | 8-8", "test_acc": 0.5}])
+    assert text.splitlines()[2] == "| FC \\| 8-8 | 50.00% |"
+    assert [line.replace("\\|", "").count("|") for line in text.splitlines()] == [3, 3, 3]
+
+
+def test_a_shift_sweeps_reading_shows_no_negative_zero():
+    from cnnlab.studies.shift_sweep import reading
+
+    rows = [{"model": "CNN", "dx": dx, "dy": 0, "test_acc": acc} for dx, acc in ((-1, 0.75699), (0, 0.757), (1, 0.75699))]
+    assert "(+0.0 points)" in reading(rows, "x", "roll")

@@ -12,7 +12,7 @@ from typing import Optional
 
 import typer
 
-from cnnlab.cli import CnnlabUsage, DataDir, Device, RunsDir, app, dataset_name, not_empty, positional_and_overrides, split_name
+from cnnlab.cli import CnnlabUsage, DataDir, Device, RunsDir, app, dataset_name, not_empty, positional_and_overrides, split_name, tell_finished
 
 Epochs = typer.Option(None, "--epochs", min=1, help="Epochs for every trained model (overrides train.epochs).")
 Dataset = typer.Option(None, "--dataset", parser=dataset_name, help="Run every member on this dataset: mnist | fashion-mnist | cifar10 | toy.")
@@ -198,9 +198,11 @@ def compare(
 
         record.write_figure("accuracy.png", comparison_bars(summary, f"{name} on {datasets}"))
         record.update(reading=text, cells=_cell_paths(record, results), train_seconds=sum(r["train_seconds"] for r in rows))
-    console.print(table(shown, title=f"{name} on {datasets}"))
-    say(text)
-    print(record.path)
+    def tell() -> None:
+        console.print(table(shown, title=f"{name} on {datasets}"))
+        say(text)
+
+    tell_finished(record.path, "study", tell)
 
 
 @app.command("shift-sweep")
@@ -294,7 +296,13 @@ def shift_sweep(
     with record.running():
         if cells:
             say(f"{name}: training {len(cells)} model(s){', resumed,' if resume is not None else ''} in {record.path}")
-        on_done = lambda cell, r: say(f"{cell.labels['model']}: test accuracy {r.summary['test_acc']:.2%} after {r.summary['epochs']} epoch(s), {r.summary['train_seconds']:.1f} s")  # noqa: E731
+        done: list = []
+
+        def on_done(cell, r):  # the record holds each finished cell at once, as compare's does (a study cut off lists them)
+            done.append(r)
+            record.update(cells=_cell_paths(record, done), train_seconds=sum(x.summary["train_seconds"] for x in done))
+            say(f"{cell.labels['model']}: test accuracy {r.summary['test_acc']:.2%} after {r.summary['epochs']} epoch(s), {r.summary['train_seconds']:.1f} s")
+
         results = run_cells(cells, runs_dir=record.cells, data_dir=data_dir, address=address, on_done=on_done, previous=previous, on_note=note)
         trained = [study.load_trained(r.path, c.labels["model"], device) for c, r in zip(cells, results)]
         for t in reused:
@@ -333,12 +341,14 @@ def shift_sweep(
             image_lines.append(study.image_reading(t.label, probs, steps, label, classes))
         record.write_table("image_probs", prob_rows)
         record.update(reading=text, image_reading=image_lines)
-    for heading, shown_rows in shown.items():
-        console.print(table(shown_rows, title=heading))
-    say(text)
-    for line in image_lines:
-        say(line)
-    print(record.path)
+    def tell() -> None:
+        for heading, shown_rows in shown.items():
+            console.print(table(shown_rows, title=heading))
+        say(text)
+        for line in image_lines:
+            say(line)
+
+    tell_finished(record.path, "study", tell)
 
 
 @app.command()

@@ -12,7 +12,7 @@ from typing import Optional
 
 import typer
 
-from cnnlab.cli import CnnlabUsage, DataDir, Device, RunsDir, app, not_empty, split_args
+from cnnlab.cli import CnnlabUsage, DataDir, Device, RunsDir, app, not_empty, split_args, tell_finished
 from cnnlab.errors import RunError, counted, in_run, signal_name
 
 
@@ -96,12 +96,14 @@ def sweep(
             raise stopped_by from None
         outcome = sweeps.finish(spec, path, records, signals.received)
 
-    if outcome.points:
-        console.print(table(sweeps.display_rows(spec, outcome.points), title=f"{spec.name}: {spec.metric}, best first"))
-    if outcome.best:
-        point = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in outcome.best["point"].items())
-        print(f"best: {point}; train it with: cnnlab train {path / 'best.yaml'}")
-    print(path)
+    def tell() -> None:
+        if outcome.points:
+            console.print(table(sweeps.display_rows(spec, outcome.points), title=f"{spec.name}: {spec.metric}, best first"))
+        if outcome.best:
+            point = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in outcome.best["point"].items())
+            print(f"best: {point}; train it with: cnnlab train {path / 'best.yaml'}")
+
+    tell_finished(path, "sweep", tell, complete=outcome.status == "completed" and not outcome.failed)
     if outcome.status == "interrupted":
         done = sum(t["status"] in sweeps.DONE for t in outcome.trials)
         trials = f"{done} of {counted(spec.n_trials, 'trial')}"

@@ -152,7 +152,8 @@ def reading(rows: list[dict], axis: str, mode: str) -> str:
         acc = {(r.dx, r.dy): r.test_acc for r in g.itertuples()}
         centred, shifted = acc[0, 0], float(np.mean([acc[o] for o in away]))
         change[model] = shifted - centred
-        parts.append(f"{model} from {centred:.1%} to {shifted:.1%} ({100 * change[model]:+.1f} points)")
+        points = round(100 * change[model], 1) + 0.0  # + 0.0: -0.0 (a change lost in rounding) shown as +0.0
+        parts.append(f"{model} from {centred:.1%} to {shifted:.1%} ({points:+.1f} points)")
     where = {"x": "along x (mean of both directions", "y": "along y (mean of both directions", "both": "along x or y (mean of the four directions"}[axis]
     text = f"Shifted by {s} px {where}, {mode}), " + ", ".join(parts)
     if len(change) == 1:
