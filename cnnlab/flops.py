@@ -9,7 +9,7 @@ convention). Per layer, for one sample:
 - MaxPool / AvgPool: one compare or add per window element of each output value (k*k per output);
   adaptive average pooling one add per input value.
 - BatchNorm (training): 5 per value (mean, variance, normalize, scale, shift); ReLU 1; Sigmoid and
-  Tanh 4.
+  Tanh 4; GELU 8 (an erf and the products around it).
 - Backward of every layer other than Conv/Linear is counted as equal to its forward: an
   approximation, but these layers are a small share of the total for every model here.
 
@@ -26,7 +26,7 @@ from torch import nn
 
 from cnnlab.layer_calls import LayerCall, dry_input, layer_calls
 
-_POINTWISE = {nn.ReLU: 1, nn.Sigmoid: 4, nn.Tanh: 4, nn.BatchNorm1d: 5, nn.BatchNorm2d: 5}
+_POINTWISE = {nn.ReLU: 1, nn.Sigmoid: 4, nn.Tanh: 4, nn.GELU: 8, nn.BatchNorm1d: 5, nn.BatchNorm2d: 5}
 
 
 @dataclass

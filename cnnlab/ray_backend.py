@@ -16,6 +16,7 @@ import contextlib
 import logging
 import math
 import os
+import re
 import signal
 import socket
 import sys
@@ -263,7 +264,11 @@ def _trial(params: dict, job: Job) -> None:
     _, point, seed = decode(sweep, params)
     node = node_info()
     trial_id = tune.get_context().get_trial_id()
-    cfg = sweep.trial_config(point, seed, f"{sweep.base.name}-{trial_id}")
+    try:
+        cfg = sweep.trial_config(point, seed, f"{sweep.base.name}-{trial_id}")
+    except CnnlabError as e:  # keys drawn together (random, tpe) that make no config: one line, not retried
+        tune.report({sweep.metric: math.nan, "epoch": 0, "epochs_planned": 0, "error": f"{e} ({_where(node)})", **node})
+        return
     planned = cfg.train.epochs
 
     ended = []  # Tune ended the trial inside report(): the thread must then exit, not return
@@ -294,6 +299,14 @@ def _trial(params: dict, job: Job) -> None:
         sys.exit(0)  # returning would make Tune's session wait for a next report forever
 
 
+def ray_error(error: BaseException) -> str:
+    """One line for an exception a trial raised, as Ray hands it over: the trial's own exception where
+    Ray wraps it (a RayTaskError's cause), without the terminal colours Ray puts in its text."""
+    cause = getattr(error, "cause", None)
+    text = first_line(cause if isinstance(cause, BaseException) else error)
+    return re.sub(r"\x1b\[[0-9;]*m", "", text).removeprefix("ray::")
+
+
 def _trial_dirname(trial) -> str:
     return trial.trial_id
 
@@ -302,7 +315,7 @@ def _record(sweep, result) -> dict:
     """What the sweep keeps of a Tune trial: its point, seed, run directory, node and how it ended."""
     m = result.metrics or {}
     index, point, seed = decode(sweep, result.config)
-    error = m.get("error") or (first_line(result.error).removeprefix("ray::") if result.error else None)
+    error = m.get("error") or (ray_error(result.error) if result.error else None)
     if error:
         status = "failed"
     elif m.get("done"):  # Tune sets it when its scheduler stops a trial or the trial returns, not when it cuts one off
@@ -327,7 +340,7 @@ def _progress(tune, sweep):
         def _line(self, trials, trial):
             m = trial.last_result or {}
             _, point, seed = decode(sweep, trial.config)
-            done = sum(t.status in ("TERMINATED", "ERROR") for t in trials) + 1
+            done = sum(t.status in ("TERMINATED", "ERROR") for t in trials if t is not trial) + 1  # an error's is already ERROR
             what = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={show(v)}" for k, v in point.items())
             value = m.get(sweep.metric)
             if m.get("error") or value is None:

@@ -34,6 +34,7 @@ SWEEP_FILE, BASE_FILE, TRIALS = "sweep.yaml", "base.yaml", "trials"
 METRIC_LABELS = {"test_acc": "test accuracy (%)", "train_acc": "train accuracy (%)", "test_loss": "test loss", "train_loss": "train loss"}
 DONE = ("completed", "stopped")  # trial statuses whose metric counts
 MAX_POINTS = 10_000  # a grid is expanded in memory: num: 1e9 must be refused, not exhaust it
+MAX_CHECKED = 256  # random and tpe: the combinations of the keys' bounds checked before the sweep starts (more: each bound alone)
 
 
 # ---------------------------------------------------------------------------- the sweep file
@@ -63,6 +64,12 @@ class SpaceEntry(Strict):
                 raise ValueError("give values or low/high, not both")
             if not self.values:
                 raise ValueError("values is empty")
+            given = [k for k, used in (("num", self.num is not None), ("integer", self.integer)) if used]
+            if given:  # they shape a range: with values they would be ignored (log sets the figure's axis)
+                raise ValueError(f"{given[0]} is for a range (low, high), not for values")
+            repeated = [v for i, v in enumerate(self.values) if any(_same(v, w) for w in self.values[:i])]
+            if repeated:  # one point run twice would pass for two seeds of it
+                raise ValueError(f"{show(repeated[0])} is given twice")
         elif self.low is None or self.high is None:
             raise ValueError("needs values: [...] or both low and high")
         elif self.low >= self.high:
@@ -84,7 +91,8 @@ class SpaceEntry(Strict):
             points = [self.low + (self.high - self.low) * t for t in steps]
         if self.integer:
             return list(dict.fromkeys(round(p) for p in points))
-        return [float(f"{p:.6g}") for p in points]  # 0.1, not 0.10000000000000002
+        # 0.1, not 0.10000000000000002; a range too narrow for 6 digits gives a point once, not twice
+        return list(dict.fromkeys(float(f"{p:.6g}") for p in points))
 
     def bounds(self) -> list:
         """Values that stand for the whole entry when checking it against the config schema."""
@@ -309,7 +317,11 @@ def resolve(spec: SweepFile, base: Config, source: str, explicit=(), given: dict
         sweep.points = [dict(zip(spec.space, values)) for values in itertools.product(*grids)]
         checked = sweep.points
     else:  # a range's num is the grid's (a file switched to method=tpe keeps it): random and tpe draw `samples` points
-        checked = [{key: v} for key, entry in spec.space.items() for v in entry.bounds()]
+        bounds = [entry.bounds() for entry in spec.space.values()]
+        if math.prod(map(len, bounds)) <= MAX_CHECKED:  # keys drawn together: every combination of their bounds
+            checked = [dict(zip(spec.space, values)) for values in itertools.product(*bounds)]
+        else:
+            checked = [{key: v} for key, entry in spec.space.items() for v in entry.bounds()]
     try:
         configs = sweep.configs = [sweep.trial_config(point, spec.seeds[0]) for point in checked]
     except ConfigError as e:
@@ -415,6 +427,11 @@ def settle_interrupted(sweep_dir: Path, records: list[dict]) -> None:
 
 
 # ---------------------------------------------------------------------------- results
+def _same(a, b) -> bool:
+    """Whether two values of a list are the same point (0.1 and 0.10; not 1 and True)."""
+    return a == b and isinstance(a, bool) == isinstance(b, bool)
+
+
 def show(value) -> Any:
     """A swept value as the tables show it: numbers and strings as they are, sections compactly."""
     if isinstance(value, dict):
@@ -482,7 +499,7 @@ def point_rows(sweep: Sweep, trials: list[dict]) -> list[dict]:
         groups.setdefault(tuple(t[k] for k in sweep.keys), []).append(t)
     out = []
     for values, group in groups.items():
-        done = [t for t in group if t["status"] in DONE]
+        done = list({t["seed"]: t for t in reversed([t for t in group if t["status"] in DONE])}.values())  # a seed once: TPE may draw a point again
         scores = [t[m] for t in done if not _missing(t[m])]
         epochs = sorted({t["epochs"] for t in group})
         stops = sorted(Counter(t["status"] for t in group).items(), key=lambda s: (-s[1], s[0]))
@@ -545,6 +562,10 @@ def write_best(sweep: Sweep, sweep_dir: Path, points: list[dict], trials: list[d
     given = runs.read_json(sweep_dir / runs.SUMMARY).get("data_dir")  # the sweep's --data-dir, if any
     if given and not data.get("dataset", {}).get("data_dir"):
         data.setdefault("dataset", {})["data_dir"] = given  # so that best.yaml trains on the same files anywhere
+    threads = runs.read_json(run_dir / runs.SUMMARY).get("threads") if (run_dir / runs.SUMMARY).is_file() else None
+    if isinstance(threads, int) and not data.get("train", {}).get("threads"):
+        # the trial's own (its share of the cores): another count gives other numbers in the last digits
+        data.setdefault("train", {})["threads"] = threads
     point = ", ".join(f"{k}={show(best[k])}" for k in sweep.keys)
     header = (
         f"# Best point of sweep {sweep.name} ({sweep_dir.name}): {point}\n"

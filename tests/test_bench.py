@@ -746,3 +746,31 @@ def test_a_busy_machine_is_one_warning_line_and_a_busy_column(tiny_data, tmp_pat
     else:
         assert err == ""  # nothing extra
     assert pd.read_csv(tmp_path / "bench" / "results.csv")["busy"].tolist() == [busy]
+
+
+def test_the_memory_column_says_how_the_runs_were_measured(monkeypatch):
+    """It named a PeakMemory never entered, so never the fallback (ru_maxrss since the start, where
+    /proc/self/clear_refs cannot be written), whose figure includes the other side's peak."""
+    from types import SimpleNamespace
+
+    from cnnlab.bench import suite
+    from cnnlab.bench.suite import CASES, case_config
+
+    cfg = case_config(CASES["fc"], "cpu", quick=True)
+
+    def fake_run(case, cfg, device, side):
+        mem = SimpleNamespace(mib=100.0, kind="process peak RSS (ru_maxrss, since start)")
+        suite._record(side, case, cfg, 60000, 1.0, 0.9, 1, mem, 0.1)
+
+    seen = []
+    monkeypatch.setattr(suite, "run_reference", fake_run)
+    monkeypatch.setattr(suite, "run_cnnlab", fake_run)
+    monkeypatch.setattr(suite, "summarize", lambda *args: seen.append(args[-1]))
+    suite.measure_case(CASES["fc"], cfg, torch.device("cpu"), 1, True, {})
+    assert seen == ["process peak RSS (ru_maxrss, since start)"]
+
+
+def test_gelu_is_counted():
+    model = nn.Sequential(nn.Flatten(), nn.Linear(4, 3), nn.GELU())
+    rows = {r.kind: r for r in count_layers(model, (1, 2, 2))}
+    assert (rows["GELU"].forward, rows["GELU"].backward) == (8 * 3, 8 * 3)

@@ -632,12 +632,15 @@ def test_tied_points_rank_by_std_then_the_sweeps_order_whatever_order_tune_retur
     lr 0.1 is drawn twice (four trials), lr 2.0 lost a seed: every point's mean is 0.5."""
     from cnnlab.sweep import finish, start
 
-    space = {"optimizer.lr": [0.1, 0.5, 1.0, 2.0, 0.1]}
+    space = {"optimizer.lr": [0.1, 0.5, 1.0, 2.0]}
     grid = load_sweep(write_sweep(tmp_path / "grid.yaml", seeds=[0, 1], space=space))  # makes the trials
+    again = load_sweep(write_sweep(tmp_path / "again.yaml", seeds=[0, 1], space={"optimizer.lr": [0.1]}))  # 0.1 drawn again
     tpe = load_sweep(write_sweep(tmp_path / "tpe.yaml", seeds=[0, 1], space=space, method="tpe", samples=5))
     sweep_dir = start(tpe, tmp_path / "runs")
     accuracy = {0.1: [0.5, 0.5], 0.5: [0.25, 0.75], 1.0: [0.5, 0.5], 2.0: [0.5, None]}
     records = finished_trials(grid, sweep_dir, lambda point, seed: accuracy[point["optimizer.lr"]][seed])
+    for record in finished_trials(again, sweep_dir, lambda point, seed: accuracy[0.1][seed]):
+        records.append({**record, "trial_id": f"t4{record['seed']}"})  # as the fifth point's trials were named
     for record in records:
         record["index"] = -1  # as decode() gives a drawn point
 
@@ -1202,3 +1205,61 @@ def test_a_set_key_inside_a_section_set_to_null_just_before_starts_it_from_its_d
     sweep = load_sweep(path, overrides)
     assert sweep.base.train == sweep.configs[0].train == load_config(BASE, ["train=null", "train.epochs=3"]).train
     assert sweep.base.train.epochs == 3
+
+
+# ---------------------------------------------------------------------------- review of sweeps (helper h73)
+def test_keys_drawn_together_that_make_no_config_are_refused_before_the_sweep(tmp_path):
+    """random and tpe checked each key's bounds alone: sgd's momentum drawn with adam failed every such
+    trial inside Ray (262 lines of tracebacks, and an error text of colour codes)."""
+    space = {"optimizer.name": ["sgd", "adam"], "optimizer.momentum": [0.0, 0.9]}
+    with pytest.raises(ConfigError, match="unknown key 'optimizer.momentum'; valid keys here: name, lr, betas"):
+        load_sweep(write_sweep(tmp_path / "s.yaml", method="random", samples=2, space=space))
+
+
+def test_a_value_twice_or_a_range_option_beside_values_is_refused(tmp_path):
+    for entry, told in (([0.1, 0.5, 0.10], "0.1 is given twice"), ({"values": [0.1], "num": 3}, "num is for a range"),
+                        ({"values": [16, 32], "integer": True}, "integer is for a range")):
+        with pytest.raises(ConfigError, match=told):
+            load_sweep(write_sweep(tmp_path / "s.yaml", space={"optimizer.lr" if told != "integer is for a range" else "train.batch_size": entry}))
+    narrow = load_sweep(write_sweep(tmp_path / "n.yaml", space={"optimizer.lr": {"low": 0.1, "high": 0.1000001, "num": 3}}))
+    assert [p["optimizer.lr"] for p in narrow.points] == [0.1]  # 6 digits: one point, not the same one thrice
+    logged = load_sweep(write_sweep(tmp_path / "l.yaml", space={"optimizer.lr": {"values": [0.01, 0.1], "log": True}}))
+    assert len(logged.points) == 2  # log with values: the figure's axis
+
+
+def test_a_point_drawn_again_counts_its_seeds_once():
+    """TPE may draw a point twice: its identical runs passed for two seeds, with a std of 0."""
+    from cnnlab.sweep import point_rows
+
+    sweep = load_sweep(ROOT / "configs/sweeps/lenet_lr.yaml")
+    trial = {"optimizer.lr": 0.5, "status": "completed", "epochs": 6, "seconds": 1.0, "params": 61706}
+    trials = [{**trial, "seed": 0, "test_acc": 0.9}, {**trial, "seed": 0, "test_acc": 0.9}, {**trial, "seed": 1, "test_acc": 0.8}]
+    (row,) = point_rows(sweep, trials)
+    assert (row["seeds"], row["trials"], row["test_acc_mean"]) == (2, 3, pytest.approx(0.85))
+    assert row["test_acc_std"] == pytest.approx(np.std([0.9, 0.8], ddof=1))
+
+
+def test_best_yaml_trains_with_the_trials_threads(tmp_path):
+    """best.yaml left train.threads to cnnlab: a trial on its 1-core share and best.yaml on 2 threads
+    gave numbers apart in the last digits."""
+    from cnnlab import runs
+    from cnnlab.sweep import finish, start
+
+    sweep = load_sweep(write_sweep(tmp_path / "s.yaml", seeds=[0], space={"optimizer.lr": [0.1, 0.5]}))
+    sweep_dir = start(sweep, tmp_path / "runs")
+    records = finished_trials(sweep, sweep_dir, lambda point, seed: 0.9 if point["optimizer.lr"] == 0.5 else 0.5)
+    for r in records:
+        summary = runs.read_json(Path(r["run_dir"]) / "summary.json")
+        runs.write_json(Path(r["run_dir"]) / "summary.json", {**summary, "threads": 1})
+    finish(sweep, sweep_dir, records)
+    assert load_config(sweep_dir / "best.yaml").train.threads == 1
+
+
+def test_a_ray_error_is_the_trials_own_line_without_colours():
+    from cnnlab.ray_backend import ray_error
+
+    class TaskError(Exception):
+        cause = ValueError("CUDA out of memory")
+
+    assert ray_error(TaskError("\x1b[36mray::ImplicitFunc.train()\x1b[39m (pid=1, ip=10.0.0.1)")) == "CUDA out of memory"
+    assert ray_error(RuntimeError("\x1b[36mray::ImplicitFunc.train()\x1b[39m failed")) == "ImplicitFunc.train() failed"

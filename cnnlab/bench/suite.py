@@ -46,6 +46,7 @@ class Side:
     samples: list[int] = field(default_factory=list)  # training samples in `seconds`
     budget: str = ""  # what `seconds` buys: "1 epoch", "60 steps", "to 99.0%"
     threads: int = 0  # torch threads it trained with
+    memory: str = ""  # how peak_mib was measured (PeakMemory.kind of its runs)
 
 
 class _Reached(Exception):
@@ -114,7 +115,7 @@ def run_reference(case: Case, cfg: Config, device: torch.device, side: Side) -> 
             acc = reference.test(model, test_loader, device)
             if _reached(case, acc):
                 break
-    _record(side, case, cfg, len(train_set), seconds, acc, epoch, mem.mib, setup_s)
+    _record(side, case, cfg, len(train_set), seconds, acc, epoch, mem, setup_s)
 
 
 def run_cnnlab(case: Case, cfg: Config, device: torch.device, side: Side) -> None:
@@ -146,10 +147,10 @@ def run_cnnlab(case: Case, cfg: Config, device: torch.device, side: Side) -> Non
     if state.compiled_step is not None:  # a one-time cost like the setup's, so kept apart like it
         seconds -= state.compiled_step.compile_seconds
         side.compile_seconds.append(state.compiled_step.compile_seconds)
-    _record(side, case, cfg, len(data.x_train), seconds, rows[-1]["test_acc"], len(rows), mem.mib, setup_s)
+    _record(side, case, cfg, len(data.x_train), seconds, rows[-1]["test_acc"], len(rows), mem, setup_s)
 
 
-def _record(side: Side, case: Case, cfg: Config, n_train: int, seconds, acc, epochs, peak_mib, setup_s) -> None:
+def _record(side: Side, case: Case, cfg: Config, n_train: int, seconds, acc, epochs, mem: PeakMemory, setup_s) -> None:
     """Add one run's numbers; a time-to-accuracy run that missed its target has no time (NaN)."""
     bs, steps = cfg.train.batch_size, steps_per_epoch(n_train, cfg.train.batch_size, cfg.train.max_steps)
     if case.target is not None:
@@ -161,7 +162,8 @@ def _record(side: Side, case: Case, cfg: Config, n_train: int, seconds, acc, epo
     side.seconds.append(seconds if reached else float("nan"))
     side.acc.append(acc)
     side.epochs.append(epochs)
-    side.peak_mib.append(peak_mib)
+    side.peak_mib.append(mem.mib)
+    side.memory = mem.kind
     side.setup_seconds.append(setup_s)
     side.samples.append(min(steps * bs, n_train) * (epochs if case.target is not None else 1))
 
@@ -328,4 +330,4 @@ def measure_case(case: Case, cfg: Config, dev: torch.device, repeats: int, quick
         sides = [(run_reference, ref), (run_cnnlab, ours)]
         for fn, side in sides if r % 2 == 0 else sides[::-1]:
             fn(case, cfg_r, dev, side)
-    return summarize(case, cfg, ref, ours, quick, peaks, flops, PeakMemory(dev).kind)
+    return summarize(case, cfg, ref, ours, quick, peaks, flops, ours.memory or ref.memory)
