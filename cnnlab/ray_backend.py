@@ -272,10 +272,11 @@ def _trial(params: dict, job: Job) -> None:
     planned = cfg.train.epochs
 
     ended = []  # Tune ended the trial inside report(): the thread must then exit, not return
+    ran_on = dict(node)  # the node the reported epochs ran on
 
     def report(row: dict, path: Path) -> None:
         try:
-            tune.report({**row, "epochs_planned": planned, "run_dir": str(path), **node})
+            tune.report({**row, "epochs_planned": planned, "run_dir": str(path), **ran_on})
         except SystemExit:  # how Tune ends a trial its scheduler stopped, or every trial of an ending sweep
             ended.append(row["epoch"])
             if row["epoch"] < planned:
@@ -283,12 +284,17 @@ def _trial(params: dict, job: Job) -> None:
 
     try:
         previous = _run_to_continue(Path(job.trials_dir), cfg.name)
+        stored = runs.read_json(previous / runs.SUMMARY) if previous is not None else {}
+        done = stored.get("status") == "completed"
+        if done and all(isinstance(stored.get(k), str) for k in node):  # replayed here, run elsewhere: its node
+            ran_on = {k: stored[k] for k in node}
         if previous is not None:  # Tune saw these epochs before: tell it again, then continue
             for row in runs.read_metrics(previous).to_dict("records"):
                 report(row, previous)
-        done = previous is not None and runs.read_json(previous / runs.SUMMARY).get("status") == "completed"
         if not done:  # a run that finished before the sweep was interrupted keeps its files as they are
-            run(cfg, runs_dir=job.trials_dir, data_dir=job.data_dir, resume=previous, on_epoch=report, cpu_share=job.threads)
+            result = run(cfg, runs_dir=job.trials_dir, data_dir=job.data_dir, resume=previous, on_epoch=report, cpu_share=job.threads)
+            result.summary.update(node)  # the trial's own record names its node, as a study cell's does
+            runs.write_json(result.path / runs.SUMMARY, result.summary)
     except Stopped as e:  # while telling Tune the earlier epochs (run() handles its own)
         runs.settle(previous, "stopped", str(e))
     except CnnlabError as e:  # bad data on this node, a diverged loss, ...: the trial fails with one line, not retried

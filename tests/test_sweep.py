@@ -947,6 +947,11 @@ def test_resume_finishes_an_interrupted_sweep_like_an_uninterrupted_one(tmp_path
     for name, text in finished.items():  # finished trials were not run again
         assert (sweep_dir / "trials" / name / "summary.json").read_text() == text
     assert len(list((sweep_dir / "trials").iterdir())) == 5
+    # each trial's record names the node it ran on, and trials.csv that node, also for a trial the
+    # resumed sweep only replayed to Tune (from another session's Ray, another node id)
+    trials = pd.read_csv(sweep_dir / "trials.csv", dtype=str)
+    ran_on = {Path(p).parent.name: json.loads(p.read_text())["node"] for p in sweep_dir.glob("trials/*/summary.json")}
+    assert {Path(r).name: n for r, n in zip(trials["run_dir"], trials["node"])} == ran_on
     pd.testing.assert_frame_equal(pd.read_csv(sweep_dir / "results.csv").drop(columns="seconds"), uninterrupted)
 
 
