@@ -160,3 +160,13 @@ def test_a_shift_sweeps_reading_shows_no_negative_zero():
 
     rows = [{"model": "CNN", "dx": dx, "dy": 0, "test_acc": acc} for dx, acc in ((-1, 0.75699), (0, 0.757), (1, 0.75699))]
     assert "(+0.0 points)" in reading(rows, "x", "roll")
+
+
+def test_seeds_past_the_largest_seed_name_the_seeds_option(capsys, monkeypatch, tmp_path):
+    """The cells' last seed was refused as an override the user never typed (seed=9223372036854775808)."""
+    from test_studies import cnnlab
+
+    code, out, err = cnnlab(capsys, monkeypatch, "compare", "mnist_fc", "--seeds", "2", f"seed={2**63 - 1}", "--runs-dir", tmp_path)
+    assert code == 2 and out == ""
+    assert err == f"error: --seeds 2 from mnist_fc's seed {2**63 - 1} reaches {2**63}, past the largest seed (2**63 - 1); give a smaller seed or fewer seeds\n"
+    assert list(tmp_path.iterdir()) == []
