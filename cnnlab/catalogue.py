@@ -18,10 +18,7 @@ def catalogue(kinds=("config", "study", "sweep")) -> list[dict]:
     its `about` instead of stopping the list."""
     rows = []
     for kind in kinds:
-        for name in named.known(kind):
-            path = named.find(name, kind)
-            if path is None:  # gone since it was listed
-                continue
+        for name, path in named.files(kind).items():
             row = {"kind": kind, "name": name, "trains": "", "reported": "", "about": ""}
             try:
                 row.update(_described(kind, path))
@@ -29,7 +26,6 @@ def catalogue(kinds=("config", "study", "sweep")) -> list[dict]:
                 row["about"] = f"does not load: {e}"
             if not row["about"]:
                 row["about"] = first_sentence(path)
-            row["file"] = str(path)
             rows.append(row)
     return rows
 

@@ -291,14 +291,13 @@ def list_runs(
 def list_configs():
     """List the configs, studies and sweeps that train, compare and sweep take by name."""
     from cnnlab.catalogue import COLUMNS, catalogue
-    from cnnlab.named import own_configs
+    from cnnlab.named import own_configs, roots
     from cnnlab.report import console, say, table
 
     rows = catalogue()
     console.print(table(rows, COLUMNS, title="by name: cnnlab train NAME, cnnlab compare NAME, cnnlab sweep NAME", whole=("name",)))
-    here = Path("configs")
-    roots = [f"{here}/ here", f"{own_configs()} (cnnlab's own)"] if here.is_dir() and here.resolve() != own_configs().resolve() else [str(own_configs())]
-    say(f"from {' then '.join(roots)}")
+    looked_in = [root for root in roots() if root.is_dir()]
+    say(f"from {looked_in[0]}/ here then {looked_in[1]} (cnnlab's own)" if len(looked_in) == 2 else f"from {own_configs()}")
 
 
 # Commands beside their code (studies, bench, sweeps, ...) register on `app` when imported.

@@ -30,6 +30,7 @@ DATASET_SHAPES: dict[str, tuple[int, int, int]] = {
     "toy": (1, 4, 4),  # the first article's two built-in 4x4 examples (no files)
 }
 DATASET_CLASSES: dict[str, int] = {"mnist": 10, "fashion-mnist": 10, "cifar10": 10, "toy": 2}
+SEEDS_BELOW = 2**63  # seeds are int64: what torch's generators take
 DEVICES = r"auto|cpu|cuda(:\d+)?"  # the device names a config (and --device) takes
 DEVICE_NAMES = "auto, cpu, cuda, cuda:N"  # the same, as error messages list them
 
@@ -79,7 +80,7 @@ class TransformConfig(Strict):
     normalize: Literal["dataset", "none"] | MeanStd = "dataset"
     normalize_test: bool = True  # false reproduces study D's bug: test images left unnormalized
     permute: bool = False  # one fixed random permutation of the pixels, same for every image
-    permute_seed: StrictInt | None = Field(None, ge=-(2**63), lt=2**63)  # seed of that permutation; default: the run's seed
+    permute_seed: StrictInt | None = Field(None, ge=-SEEDS_BELOW, lt=SEEDS_BELOW)  # seed of that permutation; default: the run's seed
     shift: ShiftConfig = ShiftConfig()  # fixed translation of every train and test image
     augment: AugmentConfig = AugmentConfig()  # random, training batches only
 
@@ -257,7 +258,7 @@ def article_test_acc(reported: dict | None, permuted: bool) -> float | None:
 
 class Config(Strict):
     name: str = Field(min_length=1)
-    seed: StrictInt = Field(0, ge=-(2**63), lt=2**63)  # what torch's generators take
+    seed: StrictInt = Field(0, ge=-SEEDS_BELOW, lt=SEEDS_BELOW)  # what torch's generators take
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     description: str = ""
     dataset: DatasetConfig = DatasetConfig()
@@ -935,8 +936,7 @@ def load_config(path: str | Path, overrides: Overrides | None = None, stored: bo
         path = config_path(path)
     data = read_config_yaml(path, stored)
     data.setdefault("name", name_of_file(path))
-    applied = overridden(data, overrides)
-    return validate(applied(), Config, str(path), stored, overrides=overrides, without=applied)
+    return config_from_dict(data, overrides, str(path), stored)
 
 
 def overridden(data: dict, overrides: Overrides | None, first: Callable[[dict, Sequence[str]], Sequence[str]] | None = None) -> Callable[..., dict]:
@@ -974,7 +974,7 @@ def drop_foreign_reported(data: dict, experiment: tuple, keys) -> None:
         data.pop("reported", None)
 
 
-def config_from_dict(data: dict, overrides: list[str] | None = None, source: str = "config", stored: bool = False) -> Config:
+def config_from_dict(data: dict, overrides: Overrides | None = None, source: str = "config", stored: bool = False) -> Config:
     applied = overridden(data, overrides)
     return validate(applied(), Config, source, stored, overrides=overrides, without=applied)
 

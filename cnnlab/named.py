@@ -34,7 +34,7 @@ def find(name: str, kind: str) -> Path | None:
     """The file of kind ('config', 'study' or 'sweep') that name names, or None: in the working
     directory's configs/ first, the name as typed first, then with '-' as '_' and '_' as '-'."""
     spellings = dict.fromkeys([name, name.replace("-", "_"), name.replace("_", "-")])
-    for root in _roots():
+    for root in roots():
         for stem in spellings:
             path = root / KINDS[kind] / f"{stem}.yaml"
             if _is_file(path):
@@ -42,11 +42,20 @@ def find(name: str, kind: str) -> Path | None:
     return None
 
 
+def files(kind: str) -> dict[str, Path]:
+    """Every name of kind there is -> the file find() finds for it (configs as their files are
+    spelt, studies and sweeps with '-' for '_'), sorted by name."""
+    found: dict[str, Path] = {}
+    for root in roots():  # the working directory's first, as find() takes them
+        for path in sorted((root / KINDS[kind]).glob("*.yaml")):
+            if _is_file(path):
+                found.setdefault(shown(path.stem, kind), path)
+    return dict(sorted(found.items()))
+
+
 def known(kind: str) -> list[str]:
-    """The names of kind there are (each a file find() finds): configs as their files are spelt,
-    studies and sweeps with '-' for '_'."""
-    stems = {p.stem for root in _roots() for p in (root / KINDS[kind]).glob("*.yaml") if _is_file(p)}
-    return sorted(stem if kind == "config" else stem.replace("_", "-") for stem in stems)
+    """The names of kind there are."""
+    return list(files(kind))
 
 
 def shown(name: str, kind: str) -> str:
@@ -71,12 +80,9 @@ def config_path(arg: str | Path, kind: str = "config") -> Path:
                 name = shown(path.stem, kind)
                 raise ConfigError(f"{kind} file not found: {arg}; cnnlab's own ({found}) is given by its name alone: {name}")
         return path  # read_yaml says it is missing
-    found = find(text, kind)
-    if found is None:
-        if _exists(path):  # a folder of that name
-            return path  # read_yaml says it is a directory
-        raise unknown(text, kind)
-    return found
+    if find(text, kind) is None and _exists(path):  # a folder of that name, and no file it names
+        return path  # read_yaml says it is a directory
+    return by_name(text, kind)
 
 
 def relative_config(config: str, folder: Path) -> Path:
@@ -84,11 +90,16 @@ def relative_config(config: str, folder: Path) -> Path:
     bare name, the config it names (a study file of your own may name cnnlab's configs so)."""
     path = Path(os.path.normpath(folder / config))  # configs/mnist_fc.yaml, not configs/studies/../mnist_fc.yaml
     if is_name(config) and not _is_file(path):
-        found = find(config, "config")
-        if found is None:
-            raise unknown(config, "config")
-        return found
+        return by_name(config, "config")
     return config_path(path)
+
+
+def by_name(name: str, kind: str) -> Path:
+    """The file of kind that name names; ConfigError (unknown) where there is none."""
+    found = find(name, kind)
+    if found is None:
+        raise unknown(name, kind)
+    return found
 
 
 def unknown(name: str, kind: str, also: str | None = None) -> ConfigError:
@@ -132,6 +143,7 @@ def _exists(path: Path) -> bool:
         return False
 
 
-def _roots() -> list[Path]:
+def roots() -> list[Path]:
+    """Where names are looked up: the working directory's configs/, then cnnlab's own (once, where they are the same)."""
     here, own = Path("configs"), own_configs()
     return [here] if here.resolve() == own.resolve() else [here, own]

@@ -169,8 +169,13 @@ def _run_cell(cfg, runs_dir: str, data_dir: str | None, resume: str | None = Non
         result = (finished_result(Path(resume)) if resume is not None else None) or run(cfg, runs_dir=runs_dir, data_dir=data_dir, resume=resume)
     except CnnlabError as e:
         raise type(e)(f"{e} ({_where(node)})") from None
+    return with_node(result, node)
+
+
+def with_node(result, node: dict):
+    """result, its run's own summary.json naming the node that ran it (a study's cell, a sweep's trial)."""
     result.summary.update(node)
-    runs.write_json(result.path / runs.SUMMARY, result.summary)  # the cell's own record names its node too
+    runs.write_json(result.path / runs.SUMMARY, result.summary)
     return result
 
 
@@ -292,9 +297,7 @@ def _trial(params: dict, job: Job) -> None:
             for row in runs.read_metrics(previous).to_dict("records"):
                 report(row, previous)
         if not done:  # a run that finished before the sweep was interrupted keeps its files as they are
-            result = run(cfg, runs_dir=job.trials_dir, data_dir=job.data_dir, resume=previous, on_epoch=report, cpu_share=job.threads)
-            result.summary.update(node)  # the trial's own record names its node, as a study cell's does
-            runs.write_json(result.path / runs.SUMMARY, result.summary)
+            with_node(run(cfg, runs_dir=job.trials_dir, data_dir=job.data_dir, resume=previous, on_epoch=report, cpu_share=job.threads), node)
     except Stopped as e:  # while telling Tune the earlier epochs (run() handles its own)
         runs.settle(previous, "stopped", str(e))
     except CnnlabError as e:  # bad data on this node, a diverged loss, ...: the trial fails with one line, not retried

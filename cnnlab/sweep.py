@@ -321,7 +321,7 @@ def resolve(spec: SweepFile, base: Config, source: str, explicit=(), given: dict
         if math.prod(map(len, bounds)) <= MAX_CHECKED:  # keys drawn together: every combination of their bounds
             checked = [dict(zip(spec.space, values)) for values in itertools.product(*bounds)]
         else:
-            checked = [{key: v} for key, entry in spec.space.items() for v in entry.bounds()]
+            checked = [{key: v} for key, values in zip(spec.space, bounds) for v in values]
     try:
         configs = sweep.configs = [sweep.trial_config(point, spec.seeds[0]) for point in checked]
     except ConfigError as e:

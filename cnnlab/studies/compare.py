@@ -7,7 +7,7 @@ summarizes their results.
 
 from __future__ import annotations
 
-from cnnlab.config import article_test_acc, config_from_dict, config_to_dict
+from cnnlab.config import SEEDS_BELOW, article_test_acc, config_from_dict, config_to_dict
 from cnnlab.errors import ConfigError, counted
 from cnnlab.runner import Cell
 from cnnlab.studies.spec import Member
@@ -37,7 +37,7 @@ def make_cells(members: list[Member], seeds: int, permute: bool) -> list[Cell]:
             raise ConfigError(
                 f"{m.label} uses train.tta={m.cfg.train.tta}, which cannot undo --permute's scrambled pixels: add train.tta=none"
             )
-        if m.cfg.seed + seeds - 1 >= 2**63:  # the cells' seeds are seed, seed + 1, ...: the last must be one a run takes
+        if m.cfg.seed + seeds - 1 >= SEEDS_BELOW:  # the cells' seeds are seed, seed + 1, ...: the last must be one a run takes
             raise ConfigError(f"--seeds {seeds} from {m.label}'s seed {m.cfg.seed} reaches {m.cfg.seed + seeds - 1}, past the largest seed (2**63 - 1); give a smaller seed or fewer seeds")
         for permuted in (False, True) if permute else (False,):
             for seed in range(m.cfg.seed, m.cfg.seed + seeds):
