@@ -103,7 +103,7 @@ def probability_heatmap(probs: np.ndarray, shifts: list[int], classes: list[str]
         for j in range(probs.shape[1]):
             ax.text(j, i, f"{probs[i, j]:.2f}", ha="center", va="center", fontsize=8,
                     color="black" if probs[i, j] > 0.6 else "white")
-    ax.set_xticks(range(len(classes)), classes, rotation=35, ha="right")
+    ax.set_xticks(range(len(classes)), [plain(c) for c in classes], rotation=35, ha="right")
     ax.set_yticks(range(len(shifts)), [str(s) for s in shifts])
     ax.set(ylabel="shift (pixels)", xlabel="class", title=plain(title))
     fig.colorbar(im, ax=ax, label="class probability")

@@ -379,6 +379,8 @@ def read_metrics(run: Path):
     missing = [c for c in METRIC_COLUMNS if c not in table.columns]
     if missing:
         raise RunError(f"cannot read {path}: no {', '.join(repr(c) for c in missing)} column (a table cnnlab did not write?)")
+    if table.empty:  # a header alone: no epoch finished (its columns are untyped, not text)
+        return table
     text = [c for c in METRIC_COLUMNS if not pd.api.types.is_numeric_dtype(table[c])]
     if text:
         raise RunError(f"cannot read {path}: column {text[0]!r} holds something other than numbers (edited by hand?)")

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import io
 import math
-import re
 import textwrap
 from pathlib import Path
 
@@ -20,6 +19,7 @@ from cnnlab.data import DATASETS, load_splits
 from cnnlab.transforms import Pipeline
 
 COLUMNS = 8  # images per row
+DEFAULT_N = 32  # images in a grid unless --n says otherwise
 MIN_COLUMNS = 4  # the figure is at least this many cells wide, so the title fits
 CELL_INCHES = (1.3, 1.5)  # width, height of one image with its class name below
 TITLE_INCHES = 0.6  # room for the title above the grid
@@ -61,6 +61,8 @@ def grid_png(images: torch.Tensor, labels: torch.Tensor, classes: list[str], tit
     """The grid as PNG bytes: one image per cell, its class name below it."""
     from matplotlib.figure import Figure  # as cnnlab.figures: the Agg canvas, no pyplot, no global backend switch
 
+    from cnnlab.figures import plain
+
     n = len(images)
     cols = min(n, columns)
     rows = math.ceil(n / cols)
@@ -83,7 +85,7 @@ def grid_png(images: torch.Tensor, labels: torch.Tensor, classes: list[str], tit
             ax.imshow(((img - low) / (high - low)).permute(1, 2, 0).clamp(0, 1).numpy(), interpolation="nearest")
         ax.set_xticks([])
         ax.set_yticks([])
-        ax.set_xlabel(classes[int(labels[i])], fontsize=8, labelpad=2)
+        ax.set_xlabel(plain(classes[int(labels[i])]), fontsize=8, labelpad=2)  # a CIFAR copy names its own classes
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=DPI)
     return buf.getvalue()
@@ -95,10 +97,17 @@ def title_for(cfg: Config, n: int, split: str) -> str:
     return f"{DATASETS[cfg.dataset.name].title}: the first {n} {split} images, {after}"
 
 
-def default_out(root: Path, cfg: Config, split: str, from_config: bool, overrides: list[str] = ()) -> Path:
-    """runs/samples-DATASET-SPLIT[-CONFIG][-OVERRIDES].png: a grid of other images gets its own file.
-    The split is always named: were it left out for one, a config called "train" would collide."""
-    name = f"samples-{cfg.dataset.name}-{split}" + (f"-{cfg.name}" if from_config else "")
-    drawn = [o for o in overrides if not o.startswith(("dataset.data_dir", "dataset.download"))]  # where, not what
-    name += "".join("-" + re.sub(r"[^A-Za-z0-9_.=-]+", "_", o.replace(" ", "")) for o in drawn)
-    return root / f"{name}.png"
+def default_out(root: Path, cfg: Config, split: str, n: int, from_config: bool) -> Path:
+    """runs/samples-DATASET-SPLIT[-CONFIG][-shift_dxX_dyY_MODE][-permute_seedS][-nN].png, named after
+    what is drawn, however it was asked for (a config file, a named config, overrides): other images
+    get their own file, whatever the configs drawing them are called, and the same images the same
+    one. The split is always named: were it left out for one, a config called "train" would collide."""
+    parts = ["samples", cfg.dataset.name, split] + ([cfg.name] if from_config else [])
+    t = cfg.transform
+    if t.shift.dx or t.shift.dy:
+        parts.append(f"shift_dx{t.shift.dx}_dy{t.shift.dy}_{t.shift.mode}")
+    if t.permute:
+        parts.append(f"permute_seed{t.permute_seed if t.permute_seed is not None else cfg.seed}")
+    if n != DEFAULT_N:
+        parts.append(f"n{n}")
+    return root / ("-".join(parts) + ".png")

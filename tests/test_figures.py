@@ -124,15 +124,15 @@ def test_learning_curves_mark_whole_epochs_only(epochs):
 
 
 def test_a_dollar_sign_in_a_label_is_drawn_as_it_is(tmp_path):
-    """Labels and titles come from the user (a study file's labels): 'fc $^$' is text, not mathtext
-    that does not parse and fails the figure."""
+    """Labels, titles and class names come from the user (a study file's labels, a CIFAR copy's
+    batches.meta): 'fc $^$' is text, not mathtext that does not parse and fails the figure."""
     label = "fc $^$"
     table = pd.DataFrame({"model": [label], "permuted": [False], "seeds": [1], "test_acc_mean": [0.9], "test_acc_std": [np.nan]})
     shifted = pd.DataFrame([{"model": label, "dx": dx, "dy": dy, "test_acc": 0.5} for dx, dy in offsets(1, "both")])
     metrics = pd.DataFrame({"epoch": [1], "train_loss": [1.0], "test_loss": [0.9], "train_acc": [0.5], "test_acc": [0.6]})
     for fig in (
         figures.comparison_bars(table, label), figures.accuracy_vs_shift(shifted[shifted.dy == 0], "x", "roll", label),
-        figures.shift_heatmaps(shifted, "roll", label), figures.probability_heatmap(np.full((1, 2), 0.5), [0], ["a", "b"], label),
+        figures.shift_heatmaps(shifted, "roll", label), figures.probability_heatmap(np.full((1, 2), 0.5), [0], [label, "b"], label),  # a CIFAR copy names its classes
         figures.learning_curves(metrics, label),
     ):
         figures.save(fig, tmp_path / "figure.png")

@@ -57,8 +57,32 @@ def test_default_path_is_in_the_runs_directory(tiny_mnist, runs_dir, monkeypatch
     code, out, err = cli(monkeypatch, capsys, "samples", "mnist", "--n", 4, "--config", "configs/mnist_cnn.yaml",
                          "transform.permute=true", "--data-dir", tiny_mnist[0])
     assert code == 0, err
-    name = "samples-mnist-test-mnist_cnn-transform.permute=true.png"  # not the plain grid's file
+    name = "samples-mnist-test-mnist_cnn-permute_seed0-n4.png"  # not the plain grid's file
     assert out.strip() == str(runs_dir / name) and (runs_dir / name).is_file()
+
+
+def test_the_default_file_is_named_after_what_is_drawn(tiny_mnist, runs_dir, monkeypatch, capsys):
+    """Two configs called alike that draw other images get two files (the second one replaced the
+    first); the same images asked for in other words (a config's transform, an override) one file."""
+    root = tiny_mnist[0]
+    text = (ROOT / "configs" / "mnist_cnn.yaml").read_text()
+    assert "permute: false" in text
+    permuted = runs_dir.parent / "permuted.yaml"
+    permuted.write_text(text.replace("permute: false", "permute: true", 1))  # still called mnist_cnn
+
+    def drawn(*args):
+        code, out, err = cli(monkeypatch, capsys, "samples", "mnist", *args, "--data-dir", root)
+        assert code == 0, err
+        return out.strip().splitlines()[-1]
+
+    plain = drawn("--config", "mnist_cnn")
+    by_file = drawn("--config", permuted)
+    by_override = drawn("--config", "mnist_cnn", "transform.permute=true")
+    assert plain != by_file == by_override == str(runs_dir / "samples-mnist-test-mnist_cnn-permute_seed0.png")
+    assert drawn("--config", "mnist_cnn", "transform.permute=true", "seed=3").endswith("-mnist_cnn-permute_seed3.png")
+    shifted = drawn("transform.shift={dx: 2, dy: -1, mode: zero}", "--n", 8)
+    assert shifted == str(runs_dir / "samples-mnist-test-shift_dx2_dy-1_zero-n8.png")
+    assert drawn("transform.shift.dx=2", "transform.shift.dy=-1", "transform.shift.mode=zero", "--n", 8) == shifted
 
 
 def test_each_split_gets_its_own_default_file(tiny_mnist, runs_dir, monkeypatch, capsys):
@@ -119,7 +143,7 @@ def test_a_config_file_whose_name_holds_other_characters_is_named_as_train_names
     config.write_text((ROOT / "configs" / "mnist_fc.yaml").read_text().replace("name: mnist_fc\n", "", 1))
     code, out, err = cli(monkeypatch, capsys, "samples", "mnist", "--n", 4, "--config", config, "--data-dir", root)
     assert code == 0, err
-    assert Path(out.strip().splitlines()[-1]).name == "samples-mnist-test-my_fc_1.png"
+    assert Path(out.strip().splitlines()[-1]).name == "samples-mnist-test-my_fc_1-n4.png"
 
 
 def test_a_config_whose_subset_is_larger_than_the_split_is_drawn(tiny_mnist, tmp_path, monkeypatch, capsys):
@@ -157,6 +181,8 @@ def test_user_errors(tiny_mnist, monkeypatch, capsys):
     assert code == 2 and "transform.augment.hflip does not change what samples draws" in err
     code, _, err = cli(monkeypatch, capsys, "samples", "mnist", "--config", "configs/sweeps/lenet_lr.yaml", "--data-dir", root)
     assert code == 2 and "lenet_lr.yaml is a sweep file, not a config: run it with cnnlab sweep" in err  # not "did you mean 'dataset'?"
+    code, _, err = cli(monkeypatch, capsys, "samples", "mnist", "dataset.name=fashion-mnist", "--data-dir", root)
+    assert code == 2 and "dataset.name=fashion-mnist contradicts DATASET mnist" in err  # drew Fashion-MNIST, named mnist
     code, _, err = cli(monkeypatch, capsys, "samples", "mnist", "--out", "grid.jpg", "--data-dir", root)
     assert code == 2 and "--out must name a .png file" in err  # not PNG bytes in a .jpg
 
@@ -165,4 +191,15 @@ def test_a_whole_transform_section_is_taken_and_where_the_data_is_stays_out_of_t
     code, out, err = cli(monkeypatch, capsys, "samples", "mnist", "--n", 4, "transform={permute: true}",
                          f"dataset.data_dir={tiny_mnist[0]}")
     assert code == 0, err
-    assert out.strip() == str(runs_dir / "samples-mnist-test-transform=_permute_true_.png")
+    assert out.strip() == str(runs_dir / "samples-mnist-test-permute_seed0-n4.png")
+    code, out, err = cli(monkeypatch, capsys, "samples", "mnist", "--n", 4, f"dataset={{data_dir: {tiny_mnist[0]}, download: false}}")
+    assert code == 0, err
+    assert out.strip() == str(runs_dir / "samples-mnist-test-n4.png")  # the section given whole: still where, not what
+
+
+def test_a_class_name_with_a_dollar_sign_is_drawn_as_it_is():
+    """A CIFAR-10 copy's batches.meta names its classes: 'a$^$b' is text, not mathtext that does
+    not parse and fails the grid."""
+    classes = ["a$^$b", "$\\frac$"]
+    png = grid_png(torch.rand(2, 3, 32, 32), torch.tensor([0, 1]), classes, "t $x$")
+    assert png.startswith(b"\x89PNG")

@@ -23,7 +23,7 @@ import torch
 
 from rich.console import Console
 
-from cnnlab import figures, report
+from cnnlab import figures, report, runs
 from cnnlab.cli import main
 from cnnlab.config import ShiftConfig, load_config
 from cnnlab.data import load_splits
@@ -1261,6 +1261,18 @@ def test_show_says_what_a_summary_lacks_and_never_shows_none(fashion_run, tmp_pa
         (copy / "summary.json").write_text(text)
         code, out, err = cnnlab(capsys, monkeypatch, "show", copy)
         assert (code, out, err.count("\n")) == (1, "", 1) and err.startswith(f"error: cannot read {copy}/summary.json: ") and error in err, (text, err)
+
+
+def test_show_reads_a_metrics_table_with_a_header_alone_as_no_epoch_yet(fashion_run, tmp_path, capsys, monkeypatch):
+    """A header without rows has untyped columns: it was refused as "column 'epoch' holds something
+    other than numbers (edited by hand?)" instead of read as a run with no finished epoch."""
+    copy = tmp_path / fashion_run.path.name
+    shutil.copytree(fashion_run.path, copy)
+    metrics = copy / "metrics.csv"
+    metrics.write_text(metrics.read_text().splitlines()[0] + "\n")
+    assert runs.read_metrics(copy).empty
+    code, out, err = cnnlab(capsys, monkeypatch, "show", copy)
+    assert code == 1 and err == f"error: {copy} has no finished epoch yet: no epoch table or learning curves to show\n", err
 
 
 def test_show_open_says_when_no_viewer_opened_the_png(fashion_run, capsys, monkeypatch):

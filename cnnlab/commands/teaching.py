@@ -128,7 +128,7 @@ def samples(
     n: int = typer.Option(32, "--n", min=1, max=256, help="How many images."),
     config: Optional[Path] = typer.Option(None, "--config", help="Show the images after this config's deterministic transforms (a file, or a name: mnist_cnn)."),
     split: str = typer.Option("test", "--split", parser=split_name("--split"), help="test | train"),
-    out: Optional[Path] = typer.Option(None, "--out", help="PNG path. Default: RUNS_DIR/samples-DATASET-SPLIT[-CONFIG][-OVERRIDES].png"),
+    out: Optional[Path] = typer.Option(None, "--out", help="PNG path. Default: RUNS_DIR/samples-DATASET-SPLIT[-CONFIG][-shift_dxX_dyY_MODE][-permute_seedS][-nN].png"),
     data_dir: Optional[Path] = DataDir,
     runs_dir: Optional[Path] = RunsDir,
 ):
@@ -153,6 +153,8 @@ def samples(
         raise ConfigError(f"{config} is a config for {section['name']}, not {dataset}")
     base["dataset"] = {**section, "name": dataset}
     cfg = config_from_dict(base, overrides, str(config or "samples"))  # a misspelt key: train's error and suggestion
+    if cfg.dataset.name != dataset:  # an override's dataset.name: two answers to which images to draw
+        raise CnnlabUsage(f"dataset.name={cfg.dataset.name} contradicts DATASET {dataset}: name the dataset once, as DATASET")
     # what sample_images applies (a subset would not change the split's first --n images)
     shown = ("dataset.name", "dataset.data_dir", "dataset.download", "transform.shift", "transform.permute", "seed")
     for text in overrides:
@@ -166,7 +168,7 @@ def samples(
 
     images, labels, classes = S.sample_images(cfg, n, split, data_dir)
     png = S.grid_png(images, labels, classes, S.title_for(cfg, len(images), split))
-    path = out if out is not None else S.default_out(runs_root(runs_dir), cfg, split, config is not None, overrides)
+    path = out if out is not None else S.default_out(runs_root(runs_dir), cfg, split, len(images), config is not None)
     ensure_dir(path.parent, "runs directory" if out is None else "directory")
     atomic_write(path, png)
     print(path)
