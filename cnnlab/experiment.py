@@ -267,9 +267,7 @@ def _run(cfg: Config, signals: Signals, runs_dir, data_dir, resume, progress, on
         resume = runs.open_run(resume, resuming=True)
         trained = load_config(resume / runs.CONFIG, stored=True)  # the config the run trained with
         check_resume_changes(resume, trained, cfg)
-        # the data it trained on, unless an override moves it (a relative dataset.data_dir would follow the cwd)
-        if data_dir is None and cfg.dataset.data_dir in (None, trained.dataset.data_dir):
-            data_dir = runs.trained_data_dir(resume)
+        data_dir = runs.own_data_dir(resume, data_dir, cfg, trained)
     if cfg.train.tensorboard:
         tensorboard.require()
     setting_up = Stretch()

@@ -292,6 +292,15 @@ def trained_data_dir(path: Path) -> str | None:
     return _existing_dir(read_json(Path(path) / SUMMARY).get("data_dir"))
 
 
+def own_data_dir(path: Path, given, cfg, trained):
+    """The data directory to read a run's own data from (its --resume, its forward-check --run): given
+    (a --data-dir); else, unless an override moves cfg's dataset.data_dir from what the run trained
+    with (trained: its stored config; a relative one would follow the cwd), trained_data_dir."""
+    if given is None and cfg.dataset.data_dir in (None, trained.dataset.data_dir):
+        return trained_data_dir(path)
+    return given
+
+
 def resumed_data_dir(given: Path | str | None, own: str | None, runs_dir: Path, configs) -> Path | str | None:
     """The data directory a resumed sweep or study reads, from any working directory: given (a
     --data-dir on the --resume); else its own --data-dir while that exists; else the one all the runs

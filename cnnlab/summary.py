@@ -29,9 +29,11 @@ class LayerRow:
 
 
 def conv_output_size(n: int, k: int, s: int = 1, p: int = 0, d: int = 1, ceil: bool = False) -> int:
-    """floor((n + 2p - d(k-1) - 1) / s) + 1 (ceil instead of floor for pools with ceil_mode)."""
+    """floor((n + 2p - d(k-1) - 1) / s) + 1 (ceil instead of floor for pools with ceil_mode, less the
+    last window when it would start in the right padding, as PyTorch drops it)."""
     rounding = math.ceil if ceil else math.floor
-    return rounding((n + 2 * p - d * (k - 1) - 1) / s) + 1
+    out = rounding((n + 2 * p - d * (k - 1) - 1) / s) + 1
+    return out - 1 if ceil and (out - 1) * s >= n + p else out
 
 
 def _per_dim(value, dims: int) -> tuple:
@@ -45,6 +47,8 @@ def _rule_text(n: int, k: int, s: int, p, d: int, ceil: bool) -> str:
     kernel = f"{k}" if d == 1 else f"{d}*({k}-1) - 1"
     rounding = "ceil" if ceil else "floor"
     out = conv_output_size(n, k, s, p, d, ceil)
+    if ceil and math.ceil((n + 2 * p - d * (k - 1) - 1) / s) + 1 != out:
+        return f"{n} -> ceil(({n} + 2*{p} - {kernel}) / {s}) + 1 - 1 = {out} (a last window would start in the padding)"
     return f"{n} -> {rounding}(({n} + 2*{p} - {kernel}) / {s}) + 1 = {out}"
 
 

@@ -87,6 +87,21 @@ def test_a_weight_changed_after_the_pytorch_pass_names_its_layer():
     assert all(r.ok for r in rows[:3])
 
 
+def test_a_layer_with_large_outputs_is_judged_by_float32s_precision_at_that_size():
+    """Inputs normalized with std 1e-4 make a Linear's outputs reach thousands, where float32's
+    rounding alone is above 1e-4: a correct model failed with exit 1."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(784, 10))
+    x = torch.rand(4, 1, 28, 28) * 1e4
+    rows, out_torch, out_numpy = fc.check(model, x)
+    assert rows[1].largest > 1000 and rows[1].max_abs_diff > fc.TOLERANCE  # more than the absolute 1e-4
+    assert rows[1].ok and rows[1].tolerance == pytest.approx(fc.TOLERANCE * rows[1].largest)
+    outs = fc.torch_outputs(model, x)
+    with torch.no_grad():
+        model[1].bias[0] += 2 * rows[1].tolerance  # a real difference at that size still fails
+    assert not fc.compare(model, outs, fc.numpy_outputs(model, x))[1].ok
+
+
 def test_the_pytorch_pass_keeps_each_layers_mode():
     model = nn.Sequential(nn.Linear(3, 3), nn.Sequential(nn.Dropout(0.5), nn.ReLU()))
     model[1].eval()
@@ -244,6 +259,21 @@ def test_cli_usage_errors(monkeypatch, capsys):
     assert cli(monkeypatch, capsys, "forward-check")[0] == 2
     code, _, err = cli(monkeypatch, capsys, "forward-check", "configs/mnist_cnn.yaml", "--run", "/nonexistent/run")
     assert code == 1 and "not a run directory" in err
+
+
+def test_cli_checks_a_run_on_the_data_it_trained_on_from_any_folder(tiny_mnist, tmp_path, monkeypatch, capsys):
+    """--run read --data-dir, else $CNNLAB_DATA_DIR, else ./data (and tried to download MNIST there),
+    where train --resume reads the folder the run trained on while it exists."""
+    trained = run(load_config(ROOT / "configs/mnist_fc.yaml", ["device=cpu", "train.max_steps=1"]), runs_dir=tmp_path, data_dir=tiny_mnist)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    monkeypatch.delenv("CNNLAB_DATA_DIR", raising=False)
+    code, out, err = cli(monkeypatch, capsys, "forward-check", "--run", trained.path)
+    assert code == 0 and "layers match PyTorch" in out, err
+    assert not (elsewhere / "data").exists()
+    code, out, err = cli(monkeypatch, capsys, "forward-check", "--run", trained.path, "--data-dir", elsewhere)
+    assert code == 1 and f"MNIST not found in {elsewhere}" in err  # a --data-dir given still wins
 
 
 def test_cli_names_how_config_and_run_differ(tiny_mnist, tmp_path, monkeypatch, capsys):

@@ -20,6 +20,7 @@ def modes(model: nn.Module) -> list[bool]:
 
 
 def test_every_leaf_call_in_order_with_its_inputs_and_output():
+    torch.manual_seed(0)  # unseeded, no output was negative in about 1 run in 80, and the in-place ReLU check failed
     model = mixed_model()
     x = torch.randn(2, 3)
     calls, output = layer_calls(model, x)

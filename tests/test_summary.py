@@ -37,10 +37,21 @@ RULE_KINDS = {"Conv1d", "Conv2d", "MaxPool1d", "MaxPool2d", "AvgPool1d", "AvgPoo
         ((28, 5, 1, 2), 28),
         ((10, 3, 1, 0, 2), 6),  # dilation 2: effective kernel 5
         ((5, 2, 2, 0, 1, True), 3),  # ceil_mode
+        ((5, 3, 3, 1, 1, True), 2),  # ceil_mode's last window would start in the right padding: dropped
+        ((6, 3, 3, 1, 1, True), 3),  # ... here it starts inside the input: kept
     ],
 )
 def test_conv_output_size(args, expected):
     assert conv_output_size(*args) == expected
+
+
+def test_a_ceil_mode_rule_says_when_a_last_window_is_dropped():
+    """PyTorch drops a ceil_mode pool's last window when it would start in the right padding: the
+    rule gave ceil((5 + 2*1 - 3) / 3) + 1 = 3 for a 2x2 output."""
+    pool = nn.MaxPool2d(3, 3, padding=1, ceil_mode=True)
+    assert pool(torch.zeros(1, 1, 5, 5)).shape[-2:] == (2, 2)
+    assert output_rule(pool, (5, 5)) == "5 -> ceil((5 + 2*1 - 3) / 3) + 1 - 1 = 2 (a last window would start in the padding)"
+    assert output_rule(pool, (6, 6)) == "6 -> ceil((6 + 2*1 - 3) / 3) + 1 = 3"
 
 
 def test_cnn_rows_on_mnist():

@@ -13,25 +13,28 @@ from cnnlab.cli import CnnlabUsage, DataDir, RunsDir, app, load, not_empty, spli
 from cnnlab.errors import CnnlabError, ConfigError
 
 
-def _checked_config(args: list[str], run: Optional[Path]):
-    """The config to check: the run's own (its weights fit only its model), else CONFIG's."""
+def _checked_config(args: list[str], run: Optional[Path], data_dir: Optional[Path]):
+    """The config to check: the run's own (its weights fit only its model), else CONFIG's; and the
+    data directory to read (a run's: the one it trained on, as its --resume reads)."""
     config, overrides = split_args(args or [])
     if run is None:
         if config is None:
             raise CnnlabUsage("missing CONFIG, e.g. cnnlab forward-check mnist_cnn")
-        return load(config, overrides)
+        return load(config, overrides), data_dir
     from cnnlab.config import load_config
-    from cnnlab.runs import CONFIG, open_run
+    from cnnlab.runs import CONFIG, open_run, own_data_dir
 
     path = open_run(run) / CONFIG
+    trained = load_config(path, [], stored=True)
     if config is not None:  # it must name the run's own model; the overrides apply to the check, after
-        named, trained = load(config, []), load_config(path, [], stored=True)
+        named = load(config, [])
         if named.model != trained.model or named.dataset.name != trained.dataset.name:
             raise ConfigError(
                 f"{config} names {model_text(named.model, trained.model)} on {named.dataset.name}, but {run} trained "
                 f"{model_text(trained.model, named.model)} on {trained.dataset.name}; leave CONFIG out to check the run"
             )
-    return load_config(path, overrides, stored=True)
+    cfg = load_config(path, overrides, stored=True)
+    return cfg, own_data_dir(run, data_dir, cfg, trained)
 
 
 def model_text(model, other) -> str:
@@ -73,11 +76,11 @@ def forward_check(
     n: Optional[int] = typer.Option(None, "--n", min=1, help=f"Test images in the batch (default {DEFAULT_N}); no more than the test split holds after dataset.test_subset."),
     data_dir: Optional[Path] = DataDir,
 ):
-    """Redo one batch's forward pass by hand in NumPy, layer by layer; exit 1 if a layer differs by > 1e-4."""
+    """Redo one batch's forward pass by hand in NumPy, layer by layer; exit 1 if a layer differs by > 1e-4 (relative to outputs above 1)."""
     from cnnlab.config import DATASET_CLASSES, DATASET_SHAPES
     from cnnlab.report import console, say, table
 
-    cfg = _checked_config(args, run)
+    cfg, data_dir = _checked_config(args, run, data_dir)
     import torch  # once the arguments are good
 
     from cnnlab import forward_check as fc
@@ -117,9 +120,13 @@ def forward_check(
     bad = fc.first_failure(rows)
     if bad is not None:
         raise CnnlabError(
-            f"forward-check failed: layer {bad.name} ({bad.kind}) differs from PyTorch by {bad.max_abs_diff:.3g} > {fc.TOLERANCE:g}"
+            f"forward-check failed: layer {bad.name} ({bad.kind}) differs from PyTorch by {bad.max_abs_diff:.3g} > {bad.tolerance:.3g}"
+            + (f" ({fc.TOLERANCE:g} x its largest output, {bad.largest:.3g})" if bad.largest > 1 else "")
         )
-    print(f"all {len(rows)} layers match PyTorch within {fc.TOLERANCE:g} (largest difference {max(r.max_abs_diff for r in rows):.2e})")
+    print(
+        f"all {len(rows)} layers match PyTorch within {fc.TOLERANCE:g} (times a layer's largest output where that is above 1; "
+        f"largest difference {max(r.max_abs_diff for r in rows):.2e})"
+    )
 
 
 @app.command()
