@@ -102,6 +102,25 @@ def test_a_layer_with_large_outputs_is_judged_by_float32s_precision_at_that_size
     assert not fc.compare(model, outs, fc.numpy_outputs(model, x))[1].ok
 
 
+def test_a_large_batch_is_checked_in_chunks_with_the_same_result(monkeypatch):
+    """Every layer's outputs were kept for the whole batch, twice: --n 1000 of keras_cnn took 3 GB."""
+    torch.manual_seed(0)
+    model = build_model(C.CNNModel(name="cnn"), MNIST, 10)
+    x = torch.randn(7, *MNIST)
+    x[5] *= 50  # the largest outputs come from one image of the last chunk
+    whole, t_whole, n_whole = fc.check(model, x)
+    monkeypatch.setattr(fc, "CHUNK", 3)
+    calls = []
+    original = fc.torch_outputs
+    monkeypatch.setattr(fc, "torch_outputs", lambda m, part: calls.append(len(part)) or original(m, part))
+    chunked, t_chunked, n_chunked = fc.check(model, x)
+    assert calls == [3, 3, 1]
+    assert [r.name for r in chunked] == [r.name for r in whole]
+    assert [r.largest for r in chunked] == pytest.approx([r.largest for r in whole], rel=1e-6)
+    assert [r.max_abs_diff for r in chunked] == pytest.approx([r.max_abs_diff for r in whole], abs=1e-6)
+    assert torch.allclose(t_chunked, t_whole, atol=1e-5) and np.allclose(n_chunked, n_whole) and t_chunked.shape == (7, 10)
+
+
 def test_the_pytorch_pass_keeps_each_layers_mode():
     model = nn.Sequential(nn.Linear(3, 3), nn.Sequential(nn.Dropout(0.5), nn.ReLU()))
     model[1].eval()
