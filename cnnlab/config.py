@@ -48,6 +48,10 @@ class DatasetConfig(Strict):
     test_subset: StrictInt | None = Field(None, gt=0)  # first N test images
 
 
+FLOAT32_TINY, FLOAT32_MAX = 1.1754944e-38, 3.4028235e38  # float32's smallest normal and largest numbers
+WIDEST = 2**20  # units or channels in one layer: far above any study's (1,000), far below what overflowed torch (2**63)
+
+
 class MeanStd(Strict):
     mean: list[StrictFloat]
     std: list[StrictFloat]
@@ -58,6 +62,9 @@ class MeanStd(Strict):
             raise ValueError("mean and std must have the same length")
         if any(s <= 0 for s in self.std):
             raise ValueError("std values must be > 0")
+        # the images are float32: a std below its smallest normal number divides by 0 there, a mean past its largest is inf
+        if any(not FLOAT32_TINY <= s <= FLOAT32_MAX for s in self.std) or any(abs(m) > FLOAT32_MAX for m in self.mean):
+            raise ValueError(f"mean and std must fit float32, in which the images are normalized: std from {FLOAT32_TINY:.3g} to {FLOAT32_MAX:.3g}, |mean| up to {FLOAT32_MAX:.3g}")
         return self
 
 
@@ -88,12 +95,12 @@ class TransformConfig(Strict):
 # ---------------------------------------------------------------------------- models
 class FCModel(Strict):
     name: Literal["fc"]
-    hidden: list[Annotated[StrictInt, Field(gt=0)]] = [8, 8]  # [8, 8]: study A; [1000]: study B
+    hidden: list[Annotated[StrictInt, Field(gt=0, le=WIDEST)]] = [8, 8]  # [8, 8]: study A; [1000]: study B
 
 
 class CNNModel(Strict):
     name: Literal["cnn"]
-    n_feature: StrictInt = Field(6, gt=0)  # channels of both conv layers; 6 -> 6,422 params on MNIST
+    n_feature: StrictInt = Field(6, gt=0, le=WIDEST)  # channels of both conv layers; 6 -> 6,422 params on MNIST
     relu_first: bool = False  # conv-ReLU-pool as the study writes it; default pool-ReLU (same function, faster)
 
 
@@ -120,7 +127,7 @@ class KerasCNNModel(Strict):
 
 class FastNetModel(Strict):
     name: Literal["fastnet"]  # airbench-style fast CIFAR-10 net (configs/cifar10_fast.yaml)
-    widths: list[Annotated[StrictInt, Field(gt=0)]] = Field([64, 256, 256], min_length=1)  # each conv group's channels
+    widths: list[Annotated[StrictInt, Field(gt=0, le=WIDEST)]] = Field([64, 256, 256], min_length=1)  # each conv group's channels
     bn_momentum: StrictFloat = Field(0.4, gt=0, le=1)  # PyTorch's convention (airbench writes 0.6 = 1 - this)
     scale: StrictFloat = Field(1 / 9, gt=0)  # multiplies the logits
     bn_eps: StrictFloat = Field(1e-12, gt=0)  # BatchNorm's epsilon (airbench's 1e-12; MNIST needs more, see mnist_fast.yaml)
@@ -320,6 +327,8 @@ class Config(Strict):
         resumable)."""
         if (info.context or {}).get("stored"):
             return self
+        if self.transform.augment.grayscale and DATASET_SHAPES[self.dataset.name][0] == 1:
+            raise ValueError(f"transform.augment.grayscale turns colour images gray; {self.dataset.name}'s are gray already (it would do nothing)")
         if self.loss.name == "bce" and self.loss.label_smoothing:
             raise ValueError("loss.label_smoothing smooths cross_entropy's targets over classes; loss bce takes none")
         schedule = self.schedule
@@ -422,7 +431,7 @@ for _kind in (_Loader, _StoredLoader):  # the base class's table holds its own f
     _kind.add_constructor("tag:yaml.org,2002:int", _kind.construct_yaml_int)
     _kind.add_constructor("tag:yaml.org,2002:float", _kind.construct_yaml_float)
 for _kind in (_Loader, _Dumper):
-    _kind.add_implicit_resolver("tag:yaml.org,2002:float", re.compile(r"^[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+$"), list("-+.0123456789"))
+    _kind.add_implicit_resolver("tag:yaml.org,2002:float", re.compile(r"^[-+]?(\d+\.?\d*[eE][-+]?\d+|\.\d+([eE][-+]?\d+)?)$"), list("-+.0123456789"))
     _kind.add_implicit_resolver("tag:yaml.org,2002:int", re.compile(f"^{_LEADING_ZERO.pattern}$"), list("-+0"))  # 1.1: 0089 is text
 
 

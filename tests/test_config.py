@@ -97,6 +97,45 @@ def test_dotted_normalize_keys_replace_a_word_the_file_gives_for_it():
     assert "transform is not a section" in error_of(["transform.permute=true"], {**BASE, "transform": "none"})
 
 
+def test_a_signed_number_with_a_leading_dot_is_a_number(tmp_path):
+    """YAML 1.1 (PyYAML) reads .5 as a number but -.5 and +.5 as text: optimizer.lr=+.05 and mean: [-.5]
+    were refused as "Input should be a valid number"; YAML 1.2 reads all three as numbers."""
+    for text, value in [(".5", 0.5), ("-.5", -0.5), ("+.5", 0.5), ("-.5e1", -5.0), ("+.25E-1", 0.025), ("-5", -5), ("+5", 5), ("5", 5)]:
+        assert parse_override(f"a={text}") == ("a", value) and type(parse_override(f"a={text}")[1]) is type(value), text
+    assert parse_override("a=-.") == ("a", "-.") and parse_override("a=-.x") == ("a", "-.x")
+    assert config_from_dict(BASE, ["optimizer.lr=+.05"]).optimizer.lr == 0.05
+    (tmp_path / "c.yaml").write_text("model: {name: fc}\ntransform: {normalize: {mean: [-.5], std: [+.25]}}\n")
+    assert load_config(tmp_path / "c.yaml").transform.normalize.model_dump() == {"mean": [-0.5], "std": [0.25]}
+    assert "'-.5'" in dump_yaml({"description": "-.5"})  # the text stays text when written
+
+
+def test_a_layer_too_wide_for_torch_is_refused_in_the_config():
+    """model.n_feature=99999999999999999999 passed the schema and ended in a traceback in torch
+    ("Overflow when unpacking long long"); 2**62 was told it "cannot take inputs of shape (1, 28, 28)"."""
+    for overrides in (["model.n_feature=99999999999999999999"], ["model.n_feature=4611686018427387904"],
+                      ["model={name: fc, hidden: [8, 99999999999999999999]}"], ["dataset.name=cifar10", "model={name: fastnet, widths: [2097152]}"]):
+        assert "Input should be less than or equal to 1048576" in error_of(overrides), overrides
+    assert config_from_dict(BASE, ["model.n_feature=1048576"]).model.n_feature == 2**20
+
+
+def test_random_grayscale_on_gray_images_is_refused():
+    """MNIST's images have one channel: grayscale=1.0 was accepted and changed nothing."""
+    assert error_of(["transform.augment.grayscale=1.0"]).endswith(
+        "transform.augment.grayscale turns colour images gray; mnist's are gray already (it would do nothing)")
+    assert "fashion-mnist's are gray already" in error_of(["dataset.name=fashion-mnist", "transform.augment.grayscale=0.1"])
+    assert config_from_dict(BASE, ["dataset.name=cifar10", "transform.augment.grayscale=0.1"]).transform.augment.grayscale == 0.1
+    stored = config_from_dict(BASE, ["transform.augment.grayscale=0"]).model_dump()
+    stored["transform"]["augment"]["grayscale"] = 0.5  # an earlier cnnlab's run stays resumable
+    assert Config.model_validate(stored, context={"stored": True}).transform.augment.grayscale == 0.5
+
+
+@pytest.mark.parametrize("normalize", ["{mean: [0.5], std: [1e-50]}", "{mean: [1e39], std: [1]}", "{mean: [0], std: [1e39]}"])
+def test_normalize_values_float32_cannot_hold_are_refused(normalize):
+    """std 1e-50 is 0 in float32 and mean 1e39 is inf: the run stopped with 'the loss became nan ...
+    (try a lower learning rate)', which blamed the learning rate."""
+    assert "mean and std must fit float32" in error_of([f"transform.normalize={normalize}"])
+
+
 def test_parse_override():
     assert parse_override("a.b=1e-3") == ("a.b", 1e-3)
     assert parse_override("a=[1, 2]") == ("a", [1, 2])
@@ -285,7 +324,7 @@ def test_yes_no_on_and_off_are_the_words_typed_and_switches_take_them(tmp_path):
     assert "train.epochs: Input should be a valid integer (got 'Yes')" in error_of(["train.epochs=Yes"])
     cfg = config_from_dict(BASE, ["train.compile=yes", "dataset.download=OFF", "transform.permute=On", "train.checkpoint=no", "description=yes"])
     assert (cfg.train.compile, cfg.dataset.download, cfg.transform.permute, cfg.train.checkpoint, cfg.description) == (True, False, True, False, "yes")
-    (tmp_path / "c.yaml").write_text("model: {name: fc}\ndescription: no\ntransform: {augment: {hflip: yes, grayscale: off}}\n")
+    (tmp_path / "c.yaml").write_text("model: {name: fc}\ndataset: {name: cifar10}\ndescription: no\ntransform: {augment: {hflip: yes, grayscale: off}}\n")
     with pytest.raises(ConfigError, match=r"transform.augment.grayscale: Input should be a valid number \(got 'off'\)$"):
         load_config(tmp_path / "c.yaml")
     cfg = load_config(tmp_path / "c.yaml", ["transform.augment.grayscale=0.5"])
