@@ -38,6 +38,7 @@ import torch
 from torch import nn
 from torch.func import functional_call, grad_and_value
 
+import cnnlab
 from cnnlab import runs
 from cnnlab.compiled_step import compile_error, reached_parameters
 from cnnlab.conv_pool import with_conv_max_pools
@@ -104,9 +105,9 @@ class AotStep:
 
     def _load_or_compile(self, xb: torch.Tensor, yb: torch.Tensor):
         key = step_key(self._compute, self._names, self._inputs, xb, yb, self.loss_key)
-        path = cache_dir() / f"{key}.pt2"
+        path = None if key is None else cache_dir() / f"{key}.pt2"  # None: compiled for this run alone
         try:
-            run = load(path) if path.is_file() else None
+            run = load(path) if path is not None and path.is_file() else None
         except (RuntimeError, OSError):  # a file the loader cannot read (cut short, another torch's),
             run = None  # or a cache folder this user cannot enter: compile anew
         if run is not None:
@@ -157,16 +158,21 @@ class _Graph(nn.Module):
         return self.graph(*tensors)
 
 
-def step_key(compute: nn.Module, names: tuple, inputs: list, xb: torch.Tensor, yb: torch.Tensor, loss_key: tuple) -> str:
-    """A hash of everything the compiled step depends on."""
+def step_key(compute: nn.Module, names: tuple, inputs: list, xb: torch.Tensor, yb: torch.Tensor, loss_key: tuple) -> str | None:
+    """A hash of everything the compiled step depends on; None when the source it runs is not known
+    (see source_hash)."""
     from cnnlab import __version__
+
+    source, classes = source_hash(), class_sources(compute)
+    if source is None or classes is None:
+        return None
 
     def described(t: torch.Tensor) -> list:
         return [list(t.shape), list(t.stride()), str(t.dtype)]
 
     facts = {
         "cnnlab": __version__,
-        "source": source_hash(),
+        "source": source,
         "torch": torch.__version__,
         # inductor compiles for this very CPU (-march=native): another CPU model may lack its instructions
         "cpu": [torch.backends.cpu.get_cpu_capability(), cpu_identity()],
@@ -174,7 +180,7 @@ def step_key(compute: nn.Module, names: tuple, inputs: list, xb: torch.Tensor, y
         "model": repr(compute),
         # what a module's repr may leave out (a scale factor, a padding) and its forward may use
         "settings": [module_settings(m) for m in compute.modules()],
-        "classes": class_sources(compute),
+        "classes": classes,
         "trained": names[0],
         "fixed": names[1],
         "inputs": [described(t) for t in [*inputs, xb, yb]],
@@ -198,37 +204,45 @@ def cpu_identity() -> str:
     return f"{cpu_model()} | {cpu_flags()}"
 
 
-def class_sources(model: nn.Module) -> dict:
+def class_sources(model: nn.Module) -> dict | None:
     """A hash of the source file of each of model's module classes that is not torch's own (a model
-    defined outside cnnlab: its forward code is not in cnnlab's source)."""
-    files = {inspect.getsourcefile(type(m)) for m in model.modules() if not type(m).__module__.startswith("torch.")}
-    return {f: hashlib.sha256(Path(f).read_bytes()).hexdigest() for f in sorted(filter(None, files))}
+    defined outside cnnlab: its forward code is not in cnnlab's source); None when one was changed
+    after cnnlab was imported (the code the process runs may not be the file's)."""
+    files = sorted(filter(None, {inspect.getsourcefile(type(m)) for m in model.modules() if not type(m).__module__.startswith("torch.")}))
+    if any(Path(f).stat().st_mtime > cnnlab.IMPORTED_AT for f in files):
+        return None
+    return {f: hashlib.sha256(Path(f).read_bytes()).hexdigest() for f in files}
 
 
 @functools.cache
-def source_hash() -> str:
-    """A hash of cnnlab's Python source: the models' forward code and the step's are in it. Once a
-    process: the code it runs is the code it imported (a bench's repeats each ask)."""
+def source_hash() -> str | None:
+    """A hash of cnnlab's Python source: the models' forward code and the step's are in it. None when
+    the source is no longer what the process imported (edited, a git pull, since): the step it would
+    compile is the old code's, and the hash the new code's. Once a process (a bench's repeats each ask)."""
     digest = hashlib.sha256()
     for path in sorted(PACKAGE.rglob("*.py")):
         digest.update(str(path.relative_to(PACKAGE)).encode() + b"\0" + path.read_bytes())
-    return digest.hexdigest()
+    return digest.hexdigest() if cnnlab.source_stamps() == cnnlab.IMPORTED_SOURCE else None
 
 
-def compile_to(program: torch.export.ExportedProgram, path: Path):
+def compile_to(program: torch.export.ExportedProgram, path: Path | None):
     """Compile program with AOTInductor and load it, keeping a copy at path (runs.atomic_write: written
-    whole, then renamed into place). Where the cache cannot be written, the step serves this run alone."""
+    whole, then renamed into place) for later processes. Where the cache cannot be written, or path
+    is None, the step serves this run alone."""
     from torch import _inductor as inductor
 
     with tempfile.TemporaryDirectory(prefix="cnnlab-step-") as scratch:
         built = inductor.aoti_compile_and_package(program, package_path=str(Path(scratch) / "step.pt2"))
+        run = load(built)  # from here, not from the cache: that folder may be deleted at any time
+        if path is None:
+            return run
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             runs.atomic_write(path, Path(built).read_bytes())
         except (OSError, RunError):  # no cache folder, no room in it, another user's file in the way
-            return load(built)
+            return run
     prune(path.parent, keep=path)
-    return load(path)
+    return run
 
 
 def prune(folder: Path, keep: Path, limit: int = CACHE_BYTES) -> None:

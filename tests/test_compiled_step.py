@@ -460,6 +460,53 @@ def test_a_cache_that_cannot_be_entered_or_written_costs_a_compile_not_the_run(t
     assert list((tmp_path / "steps").iterdir()) == []  # no half-written file left behind
 
 
+def test_a_source_edited_since_import_is_compiled_for_the_run_alone(tmp_path, monkeypatch):
+    """The source hash was taken at the first compile: cnnlab edited between a process's import and
+    its first step (a git pull during a study) had the old code's step stored under the new code's
+    name, which every later process then loaded (its loss that of the old loss function)."""
+    import cnnlab
+    from cnnlab import aot_step
+
+    monkeypatch.setenv("CNNLAB_CACHE_DIR", str(tmp_path))
+    aot_step.source_hash.cache_clear()
+    monkeypatch.setattr(cnnlab, "IMPORTED_SOURCE", {**cnnlab.IMPORTED_SOURCE, str(aot_step.PACKAGE / "engine.py"): (0, 0)})
+    try:
+        step, x, y = tiny_step(torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(16, 3)))
+        inputs = [p.detach() for p in step.model.parameters()]
+        assert aot_step.step_key(step._compute, (["1.weight", "1.bias"], []), inputs, x, y, step.loss_key) is None
+        out, loss = step(x, y)
+    finally:
+        aot_step.source_hash.cache_clear()
+    assert step.graphs == 1 and out.shape == (8, 3) and torch.isfinite(loss)
+    assert not (tmp_path / "steps").exists()  # nothing kept for a later process
+
+
+def test_a_model_file_changed_since_cnnlab_was_imported_is_not_cached(tmp_path, monkeypatch):
+    """The same for a model defined outside cnnlab (class_sources): its file's hash must be its code's."""
+    import cnnlab
+    from cnnlab import aot_step
+
+    model = Scaled(1.0)
+    assert aot_step.class_sources(model) is not None
+    monkeypatch.setattr(cnnlab, "IMPORTED_AT", Path(__file__).stat().st_mtime - 1)  # this file edited after the import
+    assert aot_step.class_sources(model) is None
+
+
+def test_a_cache_folder_deleted_right_after_a_compile_costs_nothing(tmp_path, monkeypatch):
+    """The compiled step was loaded back from the cache file after writing it: a folder deleted in
+    between (rm -rf ~/.cache/cnnlab, another process's pruning) failed the run as "could not be compiled"."""
+    import shutil
+
+    from cnnlab import aot_step
+
+    monkeypatch.setenv("CNNLAB_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setattr(aot_step, "prune", lambda folder, keep: shutil.rmtree(folder))
+    step, x, y = tiny_step(torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(16, 3)))
+    out, loss = step(x, y)
+    assert step.graphs == 1 and out.shape == (8, 3) and torch.isfinite(loss)
+    assert not (tmp_path / "cache" / "steps").exists()
+
+
 def test_the_cache_key_changes_with_what_the_graph_depends_on(monkeypatch):
     from cnnlab import aot_step
 
