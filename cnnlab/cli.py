@@ -205,19 +205,23 @@ def _tell_result(cfg, result) -> None:
     from cnnlab.config import article_test_acc
     from cnnlab.report import console, epochs_table, say
 
-    s = result.summary
     console.print(epochs_table(result.metrics))
+    say(finished_line(cfg, result.summary, article_test_acc(result.summary.get("reported"), cfg.transform.permute)))
+
+
+def finished_line(cfg, s: dict, article: float | None) -> str:
+    """One line on how a finished run went."""
     line = f"{cfg.name}: {cfg.model.name} on {cfg.dataset.name}, {s['params']:,} params, test accuracy {s['test_acc']:.2%} after {s['epochs']} epoch(s), {s['train_seconds']:.1f} s training on {s['device']}"
-    compiled = s.get("compile_seconds")
+    compiled, cached = s.get("compile_seconds"), s.get("compiled_step_cached")
     # loading a step from the cache takes milliseconds: say so rather than "0.0 s of it compiling"
-    if compiled is not None and (compiled >= 0.05 or not s.get("compiled_step_cached")):
-        line += f" ({compiled:.1f} s of it compiling)"
-    if s.get("compiled_step_cached"):
+    if compiled is not None and (compiled >= 0.05 or not cached):
+        # a resumed run: the seconds are all its sessions', the cache this session's
+        line += f" ({compiled:.1f} s of it compiling" + ("; this session's step taken from the cache)" if cached else ")")
+    elif cached:
         line += " (the compiled step taken from the cache)"
-    article = article_test_acc(s.get("reported"), cfg.transform.permute)
     if article is not None:
         line += f" (article: {article:.1%})"
-    say(line)
+    return line
 
 
 @app.command()

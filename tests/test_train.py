@@ -403,3 +403,19 @@ def test_every_cuda_device_name_the_schema_takes_resolves_or_is_one_line(monkeyp
     for name in ("cuda:2", "cuda:99999999999999999999"):
         with pytest.raises(ConfigError, match=rf"^device '{name}' asked for, but only 2 CUDA device\(s\) exist$"):
             resolve_device(name)
+
+
+def test_the_finished_line_tells_compile_seconds_and_the_cache_apart():
+    """A resumed run whose first session compiled and whose second loaded the step from the cache said
+    "(23.5 s of it compiling) (the compiled step taken from the cache)", two claims that read as one
+    contradicting the other."""
+    from cnnlab.cli import finished_line
+
+    cfg = load_config(ROOT / "configs/mnist_cnn.yaml")
+    base = {"params": 6422, "test_acc": 0.95, "epochs": 2, "train_seconds": 30.0, "device": "cpu"}
+    line = lambda **s: finished_line(cfg, {**base, **s}, None)  # noqa: E731
+    assert line().endswith("30.0 s training on cpu")
+    assert line(compile_seconds=14.1, compiled_step_cached=False).endswith("(14.1 s of it compiling)")
+    assert line(compile_seconds=0.004, compiled_step_cached=True).endswith("(the compiled step taken from the cache)")
+    assert line(compile_seconds=23.5, compiled_step_cached=True).endswith("(23.5 s of it compiling; this session's step taken from the cache)")
+    assert finished_line(cfg, base, 0.96).endswith("on cpu (article: 96.0%)")
