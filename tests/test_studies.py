@@ -1275,6 +1275,23 @@ def test_show_reads_a_metrics_table_with_a_header_alone_as_no_epoch_yet(fashion_
     assert code == 1 and err == f"error: {copy} has no finished epoch yet: no epoch table or learning curves to show\n", err
 
 
+def test_show_of_a_study_summary_edited_by_hand_never_shows_none(tmp_path, capsys, monkeypatch):
+    """{"kind": "study"} alone was shown as 'study (study), None, started None', and a listed file
+    that is gone was listed still."""
+    study = tmp_path / "my_study"
+    study.mkdir()
+    (study / "summary.json").write_text(json.dumps({"kind": "study"}))
+    code, out, err = cnnlab(capsys, monkeypatch, "show", study)
+    assert code == 0 and out.splitlines()[:2] == ["my_study (study), status unknown", "files: summary.json"], out
+    (study / "table.md").write_text("| model |\n")
+    (study / "summary.json").write_text(json.dumps({"kind": "study", "status": "completed", "started_at": "2026-11-28T01:00:00Z",
+                                                    "files": ["table.md", "accuracy.png"]}))
+    code, out, err = cnnlab(capsys, monkeypatch, "show", study)
+    assert code == 0 and "None" not in out, out
+    assert out.splitlines()[0] == "my_study (study), completed, started 2026-11-28T01:00:00Z"
+    assert out.splitlines()[-1] == "files: table.md"  # accuracy.png is not there
+
+
 def test_show_open_says_when_no_viewer_opened_the_png(fashion_run, capsys, monkeypatch):
     """On a machine without a system viewer (headless: no xdg-open) --open did nothing and said nothing."""
     opened = []

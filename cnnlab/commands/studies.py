@@ -369,13 +369,15 @@ def show(
     summary = runs.read_json(path / runs.SUMMARY, {"files": list}) if (path / runs.SUMMARY).is_file() else {}
     if summary.get("kind") in ("study", "sweep"):
         what = summary.get("study") or summary["kind"]
-        say(f"{summary.get('name', path.name)} ({what}), {runs.shown_status(summary, path)}, started {summary.get('started_at')}")
+        started = f", started {summary['started_at']}" if summary.get("started_at") else ""  # (a summary edited by hand: no None)
+        say(f"{summary.get('name') or path.name} ({what}), {runs.shown_status(summary, path) or 'status unknown'}{started}")
         if summary.get("error"):
             say(f"why: {summary['error']}")
         for table_md in ("table.md", "results.md"):  # a study's table, a sweep's points best first
             if (path / table_md).is_file():
                 say(runs.read_text(path / table_md))
-        files = summary.get("files") or sorted(p.name for p in path.iterdir() if p.is_file() and not p.name.startswith("."))
+        files = [f for f in summary.get("files") or [] if (path / str(f)).is_file()]  # those still there
+        files = files or sorted(p.name for p in path.iterdir() if p.is_file() and not p.name.startswith("."))
         say("files: " + ", ".join(map(str, files)))
         if open_png:  # the study's or sweep's main figure: its first PNG (accuracy.png, <metric>.png)
             figure = next((path / f for f in map(str, files) if f.endswith(".png") and (path / f).is_file()), None)
