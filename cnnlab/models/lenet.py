@@ -30,7 +30,9 @@ def build_lenet(opts, input_shape, num_classes):
 @register("lenet5_classic")
 def build_lenet5_classic(opts, input_shape, num_classes):
     c, h, w = input_shape
-    pad = [nn.ZeroPad2d(2)] if (h, w) == (28, 28) else []  # MNIST -> the 32x32 input LeNet-5 expects
+    # MNIST -> the 32x32 input LeNet-5 expects; zeros are black on unnormalized pixels (lenet5_classic.yaml),
+    # the mean's grey on normalized ones
+    pad = [nn.ZeroPad2d(2)] if (h, w) == (28, 28) else []
     features = nn.Sequential(
         *pad,
         nn.Conv2d(c, 6, 5), nn.Tanh(), nn.AvgPool2d(2),
