@@ -114,7 +114,7 @@ def evaluate(model, x, y, batch_size: int, loss_fn, amp: str = "none", tta: str 
     correct = torch.zeros((), device=x.device, dtype=torch.long)
     for i in range(0, len(x), batch_size):
         xb, yb = x[i : i + batch_size], y[i : i + batch_size]
-        with autocast(x.device, amp):
+        with autocast(x.device, amp), one_line_if_batch_too_small(len(xb), "test"):
             out = predict(model, xb, tta)
         loss_sum += loss_fn(out.float(), yb) * len(xb)
         correct += correct_count(out, yb)
@@ -176,24 +176,27 @@ def steps_per_epoch(n_train: int, batch_size: int, max_steps: int | None) -> int
     return min(steps, max_steps) if max_steps else steps
 
 
-def batch_too_small(e: Exception, images: int) -> ConfigError | None:
+def batch_too_small(e: Exception, images: int, split: str = "train") -> ConfigError | None:
     """The one-line error for BatchNorm over one value per channel (one image, 1x1 maps), if e is that:
-    a ValueError, which torch.compile wraps in an error of its own."""
+    a ValueError, which torch.compile wraps in an error of its own. split: the batch's, train or test
+    (evaluated in training mode, train.eval_mode: false)."""
     if "more than 1 value per channel" not in str(e):
         return None
+    batch, subset = ("train.batch_size", "dataset.train_subset") if split == "train" else ("train.eval_batch_size", "dataset.test_subset")
+    mode = "" if split == "train" else " in training mode (train.eval_mode: false)"
     return ConfigError(
-        f"a training batch of {images} image(s) is too small for this model's BatchNorm; choose "
-        "train.batch_size or dataset.train_subset so that no batch holds a single image"
+        f"a {'training' if split == 'train' else 'test'} batch of {images} image(s) is too small for this model's BatchNorm{mode}; "
+        f"choose {batch} or {subset} so that no batch holds a single image"
     )
 
 
 @contextlib.contextmanager
-def one_line_if_batch_too_small(images: int):
+def one_line_if_batch_too_small(images: int, split: str = "train"):
     """Turns the model's error for a batch too small for its BatchNorm into batch_too_small's."""
     try:
         yield
     except (ValueError, RuntimeError) as e:
-        error = batch_too_small(e, images)
+        error = batch_too_small(e, images, split)
         if error is None:
             raise
         raise error from None

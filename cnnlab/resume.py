@@ -87,12 +87,23 @@ def restore(state: State, ckpt: dict, path: Path) -> None:
         match_layouts(state.optimizer)
         if state.scheduler is not None and ckpt["scheduler"] is not None:
             state.scheduler.load_state_dict(ckpt["scheduler"])
+            follow_schedule(state.scheduler)
         state.order_gen.set_state(ckpt["order_gen"])
         set_aug_state(state.aug_gen, ckpt["aug_gen"])
         _set_rng_state(ckpt["rng"])
         state.epoch = checkpoint_epoch(ckpt, path)
-    except (KeyError, TypeError, ValueError, RuntimeError) as e:  # e.g. a model override that changes shapes
+    except (KeyError, TypeError, ValueError, RuntimeError, AttributeError) as e:  # e.g. a model override that changes shapes
         raise does_not_fit(path, e) from None
+
+
+def follow_schedule(scheduler: torch.optim.lr_scheduler.LambdaLR) -> None:
+    """Set each group's rate to the schedule's at the step the scheduler reached. Loading a state
+    keeps the rates the optimizer saved: those of the run's old length, so an extended run under a
+    length-dependent schedule (cosine, onecycle) took its first new step at the old schedule's last
+    rate (0 by default) before the stretched one took over. An unchanged length gives the same rates."""
+    for group, base, factor in zip(scheduler.optimizer.param_groups, scheduler.base_lrs, scheduler.lr_lambdas):
+        group["lr"] = base * factor(scheduler.last_epoch)
+    scheduler._last_lr = [group["lr"] for group in scheduler.optimizer.param_groups]  # what get_last_lr() gives
 
 
 def checkpoint_epoch(ckpt: dict, path: Path) -> int:

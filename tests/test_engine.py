@@ -195,6 +195,20 @@ def test_a_single_image_batch_that_batchnorm_cannot_take_is_one_config_error(com
         train_epoch(state, Data(x, y, x, y), pipeline, TrainConfig(batch_size=batch_size), loss_fn)
 
 
+def test_a_single_image_test_batch_in_training_mode_is_one_config_error():
+    """train.eval_mode=false evaluates with BatchNorm over each batch: a last test batch of one image
+    ended in an 83-line traceback, where the same training batch was one line."""
+    from cnnlab.errors import ConfigError
+
+    model = torch.nn.Sequential(torch.nn.Conv2d(1, 2, 2), torch.nn.BatchNorm2d(2), torch.nn.Flatten(), torch.nn.Linear(2, 3))
+    x, y = torch.randn(5, 1, 2, 2), torch.randint(0, 3, (5,))
+    loss_fn = loss_function("cross_entropy", 0.0)
+    with pytest.raises(ConfigError, match=r"^a test batch of 1 image\(s\) is too small for this model's BatchNorm in training mode "
+                                          r"\(train.eval_mode: false\); choose train.eval_batch_size or dataset.test_subset"):
+        evaluate(model, x, y, 4, loss_fn, eval_mode=False)
+    assert evaluate(model, x, y, 4, loss_fn)[1] >= 0  # in eval mode the running statistics serve one image
+
+
 def test_weights_broken_by_the_last_step_fail_the_run_at_its_evaluation():
     """The losses only check the weights a step starts from: weights made NaN by the last step of
     the last epoch gave a run that completed with a NaN test loss (a bare NaN in summary.json)."""

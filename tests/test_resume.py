@@ -209,6 +209,31 @@ def test_extending_a_finished_run_equals_training_longer_from_the_start(setup, t
     pd.testing.assert_frame_equal(metrics(short.path), metrics(longer.path), check_exact=True)
 
 
+@pytest.mark.parametrize("schedule", ["{name: cosine}", "{name: onecycle, pct_start: 0.25}"])
+def test_an_extended_run_goes_on_at_the_stretched_schedules_rate(setup, tmp_path, capsys, schedule):
+    """Under a schedule that depends on the run's length, the first step after an extension took the
+    old schedule's last rate (cosine's 0 at epoch 2 of 2) before the stretched schedule took over:
+    the lr column read 0.01, 0.005, 0.0, 0.00146 for cosine extended from 2 epochs to 4."""
+    from cnnlab.experiment import build_scheduler
+
+    root, _ = setup
+    short = run(load_config(root / "resume.yaml", ["train.epochs=2", f"schedule={schedule}"]), runs_dir=tmp_path, data_dir=root / "data")
+    out = cnnlab_here(capsys, "train", "--resume", short.path, "train.epochs=4")
+    assert out.returncode == 0, out.stderr
+
+    cfg = load_config(short.path / "config.yaml", stored=True)
+    steps = engine.steps_per_epoch(1500, cfg.train.batch_size, cfg.train.max_steps)  # the 1,500 training images of setup
+    sched = build_scheduler(cfg, torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=cfg.optimizer.lr), steps)
+    expected = []
+    for epoch in range(4):  # the rate each epoch starts at, under the 4-epoch schedule
+        expected.append(sched.get_last_lr()[0])
+        for _ in range(steps):
+            sched.optimizer.step()
+            sched.step()
+    lrs = pd.read_csv(short.path / "metrics.csv")["lr"].tolist()
+    assert lrs[2:] == pytest.approx(expected[2:], rel=1e-9, abs=1e-12) and lrs[2] > 0, (lrs, expected)
+
+
 def test_a_run_interrupted_before_its_first_epoch_resumes_from_the_start(setup, tmp_path):
     root, reference = setup
     cfg = load_config(root / "resume.yaml", ["train.epochs=2"])
@@ -475,6 +500,19 @@ def test_a_resume_that_cannot_go_on_leaves_the_run_as_it_was(setup, tmp_path, ca
     assert not marker.exists()
     assert (finished.path / "summary.json").read_text() == before
     assert load_config(finished.path / "config.yaml").model.hidden == [32]
+
+
+@pytest.mark.parametrize("key, value", [("aug_gen", [1, 2]), ("scheduler", 5), ("order_gen", "x")])
+def test_a_checkpoint_edited_by_hand_is_one_line(setup, tmp_path, capsys, key, value):
+    """A list where the augmentation generator's state was, or a number for the scheduler's, ended
+    in an AttributeError traceback ('list' object has no attribute 'numel')."""
+    root, _ = setup
+    done = run(load_config(root / "resume.yaml", ["train.epochs=1"]), runs_dir=tmp_path, data_dir=root / "data")
+    ckpt = torch.load(done.path / "checkpoint.pt", weights_only=True)
+    torch.save({**ckpt, key: value}, done.path / "checkpoint.pt")
+    out = cnnlab_here(capsys, "train", "--resume", done.path, "train.epochs=2")
+    assert out.returncode == 1 and "Traceback" not in out.stderr and len(out.stderr.strip().splitlines()) == 1, out.stderr
+    assert error_line(out.stderr).startswith(f"error: cannot resume from {done.path}: it does not fit this config (")
 
 
 def test_a_resume_of_a_run_whose_metrics_lost_an_epoch_is_refused(setup, tmp_path, capsys):
