@@ -109,9 +109,11 @@ def follow_schedule(scheduler: torch.optim.lr_scheduler.LambdaLR) -> None:
 def checkpoint_epoch(ckpt: dict, path: Path) -> int:
     """The number of epochs the checkpoint ckpt, of the run at path, was written after."""
     try:
-        epoch = int(ckpt["epoch"])
-    except (KeyError, TypeError, ValueError) as e:  # a file edited by hand
+        epoch = ckpt["epoch"]
+    except (KeyError, TypeError) as e:  # a file edited by hand
         raise does_not_fit(path, e) from None
+    if isinstance(epoch, bool) or not isinstance(epoch, int):  # 2.7 was taken as 2 (cnnlab writes whole numbers)
+        raise RunError(f"cannot resume from {path}: its checkpoint says epoch {epoch!r}, not a whole number (edited by hand?)")
     if epoch < 0:
         raise RunError(f"cannot resume from {path}: its checkpoint says epoch {epoch} (edited by hand?)")
     return epoch

@@ -502,7 +502,7 @@ def test_a_resume_that_cannot_go_on_leaves_the_run_as_it_was(setup, tmp_path, ca
     assert load_config(finished.path / "config.yaml").model.hidden == [32]
 
 
-@pytest.mark.parametrize("key, value", [("aug_gen", [1, 2]), ("scheduler", 5), ("order_gen", "x")])
+@pytest.mark.parametrize("key, value", [("aug_gen", [1, 2]), ("scheduler", 5), ("order_gen", "x"), ("epoch", 0.7), ("epoch", "1"), ("epoch", True)])
 def test_a_checkpoint_edited_by_hand_is_one_line(setup, tmp_path, capsys, key, value):
     """A list where the augmentation generator's state was, or a number for the scheduler's, ended
     in an AttributeError traceback ('list' object has no attribute 'numel')."""
@@ -512,7 +512,10 @@ def test_a_checkpoint_edited_by_hand_is_one_line(setup, tmp_path, capsys, key, v
     torch.save({**ckpt, key: value}, done.path / "checkpoint.pt")
     out = cnnlab_here(capsys, "train", "--resume", done.path, "train.epochs=2")
     assert out.returncode == 1 and "Traceback" not in out.stderr and len(out.stderr.strip().splitlines()) == 1, out.stderr
-    assert error_line(out.stderr).startswith(f"error: cannot resume from {done.path}: it does not fit this config (")
+    if key == "epoch":  # 0.7 was taken as epoch 0, and the epoch written trained again
+        assert error_line(out.stderr) == f"error: cannot resume from {done.path}: its checkpoint says epoch {value!r}, not a whole number (edited by hand?)"
+    else:
+        assert error_line(out.stderr).startswith(f"error: cannot resume from {done.path}: it does not fit this config (")
 
 
 def test_a_resume_of_a_run_whose_metrics_lost_an_epoch_is_refused(setup, tmp_path, capsys):
