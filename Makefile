@@ -10,7 +10,8 @@ export CNNLAB_DATA_DIR ?= $(if $(wildcard ../shared/data),$(abspath ../shared/da
 install: $(STAMP)
 
 $(STAMP): pyproject.toml
-	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	@# a venv cut short (no pip: python3-venv missing, Ctrl-C) or of a Python before 3.10 is made anew
+	$(BIN)/python -c 'import sys, pip; sys.exit(sys.version_info < (3, 10))' 2>/dev/null || $(PYTHON) -m venv --clear $(VENV)
 	$(BIN)/python -m pip install -q -e '.[dev,ray]'
 	touch $(STAMP)
 
@@ -34,8 +35,11 @@ smoke: $(STAMP) cifar-data
 	  echo "ok $$c"; \
 	done
 
-bench: $(STAMP)
-	$(BIN)/cnnlab bench
+# TrashNet's CIFAR-10 from data/ when `make cifar-data` had to build it there (the other cases' MNIST stays put)
+bench: $(STAMP) cifar-data
+	if [ -f "$$CNNLAB_DATA_DIR/cifar-10-batches-py/test_batch" ] || [ ! -f data/cifar-10-batches-py/test_batch ]; then \
+	  $(BIN)/cnnlab bench; \
+	else $(BIN)/cnnlab bench --cases fc,cnn,lenet,lenet99 && $(BIN)/cnnlab bench --cases trashnet --data-dir data; fi
 
 # The real CIFAR-10 batches, built once per machine from the compact archive in ../shared/data: beside
 # it, or into data/ (git-ignored) when that folder is read-only; the real-data tests look in both.
@@ -45,4 +49,4 @@ cifar-data: $(STAMP)
 	  elif [ ! -f data/cifar-10-batches-py/test_batch ]; then $(BIN)/python ../shared/data/build_cifar10.py data; fi; fi
 
 clean:
-	rm -rf $(VENV) *.egg-info
+	rm -rf $(VENV) *.egg-info build

@@ -57,7 +57,11 @@ def _dirty(where: Path) -> bool | None:
     # no optional locks: status would otherwise rewrite the index, and a `git commit` run at that
     # moment in the same checkout fails on its index.lock
     out = _git(where, "--no-optional-locks", "status", "--porcelain", "--", ".")
-    return None if out is None else bool(out.strip())
+    if out is None:
+        return None
+    # a process runs the source it imported: files edited (or committed, checked out) since then
+    # leave the commit saying nothing of the code that ran (a study's later cells, one process)
+    return bool(out.strip()) or (Path(where) == PACKAGE_DIR and cnnlab.source_stamps() != cnnlab.IMPORTED_SOURCE)
 
 
 def cpu_model() -> str:

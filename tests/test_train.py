@@ -363,6 +363,21 @@ def test_a_run_records_whether_its_code_differs_from_the_commit(tmp_path):
     assert git_dirty(tmp_path) is True  # new, not ignored
 
 
+def test_cnnlab_edited_since_the_process_imported_it_is_dirty(monkeypatch):
+    """A study runs its cells in one process: a commit in the checkout during it had the later cells
+    record the new commit, clean, though they ran the code imported before it."""
+    import cnnlab
+    from cnnlab.provenance import PACKAGE_DIR, git_dirty, tracked
+
+    if not tracked(PACKAGE_DIR):
+        pytest.skip("cnnlab is not in a git checkout here")
+    clean = git_dirty()
+    monkeypatch.setattr(cnnlab, "IMPORTED_SOURCE", {**cnnlab.IMPORTED_SOURCE, str(PACKAGE_DIR / "engine.py"): (0, 0)})
+    assert git_dirty() is True
+    monkeypatch.undo()
+    assert git_dirty() is clean
+
+
 def test_git_dirty_leaves_the_checkouts_index_alone(tmp_path):
     """git status rewrote the index of the checkout it looked at (a file's times had changed), taking
     its index.lock: a `git commit` there at that moment, while runs or Ray trials started, failed."""
