@@ -108,9 +108,10 @@ def is_file(arg: str) -> bool:
 
 
 def positional_and_overrides(args: list[str]) -> tuple[list[str], list[str]]:
-    """Split arguments into positional ones and KEY=VALUE overrides. An existing file is positional
-    even with '=' in its path (exp/lr=0.1/mnist.yaml)."""
-    is_path = [("=" not in a) or is_file(a) for a in args]
+    """Split arguments into positional ones and KEY=VALUE overrides. A path is positional even with
+    '=' in it (exp/lr=0.1/mnist.yaml): an existing file, or a '/' before the '=', which no key holds
+    (a missing configs/a=b.yaml is told it is not found, not that CONFIG is missing)."""
+    is_path = [("=" not in a) or "/" in a.split("=", 1)[0] or is_file(a) for a in args]
     return [a for a, p in zip(args, is_path) if p], [a for a, p in zip(args, is_path) if not p]
 
 
@@ -166,7 +167,12 @@ def train(
 
             check_dir(runs_root(runs_dir))  # before seconds of loading the data
     if resume is not None:  # what the resume refuses (epochs done, a changed optimizer), before seconds of loading its data;
-        from cnnlab.resume import check_resume  # and --print-config's config is one the resume would train with
+        from cnnlab.config import load_config  # and --print-config's config is one the resume would train with
+        from cnnlab.resumable import check_resume_changes
+        from cnnlab.runs import CONFIG
+
+        check_resume_changes(resume, load_config(resume / CONFIG, stored=True), cfg)  # an override refused before torch loads
+        from cnnlab.resume import check_resume
 
         check_resume(resume, cfg)
     if print_config:
@@ -319,15 +325,21 @@ class StdoutUntilReaderGone:
     """sys.stdout that, once its reader has gone (`cnnlab train ... | head -1`), sends the rest to
     /dev/null instead of raising BrokenPipeError: a run, study or bench whose output nobody reads
     any more still trains to its end and writes its files. So does one whose output cannot be
-    written (a full disk, /dev/full): `failed` keeps why, for main() to say at the end."""
+    written (a full disk, /dev/full): `failed` keeps why, for main() to say at the end. A character
+    the stream's encoding lacks (an ASCII or cp1252 terminal: '…', '±') is written as '?'.
+    Wrapping sys.stderr (keep_failure False), it lets the notes written there go as quietly."""
 
-    def __init__(self, stream):
+    def __init__(self, stream, keep_failure: bool = True):
         self._stream = stream
+        self._keep_failure = keep_failure
         self.failed: OSError | None = None
 
     def write(self, text: str) -> int:
         try:
             return self._stream.write(text)
+        except UnicodeEncodeError:
+            encoding = self._stream.encoding or "ascii"
+            return self.write(text.encode(encoding, "replace").decode(encoding))
         except OSError as e:
             self._lost(e)
             return len(text)
@@ -339,7 +351,7 @@ class StdoutUntilReaderGone:
             self._lost(e)
 
     def _lost(self, e: OSError) -> None:
-        if not isinstance(e, BrokenPipeError):
+        if self._keep_failure and not isinstance(e, BrokenPipeError):
             self.failed = self.failed or e
         discard(self._stream)
 
@@ -379,11 +391,13 @@ def main() -> None:
     command = typer.main.get_command(app)
     for sub in command.commands.values():
         sub.help = flowed(sub.help)
-    stdout = sys.stdout
+    stdout, stderr = sys.stdout, sys.stderr
     out = StdoutUntilReaderGone(stdout) if stdout is not None else None  # None: started with stdout closed (`cnnlab ... >&-`)
     try:
         if out is not None:
             sys.stdout = out
+        if stderr is not None:  # a note on a stderr whose reader has gone (`2>&1 | :`) must not end the command
+            sys.stderr = StdoutUntilReaderGone(stderr, keep_failure=False)
         with interruptible(), command.make_context("cnnlab", sys.argv[1:]) as ctx:
             try:
                 command.invoke(ctx)
@@ -394,8 +408,10 @@ def main() -> None:
         code = 0
     except typer.Exit as e:  # --help, --version, or a command that exits on purpose
         code = e.exit_code
-    except NoArgsIsHelpError as e:
-        e.show()
+    except NoArgsIsHelpError as e:  # a bare `cnnlab`: the help, then one line saying what is missing
+        if e.format_message().strip():  # (Typer's rich help is printed as the error is made, and leaves it empty)
+            print(e.format_message())
+        tell("error: missing COMMAND: one of those above (cnnlab COMMAND --help tells its options)")
         code = e.exit_code
     except ClickException as e:  # unknown option or command, missing argument, bad value
         tell(f"error: {one_line(e.format_message())}")
@@ -417,7 +433,7 @@ def main() -> None:
     finally:
         if out is not None:
             out.flush()  # what is still buffered: a failure to write it is caught there, too
-        sys.stdout = stdout
+        sys.stdout, sys.stderr = stdout, stderr
     if out is not None and out.failed is not None:
         tell(f"error: cannot write the output: {out.failed.strerror or out.failed}")
         code = code or 1

@@ -30,7 +30,8 @@ from cnnlab.flops import training_flops
 from cnnlab.interrupts import Interrupted, Signals
 from cnnlab.models import build_model, count_params, unwrap
 from cnnlab.provenance import provenance
-from cnnlab.resume import check_epochs, check_resume_changes, checkpoint_of, drop_epochs_past, reopen
+from cnnlab.resumable import check_resume_changes
+from cnnlab.resume import check_epochs, checkpoint_of, drop_epochs_past, reopen
 from cnnlab.transforms import Pipeline
 
 DEFAULT_THREADS = torch.get_num_threads()  # torch's choice (the machine's cores), before any run changes it

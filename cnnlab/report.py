@@ -22,15 +22,27 @@ def on_a_terminal() -> bool:
     return sys.stdout is not None and sys.stdout.isatty()
 
 
+def columns_set() -> int | None:
+    """$COLUMNS when it is a width (a whole number from 1); None when unset or not one (0, -5, abc:
+    rich printed nothing at 0, and fell back to 80 columns for the others, narrowing a pipe's tables)."""
+    text = os.environ.get("COLUMNS", "").strip()
+    return int(text) if text.isdigit() and int(text) >= 1 else None
+
+
 def has_a_width() -> bool:
     """Whether output has a width to fit: a terminal's or $COLUMNS (a pipe or a file has none)."""
-    return on_a_terminal() or bool(os.environ.get("COLUMNS"))
+    return on_a_terminal() or columns_set() is not None
 
 
-# off a terminal (CI logs, pipes) rich would wrap tables at 80 columns: a pipe gets 120 columns
-# unless $COLUMNS says otherwise (rich reads it when width is None); no markup: what is printed holds
-# the user's text (descriptions, paths), where '[/x]' would fail and '[bold]' vanish
-console = Console(highlight=False, markup=False, width=None if has_a_width() else 120)
+def console_width() -> int | None:
+    """$COLUMNS, else the terminal's (None: rich asks it), else 120 off a terminal (CI logs, pipes),
+    where rich would wrap tables at 80 columns."""
+    return columns_set() or (None if on_a_terminal() else 120)
+
+
+# no markup and no emoji codes: what is printed holds the user's text (descriptions, paths, run ids),
+# where '[/x]' would fail, '[bold]' vanish and ':fire:' become a flame
+console = Console(highlight=False, markup=False, emoji=False, width=console_width())
 
 
 def say(text: str) -> None:
@@ -111,7 +123,7 @@ class ConsoleProgress:
         self._shown_any = True
         line = epoch_line(row, self.epochs)
         if self._bar is not None:
-            self._bar.console.print(line)
+            self._bar.console.print(line, soft_wrap=True)  # one line, as say() prints it
         else:
             print(line, flush=True)
 

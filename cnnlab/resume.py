@@ -12,10 +12,11 @@ import numpy as np
 import torch
 
 from cnnlab import runs
-from cnnlab.config import Config, config_to_dict, flatten, load_config
+from cnnlab.config import Config, load_config
 from cnnlab.engine import State
 from cnnlab.errors import RunError, counted
 from cnnlab.models import unwrap
+from cnnlab.resumable import check_resume_changes
 
 
 def _rng_state() -> dict:
@@ -123,35 +124,6 @@ def does_not_fit(path: Path, e: Exception) -> RunError:
     return RunError(f"cannot resume from {path}: it does not fit this config ({type(e).__name__}: {runs.error_reason(e)})")
 
 
-# what a resume may change: how the run trains and where its data is, not what it trains on or how it learns
-RESUMABLE_CHANGES = (
-    "train.epochs", "train.eval_batch_size", "train.amp", "train.compile", "train.cuda_graphs", "train.deterministic", "train.threads", "train.channels_last",
-    "train.checkpoint", "train.tensorboard", "device", "dataset.data_dir", "dataset.download", "reported", "description",
-)
-
-
-def check_resume_changes(path: Path, trained: Config, cfg: Config) -> None:
-    """Refuse a resume whose overrides change what the run trains on or how it learns (data, seed,
-    transforms, model, optimizer, schedule, loss, batch size, ...): its epochs so far and the new
-    ones would make one curve of two experiments, under a config.yaml that describes only the second."""
-    old, new = flatten(config_to_dict(trained)), flatten(config_to_dict(cfg))
-    changed = [
-        k for k in dict.fromkeys([*old, *new])
-        if old.get(k) != new.get(k) and not any(k == a or k.startswith(a + ".") for a in RESUMABLE_CHANGES)
-    ]
-    if changed:
-        values = ", ".join(f"{k} ({_shown(old.get(k))}, now {_shown(new.get(k))})" for k in changed)
-        raise RunError(
-            f"cannot resume {path} with another {values}: its epochs so far trained with the first; "
-            "train a new run (a resume may change train.epochs, where the data is, and how steps run: device, amp, threads, ...)"
-        )
-
-
-def _shown(value) -> str:
-    """A config value as an override writes it: null, true, [8, 8], 0.01."""
-    return "null" if value is None else str(value).lower() if isinstance(value, bool) else str(value)
-
-
 def check_epochs(path: Path, epochs: int, done: int, summary: dict) -> None:
     """Refuse a resume of the run at path (summary: its summary.json), `done` epochs into its
     training, whose train.epochs would undo epochs, or add none to a completed run."""
@@ -168,7 +140,7 @@ def check_resume(path: Path, cfg: Config) -> None:
     """Refuse, without training or changing a file, what a resume of the run at path with cfg
     refuses from its config and files (cnnlab train --resume --print-config)."""
     trained = load_config(path / runs.CONFIG, stored=True)
-    check_resume_changes(path, trained, cfg)
+    check_resume_changes(path, trained, cfg)  # (the CLI checked it before importing torch: a caller may not)
     ckpt = checkpoint_to_continue(path, trained, len(runs.read_metrics(path)))
     done = checkpoint_epoch(ckpt, path) if ckpt is not None else 0
     check_epochs(path, cfg.train.epochs, done, runs.read_json(path / runs.SUMMARY))

@@ -254,6 +254,19 @@ def open_run(path: str | os.PathLike, resuming: bool = False) -> Path:
     return path
 
 
+def finished_run(path: str | os.PathLike, verb: str) -> Path:
+    """open_run for a run whose model is used as trained: finished (completed, or stopped by a sweep's
+    scheduler), as an interrupted, failed or still running one holds an earlier epoch's weights than
+    its config says. verb: what is done with it (sweep)."""
+    path = open_run(path)
+    summary = read_json(path / SUMMARY)
+    status = shown_status(summary, path)
+    if status not in ("completed", "stopped"):
+        then = "wait until it is done" if status == "running" else f"continue it with: cnnlab train --resume {path}"
+        raise RunError(f"{path} is {status} after {summary.get('epochs') or 0} epoch(s): {verb} a finished run ({then})")
+    return path
+
+
 def write_json(path: Path, data: dict) -> None:
     atomic_write(path, json.dumps(data, indent=2, default=str) + "\n")
 

@@ -446,9 +446,16 @@ print("torch imported:", "torch" in sys.modules, "exit:", code)
                                         (["bench", "--amp", "fp16", "--runs-dir", "{empty}"], 2),
                                         (["samples", "mnist", "--runs-dir", "{empty}/a_file/runs"], 1),
                                         (["compare", "configs/mnist_fc.yaml", "--seeds", "99999999999", "--runs-dir", "{empty}"], 2),
-                                        (["compare", "configs/mnist_fc.yaml", "configs/fashion_fc.yaml", "--runs-dir", "{empty}"], 2)])
+                                        (["compare", "configs/mnist_fc.yaml", "configs/fashion_fc.yaml", "--runs-dir", "{empty}"], 2),
+                                        # a resume's refused override; a --from-run that is no run (torch took 1.4 s, 2.6 s)
+                                        (["train", "--resume", "{empty}/run", "optimizer.lr=0.5"], 1),
+                                        (["shift-sweep", "--from-run", "{empty}/a_file", "--runs-dir", "{empty}"], 1),
+                                        (["shift-sweep", "--from-run", "{empty}/run", "--runs-dir", "{empty}"], 1)])
 def test_help_and_config_errors_do_not_import_torch(args, code, tmp_path):
     (tmp_path / "a_file").write_text("")  # a runs directory under a file is refused
+    (tmp_path / "run").mkdir()  # a run stopped in its first epoch
+    (tmp_path / "run" / "config.yaml").write_text((ROOT / "configs" / "mnist_fc.yaml").read_text())
+    (tmp_path / "run" / "summary.json").write_text('{"status": "interrupted"}')
     out = probe([a.replace("{empty}", str(tmp_path)) for a in args])  # an empty runs directory: "no runs ..."
     assert out.splitlines()[-1] == f"torch imported: False exit: {code}", out
 

@@ -113,6 +113,40 @@ def test_runs_on_a_narrow_terminal_leaves_columns_out_rather_than_squeezing_them
         assert lines[-1].startswith("└")
 
 
+@pytest.mark.parametrize("columns", ["0", "abc", "-5", " "])
+def test_a_columns_that_is_no_width_is_as_if_unset(data, tmp_path, columns):
+    """COLUMNS=0 printed nothing at all (exit 0); abc, -5 or a blank made rich fit a pipe's tables
+    to 80 columns, leaving columns out."""
+    run(load_config(data / "ok.yaml", ["train.epochs=1", "name=a_rather_long_fashion_cnn_experiment_name"]),
+        runs_dir=tmp_path, data_dir=data / "data")
+    out = cli("runs", "--runs-dir", tmp_path, env={**os.environ, "COLUMNS": columns})
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.splitlines()
+    assert all(f" {c} " in lines[1] for c in ["id", "kind", "name", "dataset", "model", "epochs", "test_acc", "train_seconds", "status"]), out.stdout
+    assert lines[-1].startswith("└")
+
+
+def test_emoji_codes_in_a_run_id_and_a_path_are_printed_as_written(data, tmp_path):
+    """rich turned ':fire:' into a flame: a run directory named so was listed as another id, and the
+    runs directory's path in 'no runs in ...' changed."""
+    empty = tmp_path / ":fire:"
+    empty.mkdir()
+    out = cli("runs", "--runs-dir", empty)
+    assert out.returncode == 0 and out.stdout.strip() == f"no runs in {empty}", out.stdout
+    runs_dir = tmp_path / "runs"
+    result = run(load_config(data / "ok.yaml", ["train.epochs=1"]), runs_dir=runs_dir, data_dir=data / "data")
+    result.path.rename(runs_dir / "b:fire:")  # a run directory renamed by hand
+    out = cli("runs", "--runs-dir", runs_dir, env={**os.environ, "COLUMNS": "300"})
+    assert " b:fire: " in out.stdout and "\U0001f525" not in out.stdout, out.stdout
+
+
+def test_output_a_terminal_cannot_encode_is_replaced_not_a_traceback(data, tmp_path):
+    """An ASCII (or cp1252) stdout ended `cnnlab configs` in a UnicodeEncodeError traceback at its '…'."""
+    out = cli("configs", env={**os.environ, "PYTHONIOENCODING": "ascii"})
+    assert out.returncode == 0 and "Traceback" not in out.stderr and out.stderr == "", out.stderr
+    assert "mnist_cnn" in out.stdout
+
+
 def test_runs_into_a_pipe_shows_every_column(data, tmp_path):
     """A pipe or a file (`cnnlab runs | less`) has no width: it used to be fitted to 120 columns, leaving
     out name, kind, train_seconds and epochs of a long-named run. Now every column is there, whole."""

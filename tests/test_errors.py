@@ -7,6 +7,7 @@ The cases run concurrently in one module fixture, then one test per case checks 
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -420,8 +421,30 @@ def test_a_train_that_fails_before_its_run_directory_exists_prints_nothing(resul
 
 def test_help_and_no_arguments():
     assert cli("train", "--help").returncode == 0
-    out = cli()
-    assert out.returncode == 2 and "Usage" in out.stdout + out.stderr and "Traceback" not in out.stdout + out.stderr
+    out = cli()  # the help, and one line saying what is missing (it was an empty line)
+    assert out.returncode == 2 and "Usage" in out.stdout and "Traceback" not in out.stdout + out.stderr
+    assert out.stderr == "error: missing COMMAND: one of those above (cnnlab COMMAND --help tells its options)\n"
+
+
+def test_a_missing_config_with_an_equals_sign_in_its_path_is_not_found():
+    """configs/a=b.yaml was taken for an override: 'missing CONFIG', where the file is not found."""
+    for command in ("train", "compare"):
+        out = cli(command, "configs/a=b.yaml")
+        assert out.returncode == 2 and error_line(out.stderr) == "error: config file not found: configs/a=b.yaml", out.stderr
+
+
+@pytest.mark.skipif(not hasattr(os, "pipe"), reason="needs a pipe")
+def test_a_note_to_a_stderr_whose_reader_has_gone_does_not_end_the_command(tmp_path):
+    """forward-check's note that --n is more than the split (on stderr) ended the command with exit 1
+    and no output when stderr was a pipe nobody read any more (`2>&1 | :`)."""
+    data = tmp_path / "data"
+    make_idx_dataset(data, n_train=4, n_test=6)
+    read, write = os.pipe()
+    os.close(read)  # the reader has gone
+    out = subprocess.run([sys.executable, "-m", "cnnlab", "forward-check", "mnist_fc", "--n", "20", "--data-dir", str(data)],
+                         stdout=subprocess.PIPE, stderr=write, text=True, cwd=ROOT, timeout=120)
+    os.close(write)
+    assert out.returncode == 0 and re.match(r"all \d+ layers match PyTorch", out.stdout.strip().splitlines()[-1]), out.stdout
 
 
 

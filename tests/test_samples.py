@@ -159,8 +159,10 @@ def test_a_config_whose_subset_is_larger_than_the_split_is_drawn(tiny_mnist, tmp
         assert (tmp_path / f"{split}.png").is_file()
 
 
-def test_user_errors(tiny_mnist, monkeypatch, capsys):
+def test_user_errors(tiny_mnist, monkeypatch, capsys, tmp_path):
     root = tiny_mnist[0]
+    runs_dir_file = tmp_path / "runs_file"
+    runs_dir_file.write_text("")
     code, _, err = cli(monkeypatch, capsys, "samples", "mnist", "--config", "configs/cifar10_trashnet.yaml", "--data-dir", root)
     assert code == 2 and "cifar10, not mnist" in err
     code, _, err = cli(monkeypatch, capsys, "samples", "imagenet", "--data-dir", root)
@@ -183,6 +185,9 @@ def test_user_errors(tiny_mnist, monkeypatch, capsys):
     assert code == 2 and "lenet_lr.yaml is a sweep file, not a config: run it with cnnlab sweep" in err  # not "did you mean 'dataset'?"
     code, _, err = cli(monkeypatch, capsys, "samples", "mnist", "dataset.name=fashion-mnist", "--data-dir", root)
     assert code == 2 and "dataset.name=fashion-mnist contradicts DATASET mnist" in err  # drew Fashion-MNIST, named mnist
+    code, _, err = cli(monkeypatch, capsys, "samples", "mnist", "--out", runs_dir_file.parent / "s.png", "--runs-dir", runs_dir_file, "--data-dir", root)
+    assert code == 1 and err == f"error: {runs_dir_file} is a file, not a runs directory\n"  # with --out too, as every command
+    assert not (runs_dir_file.parent / "s.png").exists()
     code, _, err = cli(monkeypatch, capsys, "samples", "mnist", "--out", "grid.jpg", "--data-dir", root)
     assert code == 2 and "--out must name a .png file" in err  # not PNG bytes in a .jpg
 

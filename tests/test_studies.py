@@ -555,6 +555,16 @@ def test_a_study_on_a_cluster_that_cannot_be_reached_leaves_no_directory(tmp_pat
     assert not (tmp_path / "runs").exists()  # no failed study offering a resume
 
 
+@pytest.mark.parametrize("address", ["garbage", "localhost:abc", ":6379", "host:70000"])
+@pytest.mark.parametrize("command", [["compare", "fc-vs-cnn", "--seeds", "1"], ["shift-sweep"]])
+def test_an_address_that_is_no_address_leaves_no_directory(tmp_path, capsys, monkeypatch, command, address):
+    """--address garbage passed the check (no :PORT to try) and left a failed study offering a resume."""
+    pytest.importorskip("ray")
+    code, out, err = cnnlab(capsys, monkeypatch, *command, "--address", address, "--runs-dir", tmp_path / "runs")
+    assert code == 1 and err == f"error: {address!r} is not a Ray cluster address: give HOST:PORT (the head's, 6379 by default), ray://HOST:PORT, auto or local\n"
+    assert out == "" and not (tmp_path / "runs").exists()
+
+
 @pytest.mark.parametrize("command", [["compare", "fc-vs-cnn", "--seeds", "1"], ["shift-sweep"]])
 def test_address_auto_without_a_cluster_here_leaves_no_directory(tmp_path, capsys, monkeypatch, command):
     """--address auto where no cluster runs left a failed study offering a resume, and said so in Ray's

@@ -230,7 +230,7 @@ def shift_sweep(
     from cnnlab.config import validate
     from cnnlab.report import console, markdown, note, say, table
     from cnnlab.runner import Cell, previous_runs, run_cells
-    from cnnlab.runs import check_dir, resumed_data_dir, runs_root
+    from cnnlab.runs import check_dir, finished_run, resumed_data_dir, runs_root
     from cnnlab.studies.record import StudyRecord
     from cnnlab import named
     from cnnlab.studies.spec import SweepSpec, check_models, common_overrides, load_study, resolve
@@ -249,6 +249,8 @@ def shift_sweep(
         from_run = from_run or []
         check_dir(runs_root(runs_dir))  # before the data is looked for
         _each_run_once(from_run)
+        for path in from_run:  # a path that is no finished run: told before torch loads
+            finished_run(path, "sweep")
         if from_run and not paths:
             if overrides or epochs is not None or dataset is not None:
                 raise CnnlabUsage("KEY=VALUE, --epochs and --dataset set up training; --from-run models are used as trained")

@@ -169,8 +169,7 @@ def samples(
             if not key.startswith(shown) and key not in ("dataset", "transform"):
                 raise CnnlabUsage(f"{key} does not change what samples draws: it draws the split's first --n images, after transform.shift and transform.permute only")
 
-    if out is None:  # a runs directory under a file: refused before the data is read
-        check_dir(runs_root(runs_dir))
+    check_dir(runs_root(runs_dir))  # a runs directory under a file: refused before the data is read, as by every command
     from cnnlab import samples as S  # torch: once the arguments are good
 
     images, labels, classes = S.sample_images(cfg, n, split, data_dir)

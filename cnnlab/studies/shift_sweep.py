@@ -43,12 +43,7 @@ def load_trained(run_dir, label: str | None = None, device: str | None = None) -
     """Rebuild a run's model from its config.yaml and model.pt (weights only), once it has finished
     (completed, or stopped by a sweep's scheduler): an interrupted, failed or still running run holds
     an earlier epoch's weights than its config says."""
-    path = runs.open_run(run_dir)
-    summary = runs.read_json(path / runs.SUMMARY)
-    status = runs.shown_status(summary, path)
-    if status not in ("completed", "stopped"):
-        then = "wait until it is done" if status == "running" else f"continue it with: cnnlab train --resume {path}"
-        raise RunError(f"{path} is {status} after {summary.get('epochs') or 0} epoch(s): sweep a finished run ({then})")
+    path = runs.finished_run(run_dir, "sweep")
     cfg = load_config(path / runs.CONFIG, [f"device={device}"] if device else None, stored=True)
     dev = resolve_device(cfg.device)
     model = build_model(cfg.model, DATASET_SHAPES[cfg.dataset.name], DATASET_CLASSES[cfg.dataset.name])
