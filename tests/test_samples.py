@@ -183,6 +183,8 @@ def test_user_errors(tiny_mnist, monkeypatch, capsys, tmp_path):
     assert code == 2 and "transform.augment.hflip does not change what samples draws" in err
     code, _, err = cli(monkeypatch, capsys, "samples", "mnist", "--config", "configs/sweeps/lenet_lr.yaml", "--data-dir", root)
     assert code == 2 and "lenet_lr.yaml is a sweep file, not a config: run it with cnnlab sweep" in err  # not "did you mean 'dataset'?"
+    code, _, err = cli(monkeypatch, capsys, "samples", "mnist", "--config", "", "--data-dir", root)
+    assert code == 2 and err == "error: --config is empty: give a value, or leave --config out\n"  # not ". is a directory"
     code, _, err = cli(monkeypatch, capsys, "samples", "mnist", "dataset.name=fashion-mnist", "--data-dir", root)
     assert code == 2 and "dataset.name=fashion-mnist contradicts DATASET mnist" in err  # drew Fashion-MNIST, named mnist
     code, _, err = cli(monkeypatch, capsys, "samples", "mnist", "--out", runs_dir_file.parent / "s.png", "--runs-dir", runs_dir_file, "--data-dir", root)

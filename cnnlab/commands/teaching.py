@@ -133,7 +133,7 @@ def forward_check(
 def samples(
     args: list[str] = typer.Argument(None, metavar="DATASET [KEY=VALUE]...", help="mnist | fashion-mnist | cifar10 | toy, and transform overrides, e.g. transform.permute=true"),
     n: int = typer.Option(32, "--n", min=1, max=256, help="How many images."),
-    config: Optional[Path] = typer.Option(None, "--config", help="Show the images after this config's deterministic transforms (a file, or a name: mnist_cnn)."),
+    config: Optional[Path] = typer.Option(None, "--config", parser=not_empty("--config", Path), metavar="CONFIG", help="Show the images after this config's deterministic transforms (a file, or a name: mnist_cnn)."),
     split: str = typer.Option("test", "--split", parser=split_name("--split"), help="test | train"),
     out: Optional[Path] = typer.Option(None, "--out", help="PNG path. Default: RUNS_DIR/samples-DATASET-SPLIT[-CONFIG][-shift_dxX_dyY_MODE][-permute_seedS][-nN].png"),
     data_dir: Optional[Path] = DataDir,
