@@ -24,22 +24,24 @@ test: $(STAMP) cifar-data
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest -q -m "not slow"
 
-# CIFAR configs read data/ when `make cifar-data` had to build the batches there (../shared/data read-only).
+# CIFAR-10 is read from data/ when `make cifar-data` had to build the batches there (../shared/data
+# read-only): this shell snippet prints the option that says so, else nothing
+CIFAR_DIR = $$([ -f "$$CNNLAB_DATA_DIR/cifar-10-batches-py/test_batch" ] || [ ! -f data/cifar-10-batches-py/test_batch ] || echo --data-dir data)
+BENCH_MNIST_CASES := fc,cnn,lenet,lenet99
+
 # The toy's two examples take no subset (a subset larger than its split is refused).
 smoke: $(STAMP) cifar-data
 	for c in configs/*.yaml; do \
-	  dir=; case $$c in configs/cifar10*) [ -f "$$CNNLAB_DATA_DIR/cifar-10-batches-py/test_batch" ] || \
-	    [ ! -f data/cifar-10-batches-py/test_batch ] || dir="--data-dir data";; esac; \
+	  dir=; case $$c in configs/cifar10*) dir="$(CIFAR_DIR)";; esac; \
 	  subsets="dataset.train_subset=500 dataset.test_subset=200"; case $$c in configs/toy*) subsets=;; esac; \
 	  $(BIN)/cnnlab train $$c train.epochs=1 train.max_steps=5 $$subsets --device cpu $$dir > /dev/null || exit 1; \
 	  echo "ok $$c"; \
 	done
 
-# TrashNet's CIFAR-10 from data/ when `make cifar-data` had to build it there (the other cases' MNIST stays put)
+# TrashNet's CIFAR-10 from data/ when it is there alone (the other cases' MNIST stays where it is)
 bench: $(STAMP) cifar-data
-	if [ -f "$$CNNLAB_DATA_DIR/cifar-10-batches-py/test_batch" ] || [ ! -f data/cifar-10-batches-py/test_batch ]; then \
-	  $(BIN)/cnnlab bench; \
-	else $(BIN)/cnnlab bench --cases fc,cnn,lenet,lenet99 && $(BIN)/cnnlab bench --cases trashnet --data-dir data; fi
+	dir="$(CIFAR_DIR)"; if [ -z "$$dir" ]; then $(BIN)/cnnlab bench; \
+	else $(BIN)/cnnlab bench --cases $(BENCH_MNIST_CASES) && $(BIN)/cnnlab bench --cases trashnet $$dir; fi
 
 # The real CIFAR-10 batches, built once per machine from the compact archive in ../shared/data: beside
 # it, or into data/ (git-ignored) when that folder is read-only; the real-data tests look in both.

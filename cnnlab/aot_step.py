@@ -163,8 +163,8 @@ def step_key(compute: nn.Module, names: tuple, inputs: list, xb: torch.Tensor, y
     (see source_hash)."""
     from cnnlab import __version__
 
-    source, classes = source_hash(), class_sources(compute)
-    if source is None or classes is None:
+    source = source_hash()
+    if source is None:
         return None
 
     def described(t: torch.Tensor) -> list:
@@ -180,7 +180,7 @@ def step_key(compute: nn.Module, names: tuple, inputs: list, xb: torch.Tensor, y
         "model": repr(compute),
         # what a module's repr may leave out (a scale factor, a padding) and its forward may use
         "settings": [module_settings(m) for m in compute.modules()],
-        "classes": classes,
+        "classes": class_sources(compute),
         "trained": names[0],
         "fixed": names[1],
         "inputs": [described(t) for t in [*inputs, xb, yb]],
@@ -204,25 +204,18 @@ def cpu_identity() -> str:
     return f"{cpu_model()} | {cpu_flags()}"
 
 
-def class_sources(model: nn.Module) -> dict | None:
+def class_sources(model: nn.Module) -> dict:
     """A hash of the source file of each of model's module classes that is not torch's own (a model
-    defined outside cnnlab: its forward code is not in cnnlab's source); None when one was changed
-    after cnnlab was imported (the code the process runs may not be the file's)."""
-    files = sorted(filter(None, {inspect.getsourcefile(type(m)) for m in model.modules() if not type(m).__module__.startswith("torch.")}))
-    if any(Path(f).stat().st_mtime > cnnlab.IMPORTED_AT for f in files):
-        return None
-    return {f: hashlib.sha256(Path(f).read_bytes()).hexdigest() for f in files}
+    defined outside cnnlab: its forward code is not in cnnlab's source)."""
+    files = {inspect.getsourcefile(type(m)) for m in model.modules() if not type(m).__module__.startswith("torch.")}
+    return {f: hashlib.sha256(Path(f).read_bytes()).hexdigest() for f in sorted(filter(None, files))}
 
 
-@functools.cache
 def source_hash() -> str | None:
-    """A hash of cnnlab's Python source: the models' forward code and the step's are in it. None when
-    the source is no longer what the process imported (edited, a git pull, since): the step it would
-    compile is the old code's, and the hash the new code's. Once a process (a bench's repeats each ask)."""
-    digest = hashlib.sha256()
-    for path in sorted(PACKAGE.rglob("*.py")):
-        digest.update(str(path.relative_to(PACKAGE)).encode() + b"\0" + path.read_bytes())
-    return digest.hexdigest() if cnnlab.source_stamps() == cnnlab.IMPORTED_SOURCE else None
+    """A hash of cnnlab's Python source as this process imported it: the models' forward code and the
+    step's are in it. None when the files have changed since (an edit, a git pull): the step it would
+    compile is the old code's, and a hash of the files the new code's."""
+    return None if cnnlab.source_changed() else cnnlab.IMPORTED_SOURCE
 
 
 def compile_to(program: torch.export.ExportedProgram, path: Path | None):

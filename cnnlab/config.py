@@ -49,7 +49,7 @@ class DatasetConfig(Strict):
 
 
 FLOAT32_TINY, FLOAT32_MAX = 1.1754944e-38, 3.4028235e38  # float32's smallest normal and largest numbers
-WIDEST = 2**20  # units or channels in one layer: far above any study's (1,000), far below what overflowed torch (2**63)
+WIDEST = 2**20  # units or channels in one layer (new configs): far above any study's (1,000), far below what overflowed torch (2**63)
 
 
 class MeanStd(Strict):
@@ -95,12 +95,12 @@ class TransformConfig(Strict):
 # ---------------------------------------------------------------------------- models
 class FCModel(Strict):
     name: Literal["fc"]
-    hidden: list[Annotated[StrictInt, Field(gt=0, le=WIDEST)]] = [8, 8]  # [8, 8]: study A; [1000]: study B
+    hidden: list[Annotated[StrictInt, Field(gt=0)]] = [8, 8]  # [8, 8]: study A; [1000]: study B
 
 
 class CNNModel(Strict):
     name: Literal["cnn"]
-    n_feature: StrictInt = Field(6, gt=0, le=WIDEST)  # channels of both conv layers; 6 -> 6,422 params on MNIST
+    n_feature: StrictInt = Field(6, gt=0)  # channels of both conv layers; 6 -> 6,422 params on MNIST
     relu_first: bool = False  # conv-ReLU-pool as the study writes it; default pool-ReLU (same function, faster)
 
 
@@ -127,7 +127,7 @@ class KerasCNNModel(Strict):
 
 class FastNetModel(Strict):
     name: Literal["fastnet"]  # airbench-style fast CIFAR-10 net (configs/cifar10_fast.yaml)
-    widths: list[Annotated[StrictInt, Field(gt=0, le=WIDEST)]] = Field([64, 256, 256], min_length=1)  # each conv group's channels
+    widths: list[Annotated[StrictInt, Field(gt=0)]] = Field([64, 256, 256], min_length=1)  # each conv group's channels
     bn_momentum: StrictFloat = Field(0.4, gt=0, le=1)  # PyTorch's convention (airbench writes 0.6 = 1 - this)
     scale: StrictFloat = Field(1 / 9, gt=0)  # multiplies the logits
     bn_eps: StrictFloat = Field(1e-12, gt=0)  # BatchNorm's epsilon (airbench's 1e-12; MNIST needs more, see mnist_fast.yaml)
@@ -327,6 +327,10 @@ class Config(Strict):
         resumable)."""
         if (info.context or {}).get("stored"):
             return self
+        sizes = {"n_feature": [getattr(self.model, "n_feature", 0)], "hidden": getattr(self.model, "hidden", []), "widths": getattr(self.model, "widths", [])}
+        for key, values in sizes.items():
+            if any(v > WIDEST for v in values):
+                raise ValueError(f"model.{key}: at most {WIDEST:,} units or channels a layer (got {max(values)})")
         if self.transform.augment.grayscale and DATASET_SHAPES[self.dataset.name][0] == 1:
             raise ValueError(f"transform.augment.grayscale turns colour images gray; {self.dataset.name}'s are gray already (it would do nothing)")
         if self.loss.name == "bce" and self.loss.label_smoothing:

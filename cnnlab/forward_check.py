@@ -14,6 +14,7 @@ adaptive pooling, ...) is refused up front with a NotCovered error that names it
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -230,12 +231,18 @@ def check(model: nn.Module, x: torch.Tensor) -> tuple[list[LayerCheck], torch.Te
         n = numpy_outputs(model, part)
         part_rows = compare(model, t, n)
         rows = part_rows if rows is None else [
-            dataclasses.replace(r, max_abs_diff=max(r.max_abs_diff, p.max_abs_diff), largest=max(r.largest, p.largest))
+            dataclasses.replace(r, max_abs_diff=_larger(r.max_abs_diff, p.max_abs_diff), largest=max(r.largest, p.largest))
             for r, p in zip(rows, part_rows)
         ]
         finals_t.append(t[-1])
         finals_n.append(n[-1])
     return rows, torch.cat(finals_t), np.concatenate(finals_n)
+
+
+def _larger(a: float, b: float) -> float:
+    """The larger difference, NaN (a value NumPy and PyTorch disagree on) the largest of all, as for
+    np.max over one batch: max(0.0, nan) is 0.0, which let a chunk's NaN pass."""
+    return math.nan if math.isnan(a) or math.isnan(b) else max(a, b)
 
 
 def first_failure(rows: list[LayerCheck]) -> LayerCheck | None:

@@ -43,8 +43,9 @@ def git_commit(where: Path = PACKAGE_DIR) -> str | None:
 
 def git_dirty(where: Path = PACKAGE_DIR) -> bool | None:
     """Whether cnnlab's own files (the package folder) differ from git_commit: changed, staged,
-    deleted or new and not ignored; then the commit alone does not say what code ran. None outside a
-    git checkout that tracks them."""
+    deleted or new and not ignored, or changed since this process imported them (then they are not
+    the code that runs); then the commit alone does not say what code ran. None outside a git
+    checkout that tracks them."""
     return _dirty(where) if tracked(where) else None
 
 
@@ -61,7 +62,7 @@ def _dirty(where: Path) -> bool | None:
         return None
     # a process runs the source it imported: files edited (or committed, checked out) since then
     # leave the commit saying nothing of the code that ran (a study's later cells, one process)
-    return bool(out.strip()) or (Path(where) == PACKAGE_DIR and cnnlab.source_stamps() != cnnlab.IMPORTED_SOURCE)
+    return bool(out.strip()) or (Path(where) == PACKAGE_DIR and cnnlab.source_changed())
 
 
 def cpu_model() -> str:

@@ -45,16 +45,18 @@ def require_ray(what: str, optuna: bool = False) -> None:
 
 
 def check_reachable(address: str) -> None:
-    """Fail in one line at once when nothing listens at HOST:PORT (ray.init would retry for minutes),
-    or when `auto` finds no cluster on this machine."""
-    if address in ("local", "auto") or address.startswith("ray://"):
-        if address == "auto":
-            address = _cluster_here()
-        if address in ("local", "auto") or address.startswith("ray://"):
-            return  # Ray on this machine, a client address, 'auto' unresolved: Ray's own checks answer quickly
+    """Fail in one line at once when the address is none Ray takes, when nothing listens at HOST:PORT
+    (ray.init would retry for minutes), or when `auto` finds no cluster on this machine; before a
+    study's or sweep's directory exists."""
+    if address == "auto":
+        address = _cluster_here()
+    if address in ("local", "auto") or "://" in address:
+        return  # Ray here, a client address (ray://, a provider's), 'auto' unresolved: Ray's own checks answer quickly
     host, sep, port = address.rpartition(":")
-    if not (sep and host and port.isdigit() and 0 < int(port) < 65536):  # before a study's directory exists
-        raise RunError(f"{address!r} is not a Ray cluster address: give HOST:PORT (the head's, 6379 by default), ray://HOST:PORT, auto or local")
+    bracketed = host.startswith("[") and host.endswith("]")  # IPv6: [::1]:6379
+    host = host[1:-1] if bracketed else host
+    if not (sep and host and port.isdigit() and 0 < int(port) < 65536) or (":" in host and not bracketed):
+        raise RunError(f"{address!r} is not a Ray cluster address: give HOST:PORT (the head's, 6379 by default; [IPv6]:PORT), ray://HOST:PORT, auto or local")
     try:
         socket.create_connection((host, int(port)), timeout=5).close()
     except OSError as e:

@@ -16,7 +16,6 @@ from cnnlab.config import Config, load_config
 from cnnlab.engine import State
 from cnnlab.errors import RunError, counted
 from cnnlab.models import unwrap
-from cnnlab.resumable import check_resume_changes
 
 
 def _rng_state() -> dict:
@@ -138,9 +137,9 @@ def check_epochs(path: Path, epochs: int, done: int, summary: dict) -> None:
 
 def check_resume(path: Path, cfg: Config) -> None:
     """Refuse, without training or changing a file, what a resume of the run at path with cfg
-    refuses from its config and files (cnnlab train --resume --print-config)."""
+    refuses from its files (cnnlab train --resume, --print-config too); what it refuses of cfg's
+    changes, resumable.check_resume_changes, the CLI asks first, before torch loads."""
     trained = load_config(path / runs.CONFIG, stored=True)
-    check_resume_changes(path, trained, cfg)  # (the CLI checked it before importing torch: a caller may not)
     ckpt = checkpoint_to_continue(path, trained, len(runs.read_metrics(path)))
     done = checkpoint_epoch(ckpt, path) if ckpt is not None else 0
     check_epochs(path, cfg.train.epochs, done, runs.read_json(path / runs.SUMMARY))

@@ -119,6 +119,11 @@ def test_a_large_batch_is_checked_in_chunks_with_the_same_result(monkeypatch):
     assert [r.largest for r in chunked] == pytest.approx([r.largest for r in whole], rel=1e-6)
     assert [r.max_abs_diff for r in chunked] == pytest.approx([r.max_abs_diff for r in whole], abs=1e-6)
     assert torch.allclose(t_chunked, t_whole, atol=1e-5) and np.allclose(n_chunked, n_whole) and t_chunked.shape == (7, 10)
+    # a difference of NaN in a later chunk fails the layer, as it does in one batch (max(0.0, nan) is 0.0)
+    real = fc.numpy_outputs
+    monkeypatch.setattr(fc, "numpy_outputs", lambda m, part: [np.full_like(o, np.nan) if len(part) == 1 else o for o in real(m, part)])
+    rows, _, _ = fc.check(model, x)
+    assert all(np.isnan(r.max_abs_diff) and not r.ok for r in rows)
 
 
 def test_the_pytorch_pass_keeps_each_layers_mode():

@@ -178,6 +178,8 @@ def test_user_errors_are_one_line():
         build_model(DEFAULTS["cnn"], (1, 8, 8), 10)
     with pytest.raises(ConfigError, match="^model 'cnn' is too large for this machine's memory: .*can't allocate memory"):
         build_model(C.CNNModel(name="cnn", n_feature=2**20), MNIST, 10)  # 2.7e13 weights: not "cannot take inputs of shape"
+    with pytest.raises(ConfigError, match="^model 'cnn' is too large: "):  # past torch's integers: not a traceback
+        build_model(C.CNNModel(name="cnn", n_feature=10**20), MNIST, 10)
 
     class Unknown:
         name = "vgg"

@@ -202,6 +202,11 @@ def test_a_whole_transform_section_is_taken_and_where_the_data_is_stays_out_of_t
     code, out, err = cli(monkeypatch, capsys, "samples", "mnist", "--n", 4, f"dataset={{data_dir: {tiny_mnist[0]}, download: false}}")
     assert code == 0, err
     assert out.strip() == str(runs_dir / "samples-mnist-test-n4.png")  # the section given whole: still where, not what
+    fashion = runs_dir.parent / "fashion"
+    make_idx_dataset(fashion, "FashionMNIST", n_train=4, n_test=4)
+    code, out, err = cli(monkeypatch, capsys, "samples", "fashion-mnist", "--n", 4, f"dataset={{data_dir: {fashion}}}")
+    assert code == 0, err  # the section's default name (mnist) was said to contradict DATASET
+    assert out.strip() == str(runs_dir / "samples-fashion-mnist-test-n4.png")
 
 
 def test_a_class_name_with_a_dollar_sign_is_drawn_as_it_is():

@@ -555,14 +555,34 @@ def test_a_study_on_a_cluster_that_cannot_be_reached_leaves_no_directory(tmp_pat
     assert not (tmp_path / "runs").exists()  # no failed study offering a resume
 
 
-@pytest.mark.parametrize("address", ["garbage", "localhost:abc", ":6379", "host:70000"])
+@pytest.mark.parametrize("address", ["garbage", "localhost:abc", ":6379", "host:70000", "::1:6379"])
 @pytest.mark.parametrize("command", [["compare", "fc-vs-cnn", "--seeds", "1"], ["shift-sweep"]])
 def test_an_address_that_is_no_address_leaves_no_directory(tmp_path, capsys, monkeypatch, command, address):
     """--address garbage passed the check (no :PORT to try) and left a failed study offering a resume."""
     pytest.importorskip("ray")
     code, out, err = cnnlab(capsys, monkeypatch, *command, "--address", address, "--runs-dir", tmp_path / "runs")
-    assert code == 1 and err == f"error: {address!r} is not a Ray cluster address: give HOST:PORT (the head's, 6379 by default), ray://HOST:PORT, auto or local\n"
+    assert code == 1 and err == f"error: {address!r} is not a Ray cluster address: give HOST:PORT (the head's, 6379 by default; [IPv6]:PORT), ray://HOST:PORT, auto or local\n"
     assert out == "" and not (tmp_path / "runs").exists()
+
+
+def test_an_ipv6_address_in_brackets_is_tried_as_ray_takes_it():
+    """[::1]:PORT was tried as the host name '[::1]' ('Name or service not known')."""
+    import socket
+
+    from cnnlab.errors import RunError
+    from cnnlab.ray_backend import check_reachable
+
+    if not socket.has_ipv6:
+        pytest.skip("no IPv6 here")
+    try:
+        server = socket.create_server(("::1", 0), family=socket.AF_INET6)
+    except OSError:
+        pytest.skip("no IPv6 loopback here")
+    with server:
+        check_reachable(f"[::1]:{server.getsockname()[1]}")  # reached: no error
+    with pytest.raises(RunError, match=r"cannot reach a Ray cluster at \[::1\]:1: Connection refused"):
+        check_reachable("[::1]:1")
+    check_reachable("anyscale://my-cluster")  # a provider's client address: Ray's own check
 
 
 @pytest.mark.parametrize("command", [["compare", "fc-vs-cnn", "--seeds", "1"], ["shift-sweep"]])

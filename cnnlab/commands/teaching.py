@@ -159,9 +159,11 @@ def samples(
     if config is not None and section.get("name") not in (None, dataset):
         raise ConfigError(f"{config} is a config for {section['name']}, not {dataset}")
     base["dataset"] = {**section, "name": dataset}
-    cfg = config_from_dict(base, overrides, str(config or "samples"))  # a misspelt key: train's error and suggestion
+    named_by = [o for o in overrides if "dataset.name" in leaf_keys(dict([parse_override(o)]))]
+    # DATASET after the overrides: a whole dataset={data_dir: ...} section would set it back to mnist
+    cfg = config_from_dict(base, overrides + ([] if named_by else [f"dataset.name={dataset}"]), str(config or "samples"))
     if cfg.dataset.name != dataset:  # an override's dataset.name: two answers to which images to draw
-        raise CnnlabUsage(f"dataset.name={cfg.dataset.name} contradicts DATASET {dataset}: name the dataset once, as DATASET")
+        raise CnnlabUsage(f"{named_by[-1]} contradicts DATASET {dataset}: name the dataset once, as DATASET")
     # what sample_images applies (a subset would not change the split's first --n images)
     shown = ("dataset.name", "dataset.data_dir", "dataset.download", "transform.shift", "transform.permute", "seed")
     for text in overrides:

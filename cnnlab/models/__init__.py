@@ -38,6 +38,8 @@ def build_model(opts, input_shape: tuple[int, int, int], num_classes: int) -> nn
         raise ConfigError(f"unknown model {opts.name!r}; valid names: {', '.join(sorted(MODELS))}")
     try:
         return builder(opts, tuple(input_shape), num_classes)
+    except (TypeError, OverflowError) as e:  # a size past what torch can count (a stored config, which skips the bound)
+        raise ConfigError(f"model {opts.name!r} is too large: {first_line(e)}") from None
     except RuntimeError as e:  # a dry forward pass found the input too small for the layers
         first = first_line(e)
         if "can't allocate memory" in first:  # no: its weights do not fit in memory (model.n_feature=1000000)
