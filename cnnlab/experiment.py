@@ -302,6 +302,8 @@ def _run(cfg: Config, signals: Signals, runs_dir, data_dir, resume, progress, on
             runs.write_json(path / runs.SUMMARY, summary)
             if log is not None:  # with the files: a signal they held off would stop the run before it
                 log.epoch(row)
+        if signals.received is not None:  # a signal whose Interrupted library code swallowed (seen once): stop now
+            raise Interrupted(signals.received)
         if progress is not None:
             progress.epoch_end(row)
         if on_epoch is not None:
@@ -363,8 +365,8 @@ def _run(cfg: Config, signals: Signals, runs_dir, data_dir, resume, progress, on
         resumable = cfg.train.checkpoint or (path / runs.CHECKPOINT).exists()
         how = f"continue with: cnnlab train --resume {path}" if resumable else "no checkpoint to continue from (train.checkpoint=false)"
         raise in_run(Interrupted(e.signum, f"{message}; {written} complete epoch(s) kept; {how}"), path) from None
-    except KeyboardInterrupt as e:
-        finish("interrupted", f"stopped during epoch {state.epoch + 1}")
+    except KeyboardInterrupt as e:  # (the epochs written, as above: state.epoch runs ahead of them a moment)
+        finish("interrupted", f"stopped during epoch {summary.get('epochs', state.epoch) + 1}")
         raise in_run(e, path)
     except Stopped as e:
         finish("stopped", str(e) or None)
@@ -374,8 +376,8 @@ def _run(cfg: Config, signals: Signals, runs_dir, data_dir, resume, progress, on
         raise in_run(e, path)
     else:
         finish("completed")
-        if signals.pending is not None:
-            raise stopped_when_complete(signals.pending, path)
+        if (signals.pending or signals.received) is not None:
+            raise stopped_when_complete(signals.pending or signals.received, path)
     finally:
         hold.close()
         if made is not None and path is None:  # its first summary could not be written (a full disk): nothing

@@ -364,7 +364,8 @@ def check_types(data: dict, types: dict[str, type], path: Path) -> dict:
     one RunError line naming the key, not a failure deep inside the command that reads it."""
     for key, kind in types.items():
         value = data.get(key)
-        if value is not None and not isinstance(value, kind):
+        # true is an int to Python, not a number to a reader ("epochs": true showed as "True of 2000")
+        if value is not None and (not isinstance(value, kind) or (isinstance(value, bool) and kind is not bool)):
             what = {dict: "mapping", list: "list", numbers.Real: "number", int: "whole number"}.get(kind, kind.__name__)
             raise RunError(f"cannot read {path}: {key!r} should be a {what}, not {value!r:.40} (edited by hand?)")
     return data
@@ -403,7 +404,7 @@ def read_metrics(run: Path):
         raise RunError(f"cannot read {path}: no {', '.join(repr(c) for c in missing)} column (a table cnnlab did not write?)")
     if table.empty:  # a header alone: no epoch finished (its columns are untyped, not text)
         return table
-    text = [c for c in METRIC_COLUMNS if not pd.api.types.is_numeric_dtype(table[c])]
+    text = [c for c in METRIC_COLUMNS if not pd.api.types.is_numeric_dtype(table[c]) or pd.api.types.is_bool_dtype(table[c])]
     if text:
         raise RunError(f"cannot read {path}: column {text[0]!r} holds something other than numbers (edited by hand?)")
     if not all(float(epoch).is_integer() for epoch in table["epoch"]):  # a blank one is NaN
@@ -570,4 +571,8 @@ def list_runs(root: Path) -> list[dict]:
         data["path"] = str(path)
         data["id"] = path.name
         out.append(data)
-    return out
+    # by when they started, not by name: a directory renamed by hand (best_lenet) sorted above them all,
+    # and runs of one second by their random ids; those without a start time last, by name
+    started = [isinstance(d.get("started_at"), str) for d in out]
+    order = sorted(range(len(out)), key=lambda i: (started[i], out[i]["started_at"] if started[i] else "", out[i]["id"]), reverse=True)
+    return [out[i] for i in order]

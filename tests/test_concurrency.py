@@ -5,6 +5,7 @@ import io
 import json
 import os
 import subprocess
+from datetime import datetime
 
 import pandas as pd
 import pytest
@@ -44,6 +45,30 @@ def test_two_runs_started_together_get_their_own_directories(data, tmp_path):
         assert summary["status"] == "completed" and summary["epochs"] == 3
     # same config, same seed: neither run touched the other's files, so their numbers agree
     pd.testing.assert_frame_equal(metrics(dirs[0]), metrics(dirs[1]))
+
+
+def test_a_run_directory_name_taken_meanwhile_is_passed_over(tmp_path, monkeypatch):
+    """Two runs of one config in one second that draw the same id: the second takes another, never the
+    first's directory (the real runs above almost never draw alike, so this forces it)."""
+    from cnnlab import runs
+
+    ids = iter(["aaaaaa", "aaaaaa", "bbbbbb"])
+    monkeypatch.setattr(runs.secrets, "token_hex", lambda n: next(ids))
+    monkeypatch.setattr(runs, "datetime", type("Frozen", (), {"now": staticmethod(lambda tz: datetime(2026, 11, 28, 1, 2, 3, tzinfo=tz))}))
+    first, second = runs.new_run_dir(tmp_path, "cfg"), runs.new_run_dir(tmp_path, "cfg")
+    assert (first.name, second.name) == ("20261128-010203-cfg-aaaaaa", "20261128-010203-cfg-bbbbbb")
+
+
+def test_runs_lists_newest_first_by_start_time_not_by_name(tmp_path):
+    """Sorted by directory name, a run renamed by hand (best_lenet) came above every run."""
+    for name, started in [("best_lenet", "2024-06-01T00:00:00+00:00"), ("20261128-010203-a-aaaaaa", "2026-11-28T01:02:03+00:00"),
+                          ("20250101-000000-b-bbbbbb", "2025-01-01T00:00:00+00:00"), ("no_time", None)]:
+        (tmp_path / name).mkdir()
+        summary = {"status": "completed", **({"started_at": started} if started else {})}
+        (tmp_path / name / "summary.json").write_text(json.dumps(summary))
+    from cnnlab.runs import list_runs
+
+    assert [r["id"] for r in list_runs(tmp_path)] == ["20261128-010203-a-aaaaaa", "20250101-000000-b-bbbbbb", "best_lenet", "no_time"]
 
 
 def test_runs_shows_a_live_run_as_running_and_a_killed_one_as_dead(data, tmp_path):

@@ -1284,6 +1284,7 @@ def test_show_says_what_a_summary_lacks_and_never_shows_none(fashion_run, tmp_pa
 
     for text, error in [
         (json.dumps({**summary, "train_seconds": "abc"}), "'train_seconds' should be a number, not 'abc' (edited by hand?)"),
+        (json.dumps({**summary, "epochs": True}), "'epochs' should be a whole number, not True (edited by hand?)"),  # was "True of 1"
         ("", "the file is empty"),
         (json.dumps(summary)[:40], "Unterminated string"),  # cut short
         ("not json", "Expecting value: line 1 column 1"),
@@ -1303,6 +1304,10 @@ def test_show_reads_a_metrics_table_with_a_header_alone_as_no_epoch_yet(fashion_
     assert runs.read_metrics(copy).empty
     code, out, err = cnnlab(capsys, monkeypatch, "show", copy)
     assert code == 1 and err == f"error: {copy} has no finished epoch yet: no epoch table or learning curves to show\n", err
+    header, row = (fashion_run.path / "metrics.csv").read_text().splitlines()[:2]
+    metrics.write_text(header + "\n" + ",".join(["True"] + row.split(",")[1:]) + "\n")  # True read as epoch 1
+    with pytest.raises(RunError, match="column 'epoch' holds something other than numbers"):
+        runs.read_metrics(copy)
 
 
 def test_show_of_a_study_summary_edited_by_hand_never_shows_none(tmp_path, capsys, monkeypatch):
