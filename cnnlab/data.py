@@ -132,15 +132,16 @@ def _resolved(root: Path) -> Path:
 def load_dataset(name: str, data_dir: Path, download: bool = True) -> tuple[Split, Split]:
     """(train, test). Raises cnnlab.errors.DataError with ONE clear line on any problem.
 
-    Parsed splits are cached per (name, directory) for the life of the process, so the returned
-    tensors are shared between callers: never modify them in place (index or clone instead).
+    Parsed splits are cached per (name, directory, the files' sizes and times) for the life of the
+    process, so the returned tensors are shared between callers: never modify them in place (index
+    or clone instead). A file changed on disk is parsed again.
     """
     info = DATASETS.get(name)
     if info is None:
         raise DataError(f"unknown dataset {name!r}; valid: {', '.join(DATASETS)}")
     root = _absolute(data_dir)
     _ensure_files(info, root, download)
-    return _read_splits(name, _resolved(root))  # one copy in memory however the folder is reached
+    return _cached_splits(info, root)
 
 
 def load_splits(cfg: Config, data_dir: str | Path | None = None, stored: bool = False) -> tuple[Split, Split]:
@@ -277,8 +278,25 @@ def _remove_empty(dirs: list[Path]) -> None:
             pass
 
 
+def _cached_splits(info: DatasetInfo, root: Path) -> tuple[Split, Split]:
+    """The splits in root, parsed once a process: one copy in memory however the folder is reached
+    (resolved), parsed again when a file has changed (its size, time or inode: a copy replaced, or
+    cut short, between two runs of a study)."""
+    root = _resolved(root)
+    stamps = []
+    for path in sorted(_data_files(info, root / info.folder)) if info.format != "builtin" else []:
+        try:
+            st = path.stat()
+        except OSError:  # gone meanwhile: reading it says so, in one line
+            continue
+        stamps.append((str(path), st.st_size, st.st_mtime_ns, st.st_ino))
+    return _read_splits(info.name, root, tuple(stamps))
+
+
 @functools.lru_cache(maxsize=8)
-def _read_splits(name: str, root: Path) -> tuple[Split, Split]:
+def _read_splits(name: str, root: Path, stamps: tuple = ()) -> tuple[Split, Split]:
+    """The parsed splits of dataset name in root; stamps: its files' (see _cached_splits), in the
+    cache's key alone."""
     info = DATASETS[name]
     folder = root / info.folder
     if info.format == "builtin":  # the toy: one set of examples serves as both splits
@@ -305,7 +323,7 @@ def _split_sizes(info: DatasetInfo, root: Path) -> tuple[int, int]:
     """How many images the (train, test) splits hold: an IDX split's from its small label file alone,
     the others' as loaded (cached for the training that follows)."""
     if info.format != "idx":
-        return tuple(len(split.labels) for split in _read_splits(info.name, root))
+        return tuple(len(split.labels) for split in _cached_splits(info, root))
     folder = root / info.folder
     return tuple(len(read_idx(_existing(info, folder, labels), IDX_LABELS_MAGIC)) for _, labels in (info.train_files, info.test_files))
 

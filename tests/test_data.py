@@ -58,6 +58,36 @@ def test_parsed_splits_are_cached(tmp_path):
     assert load_dataset("mnist", str(tmp_path / "."), download=False) is first
 
 
+def test_a_file_changed_on_disk_is_read_again_not_served_from_the_cache(tmp_path):
+    """The cache kept the first parse for the life of the process: a file replaced between two runs
+    of a study gave the old pixels, and one cut short after the first load was accepted."""
+    make_idx_dataset(tmp_path, "MNIST", n_train=12, n_test=5)
+    first, _ = load_dataset("mnist", tmp_path, download=False)
+    images = tmp_path / "MNIST" / "raw" / "train-images-idx3-ubyte"
+    write_idx(images, np.full((12, 28, 28), 7, np.uint8))
+    again, _ = load_dataset("mnist", tmp_path, download=False)
+    assert again is not first and int(again.images.min()) == int(again.images.max()) == 7
+    images.write_bytes(images.read_bytes()[:-100])
+    with pytest.raises(DataError, match="truncated: "):
+        load_dataset("mnist", tmp_path, download=False)
+
+
+def test_a_study_checking_subsets_through_a_symbolic_link_parses_cifar_once(tmp_path):
+    """The subset check read the splits under the path as given, training under the resolved one:
+    a data directory reached through a link parsed CIFAR-10 twice and held it twice (180 MB)."""
+    import cnnlab.data
+    from cnnlab.config import config_from_dict
+
+    make_cifar(tmp_path / "real", n=4)
+    (tmp_path / "link").symlink_to(tmp_path / "real")
+    cfg = config_from_dict({"name": "t", "dataset": {"name": "cifar10", "train_subset": 10, "test_subset": 2}, "model": {"name": "fc"}})
+    cnnlab.data._read_splits.cache_clear()
+    cnnlab.data.check_subsets(cfg, tmp_path / "link")
+    load_splits(cfg, tmp_path / "link")
+    info = cnnlab.data._read_splits.cache_info()
+    assert (info.misses, info.hits) == (1, 1), info
+
+
 def append_bytes(path: Path, extra: bytes) -> None:
     path.write_bytes(path.read_bytes() + extra)
 
