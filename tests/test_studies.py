@@ -1096,6 +1096,20 @@ def test_shift_sweep_from_run_grid(fashion_run, tiny_data, tmp_path, capsys, mon
         assert code in (1, 2) and needle in err and len(err.strip().splitlines()) == 1, err
 
 
+def test_a_shift_sweep_of_runs_tested_on_different_test_sets_says_so(fashion_run, tiny_data, tmp_path, capsys, monkeypatch):
+    """Each model is evaluated on its run's own test images: two --from-run runs with other
+    dataset.test_subset sat side by side in one table and reading without a word."""
+    other = run(load_config(fashion_run.path / "config.yaml", ["dataset.test_subset=10"], stored=True), runs_dir=tmp_path / "own", data_dir=tiny_data)
+    code, out, err = cnnlab(capsys, monkeypatch, "shift-sweep", "--from-run", fashion_run.path, "--from-run", other.path, "--max-shift", "1",
+                            "--image-index", "0", "--data-dir", tiny_data, "--runs-dir", tmp_path)
+    assert code == 0, err
+    assert err == (f"note: the models are tested on different test sets (dataset.test_subset: fashion_cnn all, fashion_cnn 10); "
+                   "their accuracies compare less well\n")
+    code, out, err = cnnlab(capsys, monkeypatch, "shift-sweep", "--from-run", fashion_run.path, "--max-shift", "1", "--image-index", "0",
+                            "--data-dir", tiny_data, "--runs-dir", tmp_path)
+    assert code == 0 and err == ""  # one test set: nothing to say
+
+
 def test_a_study_with_nothing_to_train_needs_no_ray(fashion_run, tiny_data, tmp_path, capsys, monkeypatch):
     """--address only says where cells train: a study with none left (here --from-run only; also a
     resumed study whose cells all trained) finishes without Ray or the cluster, which may be gone."""
