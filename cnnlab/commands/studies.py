@@ -277,12 +277,6 @@ def shift_sweep(
     if resume is not None:
         data_dir = resumed_data_dir(data_dir, plan["data_dir"], record.cells, configs)
     _one_dataset(configs, "sweep")
-    subsets = {c.dataset.test_subset for c in configs}
-    if len(subsets) > 1:  # each model is tested on its run's own test images: say when those differ
-        from cnnlab.cli import tell  # (defined after cli imports this module)
-
-        each = ", ".join(f"{c.name} {c.dataset.test_subset or 'all'}" for c in configs)
-        tell(f"note: the models are tested on different test sets (dataset.test_subset: {each}); their accuracies compare less well")
     if resume is None:
         check_models(members)
     previous = previous_runs(cells, record.cells) if resume is not None else None
@@ -302,6 +296,11 @@ def shift_sweep(
                              dataset=configs[0].dataset.name, model=_joined(c.model.name for c in configs), epochs=max(c.train.epochs for c in configs))
 
     with record.running():
+        if len({c.dataset.test_subset for c in configs}) > 1:  # each model is tested on its run's own test images
+            from cnnlab.cli import tell  # (defined after cli imports this module)
+
+            each = ", ".join(f"{c.name} {c.dataset.test_subset or 'all'}" for c in configs)
+            tell(f"note: the models are tested on different test sets (dataset.test_subset: {each}); their accuracies compare less well")
         if cells:
             say(f"{name}: training {len(cells)} model(s){', resumed,' if resume is not None else ''} in {record.path}")
         done: list = []
