@@ -46,7 +46,6 @@ from cnnlab.provenance import cpu_flags, cpu_model
 from cnnlab.engine import one_line_if_batch_too_small
 from cnnlab.errors import RunError
 
-PACKAGE = Path(__file__).resolve().parent
 CACHE_BYTES = 256 * 2**20  # the cache is pruned to this size, the steps used longest ago first (a step: about 2 MB)
 STALE_SECONDS = 24 * 3600  # a partial file this old is from a write cut short (a killed process), not one being written
 DROPOUTS = (nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, nn.AlphaDropout, nn.FeatureAlphaDropout)

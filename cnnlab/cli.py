@@ -155,9 +155,12 @@ def train(
             raise CnnlabUsage("--resume takes the config from the run directory; pass only KEY=VALUE overrides")
         if runs_dir is not None:  # it would be ignored: the run goes on where it is
             raise CnnlabUsage(f"--resume continues the run in {resume} itself: give no --runs-dir")
+        from cnnlab.config import load_config
         from cnnlab.runs import CONFIG, open_run
 
-        cfg = load(str(open_run(resume, resuming=True) / CONFIG), overrides, device, stored=True)  # as an earlier cnnlab accepted it
+        stored = open_run(resume, resuming=True) / CONFIG
+        trained = load_config(stored, stored=True)  # as the run trained
+        cfg = load(str(stored), overrides, device, stored=True)  # as an earlier cnnlab accepted it
     elif config is None:
         raise CnnlabUsage("missing CONFIG: a config file or the name of one, e.g. cnnlab train mnist_cnn (cnnlab configs lists them)")
     else:
@@ -167,14 +170,12 @@ def train(
 
             check_dir(runs_root(runs_dir))  # before seconds of loading the data
     if resume is not None:  # what the resume refuses (epochs done, a changed optimizer), before seconds of loading its data;
-        from cnnlab.config import load_config  # and --print-config's config is one the resume would train with
-        from cnnlab.resumable import check_resume_changes
-        from cnnlab.runs import CONFIG
+        from cnnlab.resumable import check_resume_changes  # and --print-config's config is one the resume would train with
 
-        check_resume_changes(resume, load_config(resume / CONFIG, stored=True), cfg)  # an override refused before torch loads
+        check_resume_changes(resume, trained, cfg)  # an override refused before torch loads
         from cnnlab.resume import check_resume
 
-        check_resume(resume, cfg)
+        check_resume(resume, trained, cfg)
     if print_config:
         print(dump_yaml(config_to_dict(cfg)), end="")
         return
@@ -321,8 +322,8 @@ def discard(stream) -> None:
     os.close(devnull)
 
 
-class StdoutUntilReaderGone:
-    """sys.stdout that, once its reader has gone (`cnnlab train ... | head -1`), sends the rest to
+class StreamUntilReaderGone:
+    """sys.stdout (or sys.stderr) that, once its reader has gone (`cnnlab train ... | head -1`), sends the rest to
     /dev/null instead of raising BrokenPipeError: a run, study or bench whose output nobody reads
     any more still trains to its end and writes its files. So does one whose output cannot be
     written (a full disk, /dev/full): `failed` keeps why, for main() to say at the end. A character
@@ -392,12 +393,12 @@ def main() -> None:
     for sub in command.commands.values():
         sub.help = flowed(sub.help)
     stdout, stderr = sys.stdout, sys.stderr
-    out = StdoutUntilReaderGone(stdout) if stdout is not None else None  # None: started with stdout closed (`cnnlab ... >&-`)
+    out = StreamUntilReaderGone(stdout) if stdout is not None else None  # None: started with stdout closed (`cnnlab ... >&-`)
     try:
         if out is not None:
             sys.stdout = out
         if stderr is not None:  # a note on a stderr whose reader has gone (`2>&1 | :`) must not end the command
-            sys.stderr = StdoutUntilReaderGone(stderr, keep_failure=False)
+            sys.stderr = StreamUntilReaderGone(stderr, keep_failure=False)
         with interruptible(), command.make_context("cnnlab", sys.argv[1:]) as ctx:
             try:
                 command.invoke(ctx)

@@ -91,6 +91,10 @@ class TransformConfig(Strict):
     shift: ShiftConfig = ShiftConfig()  # fixed translation of every train and test image
     augment: AugmentConfig = AugmentConfig()  # random, training batches only
 
+    def permutation_seed(self, run_seed: int) -> int:
+        """The seed of the pixel permutation: permute_seed, else the run's."""
+        return self.permute_seed if self.permute_seed is not None else run_seed
+
 
 # ---------------------------------------------------------------------------- models
 class FCModel(Strict):

@@ -12,7 +12,7 @@ import numpy as np
 import torch
 
 from cnnlab import runs
-from cnnlab.config import Config, load_config
+from cnnlab.config import Config
 from cnnlab.engine import State
 from cnnlab.errors import RunError, counted
 from cnnlab.models import unwrap
@@ -135,11 +135,10 @@ def check_epochs(path: Path, epochs: int, done: int, summary: dict) -> None:
         raise RunError(f"{path} is already complete ({counted(done, 'epoch')}): nothing to train; extend it with train.epochs={done + 1} or more")
 
 
-def check_resume(path: Path, cfg: Config) -> None:
-    """Refuse, without training or changing a file, what a resume of the run at path with cfg
-    refuses from its files (cnnlab train --resume, --print-config too); what it refuses of cfg's
-    changes, resumable.check_resume_changes, the CLI asks first, before torch loads."""
-    trained = load_config(path / runs.CONFIG, stored=True)
+def check_resume(path: Path, trained: Config, cfg: Config) -> None:
+    """Refuse, without training or changing a file, what a resume of the run at path (trained: its
+    stored config) with cfg refuses from its files (cnnlab train --resume, --print-config too); what
+    it refuses of cfg's changes, resumable.check_resume_changes, the CLI asks first, before torch loads."""
     ckpt = checkpoint_to_continue(path, trained, len(runs.read_metrics(path)))
     done = checkpoint_epoch(ckpt, path) if ckpt is not None else 0
     check_epochs(path, cfg.train.epochs, done, runs.read_json(path / runs.SUMMARY))

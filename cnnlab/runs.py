@@ -571,8 +571,10 @@ def list_runs(root: Path) -> list[dict]:
         data["path"] = str(path)
         data["id"] = path.name
         out.append(data)
-    # by when they started, not by name: a directory renamed by hand (best_lenet) sorted above them all,
-    # and runs of one second by their random ids; those without a start time last, by name
-    started = [isinstance(d.get("started_at"), str) for d in out]
-    order = sorted(range(len(out)), key=lambda i: (started[i], out[i]["started_at"] if started[i] else "", out[i]["id"]), reverse=True)
-    return [out[i] for i in order]
+    # by when they started, not by name: a directory renamed by hand (best_lenet) sorted above them all;
+    # those without a start time last, by name
+    def started(d: dict) -> tuple:
+        at = d.get("started_at")
+        return (True, at, d["id"]) if isinstance(at, str) else (False, "", d["id"])
+
+    return sorted(out, key=started, reverse=True)

@@ -40,7 +40,7 @@ def transforms_shown(cfg: Config) -> list[str]:
     if t.shift.dx or t.shift.dy:
         done.append(f"shift dx={t.shift.dx} dy={t.shift.dy} ({t.shift.mode})")
     if t.permute:
-        done.append(f"pixel permutation (seed {t.permute_seed if t.permute_seed is not None else cfg.seed})")
+        done.append(f"pixel permutation (seed {t.permutation_seed(cfg.seed)})")
     return done
 
 
@@ -107,7 +107,7 @@ def default_out(root: Path, cfg: Config, split: str, n: int, from_config: bool) 
     if t.shift.dx or t.shift.dy:
         parts.append(f"shift_dx{t.shift.dx}_dy{t.shift.dy}_{t.shift.mode}")
     if t.permute:
-        parts.append(f"permute_seed{t.permute_seed if t.permute_seed is not None else cfg.seed}")
+        parts.append(f"permute_seed{t.permutation_seed(cfg.seed)}")
     if n != DEFAULT_N:
         parts.append(f"n{n}")
     return root / ("-".join(parts) + ".png")

@@ -220,8 +220,7 @@ class Pipeline:
             if len(m) not in (1, c) or len(s) != len(m):
                 raise ValueError(f"normalization needs 1 or {c} mean/std values, got {len(m)} and {len(s)}")
             self.stats = (tuple(float(v) for v in m), tuple(float(v) for v in s))
-        perm_seed = cfg.permute_seed if cfg.permute_seed is not None else seed
-        self._perm_args = (h * w, perm_seed) if cfg.permute else None
+        self._perm_args = (h * w, cfg.permutation_seed(seed)) if cfg.permute else None
         self.perm = make_permutation(*self._perm_args) if cfg.permute else None
         aug = cfg.augment
         geometric = aug.hflip or aug.crop_padding > 0 or aug.translate > 0

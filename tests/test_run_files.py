@@ -274,7 +274,7 @@ def test_a_run_whose_checkpoint_was_removed_is_not_silently_retrained(setup):
         with pytest.raises(RunError, match=refusal):
             run(cfg, resume=first.path)
         with pytest.raises(RunError, match=refusal):  # --print-config refuses it alike
-            check_resume(first.path, cfg)
+            check_resume(first.path, load_config(first.path / "config.yaml", stored=True), cfg)
     assert {f: (first.path / f).read_bytes() for f in files} == files
 
 

@@ -159,7 +159,8 @@ def samples(
     if config is not None and section.get("name") not in (None, dataset):
         raise ConfigError(f"{config} is a config for {section['name']}, not {dataset}")
     base["dataset"] = {**section, "name": dataset}
-    named_by = [o for o in overrides if "dataset.name" in leaf_keys(dict([parse_override(o)]))]
+    keys = {text: sorted(leaf_keys(dict([parse_override(text)]))) for text in overrides}  # dataset={test_subset: 5} sets dataset.test_subset
+    named_by = [text for text in overrides if "dataset.name" in keys[text]]
     # DATASET after the overrides: a whole dataset={data_dir: ...} section would set it back to mnist
     cfg = config_from_dict(base, overrides + ([] if named_by else [f"dataset.name={dataset}"]), str(config or "samples"))
     if cfg.dataset.name != dataset:  # an override's dataset.name: two answers to which images to draw
@@ -167,7 +168,7 @@ def samples(
     # what sample_images applies (a subset would not change the split's first --n images)
     shown = ("dataset.name", "dataset.data_dir", "dataset.download", "transform.shift", "transform.permute", "seed")
     for text in overrides:
-        for key in sorted(leaf_keys(dict([parse_override(text)]))):  # dataset={test_subset: 5} sets dataset.test_subset
+        for key in keys[text]:
             if not key.startswith(shown) and key not in ("dataset", "transform"):
                 raise CnnlabUsage(f"{key} does not change what samples draws: it draws the split's first --n images, after transform.shift and transform.permute only")
 
