@@ -21,6 +21,11 @@ REAL_DATA_DIRS = [
 ]
 
 
+# the width cnnlab's tables are printed at is the tests' own (report.console_width: 120 off a
+# terminal), not the shell's: with COLUMNS=80 set around the suite, tables wrapped their headers and
+# the tests that read them failed (seen on the GPU machine, whose shell sets it); tests of COLUMNS set it
+os.environ.pop("COLUMNS", None)
+
 # train.compile's compiled steps (cnnlab/aot_step.py) go to a cache of the test session's own, which
 # the CLI's subprocesses inherit: none in the user's ~/.cache, and none left from an earlier session
 os.environ["CNNLAB_CACHE_DIR"] = tempfile.mkdtemp(prefix="cnnlab-test-cache-")

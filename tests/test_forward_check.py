@@ -117,10 +117,18 @@ def test_a_large_batch_is_checked_in_chunks_with_the_same_result(monkeypatch):
     assert calls == [3, 3, 1]
     assert [r.name for r in chunked] == [r.name for r in whole]
     assert [r.largest for r in chunked] == pytest.approx([r.largest for r in whole], rel=1e-6)
-    assert [r.max_abs_diff for r in chunked] == pytest.approx([r.max_abs_diff for r in whole], abs=1e-6)
+    assert all(r.ok for r in chunked) and all(r.ok for r in whole)
     assert torch.allclose(t_chunked, t_whole, atol=1e-5) and np.allclose(n_chunked, n_whole) and t_chunked.shape == (7, 10)
-    # a difference of NaN in a later chunk fails the layer, as it does in one batch (max(0.0, nan) is 0.0)
+    # each layer's difference is the largest over the chunks: one planted in the middle chunk is
+    # the one reported. Not the unplanted differences compared digit for digit: they are float32's
+    # rounding, which the batch's size changes on some CPUs (a 16-core Xeon's 2e-6 of 8e-6)
     real = fc.numpy_outputs
+    planted = 1.0
+    monkeypatch.setattr(fc, "numpy_outputs", lambda m, part: [o + planted * (len(calls) == 5) for o in real(m, part)])
+    rows, _, _ = fc.check(model, x)
+    assert calls[3:] == [3, 3, 1]
+    assert [r.max_abs_diff for r in rows] == pytest.approx([planted] * len(rows), rel=1e-2) and not any(r.ok for r in rows)
+    # a difference of NaN in a later chunk fails the layer, as it does in one batch (max(0.0, nan) is 0.0)
     monkeypatch.setattr(fc, "numpy_outputs", lambda m, part: [np.full_like(o, np.nan) if len(part) == 1 else o for o in real(m, part)])
     rows, _, _ = fc.check(model, x)
     assert all(np.isnan(r.max_abs_diff) and not r.ok for r in rows)
