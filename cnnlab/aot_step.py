@@ -19,6 +19,11 @@ A cached library is only used for the very step it was compiled for: its file is
 everything the graph depends on (below, step_key): cnnlab's and torch's versions and cnnlab's source,
 the CPU's model, instruction set and threads, the model's modules and their settings, the
 parameters' shapes and layouts, the batch's, and the loss.
+
+A step just compiled is first loaded and run once in a child process (aot_probe.py): one that
+crashes there is never loaded here, and the run trains with torch.compile's step (compiled_step.py)
+instead, as do later runs of that step, which a file KEY.crashed beside the steps tells so (for a
+day; then the step is compiled and tried again).
 """
 
 from __future__ import annotations
@@ -30,6 +35,7 @@ import inspect
 import json
 import logging
 import os
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -40,14 +46,16 @@ from torch.func import functional_call, grad_and_value
 
 import cnnlab
 from cnnlab import runs
-from cnnlab.compiled_step import compile_error, reached_parameters
+from cnnlab.aot_probe import crashes, load
+from cnnlab.compiled_step import CompiledStep, compile_error, reached_parameters
 from cnnlab.conv_pool import with_conv_max_pools
 from cnnlab.provenance import cpu_flags, cpu_model
 from cnnlab.engine import one_line_if_batch_too_small
 from cnnlab.errors import RunError
 
 CACHE_BYTES = 256 * 2**20  # the cache is pruned to this size, the steps used longest ago first (a step: about 2 MB)
-STALE_SECONDS = 24 * 3600  # a partial file this old is from a write cut short (a killed process), not one being written
+STALE_SECONDS = 24 * 3600  # a partial file this old is from a write cut short (a killed process), not one being written;
+# a crash recorded this long ago is tried again (a library or driver may have been mended since)
 DROPOUTS = (nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, nn.AlphaDropout, nn.FeatureAlphaDropout)
 
 
@@ -70,18 +78,31 @@ class AotStep:
 
     def __init__(self, model: nn.Module, optimizer: torch.optim.Optimizer, loss_fn, loss_key: tuple, batch_size: int):
         self.model, self.optimizer, self.loss_fn, self.loss_key, self.batch_size = model, optimizer, loss_fn, loss_key, batch_size
-        self.compile_seconds = 0.0  # time spent compiling or loading compiled steps
-        self.graphs = 0  # steps compiled by this process
+        self._seconds = 0.0  # time spent compiling or loading compiled steps
+        self._graphs = 0  # steps compiled by this process
         self.loaded = 0  # steps taken from the cache
+        self._fallback: CompiledStep | None = None  # torch.compile's step, where this one crashed (aot_probe.py)
         self._compute, _ = with_conv_max_pools(model)
         self._runs: dict[tuple, object] = {}  # a batch's signature -> the compiled step's runner
         self._trained: list[nn.Parameter] | None = None  # the parameters the loss reaches
+
+    @property
+    def compile_seconds(self) -> float:
+        """Time spent compiling or loading compiled steps, torch.compile's after a crash included."""
+        return self._seconds + (self._fallback.compile_seconds if self._fallback else 0.0)
+
+    @property
+    def graphs(self) -> int:
+        """Steps compiled by this process, torch.compile's after a crash included."""
+        return self._graphs + (self._fallback.graphs if self._fallback else 0)
 
     def takes(self, xb: torch.Tensor) -> bool:
         """Whether xb is a batch of the size the step is for (an epoch's short last one is not)."""
         return len(xb) == self.batch_size
 
     def __call__(self, xb: torch.Tensor, yb: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        if self._fallback is not None:
+            return self._fallback(xb, yb)
         if self._trained is None:  # now, not at setup: the parameters a resume loads are the same tensors
             with one_line_if_batch_too_small(len(xb)):
                 reached = reached_parameters(self.model, self.loss_fn, xb, yb)
@@ -94,8 +115,12 @@ class AotStep:
         run = self._runs.get(signature)
         if run is None:
             t0 = time.perf_counter()
-            run = self._runs[signature] = self._load_or_compile(xb, yb)
-            self.compile_seconds += time.perf_counter() - t0
+            run = self._load_or_compile(xb, yb)
+            self._seconds += time.perf_counter() - t0
+            if run is None:  # it crashed when tried: torch.compile's step, from this step on
+                self._fallback = CompiledStep(self.model, self.optimizer, self.loss_fn, "none", self.batch_size)
+                return self._fallback(xb, yb)
+            self._runs[signature] = run
         out, loss, *grads = run([*self._inputs, xb, yb])
         for p, g in zip(self._trained, grads):
             p.grad = g
@@ -103,8 +128,13 @@ class AotStep:
         return out, loss
 
     def _load_or_compile(self, xb: torch.Tensor, yb: torch.Tensor):
+        """The step's runner, from the cache or compiled; None where it crashes when loaded."""
         key = step_key(self._compute, self._names, self._inputs, xb, yb, self.loss_key)
         path = None if key is None else cache_dir() / f"{key}.pt2"  # None: compiled for this run alone
+        crashed = recorded_crash(path)
+        if crashed is not None:
+            tell_crash(f"{crashed}, recorded in {path.with_suffix(CRASHED)}")
+            return None
         try:
             run = load(path) if path is not None and path.is_file() else None
         except (RuntimeError, OSError):  # a file the loader cannot read (cut short, another torch's),
@@ -116,10 +146,14 @@ class AotStep:
             return run
         try:
             export = self._export(xb, yb)
-            run = compile_to(export, path)
+            run = compile_to(export, path, [*self._inputs, xb, yb])
+        except StepCrashed as e:
+            record_crash(path, e.why)
+            tell_crash(e.why)
+            return None
         except Exception as e:  # the compiler's (no working C++ compiler), or the model's own while traced
             raise compile_error(e, len(xb)) from None
-        self.graphs += 1
+        self._graphs += 1
         return run
 
     def _export(self, xb: torch.Tensor, yb: torch.Tensor) -> torch.export.ExportedProgram:
@@ -217,14 +251,26 @@ def source_hash() -> str | None:
     return None if cnnlab.source_changed() else cnnlab.IMPORTED_SOURCE
 
 
-def compile_to(program: torch.export.ExportedProgram, path: Path | None):
-    """Compile program with AOTInductor and load it, keeping a copy at path (runs.atomic_write: written
+class StepCrashed(Exception):
+    """A step just compiled failed when a child process loaded and ran it (aot_probe.crashes)."""
+
+    def __init__(self, why: str):
+        super().__init__(why)
+        self.why = why
+
+
+def compile_to(program: torch.export.ExportedProgram, path: Path | None, inputs: list[torch.Tensor]):
+    """Compile program with AOTInductor, try it in a child process on zeros shaped as inputs (raising
+    StepCrashed where that fails) and load it, keeping a copy at path (runs.atomic_write: written
     whole, then renamed into place) for later processes. Where the cache cannot be written, or path
     is None, the step serves this run alone."""
     from torch import _inductor as inductor
 
     with tempfile.TemporaryDirectory(prefix="cnnlab-step-") as scratch:
         built = inductor.aoti_compile_and_package(program, package_path=str(Path(scratch) / "step.pt2"))
+        why = crashes(built, inputs)
+        if why is not None:
+            raise StepCrashed(why)
         run = load(built)  # from here, not from the cache: that folder may be deleted at any time
         if path is None:
             return run
@@ -246,7 +292,7 @@ def prune(folder: Path, keep: Path, limit: int = CACHE_BYTES) -> None:
         for entry in entries:
             with contextlib.suppress(OSError):
                 stat = entry.stat()
-                if entry.name.startswith("."):
+                if entry.name.startswith(".") or entry.name.endswith(CRASHED):
                     if now - stat.st_mtime > STALE_SECONDS:
                         os.unlink(entry.path)
                 elif entry.name.endswith(".pt2"):
@@ -261,13 +307,36 @@ def prune(folder: Path, keep: Path, limit: int = CACHE_BYTES) -> None:
             total -= size
 
 
-def load(path) -> callable:
-    """The compiled step in path, as a function of a list of tensors returning a list of tensors.
-    torch's own loader, without importing inductor (a second in a new process) where it can."""
-    aoti = getattr(torch._C, "_aoti", None)
-    if aoti is not None and hasattr(aoti, "AOTIModelPackageLoader"):
-        return aoti.AOTIModelPackageLoader(str(path), "model", False, 1, -1).boxed_run
-    from torch import _inductor as inductor
+CRASHED = ".crashed"  # beside a step's name: it crashed when tried, and why
 
-    model = inductor.aoti_load_package(str(path))
-    return lambda tensors: model(*tensors)
+
+def recorded_crash(path: Path | None) -> str | None:
+    """Why the step that path names crashed when it was tried, within STALE_SECONDS; else None."""
+    if path is None:
+        return None
+    marker = path.with_suffix(CRASHED)
+    try:
+        if time.time() - marker.stat().st_mtime > STALE_SECONDS:
+            return None
+        return marker.read_text().strip() or "no reason recorded"
+    except (OSError, UnicodeDecodeError):
+        return None
+
+
+def record_crash(path: Path | None, why: str) -> None:
+    """Record beside path that its step crashed (when the cache can be written: else each run tries it)."""
+    if path is not None:
+        with contextlib.suppress(OSError, RunError):
+            path.parent.mkdir(parents=True, exist_ok=True)
+            runs.atomic_write(path.with_suffix(CRASHED), why + "\n")
+
+
+_told: set[str] = set()  # the crashes this process has told of: a study's runs share one step
+
+
+def tell_crash(why: str) -> None:
+    """Say on stderr, once a process, that the compiled step crashed and torch.compile's trains instead."""
+    if why not in _told:
+        _told.add(why)
+        print(f"note: train.compile: the step compiled ahead of time crashed when a test process loaded it ({why}); "
+              "torch.compile's step trains instead (compiled again in every process)", file=sys.stderr, flush=True)

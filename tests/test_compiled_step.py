@@ -77,6 +77,7 @@ def test_the_compiled_step_trains_as_the_ordinary_one(tiny_data, tmp_path, optim
     compiled, rows = trained(config(tmp_path, text, "train.compile=true"), tiny_data)
 
     assert eager.compiled_step is None and isinstance(compiled.compiled_step, AotStep)
+    assert compiled.compiled_step._fallback is None  # its test process ran it (aot_probe.py)
     # its parameters, not the model: the model itself is not compiled
     assert type(compiled.model) is type(eager.model)
     assert_close_states(eager, compiled, atol=1e-5 if optimizer.startswith("sgd") else 1e-4)
@@ -524,3 +525,60 @@ def test_the_cache_key_changes_with_what_the_graph_depends_on(monkeypatch):
     assert key(batch=16) != same
     monkeypatch.setattr(aot_step, "cpu_identity", lambda: "another CPU | avx2")
     assert key() != same
+
+
+SEGFAULT_IN_THE_PROBE = """\
+# sitecustomize.py: the probe's process dies by SIGSEGV at start, as torch 2.11's loader did on a
+# 16-core Xeon with a step it had just compiled; every other process starts as usual
+import os, signal, sys
+if "cnnlab.aot_probe" in sys.orig_argv:
+    os.kill(os.getpid(), signal.SIGSEGV)
+"""
+
+
+def test_a_step_that_crashes_when_loaded_is_never_loaded_and_torch_compile_trains_instead(tiny_data, tmp_path, monkeypatch, capsys):
+    """torch 2.11 on an H200's host segfaulted inside its package loader with the step just compiled:
+    the run died mid-epoch without a word. The step is now tried in a child process first."""
+    from cnnlab import aot_step
+
+    monkeypatch.setenv("CNNLAB_CACHE_DIR", str(tmp_path / "cache"))
+    (tmp_path / "site").mkdir()
+    (tmp_path / "site" / "sitecustomize.py").write_text(SEGFAULT_IN_THE_PROBE)
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [str(tmp_path / "site"), os.environ.get("PYTHONPATH")])))
+    text = FC + OPTIMIZERS["sgd-momentum-step"]
+    eager, eager_rows = trained(config(tmp_path, text), tiny_data)
+    compiled, rows = trained(config(tmp_path, text, "train.compile=true"), tiny_data)
+
+    step = compiled.compiled_step
+    assert isinstance(step, AotStep) and isinstance(step._fallback, CompiledStep)
+    assert_close_states(eager, compiled, atol=1e-5)  # trained by torch.compile's step, as the ordinary one
+    for a, b in zip(eager_rows, rows):
+        assert b["train_loss"] == pytest.approx(a["train_loss"], abs=1e-4)
+    assert step.graphs == step._fallback.graphs >= 1 and step.compile_seconds > step._fallback.compile_seconds > 0
+    err = capsys.readouterr().err
+    assert err.count("note: train.compile: the step compiled ahead of time crashed when a test process loaded it (killed by SIGSEGV); "
+                     "torch.compile's step trains instead") == 1
+    steps = tmp_path / "cache" / "steps"
+    (marker,) = steps.glob("*.crashed")
+    assert marker.read_text() == "killed by SIGSEGV\n" and not list(steps.glob("*.pt2"))  # never kept for a later run
+
+    # a later run of the same step goes straight to torch.compile's, without compiling this one again
+    monkeypatch.setattr(aot_step, "compile_to", lambda *args: pytest.fail("compiled again"))
+    again, _ = trained(config(tmp_path, text, "train.compile=true"), tiny_data)
+    assert isinstance(again.compiled_step._fallback, CompiledStep) and again.compiled_step.loaded == 0
+    assert f"(killed by SIGSEGV, recorded in {marker})" in capsys.readouterr().err
+    # a day later it is tried again, and the marker goes with the next pruning
+    day_ago = time.time() - aot_step.STALE_SECONDS - 60
+    os.utime(marker, (day_ago, day_ago))
+    assert aot_step.recorded_crash(marker.with_suffix(".pt2")) is None
+    prune(steps, keep=steps / "other.pt2")
+    assert not marker.exists()
+
+
+def test_the_probe_says_why_a_step_fails_in_its_process(tmp_path):
+    from cnnlab.aot_probe import crashes
+
+    junk = tmp_path / "step.pt2"
+    junk.write_bytes(b"not a compiled step")
+    why = crashes(junk, [torch.zeros(2, 3)])
+    assert why is not None and "\n" not in why and not why.startswith("killed")  # the loader's error, one line

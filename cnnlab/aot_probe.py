@@ -1,0 +1,72 @@
+"""Loading a step compiled ahead of time (aot_step.py), and trying a new one in a child process first.
+
+Why the child: a compiled step that crashes when loaded takes the process with it, mid-run and
+without a word. torch 2.11 did that on a 16-core Xeon (SIGSEGV inside its package loader, with the
+step just compiled there); the cause was not established. A step that kills its test process is
+never loaded by cnnlab's own (aot_step.py then trains with torch.compile's step instead).
+
+    python -m cnnlab.aot_probe PATH SPECS THREADS
+
+loads the step in PATH and runs it once on zeros shaped as SPECS (JSON: [shape, stride, dtype] per
+input) with THREADS threads; exit 0 when it ran.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import torch
+
+PROBE_SECONDS = 120  # a load and one step take about a second; longer is a hang
+
+
+def load(path) -> callable:
+    """The compiled step in path, as a function of a list of tensors returning a list of tensors.
+    torch's own loader, without importing inductor (a second in a new process) where it can."""
+    aoti = getattr(torch._C, "_aoti", None)
+    if aoti is not None and hasattr(aoti, "AOTIModelPackageLoader"):
+        return aoti.AOTIModelPackageLoader(str(path), "model", False, 1, -1).boxed_run
+    from torch import _inductor as inductor
+
+    model = inductor.aoti_load_package(str(path))
+    return lambda tensors: model(*tensors)
+
+
+def crashes(path: Path, inputs: list[torch.Tensor]) -> str | None:
+    """Why the compiled step in path fails in a new process that loads it and runs it once on zeros
+    shaped as inputs (killed by SIGSEGV, its error's last line, a hang); None when it ran."""
+    specs = [[list(t.shape), list(t.stride()), str(t.dtype).removeprefix("torch.")] for t in inputs]
+    package_root = str(Path(__file__).resolve().parent.parent)  # cnnlab importable as this process has it
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [package_root, os.environ.get("PYTHONPATH")]))}
+    command = [sys.executable, "-m", "cnnlab.aot_probe", str(path), json.dumps(specs), str(torch.get_num_threads())]
+    try:
+        done = subprocess.run(command, capture_output=True, text=True, timeout=PROBE_SECONDS, env=env)
+    except subprocess.TimeoutExpired:
+        return f"it had not run a step after {PROBE_SECONDS} s"
+    except OSError:  # no Python to start (an embedded interpreter): nothing is known against the step
+        return None
+    if done.returncode == 0:
+        return None
+    if done.returncode < 0:
+        try:
+            return f"killed by {signal.Signals(-done.returncode).name}"
+        except ValueError:
+            return f"killed by signal {-done.returncode}"
+    last = next((line.strip() for line in reversed(done.stderr.splitlines()) if line.strip()), "")
+    return last or f"exit status {done.returncode}"
+
+
+def main(argv: list[str]) -> None:
+    path, specs, threads = argv
+    torch.set_num_threads(int(threads))
+    tensors = [torch.empty_strided(shape, stride, dtype=getattr(torch, dtype)).zero_() for shape, stride, dtype in json.loads(specs)]
+    load(path)(tensors)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
