@@ -21,9 +21,10 @@ the CPU's model, instruction set and threads, the model's modules and their sett
 parameters' shapes and layouts, the batch's, and the loss.
 
 A step just compiled is first loaded and run once in a child process (aot_probe.py): one that
-crashes there is never loaded here, and the run trains with torch.compile's step (compiled_step.py)
-instead, as do later runs of that step, which a file KEY.crashed beside the steps tells so (for a
-day; then the step is compiled and tried again).
+fails there is never loaded here, and the run trains with torch.compile's step (compiled_step.py)
+instead. Where the child died of a fault (SIGSEGV...), so do later runs of that step, which a file
+KEY.crashed beside the steps tells so (for a day; then the step is compiled and tried again). A
+step taken from the cache was tried when it was compiled, by the same torch on the same CPU.
 """
 
 from __future__ import annotations
@@ -82,6 +83,7 @@ class AotStep:
         self._graphs = 0  # steps compiled by this process
         self.loaded = 0  # steps taken from the cache
         self._fallback: CompiledStep | None = None  # torch.compile's step, where this one crashed (aot_probe.py)
+        self.crashed: str | None = None  # why, then
         self._compute, _ = with_conv_max_pools(model)
         self._runs: dict[tuple, object] = {}  # a batch's signature -> the compiled step's runner
         self._trained: list[nn.Parameter] | None = None  # the parameters the loss reaches
@@ -133,7 +135,8 @@ class AotStep:
         path = None if key is None else cache_dir() / f"{key}.pt2"  # None: compiled for this run alone
         crashed = recorded_crash(path)
         if crashed is not None:
-            tell_crash(f"{crashed}, recorded in {path.with_suffix(CRASHED)}")
+            self.crashed = crashed
+            tell_crash(path, f"{crashed}, recorded in {path.with_suffix(CRASHED)}")
             return None
         try:
             run = load(path) if path is not None and path.is_file() else None
@@ -148,8 +151,10 @@ class AotStep:
             export = self._export(xb, yb)
             run = compile_to(export, path, [*self._inputs, xb, yb])
         except StepCrashed as e:
-            record_crash(path, e.why)
-            tell_crash(e.why)
+            self.crashed = e.why
+            if e.lasting:
+                record_crash(path, e.why)
+            tell_crash(path, e.why)
             return None
         except Exception as e:  # the compiler's (no working C++ compiler), or the model's own while traced
             raise compile_error(e, len(xb)) from None
@@ -252,11 +257,12 @@ def source_hash() -> str | None:
 
 
 class StepCrashed(Exception):
-    """A step just compiled failed when a child process loaded and ran it (aot_probe.crashes)."""
+    """A step just compiled failed when a child process loaded and ran it (aot_probe.crashes);
+    lasting: by the step's own fault, so that later runs are not to try it again."""
 
-    def __init__(self, why: str):
+    def __init__(self, why: str, lasting: bool):
         super().__init__(why)
-        self.why = why
+        self.why, self.lasting = why, lasting
 
 
 def compile_to(program: torch.export.ExportedProgram, path: Path | None, inputs: list[torch.Tensor]):
@@ -268,9 +274,9 @@ def compile_to(program: torch.export.ExportedProgram, path: Path | None, inputs:
 
     with tempfile.TemporaryDirectory(prefix="cnnlab-step-") as scratch:
         built = inductor.aoti_compile_and_package(program, package_path=str(Path(scratch) / "step.pt2"))
-        why = crashes(built, inputs)
-        if why is not None:
-            raise StepCrashed(why)
+        failed = crashes(built, inputs)
+        if failed is not None:
+            raise StepCrashed(*failed)
         run = load(built)  # from here, not from the cache: that folder may be deleted at any time
         if path is None:
             return run
@@ -331,12 +337,13 @@ def record_crash(path: Path | None, why: str) -> None:
             runs.atomic_write(path.with_suffix(CRASHED), why + "\n")
 
 
-_told: set[str] = set()  # the crashes this process has told of: a study's runs share one step
+_told: set[str] = set()  # the steps whose crash this process has told of: a study's runs share one
 
 
-def tell_crash(why: str) -> None:
-    """Say on stderr, once a process, that the compiled step crashed and torch.compile's trains instead."""
-    if why not in _told:
-        _told.add(why)
+def tell_crash(path: Path | None, why: str) -> None:
+    """Say on stderr, once a process for each step, that it crashed and torch.compile's trains instead."""
+    told = str(path) if path is not None else why
+    if told not in _told:
+        _told.add(told)
         print(f"note: train.compile: the step compiled ahead of time crashed when a test process loaded it ({why}); "
               "torch.compile's step trains instead (compiled again in every process)", file=sys.stderr, flush=True)

@@ -68,6 +68,7 @@ class CompiledStep:
         self.compile_seconds = 0.0  # time in the calls that compiled (their step included)
         self.graphs = 0  # graphs compiled, as dynamo counts them
         self.loaded = 0  # steps taken from cnnlab's cache: none (aot_step.py's are; inductor's caches are its own)
+        self.crashed = None  # why a step compiled ahead of time was not used: never one here (aot_step.py)
         self._twin: torch.optim.Optimizer | None = None
         self._lrs: list[float] = []  # the rates in the twin's tensors
         # inductor's "No CUDA runtime is found" (CUDA_HOME is no concern of a CPU build)

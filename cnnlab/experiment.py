@@ -294,6 +294,8 @@ def _run(cfg: Config, signals: Signals, runs_dir, data_dir, resume, progress, on
                 summary["compile_seconds"] = compiled_before + st.compiled_step.compile_seconds
                 # this session's step taken from cnnlab's cache (aot_step.py), none compiled
                 summary["compiled_step_cached"] = st.compiled_step.loaded > 0 and st.compiled_step.graphs == 0
+                if st.compiled_step.crashed is not None:  # torch.compile's step trained instead (aot_step.py)
+                    summary["compiled_step_crashed"] = st.compiled_step.crashed
             runs.atomic_torch_save(unwrap(st.model).state_dict(), path / runs.MODEL)
             if cfg.train.checkpoint:
                 runs.atomic_torch_save(checkpoint_of(st), path / runs.CHECKPOINT)
@@ -339,7 +341,8 @@ def _run(cfg: Config, signals: Signals, runs_dir, data_dir, resume, progress, on
                 reported=cfg.reported.model_dump() if cfg.reported else None, **provenance(device),
             )
             compiled_before = summary.get("compile_seconds") or 0.0  # a resumed run's earlier sessions
-            summary.pop("compiled_step_cached", None)  # this session's: set once its step is compiled or loaded
+            for key in ("compiled_step_cached", "compiled_step_crashed"):  # this session's: set once its step is compiled or loaded
+                summary.pop(key, None)
             runs.atomic_write(where / runs.CONFIG, dump_yaml(config_to_dict(cfg)))
             runs.write_json(where / runs.SUMMARY, summary)
             path = where

@@ -77,7 +77,9 @@ def test_the_compiled_step_trains_as_the_ordinary_one(tiny_data, tmp_path, optim
     compiled, rows = trained(config(tmp_path, text, "train.compile=true"), tiny_data)
 
     assert eager.compiled_step is None and isinstance(compiled.compiled_step, AotStep)
-    assert compiled.compiled_step._fallback is None  # its test process ran it (aot_probe.py)
+    # compiled here, and its test process ran it (aot_probe.py); or taken from the cache, which
+    # holds only steps whose test process ran them
+    assert compiled.compiled_step._fallback is None and compiled.compiled_step.crashed is None
     # its parameters, not the model: the model itself is not compiled
     assert type(compiled.model) is type(eager.model)
     assert_close_states(eager, compiled, atol=1e-5 if optimizer.startswith("sgd") else 1e-4)
@@ -527,12 +529,12 @@ def test_the_cache_key_changes_with_what_the_graph_depends_on(monkeypatch):
     assert key() != same
 
 
-SEGFAULT_IN_THE_PROBE = """\
-# sitecustomize.py: the probe's process dies by SIGSEGV at start, as torch 2.11's loader did on a
-# 16-core Xeon with a step it had just compiled; every other process starts as usual
+PROBE_DIES = """\
+# sitecustomize.py: the probe's process dies by a signal at its start (SIGSEGV: as torch 2.11's
+# loader did on a 16-core Xeon with a step it had just compiled); every other process starts as usual
 import os, signal, sys
 if "cnnlab.aot_probe" in sys.orig_argv:
-    os.kill(os.getpid(), signal.SIGSEGV)
+    os.kill(os.getpid(), signal.{})
 """
 
 
@@ -542,9 +544,8 @@ def test_a_step_that_crashes_when_loaded_is_never_loaded_and_torch_compile_train
     from cnnlab import aot_step
 
     monkeypatch.setenv("CNNLAB_CACHE_DIR", str(tmp_path / "cache"))
-    (tmp_path / "site").mkdir()
-    (tmp_path / "site" / "sitecustomize.py").write_text(SEGFAULT_IN_THE_PROBE)
-    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [str(tmp_path / "site"), os.environ.get("PYTHONPATH")])))
+    monkeypatch.setattr(aot_step, "_told", set())  # a crash of this torch's own, told before, is told again
+    probe_dies_by(tmp_path, monkeypatch, "SIGSEGV")
     text = FC + OPTIMIZERS["sgd-momentum-step"]
     eager, eager_rows = trained(config(tmp_path, text), tiny_data)
     compiled, rows = trained(config(tmp_path, text, "train.compile=true"), tiny_data)
@@ -558,14 +559,19 @@ def test_a_step_that_crashes_when_loaded_is_never_loaded_and_torch_compile_train
     err = capsys.readouterr().err
     assert err.count("note: train.compile: the step compiled ahead of time crashed when a test process loaded it (killed by SIGSEGV); "
                      "torch.compile's step trains instead") == 1
+    assert step.crashed == "killed by SIGSEGV"
     steps = tmp_path / "cache" / "steps"
     (marker,) = steps.glob("*.crashed")
     assert marker.read_text() == "killed by SIGSEGV\n" and not list(steps.glob("*.pt2"))  # never kept for a later run
 
     # a later run of the same step goes straight to torch.compile's, without compiling this one again
+    # (and in this process, without telling it again)
     monkeypatch.setattr(aot_step, "compile_to", lambda *args: pytest.fail("compiled again"))
     again, _ = trained(config(tmp_path, text, "train.compile=true"), tiny_data)
     assert isinstance(again.compiled_step._fallback, CompiledStep) and again.compiled_step.loaded == 0
+    assert again.compiled_step.crashed == "killed by SIGSEGV" and capsys.readouterr().err == ""
+    monkeypatch.setattr(aot_step, "_told", set())  # as a new process finds it
+    trained(config(tmp_path, text, "train.compile=true"), tiny_data)
     assert f"(killed by SIGSEGV, recorded in {marker})" in capsys.readouterr().err
     # a day later it is tried again, and the marker goes with the next pruning
     day_ago = time.time() - aot_step.STALE_SECONDS - 60
@@ -575,10 +581,36 @@ def test_a_step_that_crashes_when_loaded_is_never_loaded_and_torch_compile_train
     assert not marker.exists()
 
 
-def test_the_probe_says_why_a_step_fails_in_its_process(tmp_path):
+def probe_dies_by(tmp_path, monkeypatch, name: str) -> None:
+    """Have every later probe process die by the signal name at its start (a sitecustomize on PYTHONPATH)."""
+    (tmp_path / "site").mkdir()
+    (tmp_path / "site" / "sitecustomize.py").write_text(PROBE_DIES.format(name))
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [str(tmp_path / "site"), os.environ.get("PYTHONPATH")])))
+
+
+def test_the_probe_says_why_a_step_fails_in_its_process(tmp_path, monkeypatch):
     from cnnlab.aot_probe import crashes
 
     junk = tmp_path / "step.pt2"
     junk.write_bytes(b"not a compiled step")
-    why = crashes(junk, [torch.zeros(2, 3)])
-    assert why is not None and "\n" not in why and not why.startswith("killed")  # the loader's error, one line
+    # the loader's own error, one line: the child imported cnnlab and torch and got as far as loading
+    why, lasting = crashes(junk, [torch.zeros(2, 3)])
+    assert why.startswith("RuntimeError") and "zip archive" in why and "\n" not in why and not lasting
+    # a kill from outside (the out-of-memory killer's SIGKILL) is not the step's fault: no marker
+    probe_dies_by(tmp_path, monkeypatch, "SIGKILL")
+    assert crashes(junk, [torch.zeros(2, 3)]) == ("killed by SIGKILL", False)
+
+
+def test_the_probe_imports_the_cnnlab_this_process_runs(tmp_path, monkeypatch):
+    """The child put its working directory first on its path: another cnnlab checkout there (or a
+    torch source tree) was the one it imported, and its failure marked a good step as crashed."""
+    from cnnlab.aot_probe import crashes
+
+    (tmp_path / "cnnlab").mkdir()
+    (tmp_path / "cnnlab" / "__init__.py").write_text("")
+    (tmp_path / "cnnlab" / "aot_probe.py").write_text("import sys\nsys.exit('the other cnnlab')\n")
+    monkeypatch.chdir(tmp_path)
+    junk = tmp_path / "step.pt2"
+    junk.write_bytes(b"not a compiled step")
+    why, _ = crashes(junk, [torch.zeros(2, 3)])
+    assert "zip archive" in why

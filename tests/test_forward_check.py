@@ -107,7 +107,7 @@ def test_a_large_batch_is_checked_in_chunks_with_the_same_result(monkeypatch):
     torch.manual_seed(0)
     model = build_model(C.CNNModel(name="cnn"), MNIST, 10)
     x = torch.randn(7, *MNIST)
-    x[5] *= 50  # the largest outputs come from one image of the last chunk
+    x[5] *= 50  # the largest outputs come from one image of the middle chunk
     whole, t_whole, n_whole = fc.check(model, x)
     monkeypatch.setattr(fc, "CHUNK", 3)
     calls = []
