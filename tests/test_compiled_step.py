@@ -210,6 +210,7 @@ def test_a_compiled_run_resumes_exactly(tiny_data, tmp_path, capsys, monkeypatch
     assert summary["compile_seconds"] < summary["train_seconds"]
     cached = model == "{name: fc, hidden: [16]}"
     assert summary["compiled_step_cached"] is cached and whole.summary["compiled_step_cached"] is False
+    assert "compiled_step_crashed" not in summary  # its step ran in its test process
     line = done.stdout.splitlines()[-2]
     if cached:  # milliseconds: not "0.0 s of it compiling"
         assert line.endswith("s training on cpu (the compiled step taken from the cache)")
@@ -571,8 +572,10 @@ def test_a_step_that_crashes_when_loaded_is_never_loaded_and_torch_compile_train
     assert isinstance(again.compiled_step._fallback, CompiledStep) and again.compiled_step.loaded == 0
     assert again.compiled_step.crashed == "killed by SIGSEGV" and capsys.readouterr().err == ""
     monkeypatch.setattr(aot_step, "_told", set())  # as a new process finds it
-    trained(config(tmp_path, text, "train.compile=true"), tiny_data)
+    done = run(config(tmp_path, text, "train.compile=true", "train.epochs=1"), runs_dir=tmp_path / "runs", data_dir=tiny_data)
     assert f"(killed by SIGSEGV, recorded in {marker})" in capsys.readouterr().err
+    assert done.summary["compiled_step_crashed"] == "killed by SIGSEGV"  # the run's own record of it
+    assert json.loads((done.path / "summary.json").read_text())["compiled_step_crashed"] == "killed by SIGSEGV"
     # a day later it is tried again, and the marker goes with the next pruning
     day_ago = time.time() - aot_step.STALE_SECONDS - 60
     os.utime(marker, (day_ago, day_ago))
