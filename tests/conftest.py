@@ -6,6 +6,7 @@ import errno
 import importlib.util
 import os
 import shutil
+import signal
 import tempfile
 from pathlib import Path
 
@@ -20,6 +21,12 @@ REAL_DATA_DIRS = [
     Path(p) for p in (os.environ.get("CNNLAB_DATA_DIR"), ROOT.parent / "shared" / "data", ROOT / "data") if p
 ]
 
+
+# a suite started in the background by a shell without job control (`make test &` in a script)
+# inherits SIGINT ignored, as does every process it starts: the tests of Ctrl-C found it ignored
+# (exit 0 instead of 130). Python's own handler here: a process started from it gets SIGINT's default
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 # the width cnnlab's tables are printed at is the tests' own (report.console_width: 120 off a
 # terminal), not the shell's: with COLUMNS=80 set around the suite, tables wrapped their headers and
