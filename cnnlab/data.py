@@ -2,7 +2,8 @@
 
 cnnlab parses the files itself (IDX for MNIST and Fashion-MNIST, the python pickles of CIFAR-10),
 laid out as torchvision lays them out under the data directory. torchvision is only used, lazily,
-to download and extract files that are missing. Every problem a user can cause becomes one
+to download and extract files that are missing, into a scratch folder: only the files missing are
+moved into place, never over one the user has. Every problem a user can cause becomes one
 DataError line.
 """
 
@@ -16,6 +17,7 @@ import os
 import pickle
 import socket
 import struct
+import tempfile
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -232,13 +234,18 @@ def _ensure_files(info: DatasetInfo, root: Path, download: bool) -> None:
     if not download:
         raise DataError(_not_found(info, folder))
     new_dirs = [d for d in (folder, *folder.parents) if not d.exists()]  # deepest first
-    old_files = _data_files(info, folder)
     default_timeout = socket.getdefaulttimeout()
     try:
         import torchvision.datasets
 
+        folder.mkdir(parents=True, exist_ok=True)
         socket.setdefaulttimeout(DOWNLOAD_TIMEOUT_S)
-        getattr(torchvision.datasets, info.torchvision_class)(root=str(root), train=True, download=True)
+        # torchvision fetches every file and extracts over what is there (a copy of the user's own
+        # among them): it works in a scratch folder beside the data (the same disk: moves are renames),
+        # which also takes with it a file cut off or an error page that failed its md5
+        with tempfile.TemporaryDirectory(prefix=".cnnlab-download-", dir=root) as scratch:
+            getattr(torchvision.datasets, info.torchvision_class)(root=scratch, train=True, download=True)
+            _move_missing(info, Path(scratch) / info.folder, folder)
     except Exception as e:  # no network, a stalled one, a refused md5, a full disk, ...
         failure = _one_line(e)
     else:
@@ -247,26 +254,23 @@ def _ensure_files(info: DatasetInfo, root: Path, download: bool) -> None:
         failure = "files still missing afterwards"  # _not_found names them
     finally:
         socket.setdefaulttimeout(default_timeout)
-    _remove_new(_data_files(info, folder) - old_files)
     _remove_empty(new_dirs)
     raise DataError(_not_found(info, folder, failure))
+
+
+def _move_missing(info: DatasetInfo, fetched: Path, folder: Path) -> None:
+    """Move the dataset's files missing from folder into it from fetched (each as it is there, or as
+    its .gz); a file folder has, or has as .gz, stays as it is."""
+    for name in _missing(info, folder):
+        source = _existing(info, fetched, name)
+        if source is not None and not (folder / source.name).exists():
+            os.replace(source, folder / source.name)
 
 
 def _data_files(info: DatasetInfo, folder: Path) -> set[Path]:
     """The files in folder that would be read as the dataset's: its required files and their .gz."""
     paths = (folder / name for f in info.required_files for name in (f, f + ".gz"))
     return {path for path in paths if path.is_file()}
-
-
-def _remove_new(files: set[Path]) -> None:
-    """Delete the data files a failed download wrote: one may be a part of a file, or a page that
-    failed its md5, which would count as the dataset's file (left out of the files the error asks
-    for, and not fetched again). The whole ones are fetched again next time."""
-    for path in files:
-        try:
-            path.unlink()
-        except OSError:
-            pass
 
 
 def _remove_empty(dirs: list[Path]) -> None:

@@ -196,8 +196,30 @@ def test_download_then_read_with_own_reader(tmp_path, fake_torchvision):
 
     fake_torchvision.MNIST = fake_mnist
     train, test = load_dataset("mnist", tmp_path)
-    assert calls == [(str(tmp_path.resolve()), True, True)]
+    # into a scratch folder beside the data, gone once its files are moved into place
+    ((scratch, train_split, download),) = calls
+    assert Path(scratch).parent == tmp_path.resolve() and Path(scratch).name.startswith(".cnnlab-download-") and train_split and download
+    assert [p.name for p in tmp_path.iterdir()] == ["MNIST"]
     assert (len(train.labels), len(test.labels)) == (3, 2)
+
+
+def test_a_download_never_overwrites_the_users_own_files(tmp_path, fake_torchvision):
+    """torchvision fetches all four files and extracts them over what is there: a user's own copy of
+    one (re-encoded, say), with another missing, was replaced by the official file."""
+    raw = tmp_path / "MNIST" / "raw"
+    raw.mkdir(parents=True)
+    write_idx(raw / "train-images-idx3-ubyte", np.full((3, 28, 28), 7, np.uint8))
+    write_idx(raw / "t10k-labels-idx1-ubyte", np.zeros(2, np.uint8), gz=True)  # the user's, compressed
+    mine = {p.name: p.read_bytes() for p in raw.iterdir()}
+    fake_torchvision.MNIST = lambda root, train, download: make_idx_dataset(Path(root), "MNIST", n_train=3, n_test=2)
+
+    train, test = load_dataset("mnist", tmp_path)
+    assert {name: (raw / name).read_bytes() for name in mine} == mine and bool((train.images == 7).all())
+    assert (test.labels == 0).all()
+    assert sorted(p.name for p in raw.iterdir()) == sorted(
+        ["train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte.gz"]
+    )
+    assert [p.name for p in tmp_path.iterdir()] == ["MNIST"]
 
 
 def test_download_that_leaves_files_missing(tmp_path, fake_torchvision):
@@ -243,8 +265,12 @@ def test_a_failed_download_keeps_folders_that_hold_files(tmp_path, fake_torchvis
         raise RuntimeError("connection reset")
 
     fake_torchvision.MNIST = half_download
+    (tmp_path / "data" / "MNIST" / "notes").mkdir(parents=True)
+    (tmp_path / "data" / "MNIST" / "notes" / "mine.txt").write_text("the user's\n")
     assert "download failed (RuntimeError: connection reset)" in load_error("mnist", tmp_path / "data")
-    assert [p.name for p in (tmp_path / "data" / "MNIST").iterdir()] == ["logs"]  # raw, left empty, is gone
+    # raw, made for the download and left empty, is gone; so is all the download wrote
+    assert [p.name for p in (tmp_path / "data" / "MNIST").iterdir()] == ["notes"]
+    assert [p.name for p in (tmp_path / "data").iterdir()] == ["MNIST"]
 
 
 def test_a_failed_download_leaves_no_file_that_counts_as_data(tmp_path, fake_torchvision):
@@ -255,9 +281,11 @@ def test_a_failed_download_leaves_no_file_that_counts_as_data(tmp_path, fake_tor
     write_idx(raw / "t10k-labels-idx1-ubyte", np.zeros(5, np.uint8))  # the user's own: kept
 
     def cut_off(root, train, download):
-        write_idx(raw / "train-images-idx3-ubyte", np.zeros((12, 28, 28), np.uint8), gz=True)
-        write_idx(raw / "train-images-idx3-ubyte", np.zeros((12, 28, 28), np.uint8))
-        (raw / "train-labels-idx1-ubyte.gz").write_bytes(b"<html>sign in to this network</html>")
+        fetched = Path(root) / "MNIST" / "raw"
+        fetched.mkdir(parents=True)
+        write_idx(fetched / "train-images-idx3-ubyte", np.zeros((12, 28, 28), np.uint8), gz=True)
+        write_idx(fetched / "train-images-idx3-ubyte", np.zeros((12, 28, 28), np.uint8))
+        (fetched / "train-labels-idx1-ubyte.gz").write_bytes(b"<html>sign in to this network</html>")
         raise RuntimeError("Error downloading train-labels-idx1-ubyte.gz: File not found or corrupted.")
 
     fake_torchvision.MNIST = cut_off
