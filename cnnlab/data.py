@@ -241,13 +241,17 @@ def _ensure_files(info: DatasetInfo, root: Path, download: bool) -> None:
         folder.mkdir(parents=True, exist_ok=True)
         socket.setdefaulttimeout(DOWNLOAD_TIMEOUT_S)
         # torchvision fetches every file and extracts over what is there (a copy of the user's own
-        # among them): it works in a scratch folder beside the data (the same disk: moves are renames),
-        # which also takes with it a file cut off or an error page that failed its md5
-        with tempfile.TemporaryDirectory(prefix=".cnnlab-download-", dir=root) as scratch:
+        # among them): it works in a scratch folder inside the dataset's (the same disk whatever
+        # links lead there: moves are renames), which takes with it a file cut off, an error page
+        # that failed its md5, and the archives
+        with tempfile.TemporaryDirectory(prefix=".cnnlab-download-", dir=folder, ignore_cleanup_errors=True) as scratch:
             getattr(torchvision.datasets, info.torchvision_class)(root=scratch, train=True, download=True)
             _move_missing(info, Path(scratch) / info.folder, folder)
     except Exception as e:  # no network, a stalled one, a refused md5, a full disk, ...
         failure = _one_line(e)
+    except BaseException:  # Ctrl-C: the folders made for the download go too
+        _remove_empty(new_dirs)
+        raise
     else:
         if not _missing(info, folder):
             return
@@ -259,11 +263,14 @@ def _ensure_files(info: DatasetInfo, root: Path, download: bool) -> None:
 
 
 def _move_missing(info: DatasetInfo, fetched: Path, folder: Path) -> None:
-    """Move the dataset's files missing from folder into it from fetched (each as it is there, or as
-    its .gz); a file folder has, or has as .gz, stays as it is."""
-    for name in _missing(info, folder):
-        source = _existing(info, fetched, name)
-        if source is not None and not (folder / source.name).exists():
+    """Move into folder what the download put in fetched and folder lacks: each required file (as it
+    is there, or as its .gz) that folder has in neither form, and the others (CIFAR-10's
+    batches.meta) that it does not have. Nothing folder has is replaced, a link to nothing neither."""
+    required = {name for f in info.required_files for name in (f, f + ".gz")}
+    sources = [_existing(info, fetched, name) for name in _missing(info, folder)]
+    sources += [p for p in fetched.iterdir() if p.name not in required and p.is_file()] if fetched.is_dir() else []
+    for source in filter(None, sources):
+        if not os.path.lexists(folder / source.name):
             os.replace(source, folder / source.name)
 
 

@@ -196,11 +196,39 @@ def test_download_then_read_with_own_reader(tmp_path, fake_torchvision):
 
     fake_torchvision.MNIST = fake_mnist
     train, test = load_dataset("mnist", tmp_path)
-    # into a scratch folder beside the data, gone once its files are moved into place
+    # into a scratch folder inside the dataset's, gone once its files are moved into place
     ((scratch, train_split, download),) = calls
-    assert Path(scratch).parent == tmp_path.resolve() and Path(scratch).name.startswith(".cnnlab-download-") and train_split and download
-    assert [p.name for p in tmp_path.iterdir()] == ["MNIST"]
+    raw = tmp_path.resolve() / "MNIST" / "raw"
+    assert Path(scratch).parent == raw and Path(scratch).name.startswith(".cnnlab-download-") and train_split and download
+    assert sorted(p.name for p in raw.iterdir()) == sorted(IDX_FILES["train"] + IDX_FILES["test"])
     assert (len(train.labels), len(test.labels)) == (3, 2)
+
+
+def test_a_download_works_where_a_link_leads_the_dataset_folder(tmp_path, fake_torchvision):
+    """The scratch folder sat in the data directory: with MNIST/ a link to another disk, moving the
+    files from it failed (EXDEV) after every full download. It now sits inside the dataset's folder,
+    wherever the links lead."""
+    calls = []
+    fake_torchvision.MNIST = lambda root, train, download: calls.append(root) or make_idx_dataset(Path(root), "MNIST", n_train=3, n_test=2)
+    (tmp_path / "disk" / "MNIST").mkdir(parents=True)
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "MNIST").symlink_to(tmp_path / "disk" / "MNIST")
+    train, _ = load_dataset("mnist", tmp_path / "data")
+    assert len(train.labels) == 3 and Path(calls[0]).parent.resolve() == (tmp_path / "disk" / "MNIST" / "raw").resolve()
+    assert sorted(p.name for p in (tmp_path / "disk" / "MNIST" / "raw").iterdir()) == sorted(IDX_FILES["train"] + IDX_FILES["test"])
+
+
+def test_a_cifar_download_brings_batches_meta_and_keeps_the_users(tmp_path, fake_torchvision):
+    """Only the required files were moved from the scratch folder: batches.meta (the class names,
+    which torchvision's own CIFAR10 needs) went with it."""
+    fake_torchvision.CIFAR10 = lambda root, train, download: make_cifar(Path(root), n=4)
+    train, _ = load_dataset("cifar10", tmp_path / "a")
+    assert train.classes == [f"class{i}" for i in range(10)] and (tmp_path / "a" / "cifar-10-batches-py" / "batches.meta").is_file()
+    folder = tmp_path / "b" / "cifar-10-batches-py"
+    folder.mkdir(parents=True)
+    write_pickle(folder / "batches.meta", {"label_names": [f"mine{i}" for i in range(10)]})  # the user's: kept
+    train, _ = load_dataset("cifar10", tmp_path / "b")
+    assert train.classes == [f"mine{i}" for i in range(10)]
 
 
 def test_a_download_never_overwrites_the_users_own_files(tmp_path, fake_torchvision):
@@ -257,7 +285,7 @@ def test_a_failed_download_removes_the_empty_folders_it_made(tmp_path, fake_torc
     assert list((tmp_path / "old_empty").iterdir()) == []
 
 
-def test_a_failed_download_keeps_folders_that_hold_files(tmp_path, fake_torchvision):
+def test_a_failed_download_leaves_nothing_it_wrote_in_the_scratch_folder(tmp_path, fake_torchvision):
     def half_download(root, train, download):
         (Path(root) / "MNIST" / "raw").mkdir(parents=True)
         (Path(root) / "MNIST" / "logs").mkdir()
@@ -271,6 +299,47 @@ def test_a_failed_download_keeps_folders_that_hold_files(tmp_path, fake_torchvis
     # raw, made for the download and left empty, is gone; so is all the download wrote
     assert [p.name for p in (tmp_path / "data" / "MNIST").iterdir()] == ["notes"]
     assert [p.name for p in (tmp_path / "data").iterdir()] == ["MNIST"]
+
+
+def test_a_failed_download_keeps_the_whole_files_it_moved_and_their_folders(tmp_path, fake_torchvision, monkeypatch):
+    import cnnlab.data
+
+    fake_torchvision.MNIST = lambda root, train, download: make_idx_dataset(Path(root), "MNIST", n_train=3, n_test=2)
+    moves = []
+    real_replace = os.replace
+
+    def second_move_fails(src, dst):  # a full disk, say, after the first file
+        moves.append(dst)
+        if len(moves) == 2:
+            raise OSError(28, "No space left on device")
+        real_replace(src, dst)
+
+    monkeypatch.setattr(cnnlab.data.os, "replace", second_move_fails)
+    message = load_error("mnist", tmp_path / "new" / "data")
+    assert "download failed (OSError: [Errno 28] No space left on device)" in message
+    raw = tmp_path / "new" / "data" / "MNIST" / "raw"
+    assert [p.name for p in raw.iterdir()] == [Path(moves[0]).name]  # whole (torchvision checked it): kept, with its new folders
+
+
+def test_a_ctrl_c_during_a_download_removes_the_folders_made_for_it(tmp_path, fake_torchvision):
+    def interrupted(root, train, download):
+        raise KeyboardInterrupt
+
+    fake_torchvision.MNIST = interrupted
+    with pytest.raises(KeyboardInterrupt):
+        load_dataset("mnist", tmp_path / "data")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_link_to_nothing_in_place_of_a_file_is_never_replaced(tmp_path, fake_torchvision):
+    """A user's link to a file on a drive not mounted is the user's: the download does not put a file in its place."""
+    fake_torchvision.MNIST = lambda root, train, download: make_idx_dataset(Path(root), "MNIST", n_train=3, n_test=2)
+    raw = tmp_path / "MNIST" / "raw"
+    raw.mkdir(parents=True)
+    (raw / "t10k-images-idx3-ubyte").symlink_to(tmp_path / "drive" / "t10k-images-idx3-ubyte")
+    message = load_error("mnist", tmp_path)
+    assert "download failed (files still missing afterwards); put t10k-images-idx3-ubyte there" in message
+    assert (raw / "t10k-images-idx3-ubyte").is_symlink() and not (raw / "t10k-images-idx3-ubyte").exists()
 
 
 def test_a_failed_download_leaves_no_file_that_counts_as_data(tmp_path, fake_torchvision):
