@@ -83,7 +83,7 @@ class AotStep:
         self._graphs = 0  # steps compiled by this process
         self.loaded = 0  # steps taken from the cache
         self._fallback: CompiledStep | None = None  # torch.compile's step, where this one crashed (aot_probe.py)
-        self.crashed: str | None = None  # why, then
+        self.crashed: str | None = None  # why this step failed in its test process, where it did
         self._compute, _ = with_conv_max_pools(model)
         self._runs: dict[tuple, object] = {}  # a batch's signature -> the compiled step's runner
         self._trained: list[nn.Parameter] | None = None  # the parameters the loss reaches
