@@ -18,6 +18,7 @@ import os
 import signal
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -26,10 +27,15 @@ PROBE_SECONDS = 120  # a load and one step take about a second; longer is a hang
 # deaths that are the step's own doing (a bad load, a bad instruction); not SIGKILL (the kernel's
 # out-of-memory killer), SIGTERM or SIGINT (someone else's), after which the step is not suspect
 FAULTS = {signal.SIGSEGV, signal.SIGBUS, signal.SIGILL, signal.SIGFPE, signal.SIGABRT}
-CHILD = "import json, os, sys; sys.path[:] = json.loads(os.environ['CNNLAB_PROBE_PATH']); from cnnlab.aot_probe import main; main(sys.argv[1:])"
+# python -c puts the working directory ('') first on the path: gone before anything is imported (a
+# json.py there was imported), then the parent's path
+CHILD = (
+    "import sys; sys.path[:1] == [''] and sys.path.pop(0); import json, os; sys.path[:] = json.loads(os.environ['CNNLAB_PROBE_PATH']); "
+    "from cnnlab.aot_probe import main; main(sys.argv[1:])"
+)
 
 
-def load(path) -> callable:
+def load(path) -> Callable[[list[torch.Tensor]], list[torch.Tensor]]:
     """The compiled step in path, as a function of a list of tensors returning a list of tensors.
     torch's own loader, without importing inductor (a second in a new process) where it can."""
     aoti = getattr(torch._C, "_aoti", None)

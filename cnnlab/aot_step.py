@@ -22,9 +22,9 @@ parameters' shapes and layouts, the batch's, and the loss.
 
 A step just compiled is first loaded and run once in a child process (aot_probe.py): one that
 fails there is never loaded here, and the run trains with torch.compile's step (compiled_step.py)
-instead. Where the child died of a fault (SIGSEGV...), so do later runs of that step, which a file
-KEY.crashed beside the steps tells so (for a day; then the step is compiled and tried again). A
-step taken from the cache was tried when it was compiled, by the same torch on the same CPU.
+instead. Where the child died of a fault (SIGSEGV...), a file KEY.crashed beside the steps sends
+later runs of that step straight to torch.compile's step for a day; then it is compiled and tried
+again. A step taken from the cache was tried when it was compiled, by the same torch on the same CPU.
 """
 
 from __future__ import annotations

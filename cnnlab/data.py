@@ -265,7 +265,7 @@ def _ensure_files(info: DatasetInfo, root: Path, download: bool) -> None:
 def _move_missing(info: DatasetInfo, fetched: Path, folder: Path) -> None:
     """Move into folder what the download put in fetched and folder lacks: each required file (as it
     is there, or as its .gz) that folder has in neither form, and the others (CIFAR-10's
-    batches.meta) that it does not have. Nothing folder has is replaced, a link to nothing neither."""
+    batches.meta and readme.html) that it does not have. Nothing folder has is replaced, a link to nothing neither."""
     required = {name for f in info.required_files for name in (f, f + ".gz")}
     sources = [_existing(info, fetched, name) for name in _missing(info, folder)]
     sources += [p for p in fetched.iterdir() if p.name not in required and p.is_file()] if fetched.is_dir() else []
@@ -274,19 +274,19 @@ def _move_missing(info: DatasetInfo, fetched: Path, folder: Path) -> None:
             os.replace(source, folder / source.name)
 
 
-def _data_files(info: DatasetInfo, folder: Path) -> set[Path]:
-    """The files in folder that would be read as the dataset's: its required files and their .gz."""
-    paths = (folder / name for f in info.required_files for name in (f, f + ".gz"))
-    return {path for path in paths if path.is_file()}
-
-
 def _remove_empty(dirs: list[Path]) -> None:
-    """rmdir each (deepest first) that a failed download left empty; one that holds a file stays."""
+    """rmdir each (deepest first) that a failed or interrupted download left empty; one that holds a file stays."""
     for d in dirs:
         try:
             d.rmdir()
         except OSError:  # not empty, never made, or not a directory
             pass
+
+
+def _data_files(info: DatasetInfo, folder: Path) -> set[Path]:
+    """The files in folder that would be read as the dataset's: its required files and their .gz."""
+    paths = (folder / name for f in info.required_files for name in (f, f + ".gz"))
+    return {path for path in paths if path.is_file()}
 
 
 def _cached_splits(info: DatasetInfo, root: Path) -> tuple[Split, Split]:

@@ -341,7 +341,8 @@ def _run(cfg: Config, signals: Signals, runs_dir, data_dir, resume, progress, on
                 reported=cfg.reported.model_dump() if cfg.reported else None, **provenance(device),
             )
             compiled_before = summary.get("compile_seconds") or 0.0  # a resumed run's earlier sessions
-            for key in ("compiled_step_cached", "compiled_step_crashed"):  # this session's: set once its step is compiled or loaded
+            # this session's: set once its step is compiled, loaded or found crashed
+            for key in ("compiled_step_cached", "compiled_step_crashed"):
                 summary.pop(key, None)
             runs.atomic_write(where / runs.CONFIG, dump_yaml(config_to_dict(cfg)))
             runs.write_json(where / runs.SUMMARY, summary)

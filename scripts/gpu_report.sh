@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The GPU numbers in README.md's "On a GPU" section, in one go, after the tests only a GPU runs
-# (tests/test_cuda_graphs.py: replayed steps against ordinary ones): the fast configs' time to accuracy
+# (tests/test_cuda_graphs.py: replayed steps against ordinary ones) and the CPU step compiled ahead of
+# time under that machine's torch (tests/test_compiled_step.py): the fast configs' time to accuracy
 # (3 seeds in one process, so the first seed carries CUDA's start-up and the others show the warm
 # time), `cnnlab bench --device cuda` with and without CUDA graphs, then cifar10_fast with torch.compile.
 #

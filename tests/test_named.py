@@ -3,6 +3,7 @@ copy of configs/ a built wheel carries, so that an installed cnnlab finds them w
 
 import importlib.metadata
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -104,8 +105,11 @@ def setuptools_major() -> int:
 
 
 # the build here is the installed setuptools' (no network for pip's isolated build): it must be one
-# that pyproject.toml's build-system asks for (77: its SPDX license string)
-@pytest.mark.skipif(setuptools_major() < 77, reason="building a wheel without network needs setuptools>=77 installed")
+# that pyproject.toml's build-system asks for (its SPDX license string needs 77)
+SETUPTOOLS_FLOOR = int(re.search(r'"setuptools>=(\d+)', (ROOT / "pyproject.toml").read_text()).group(1))
+
+
+@pytest.mark.skipif(setuptools_major() < SETUPTOOLS_FLOOR, reason=f"building a wheel without network needs setuptools>={SETUPTOOLS_FLOOR} installed")
 def test_a_wheel_built_from_the_sdist_carries_configs_and_an_installed_cnnlab_runs_them_by_name(tmp_path):
     source = tmp_path / "src"
     source.mkdir()
