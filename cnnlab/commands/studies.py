@@ -297,10 +297,9 @@ def shift_sweep(
 
     with record.running():
         if len({c.dataset.test_subset for c in configs}) > 1:  # each model is tested on its run's own test images
-            from cnnlab.cli import tell  # (defined after cli imports this module)
-
             each = ", ".join(f"{c.name} {c.dataset.test_subset or 'all'}" for c in configs)
-            tell(f"note: the models are tested on different test sets (dataset.test_subset: {each}); their accuracies compare less well")
+            print(f"note: the models are tested on different test sets (dataset.test_subset: {each}); their accuracies compare less well",
+                  file=sys.stderr, flush=True)
         if cells:
             say(f"{name}: training {len(cells)} model(s){', resumed,' if resume is not None else ''} in {record.path}")
         done: list = []
