@@ -491,36 +491,53 @@ def _mean(values) -> float:
     return statistics.fmean(known) if known else math.nan
 
 
+def _seed_trials(group: list[dict], status: str) -> list[dict]:
+    """group's trials that ended with status, a seed once (the last: TPE may draw a point again)."""
+    return list({t["seed"]: t for t in reversed([t for t in group if t["status"] == status])}.values())
+
+
 def point_rows(sweep: Sweep, trials: list[dict]) -> list[dict]:
-    """One row per point: the metric's mean and std over seeds, sorted best first."""
+    """One row per point: the metric's mean and std over the seeds whose trial completed, sorted best
+    first (see _best_first). A trial a scheduler stopped early holds an earlier epoch's metric, which
+    would mix into the mean and std the spread of epochs rather than of seeds: it counts only where
+    none of the point's trials completed (a point stopped on every seed is scored where it stopped)."""
     m = sweep.metric
     groups: dict[tuple, list[dict]] = {}
     for t in trials:
         groups.setdefault(tuple(t[k] for k in sweep.keys), []).append(t)
     out = []
     for values, group in groups.items():
-        done = list({t["seed"]: t for t in reversed([t for t in group if t["status"] in DONE])}.values())  # a seed once: TPE may draw a point again
+        done = _seed_trials(group, "completed") or _seed_trials(group, "stopped")
         scores = [t[m] for t in done if not _missing(t[m])]
         epochs = sorted({t["epochs"] for t in group})
         stops = sorted(Counter(t["status"] for t in group).items(), key=lambda s: (-s[1], s[0]))
         out.append({
             **dict(zip(sweep.keys, values)),
             f"{m}_mean": _mean(scores), f"{m}_std": statistics.stdev(scores) if len(scores) > 1 else math.nan,
-            "seeds": len(done), "trials": len(group),
+            "seeds": len(scores), "trials": len(group),
             "epochs": str(epochs[0]) if len(epochs) == 1 else f"{epochs[0]}-{epochs[-1]}",
             "stop": ", ".join(k if len(stops) == 1 else f"{n} {k}" for k, n in stops),
             # the point's model: also a trial that failed or was cut off after building it counts
             "seconds": _mean(t["seconds"] for t in group), "params": max((t["params"] for t in group if not _missing(t["params"])), default=None),
         })
-    return sorted(out, key=lambda p: _best_first(sweep, p))
+    tiers = {id(p): _tier(g) for p, g in zip(out, groups.values())}
+    return sorted(out, key=lambda p: _best_first(sweep, p, tiers[id(p)]))
 
 
-def _best_first(sweep: Sweep, point: dict) -> tuple:
-    """The results' order: the best mean first; on a tie the smaller std (the steadier point; one
-    finished seed, no std, after), then the sweep's own order."""
+def _tier(group: list[dict]) -> int:
+    """Where a point ranks before its metric counts: 0 when every trial completed, 1 when some were
+    stopped early or not finished, 2 when one failed (a seed that diverged is evidence against the
+    point that the mean of the others would hide)."""
+    statuses = {t["status"] for t in group}
+    return 2 if "failed" in statuses else 0 if statuses == {"completed"} else 1
+
+
+def _best_first(sweep: Sweep, point: dict, tier: int) -> tuple:
+    """The results' order: points with a mean first, by tier (see _tier), then the best mean; on a
+    tie the smaller std (the steadier point; one finished seed, no std, after), then the sweep's own order."""
     mean, std = point[f"{sweep.metric}_mean"], point[f"{sweep.metric}_std"]
     sign = -1 if sweep.mode == "max" else 1
-    return _missing(mean), 0 if _missing(mean) else sign * mean, _missing(std), 0 if _missing(std) else std, _order(sweep, point)
+    return _missing(mean), tier, 0 if _missing(mean) else sign * mean, _missing(std), 0 if _missing(std) else std, _order(sweep, point)
 
 
 def metric_text(metric: str, value: float, std: float = float("nan")) -> str:
@@ -567,9 +584,11 @@ def write_best(sweep: Sweep, sweep_dir: Path, points: list[dict], trials: list[d
         # the trial's own (its share of the cores): another count gives other numbers in the last digits
         data.setdefault("train", {})["threads"] = threads
     point = ", ".join(f"{k}={show(best[k])}" for k in sweep.keys)
+    ended = "" if best["stop"] == "completed" else f" (its trials: {best['stop']})"  # no point had all its trials complete
     header = (
         f"# Best point of sweep {sweep.name} ({sweep_dir.name}): {point}\n"
-        f"# {m} {metric_text(m, best[f'{m}_mean'], best[f'{m}_std'])} over {best['seeds']} seed(s); this seed ({trial['seed']}) gave "
+        f"# {m} {metric_text(m, best[f'{m}_mean'], best[f'{m}_std'])} over {best['seeds']} seed(s)"
+        f"{ended}; this seed ({trial['seed']}) gave "
         f"{metric_text(m, trial[m])} after {trial['epochs']} epoch(s) in {trial['run_dir']}\n"
     )
     runs.atomic_write(sweep_dir / "best.yaml", header + dump_yaml(data))
@@ -618,9 +637,12 @@ def figure(sweep: Sweep, points: list[dict]):
             group = sorted(group, key=lambda p: where[p[key]])
             x = [where[p[key]] for p in group]
             y = np.array([p[f"{m}_mean"] for p in group], dtype=float) * scale
-            err = np.nan_to_num(np.array([p[f"{m}_std"] for p in group], dtype=float) * scale)
+            err = np.array([p[f"{m}_std"] for p in group], dtype=float) * scale
             name = plain(", ".join(f"{k}={show(v)}" for k, v in zip(others, label))) or None
-            ax.errorbar(x, y, yerr=err, marker="o", capsize=4, label=name, linestyle="-" if numeric else "none")
+            (line,) = ax.plot(x, y, marker="o", label=name, linestyle="-" if numeric else "none")
+            spread = ~np.isnan(err)  # one seed: no error bar, rather than one of zero length with its caps
+            if spread.any():
+                ax.errorbar(np.array(x)[spread], y[spread], yerr=err[spread], fmt="none", capsize=4, ecolor=line.get_color())
         if numeric and (entry.log or (min(values) > 0 and max(values) >= 100 * min(values))):
             ax.set_xscale("log")
         elif numeric and all(isinstance(v, int) for v in values):
@@ -632,8 +654,10 @@ def figure(sweep: Sweep, points: list[dict]):
         ax.grid(alpha=0.3)
         if others and len(groups) <= 8:
             ax.legend(fontsize=8)
-    seeds = max(p["trials"] for p in points)
-    fig.suptitle(f"{sweep.name} on {sweep.datasets}: {m} at the last epoch, mean ± std over {seeds} seed(s)")
+    seeds = max(p["seeds"] for p in points)  # those a point's mean is over (not its trials: TPE may draw a point again)
+    over = counted(seeds, "seed") if len({p["seeds"] for p in points}) == 1 else f"up to {seeds} seeds"
+    spread = f"mean ± std over {over}" if seeds > 1 else "one seed each, no spread"
+    fig.suptitle(f"{sweep.name} on {sweep.datasets}: {m} at the last epoch, {spread}")
     fig.tight_layout()
     return fig
 

@@ -54,25 +54,38 @@ def last_line(text: str) -> Path:
 
 
 def check_reading(text: str, table: pd.DataFrame) -> None:
-    """Every 'A beats B by N points' ('A and B tie at N%') and 'A loses/gains N points' ('A stays at
-    N%') in text agrees with the table."""
-    acc = {(r.model, bool(r.permuted)): r.test_acc_mean for r in table.itertuples()}
+    """Every 'A beats B by N points' ('A and B tie at N%', 'A leads B by N points (within seed noise:
+    ±M)') and 'A loses/gains N points' ('A stays at N%') in text agrees with the table, and a
+    difference is said to be within the seeds' noise exactly when it is."""
+    cells = {(r.model, bool(r.permuted)): compare.Accuracy(r.test_acc_mean, r.test_acc_std, int(r.seeds)) for r in table.itertuples()}
+    acc = {k: c.mean for k, c in cells.items()}
     assert text.startswith(f"Mean of {int(table['seeds'].max())} seed")  # a reading there is, and about this table
     moved = [m for m in set(table.model) if (m, True) in acc and (m, False) in acc]
-    assert len(re.findall(r"\S+ beats \S+ by [\d.]+ points| tie at ", text)) >= (table.model.nunique() > 1) + (len(moved) > 1)
+    assert len(re.findall(r"\S+ (?:beats|leads) \S+ by [\d.]+ points| tie at ", text)) >= (table.model.nunique() > 1) + (len(moved) > 1)
     assert len(re.findall(r"(?:loses|gains) [\d.]+ points|stays at", text)) == len(moved)
+
+    def check_noise(a, b, said: str) -> None:
+        margin = compare.noise(cells[a], cells[b])
+        within = margin is not None and abs(acc[a] - acc[b]) <= margin
+        assert bool(said) == within, (a, b, said, margin)
+        if said:
+            assert float(said) == pytest.approx(100 * margin, abs=0.051)
+
     for model, stays in re.findall(r"(\S+) stays at ([\d.]+)%", text):
         assert float(stays) == pytest.approx(100 * acc[model, True], abs=0.051)
         assert acc[model, True] == pytest.approx(acc[model, False], abs=0.0005)
     ordered_part, _, permuted_part = text.partition("with permuted pixels")
     for part, permuted in ((ordered_part, False), (permuted_part.partition("so there")[2], True)):
-        for a, b, points in re.findall(r"(\S+) beats (\S+) by ([\d.]+) points", part):
+        for a, verb, b, points, said in re.findall(r"(\S+) (beats|leads) (\S+) by ([\d.]+) points(?: \(within seed noise: ±([\d.]+)\))?", part):
             assert acc[a, permuted] >= acc[b, permuted]
             assert float(points) == pytest.approx(100 * (acc[a, permuted] - acc[b, permuted]), abs=0.051)
-    for model, verb, points in re.findall(r"(\S+) (loses|gains) ([\d.]+) points", text):
+            assert (verb == "leads") == bool(said)
+            check_noise((a, permuted), (b, permuted), said)
+    for model, verb, points, said in re.findall(r"(\S+) (loses|gains) ([\d.]+) points(?: \(within seed noise: ±([\d.]+)\))?", text):
         change = acc[model, True] - acc[model, False]
         assert (verb == "loses") == (change < 0)
         assert float(points) == pytest.approx(100 * abs(change), abs=0.051)
+        check_noise((model, False), (model, True), said)
 
 
 # ---------------------------------------------------------------------------- compare
@@ -160,10 +173,36 @@ def test_reading_sentence_from_numbers():
     ]
     table = compare.summarize(rows)
     assert compare.reading(table) == (
-        "Mean of 2 seeds: CNN beats FC by 7.0 points on ordered pixels; with permuted pixels FC gains 0.1 points, "
-        "CNN loses 13.0 points, so there FC beats CNN by 6.1 points."
+        "Mean of 2 seeds: CNN beats FC by 7.0 points on ordered pixels; with permuted pixels FC gains 0.1 points "
+        "(within seed noise: ±1.0), CNN loses 13.0 points, so there FC beats CNN by 6.1 points."
     )
     assert compare.reading(table[~table.permuted]) == "Mean of 2 seeds: CNN beats FC by 7.0 points."
+
+
+def test_reading_says_which_differences_are_within_the_seeds_noise():
+    """A difference smaller than twice its standard error (from the seeds' sample stds) is said to
+    be within seed noise rather than read as a win or a loss: 0.2 points between two models whose
+    seeds spread over 6 is no evidence either way."""
+    rows = [
+        {"model": m, "permuted": p, "seed": s, "params": 1, "test_acc": a, "train_seconds": 1.0, "article_test_acc": None}
+        for m, p, accs in [("FC", False, [0.90, 0.84, 0.87]), ("FC", True, [0.89, 0.87, 0.87]),
+                           ("CNN", False, [0.83, 0.91, 0.876]), ("CNN", True, [0.84, 0.88, 0.88])]
+        for s, a in enumerate(accs)
+    ]
+    table = compare.summarize(rows)
+    text = compare.reading(table)
+    # FC 87.00 ± 3.00, CNN 87.20 ± 4.01: 2 * sqrt((3.00² + 4.01²) / 3) = 5.8 points of noise
+    assert text.startswith("Mean of 3 seeds: CNN leads FC by 0.2 points (within seed noise: ±5.8) on ordered pixels; ")
+    assert "FC gains 0.7 points (within seed noise: ±3.7)" in text
+    check_reading(text, table)
+    # the same means from seeds that agree closely are a real difference
+    steady = [{**r, "test_acc": round(r["test_acc"], 3)} for r in rows]
+    for r, mean in zip(steady, [0.87] * 3 + [0.8767] * 3 + [0.872] * 3 + [0.8667] * 3):
+        r["test_acc"] = mean + (r["seed"] - 1) * 0.0005
+    steady_table = compare.summarize(steady)
+    text = compare.reading(steady_table)
+    assert text.startswith("Mean of 3 seeds: CNN beats FC by 0.2 points on ordered pixels; ") and "within" not in text
+    check_reading(text, steady_table)
 
 
 def test_reading_says_a_tie_rather_than_a_win_by_0_0_points():
@@ -218,6 +257,28 @@ def test_shift_reading_names_the_model_that_loses_least_not_the_most_accurate():
     assert shift_sweep.reading(rows, "x", "zero").endswith("(-1.6 points); CNN loses the least at 1 px.")
     rows = [{**r, "test_acc": 0.8} for r in rows if r["model"] == "CNN"] + [r for r in rows if r["model"] == "FC"]
     assert shift_sweep.reading(rows, "x", "zero").endswith("; CNN keeps its accuracy best at 1 px.")
+
+
+def test_shift_reading_says_when_a_lead_is_within_the_test_sets_sampling_noise():
+    """One run per model: 0.1 points between two models' losses at 4 px, measured on 10,000 test
+    images, is within what the test set's sampling alone moves them by (about ±1.7 points here), so
+    they fare alike rather than one 'losing the least'; 2.2 points apart they do not."""
+    accs = {"FC": (0.800, 0.269), "CNN": (0.850, 0.320)}  # centred, shifted by 4 px: -53.1 and -53.0 points
+    rows = [{"model": m, "dx": dx, "dy": 0, "test_acc": centred if dx == 0 else shifted}
+            for m, (centred, shifted) in accs.items() for dx in (-4, 0, 4)]
+    margin = shift_sweep.sampling_noise((0.85, 0.32, 10_000), (0.80, 0.269, 10_000))
+    assert 0.0165 < margin < 0.017  # 2 * sqrt((.85*.15 + .32*.68 + .8*.2 + .269*.731) / 10,000)
+    assert shift_sweep.reading(rows, "x", "roll", {"FC": 10_000, "CNN": 10_000}).endswith(
+        f"(-53.0 points); FC and CNN fare alike at 4 px (within the test set's sampling noise: ±{100 * margin:.1f})."
+    )
+    apart = [{**r, "test_acc": 0.341} if r["model"] == "CNN" and r["dx"] else r for r in rows]  # -50.9: 2.2 points ahead
+    assert shift_sweep.reading(apart, "x", "roll", {"FC": 10_000, "CNN": 10_000}).endswith("(-50.9 points); CNN loses the least at 4 px.")
+    assert shift_sweep.reading(rows, "x", "roll").endswith("(-53.0 points); CNN loses the least at 4 px.")  # no counts: the means as they are
+    # a third model far behind: the two leaders lose the least together
+    rows += [{"model": "MLP", "dx": dx, "dy": 0, "test_acc": 0.9 if dx == 0 else 0.1} for dx in (-4, 0, 4)]
+    assert shift_sweep.reading(rows, "x", "roll", {"FC": 10_000, "CNN": 10_000, "MLP": 10_000}).endswith(
+        f"FC and CNN lose the least at 4 px (within the test set's sampling noise: ±{100 * margin:.1f})."
+    )
 
 
 def test_image_reading_says_where_the_model_is_right():

@@ -292,10 +292,11 @@ def test_results_average_over_seeds_best_first_and_best_yaml_is_the_best_trial(t
 
     assert outcome.status == "failed" and len(outcome.failed) == 1
     results = pd.read_csv(sweep_dir / "results.csv")
-    assert [tuple(r) for r in results[["optimizer.lr", "model.n_feature"]].to_numpy()] == [(0.5, 4), (0.1, 4), (0.1, 8), (0.5, 8)]
-    assert results["test_acc_mean"].tolist() == pytest.approx([0.96, 0.85, 0.60, 0.55])
-    assert results["test_acc_std"].iloc[0] == pytest.approx(np.std([0.95, 0.97], ddof=1)) and np.isnan(results["test_acc_std"].iloc[2])
-    assert list(results["seeds"]) == [2, 2, 1, 2] and "1 failed" in results["stop"].iloc[2]
+    # the point with a failed seed last, below one whose two seeds completed at a lower mean
+    assert [tuple(r) for r in results[["optimizer.lr", "model.n_feature"]].to_numpy()] == [(0.5, 4), (0.1, 4), (0.5, 8), (0.1, 8)]
+    assert results["test_acc_mean"].tolist() == pytest.approx([0.96, 0.85, 0.55, 0.60])
+    assert results["test_acc_std"].iloc[0] == pytest.approx(np.std([0.95, 0.97], ddof=1)) and np.isnan(results["test_acc_std"].iloc[3])
+    assert list(results["seeds"]) == [2, 2, 2, 1] and "1 failed" in results["stop"].iloc[3]
     best = load_config(sweep_dir / "best.yaml")
     assert (best.optimizer.lr, best.model.n_feature, best.seed) == (0.5, 4, 1)  # the best point's best seed
     assert "96.00% ± 1.41" in (sweep_dir / "results.md").read_text()
@@ -1242,6 +1243,41 @@ def test_a_point_drawn_again_counts_its_seeds_once():
     (row,) = point_rows(sweep, trials)
     assert (row["seeds"], row["trials"], row["test_acc_mean"]) == (2, 3, pytest.approx(0.85))
     assert row["test_acc_std"] == pytest.approx(np.std([0.9, 0.8], ddof=1))
+
+
+def test_failed_and_early_stopped_trials_neither_win_a_point_its_rank_nor_mix_into_its_mean(tmp_path):
+    """lr 5 diverged on two of three seeds and its one survivor reached 97.5%: it ranked first, and
+    best.yaml took it, over lr 0.5's three steady seeds. And lr 0.01's seed that ASHA stopped after one
+    epoch at 40% was averaged with the two that completed six (77.90% ± 32.82: the epochs' spread,
+    not the seeds')."""
+    from cnnlab.sweep import figure, point_rows
+
+    sweep = load_sweep(write_sweep(tmp_path / "s.yaml", seeds=[0, 1, 2], space={"optimizer.lr": [5.0, 0.5, 0.01]}))
+    base = {"epochs": 6, "seconds": 1.0, "params": 100, "status": "completed"}
+    trials = [
+        {**base, "optimizer.lr": lr, "seed": seed, "test_acc": acc, **extra}
+        for lr, results in [
+            (5.0, [(0.975, {}), (None, {"status": "failed", "epochs": 2}), (None, {"status": "failed", "epochs": 1})]),
+            (0.5, [(0.970, {}), (0.971, {}), (0.972, {})]),
+            (0.01, [(0.969, {}), (0.40, {"status": "stopped", "epochs": 1}), (0.968, {})]),
+        ]
+        for seed, (acc, extra) in enumerate(results)
+    ]
+    points = point_rows(sweep, trials)
+    assert [p["optimizer.lr"] for p in points] == [0.5, 0.01, 5.0]
+    by_lr = {p["optimizer.lr"]: p for p in points}
+    assert by_lr[0.01]["test_acc_mean"] == pytest.approx(0.9685) and by_lr[0.01]["seeds"] == 2  # the completed seeds alone
+    assert by_lr[0.01]["test_acc_std"] == pytest.approx(np.std([0.969, 0.968], ddof=1))
+    assert (by_lr[5.0]["seeds"], by_lr[5.0]["trials"], by_lr[5.0]["stop"]) == (1, 3, "2 failed, 1 completed")
+    # a point ASHA stopped on every seed is scored where it stopped, after the points that completed
+    stopped = [{**t, "status": "stopped", "epochs": 1} if t["optimizer.lr"] == 0.01 else t for t in trials if t["optimizer.lr"] != 5.0]
+    points = point_rows(sweep, stopped)
+    assert [p["optimizer.lr"] for p in points] == [0.5, 0.01] and points[1]["test_acc_mean"] == pytest.approx((0.969 + 0.40 + 0.968) / 3)
+    # the figure's title counts the seeds its means are over
+    fig = figure(sweep, point_rows(sweep, trials))
+    assert fig._suptitle.get_text().endswith("mean ± std over up to 3 seeds")
+    one = [t for t in trials if t["seed"] == 0]
+    assert figure(sweep, point_rows(sweep, one))._suptitle.get_text().endswith("one seed each, no spread")
 
 
 def test_best_yaml_trains_with_the_trials_threads(tmp_path):

@@ -330,7 +330,7 @@ def shift_sweep(
             shown = {"test accuracy": study.accuracy_table(rows, opts.axis)}
             md = markdown(shown["test accuracy"])
             figure = accuracy_vs_shift(pd.DataFrame(rows), opts.axis, opts.mode, title)
-        text = study.reading(rows, opts.axis, opts.mode)
+        text = study.reading(rows, opts.axis, opts.mode, {t.label: study.test_images(t, test) for t, (_, test) in zip(trained, splits)})
         record.write_table("table", rows, f"{md}\n{text}\n")
         record.write_figure("accuracy.png", figure)
 

@@ -7,6 +7,9 @@ summarizes their results.
 
 from __future__ import annotations
 
+import math
+from dataclasses import dataclass
+
 from cnnlab.config import SEEDS_BELOW, article_test_acc, config_from_dict, config_to_dict
 from cnnlab.errors import ConfigError, counted
 from cnnlab.runner import Cell
@@ -105,30 +108,67 @@ def _level(a: float, b: float) -> bool:
     return _points(a, b) == _points(0, 0)
 
 
-def _beats(accs: dict[str, float]) -> str:
-    """'CNN beats FC by 6.9 points (and X by ...)' from {model: accuracy}; 'FC and CNN tie at 14.0%'
-    where the best are level ('..., X 2.0 points behind' the rest)."""
-    ranked = sorted(accs, key=accs.get, reverse=True)
+@dataclass(frozen=True)
+class Accuracy:
+    """One model and condition of the table: its mean accuracy, the seeds' sample std (NaN for one
+    seed) and the number of seeds."""
+
+    mean: float
+    std: float
+    seeds: int
+
+
+def noise(a: Accuracy, b: Accuracy) -> float | None:
+    """Twice the standard error of the difference of two cells' means, sqrt(s_a²/n_a + s_b²/n_b),
+    from the seeds' spread: a difference within it may be the seeds' doing rather than the models'.
+    None where a cell has one seed (no spread to judge by)."""
+    if a.std != a.std or b.std != b.std:
+        return None
+    return 2 * math.sqrt(a.std**2 / a.seeds + b.std**2 / b.seeds)
+
+
+def _within(a: Accuracy, b: Accuracy) -> str:
+    """' (within seed noise: ±2.9)' where a and b differ by less than their noise, else ''."""
+    margin = noise(a, b)
+    if margin is None or abs(a.mean - b.mean) > margin:
+        return ""
+    return f" (within seed noise: ±{100 * margin:.1f})"
+
+
+def _beats(cells: dict[str, Accuracy]) -> str:
+    """'CNN beats FC by 6.9 points (and X by ...)' from {model: cell}; 'FC and CNN tie at 14.0%'
+    where the best are level ('..., X 2.0 points behind' the rest); a difference within the seeds'
+    noise 'leads X by 0.3 points (within seed noise: ±2.9)'."""
+    ranked = sorted(cells, key=lambda m: cells[m].mean, reverse=True)
     best = ranked[0]
+    top = cells[best].mean
     if len(ranked) == 1:
-        return f"{best} reaches {accs[best]:.1%}"
-    leaders = [m for m in ranked if _level(accs[best], accs[m])]
+        return f"{best} reaches {top:.1%}"
+    leaders = [m for m in ranked if _level(top, cells[m].mean)]
     behind = [m for m in ranked if m not in leaders]
     if len(leaders) == 1:
-        return f"{best} beats " + " and ".join(f"{m} by {_points(accs[best], accs[m])}" for m in behind)
-    return f"{' and '.join(leaders)} tie at {accs[best]:.1%}" + "".join(f", {m} {_points(accs[best], accs[m])} behind" for m in behind)
+        parts = []
+        for m in behind:
+            within = _within(cells[best], cells[m])
+            parts.append(f"{'leads' if within else 'beats'} {m} by {_points(top, cells[m].mean)}{within}")
+        return f"{best} " + " and ".join(parts)
+    return f"{' and '.join(leaders)} tie at {top:.1%}" + "".join(
+        f", {m} {_points(top, cells[m].mean)} behind{_within(cells[best], cells[m])}" for m in behind
+    )
 
 
-def _moves(before: float, after: float, model: str) -> str:
-    """'FC loses 4.4 points', 'CNN gains 0.3 points', or 'FC stays at 88.0%'."""
-    if _level(before, after):
-        return f"{model} stays at {after:.1%}"
-    return f"{model} {'loses' if after < before else 'gains'} {_points(after, before)}"
+def _moves(before: Accuracy, after: Accuracy, model: str) -> str:
+    """'FC loses 4.4 points', 'CNN gains 0.3 points (within seed noise: ±2.9)', or 'FC stays at 88.0%'."""
+    if _level(before.mean, after.mean):
+        return f"{model} stays at {after.mean:.1%}"
+    verb = "loses" if after.mean < before.mean else "gains"
+    return f"{model} {verb} {_points(after.mean, before.mean)}{_within(before, after)}"
 
 
 def reading(table) -> str:
-    """The table in one or two plain sentences, computed from its numbers."""
-    acc = {(r.model, bool(r.permuted)): r.test_acc_mean for r in table.itertuples()}
+    """The table in one or two plain sentences, computed from its numbers; differences within the
+    seeds' noise (see noise) are said to be."""
+    acc = {(r.model, bool(r.permuted)): Accuracy(r.test_acc_mean, r.test_acc_std, int(r.seeds)) for r in table.itertuples()}
     models = list(dict.fromkeys(table["model"]))
     seeds = int(table["seeds"].max())
     ordered = {m: acc[m, False] for m in models if (m, False) in acc}

@@ -10,6 +10,7 @@ evaluation (for a run trained with a shift, when the sweep uses the run's shift 
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -73,11 +74,16 @@ def prepare_shifted(t: Trained, train: Split, images: torch.Tensor, dx: int, dy:
     return pipeline.prepare(images.to(t.device), train=False).contiguous(memory_format=memory)
 
 
+def test_images(t: Trained, test: Split) -> int:
+    """How many of the test split's images a run is tested on (its dataset.test_subset, else all)."""
+    return len(test.labels[: t.cfg.dataset.test_subset])
+
+
 def sweep(t: Trained, splits: tuple[Split, Split], shifts: list[tuple[int, int]], mode: str) -> list[dict]:
     """Test loss and accuracy at every (dx, dy), on the run's own test split (its test_subset too);
     splits: the run's (train, test), as load_splits(t.cfg, data_dir) gives them."""
     train, test = splits
-    n = t.cfg.dataset.test_subset
+    n = test_images(t, test)
     images, labels = test.images[:n], test.labels[:n].to(t.device)
     loss_fn = loss_function(t.cfg.loss.name, t.cfg.loss.label_smoothing)
     rows = []
@@ -132,8 +138,17 @@ def grid_table(rows: list[dict], model: str) -> list[dict]:
 FARES = {-1: ("loses the least", "lose the least"), 1: ("gains the most", "gain the most"), 0: ("keeps its accuracy best", "keep their accuracy best")}
 
 
-def reading(rows: list[dict], axis: str, mode: str) -> str:
-    """Centred accuracy against the mean at +-s pixels (s = 4, or the largest shift swept), per model."""
+def sampling_noise(a: tuple[float, float, int], b: tuple[float, float, int]) -> float:
+    """Twice the standard error, from the test set's sampling alone, of the difference between two
+    models' changes (centred, shifted, test images): each accuracy measured on n images varies by
+    p(1 - p)/n, taken as independent. Training seeds add more, which one run each cannot show."""
+    return 2 * math.sqrt(sum(p * (1 - p) / n for centred, shifted, n in (a, b) for p in (centred, shifted)))
+
+
+def reading(rows: list[dict], axis: str, mode: str, test_images: dict[str, int] | None = None) -> str:
+    """Centred accuracy against the mean at +-s pixels (s = 4, or the largest shift swept), per model.
+    With each model's number of test images, changes within the test set's sampling noise of the
+    best one (see sampling_noise) fare alike with it."""
     import pandas as pd
 
     df = pd.DataFrame(rows)
@@ -142,11 +157,13 @@ def reading(rows: list[dict], axis: str, mode: str) -> str:
         best = df.sort_values("test_acc", ascending=False).iloc[0]
         return f"Only the centred images were evaluated; {best.model} is best at {best.test_acc:.1%}."
     away = {"x": [(s, 0), (-s, 0)], "y": [(0, s), (0, -s)], "both": [(s, 0), (-s, 0), (0, s), (0, -s)]}[axis]
-    parts, change = [], {}  # change: shifted minus centred accuracy
+    parts, change, measured = [], {}, {}  # change: shifted minus centred accuracy
     for model, g in df.groupby("model", sort=False):
         acc = {(r.dx, r.dy): r.test_acc for r in g.itertuples()}
         centred, shifted = acc[0, 0], float(np.mean([acc[o] for o in away]))
         change[model] = shifted - centred
+        if test_images:
+            measured[model] = (centred, shifted, test_images[model])
         points = round(100 * change[model], 1) + 0.0  # + 0.0: -0.0 (a change lost in rounding) shown as +0.0
         parts.append(f"{model} from {centred:.1%} to {shifted:.1%} ({points:+.1f} points)")
     where = {"x": "along x (mean of both directions", "y": "along y (mean of both directions", "both": "along x or y (mean of the four directions"}[axis]
@@ -155,12 +172,17 @@ def reading(rows: list[dict], axis: str, mode: str) -> str:
         return text + "."
     shown = {m: round(100 * c, 1) for m, c in change.items()}  # as the parts show it
     points = max(shown.values())
-    leaders = [m for m in shown if shown[m] == points]
+    best = next(m for m in shown if shown[m] == points)
+    margins = {m: sampling_noise(measured[best], measured[m]) for m in shown} if measured else {}
+    leaders = [m for m in shown if shown[m] == points or (measured and change[best] - change[m] <= margins[m])]
+    # the widest margin among the leaders, as the sentence shows it (none where they are level as rounded)
+    noise = max((margins[m] for m in leaders if shown[m] != points), default=None)
+    within = "" if noise is None else f" (within the test set's sampling noise: ±{100 * noise:.1f})"
     if len(leaders) == len(shown):
-        return text + f"; {' and '.join(leaders)} fare alike at {s} px."
+        return text + f"; {' and '.join(leaders)} fare alike at {s} px{within}."
     sign = (points > 0) - (points < 0)
     fares = FARES[sign][len(leaders) > 1]
-    return text + f"; {' and '.join(leaders)} {fares} at {s} px."
+    return text + f"; {' and '.join(leaders)} {fares} at {s} px{within}."
 
 
 def _ranges(values: list[int]) -> str:
