@@ -210,9 +210,9 @@ def tell_finished(path: Path, what: str, tell: Callable[[], None], complete: boo
 def _tell_result(cfg, result) -> None:
     """The finished run's epochs table and one line on how it went."""
     from cnnlab.config import article_test_acc
-    from cnnlab.report import console, epochs_table, say
+    from cnnlab.report import print_epochs, say
 
-    console.print(epochs_table(result.metrics))
+    print_epochs(result.metrics)
     say(finished_line(cfg, result.summary, article_test_acc(result.summary.get("reported"), cfg.transform.permute)))
 
 
@@ -237,7 +237,7 @@ def summary(
 ):
     """Each layer's type, output shape, parameters and the output-size rule, for the config's model."""
     from cnnlab.config import DATASET_CLASSES, DATASET_SHAPES
-    from cnnlab.report import console, say, table
+    from cnnlab.report import print_fitted, say
 
     config, overrides = split_args(args or [])
     if config is None:
@@ -254,7 +254,9 @@ def summary(
          "params": f"{r.params:,}" + (f" ({r.frozen:,} frozen)" if r.frozen else ""), "output size": r.rule}
         for r in rows
     ]
-    console.print(table(data, title=f"{cfg.model.name} on {cfg.dataset.name} input {'x'.join(map(str, shape))}"))
+    # on a narrow terminal the output-size rule goes rather than every name and number shrinking to '…'
+    columns = ["layer", "type", "output shape", "params", "output size"]
+    print_fitted(data, columns, ["output size"], tuple(columns[:-1]), f"{cfg.model.name} on {cfg.dataset.name} input {'x'.join(map(str, shape))}")
     total = all_params(model)
     frozen = f" ({trainable:,} trainable, {total - trainable:,} frozen)" if total != trainable else ""
     say(f"total parameters: {total:,}{frozen}")
@@ -269,7 +271,7 @@ def list_runs(
     runs_dir: Optional[Path] = RunsDir,
 ):
     """List runs, studies and sweeps, newest first."""
-    from cnnlab.report import console, fitted_table, say
+    from cnnlab.report import print_fitted, say
     from cnnlab.runs import list_runs as find, runs_to_list
 
     root = runs_to_list(runs_dir)
@@ -292,10 +294,7 @@ def list_runs(
         # model last, as the config name in the id mostly says it
         # test_acc and status are never squeezed to "…": a table still too wide (a study's long id on 80
         # columns) is printed whole, and the terminal wraps its lines
-        shown, left_out = fitted_table(rows, cols, ["name", "kind", "train_seconds", "epochs", "dataset", "model"], whole=("id", "test_acc", "status"))
-        console.print(shown, crop=False)  # a pipe's table is wider than the console's default 120 columns
-        if left_out:
-            say(f"(left out at {console.width} columns: {', '.join(left_out)}; --csv has them all)")
+        print_fitted(rows, cols, ["name", "kind", "train_seconds", "epochs", "dataset", "model"], ("id", "test_acc", "status"), all_in="--csv")
 
 
 @app.command("configs")

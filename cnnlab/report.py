@@ -150,13 +150,15 @@ def table(rows: list[dict], columns: list[str] | None = None, title: str | None 
     t = Table(title=title, title_justify="left")
     for i, c in enumerate(columns):
         keep = {"no_wrap": True, "min_width": max(len(c), *(len(row[i]) for row in cells))} if c in whole and cells else {}
-        t.add_column(c, justify="left" if c in ("model", "name", "id", "kind", "status", "dataset", "config", "key", "value", "trains", "about") else "right", **keep)
+        t.add_column(c, justify="left" if c in ("model", "name", "id", "kind", "status", "dataset", "config", "key", "value", "trains", "about", "layer", "type") else "right", **keep)
     for row in cells:
         t.add_row(*row)
     return t
 
 
-def fitted_table(rows: list[dict], columns: list[str], droppable: list[str], whole: tuple[str, ...] = ()) -> tuple[Table, list[str]]:
+def fitted_table(
+    rows: list[dict], columns: list[str], droppable: list[str], whole: tuple[str, ...] = (), title: str | None = None,
+) -> tuple[Table, list[str]]:
     """table(rows, columns) less as few of the droppable columns (left out in that order) as it takes
     to fit the console's width, where rich would otherwise squeeze every cell to an ellipsis; and the
     columns left out. A table that no leaving out makes fit is printed at its natural width. Output with no width (a pipe, a file) gets every column at its natural width:
@@ -165,7 +167,7 @@ def fitted_table(rows: list[dict], columns: list[str], droppable: list[str], who
         return console.measure(shown, options=console.options.update_width(10_000)).maximum
 
     left_out: list[str] = []
-    shown = table(rows, columns, whole=whole)
+    shown = table(rows, columns, title, whole)
     if not has_a_width():  # the console's 120 columns are only its default for pipes
         shown.width = natural_width(shown)
         return shown, left_out
@@ -173,18 +175,45 @@ def fitted_table(rows: list[dict], columns: list[str], droppable: list[str], who
         if natural_width(shown) <= console.width:
             break
         left_out.append(column)
-        shown = table(rows, [c for c in columns if c not in left_out], whole=whole)
+        shown = table(rows, [c for c in columns if c not in left_out], title, whole)
     if natural_width(shown) > console.width:  # still too wide (a long whole column): whole, the terminal wraps its lines
         shown.width = natural_width(shown)
     return shown, left_out
 
 
-def epochs_table(rows: list[dict]) -> Table:
-    """The epochs' metrics; of many epochs a sample (metrics.csv has them all)."""
+def print_fitted(
+    rows: list[dict], columns: list[str], droppable: list[str], whole: tuple[str, ...], title: str | None = None, all_in: str | None = None,
+) -> None:
+    """Print fitted_table(...) and, when it left columns out, one line that names them (and all_in:
+    where every column is)."""
+    shown, left_out = fitted_table(rows, columns, droppable, whole, title)
+    console.print(shown, crop=False)  # a pipe's table is wider than the console's default 120 columns
+    if left_out:
+        say(f"(left out at {console.width} columns: {', '.join(left_out)}" + (f"; {all_in} has them all)" if all_in else ")"))
+
+
+def print_table(rows: list[dict], title: str | None = None) -> None:
+    """A table of numbers whose cells are never squeezed to '…': too wide for the console, it is
+    printed whole and the terminal wraps its lines."""
+    print_fitted(rows, list(rows[0]) if rows else [], [], (), title)
+
+
+# the epochs table on a narrow terminal: no digit is cut ('0.…'); these go, in this order, instead
+EPOCH_COLUMNS_DROPPED = ["samples_per_sec", "epoch_seconds", "train_loss", "test_loss"]
+
+
+def epochs_table(rows: list[dict]) -> tuple[list[dict], str | None]:
+    """The epochs' metrics rows to show and the table's title: of many epochs a sample (metrics.csv
+    has them all)."""
     epochs = max((int(r["epoch"]) for r in rows), default=0)
     shown = [r for r in rows if shown_epoch(int(r["epoch"]), epochs)]
-    title = f"{len(shown)} of {len(rows)} epochs (all in metrics.csv)" if len(shown) < len(rows) else None
-    return table(shown, METRIC_COLUMNS, title=title)
+    return shown, f"{len(shown)} of {len(rows)} epochs (all in metrics.csv)" if len(shown) < len(rows) else None
+
+
+def print_epochs(rows: list[dict]) -> None:
+    """The epochs table, fitted to the console: every shown number whole."""
+    shown, title = epochs_table(rows)
+    print_fitted(shown, METRIC_COLUMNS, EPOCH_COLUMNS_DROPPED, tuple(METRIC_COLUMNS), title, "metrics.csv")
 
 
 def markdown(rows: list[dict], columns: list[str] | None = None) -> str:

@@ -138,6 +138,30 @@ def test_runs_on_a_narrow_terminal_leaves_columns_out_rather_than_squeezing_them
         assert lines[-1].startswith("└")
 
 
+@pytest.mark.parametrize("columns, left_out", [(40, ["samples_per_sec", "epoch_seconds", "train_loss", "test_loss"]), (60, ["samples_per_sec", "epoch_seconds"]), (120, [])])
+def test_the_epochs_and_layers_tables_leave_columns_out_rather_than_cut_numbers(data, tmp_path, columns, left_out):
+    """At 40 columns train's and show's epochs table read '2.…', '1…' in every cell and summary's
+    layers 'featur…', 'ZeroPa…'. Now whole columns go, in a fixed order, and a last line says which."""
+    out = cli("train", data / "ok.yaml", "train.epochs=2", "--runs-dir", tmp_path, "--data-dir", data / "data",
+              env={**os.environ, "COLUMNS": str(columns)})
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.splitlines()
+    assert "…" not in out.stdout and max(len(line) for line in lines if "│" in line) <= columns, out.stdout
+    header = next(line for line in lines if line.startswith("┃"))
+    shown = [c for c in ["epoch", "train_loss", "train_acc", "test_loss", "test_acc", "epoch_seconds", "samples_per_sec"] if f" {c} " in header]
+    assert shown == [c for c in ["epoch", "train_loss", "train_acc", "test_loss", "test_acc", "epoch_seconds", "samples_per_sec"] if c not in left_out]
+    note = f"(left out at {columns} columns: {', '.join(left_out)}; metrics.csv has them all)"
+    assert (note in lines) == bool(left_out)
+    shown_run = cli("show", lines[-1], env={**os.environ, "COLUMNS": str(columns)})
+    assert shown_run.returncode == 0 and "│     2 │" in shown_run.stdout and ((note in shown_run.stdout.splitlines()) == bool(left_out)), shown_run.stdout
+    layers = cli("summary", "lenet5_classic", env={**os.environ, "COLUMNS": str(max(columns, 50))})
+    assert layers.returncode == 0 and "features.0" in layers.stdout and "ZeroPad2d" in layers.stdout and "…" not in layers.stdout, layers.stdout
+    assert ("(left out at 50 columns: output size)" in layers.stdout) == (columns < 60)
+    # a table with nothing to leave out (forward-check's) is printed whole, for the terminal to wrap
+    checked = cli("forward-check", data / "ok.yaml", "--data-dir", data / "data", env={**os.environ, "COLUMNS": str(columns)})
+    assert checked.returncode == 0 and "…" not in checked.stdout and " Linear " in checked.stdout and "e-0" in checked.stdout, checked.stdout
+
+
 @pytest.mark.parametrize("columns", ["0", "abc", "-5", " "])
 def test_a_columns_that_is_no_width_is_as_if_unset(data, tmp_path, columns):
     """COLUMNS=0 printed nothing at all (exit 0); abc, -5 or a blank made rich fit a pipe's tables

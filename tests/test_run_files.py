@@ -398,7 +398,7 @@ def test_a_long_run_prints_and_tables_a_sample_of_its_epochs(capsys):
     """The toy's 2,000 epochs: the first, every 40th and the last, in the lines and the table alike."""
     from rich.console import Console
 
-    from cnnlab.report import ConsoleProgress, epochs_table
+    from cnnlab.report import ConsoleProgress, epochs_table, table
 
     rows = [{"epoch": e, "train_loss": 1 / e, "train_acc": 0.5, "test_loss": 1 / e, "test_acc": 0.5, "epoch_seconds": 0.01,
              "samples_per_sec": 100.0} for e in range(1, 2001)]
@@ -407,10 +407,11 @@ def test_a_long_run_prints_and_tables_a_sample_of_its_epochs(capsys):
         progress.epoch_end(row)
     printed = [int(line.split()[1].split("/")[0]) for line in capsys.readouterr().out.splitlines()]
     assert printed == [1, *range(40, 2001, 40)]
+    shown, title = epochs_table(rows)
     out = Console(width=200, file=io.StringIO())
-    out.print(epochs_table(rows))
-    shown = out.file.getvalue()
-    assert "51 of 2000 epochs (all in metrics.csv)" in shown and "│    40 │" in shown and "│    41 │" not in shown
+    out.print(table(shown, title=title))
+    text = out.file.getvalue()
+    assert "51 of 2000 epochs (all in metrics.csv)" in text and "│    40 │" in text and "│    41 │" not in text
 
     short = ConsoleProgress(16, "lenet", live=False)  # up to 50 epochs: every one
     for row in rows[:16]:

@@ -224,7 +224,7 @@ def bench(
     """Time the tutorials' loop and cnnlab on the studies' models, interleaved; append to runs/bench/results.csv."""
     from cnnlab.bench.cases import COMPUTE_BOUND, DEFAULT_CASES, QUICK_CASES, check_cases
     from cnnlab.interrupts import Interrupted, interruptible
-    from cnnlab.report import console, say, table
+    from cnnlab.report import print_table, say
     from cnnlab.report import markdown as markdown_table
     from cnnlab.runs import check_dir, runs_root, utc_now
 
@@ -263,8 +263,8 @@ def bench(
             raise Interrupted.of(e, "bench", str(kept), signals.received) from None
     load = "/".join(_load(v) for v in (info["load_before"], info["load_after"]))
     speed, machine = [speed_row(r) for r in rows], [machine_row(r) for r in rows]
-    console.print(table(speed, title=f"cnnlab bench{' --quick' if quick else ''} on {info['device']}: medians of {repeats} interleaved pair(s), seconds of training per budget"))
-    console.print(table(machine, title=f"cnnlab against the machine: {peak_title(info, rows)}"))
+    print_table(speed, title=f"cnnlab bench{' --quick' if quick else ''} on {info['device']}: medians of {repeats} interleaved pair(s), seconds of training per budget")
+    print_table(machine, title=f"cnnlab against the machine: {peak_title(info, rows)}")
     say(
         f"machine: {info['cpu_model']}, {info['cores']} cores, torch {info['torch_version']}, "
         f"device {info['device_name']}; load average before/after {load}; memory: {rows[0]['memory'] if rows else '-'}; "

@@ -139,7 +139,7 @@ def compare(
     study is interrupted or fails once it exists.
     """
     from cnnlab.errors import counted
-    from cnnlab.report import console, markdown, note, say, table
+    from cnnlab.report import markdown, note, print_table, say
     from cnnlab.runner import previous_runs, run_cells
     from cnnlab.runs import check_dir, resumed_data_dir, runs_root
     from cnnlab.studies import compare as study
@@ -199,7 +199,7 @@ def compare(
         record.write_figure("accuracy.png", comparison_bars(summary, f"{name} on {datasets}"))
         record.update(reading=text, cells=_cell_paths(record, results), train_seconds=sum(r["train_seconds"] for r in rows))
     def tell() -> None:
-        console.print(table(shown, title=f"{name} on {datasets}"))
+        print_table(shown, title=f"{name} on {datasets}")
         say(text)
 
     tell_finished(record.path, "study", tell)
@@ -228,7 +228,7 @@ def shift_sweep(
     study is interrupted or fails once it exists.
     """
     from cnnlab.config import validate
-    from cnnlab.report import console, markdown, note, say, table
+    from cnnlab.report import markdown, note, print_table, say
     from cnnlab.runner import Cell, previous_runs, run_cells
     from cnnlab.runs import check_dir, finished_run, resumed_data_dir, runs_root
     from cnnlab.studies.record import StudyRecord
@@ -349,7 +349,7 @@ def shift_sweep(
         record.update(reading=text, image_reading=image_lines)
     def tell() -> None:
         for heading, shown_rows in shown.items():
-            console.print(table(shown_rows, title=heading))
+            print_table(shown_rows, title=heading)
         say(text)
         for line in image_lines:
             say(line)
@@ -369,7 +369,7 @@ def show(
     from cnnlab import runs
     from cnnlab.config import read_yaml
     from cnnlab.errors import RunError
-    from cnnlab.report import console, epochs_table, say, table
+    from cnnlab.report import console, print_epochs, say, table
 
     path = Path(run_dir)
     summary = runs.read_json(path / runs.SUMMARY, {"files": list}) if (path / runs.SUMMARY).is_file() else {}
@@ -399,7 +399,7 @@ def show(
     metrics = runs.read_metrics(path)
     if metrics.empty:
         raise RunError(f"{path} has no finished epoch yet: no epoch table or learning curves to show")
-    console.print(epochs_table(metrics.to_dict("records")))
+    print_epochs(metrics.to_dict("records"))
     from cnnlab.figures import learning_curves, save
 
     png = path / "learning_curves.png"

@@ -58,7 +58,7 @@ def sweep(
 
     from cnnlab.interrupts import Interrupted, interruptible
     from cnnlab.ray_backend import check_fits, ray_address, require_ray, run_sweep, saved_records, session
-    from cnnlab.report import console, table
+    from cnnlab.report import print_table
 
     require_ray("cnnlab sweep", optuna=spec.spec.method != "grid")
     with contextlib.ExitStack() as hold:  # the sweep directory's lock: one process runs a sweep at a time
@@ -98,7 +98,7 @@ def sweep(
 
     def tell() -> None:
         if outcome.points:
-            console.print(table(sweeps.display_rows(spec, outcome.points), title=f"{spec.name}: {spec.metric}, best first"))
+            print_table(sweeps.display_rows(spec, outcome.points), title=f"{spec.name}: {spec.metric}, best first")
         if outcome.best:
             point = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in outcome.best["point"].items())
             print(f"best: {point}; train it with: cnnlab train {path / 'best.yaml'}")

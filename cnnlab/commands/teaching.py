@@ -78,7 +78,7 @@ def forward_check(
 ):
     """Redo one batch's forward pass by hand in NumPy, layer by layer; exit 1 if a layer differs by > 1e-4 (relative to outputs above 1)."""
     from cnnlab.config import DATASET_CLASSES, DATASET_SHAPES
-    from cnnlab.report import console, say, table
+    from cnnlab.report import print_table, say
 
     cfg, data_dir = _checked_config(args, run, data_dir)
     import torch  # once the arguments are good
@@ -110,7 +110,7 @@ def forward_check(
          "max |NumPy - PyTorch|": f"{r.max_abs_diff:.2e}", "ok": "yes" if r.ok else "NO"}
         for r in rows
     ]
-    console.print(table(data))
+    print_table(data)
     if out_torch.shape[1] == 1:  # one sigmoid output: the probability of class 1, as the toy prints it
         for i in range(len(x)):
             say(f"image {i} (label {int(test.labels[i])}): prediction NumPy {out_numpy[i, 0]:.6f}, PyTorch {out_torch[i, 0].item():.6f}")

@@ -21,7 +21,7 @@ from cnnlab import runs
 from cnnlab.config import DATASET_CLASSES, DATASET_SHAPES, Config, ShiftConfig, load_config
 from cnnlab.data import Split
 from cnnlab.engine import autocast, class_probabilities, evaluate, loss_function, predict
-from cnnlab.errors import ConfigError, RunError
+from cnnlab.errors import ConfigError
 from cnnlab.experiment import resolve_device
 from cnnlab.models import build_model
 from cnnlab.transforms import Pipeline
