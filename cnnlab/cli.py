@@ -205,6 +205,13 @@ def tell_finished(path: Path, what: str, tell: Callable[[], None], complete: boo
             raise in_run(Interrupted(signum, f"stopped by {signal_name(signum)} while its results were shown{where}"), path) from None
         raise in_run(e, path)
     print(path)
+    global _told_complete
+    _told_complete = complete
+
+
+# set once a command has told its complete work and printed its last line: a Ctrl-C after that, on
+# the way out of main(), changes nothing, and the command exits as it would have (0)
+_told_complete = False
 
 
 def _tell_result(cfg, result) -> None:
@@ -388,6 +395,8 @@ def main() -> None:
     """
     from cnnlab.interrupts import interruptible
 
+    global _told_complete
+    _told_complete = False
     command = typer.main.get_command(app)
     for sub in command.commands.values():
         sub.help = flowed(sub.help)
@@ -420,8 +429,11 @@ def main() -> None:
         tell(f"error: {one_line(str(e))}")
         code = e.exit_code
     except (KeyboardInterrupt, typer.Abort) as e:
-        tell(f"interrupted: {one_line(str(e))}" if str(e) else "interrupted")
-        code = 128 + getattr(e, "signum", signal.SIGINT)
+        if _told_complete:  # the run, study or sweep is written and told; its directory printed last
+            code = 0
+        else:
+            tell(f"interrupted: {one_line(str(e))}" if str(e) else "interrupted")
+            code = 128 + getattr(e, "signum", signal.SIGINT)
     except BrokenPipeError:  # a write that bypassed sys.stdout, after its reader had gone
         sys.stderr.close()
         code = 1
@@ -441,11 +453,27 @@ def main() -> None:
 
 
 def entry() -> None:
-    """The `cnnlab` command (and `python -m cnnlab`): main(), after which Python's own shutdown (up to
-    a second once torch is loaded) ends at a Ctrl-C as any program does, by the signal, instead of
-    printing the traceback a KeyboardInterrupt raised in a finalizer leaves. Everything is written by
-    then. Tests call main() itself, so that no handler of theirs is changed."""
+    """The `cnnlab` command (and `python -m cnnlab`): main(), after which a Ctrl-C during Python's own
+    shutdown (up to a second once torch is loaded) ends the process at once with main's exit code,
+    instead of printing the traceback a KeyboardInterrupt raised in a finalizer leaves, or making a
+    finished run exit 130. Everything is written by then. Tests call main() itself, so that no
+    handler of theirs is changed."""
     try:
         main()
-    finally:
+    except SystemExit as e:
+        code = e.code if isinstance(e.code, int) else 1
+        signal.signal(signal.SIGINT, lambda signum, frame: _exit_now(code))
+        raise
+    except BaseException:  # a bug's traceback: a Ctrl-C while Python shuts down ends it by the signal
         signal.signal(signal.SIGINT, signal.SIG_DFL)
+        raise
+
+
+def _exit_now(code: int) -> None:
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            if stream is not None:
+                stream.flush()
+        except (OSError, ValueError):  # a reader gone, a stream closed
+            pass
+    os._exit(code)

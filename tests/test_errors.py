@@ -478,7 +478,8 @@ def test_a_signal_before_training_starts_is_one_line(tmp_path, signum):
 def test_ctrl_c_while_python_shuts_down_after_the_output_is_no_traceback(tmp_path):
     """Once a command has said everything, Python's shutdown takes up to a second with torch loaded;
     a Ctrl-C there printed 'Exception ignored ... KeyboardInterrupt' and a traceback from whatever
-    finalizer it hit (an atexit hook stands in for one here). Now the process ends by the signal."""
+    finalizer it hit (an atexit hook stands in for one here). It then ended by the signal (exit 130
+    in a shell, for a command that had done its work); now at once, with the command's own code."""
     hook = "import atexit, os, signal, time; atexit.register(lambda: (os.kill(os.getpid(), signal.SIGINT), time.sleep(5)))"
     out = subprocess.run(
         [sys.executable, "-c", f"{hook}; import runpy, sys; sys.argv = ['cnnlab', 'runs', '--runs-dir', {str(tmp_path)!r}]; "
@@ -486,7 +487,38 @@ def test_ctrl_c_while_python_shuts_down_after_the_output_is_no_traceback(tmp_pat
         capture_output=True, text=True, timeout=120, cwd=ROOT,
     )
     assert out.stdout == f"no runs in {tmp_path}\n"  # the command's output is whole
-    assert out.returncode == -signal.SIGINT and out.stderr == ""
+    assert out.returncode == 0 and out.stderr == ""
+    # a command that failed keeps its failure's code
+    out = subprocess.run(
+        [sys.executable, "-c", f"{hook}; import runpy, sys; sys.argv = ['cnnlab', 'show', {str(tmp_path / 'none')!r}]; "
+         "runpy.run_module('cnnlab', run_name='__main__')"],
+        capture_output=True, text=True, timeout=120, cwd=ROOT,
+    )
+    assert out.returncode == 1 and out.stderr.startswith("error: ") and "Traceback" not in out.stderr, out.stderr
+
+
+def test_ctrl_c_after_a_finished_run_printed_its_directory_exits_0(tmp_path):
+    """A Ctrl-C just after `cnnlab train` printed its run directory, as the command returned, exited
+    130 saying 'interrupted' of a run written whole and marked completed: `cnnlab train ... && next`
+    took it for a failure. Now the command exits as it would have."""
+    script = (
+        "import sys; import cnnlab.cli as cli\n"
+        "told = cli.tell_finished\n"
+        "def tell_finished(*args, **kwargs):\n"
+        "    told(*args, **kwargs)\n"
+        "    raise KeyboardInterrupt  # the signal, right after the last line\n"
+        "cli.tell_finished = tell_finished\n"
+        f"sys.argv = ['cnnlab', 'train', 'toy_4x4', 'train.epochs=2', '--runs-dir', {str(tmp_path)!r}]\n"
+        "cli.entry()\n"
+    )
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120, cwd=ROOT)
+    run_dir = Path(out.stdout.splitlines()[-1])
+    assert out.returncode == 0 and "interrupted" not in out.stderr, out.stderr
+    assert json.loads((run_dir / "summary.json").read_text())["status"] == "completed"
+    # one before the directory is printed is still an interruption, said so
+    script = script.replace("    told(*args, **kwargs)\n", "")
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120, cwd=ROOT)
+    assert out.returncode == 130 and error_line(out.stderr).startswith("interrupted"), out.stderr
 
 
 def test_counted_gives_a_noun_plural_but_for_one_and_a_float_as_people_write_it():
