@@ -254,7 +254,10 @@ def load_sweep(path: str | Path, overrides: list[str] | None = None) -> Sweep:
     if unknown:
         raise unknown_override(path, unknown[0], applied())
     explicit = sorted(leaf_keys(spec.set) | leaf_keys({key: value for key, value, _ in config_values}))
-    typed = dict.fromkeys(text for text, _ in config_overrides) | given["set"]  # the base holds set's keys; a trial adds space's (trial_config)
+    # the base holds set's keys (a trial adds space's, trial_config): a mistake in one is named as the
+    # sweep file's set.KEY or the command line's set.KEY=..., not as the base config's
+    in_file = {key: f"{path}: set.{key}" for key in spec.set if key not in given["set"]}
+    typed = dict.fromkeys(text for text, _ in config_overrides) | in_file | given["set"]
     source = f"{path}: base {base_path}"
     owners = [*given["set"].items(), *((key, override_named(source, text)) for text, (key, _, _) in config_overrides)]
     return resolve(spec, validate(applied(), Config, source, overrides=typed, without=applied), str(path), explicit, given["space"], owners)
@@ -305,6 +308,15 @@ def resolve(spec: SweepFile, base: Config, source: str, explicit=(), given: dict
         inside = [other for other in spec.space if other.startswith(key + ".")]
         if inside:
             raise ConfigError(f"{source}: space: {key} and {inside[0]} overlap; sweep the whole section or keys inside it, not both")
+        # a key fixed for every trial (set:, the command line) that the space also sets: each trial would
+        # silently take the space's value, while sweep.yaml still says the fixed one. A section's kind
+        # (model.name, optimizer.name) may be both: fixed, it gives the base that kind, so that keys
+        # only that kind has can be set; the trials take the space's kinds
+        fixed = next((k for k in sweep.explicit if (k == key or k.startswith(key + ".")) and not k.endswith(".name")), None)
+        if fixed is not None:
+            where = dict(sweep.owners).get(fixed) or f"{source}: set.{fixed}"
+            swept = sweep.given.get(key) or f"space.{key}"
+            raise ConfigError(f"{where}: {fixed} is swept too ({swept}); fix it or sweep it, not both")
     if spec.method == "grid":
         named = named_keys(source, "space", spec.space, sweep.given)
         for key, entry in spec.space.items():
