@@ -585,6 +585,12 @@ def _choices(schema: type[BaseModel], section: list[str]) -> list[type[BaseModel
     return models if len(models) > 1 else []
 
 
+def is_choice_section(section: str) -> bool:
+    """Whether a dotted config section is a choice of kinds by its name (model, optimizer, schedule;
+    not dataset or loss, whose name is a plain setting)."""
+    return bool(_choices(Config, section.split(".")))
+
+
 def model_names() -> list[str]:
     """Every model.name the schema accepts (cnnlab.models builds each; it needs torch, this does not)."""
     return [typing.get_args(m.model_fields["name"].annotation)[0] for m in _choices(Config, ["model"])]

@@ -23,7 +23,7 @@ from pydantic import Field, field_validator, model_validator
 
 from cnnlab import runs
 from cnnlab.config import (
-    Config, Strict, check_key, closest_key, config_to_dict, drop_foreign_reported, dump_yaml, flatten, key_below, load_config, leaf_keys,
+    Config, Strict, check_key, closest_key, config_to_dict, drop_foreign_reported, dump_yaml, flatten, is_choice_section, key_below, load_config, leaf_keys,
     name_of_file, overridden, override_named, parse_override, parsed_overrides, read_yaml, set_dotted, validate,
 )
 from cnnlab.errors import CnnlabError, ConfigError, RunError, counted, first_line, in_run, signal_name
@@ -292,9 +292,18 @@ def validate_spec(data: dict, source: str, given: dict[str, str] | None = None) 
     return validate(data, SweepFile, source)
 
 
-def resolve(spec: SweepFile, base: Config, source: str, explicit=(), given: dict[str, str] | None = None, owners=()) -> Sweep:
+def _kind_key(key: str) -> bool:
+    """model.name, optimizer.name, schedule.name: the kind of a choice section."""
+    section, _, last = key.rpartition(".")
+    return last == "name" and is_choice_section(section)
+
+
+def resolve(
+    spec: SweepFile, base: Config, source: str, explicit=(), given: dict[str, str] | None = None, owners=(), reopened: bool = False,
+) -> Sweep:
     """Check the space against the config schema (every grid point, else every bound) and expand it.
-    given: the command line's space keys -> how an error names each (see named_keys); owners: see Sweep."""
+    given: the command line's space keys -> how an error names each (see named_keys); owners: see Sweep;
+    reopened: a sweep directory's own, for --resume."""
     sweep = Sweep(spec, base, source, explicit=tuple(explicit), given=dict(given or {}), owners=list(owners))
     for key in ("seed", "name"):
         if key in spec.space:
@@ -309,11 +318,12 @@ def resolve(spec: SweepFile, base: Config, source: str, explicit=(), given: dict
         if inside:
             raise ConfigError(f"{source}: space: {key} and {inside[0]} overlap; sweep the whole section or keys inside it, not both")
         # a key fixed for every trial (set:, the command line) that the space also sets: each trial would
-        # silently take the space's value, while sweep.yaml still says the fixed one. A section's kind
-        # (model.name, optimizer.name) may be both: fixed, it gives the base that kind, so that keys
-        # only that kind has can be set; the trials take the space's kinds
-        fixed = next((k for k in sweep.explicit if (k == key or k.startswith(key + ".")) and not k.endswith(".name")), None)
-        if fixed is not None:
+        # silently take the space's value, while sweep.yaml still says the fixed one. A choice section's
+        # kind (model.name, optimizer.name) may be both: fixed, it gives the base that kind, so that
+        # keys only that kind has can be set; the trials take the space's kinds. A sweep started before
+        # this check (reopened: nothing can be changed) goes on as it began
+        fixed = next((k for k in sweep.explicit if (k == key or k.startswith(key + ".")) and not _kind_key(k)), None)
+        if fixed is not None and not reopened:
             where = dict(sweep.owners).get(fixed) or f"{source}: set.{fixed}"
             swept = sweep.given.get(key) or f"space.{key}"
             raise ConfigError(f"{where}: {fixed} is swept too ({swept}); fix it or sweep it, not both")
@@ -412,7 +422,8 @@ def reopen(path: str | Path) -> Sweep:
         raise RunError(f"not a sweep directory: {path} has no {SWEEP_FILE} and {BASE_FILE}")
     spec = validate_spec(read_yaml(path / SWEEP_FILE, "sweep", stored=True), str(path / SWEEP_FILE))
     explicit = runs.read_json(path / runs.SUMMARY).get("explicit_keys") if (path / runs.SUMMARY).is_file() else None
-    return resolve(spec, load_config(path / BASE_FILE, stored=True), str(path / SWEEP_FILE), explicit if isinstance(explicit, list) else leaf_keys(spec.set))
+    return resolve(spec, load_config(path / BASE_FILE, stored=True), str(path / SWEEP_FILE),
+                   explicit if isinstance(explicit, list) else leaf_keys(spec.set), reopened=True)
 
 
 def update_summary(path: Path, **values) -> dict:
@@ -504,23 +515,33 @@ def _mean(values) -> float:
 
 
 def _seed_trials(group: list[dict], status: str) -> list[dict]:
-    """group's trials that ended with status, a seed once (the last: TPE may draw a point again)."""
+    """group's trials that ended with status, a seed once (its first trial: TPE may draw a point again)."""
     return list({t["seed"]: t for t in reversed([t for t in group if t["status"] == status])}.values())
+
+
+def _scored(group: list[dict]) -> list[dict]:
+    """The trials a point's mean and std are over, all at one epoch: its completed seeds; where none
+    completed, the seeds a scheduler stopped furthest on (stopped at epochs 1 and 4: the one at 4)."""
+    completed = _seed_trials(group, "completed")
+    if completed:
+        return completed
+    stopped = _seed_trials(group, "stopped")
+    furthest = max((t["epochs"] for t in stopped), default=None)
+    return [t for t in stopped if t["epochs"] == furthest]
 
 
 def point_rows(sweep: Sweep, trials: list[dict]) -> list[dict]:
     """One row per point: the metric's mean and std over the seeds whose trial completed, sorted best
     first (see _best_first). A trial a scheduler stopped early holds an earlier epoch's metric, which
     would mix into the mean and std the spread of epochs rather than of seeds: it counts only where
-    none of the point's trials completed (a point stopped on every seed is scored where it stopped)."""
+    none of the point's trials completed (see _scored)."""
     m = sweep.metric
     groups: dict[tuple, list[dict]] = {}
     for t in trials:
         groups.setdefault(tuple(t[k] for k in sweep.keys), []).append(t)
-    out = []
+    out, tiers = [], []
     for values, group in groups.items():
-        done = _seed_trials(group, "completed") or _seed_trials(group, "stopped")
-        scores = [t[m] for t in done if not _missing(t[m])]
+        scores = [t[m] for t in _scored(group) if not _missing(t[m])]
         epochs = sorted({t["epochs"] for t in group})
         stops = sorted(Counter(t["status"] for t in group).items(), key=lambda s: (-s[1], s[0]))
         out.append({
@@ -532,8 +553,9 @@ def point_rows(sweep: Sweep, trials: list[dict]) -> list[dict]:
             # the point's model: also a trial that failed or was cut off after building it counts
             "seconds": _mean(t["seconds"] for t in group), "params": max((t["params"] for t in group if not _missing(t["params"])), default=None),
         })
-    tiers = {id(p): _tier(g) for p, g in zip(out, groups.values())}
-    return sorted(out, key=lambda p: _best_first(sweep, p, tiers[id(p)]))
+        tiers.append(_tier(group))
+    order = sorted(range(len(out)), key=lambda i: _best_first(sweep, out[i], tiers[i]))
+    return [out[i] for i in order]
 
 
 def _tier(group: list[dict]) -> int:
@@ -668,7 +690,7 @@ def figure(sweep: Sweep, points: list[dict]):
             ax.legend(fontsize=8)
     seeds = max(p["seeds"] for p in points)  # those a point's mean is over (not its trials: TPE may draw a point again)
     over = counted(seeds, "seed") if len({p["seeds"] for p in points}) == 1 else f"up to {seeds} seeds"
-    spread = f"mean ± std over {over}" if seeds > 1 else "one seed each, no spread"
+    spread = f"mean ± std over {over}" if seeds > 1 else "one seed each, no spread" if seeds else "no finished trial"
     fig.suptitle(f"{sweep.name} on {sweep.datasets}: {m} at the last epoch, {spread}")
     fig.tight_layout()
     return fig

@@ -174,15 +174,15 @@ def test_reading_sentence_from_numbers():
     table = compare.summarize(rows)
     assert compare.reading(table) == (
         "Mean of 2 seeds: CNN beats FC by 7.0 points on ordered pixels; with permuted pixels FC gains 0.1 points "
-        "(within seed noise: ±1.0), CNN loses 13.0 points, so there FC beats CNN by 6.1 points."
+        "(within seed noise: ±5.6), CNN loses 13.0 points, so there FC beats CNN by 6.1 points."
     )
     assert compare.reading(table[~table.permuted]) == "Mean of 2 seeds: CNN beats FC by 7.0 points."
 
 
 def test_reading_says_which_differences_are_within_the_seeds_noise():
-    """A difference smaller than twice its standard error (from the seeds' sample stds) is said to
-    be within seed noise rather than read as a win or a loss: 0.2 points between two models whose
-    seeds spread over 6 is no evidence either way."""
+    """A difference within Welch's 95% interval (from the seeds' sample stds) is said to be within
+    seed noise rather than read as a win or a loss: 0.2 points between two models whose seeds spread
+    over 6 is no evidence either way."""
     rows = [
         {"model": m, "permuted": p, "seed": s, "params": 1, "test_acc": a, "train_seconds": 1.0, "article_test_acc": None}
         for m, p, accs in [("FC", False, [0.90, 0.84, 0.87]), ("FC", True, [0.89, 0.87, 0.87]),
@@ -191,18 +191,24 @@ def test_reading_says_which_differences_are_within_the_seeds_noise():
     ]
     table = compare.summarize(rows)
     text = compare.reading(table)
-    # FC 87.00 ± 3.00, CNN 87.20 ± 4.01: 2 * sqrt((3.00² + 4.01²) / 3) = 5.8 points of noise
-    assert text.startswith("Mean of 3 seeds: CNN leads FC by 0.2 points (within seed noise: ±5.8) on ordered pixels; ")
-    assert "FC gains 0.7 points (within seed noise: ±3.7)" in text
+    # FC 87.00 ± 3.00, CNN 87.20 ± 4.01: t(3.7 df) 2.87 * sqrt((3.00² + 4.01²) / 3) = 8.3 points of noise
+    assert text.startswith("Mean of 3 seeds: CNN leads FC by 0.2 points (within seed noise: ±8.3) on ordered pixels; ")
+    assert "FC gains 0.7 points (within seed noise: ±6.5)" in text
     check_reading(text, table)
     # the same means from seeds that agree closely are a real difference
-    steady = [{**r, "test_acc": round(r["test_acc"], 3)} for r in rows]
+    steady = [dict(r) for r in rows]
     for r, mean in zip(steady, [0.87] * 3 + [0.8767] * 3 + [0.872] * 3 + [0.8667] * 3):
         r["test_acc"] = mean + (r["seed"] - 1) * 0.0005
     steady_table = compare.summarize(steady)
     text = compare.reading(steady_table)
     assert text.startswith("Mean of 3 seeds: CNN beats FC by 0.2 points on ordered pixels; ") and "within" not in text
     check_reading(text, steady_table)
+    # t's 97.5% quantile, fractional degrees of freedom too (exact values: 12.706, 6.017, 3.575, 2.776, 1.984)
+    for df, t in ((1, 12.706), (1.5, 6.017), (2.5, 3.575), (4, 2.776), (100, 1.984), (1e9, 1.960)):
+        assert compare.t_975(df) == pytest.approx(t, rel=0.005)
+    assert compare.t_975(2.25) == pytest.approx(3.875, rel=0.02) and compare.t_975(7) == pytest.approx(2.365, rel=0.01)
+    same = compare.Accuracy(0.9, 0.0, 3)
+    assert compare.noise(same, compare.Accuracy(0.91, 0.0, 3)) == 0.0 and compare.noise(same, compare.Accuracy(0.9, float("nan"), 1)) is None
 
 
 def test_reading_says_a_tie_rather_than_a_win_by_0_0_points():
@@ -278,6 +284,11 @@ def test_shift_reading_says_when_a_lead_is_within_the_test_sets_sampling_noise()
     rows += [{"model": "MLP", "dx": dx, "dy": 0, "test_acc": 0.9 if dx == 0 else 0.1} for dx in (-4, 0, 4)]
     assert shift_sweep.reading(rows, "x", "roll", {"FC": 10_000, "CNN": 10_000, "MLP": 10_000}).endswith(
         f"FC and CNN lose the least at 4 px (within the test set's sampling noise: ±{100 * margin:.1f})."
+    )
+    # leaders of which one gained and one lost neither 'gain the most' nor 'lose the least' together
+    mixed = [{**r, "test_acc": {"FC": 0.805, "CNN": 0.846}[r["model"]]} if r["dx"] and r["model"] != "MLP" else r for r in rows]
+    assert shift_sweep.reading(mixed, "x", "roll", {"FC": 10_000, "CNN": 10_000, "MLP": 10_000}).endswith(
+        "(-80.0 points); FC and CNN keep their accuracy best at 4 px (within the test set's sampling noise: ±1.5)."
     )
 
 

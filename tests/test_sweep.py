@@ -98,6 +98,8 @@ def last_line(out) -> Path:
      ", override set.model.init=default: model.init is swept too (", ),
     # a section's kind may be both: fixed, it lets the base take keys of that kind (model.init: xavier is lenet's)
     ({"space": {"model.name": ["lenet"]}, "set": {"model.name": "lenet", "model.init": "xavier"}}, [], None),
+    # not a plain setting called name: the dataset's is no kind of section
+    ({"space": {"dataset.name": ["mnist", "fashion-mnist"]}, "set": {"dataset.name": "fashion-mnist"}}, [], ": set.dataset.name: dataset.name is swept too"),
     # a mistake in the sweep file's set is named there, not as the base config's own
     ({"space": {"optimizer.lr": [0.1]}, "set": {"optimizer.lrr": 0.1}}, [], ": set.optimizer.lrr: unknown key 'optimizer.lrr'; did you mean 'optimizer.lr'?"),
     ({"space": {"optimizer.lr": [0.1]}, "set": {"train.epochs": -1}}, [], ": set.train.epochs: train.epochs: Input should be greater than 0"),
@@ -1288,11 +1290,26 @@ def test_failed_and_early_stopped_trials_neither_win_a_point_its_rank_nor_mix_in
     stopped = [{**t, "status": "stopped", "epochs": 1} if t["optimizer.lr"] == 0.01 else t for t in trials if t["optimizer.lr"] != 5.0]
     points = point_rows(sweep, stopped)
     assert [p["optimizer.lr"] for p in points] == [0.5, 0.01] and points[1]["test_acc_mean"] == pytest.approx((0.969 + 0.40 + 0.968) / 3)
+    # ... on the seeds it stopped furthest, where they stopped at different epochs: no mean of epochs 1 and 4
+    stopped[4]["epochs"] = 4  # lr 0.01, seed 1 (40%)
+    (point,) = [p for p in point_rows(sweep, stopped) if p["optimizer.lr"] == 0.01]
+    assert (point["test_acc_mean"], point["seeds"], point["epochs"]) == (pytest.approx(0.40), 1, "1-4") and np.isnan(point["test_acc_std"])
     # the figure's title counts the seeds its means are over
     fig = figure(sweep, point_rows(sweep, trials))
     assert fig._suptitle.get_text().endswith("mean ± std over up to 3 seeds")
     one = [t for t in trials if t["seed"] == 0]
     assert figure(sweep, point_rows(sweep, one))._suptitle.get_text().endswith("one seed each, no spread")
+
+
+def test_a_sweep_started_before_the_fixed_and_swept_check_still_resumes(tmp_path):
+    """An older cnnlab took a key both fixed and swept; its sweep directory, which --resume cannot
+    change, goes on as it began rather than being refused by the check added since."""
+    from cnnlab.sweep import SweepFile, resolve
+
+    spec = SweepFile.model_validate({"name": "s", "base": str(BASE), "set": {"train.epochs": 2}, "space": {"train.epochs": [1]}})
+    with pytest.raises(ConfigError, match="train.epochs is swept too"):
+        resolve(spec, load_config(BASE), "s.yaml", ["train.epochs"])
+    assert len(resolve(spec, load_config(BASE), "s.yaml", ["train.epochs"], reopened=True).points) == 1
 
 
 def test_best_yaml_trains_with_the_trials_threads(tmp_path):

@@ -118,13 +118,32 @@ class Accuracy:
     seeds: int
 
 
+# Student's t, 97.5% quantile, by degrees of freedom (two-sided 95%); near linear in 1/df between them
+T_975 = {1: 12.706, 1.25: 8.028, 1.5: 6.017, 1.75: 4.949, 2: 4.303, 2.5: 3.575, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 8: 2.306, 10: 2.228, 15: 2.131, 20: 2.086, 30: 2.042, 60: 2.000, 120: 1.980}
+
+
+def t_975(df: float) -> float:
+    """The t distribution's 97.5% quantile at df degrees of freedom (fractional too), from T_975."""
+    points = sorted([(1 / d, t) for d, t in T_975.items()] + [(0.0, 1.960)])  # df -> infinity: the normal's
+    x = min(1 / max(df, 1.0), 1.0)
+    for (x0, t0), (x1, t1) in zip(points, points[1:]):
+        if x <= x1:
+            return t0 + (t1 - t0) * (x - x0) / (x1 - x0)
+    return points[-1][1]
+
+
 def noise(a: Accuracy, b: Accuracy) -> float | None:
-    """Twice the standard error of the difference of two cells' means, sqrt(s_a²/n_a + s_b²/n_b),
-    from the seeds' spread: a difference within it may be the seeds' doing rather than the models'.
-    None where a cell has one seed (no spread to judge by)."""
-    if a.std != a.std or b.std != b.std:
+    """How far apart two cells' means may be from their seeds' spread alone: the half-width of Welch's
+    95% interval for the difference, t(df) * sqrt(s_a²/n_a + s_b²/n_b), df by Welch-Satterthwaite
+    (3 seeds a side: about 3 to 4 standard errors). None where a cell has one seed (no spread to
+    judge by)."""
+    if a.std != a.std or b.std != b.std or min(a.seeds, b.seeds) < 2:
         return None
-    return 2 * math.sqrt(a.std**2 / a.seeds + b.std**2 / b.seeds)
+    va, vb = a.std**2 / a.seeds, b.std**2 / b.seeds
+    if va + vb == 0:  # seeds that all agree: any difference is the models'
+        return 0.0
+    df = (va + vb) ** 2 / (va**2 / (a.seeds - 1) + vb**2 / (b.seeds - 1))
+    return t_975(df) * math.sqrt(va + vb)
 
 
 def _within(a: Accuracy, b: Accuracy) -> str:

@@ -141,11 +141,13 @@ FARES = {-1: ("loses the least", "lose the least"), 1: ("gains the most", "gain 
 def sampling_noise(a: tuple[float, float, int], b: tuple[float, float, int]) -> float:
     """Twice the standard error, from the test set's sampling alone, of the difference between two
     models' changes (centred, shifted, test images): each accuracy measured on n images varies by
-    p(1 - p)/n, taken as independent. Training seeds add more, which one run each cannot show."""
+    p(1 - p)/n, the four taken as independent. That overstates it somewhat (a model's centred and
+    shifted accuracies come from the same images); training seeds add more, which one run each
+    cannot show."""
     return 2 * math.sqrt(sum(p * (1 - p) / n for centred, shifted, n in (a, b) for p in (centred, shifted)))
 
 
-def reading(rows: list[dict], axis: str, mode: str, test_images: dict[str, int] | None = None) -> str:
+def reading(rows: list[dict], axis: str, mode: str, images: dict[str, int] | None = None) -> str:
     """Centred accuracy against the mean at +-s pixels (s = 4, or the largest shift swept), per model.
     With each model's number of test images, changes within the test set's sampling noise of the
     best one (see sampling_noise) fare alike with it."""
@@ -162,8 +164,8 @@ def reading(rows: list[dict], axis: str, mode: str, test_images: dict[str, int] 
         acc = {(r.dx, r.dy): r.test_acc for r in g.itertuples()}
         centred, shifted = acc[0, 0], float(np.mean([acc[o] for o in away]))
         change[model] = shifted - centred
-        if test_images:
-            measured[model] = (centred, shifted, test_images[model])
+        if images:
+            measured[model] = (centred, shifted, images[model])
         points = round(100 * change[model], 1) + 0.0  # + 0.0: -0.0 (a change lost in rounding) shown as +0.0
         parts.append(f"{model} from {centred:.1%} to {shifted:.1%} ({points:+.1f} points)")
     where = {"x": "along x (mean of both directions", "y": "along y (mean of both directions", "both": "along x or y (mean of the four directions"}[axis]
@@ -180,7 +182,8 @@ def reading(rows: list[dict], axis: str, mode: str, test_images: dict[str, int] 
     within = "" if noise is None else f" (within the test set's sampling noise: ±{100 * noise:.1f})"
     if len(leaders) == len(shown):
         return text + f"; {' and '.join(leaders)} fare alike at {s} px{within}."
-    sign = (points > 0) - (points < 0)
+    signs = {(shown[m] > 0) - (shown[m] < 0) for m in leaders}
+    sign = signs.pop() if len(signs) == 1 else 0  # leaders that gained and lost alike: neither 'gain' nor 'lose'
     fares = FARES[sign][len(leaders) > 1]
     return text + f"; {' and '.join(leaders)} {fares} at {s} px{within}."
 
