@@ -3,7 +3,9 @@
 Every function takes a whole batch (N, C, H, W) on any device and returns a new tensor (the input
 is never modified). Random ops take an explicit ``torch.Generator`` living on the same device as the
 data, so a run is reproducible and resumable from the generator's state; none of them loops over
-images in Python or syncs with the host (mixup draws its one lambda per batch on the CPU).
+images in Python, and none but mixup syncs with the host: its one lambda per batch is drawn by
+NumPy from a seed the device's generator gives (`.item()`, which on CUDA waits for the steps
+queued before it; not yet measured on a GPU).
 
 ``Pipeline`` applies a ``TransformConfig``: ``prepare()`` runs the deterministic part once over a
 whole split, ``train_batch()`` the random augmentation of each training batch.
