@@ -18,23 +18,36 @@ from cnnlab.errors import RunError, counted
 from cnnlab.models import unwrap
 
 
-def _rng_state() -> dict:
+def _cuda_index(device: torch.device) -> int | None:
+    """The GPU a device names ('cuda': the current one); None for the CPU."""
+    if device.type != "cuda":
+        return None
+    return device.index if device.index is not None else torch.cuda.current_device()
+
+
+def _rng_state(device: torch.device) -> dict:
     np_state = np.random.get_state()
     return {
         "torch": torch.get_rng_state(),
         # reading them would start CUDA in a run that never did (the CPU's, on a GPU machine), whose
         # CUDA streams are still as seed_everything seeded them, as a resume seeds them again
         "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else [],
+        "cuda_device": _cuda_index(device),  # the GPU whose stream the run drew its dropout masks from
         "numpy": [np_state[0], torch.from_numpy(np_state[1].astype(np.int64)), *np_state[2:]],
         "python": list(random.getstate()[1]) + [random.getstate()[0], random.getstate()[2]],
     }
 
 
-def _set_rng_state(state: dict) -> None:
+def _set_rng_state(state: dict, device: torch.device) -> None:
     torch.set_rng_state(state["torch"])
     # one state per GPU the run's machine had: a machine with fewer (none, or fewer visible) sets those it has
     for index, cuda_state in enumerate(state["cuda"][: torch.cuda.device_count()]):
         torch.cuda.set_rng_state(cuda_state, index)
+    # a run resumed on another GPU (trained on cuda:1, resumed on cuda:0) goes on with the stream it
+    # trained with, not with the resuming GPU's own, untouched since the seed
+    trained, resumed = state.get("cuda_device"), _cuda_index(device)
+    if trained is not None and resumed is not None and trained != resumed and trained < len(state["cuda"]):
+        torch.cuda.set_rng_state(state["cuda"][trained], resumed)
     kind, keys, *rest = state["numpy"]
     np.random.set_state((kind, keys.numpy().astype(np.uint32), *rest))
     *keys, version, gauss = state["python"]
@@ -49,7 +62,7 @@ def checkpoint_of(state: State) -> dict:
         "scheduler": state.scheduler.state_dict() if state.scheduler is not None else None,
         "order_gen": state.order_gen.get_state(),
         "aug_gen": state.aug_gen.get_state(),
-        "rng": _rng_state(),
+        "rng": _rng_state(state.aug_gen.device),
     }
 
 
@@ -90,7 +103,7 @@ def restore(state: State, ckpt: dict, path: Path) -> None:
             follow_schedule(state.scheduler)
         state.order_gen.set_state(ckpt["order_gen"])
         set_aug_state(state.aug_gen, ckpt["aug_gen"])
-        _set_rng_state(ckpt["rng"])
+        _set_rng_state(ckpt["rng"], state.aug_gen.device)
         state.epoch = checkpoint_epoch(ckpt, path)
     except (KeyError, TypeError, ValueError, RuntimeError, AttributeError) as e:  # e.g. a model override that changes shapes
         raise does_not_fit(path, e) from None

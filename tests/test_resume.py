@@ -328,13 +328,38 @@ def test_a_checkpoint_from_a_machine_with_more_gpus_sets_the_cuda_streams_of_the
     stopped at the first GPU missing with an IndexError, a traceback no resume error caught."""
     from cnnlab.resume import _rng_state, _set_rng_state
 
-    saved = _rng_state()
+    saved = _rng_state(torch.device("cuda", 0))
     torch.cuda.manual_seed_all(11)
     wanted = [torch.cuda.get_rng_state(i) for i in range(torch.cuda.device_count())]
     torch.cuda.manual_seed_all(12)
     saved["cuda"] = wanted + [wanted[0]]  # one GPU more than this machine has
-    _set_rng_state(saved)
+    _set_rng_state(saved, torch.device("cuda", 0))
     assert all(torch.equal(torch.cuda.get_rng_state(i), state) for i, state in enumerate(wanted))
+
+
+def test_a_run_resumed_on_another_gpu_goes_on_with_the_stream_it_trained_with(monkeypatch):
+    """Dropout draws from the training GPU's own CUDA stream. The streams were restored by index, so
+    a run trained on cuda:1 and resumed on cuda:0 drew from cuda:0's, untouched since the seed, and
+    its dropout masks differed from an unbroken run's. (The GPUs are stood in for: none here.)"""
+    from cnnlab import resume
+
+    streams = {0: "untouched", 1: "advanced"}  # what each GPU's stream holds after training on cuda:1
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: 0)
+    set_to: dict[int, str] = {}
+    monkeypatch.setattr(torch.cuda, "set_rng_state", lambda state, index: set_to.__setitem__(index, state))
+    saved = {**resume._rng_state(torch.device("cpu")), "cuda": [streams[0], streams[1]], "cuda_device": 1}
+    resume._set_rng_state(saved, torch.device("cuda", 0))
+    assert set_to == {0: "advanced", 1: "advanced"}
+    resume._set_rng_state(saved, torch.device("cuda"))  # 'cuda': the current GPU, 0
+    assert set_to[0] == "advanced"
+    set_to.clear()
+    resume._set_rng_state(saved, torch.device("cuda", 1))  # the same GPU: each stream back on its own
+    assert set_to == {0: "untouched", 1: "advanced"}
+    set_to.clear()
+    resume._set_rng_state({**saved, "cuda_device": None}, torch.device("cuda", 0))  # trained on the CPU
+    assert set_to == {0: "untouched", 1: "advanced"}
+    assert resume._rng_state(torch.device("cpu"))["cuda_device"] is None
 
 
 @needs_cuda
