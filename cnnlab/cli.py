@@ -212,6 +212,7 @@ def tell_finished(path: Path, what: str, tell: Callable[[], None], complete: boo
 # set once a command has told its complete work and printed its last line: a Ctrl-C after that, on
 # the way out of main(), changes nothing, and the command exits as it would have (0)
 _told_complete = False
+_exit_code: int | None = None  # main()'s exit code, once it has one
 
 
 def _tell_result(cfg, result) -> None:
@@ -395,8 +396,9 @@ def main() -> None:
     """
     from cnnlab.interrupts import interruptible
 
-    global _told_complete
-    _told_complete = False
+    global _told_complete, _exit_code
+    _told_complete, _exit_code = False, None
+    returned = False  # the command did all its work: a Ctrl-C after that changes nothing
     command = typer.main.get_command(app)
     for sub in command.commands.values():
         sub.help = flowed(sub.help)
@@ -410,6 +412,7 @@ def main() -> None:
         with interruptible(), command.make_context("cnnlab", sys.argv[1:]) as ctx:
             try:
                 command.invoke(ctx)
+                returned = True
             except BaseException as e:
                 if getattr(e, "run_dir", None) is not None:  # interrupted or failed: scripts still take the last line
                     print(e.run_dir)
@@ -429,7 +432,7 @@ def main() -> None:
         tell(f"error: {one_line(str(e))}")
         code = e.exit_code
     except (KeyboardInterrupt, typer.Abort) as e:
-        if _told_complete:  # the run, study or sweep is written and told; its directory printed last
+        if _told_complete or returned:  # all written and told (a run's directory printed last): as it would have ended
             code = 0
         else:
             tell(f"interrupted: {one_line(str(e))}" if str(e) else "interrupted")
@@ -446,9 +449,10 @@ def main() -> None:
         if out is not None:
             out.flush()  # what is still buffered: a failure to write it is caught there, too
         sys.stdout, sys.stderr = stdout, stderr
+    _exit_code = code  # entry(): a Ctrl-C from here on ends the process with it
     if out is not None and out.failed is not None:
         tell(f"error: cannot write the output: {out.failed.strerror or out.failed}")
-        code = code or 1
+        code = _exit_code = code or 1
     sys.exit(code)
 
 
@@ -463,6 +467,11 @@ def entry() -> None:
     except SystemExit as e:
         code = e.code if isinstance(e.code, int) else 1
         signal.signal(signal.SIGINT, lambda signum, frame: _exit_now(code))
+        raise
+    except KeyboardInterrupt:
+        if _exit_code is not None:  # a Ctrl-C as main() went out with its code, before the handler above
+            _exit_now(_exit_code)
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
         raise
     except BaseException:  # a bug's traceback: a Ctrl-C while Python shuts down ends it by the signal
         signal.signal(signal.SIGINT, signal.SIG_DFL)

@@ -18,6 +18,7 @@ import re
 import secrets
 import shutil
 import socket
+import stat
 import tempfile
 import time
 from datetime import datetime, timezone
@@ -77,7 +78,13 @@ def atomic_write(path: Path, data: bytes | str) -> None:
         raise RunError(f"cannot write in {path.parent}: {e.strerror or e}") from None
     try:
         with os.fdopen(fd, "wb") as f:  # first: closes fd whatever fails below
-            os.fchmod(f.fileno(), 0o644)  # mkstemp makes 0600 files; results are meant to be shared
+            # mkstemp makes 0600 files; results are meant to be shared. A file replaced keeps its mode
+            # (a results.csv made read-only or group-writable by hand)
+            try:
+                mode = stat.S_IMODE(os.stat(path).st_mode)
+            except OSError:
+                mode = 0o644
+            os.fchmod(f.fileno(), mode)
             f.write(payload)
             f.flush()
             os.fsync(f.fileno())

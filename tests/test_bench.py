@@ -305,6 +305,8 @@ def _unwritable(path: Path):
     ("case,speedup\nfc,16.0\n", _unwritable, "results.csv is not writable"),
     ("time,case\n2026-11-01,fc,a note\n", contextlib.nullcontext, "line 2 has 3 cells, the header 2"),  # pandas took time for an index: lost
     ("time,case,note,note\n2026-11-01,fc,a,b\n", contextlib.nullcontext, "the column 'note' twice"),  # pandas renamed one note.1
+    # a quote left open: the rest of the file read as one cell, rewritten so for good
+    ("case,x\n\"fc,1\ncnn,2\nlenet,3\n", contextlib.nullcontext, "(unexpected end of data); move it aside"),
 ])
 def test_an_unreadable_or_unwritable_results_file_is_refused_before_measuring_and_never_loses_rows(tmp_path, text, spoil, says):
     from cnnlab.commands.bench import append_results
@@ -320,6 +322,29 @@ def test_an_unreadable_or_unwritable_results_file_is_refused_before_measuring_an
         written = append_results(results, [{"time": "2026-11-26T03:00:00+00:00", "case": "cnn"}])
     assert written != results and pd.read_csv(written)["case"].tolist() == ["cnn"]
     assert results.read_text() == text
+
+
+def test_threads_beyond_the_cores_are_warned_of():
+    """--threads 999 on 2 cores ran without a word; its speed-up (0.62x) measured the threads waiting."""
+    from cnnlab.commands.bench import threads_warning
+
+    assert threads_warning(999, 2).startswith("warning: --threads 999 is more than this machine's 2 cores")
+    assert threads_warning(2, 2) is None and threads_warning(None, 2) is None and threads_warning(4, None) is None
+
+
+def test_a_results_file_rewritten_keeps_its_mode(tmp_path):
+    """The atomic rewrite made every file 0644: a results.csv made read-only (as root writes anyway)
+    or group-writable for a team lost that."""
+    from cnnlab.runs import atomic_write
+
+    for mode in (0o444, 0o664, 0o600):
+        path = tmp_path / f"r{mode:o}.csv"
+        path.write_text("a\n")
+        path.chmod(mode)
+        atomic_write(path, "a\n1\n")
+        assert path.stat().st_mode & 0o777 == mode and path.read_text() == "a\n1\n"
+    atomic_write(tmp_path / "new.csv", "a\n")
+    assert (tmp_path / "new.csv").stat().st_mode & 0o777 == 0o644  # a new file: readable by all, as before
 
 
 def test_a_results_csv_that_is_a_directory_is_refused_before_measuring(tmp_path):

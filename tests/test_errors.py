@@ -521,6 +521,38 @@ def test_ctrl_c_after_a_finished_run_printed_its_directory_exits_0(tmp_path):
     assert out.returncode == 130 and error_line(out.stderr).startswith("interrupted"), out.stderr
 
 
+def test_ctrl_c_after_any_command_returned_changes_nothing(tmp_path, monkeypatch, capsys):
+    """`cnnlab bench` printed its table and results path, then a Ctrl-C made it exit 130 (helper h97).
+    A command that has returned did all its work: a signal as main() leaves its handler's block, or
+    as main() goes out with its exit code, ends it with that code, saying nothing."""
+    import contextlib
+
+    import cnnlab.interrupts
+    from cnnlab import cli
+
+    @contextlib.contextmanager
+    def interrupted_on_the_way_out():
+        yield None
+        raise KeyboardInterrupt  # the signal, as the handler's block is left
+
+    monkeypatch.setattr(cnnlab.interrupts, "interruptible", interrupted_on_the_way_out)
+    monkeypatch.setattr(sys, "argv", ["cnnlab", "runs", "--runs-dir", str(tmp_path)])
+    with pytest.raises(SystemExit) as ended:
+        cli.main()
+    out = capsys.readouterr()
+    assert ended.value.code == 0 and out.out == f"no runs in {tmp_path}\n" and out.err == ""
+    # the signal after main() has its code, before entry() took it: the process ends with that code
+    script = (
+        "import sys, types; import cnnlab.cli as cli\n"
+        f"sys.argv = ['cnnlab', 'runs', '--runs-dir', {str(tmp_path)!r}]\n"
+        "def exit_(code): raise KeyboardInterrupt\n"
+        "cli.sys = types.SimpleNamespace(**{**vars(sys), 'exit': exit_})\n"
+        "cli.entry()\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120, cwd=ROOT)
+    assert done.returncode == 0 and done.stdout == f"no runs in {tmp_path}\n" and done.stderr == "", done.stderr
+
+
 def test_counted_gives_a_noun_plural_but_for_one_and_a_float_as_people_write_it():
     """The resources refusal said '1000 GPU(s)'; a count now reads '1 GPU', '2 GPUs', '0.5 GPUs'."""
     from cnnlab.errors import counted

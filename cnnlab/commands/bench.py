@@ -105,6 +105,14 @@ def check_amp(amp: str | None) -> None:
         raise CnnlabUsage(f"unknown --amp {amp!r}; valid: none, bf16")
 
 
+def threads_warning(threads: int | None, cores: int | None) -> str | None:
+    """The warning for --threads beyond the machine's cores (accepted, as train.threads is), or None."""
+    if threads is None or not cores or threads <= cores:
+        return None
+    return (f"warning: --threads {threads} is more than this machine's {cores} cores: the threads wait for each other, "
+            "and the speed-ups and % of peak say more about that than about either side")
+
+
 def check_threads(threads: int | None) -> None:
     """--threads held to train.threads' bounds, and named as typed when refused."""
     from cnnlab.config import TrainConfig, validate
@@ -131,7 +139,7 @@ def read_results(path: Path) -> tuple[list[str], list[list[str]]]:
         return [], []
     try:
         with path.open(newline="", encoding="utf-8-sig") as f:  # -sig: a spreadsheet's byte-order mark is no column name
-            reader = csv.reader(f)
+            reader = csv.reader(f, strict=True)  # a quote left open read the rest of the file as one cell
             lines = [(reader.line_num, row) for row in reader if row]  # blank lines are no rows
     except (OSError, UnicodeDecodeError, csv.Error) as e:
         raise cannot_read(error_reason(e)) from None
@@ -278,6 +286,9 @@ def bench(
             )
     if markdown:
         print(markdown_table(speed) + "\n" + markdown_table(machine), end="")
+    crowded = threads_warning(threads, info["cores"])
+    if crowded:
+        print(crowded, file=sys.stderr)
     if info["busy"]:
         others = "unknown" if info["others_load"] is None else f"{info['others_load']:.1f} cores' worth"
         print(
