@@ -135,9 +135,7 @@ class AotStep:
         path = None if key is None else cache_dir() / f"{key}.pt2"  # None: compiled for this run alone
         crashed = recorded_crash(path)
         if crashed is not None:
-            self.crashed = crashed
-            tell_crash(path, f"{crashed}, recorded in {path.with_suffix(CRASHED)}")
-            return None
+            return self._crashed(path, f"{crashed}, recorded in {path.with_suffix(CRASHED)}", crashed)
         try:
             run = load(path) if path is not None and path.is_file() else None
         except (RuntimeError, OSError):  # a file the loader cannot read (cut short, another torch's),
@@ -151,15 +149,19 @@ class AotStep:
             export = self._export(xb, yb)
             run = compile_to(export, path, [*self._inputs, xb, yb])
         except StepCrashed as e:
-            self.crashed = e.why
             if e.lasting:
                 record_crash(path, e.why)
-            tell_crash(path, e.why)
-            return None
+            return self._crashed(path, e.why, e.why)
         except Exception as e:  # the compiler's (no working C++ compiler), or the model's own while traced
             raise compile_error(e, len(xb)) from None
         self._graphs += 1
         return run
+
+    def _crashed(self, path: Path | None, told: str, why: str) -> None:
+        """Keep why the step crashed, say so (told) once a process, and give no runner."""
+        self.crashed = why
+        tell_crash(path, told)
+        return None
 
     def _export(self, xb: torch.Tensor, yb: torch.Tensor) -> torch.export.ExportedProgram:
         """The step as an exported program of ATen ops: (inputs..., xb, yb) -> (outputs, loss, gradients...)."""

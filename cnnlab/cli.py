@@ -464,17 +464,14 @@ def entry() -> None:
     handler of theirs is changed."""
     try:
         main()
-    except SystemExit as e:
-        code = e.code if isinstance(e.code, int) else 1
+    except BaseException as e:
+        code = e.code if isinstance(e, SystemExit) and isinstance(e.code, int) else _exit_code
+        if code is None:  # a bug's traceback: a Ctrl-C while Python shuts down ends it by the signal
+            signal.signal(signal.SIGINT, signal.SIG_DFL)
+            raise
+        if isinstance(e, KeyboardInterrupt):  # a Ctrl-C as main() went out with its code
+            _exit_now(code)
         signal.signal(signal.SIGINT, lambda signum, frame: _exit_now(code))
-        raise
-    except KeyboardInterrupt:
-        if _exit_code is not None:  # a Ctrl-C as main() went out with its code, before the handler above
-            _exit_now(_exit_code)
-        signal.signal(signal.SIGINT, signal.SIG_DFL)
-        raise
-    except BaseException:  # a bug's traceback: a Ctrl-C while Python shuts down ends it by the signal
-        signal.signal(signal.SIGINT, signal.SIG_DFL)
         raise
 
 
