@@ -4,7 +4,7 @@ optimizer's update as one torch.compile graph.
 Why: the study models are so small that on a CPU a step costs what PyTorch takes to dispatch its
 few dozen tiny ops (study A's FC2Layer: about 0.23 ms a step, of which the arithmetic is a few
 microseconds). Compiled as one graph they run as a handful of generated C++ loops and library
-calls (the README's "Compiling the training step" has the measurements: FC's epoch 0.24 -> 0.14 s). Compiling the model alone (what
+calls (docs/performance.md's "Compiling the training step" has the measurements: FC's epoch 0.24 -> 0.14 s). Compiling the model alone (what
 train.compile does on CUDA) gained nothing here: the optimizer, the loss and the autograd engine's
 work stay outside, and each compiled region costs its own call.
 

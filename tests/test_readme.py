@@ -13,6 +13,7 @@ from conftest import ROOT
 from fakedata import make_idx_dataset
 
 README = (ROOT / "README.md").read_text()
+DOCS = {path: path.read_text() for path in [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]}
 TINY = """name: tiny
 device: cpu
 dataset: {name: mnist, download: false}
@@ -35,15 +36,34 @@ def test_every_option_has_help_and_is_named_in_the_readme():
                 f"cnnlab {name} {param.opts[0]} is not in the README"
 
 
-def test_every_option_the_readme_gives_a_command_exists():
+@pytest.mark.parametrize("doc", DOCS, ids=lambda path: path.name)
+def test_every_option_the_docs_give_a_command_exists(doc):
     options = {name: {o for p in c.params for o in p.opts + p.secondary_opts} for name, c in commands().items()}
     # a table cell ends at a '|', not at the escaped '\|' of `[--split test\|train]` (a typo after it went unseen)
-    for match in re.finditer(r"cnnlab ([a-z-]+)([^|`\n]*)", README.replace("\\|", "/")):
+    for match in re.finditer(r"cnnlab ([a-z-]+)([^|`\n]*)", DOCS[doc].replace("\\|", "/")):
         name, rest = match.groups()
         given = re.findall(r"(?<![\w-])--[a-z][a-z-]*", rest)
-        assert name in options or not given, f"the README gives `cnnlab {name} ... {given[0]}`, but cnnlab has no command {name}"
+        assert name in options or not given, f"{doc.name} gives `cnnlab {name} ... {given[0]}`, but cnnlab has no command {name}"
         for option in given:
-            assert option in options[name], f"the README gives `cnnlab {name} ... {option}`, which cnnlab {name} does not take"
+            assert option in options[name], f"{doc.name} gives `cnnlab {name} ... {option}`, which cnnlab {name} does not take"
+
+
+def anchor(heading: str) -> str:
+    """The anchor GitHub gives a Markdown heading: lower case, punctuation dropped, spaces as '-'."""
+    return re.sub(r"[^\w\- ]", "", heading.strip().lower()).replace(" ", "-")
+
+
+@pytest.mark.parametrize("doc", DOCS, ids=lambda path: path.name)
+def test_every_link_between_the_docs_lands_on_a_file_and_heading(doc):
+    for target in re.findall(r"\]\(([^)\s]+)\)", DOCS[doc]):
+        if re.match(r"[a-z]+://", target):
+            continue
+        path, _, fragment = target.partition("#")
+        linked = (doc.parent / path).resolve() if path else doc
+        assert linked.exists(), f"{doc.name} links to {target}, which is not there"
+        if fragment:
+            headings = {anchor(h) for h in re.findall(r"^#+ (.+)$", linked.read_text(), re.M)}
+            assert fragment in headings, f"{doc.name} links to {target}, but {linked.name} has no such heading"
 
 
 def run_files_table() -> dict[str, str]:
