@@ -7,7 +7,7 @@ import re
 from pathlib import Path
 
 from cnnlab import named
-from cnnlab.errors import ConfigError
+from cnnlab.errors import ConfigError, counted
 
 COLUMNS = ["kind", "name", "trains", "reported", "about"]
 ABOUT_CHARS = 160  # a longer first sentence is cut at a word: the file has it whole
@@ -37,7 +37,7 @@ def _described(kind: str, path: Path) -> dict:
         cfg = load_config(path)
         reported = cfg.reported.test_acc if cfg.reported is not None else None
         return {
-            "trains": f"{cfg.model.name} on {cfg.dataset.name}, {_epochs(cfg.train.epochs)}",
+            "trains": f"{cfg.model.name} on {cfg.dataset.name}, {counted(cfg.train.epochs, 'epoch')}",
             "reported": f"{reported:.1%}" if reported is not None else "",
             "about": cfg.description,
         }
@@ -52,10 +52,6 @@ def _described(kind: str, path: Path) -> dict:
     sweep = load_sweep(path)
     space = ", ".join(sweep.spec.space)
     return {"trains": f"{sweep.models} on {sweep.datasets}: {space} x {len(sweep.spec.seeds)} seeds", "about": sweep.spec.description}
-
-
-def _epochs(n: int) -> str:
-    return f"{n} epoch{'s' if n != 1 else ''}"
 
 
 def first_sentence(path: Path) -> str:

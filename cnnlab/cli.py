@@ -24,6 +24,7 @@ except ImportError:  # older typer drives the click package
     from click.exceptions import ClickException, NoArgsIsHelpError
 
 from cnnlab.errors import CnnlabError, in_run, one_line
+from cnnlab.named import is_file
 from cnnlab.runs import STATUSES
 
 app = typer.Typer(
@@ -97,14 +98,6 @@ def split_name(option: str) -> Callable[[str], str]:
 DataDir = typer.Option(None, "--data-dir", parser=not_empty("--data-dir", Path), metavar="DIR", help="Dataset folder (torchvision layout). Default: the config's dataset.data_dir, else $CNNLAB_DATA_DIR, else ./data.")
 RunsDir = typer.Option(None, "--runs-dir", parser=not_empty("--runs-dir", Path), metavar="DIR", help="Where run directories go. Default: $CNNLAB_RUNS_DIR, else ./runs.")
 Device = typer.Option(None, "--device", parser=device_name, help="auto | cpu | cuda | cuda:N (overrides the config's device).")
-
-
-def is_file(arg: str) -> bool:
-    """Whether arg names an existing file; not when it cannot be a path (description=<300 letters>)."""
-    try:
-        return Path(arg).is_file()
-    except OSError:  # a name too long
-        return False
 
 
 def positional_and_overrides(args: list[str]) -> tuple[list[str], list[str]]:

@@ -1,4 +1,5 @@
-"""Dataset registry and loaders: name -> (train, test) uint8 tensors with classes and mean/std.
+"""Dataset registry and loaders: name -> (train, test) uint8 tensors with classes and mean/std
+(float32 for the built-in toy dataset, which has no files).
 
 cnnlab parses the files itself (IDX for MNIST and Fashion-MNIST, the python pickles of CIFAR-10),
 laid out as torchvision lays them out under the data directory. torchvision is only used, lazily,

@@ -2,7 +2,7 @@
 
 `run()` is the single place a config becomes a trained model and a run directory; `cnnlab train`,
 the studies and the sweeps all call it. It keeps summary.json's status true (running, completed,
-failed, interrupted), writes a resumable checkpoint after every epoch and resumes from one (what a
+failed, interrupted, or stopped by a sweep's scheduler), writes a resumable checkpoint after every epoch and resumes from one (what a
 checkpoint holds and how a run is restored to it: cnnlab.resume).
 """
 
@@ -324,7 +324,7 @@ def _run(cfg: Config, signals: Signals, runs_dir, data_dir, resume, progress, on
             if resume is not None:
                 where = resume
                 hold.enter_context(runs.training_lock(where))
-                rows, summary, past_checkpoint = reopen(where, trained, state, cfg)
+                rows, summary, past_checkpoint = reopen(where, trained, state)
                 check_epochs(where, cfg.train.epochs, state.epoch, summary)  # before config.yaml is rewritten
                 if past_checkpoint:  # epochs past the checkpoint (see reopen): trained again,
                     drop_epochs_past(where, rows, state)  # so the run's files say what its checkpoint holds

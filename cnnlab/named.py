@@ -37,7 +37,7 @@ def find(name: str, kind: str) -> Path | None:
     for root in roots():
         for stem in spellings:
             path = root / KINDS[kind] / f"{stem}.yaml"
-            if _is_file(path):
+            if is_file(path):
                 return path
     return None
 
@@ -48,7 +48,7 @@ def files(kind: str) -> dict[str, Path]:
     found: dict[str, Path] = {}
     for root in roots():  # the working directory's first, as find() takes them
         for path in sorted((root / KINDS[kind]).glob("*.yaml")):
-            if _is_file(path):
+            if is_file(path):
                 found.setdefault(shown(path.stem, kind), path)
     return dict(sorted(found.items()))
 
@@ -89,7 +89,7 @@ def relative_config(config: str, folder: Path) -> Path:
     """The config a study or sweep file names: config relative to folder (the file's), else, for a
     bare name, the config it names (a study file of your own may name cnnlab's configs so)."""
     path = Path(os.path.normpath(folder / config))  # configs/mnist_fc.yaml, not configs/studies/../mnist_fc.yaml
-    if is_name(config) and not _is_file(path):
+    if is_name(config) and not is_file(path):
         return by_name(config, "config")
     return config_path(path)
 
@@ -129,9 +129,10 @@ def _under_configs(path: Path, kind: str) -> bool:
     return folder.name == "configs"
 
 
-def _is_file(path: Path) -> bool:
+def is_file(path: str | Path) -> bool:
+    """Whether path names an existing file; not when it cannot be a path (description=<300 letters>)."""
     try:
-        return path.is_file()
+        return Path(path).is_file()
     except OSError:  # a name too long to be a file
         return False
 

@@ -36,25 +36,16 @@ def git_state(where: Path = PACKAGE_DIR) -> dict:
     return {"git_commit": _commit(where) if tracks else None, "git_dirty": _dirty(where) if tracks else None}
 
 
-def git_commit(where: Path = PACKAGE_DIR) -> str | None:
-    """The commit of the checkout cnnlab's files are tracked in; None outside one or without git."""
-    return _commit(where) if tracked(where) else None
-
-
-def git_dirty(where: Path = PACKAGE_DIR) -> bool | None:
-    """Whether cnnlab's own files (the package folder) differ from git_commit: changed, staged,
-    deleted or new and not ignored, or changed since this process imported them (then they are not
-    the code that runs); then the commit alone does not say what code ran. None outside a git
-    checkout that tracks them."""
-    return _dirty(where) if tracked(where) else None
-
-
 def _commit(where: Path) -> str | None:
+    """The commit of the checkout where is tracked in; None without git."""
     out = _git(where, "rev-parse", "HEAD")
     return out.strip() or None if out is not None else None
 
 
 def _dirty(where: Path) -> bool | None:
+    """Whether the files in where differ from their commit: changed, staged, deleted or new and not
+    ignored, or changed since this process imported them (then they are not the code that runs,
+    and the commit alone does not say what code ran)."""
     # no optional locks: status would otherwise rewrite the index, and a `git commit` run at that
     # moment in the same checkout fails on its index.lock
     out = _git(where, "--no-optional-locks", "status", "--porcelain", "--", ".")

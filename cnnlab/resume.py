@@ -1,5 +1,5 @@
-"""Resuming a run: the checkpoint written after each epoch, which overrides a resume may change,
-and how a run's state and files are restored to that checkpoint."""
+"""Resuming a run: the checkpoint written after each epoch, and how a run's state and files are
+restored to it (which overrides a resume may change: cnnlab.resumable)."""
 
 from __future__ import annotations
 
@@ -172,10 +172,10 @@ def checkpoint_to_continue(path: Path, trained: Config, epochs: int) -> dict | N
     return None
 
 
-def reopen(path: Path, trained: Config, state: State, cfg: Config) -> tuple[list[dict], dict, bool]:
+def reopen(path: Path, trained: Config, state: State) -> tuple[list[dict], dict, bool]:
     """Restore state from the checkpoint of the run at path, trained with `trained` (its config.yaml,
-    read before it is rewritten) and resumed with cfg: (metrics rows kept, summary, whether
-    metrics.csv holds epochs past the checkpoint).
+    read before it is rewritten): (metrics rows kept, summary, whether metrics.csv holds epochs past
+    the checkpoint).
     The caller holds the run's training lock, so no other process trains it meanwhile."""
     summary = runs.check_types(runs.read_json(path / runs.SUMMARY), {"compile_seconds": numbers.Real}, path / runs.SUMMARY)
     for stale in path.glob(".*.tmp"):  # left by a process killed in the middle of a write

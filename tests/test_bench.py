@@ -32,6 +32,11 @@ from cnnlab.models import build_model
 from conftest import ROOT, real_data
 
 
+def run_bench(case_names: list[str], *, repeats: int = 3, **options) -> tuple[list[dict], dict]:
+    """What `cnnlab bench` does in-process: plan the cases, then measure them."""
+    return suite.measure(suite.plan_bench(case_names, **options), repeats)
+
+
 def cnnlab(*args, timeout=600):
     return subprocess.run(
         [sys.executable, "-m", "cnnlab", *map(str, args)], capture_output=True, text=True, timeout=timeout, cwd=ROOT,
@@ -196,7 +201,7 @@ def test_a_case_is_measured_against_the_fastest_kernel_at_its_thread_count(tiny_
     threads = torch.get_num_threads()
     fake = {t: {"matrix product": 10.0 * t, "1x1 convolution": 15.0 * t**2, "3x3 convolution": 40.0} for t in {1, threads}}
     monkeypatch.setattr(suite, "compute_peaks", lambda *a, **k: fake)
-    rows, info = suite.run_bench(["fc"], quick=True, repeats=1, data_dir=tiny_data)
+    rows, info = run_bench(["fc"], quick=True, repeats=1, data_dir=tiny_data)
     best = {t: max(by_kernel.values()) for t, by_kernel in fake.items()}
     assert (info["peak_gflops"], info["matmul_gflops"], info["peak_gflops_1_thread"]) == (best[threads], 10.0 * threads, 40.0)
     assert info["peak_kernel"] == ("3x3 convolution" if threads == 1 else "1x1 convolution")
@@ -215,7 +220,7 @@ def test_with_threads_a_case_is_measured_against_the_peak_at_that_thread_count(t
         return {t: {"matrix product": 100.0 * t, "1x1 convolution": 1.0, "3x3 convolution": 1.0} for t in {1, torch.get_num_threads(), *threads}}
 
     monkeypatch.setattr(suite, "compute_peaks", fake_peaks)
-    rows, info = suite.run_bench(["fc"], quick=True, repeats=1, threads=3, data_dir=tiny_data)
+    rows, info = run_bench(["fc"], quick=True, repeats=1, threads=3, data_dir=tiny_data)
     assert asked == [(3,)] and rows[0]["cnnlab_threads"] == 3
     assert rows[0]["peak_gflops_used"] == 300.0 and info["peak_gflops"] == 100.0 * torch.get_num_threads()
 
@@ -392,7 +397,7 @@ def test_cuda_without_cuda_names_benchs_device_option_not_a_configs_device(monke
     editing a file that changes nothing."""
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     with pytest.raises(ConfigError, match=r"no CUDA device; use --device cpu or --device auto$"):
-        suite.run_bench(["fc"], device="cuda", data_dir=tiny_data)
+        run_bench(["fc"], device="cuda", data_dir=tiny_data)
 
 
 def test_quick_refuses_a_time_to_accuracy_case_before_measuring(tiny_data, tmp_path):

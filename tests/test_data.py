@@ -1,10 +1,8 @@
 """cnnlab.data: the IDX and CIFAR readers on small files written here, errors, and the real data."""
 
-import gzip
 import os
 import pickle
 import pickletools
-import struct
 import sys
 import types
 from pathlib import Path

@@ -1175,7 +1175,7 @@ def test_a_shift_sweep_of_runs_tested_on_different_test_sets_says_so(fashion_run
     code, out, err = cnnlab(capsys, monkeypatch, "shift-sweep", "--from-run", fashion_run.path, "--from-run", other.path, "--max-shift", "1",
                             "--image-index", "0", "--data-dir", tiny_data, "--runs-dir", tmp_path)
     assert code == 0, err
-    assert err == (f"note: the models are tested on different test sets (dataset.test_subset: fashion_cnn all, fashion_cnn 10); "
+    assert err == ("note: the models are tested on different test sets (dataset.test_subset: fashion_cnn all, fashion_cnn 10); "
                    "their accuracies compare less well\n")
     code, out, err = cnnlab(capsys, monkeypatch, "shift-sweep", "--from-run", fashion_run.path, "--max-shift", "1", "--image-index", "0",
                             "--data-dir", tiny_data, "--runs-dir", tmp_path)

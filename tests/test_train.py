@@ -348,10 +348,20 @@ def committed_checkout(where):
     git(where, "commit", "-qm", "first")
 
 
+def git_commit(where):
+    from cnnlab.provenance import git_state
+
+    return git_state(where)["git_commit"]
+
+
+def git_dirty(where):
+    from cnnlab.provenance import git_state
+
+    return git_state(where)["git_dirty"]
+
+
 def test_a_run_records_whether_its_code_differs_from_the_commit(tmp_path):
     """git_commit alone would name code that did not run when the package has uncommitted changes."""
-    from cnnlab.provenance import git_commit, git_dirty
-
     assert git_commit(tmp_path) is None and git_dirty(tmp_path) is None  # not a git checkout
 
     committed_checkout(tmp_path)
@@ -367,22 +377,20 @@ def test_cnnlab_edited_since_the_process_imported_it_is_dirty(monkeypatch):
     """A study runs its cells in one process: a commit in the checkout during it had the later cells
     record the new commit, clean, though they ran the code imported before it."""
     import cnnlab
-    from cnnlab.provenance import PACKAGE_DIR, git_dirty, tracked
+    from cnnlab.provenance import PACKAGE_DIR, git_state, tracked
 
     if not tracked(PACKAGE_DIR):
         pytest.skip("cnnlab is not in a git checkout here")
-    clean = git_dirty()
+    clean = git_state()["git_dirty"]
     monkeypatch.setattr(cnnlab, "IMPORTED_SOURCE", "the source before a commit")
-    assert git_dirty() is True
+    assert git_state()["git_dirty"] is True
     monkeypatch.undo()
-    assert git_dirty() is clean
+    assert git_state()["git_dirty"] is clean
 
 
 def test_git_dirty_leaves_the_checkouts_index_alone(tmp_path):
     """git status rewrote the index of the checkout it looked at (a file's times had changed), taking
     its index.lock: a `git commit` there at that moment, while runs or Ray trials started, failed."""
-    from cnnlab.provenance import git_dirty
-
     committed_checkout(tmp_path)
     os.utime(tmp_path / "model.py", (1_600_000_000, 1_600_000_000))  # same content, other times
     index = (tmp_path / ".git" / "index").read_bytes()
@@ -393,8 +401,6 @@ def test_git_dirty_leaves_the_checkouts_index_alone(tmp_path):
 def test_cnnlab_installed_in_another_projects_checkout_records_no_commit(tmp_path):
     """A virtual environment inside a project's checkout (ignored there): its commit was recorded as
     cnnlab's, clean, though it says nothing of the code that ran."""
-    from cnnlab.provenance import git_commit, git_dirty
-
     committed_checkout(tmp_path)
     (tmp_path / ".gitignore").write_text(".venv/\n")
     git(tmp_path, "add", ".gitignore")

@@ -92,19 +92,19 @@ def _check_uncompressed(name: str, root: Path) -> None:
         )
 
 
-def check_data(cfg: Config, data_dir=None) -> None:
+def check_data(cfg: Config) -> None:
     """Both sides' files for cfg are there (cnnlab's, downloading when allowed, and the uncompressed
     IDX files torchvision's MNIST classes read), without loading them: the bench checks every case
     before its first measurement. DataError when they are not."""
-    root = resolve_data_dir(data_dir, cfg.dataset.data_dir)
+    root = resolve_data_dir(config_value=cfg.dataset.data_dir)
     check_files(cfg.dataset.name, root, cfg.dataset.download)
     if cfg.dataset.name in ("mnist", "fashion-mnist"):
         _check_uncompressed(cfg.dataset.name, root)
 
 
-def datasets_for(cfg: Config, data_dir=None) -> tuple[Dataset, Dataset]:
+def datasets_for(cfg: Config) -> tuple[Dataset, Dataset]:
     """The tutorial's (train, test) dataset objects over the real files cnnlab reads too."""
-    root = resolve_data_dir(data_dir, cfg.dataset.data_dir)
+    root = resolve_data_dir(config_value=cfg.dataset.data_dir)
     train_tf, test_tf = transforms_for(cfg)
     name = cfg.dataset.name
     # cnnlab's checks: a missing or damaged file, or a subset larger than its split, in one line

@@ -269,11 +269,6 @@ def plan_bench(
     return Plan([CASES[n] for n in case_names], configs, dev, quick, threads)
 
 
-def run_bench(case_names: list[str], *, repeats: int = 3, on_row: Callable[[dict, dict], None] | None = None, **options) -> tuple[list[dict], dict]:
-    """plan_bench(case_names, **options), then measure it."""
-    return measure(plan_bench(case_names, **options), repeats, on_row)
-
-
 def measure(plan: Plan, repeats: int = 3, on_row: Callable[[dict, dict], None] | None = None) -> tuple[list[dict], dict]:
     """Measure every case of plan; returns (result rows, machine and run info). on_row(row, info) is
     called as each case is measured, with the info so far (load_after: after that case; busy: whether
