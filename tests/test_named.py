@@ -113,7 +113,7 @@ SETUPTOOLS_FLOOR = int(re.search(r'"setuptools>=(\d+)', (ROOT / "pyproject.toml"
 def test_a_wheel_built_from_the_sdist_carries_configs_and_an_installed_cnnlab_runs_them_by_name(tmp_path):
     source = tmp_path / "src"
     source.mkdir()
-    for name in ("pyproject.toml", "setup.py", "MANIFEST.in", "README.md"):
+    for name in ("pyproject.toml", "setup.py", "MANIFEST.in", "README.md", "LICENSE"):
         shutil.copy(ROOT / name, source / name)
     for folder in ("cnnlab", "configs"):
         shutil.copytree(ROOT / folder, source / folder, ignore=shutil.ignore_patterns("__pycache__"))
@@ -132,6 +132,7 @@ def test_a_wheel_built_from_the_sdist_carries_configs_and_an_installed_cnnlab_ru
     carried = {n for n in zipfile.ZipFile(wheel).namelist() if n.startswith("cnnlab/configs/")}
     expected = {"cnnlab/configs/" + p.relative_to(ROOT / "configs").as_posix() for p in (ROOT / "configs").rglob("*.yaml")}
     assert carried == expected
+    assert any(n.endswith(".dist-info/licenses/LICENSE") for n in zipfile.ZipFile(wheel).namelist())  # pyproject's MIT, with its text
 
     site = tmp_path / "site"
     pip = [sys.executable, "-m", "pip", "--disable-pip-version-check", "-q"]
