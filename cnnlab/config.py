@@ -49,6 +49,8 @@ class DatasetConfig(Strict):
 
 
 FLOAT32_TINY, FLOAT32_MAX = 1.1754944e-38, 3.4028235e38  # float32's smallest normal and largest numbers
+NAME_MAX = 100  # characters of a run's, study's or sweep's name, which goes into its directory's name (and the
+# names of files and cells after it), where a file system takes at most 255 bytes
 WIDEST = 2**20  # units or channels in one layer (new configs): far above any study's (1,000), far below what overflowed torch (2**63)
 
 
@@ -331,6 +333,8 @@ class Config(Strict):
         resumable)."""
         if (info.context or {}).get("stored"):
             return self
+        if len(self.name) > NAME_MAX:  # the run directory is named after it
+            raise ValueError(f"name: at most {NAME_MAX} characters (got {len(self.name)}): the run directory is named after it")
         sizes = {"n_feature": [getattr(self.model, "n_feature", 0)], "hidden": getattr(self.model, "hidden", []), "widths": getattr(self.model, "widths", [])}
         for key, values in sizes.items():
             if any(v > WIDEST for v in values):
@@ -713,6 +717,9 @@ def _walk(schema: type[BaseModel], loc: tuple) -> tuple[type[BaseModel] | None, 
     while i < len(loc):
         part = loc[i]
         path.append(str(part))
+        if isinstance(part, int) and i < len(loc) - 1:  # an item of a list of sections (a study's members.0): its section goes on
+            i += 1
+            continue
         field = cls.model_fields.get(part) if cls is not None and isinstance(part, str) else None
         if i == len(loc) - 1:
             break
@@ -949,7 +956,7 @@ def read_config_yaml(path: str | Path, stored: bool = False) -> dict:
 def name_of_file(path: str | Path) -> str:
     """The name a file gives what it holds when that sets none: its stem, other characters than a
     name takes made '_' ("my exp.yaml" -> my_exp)."""
-    return re.sub(r"[^A-Za-z0-9_.-]+", "_", Path(path).stem)
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", Path(path).stem)[:NAME_MAX]
 
 
 def load_config(path: str | Path, overrides: Overrides | None = None, stored: bool = False) -> Config:

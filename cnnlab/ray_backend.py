@@ -357,11 +357,14 @@ def _progress(tune, sweep):
             done = sum(t.status in ("TERMINATED", "ERROR") for t in trials if t is not trial) + 1  # an error's is already ERROR
             what = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={show(v)}" for k, v in point.items())
             value = m.get(sweep.metric)
-            if m.get("error") or value is None:
-                outcome = f"failed: {m.get('error') or 'see the Ray logs'}"
+            where = f"on {m.get('node_ip', '?')} {m.get('node', '')}".rstrip()
+            if m.get("error"):
+                outcome = f"failed: {m['error']}"  # which names its node
+            elif value is None:
+                outcome = f"failed: see the Ray logs {where}"
             else:
-                outcome = f"{sweep.metric} {metric_text(sweep.metric, value)} after {m.get('epoch')} epoch(s)"
-            print(f"[{min(done, sweep.n_trials)}/{sweep.n_trials}] {what} seed {seed}: {outcome} on {m.get('node_ip', '?')} {m.get('node', '')}", flush=True)
+                outcome = f"{sweep.metric} {metric_text(sweep.metric, value)} after {m.get('epoch')} epoch(s) {where}"
+            print(f"[{min(done, sweep.n_trials)}/{sweep.n_trials}] {what} seed {seed}: {outcome}", flush=True)
 
     return Progress()
 

@@ -23,7 +23,7 @@ from pydantic import Field, field_validator, model_validator
 
 from cnnlab import runs
 from cnnlab.config import (
-    Config, Strict, check_key, closest_key, config_to_dict, drop_foreign_reported, dump_yaml, flatten, is_choice_section, key_below, load_config, leaf_keys,
+    NAME_MAX, Config, Strict, check_key, closest_key, config_to_dict, drop_foreign_reported, dump_yaml, flatten, is_choice_section, key_below, load_config, leaf_keys,
     name_of_file, overridden, override_named, parse_override, parsed_overrides, read_yaml, set_dotted, validate,
 )
 from cnnlab.errors import CnnlabError, ConfigError, RunError, counted, first_line, in_run, signal_name
@@ -118,7 +118,7 @@ class Resources(Strict):
 
 
 class SweepFile(Strict):
-    name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_.-]+$")  # default: the file name
+    name: str = Field(min_length=1, max_length=NAME_MAX, pattern=r"^[A-Za-z0-9_.-]+$")  # default: the file name
     description: str = ""
     base: str  # the base config: a path relative to the sweep file, or a config's name (named.py)
     set: dict[str, Any] = {}  # dotted config keys fixed for every trial, e.g. {train.epochs: 3}

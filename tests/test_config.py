@@ -8,7 +8,7 @@ import pytest
 import torch
 
 import cnnlab.config as config_module
-from cnnlab.config import Config, config_from_dict, config_to_dict, dump_yaml, load_config, parse_override, read_yaml
+from cnnlab.config import NAME_MAX, Config, config_from_dict, config_to_dict, dump_yaml, load_config, parse_override, read_yaml
 from cnnlab.errors import ConfigError
 from cnnlab.experiment import build_optimizer, build_scheduler
 
@@ -426,6 +426,23 @@ def test_name_defaults_to_file_stem(tmp_path):
     path.write_text("model: {name: fc}\n")
     assert load_config(path).name == "my_exp"
     assert isinstance(load_config(path), Config)
+
+
+def test_a_name_too_long_for_a_run_directory_is_refused_before_anything_runs(tmp_path):
+    """A 230-letter name trained (its directory's name just fit 255 bytes) but failed a study's cells
+    and a sweep's trials late, after their directories were made, with a --resume that failed again;
+    300 letters were refused only when the run directory was made, torch and the data loaded."""
+    path = tmp_path / "exp.yaml"
+    path.write_text("model: {name: fc}\n")
+    assert load_config(path, [f"name={'n' * NAME_MAX}"]).name == "n" * NAME_MAX
+    with pytest.raises(ConfigError, match=f"name: at most {NAME_MAX} characters \\(got 101\\)"):
+        load_config(path, [f"name={'n' * (NAME_MAX + 1)}"])
+    stored = tmp_path / "run_config.yaml"  # a run an earlier cnnlab made so stays resumable
+    stored.write_text(f"name: {'n' * 200}\nmodel: {{name: fc}}\n")
+    assert len(load_config(stored, stored=True).name) == 200
+    long_file = tmp_path / f"{'f' * 150}.yaml"  # a name taken from a file's is cut to fit
+    long_file.write_text("model: {name: fc}\n")
+    assert load_config(long_file).name == "f" * NAME_MAX
 
 
 def rates_of(schedule: dict) -> list[float]:

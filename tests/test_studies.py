@@ -1545,12 +1545,15 @@ def test_show_names_a_cuda_run_that_gave_up_determinism():
     ("base: {ROOT}/configs/mnist_fc.yaml\nseeds: [0]\nspace: {{optimizer.lr: [0.1]}}\n", "is a sweep file, not a config: run it with cnnlab sweep"),
     ("members:\n  - {{config: {ROOT}/configs/mnist_fc.yaml, label: \"fc\\nnet\"}}\n", "members.0.label: a label is one line of visible text"),
     ("members:\n  - {{config: {ROOT}/configs/mnist_fc.yaml, label: \"  \"}}\n", "members.0.label: a label is one line of visible text"),
+    # the keys of a list's sections were not looked up: "unknown key 'members.0.lable'; valid keys here: " and nothing
+    ("members:\n  - {{config: {ROOT}/configs/mnist_fc.yaml, lable: FC}}\n", "unknown key 'members.0.lable'; did you mean 'members.0.label'?"),
+    ("name: {long}\nmembers: [mnist_fc]\n", "name: String should have at most 100 characters"),
 ])
 def test_a_study_file_with_a_misspelt_members_key_or_a_blank_label_is_one_line(tmp_path, body, message):
     """membrs used to be read as a config ('valid keys here: name, seed, ...'); a label with a line
     break or none at all broke the table's rows. A study's (or a sweep file's) seeds is no misspelt members."""
     study = tmp_path / "study.yaml"
-    study.write_text("name: s\n" + body.format(ROOT=ROOT))
+    study.write_text(("" if body.startswith("name:") else "name: s\n") + body.format(ROOT=ROOT, long="s" * 101))
     out = subprocess.run([sys.executable, "-m", "cnnlab", "compare", str(study), "--epochs", "1", "--runs-dir", str(tmp_path / "runs")],
                          capture_output=True, text=True, cwd=ROOT, timeout=120)
     assert out.returncode == 2 and len(out.stderr.splitlines()) == 1 and message in out.stderr, out.stderr
@@ -1623,3 +1626,22 @@ def test_shift_reading_says_a_tie_rather_than_naming_the_first_model():
     assert shift_sweep.reading(rows, "x", "roll").endswith("(-20.0 points); CNN+aug and CNN aug lose the least at 1 px.")
     rows = [r for r in rows if r["model"] != "FC"]
     assert shift_sweep.reading(rows, "x", "roll").endswith("(-2.1 points); CNN+aug and CNN aug fare alike at 1 px.")
+
+
+def test_a_labels_image_file_name_fits_the_file_system_however_long_the_label():
+    """A member labelled with 300 letters trained, wrote the table and the figure, then failed on
+    image_<label>.png (File name too long), and its --resume failed the same way."""
+    from cnnlab.commands.studies import _image_names
+
+    names = _image_names(["L" * 300, "L" * 299 + "M", "CNN+aug"])
+    assert names == [f"image_{'L' * 100}.png", f"image_{'L' * 100}-2.png", "image_CNN_aug.png"]
+    assert all(len(name.encode()) <= 255 for name in names)
+
+
+def test_a_study_file_without_a_name_is_named_after_its_file(tmp_path):
+    """Configs and sweep files take their file's name; a study file said 'name: Field required'."""
+    from cnnlab.studies.spec import load_study
+
+    study = tmp_path / "my study.yaml"
+    study.write_text("members: [mnist_fc, mnist_cnn]\n")
+    assert load_study(study).name == "my_study"

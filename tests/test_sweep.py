@@ -347,6 +347,13 @@ def test_a_finished_trials_line_and_best_yaml_give_an_accuracy_as_the_table_does
     trial.config, trial.last_result["test_loss"] = {"point": 0, "seed": 0}, 0.31234
     _progress(SimpleNamespace(Callback=object), losses).on_trial_complete(0, [trial], trial)
     assert "test_loss 0.3123 after" in capsys.readouterr().out
+    # a failed trial's error names its node: the line named it twice ("... (on node 10.0.0.1 n1) on 10.0.0.1 n1")
+    trial.last_result = {"test_acc": float("nan"), "error": "cannot create a run directory (on node 10.0.0.1 n1)", "node_ip": "10.0.0.1", "node": "n1"}
+    _progress(SimpleNamespace(Callback=object), losses).on_trial_error(0, [trial], trial)
+    assert capsys.readouterr().out == "[1/1] optimizer.lr=0.1 seed 0: failed: cannot create a run directory (on node 10.0.0.1 n1)\n"
+    trial.last_result = {"node_ip": "10.0.0.1", "node": "n1"}  # a trial that died before it reported
+    _progress(SimpleNamespace(Callback=object), losses).on_trial_error(0, [trial], trial)
+    assert capsys.readouterr().out == "[1/1] optimizer.lr=0.1 seed 0: failed: see the Ray logs on 10.0.0.1 n1\n"
 
     sweep_dir = start(sweep, tmp_path / "runs")
     finish(sweep, sweep_dir, finished_trials(sweep, sweep_dir, lambda point, seed: [0.95, 0.97][seed] if point["optimizer.lr"] == 0.5 else 0.5))

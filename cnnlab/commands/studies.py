@@ -21,7 +21,11 @@ Resume = typer.Option(None, "--resume", parser=not_empty("--resume", Path), meta
 
 
 def _slug(label: str) -> str:
-    return re.sub(r"[^A-Za-z0-9_.-]+", "_", label).strip("_") or "model"
+    """A label as a file name's part: other characters than a name takes made '_', as long as a name
+    may be (a label of any length still makes a file name the file system takes)."""
+    from cnnlab.config import NAME_MAX
+
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", label).strip("_")[:NAME_MAX] or "model"
 
 
 def _image_names(labels: list[str]) -> list[str]:

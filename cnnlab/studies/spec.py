@@ -13,7 +13,7 @@ from typing import Literal
 
 from pydantic import Field, field_validator
 
-from cnnlab.config import DATASET_CLASSES, DATASET_SHAPES, Config, Strict, closest_key, load_config, name_of_file, read_yaml, validate
+from cnnlab.config import DATASET_CLASSES, DATASET_SHAPES, NAME_MAX, Config, Strict, closest_key, load_config, name_of_file, read_yaml, validate
 from cnnlab import named
 from cnnlab.errors import ConfigError
 
@@ -40,7 +40,7 @@ class SweepSpec(Strict):
 
 
 class StudySpec(Strict):
-    name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_.-]+$")
+    name: str = Field(min_length=1, max_length=NAME_MAX, pattern=r"^[A-Za-z0-9_.-]+$")  # default: the file name
     description: str = ""
     members: list[MemberSpec] = Field(min_length=1)
     seeds: int = Field(3, gt=0)  # seeds per cell: config.seed, +1, ...
@@ -62,7 +62,9 @@ class Member:
 
 
 def load_study(path: Path) -> StudySpec:
-    return validate(read_yaml(path, "study"), StudySpec, str(path))
+    data = read_yaml(path, "study")
+    data.setdefault("name", name_of_file(path))
+    return validate(data, StudySpec, str(path))
 
 
 def _as_study(arg: str) -> Path | None:
