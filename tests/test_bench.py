@@ -171,7 +171,9 @@ def test_peak_memory_sees_an_allocation():
 
 
 def test_each_dense_kernel_does_the_flops_it_is_credited_with():
-    for name, (flops, call) in dense_kernels(torch.device("cpu"), 64, torch.float32).items():
+    kernels = dense_kernels(torch.device("cpu"), 64, torch.float32)
+    assert set(kernels) == {"matrix product", "1x1 convolution", "3x3 convolution"}
+    for name, (flops, call) in kernels.items():
         with FlopCounterMode(display=False) as counter:
             call()
         assert counter.get_total_flops() == flops, name

@@ -380,7 +380,7 @@ def test_a_config_without_a_model_says_to_give_model_name():
 
 def test_shift_limit_depends_on_the_dataset():
     config_from_dict({**BASE, "dataset": {"name": "cifar10"}}, ["transform.shift.dx=31"])
-    error_of(["transform.shift.dx=28"])
+    assert "must be smaller than the 28x28 image" in error_of(["transform.shift.dx=28"])
 
 
 def test_test_time_augmentation_refuses_permuted_pixels():

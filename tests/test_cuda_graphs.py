@@ -180,6 +180,11 @@ def test_the_gpu_report_runs_every_test_only_a_gpu_runs():
     CUDA tests were such: the script named only this file."""
     script = (ROOT / "scripts" / "gpu_report.sh").read_text().replace("\\\n", " ")  # one line per command
     step = next(line for line in script.splitlines() if line.startswith("step gpu_tests "))
+    found = []
     for path in sorted((ROOT / "tests").glob("test_*.py")):
-        for name in re.findall(r"^@needs_cuda\n(?:@.*\n)*def (test_\w+)", path.read_text(), re.M):
+        marked = re.findall(r"^@needs_cuda\n(?:@.*\n)*def (test_\w+)", path.read_text(), re.M)
+        assert len(marked) == path.read_text().count("\n@needs_cuda\n"), f"{path.name}: a @needs_cuda the pattern does not follow to its test"
+        found += marked
+        for name in marked:
             assert f"tests/{path.name} " in step + " " or f"tests/{path.name}::{name}" in step, (path.name, name)
+    assert len(found) >= 6, found  # this file's four and test_resume's two at least

@@ -370,7 +370,7 @@ def test_a_download_from_a_stalled_network_times_out(tmp_path, fake_torchvision,
 
     import cnnlab.data
 
-    monkeypatch.setattr(cnnlab.data, "DOWNLOAD_TIMEOUT_S", 0.2, raising=False)
+    monkeypatch.setattr(cnnlab.data, "DOWNLOAD_TIMEOUT_S", 0.2)
     server = socket.create_server(("127.0.0.1", 0))
 
     def stalled(root, train, download):

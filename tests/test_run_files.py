@@ -242,6 +242,7 @@ def test_tensorboard_logs_every_epochs_metrics_into_the_run(setup):
     logged = {(v.tag, e.step): v.simple_value for e in read_events(events_file) for v in e.summary.value}
     table = pd.read_csv(result.path / "metrics.csv")
     assert {tag for tag, _ in logged} >= {"loss/train", "loss/test", "accuracy/train", "accuracy/test", "lr"}
+    assert list(table.epoch) == [1, 2]
     for row in table.to_dict("records"):
         assert logged[("accuracy/test", row["epoch"])] == pytest.approx(row["test_acc"])
         assert logged[("loss/train", row["epoch"])] == pytest.approx(row["train_loss"])

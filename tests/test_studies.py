@@ -1137,6 +1137,7 @@ def test_shift_sweep_command_end_to_end(tiny_data, tmp_path, capsys, monkeypatch
     assert set(table["mode"]) == {"zero"} and set(table.dy) == {0}
     summary = json.loads((study / "summary.json").read_text())
     assert summary["status"] == "completed" and summary["kind"] == "study" and summary["max_shift"] == 2
+    assert len(summary["cells"]) == 2
     for cell in summary["cells"]:  # 0 px is each run's own final evaluation
         run_summary = json.loads((study / cell / "summary.json").read_text())
         centre = table[(table.model == run_summary["name"]) & (table.dx == 0)]

@@ -65,6 +65,8 @@ def test_permutation_is_a_seeded_bijection():
     assert torch.equal(perm.sort().values, torch.arange(784))
     assert torch.equal(perm, make_permutation(784, seed=3))
     assert not torch.equal(perm, make_permutation(784, seed=4))
+    # torch's own seeded draw, so that a seed names the same permutation in every cnnlab version (and
+    # a resumed or repeated permuted run sees the pixels where its first epochs saw them)
     g = torch.Generator().manual_seed(3)
     assert torch.equal(perm, torch.randperm(784, generator=g))
 
