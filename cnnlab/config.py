@@ -953,6 +953,12 @@ def read_config_yaml(path: str | Path, stored: bool = False) -> dict:
     return data
 
 
+def name_within(name: str, suffix: str = "") -> str:
+    """A name cnnlab makes from one a user gave (a study's cell, a sweep's trial, best.yaml's): name
+    cut so that name + suffix stays within NAME_MAX."""
+    return name[: NAME_MAX - len(suffix)] + suffix
+
+
 def name_of_file(path: str | Path) -> str:
     """The name a file gives what it holds when that sets none: its stem, other characters than a
     name takes made '_' ("my exp.yaml" -> my_exp)."""

@@ -267,6 +267,7 @@ def _trial(params: dict, job: Job) -> None:
     """One trial: an ordinary cnnlab run that reports every epoch to Tune."""
     from ray import tune
 
+    from cnnlab.config import name_within
     from cnnlab.experiment import Stopped, run
     from cnnlab.sweep import stop_reason
 
@@ -275,7 +276,7 @@ def _trial(params: dict, job: Job) -> None:
     node = node_info()
     trial_id = tune.get_context().get_trial_id()
     try:
-        cfg = sweep.trial_config(point, seed, f"{sweep.base.name}-{trial_id}")
+        cfg = sweep.trial_config(point, seed, name_within(sweep.base.name, f"-{trial_id}"))
     except CnnlabError as e:  # keys drawn together (random, tpe) that make no config: one line, not retried
         tune.report({sweep.metric: math.nan, "epoch": 0, "epochs_planned": 0, "error": f"{e} ({_where(node)})", **node})
         return

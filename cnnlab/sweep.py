@@ -19,12 +19,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, ValidationInfo, field_validator, model_validator
 
 from cnnlab import runs
 from cnnlab.config import (
     NAME_MAX, Config, Strict, check_key, closest_key, config_to_dict, drop_foreign_reported, dump_yaml, flatten, is_choice_section, key_below, load_config, leaf_keys,
-    name_of_file, overridden, override_named, parse_override, parsed_overrides, read_yaml, set_dotted, validate,
+    name_of_file, name_within, overridden, override_named, parse_override, parsed_overrides, read_yaml, set_dotted, validate,
 )
 from cnnlab.errors import CnnlabError, ConfigError, RunError, counted, first_line, in_run, signal_name
 from cnnlab.interrupts import Interrupted
@@ -118,7 +118,7 @@ class Resources(Strict):
 
 
 class SweepFile(Strict):
-    name: str = Field(min_length=1, max_length=NAME_MAX, pattern=r"^[A-Za-z0-9_.-]+$")  # default: the file name
+    name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_.-]+$")  # default: the file name
     description: str = ""
     base: str  # the base config: a path relative to the sweep file, or a config's name (named.py)
     set: dict[str, Any] = {}  # dotted config keys fixed for every trial, e.g. {train.epochs: 3}
@@ -132,6 +132,13 @@ class SweepFile(Strict):
     resources: Resources = Resources()
     max_failures: int = Field(2, ge=0)  # retries of a trial whose worker or node died
     max_concurrent: int | None = Field(None, gt=0)  # default: as many as the cluster's resources allow
+
+    @field_validator("name")
+    @classmethod
+    def _fits(cls, v: str, info: ValidationInfo) -> str:
+        if len(v) > NAME_MAX and not (info.context or {}).get("stored"):  # a sweep an older cnnlab started stays resumable
+            raise ValueError(f"at most {NAME_MAX} characters (got {len(v)}): the sweep directory is named after it")
+        return v
 
     @field_validator("seeds")
     @classmethod
@@ -183,7 +190,7 @@ class Sweep:
     def trial_config(self, point: dict, seed: int, name: str | None = None) -> Config:
         data = set_keys(config_to_dict(self.base), point, named_keys(self.source, "space", point, self.given), self.explicit)
         drop_foreign_reported(data, (self.base.model.name, self.base.dataset.name), [*point, *self.explicit])  # an FC point of a CNN base: not the CNN's number
-        data.update(seed=seed, name=name or self.base.name)
+        data.update(seed=seed, name=name or name_within(self.base.name))  # (a base an older cnnlab took may be longer)
         # set.model.init=xavier that a point's model refuses is named as that override; a key the point sets, as the point's
         owners = [*self.owners, *((key, self.given.get(key)) for key in point)]
         return validate(data, Config, f"{self.source}: space", overrides=self.given, owners=owners)
@@ -280,7 +287,7 @@ def unknown_override(path: Path, text: str, base: dict) -> ConfigError:
     return ConfigError(f"{override_named(path, text)}: unknown key '{top}' (neither a sweep key nor a config key); {hint}")
 
 
-def validate_spec(data: dict, source: str, given: dict[str, str] | None = None) -> SweepFile:
+def validate_spec(data: dict, source: str, given: dict[str, str] | None = None, stored: bool = False) -> SweepFile:
     """Validate a raw sweep file; each space entry first, so a typo there names its own key.
     given: the command line's space keys -> how an error names each (see named_keys)."""
     if isinstance(data.get("space"), dict):
@@ -289,7 +296,7 @@ def validate_spec(data: dict, source: str, given: dict[str, str] | None = None) 
         named = named_keys(source, "space", data["space"], given or {})
         for key, entry in data["space"].items():
             validate(entry, SpaceEntry, named[key])
-    return validate(data, SweepFile, source)
+    return validate(data, SweepFile, source, stored)
 
 
 def _kind_key(key: str) -> bool:
@@ -420,7 +427,7 @@ def reopen(path: str | Path) -> Sweep:
     runs.resume_elsewhere(path, "sweep")
     if not (path / SWEEP_FILE).is_file() or not (path / BASE_FILE).is_file():
         raise RunError(f"not a sweep directory: {path} has no {SWEEP_FILE} and {BASE_FILE}")
-    spec = validate_spec(read_yaml(path / SWEEP_FILE, "sweep", stored=True), str(path / SWEEP_FILE))
+    spec = validate_spec(read_yaml(path / SWEEP_FILE, "sweep", stored=True), str(path / SWEEP_FILE), stored=True)
     explicit = runs.read_json(path / runs.SUMMARY).get("explicit_keys") if (path / runs.SUMMARY).is_file() else None
     return resolve(spec, load_config(path / BASE_FILE, stored=True), str(path / SWEEP_FILE),
                    explicit if isinstance(explicit, list) else leaf_keys(spec.set), reopened=True)
@@ -609,7 +616,7 @@ def write_best(sweep: Sweep, sweep_dir: Path, points: list[dict], trials: list[d
     trial = min(mine, key=lambda t: (t["status"] != "completed", -t[m] if sweep.mode == "max" else t[m], t["seed"], t["trial"]))
     run_dir = sweep_dir / trial["run_dir"]
     data = read_yaml(run_dir / runs.CONFIG, stored=True)
-    data["name"] = f"{sweep.name}-best"
+    data["name"] = name_within(sweep.name, "-best")
     given = runs.read_json(sweep_dir / runs.SUMMARY).get("data_dir")  # the sweep's --data-dir, if any
     if given and not data.get("dataset", {}).get("data_dir"):
         data.setdefault("dataset", {})["data_dir"] = given  # so that best.yaml trains on the same files anywhere

@@ -1,6 +1,8 @@
 """The training loop's pieces on hand-made tensors: evaluate() in eval mode, the shuffled data order,
 and the loss function."""
 
+import copy
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -206,11 +208,12 @@ def test_a_single_image_test_batch_in_training_mode_is_one_config_error():
     with pytest.raises(ConfigError, match=r"^a test batch of 1 image\(s\) is too small for this model's BatchNorm in training mode "
                                           r"\(train.eval_mode: false\); choose train.eval_batch_size or dataset.test_subset"):
         evaluate(model, x, y, 4, loss_fn, eval_mode=False)
-    # in eval mode the running statistics serve one image: the accuracy of the model's own predictions
-    model.eval()
+    # in eval mode (evaluate's default, from a model in training mode) the running statistics serve one image
     with torch.no_grad():
-        expected = (model(x).argmax(1) == y).float().mean().item()
+        expected = (copy.deepcopy(model).eval()(x).argmax(1) == y).float().mean().item()
+    assert model.training
     assert evaluate(model, x, y, 4, loss_fn)[1] == pytest.approx(expected)
+    assert model.training  # given back as it came
 
 
 def test_weights_broken_by_the_last_step_fail_the_run_at_its_evaluation():

@@ -1646,3 +1646,17 @@ def test_a_study_file_without_a_name_is_named_after_its_file(tmp_path):
     study = tmp_path / "my study.yaml"
     study.write_text("members: [mnist_fc, mnist_cnn]\n")
     assert load_study(study).name == "my_study"
+
+
+def test_a_members_cells_are_named_within_the_name_limit_however_long_its_name(tmp_path):
+    """A config named 97 to 100 characters trained alone, but compare named its cells NAME-s0 and
+    NAME-s0-permuted, past the limit: 'override name=...-s0: name: at most 100 characters', blaming an
+    override nobody typed."""
+    from cnnlab.config import NAME_MAX
+    from cnnlab.studies.compare import make_cells
+    from cnnlab.studies.spec import Member
+
+    cfg = load_config(ROOT / "configs/mnist_fc.yaml", [f"name={'m' * NAME_MAX}"])
+    names = [cell.cfg.name for cell in make_cells([Member("FC", cfg, "mnist_fc.yaml")], 2, permute=True)]
+    assert names == [f"{'m' * (NAME_MAX - 3)}-s0", f"{'m' * (NAME_MAX - 3)}-s1",
+                     f"{'m' * (NAME_MAX - 12)}-s0-permuted", f"{'m' * (NAME_MAX - 12)}-s1-permuted"]

@@ -1343,3 +1343,29 @@ def test_a_ray_error_is_the_trials_own_line_without_colours():
 
     assert ray_error(TaskError("\x1b[36mray::ImplicitFunc.train()\x1b[39m (pid=1, ip=10.0.0.1)")) == "CUDA out of memory"
     assert ray_error(RuntimeError("\x1b[36mray::ImplicitFunc.train()\x1b[39m failed")) == "ImplicitFunc.train() failed"
+
+
+def test_names_a_sweep_makes_stay_within_the_limit_and_an_older_long_named_sweep_resumes(tmp_path):
+    """A base named 89 to 100 characters failed every trial once the sweep directory existed (each
+    trial is BASE-<Ray's trial id>); a sweep a cnnlab without the limit started with a longer name
+    could not be resumed; its best.yaml (SWEEP-best) could not be trained."""
+    from cnnlab.config import NAME_MAX, name_within
+    from cnnlab.sweep import reopen, start
+
+    with pytest.raises(ConfigError, match=f"name: at most {NAME_MAX} characters \\(got 101\\)"):
+        load_sweep(write_sweep(tmp_path / "long.yaml", name="w" * (NAME_MAX + 1), space={"optimizer.lr": [0.1]}))
+    base = tmp_path / "base.yaml"
+    base.write_text(BASE.read_text().replace("name: mnist_cnn\n", f"name: {'b' * NAME_MAX}\n"))
+    sweep = load_sweep(write_sweep(tmp_path / "s.yaml", name="w" * NAME_MAX, base=str(base), space={"optimizer.lr": [0.1]}))
+    trial = sweep.trial_config({"optimizer.lr": 0.1}, 0, name_within(sweep.base.name, "-abcde_00000"))
+    assert trial.name == "b" * (NAME_MAX - 12) + "-abcde_00000"
+    assert name_within(sweep.name, "-best") == "w" * (NAME_MAX - 5) + "-best"
+
+    sweep_dir = start(sweep, tmp_path / "runs")
+    spec = yaml.safe_load((sweep_dir / "sweep.yaml").read_text())
+    (sweep_dir / "sweep.yaml").write_text(yaml.safe_dump({**spec, "name": "o" * 150}))  # as an older cnnlab wrote it
+    base = yaml.safe_load((sweep_dir / "base.yaml").read_text())
+    (sweep_dir / "base.yaml").write_text(yaml.safe_dump({**base, "name": "q" * 150}))
+    reopened = reopen(sweep_dir)
+    assert reopened.name == "o" * 150 and reopened.base.name == "q" * 150
+    assert reopened.trial_config({"optimizer.lr": 0.1}, 0).name == "q" * NAME_MAX

@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from cnnlab.config import SEEDS_BELOW, article_test_acc, config_from_dict, config_to_dict
+from cnnlab.config import SEEDS_BELOW, article_test_acc, config_from_dict, config_to_dict, name_within
 from cnnlab.errors import ConfigError, counted
 from cnnlab.runner import Cell
 from cnnlab.studies.spec import Member
@@ -44,7 +44,7 @@ def make_cells(members: list[Member], seeds: int, permute: bool) -> list[Cell]:
             raise ConfigError(f"--seeds {seeds} from {m.label}'s seed {m.cfg.seed} reaches {m.cfg.seed + seeds - 1}, past the largest seed (2**63 - 1); give a smaller seed or fewer seeds")
         for permuted in (False, True) if permute else (False,):
             for seed in range(m.cfg.seed, m.cfg.seed + seeds):
-                name = f"{m.cfg.name}-s{seed}" + ("-permuted" if permuted else "")
+                name = name_within(m.cfg.name, f"-s{seed}" + ("-permuted" if permuted else ""))
                 overrides = [f"name={name}", f"seed={seed}", f"transform.permute={str(permuted).lower()}"]
                 cfg = config_from_dict(config_to_dict(m.cfg), overrides, m.source)
                 cells.append(Cell(cfg, {"model": m.label, "permuted": permuted, "seed": seed}))
