@@ -276,7 +276,11 @@ def list_runs(
     from cnnlab.runs import list_runs as find, runs_to_list
 
     root = runs_to_list(runs_dir)
-    rows = find(root)
+    unreadable: list[str] = []
+    rows = find(root, unreadable)
+    if unreadable:  # (they would vanish from the list unsaid)
+        print(f"note: left out {len(unreadable)} whose {'summary.json' if len(unreadable) == 1 else 'summary.json files'} cannot be read "
+              f"(edited or damaged?): {', '.join(unreadable[:3])}{', ...' if len(unreadable) > 3 else ''}", file=sys.stderr)
     want = {"dataset": dataset, "model": model, "status": status}
     # a study lists its members' datasets and models comma-separated ("fc,cnn"): any one matches
     rows = [r for r in rows if all(v is None or v in str(r.get(k)).split(",") for k, v in want.items())]

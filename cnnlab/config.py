@@ -516,7 +516,18 @@ def read_yaml(path: str | Path, what: str = "config", stored: bool = False) -> d
         raise ConfigError(f"{path}: the {what} file is empty")
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: the {what} must be a mapping of keys to values, not {_given(data)}")
+    if _holds_itself(data):  # `a: &x [*x]`: every later step would recurse without end
+        raise ConfigError(f"{path}: not valid YAML for a {what}: an alias refers to a value it is part of")
     return data
+
+
+def _holds_itself(value, within: tuple = ()) -> bool:
+    """Whether a list or mapping contains itself, at any depth (a YAML alias inside its own anchor)."""
+    if not isinstance(value, (dict, list)):
+        return False
+    if any(value is outer for outer in within):
+        return True
+    return any(_holds_itself(v, (*within, value)) for v in (value.values() if isinstance(value, dict) else value))
 
 
 _KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_-]*(\.[A-Za-z_][A-Za-z0-9_-]*)*")  # a hyphen too: train.max-steps is told train.max_steps

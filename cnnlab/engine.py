@@ -123,6 +123,10 @@ def evaluate(model, x, y, batch_size: int, loss_fn, amp: str = "none", tta: str 
     return loss_sum.item() / n, correct.item() / n
 
 
+# what most often makes a loss NaN, and what else does (weight_decay=1e30 was told to lower the rate)
+DIVERGED_HINT = "most often optimizer.lr is too high; a large weight_decay or badly scaled inputs do it too"
+
+
 def check_finite(losses: list[torch.Tensor], start: int, epoch: int) -> None:
     """Raise NonFiniteLoss naming the first NaN/inf among losses[start:] (one host sync)."""
     finite = torch.isfinite(torch.stack(losses[start:]))
@@ -130,7 +134,7 @@ def check_finite(losses: list[torch.Tensor], start: int, epoch: int) -> None:
         bad = start + int((~finite).nonzero()[0])
         raise NonFiniteLoss(
             f"the loss became {losses[bad].item()} at epoch {epoch + 1}, step {bad + 1}; "
-            "training stopped (try a lower learning rate)"
+            f"training stopped ({DIVERGED_HINT})"
         )
 
 
@@ -358,7 +362,7 @@ def fit(state: State, data: Data, pipeline, train_cfg, loss_fn, on_epoch=None, o
         )
         row["eval_seconds"] = time.perf_counter() - t0
         if not math.isfinite(row["test_loss"]):  # the epoch's last steps, which no training loss checks, broke the weights
-            raise NonFiniteLoss(f"the test loss became {row['test_loss']} after epoch {epoch}; training stopped (try a lower learning rate)")
+            raise NonFiniteLoss(f"the test loss became {row['test_loss']} after epoch {epoch}; training stopped ({DIVERGED_HINT})")
         state.epoch = epoch
         if on_epoch is not None:
             on_epoch(row, state)

@@ -1,7 +1,14 @@
 """Errors a user can cause. The CLI turns each into one line on stderr and an exit code."""
 
+import shlex
 import signal
 from pathlib import Path
+
+
+def shell_word(path) -> str:
+    """A path as it goes into a command a message gives to copy: quoted where the shell would split it
+    ('my runs/x' -> "'my runs/x'"), as it is otherwise."""
+    return shlex.quote(str(path))
 
 
 def first_line(e: BaseException) -> str:

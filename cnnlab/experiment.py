@@ -25,7 +25,7 @@ from cnnlab.bench.machine import Stretch
 from cnnlab.config import Config, config_to_dict, dump_yaml, load_config
 from cnnlab.data import load_splits, resolve_data_dir
 from cnnlab.engine import Data, State, StepGraph, fit, gradients_channels_last, loss_function, steps_per_epoch
-from cnnlab.errors import ConfigError, first_line, in_run, signal_name
+from cnnlab.errors import ConfigError, first_line, in_run, shell_word, signal_name
 from cnnlab.flops import training_flops
 from cnnlab.interrupts import Interrupted, Signals
 from cnnlab.models import build_model, count_params, unwrap
@@ -367,7 +367,7 @@ def _run(cfg: Config, signals: Signals, runs_dir, data_dir, resume, progress, on
             raise
         # a resume that turned checkpoints off keeps the earlier checkpoint until its first epoch ends
         resumable = cfg.train.checkpoint or (path / runs.CHECKPOINT).exists()
-        how = f"continue with: cnnlab train --resume {path}" if resumable else "no checkpoint to continue from (train.checkpoint=false)"
+        how = f"continue with: cnnlab train --resume {shell_word(path)}" if resumable else "no checkpoint to continue from (train.checkpoint=false)"
         raise in_run(Interrupted(e.signum, f"{message}; {written} complete epoch(s) kept; {how}"), path) from None
     except KeyboardInterrupt as e:  # (the epochs written, as above: state.epoch runs ahead of them a moment)
         finish("interrupted", f"stopped during epoch {summary.get('epochs', state.epoch) + 1}")

@@ -263,6 +263,14 @@ def _run_to_continue(trials_dir: Path, name: str) -> Path | None:
     return previous if previous is not None and continuable(previous) else None
 
 
+def check_restorable(sweep_dir: Path) -> None:
+    """RunError, before anything is written, where Tune saved no state to resume the sweep from."""
+    from ray import tune
+
+    if not tune.Tuner.can_restore(str(Path(sweep_dir).resolve() / "tune")):
+        raise RunError(f"nothing to resume in {sweep_dir}: Tune saved no state there; start the sweep again")
+
+
 def _trial(params: dict, job: Job) -> None:
     """One trial: an ordinary cnnlab run that reports every epoch to Tune."""
     from ray import tune
@@ -416,8 +424,7 @@ def run_sweep(sweep, sweep_dir: Path, *, signals, data_dir=None, resume: bool = 
     trainable = tune.with_resources(tune.with_parameters(_trial, job=job), {"cpu": res.cpus, "gpu": gpus})
     tune_dir = sweep_dir / "tune"
     if resume:
-        if not tune.Tuner.can_restore(str(tune_dir)):
-            raise RunError(f"nothing to resume in {sweep_dir}: Tune saved no state there; start the sweep again")
+        check_restorable(sweep_dir)
         tuner = tune.Tuner.restore(str(tune_dir), trainable, resume_unfinished=True, restart_errored=True)
     else:
         tuner = tune.Tuner(

@@ -25,7 +25,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from cnnlab.errors import RunError
+from cnnlab.errors import RunError, shell_word
 
 CONFIG, METRICS, SUMMARY, MODEL, CHECKPOINT = "config.yaml", "metrics.csv", "summary.json", "model.pt", "checkpoint.pt"
 LOCK = ".lock"  # held (flock) by the process training the run
@@ -117,7 +117,9 @@ def load_tensors(path: Path, device="cpu"):
             return torch.load(path, map_location=device, weights_only=True)
     except pickle.UnpicklingError as e:  # weights_only refuses anything but tensors and plain containers
         raise RunError(f"refusing to load {path}: not a plain file of tensors ({error_reason(e)})") from None
-    except Exception as e:  # truncated, or not a torch file at all
+    except (KeyError, EOFError) as e:  # torch's reader on text or an empty file: 'KeyError: 101', 'EOFError'
+        raise RunError(f"cannot read {path}: not a file torch.save wrote, or a damaged one ({type(e).__name__}: {error_reason(e)})") from None
+    except Exception as e:  # truncated
         raise RunError(f"cannot read {path}: {error_reason(e)}") from None
 
 
@@ -234,7 +236,7 @@ def resume_elsewhere(path: Path, wanted: str) -> None:
     # (a completed run can still be extended with more epochs; sweep --resume reports a completed sweep again)
     if kind in STUDIES and summary.get("status") == "completed":
         raise RunError(f"{what}, and it is already complete: nothing to resume")
-    raise RunError(f"{what}: resume it with cnnlab {'train' if kind == 'run' else kind} --resume {path}")
+    raise RunError(f"{what}: resume it with cnnlab {'train' if kind == 'run' else kind} --resume {shell_word(path)}")
 
 
 def must_be_a_directory(path: Path, kind: str) -> None:
@@ -269,7 +271,7 @@ def finished_run(path: str | os.PathLike, verb: str) -> Path:
     summary = read_json(path / SUMMARY)
     status = shown_status(summary, path)
     if status not in ("completed", "stopped"):
-        then = "wait until it is done" if status == "running" else f"continue it with: cnnlab train --resume {path}"
+        then = "wait until it is done" if status == "running" else f"continue it with: cnnlab train --resume {shell_word(path)}"
         raise RunError(f"{path} is {status} after {summary.get('epochs') or 0} epoch(s): {verb} a finished run ({then})")
     return path
 
@@ -550,10 +552,12 @@ def _kind(path: Path) -> str:
         return "run"
 
 
-def list_runs(root: Path) -> list[dict]:
+def list_runs(root: Path, unreadable: list[str] | None = None) -> list[dict]:
     """Summaries of every run, study and sweep under root, newest first.
 
-    A run marked running whose process is gone shows as status 'dead'.
+    A run marked running whose process is gone shows as status 'dead'. unreadable, when given,
+    gets the directories cnnlab made (a .kind file) whose summary.json cannot be read (edited or
+    damaged by hand), which the list leaves out.
     """
     out = []
     if not root.is_dir():
@@ -571,8 +575,10 @@ def list_runs(root: Path) -> list[dict]:
             continue
         try:
             data = read_json(summary)
-        except RunError:
-            continue  # a summary is always replaced whole, so this is some other file
+        except RunError:  # a summary is always replaced whole: damaged by hand, or not cnnlab's
+            if unreadable is not None and (path / ".kind").is_file():
+                unreadable.append(path.name)
+            continue
         data.setdefault("kind", _kind(path))
         data["status"] = shown_status(data, path)
         data["path"] = str(path)

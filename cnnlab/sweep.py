@@ -26,7 +26,7 @@ from cnnlab.config import (
     NAME_MAX, Config, Strict, check_key, closest_key, config_to_dict, drop_foreign_reported, dump_yaml, flatten, is_choice_section, key_below, load_config, leaf_keys,
     name_of_file, name_within, overridden, override_named, parse_override, parsed_overrides, read_yaml, set_dotted, validate,
 )
-from cnnlab.errors import CnnlabError, ConfigError, RunError, counted, first_line, in_run, signal_name
+from cnnlab.errors import CnnlabError, ConfigError, RunError, counted, first_line, in_run, shell_word, signal_name
 from cnnlab.interrupts import Interrupted
 from cnnlab.named import config_path, relative_config
 
@@ -218,11 +218,12 @@ def load_sweep(path: str | Path, overrides: list[str] | None = None) -> Sweep:
     path = config_path(path, "sweep")
     data = read_yaml(path, "sweep")
     if "model" in data and "space" not in data:  # `seed` would be offered as "did you mean 'seeds'?"
-        raise ConfigError(f"{path} is a config, not a sweep file: train it with cnnlab train {path}, or name it as a sweep file's base")
+        raise ConfigError(f"{path} is a config, not a sweep file: train it with cnnlab train {shell_word(path)}, or name it as a sweep file's base")
     if "members" in data and "space" not in data:
-        raise ConfigError(f"{path} is a study file, not a sweep file: run it with cnnlab compare {path}")
+        raise ConfigError(f"{path} is a study file, not a sweep file: run it with cnnlab compare {shell_word(path)}")
     config_overrides, unknown = [], []  # config_overrides: (text, (key, value, how an error names it)) each
     given = {"space": {}, "set": {}}  # the command line's space and set keys -> how an error names each
+    typed = []  # (sweep key, how an error names it) for the command line's other sweep keys (seeds=[], samples=0)
     for text, (key, value, where) in zip(overrides or [], parsed_overrides(overrides)):
         top = key.split(".")[0]
         if top in ("space", "set") and "." in key:  # their keys hold dots themselves: space.optimizer.lr=[...]
@@ -237,6 +238,7 @@ def load_sweep(path: str | Path, overrides: list[str] | None = None) -> Sweep:
                 section[inner] = value
         elif top in SweepFile.model_fields:
             set_dotted(data, [(key, value, where)], SweepFile)
+            typed.append((key, override_named(path, text)))
             if key in given:  # set={...}: the whole section, so all its keys, the command line's
                 given[key] = dict.fromkeys(value if isinstance(value, dict) else (), override_named(path, text))
         elif key == "seed":  # each trial runs with one of the sweep's seeds, whatever the base config says
@@ -246,7 +248,7 @@ def load_sweep(path: str | Path, overrides: list[str] | None = None) -> Sweep:
         else:
             config_overrides.append((text, (key, value, where)))
     data.setdefault("name", name_of_file(path))
-    spec = validate_spec(data, str(path), given["space"])
+    spec = validate_spec(data, str(path), given["space"], owners=typed)
     base_path = relative_config(spec.base, path.parent)
     base = read_yaml(base_path, "base config")
     base.setdefault("name", name_of_file(base_path))
@@ -287,16 +289,17 @@ def unknown_override(path: Path, text: str, base: dict) -> ConfigError:
     return ConfigError(f"{override_named(path, text)}: unknown key '{top}' (neither a sweep key nor a config key); {hint}")
 
 
-def validate_spec(data: dict, source: str, given: dict[str, str] | None = None, stored: bool = False) -> SweepFile:
+def validate_spec(data: dict, source: str, given: dict[str, str] | None = None, stored: bool = False, owners=()) -> SweepFile:
     """Validate a raw sweep file; each space entry first, so a typo there names its own key.
-    given: the command line's space keys -> how an error names each (see named_keys)."""
+    given: the command line's space keys -> how an error names each (see named_keys); owners: the
+    command line's other sweep keys, each with how an error names it (see config.validate)."""
     if isinstance(data.get("space"), dict):
         if not data["space"]:  # pydantic would say "Dictionary should have at least 1 item"
             raise ConfigError(f"{source}: space is empty: nothing to sweep; give at least one key, e.g. space.optimizer.lr=[0.01, 0.1]")
         named = named_keys(source, "space", data["space"], given or {})
         for key, entry in data["space"].items():
             validate(entry, SpaceEntry, named[key])
-    return validate(data, SweepFile, source, stored)
+    return validate(data, SweepFile, source, stored, owners=owners)
 
 
 def _kind_key(key: str) -> bool:
@@ -441,7 +444,7 @@ def update_summary(path: Path, **values) -> dict:
 
 
 def resume_hint(sweep_dir: Path) -> str:
-    return f"continue it with: cnnlab sweep --resume {sweep_dir}"
+    return f"continue it with: cnnlab sweep --resume {shell_word(sweep_dir)}"
 
 
 def stop_reason(sweep: Sweep, epoch) -> str:
@@ -496,7 +499,9 @@ def trial_rows(sweep: Sweep, sweep_dir: Path, records: list[dict]) -> list[dict]
     settles a stopped trial's run."""
     rows = []
     for rec in records:
-        run_dir = Path(rec["run_dir"]) if rec.get("run_dir") else None
+        # in this sweep directory's trials/ by its name: Tune's record holds the absolute path the
+        # trial ran at, which a moved or copied sweep directory no longer (or not itself) has
+        run_dir = Path(sweep_dir) / TRIALS / Path(rec["run_dir"]).name if rec.get("run_dir") else None
         # (its results checked: a hand-edited "test_acc": "high" is one line, not a TypeError in the means)
         summary = runs.read_json(run_dir / runs.SUMMARY, runs.RESULTS) if run_dir and (run_dir / runs.SUMMARY).is_file() else {}
         status, error = rec["status"], rec.get("error")

@@ -653,3 +653,15 @@ def test_a_value_its_tag_cannot_build_is_one_line(value, tmp_path):
     with pytest.raises(ConfigError, match=r"c.yaml: not valid YAML \(line 2, column \d+\): '.+' is not a valid !!\w+$"):
         read_yaml(tmp_path / "c.yaml")
     assert error_of([f"description={value}"]) == f"override 'description={value}': the value is not valid YAML"
+
+
+def test_a_yaml_alias_inside_its_own_anchor_is_one_line(tmp_path):
+    """`description: &a [*a]` made a list that holds itself: a 64-line RecursionError traceback from
+    the error reporting, and `cnnlab configs` failed for the whole listing."""
+    path = tmp_path / "rec.yaml"
+    path.write_text("name: r\nmodel: {name: fc}\ndescription: &a [1, {b: *a}]\n")
+    with pytest.raises(ConfigError, match="an alias refers to a value it is part of"):
+        load_config(path)
+    shared = tmp_path / "shared.yaml"  # an alias used twice, outside its anchor, is fine
+    shared.write_text("name: s\nmodel: {name: fc, hidden: &h [8, 8]}\nreported: null\ndescription: ok\n")
+    assert load_config(shared).model.hidden == [8, 8]

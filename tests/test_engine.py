@@ -170,7 +170,8 @@ def test_a_loss_that_stops_being_finite_is_reported_at_its_own_epoch_and_step():
     state = State(model, torch.optim.SGD(model.parameters(), lr=0.1), None, torch.Generator().manual_seed(0), torch.Generator().manual_seed(1), epoch=4)
     x, y = torch.randn(50, 1, 2, 2), torch.randint(0, 3, (50,))
     pipeline = Pipeline(TransformConfig(), [0.0], [1.0], (1, 2, 2), 0, 3)
-    with pytest.raises(NonFiniteLoss, match=r"^the loss became nan at epoch 5, step 3; training stopped"):
+    with pytest.raises(NonFiniteLoss, match=r"^the loss became nan at epoch 5, step 3; training stopped \(most often optimizer\.lr is too high; "
+                                            r"a large weight_decay or badly scaled inputs do it too\)$"):
         train_epoch(state, Data(x, y, x, y), pipeline, TrainConfig(batch_size=8), nan_at_step_3)
     losses = [torch.tensor(1.0)] * (CHECK_EVERY + 10)
     losses[CHECK_EVERY + 6] = torch.tensor(float("inf"))

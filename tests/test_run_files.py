@@ -145,6 +145,22 @@ def test_listing_skips_directories_whose_summary_is_not_cnnlabs(tmp_path):
     assert [r["name"] for r in runs.list_runs(tmp_path)] == ["real"]
 
 
+def test_cnnlab_runs_says_which_of_its_directories_it_leaves_out(tmp_path):
+    """A run, study or sweep whose summary.json was damaged by hand vanished from `cnnlab runs` unsaid;
+    a folder that is not cnnlab's (no .kind) is still left out without a word."""
+    StudyRecord(tmp_path, "real", study="fc-vs-cnn")
+    damaged = StudyRecord(tmp_path, "damaged", study="fc-vs-cnn").path
+    (damaged / "summary.json").write_text('{"name": "dam')
+    (tmp_path / "foreign").mkdir()
+    (tmp_path / "foreign" / "summary.json").write_text("[1, 2]")
+    unreadable = []
+    assert [r["name"] for r in runs.list_runs(tmp_path, unreadable)] == ["real"]
+    assert unreadable == [damaged.name]
+    out = subprocess.run([sys.executable, "-m", "cnnlab", "runs", "--runs-dir", str(tmp_path)], capture_output=True, text=True, timeout=120, cwd=ROOT)
+    assert out.returncode == 0 and "real" in out.stdout
+    assert out.stderr == f"note: left out 1 whose summary.json cannot be read (edited or damaged?): {damaged.name}\n"
+
+
 def test_listing_reads_a_kind_file_that_is_not_text(tmp_path):
     record = StudyRecord(tmp_path, "real", study="fc-vs-cnn")
     summary = json.loads((record.path / "summary.json").read_text())
@@ -677,3 +693,13 @@ def test_runs_csv_keeps_whole_numbers_whole_and_a_narrow_table_keeps_accuracy_an
     code, out, err = cli_here(capsys, monkeypatch, "runs", "--runs-dir", setup / "runs")
     row = next(line for line in out.splitlines() if done.path.name in line)
     assert f"{done.summary['test_acc']:.2%}" in row and "completed" in row, out
+
+
+@pytest.mark.parametrize("content", [b"hello\n", b""], ids=["text", "empty"])
+def test_a_damaged_torch_file_is_told_as_such(tmp_path, content):
+    """`echo hello > checkpoint.pt` was told 'cannot read .../checkpoint.pt: 101' (torch's KeyError
+    on the first byte), an empty one 'EOFError'."""
+    path = tmp_path / "checkpoint.pt"
+    path.write_bytes(content)
+    with pytest.raises(RunError, match=r"checkpoint\.pt: not a file torch\.save wrote, or a damaged one \((KeyError|EOFError)"):
+        runs.load_tensors(path)

@@ -1549,6 +1549,8 @@ def test_show_names_a_cuda_run_that_gave_up_determinism():
     # the keys of a list's sections were not looked up: "unknown key 'members.0.lable'; valid keys here: " and nothing
     ("members:\n  - {{config: {ROOT}/configs/mnist_fc.yaml, lable: FC}}\n", "unknown key 'members.0.lable'; did you mean 'members.0.label'?"),
     ("name: {long}\nmembers: [mnist_fc]\n", "name: String should have at most 100 characters"),
+    # a lone surrogate trained every cell, then failed writing the tables (UnicodeEncodeError, a traceback)
+    ("members:\n  - {{config: {ROOT}/configs/mnist_fc.yaml, label: \"\\ud800\"}}\n", "members.0.label: a label is one line of visible text"),
 ])
 def test_a_study_file_with_a_misspelt_members_key_or_a_blank_label_is_one_line(tmp_path, body, message):
     """membrs used to be read as a config ('valid keys here: name, seed, ...'); a label with a line

@@ -4,6 +4,7 @@ on tiny learnable data: ASHA's early stops, a trial equal to a plain `cnnlab tra
 import contextlib
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -427,6 +428,7 @@ def resume_on_fake_tune(monkeypatch, capsys, sweep_dir: Path, records: list[dict
         return records
 
     monkeypatch.setattr(ray_backend, "run_sweep", run_sweep)
+    monkeypatch.setattr(ray_backend, "check_restorable", lambda sweep_dir: None)  # no Tune state in these
     monkeypatch.setattr(ray_backend, "saved_records", lambda sweep, path: records)
     monkeypatch.setattr(command, "_check_local_ray", lambda *args, **kwargs: None)
     monkeypatch.setattr(sys, "argv", ["cnnlab", "sweep", "--resume", str(sweep_dir)])
@@ -1061,6 +1063,7 @@ def test_a_resume_reads_the_data_its_trials_read_not_the_working_directorys(tmp_
 
     monkeypatch.setattr(ray_backend, "session", lambda address, what: contextlib.nullcontext(type("Ray", (), {"cluster_resources": staticmethod(lambda: {"CPU": 4.0})})))
     monkeypatch.setattr(ray_backend, "run_sweep", run_sweep)
+    monkeypatch.setattr(ray_backend, "check_restorable", lambda sweep_dir: None)  # no Tune state in these
     monkeypatch.chdir(tmp_path / "w2")
     done = cnnlab_here(capsys, "sweep", "--resume", sweep_dir)
     assert done.stderr.startswith("error: Tune stops here"), done.stderr
@@ -1369,3 +1372,69 @@ def test_names_a_sweep_makes_stay_within_the_limit_and_an_older_long_named_sweep
     reopened = reopen(sweep_dir)
     assert reopened.name == "o" * 150 and reopened.base.name == "q" * 150
     assert reopened.trial_config({"optimizer.lr": 0.1}, 0).name == "q" * NAME_MAX
+
+
+def test_a_moved_or_copied_sweep_reads_its_own_trials(tmp_path):
+    """Tune's records hold the absolute path each trial ran at: a sweep directory moved elsewhere and
+    resumed rewrote results.csv, trials.csv and summary.json with every point at '-' (its trials not
+    found), and a copy's tables named the original's trials."""
+    from cnnlab.sweep import finish, start
+
+    sweep = load_sweep(write_sweep(tmp_path / "s.yaml", seeds=[0], space={"optimizer.lr": [0.1, 0.5]}))
+    first = start(sweep, tmp_path / "runs")
+    records = finished_trials(sweep, first, lambda point, seed: {0.1: 0.8, 0.5: 0.9}[point["optimizer.lr"]])
+    moved = tmp_path / "elsewhere" / "my sweep"
+    moved.parent.mkdir()
+    shutil.copytree(first, moved)  # a copy, the original still there
+    outcome = finish(sweep, moved, records)
+    assert outcome.status == "completed"
+    trials = pd.read_csv(moved / "trials.csv")
+    assert sorted(trials.test_acc) == [0.8, 0.9] and all(r.startswith("trials/") for r in trials.run_dir)
+    shutil.rmtree(first)  # moved: the original gone
+    assert finish(sweep, moved, records).best["point"] == {"optimizer.lr": 0.5}
+    assert pd.read_csv(moved / "results.csv")["test_acc_mean"].tolist() == [0.9, 0.8]
+
+
+@needs_ray
+def test_a_refused_resume_leaves_a_completed_sweep_as_it_was(tmp_path):
+    """A finished sweep whose tune/ folder was deleted (to save room) and then given to --resume was
+    refused ('Tune saved no state there') after its summary.json had been set to running, and then
+    recorded as failed."""
+    from cnnlab import runs
+    from cnnlab.sweep import finish, start
+
+    sweep = load_sweep(write_sweep(tmp_path / "s.yaml", seeds=[0], space={"optimizer.lr": [0.1]}))
+    sweep_dir = start(sweep, tmp_path / "runs")
+    finish(sweep, sweep_dir, finished_trials(sweep, sweep_dir, lambda point, seed: 0.9))
+    before = (sweep_dir / runs.SUMMARY).read_text()
+    assert '"completed"' in before
+    out = cnnlab("sweep", "--resume", sweep_dir, timeout=300)
+    assert out.returncode == 1, out.stderr
+    assert out.stderr.strip().splitlines()[-1].startswith(f"error: nothing to resume in {sweep_dir}")
+    assert (sweep_dir / runs.SUMMARY).read_text() == before
+
+
+def test_a_command_to_copy_quotes_a_path_the_shell_would_split(tmp_path):
+    """'continue it with: cnnlab sweep --resume /runs/my sweep' ran `--resume /runs/my` when pasted."""
+    from cnnlab.sweep import resume_hint
+
+    assert resume_hint(Path("/runs/my sweep")) == "continue it with: cnnlab sweep --resume '/runs/my sweep'"
+    assert resume_hint(Path("/runs/20261128-093000-lenet_lr-a1b2c3")) == "continue it with: cnnlab sweep --resume /runs/20261128-093000-lenet_lr-a1b2c3"
+    config = tmp_path / "a config.yaml"
+    config.write_text("model: {name: fc}\n")
+    with pytest.raises(ConfigError, match=f"train it with cnnlab train '{config}'"):
+        load_sweep(config)
+
+
+@pytest.mark.parametrize("override, message", [
+    ("seeds=[]", "override seeds=[]: seeds: List should have at least 1 item"),
+    ("samples=0", "override samples=0: samples: Input should be greater than 0"),
+    ("scheduler={name: asha, grace_period: 0}", "override scheduler={name: asha, grace_period: 0}: scheduler.grace_period: Input should be greater than 0"),
+])
+def test_a_sweep_key_given_on_the_command_line_is_named_as_the_override(tmp_path, override, message):
+    """`cnnlab sweep s.yaml seeds=[]` said 's.yaml: seeds: List should have at least 1 item', as if the
+    file held the mistake; train names the override in the same case."""
+    path = write_sweep(tmp_path / "s.yaml", space={"optimizer.lr": [0.1]})
+    with pytest.raises(ConfigError) as e:
+        load_sweep(path, [override])
+    assert str(e.value).startswith(f"{path}, {message}"), str(e.value)

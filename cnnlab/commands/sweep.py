@@ -13,7 +13,7 @@ from typing import Optional
 import typer
 
 from cnnlab.cli import CnnlabUsage, DataDir, Device, RunsDir, app, not_empty, split_args, tell_finished
-from cnnlab.errors import RunError, counted, in_run, signal_name
+from cnnlab.errors import RunError, counted, in_run, shell_word, signal_name
 
 
 def _check_local_ray(sweep, data_dir, resumed: bool) -> None:
@@ -57,7 +57,7 @@ def sweep(
         check_dir(runs_root(runs_dir))  # before Ray starts (seconds), or connects to a cluster
 
     from cnnlab.interrupts import Interrupted, interruptible
-    from cnnlab.ray_backend import check_fits, ray_address, require_ray, run_sweep, saved_records, session
+    from cnnlab.ray_backend import check_fits, check_restorable, ray_address, require_ray, run_sweep, saved_records, session
     from cnnlab.report import print_table
 
     require_ray("cnnlab sweep", optuna=spec.spec.method != "grid")
@@ -73,6 +73,7 @@ def sweep(
             with session(address, "cnnlab sweep") as ray:  # connect first: no sweep directory for an unreachable cluster
                 check_fits(spec.spec.resources, ray.cluster_resources())  # nor for trials larger than the cluster
                 if resume is not None:
+                    check_restorable(Path(resume))  # else a refused resume would mark a completed sweep failed
                     sweeps.update_summary(Path(resume), status="running", error=None, finished_at=None, **owner())
                     path = Path(resume)
                 else:
@@ -101,7 +102,7 @@ def sweep(
             print_table(sweeps.display_rows(spec, outcome.points), title=f"{spec.name}: {spec.metric}, best first")
         if outcome.best:
             point = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in outcome.best["point"].items())
-            print(f"best: {point}; train it with: cnnlab train {path / 'best.yaml'}")
+            print(f"best: {point}; train it with: cnnlab train {shell_word(path / 'best.yaml')}")
 
     tell_finished(path, "sweep", tell, complete=outcome.status == "completed" and not outcome.failed)
     if outcome.status == "interrupted":

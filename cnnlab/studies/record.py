@@ -13,7 +13,7 @@ from typing import Any, Optional
 
 from cnnlab import runs
 from cnnlab.config import Strict, validate
-from cnnlab.errors import CnnlabError, ConfigError, RunError, first_line, in_run
+from cnnlab.errors import CnnlabError, ConfigError, RunError, first_line, in_run, shell_word
 
 CELLS = "cells"
 PLAN = "plan.json"
@@ -101,7 +101,7 @@ class StudyRecord:
         from cnnlab.engine import NonFiniteLoss
         from cnnlab.interrupts import Interrupted, interruptible
 
-        resume = f"cnnlab {self.summary.get('study')} --resume {self.path}"
+        resume = f"cnnlab {self.summary.get('study')} --resume {shell_word(self.path)}"
         with runs.training_lock(self.path), interruptible() as signals:  # SIGTERM and SIGHUP, too, mark the study interrupted
             self.save()  # status running, this process as the owner
             try:

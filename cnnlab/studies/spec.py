@@ -24,7 +24,8 @@ class MemberSpec(Strict):
     @field_validator("label")
     @classmethod
     def _one_line(cls, v):
-        if v is not None and (not v.strip() or any(ord(c) < 32 or ord(c) == 127 for c in v)):
+        # (a lone surrogate, "\ud800" in YAML, is no character: the tables' files could not be written)
+        if v is not None and (not v.strip() or any(ord(c) < 32 or ord(c) == 127 or 0xD800 <= ord(c) <= 0xDFFF for c in v)):
             raise ValueError("a label is one line of visible text (the name of the member's rows in the table)")
         return v
 
