@@ -34,11 +34,17 @@ def find(name: str, kind: str) -> Path | None:
     """The file of kind ('config', 'study' or 'sweep') that name names, or None: in the working
     directory's configs/ first, the name as typed first, then with '-' as '_' and '_' as '-'."""
     spellings = dict.fromkeys([name, name.replace("-", "_"), name.replace("_", "-")])
+    hidden = None  # a broken link or a folder of that name, found before the file
     for root in roots():
         for stem in spellings:
             path = root / KINDS[kind] / f"{stem}.yaml"
             if is_file(path):
+                if hidden is not None:  # not cnnlab's own, unsaid, where the user's of that name is broken
+                    what = f"a broken link (to {os.readlink(hidden)})" if hidden.is_symlink() else "not a file"
+                    raise ConfigError(f"{hidden} is {what}, not a {kind} file: mend it, or move it aside for {path}")
                 return path
+            if hidden is None and os.path.lexists(path):
+                hidden = path
     return None
 
 

@@ -253,3 +253,21 @@ def test_cnnlab_configs_lists_the_working_directorys_own_and_one_that_does_not_l
     assert "does not load: " in lines["broken"] and "unknown model 'resnet9'" in lines["broken"]
     assert "mnist_cnn" in lines  # cnnlab's own beside them
     assert out.strip().splitlines()[-1] == f"from configs/ here then {ROOT / 'configs'} (cnnlab's own)"
+
+
+@pytest.mark.parametrize("how", ["broken link", "folder"])
+def test_a_working_directory_config_that_is_not_a_file_is_told_not_passed_over(tmp_path, monkeypatch, how):
+    """./configs/mnist_cnn.yaml as a broken link (or a folder) had `cnnlab train mnist_cnn` train
+    cnnlab's own mnist_cnn without a word."""
+    from cnnlab.errors import ConfigError
+    from cnnlab.named import config_path
+
+    (tmp_path / "configs").mkdir()
+    if how == "broken link":
+        (tmp_path / "configs" / "mnist_cnn.yaml").symlink_to(tmp_path / "gone.yaml")
+    else:
+        (tmp_path / "configs" / "mnist_cnn.yaml").mkdir()
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ConfigError, match=r"configs/mnist_cnn\.yaml is (a broken link \(to .*gone\.yaml\)|not a file), not a config file: "
+                                          rf"mend it, or move it aside for {ROOT / 'configs' / 'mnist_cnn.yaml'}$"):
+        config_path("mnist_cnn")
