@@ -19,7 +19,7 @@ from typing import Annotated, Any, Callable, Literal, Sequence, Union
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, StrictFloat, StrictInt, ValidationError, ValidationInfo, field_validator, model_validator
 
-from cnnlab.errors import ConfigError
+from cnnlab.errors import ConfigError, shell_word
 from cnnlab.named import config_path
 
 # Image shape (C, H, W) and class count per dataset: models and validators derive sizes from these.
@@ -521,13 +521,25 @@ def read_yaml(path: str | Path, what: str = "config", stored: bool = False) -> d
     return data
 
 
-def _holds_itself(value, within: tuple = ()) -> bool:
-    """Whether a list or mapping contains itself, at any depth (a YAML alias inside its own anchor)."""
-    if not isinstance(value, (dict, list)):
-        return False
-    if any(value is outer for outer in within):
-        return True
-    return any(_holds_itself(v, (*within, value)) for v in (value.values() if isinstance(value, dict) else value))
+def _holds_itself(value) -> bool:
+    """Whether a list or mapping contains itself, at any depth (a YAML alias inside its own anchor).
+    Without recursion (PyYAML reads a few hundred levels) and each value once: aliases make a graph,
+    which walked as a tree grows tenfold a level (`l2: &l2 [*l1, *l1, ...]`)."""
+    done: set[int] = set()
+    path: set[int] = set()  # the values whose insides are being walked
+    stack = [(value, False)]
+    while stack:
+        node, leaving = stack.pop()
+        if leaving:
+            path.discard(id(node))
+            done.add(id(node))
+        elif isinstance(node, (dict, list)) and id(node) not in done:
+            if id(node) in path:
+                return True
+            path.add(id(node))
+            stack.append((node, True))
+            stack.extend((child, False) for child in (node.values() if isinstance(node, dict) else node))
+    return False
 
 
 _KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_-]*(\.[A-Za-z_][A-Za-z0-9_-]*)*")  # a hyphen too: train.max-steps is told train.max_steps
@@ -552,6 +564,8 @@ def parse_override(text: str, where: str | None = None) -> tuple[str, Any]:
         comment = _trailing_comment(value)
     except (yaml.YAMLError, RecursionError):  # RecursionError: nested too deeply, as read_yaml says
         raise ConfigError(f"{where}: the value is not valid YAML") from None
+    if _holds_itself(parsed):  # train=&a {x: *a}
+        raise ConfigError(f"{where}: an alias refers to a value it is part of")
     if comment:  # description=run #5 would be 'run', and dataset.data_dir=#2 null: silently
         quoted = value.strip().replace("'", "''")
         raise ConfigError(f"{where}: YAML drops {comment!r} as a comment; leave it out, or quote a text that holds it: {key}='{quoted}'")
@@ -960,7 +974,7 @@ def read_config_yaml(path: str | Path, stored: bool = False) -> dict:
     data = read_yaml(path, stored=stored)
     for key, kind, command in (("space", "sweep", "sweep"), ("members", "study", "compare")):
         if key in data and "model" not in data:
-            raise ConfigError(f"{path} is a {kind} file, not a config: run it with cnnlab {command} {path}")
+            raise ConfigError(f"{path} is a {kind} file, not a config: run it with cnnlab {command} {shell_word(path)}")
     return data
 
 

@@ -40,12 +40,17 @@ def find(name: str, kind: str) -> Path | None:
             path = root / KINDS[kind] / f"{stem}.yaml"
             if is_file(path):
                 if hidden is not None:  # not cnnlab's own, unsaid, where the user's of that name is broken
-                    what = f"a broken link (to {os.readlink(hidden)})" if hidden.is_symlink() else "not a file"
-                    raise ConfigError(f"{hidden} is {what}, not a {kind} file: mend it, or move it aside for {path}")
+                    raise ConfigError(f"{hidden} is {_not_a_file(hidden)}, not a {kind} file: mend it, or move it aside for {path}")
                 return path
             if hidden is None and os.path.lexists(path):
                 hidden = path
+    if hidden is not None and hidden.is_symlink():  # not "no such file": the link is there
+        raise ConfigError(f"{hidden} is {_not_a_file(hidden)}, not a {kind} file")
     return None
+
+
+def _not_a_file(path: Path) -> str:
+    return f"a broken link (to {os.readlink(path)})" if path.is_symlink() and not _exists(path) else "not a file"
 
 
 def files(kind: str) -> dict[str, Path]:

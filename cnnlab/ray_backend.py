@@ -492,7 +492,11 @@ def _scheduler(sweep):
 
         def on_trial_add(self, tune_controller, trial):
             super().on_trial_add(tune_controller, trial)
-            run_dir = (trial.last_result or {}).get("run_dir") if trial.status == Trial.TERMINATED else None
+            from cnnlab.sweep import trial_dir
+
+            recorded = (trial.last_result or {}).get("run_dir") if trial.status == Trial.TERMINATED else None
+            experiment = getattr(trial, "remote_experiment_path", None)  # <sweep dir>/tune, where it is now
+            run_dir = trial_dir(Path(experiment).parent, recorded) if experiment and recorded else recorded
             if run_dir and (Path(run_dir) / runs.METRICS).is_file():
                 for row in runs.read_metrics(Path(run_dir)).to_dict("records"):
                     self.on_trial_result(tune_controller, trial, row)

@@ -494,14 +494,18 @@ def _missing(x) -> bool:
     return x is None or x != x
 
 
+def trial_dir(sweep_dir: Path, recorded: str | None) -> Path | None:
+    """A trial's run directory: in this sweep directory's trials/, by the name of the one Tune
+    recorded, whose absolute path a moved or copied sweep directory no longer (or not itself) has."""
+    return Path(sweep_dir) / TRIALS / Path(recorded).name if recorded else None
+
+
 def trial_rows(sweep: Sweep, sweep_dir: Path, records: list[dict]) -> list[dict]:
     """One row per trial, from Tune's record of it and its run directory, in the sweep's order; also
     settles a stopped trial's run."""
     rows = []
     for rec in records:
-        # in this sweep directory's trials/ by its name: Tune's record holds the absolute path the
-        # trial ran at, which a moved or copied sweep directory no longer (or not itself) has
-        run_dir = Path(sweep_dir) / TRIALS / Path(rec["run_dir"]).name if rec.get("run_dir") else None
+        run_dir = trial_dir(sweep_dir, rec.get("run_dir"))
         # (its results checked: a hand-edited "test_acc": "high" is one line, not a TypeError in the means)
         summary = runs.read_json(run_dir / runs.SUMMARY, runs.RESULTS) if run_dir and (run_dir / runs.SUMMARY).is_file() else {}
         status, error = rec["status"], rec.get("error")

@@ -1,6 +1,7 @@
 """Config schema, YAML loading, overrides and the one-line validation messages."""
 
 import math
+import subprocess
 import sys
 from pathlib import Path
 
@@ -665,3 +666,24 @@ def test_a_yaml_alias_inside_its_own_anchor_is_one_line(tmp_path):
     shared = tmp_path / "shared.yaml"  # an alias used twice, outside its anchor, is fine
     shared.write_text("name: s\nmodel: {name: fc, hidden: &h [8, 8]}\nreported: null\ndescription: ok\n")
     assert load_config(shared).model.hidden == [8, 8]
+
+
+
+def test_shared_aliases_and_deep_nesting_are_read_once_each(tmp_path):
+    """The self-reference check walked the YAML as a tree: 8 levels of 10 aliases each (a 600-byte
+    file) took minutes, and 400 nested lists, which PyYAML reads, ended in a RecursionError traceback."""
+    levels = ["l0: &l0 [1]"] + [f"l{i}: &l{i} [" + ", ".join([f"*l{i - 1}"] * 10) + "]" for i in range(1, 9)]
+    graph = tmp_path / "graph.yaml"
+    graph.write_text("name: g\nmodel: {name: fc}\n" + "\n".join(levels) + "\n")
+    deep = tmp_path / "deep.yaml"
+    deep.write_text("name: d\nmodel: {name: fc}\ndescription: " + "[" * 400 + "]" * 400 + "\n")
+    for path, message in ((graph, "unknown key 'l0'"), (deep, "description: Input should be a valid string")):
+        out = subprocess.run([sys.executable, "-m", "cnnlab", "train", str(path), "--print-config"], capture_output=True, text=True,
+                             timeout=120, cwd=ROOT)  # (a hang guard: the tree walk took minutes)
+        assert out.returncode == 2 and out.stderr == f"error: {path}: {message}" + out.stderr.split(message, 1)[1], out.stderr
+        assert len(out.stderr.splitlines()) == 1
+
+
+def test_an_override_that_holds_itself_is_one_line():
+    """`train=&a {x: *a}` ended in a RecursionError traceback."""
+    assert error_of(["train=&a {x: *a}"]) == "override 'train=&a {x: *a}': an alias refers to a value it is part of"

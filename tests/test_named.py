@@ -271,3 +271,6 @@ def test_a_working_directory_config_that_is_not_a_file_is_told_not_passed_over(t
     with pytest.raises(ConfigError, match=r"configs/mnist_cnn\.yaml is (a broken link \(to .*gone\.yaml\)|not a file), not a config file: "
                                           rf"mend it, or move it aside for {ROOT / 'configs' / 'mnist_cnn.yaml'}$"):
         config_path("mnist_cnn")
+    (tmp_path / "configs" / "mine.yaml").symlink_to(tmp_path / "gone.yaml")  # no file of that name anywhere
+    with pytest.raises(ConfigError, match=r"configs/mine\.yaml is a broken link \(to .*gone\.yaml\), not a config file$"):
+        config_path("mine")

@@ -1438,3 +1438,13 @@ def test_a_sweep_key_given_on_the_command_line_is_named_as_the_override(tmp_path
     with pytest.raises(ConfigError) as e:
         load_sweep(path, [override])
     assert str(e.value).startswith(f"{path}, {message}"), str(e.value)
+
+
+def test_a_trials_directory_is_found_in_the_sweep_directory_it_is_in_now(tmp_path):
+    """What trial_rows and the resumed ASHA scheduler read a trial's epochs from: Tune recorded the
+    absolute path the trial ran at, gone once the sweep directory moved."""
+    from cnnlab.sweep import trial_dir
+
+    recorded = "/old/place/runs/20261128-093000-s-a1b2c3/trials/20261128-093001-s-abcde_00000-d4e5f6"
+    assert trial_dir(tmp_path / "my sweep", recorded) == tmp_path / "my sweep" / "trials" / "20261128-093001-s-abcde_00000-d4e5f6"
+    assert trial_dir(tmp_path, None) is None
