@@ -285,10 +285,10 @@ class Config(Strict):
 
     @field_validator("name")
     @classmethod
-    def _name(cls, v: str) -> str:
+    def _name(cls, v: str, info: ValidationInfo) -> str:
         if not re.fullmatch(r"[A-Za-z0-9_.-]+", v):
             raise ValueError("name may hold only letters, digits, '_', '-' and '.'")
-        return v
+        return fitting_name(v, info, "run")
 
     @field_validator("device")
     @classmethod
@@ -333,8 +333,6 @@ class Config(Strict):
         resumable)."""
         if (info.context or {}).get("stored"):
             return self
-        if len(self.name) > NAME_MAX:  # the run directory is named after it
-            raise ValueError(f"name: at most {NAME_MAX} characters (got {len(self.name)}): the run directory is named after it")
         sizes = {"n_feature": [getattr(self.model, "n_feature", 0)], "hidden": getattr(self.model, "hidden", []), "widths": getattr(self.model, "widths", [])}
         for key, values in sizes.items():
             if any(v > WIDEST for v in values):
@@ -978,6 +976,20 @@ def read_config_yaml(path: str | Path, stored: bool = False) -> dict:
     return data
 
 
+def fitting_name(name: str, info: ValidationInfo, named: str) -> str:
+    """A validator's check of a run's, study's or sweep's name against NAME_MAX (named: what its
+    directory is); a stored file's longer name, which an older cnnlab took, stays resumable."""
+    if len(name) > NAME_MAX and not (info.context or {}).get("stored"):
+        raise ValueError(f"at most {NAME_MAX} characters (got {len(name)}): the {named} directory is named after it")
+    return name
+
+
+def as_name(text: str) -> str:
+    """text as a name, or a name's part in a file's name: other characters than a name takes made
+    '_' ("my exp" -> my_exp), cut to NAME_MAX."""
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", text)[:NAME_MAX]
+
+
 def name_within(name: str, suffix: str = "") -> str:
     """A name cnnlab makes from one a user gave (a study's cell, a sweep's trial, best.yaml's): name
     cut so that name + suffix stays within NAME_MAX."""
@@ -987,7 +999,7 @@ def name_within(name: str, suffix: str = "") -> str:
 def name_of_file(path: str | Path) -> str:
     """The name a file gives what it holds when that sets none: its stem, other characters than a
     name takes made '_' ("my exp.yaml" -> my_exp)."""
-    return re.sub(r"[^A-Za-z0-9_.-]+", "_", Path(path).stem)[:NAME_MAX]
+    return as_name(Path(path).stem)
 
 
 def load_config(path: str | Path, overrides: Overrides | None = None, stored: bool = False) -> Config:

@@ -423,8 +423,7 @@ def run_sweep(sweep, sweep_dir: Path, *, signals, data_dir=None, resume: bool = 
     job = Job(sweep, str(trials_dir), _absolute(data_dir), max(1, int(res.cpus)))
     trainable = tune.with_resources(tune.with_parameters(_trial, job=job), {"cpu": res.cpus, "gpu": gpus})
     tune_dir = sweep_dir / "tune"
-    if resume:
-        check_restorable(sweep_dir)
+    if resume:  # (check_restorable: done by the caller before it marks the sweep running)
         tuner = tune.Tuner.restore(str(tune_dir), trainable, resume_unfinished=True, restart_errored=True)
     else:
         tuner = tune.Tuner(

@@ -23,8 +23,8 @@ from pydantic import Field, ValidationInfo, field_validator, model_validator
 
 from cnnlab import runs
 from cnnlab.config import (
-    NAME_MAX, Config, Strict, check_key, closest_key, config_to_dict, drop_foreign_reported, dump_yaml, flatten, is_choice_section, key_below, load_config, leaf_keys,
-    name_of_file, name_within, overridden, override_named, parse_override, parsed_overrides, read_yaml, set_dotted, validate,
+    Config, Strict, check_key, closest_key, config_to_dict, drop_foreign_reported, dump_yaml, flatten, is_choice_section, key_below, load_config, leaf_keys,
+    fitting_name, name_of_file, name_within, overridden, override_named, parse_override, parsed_overrides, read_yaml, set_dotted, validate,
 )
 from cnnlab.errors import CnnlabError, ConfigError, RunError, counted, first_line, in_run, shell_word, signal_name
 from cnnlab.interrupts import Interrupted
@@ -136,9 +136,7 @@ class SweepFile(Strict):
     @field_validator("name")
     @classmethod
     def _fits(cls, v: str, info: ValidationInfo) -> str:
-        if len(v) > NAME_MAX and not (info.context or {}).get("stored"):  # a sweep an older cnnlab started stays resumable
-            raise ValueError(f"at most {NAME_MAX} characters (got {len(v)}): the sweep directory is named after it")
-        return v
+        return fitting_name(v, info, "sweep")
 
     @field_validator("seeds")
     @classmethod

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import numbers
 import os
-import re
 import sys
 from pathlib import Path
 from typing import Optional
@@ -23,9 +22,9 @@ Resume = typer.Option(None, "--resume", parser=not_empty("--resume", Path), meta
 def _slug(label: str) -> str:
     """A label as a file name's part: other characters than a name takes made '_', as long as a name
     may be (a label of any length still makes a file name the file system takes)."""
-    from cnnlab.config import NAME_MAX
+    from cnnlab.config import as_name
 
-    return re.sub(r"[^A-Za-z0-9_.-]+", "_", label).strip("_")[:NAME_MAX] or "model"
+    return as_name(label).strip("_") or "model"
 
 
 def _image_names(labels: list[str]) -> list[str]:
