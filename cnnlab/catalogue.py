@@ -21,6 +21,8 @@ def catalogue(kinds=("config", "study", "sweep")) -> list[dict]:
         for name, path in named.files(kind).items():
             row = {"kind": kind, "name": name, "trains": "", "reported": "", "about": ""}
             try:
+                if not named.is_file(path):
+                    named.find(name, kind)  # refuses it, saying why
                 row.update(_described(kind, path))
             except ConfigError as e:
                 row["about"] = f"does not load: {e}"
@@ -31,14 +33,14 @@ def catalogue(kinds=("config", "study", "sweep")) -> list[dict]:
 
 
 def _described(kind: str, path: Path) -> dict:
-    from cnnlab.config import load_config
+    from cnnlab.config import article_text, load_config
 
     if kind == "config":
         cfg = load_config(path)
-        reported = cfg.reported.test_acc if cfg.reported is not None else None
+        reported = article_text(cfg.reported.model_dump(), False) if cfg.reported is not None else None
         return {
             "trains": f"{cfg.model.name} on {cfg.dataset.name}, {counted(cfg.train.epochs, 'epoch')}",
-            "reported": f"{reported:.1%}" if reported is not None else "",
+            "reported": reported or "",
             "about": cfg.description,
         }
     if kind == "study":

@@ -210,14 +210,14 @@ _exit_code: int | None = None  # main()'s exit code, once it has one
 
 def _tell_result(cfg, result) -> None:
     """The finished run's epochs table and one line on how it went."""
-    from cnnlab.config import article_test_acc
+    from cnnlab.config import article_text
     from cnnlab.report import print_epochs, say
 
     print_epochs(result.metrics)
-    say(finished_line(cfg, result.summary, article_test_acc(result.summary.get("reported"), cfg.transform.permute)))
+    say(finished_line(cfg, result.summary, article_text(result.summary.get("reported"), cfg.transform.permute)))
 
 
-def finished_line(cfg, s: dict, article: float | None) -> str:
+def finished_line(cfg, s: dict, article: str | None) -> str:
     """One line on how a finished run went."""
     line = f"{cfg.name}: {cfg.model.name} on {cfg.dataset.name}, {s['params']:,} params, test accuracy {s['test_acc']:.2%} after {s['epochs']} epoch(s), {s['train_seconds']:.1f} s training on {s['device']}"
     compiled, cached = s.get("compile_seconds"), s.get("compiled_step_cached")
@@ -228,7 +228,7 @@ def finished_line(cfg, s: dict, article: float | None) -> str:
     elif cached:
         line += " (the compiled step taken from the cache)"
     if article is not None:
-        line += f" (article: {article:.1%})"
+        line += f" (article: {article})"
     return line
 
 

@@ -257,16 +257,37 @@ class Reported(Strict):
     """What the original article reported, shown beside cnnlab's result."""
 
     test_acc: StrictFloat | None = Field(None, ge=0, le=1)  # a fraction, like cnnlab's own: 0.716 for 71.6%
+    # an article that gives a range over its epochs (study D's 52% to 61%): its low end, test_acc the high
+    test_acc_low: StrictFloat | None = Field(None, ge=0, le=1)
     test_acc_permuted: StrictFloat | None = Field(None, ge=0, le=1)  # the same with transform.permute (study A)
     source: str = ""
+
+    @model_validator(mode="after")
+    def _range(self):
+        if self.test_acc_low is not None and (self.test_acc is None or self.test_acc_low > self.test_acc):
+            raise ValueError("reported.test_acc_low is the low end of a range: give test_acc, its high end, at least as large")
+        return self
 
 
 def article_test_acc(reported: dict | None, permuted: bool) -> float | None:
     """The article's test accuracy for a run's condition, from its summary's `reported`: a run with
-    permuted pixels gets the article's permuted number (none where the article gives none)."""
+    permuted pixels gets the article's permuted number (none where the article gives none); the
+    high end of a range."""
     if not isinstance(reported, dict):
         return None
     return reported.get("test_acc_permuted" if permuted else "test_acc")
+
+
+def article_text(reported: dict | None, permuted: bool) -> str | None:
+    """article_test_acc as people read it: '96.0%', or '52.0-61.0%' for a range over the article's
+    epochs; a value that is not a number (a summary edited by hand) as it is."""
+    high = article_test_acc(reported, permuted)
+    if high is None:
+        return None
+    low = None if permuted else reported.get("test_acc_low")
+    if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in (high, low or 0)):
+        return str(high)
+    return f"{high:.1%}" if low is None else f"{low:.1%}-{high:.1%}".replace("%-", "-", 1)
 
 
 class Config(Strict):

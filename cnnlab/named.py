@@ -50,17 +50,27 @@ def find(name: str, kind: str) -> Path | None:
 
 
 def _not_a_file(path: Path) -> str:
-    return f"a broken link (to {os.readlink(path)})" if path.is_symlink() and not _exists(path) else "not a file"
+    if path.is_symlink() and not _exists(path):
+        return f"a broken link (to {os.readlink(path)})"
+    return "a folder" if path.is_dir() else "not a file"
 
 
 def files(kind: str) -> dict[str, Path]:
     """Every name of kind there is -> the file find() finds for it (configs as their files are
-    spelt, studies and sweeps with '-' for '_'), sorted by name."""
+    spelt, studies and sweeps with '-' for '_'), sorted by name. Where find() refuses a name (a
+    broken link, or a folder hiding a file of that name) its path is the link or folder."""
     found: dict[str, Path] = {}
+    hiding: dict[str, Path] = {}  # name -> the first broken link or folder of that name
     for root in roots():  # the working directory's first, as find() takes them
         for path in sorted((root / KINDS[kind]).glob("*.yaml")):
+            name = shown(path.stem, kind)
             if is_file(path):
-                found.setdefault(shown(path.stem, kind), path)
+                found.setdefault(name, hiding.get(name, path))
+            elif name not in found:
+                hiding.setdefault(name, path)
+    for name, path in hiding.items():
+        if path.is_symlink():  # refused with no file behind it too
+            found.setdefault(name, path)
     return dict(sorted(found.items()))
 
 

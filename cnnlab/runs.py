@@ -21,6 +21,7 @@ import socket
 import stat
 import tempfile
 import time
+import warnings
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -405,7 +406,14 @@ def read_metrics(run: Path):
     if not path.is_file() or not path.stat().st_size:
         return pd.DataFrame()
     try:
-        table = pd.read_csv(path)
+        with warnings.catch_warnings():
+            # rows that all hold a field more than the header: pandas would take the first column
+            # for an index (every column then reads as its neighbour's), or with index_col=False
+            # drop the last field with this warning
+            warnings.simplefilter("error", pd.errors.ParserWarning)
+            table = pd.read_csv(path, index_col=False)
+    except pd.errors.ParserWarning:
+        raise RunError(f"cannot read {path}: its rows hold more fields than its header (edited by hand?)") from None
     except (OSError, ValueError, UnicodeDecodeError) as e:  # pandas' ParserError is a ValueError
         raise RunError(f"cannot read {path}: {error_reason(e)}") from None
     missing = [c for c in METRIC_COLUMNS if c not in table.columns]

@@ -554,6 +554,22 @@ def test_the_reference_runs_study_a_cnn_as_written_with_cnnlabs_weights():
     assert reference.as_written(lenet) == lenet  # the other models are already as written
 
 
+def test_the_reference_ends_study_a_models_in_log_softmax_and_nll_as_written():
+    """STUDIES.md writes study A's FC2Layer and CNN ending in LogSoftmax, trained with the NLL loss;
+    the reference gave cross-entropy on logits (the same numbers, another program than written)."""
+    x, y = torch.randn(8, 1, 28, 28), torch.randint(0, 10, (8,))
+    for name in ("mnist_fc.yaml", "mnist_cnn.yaml"):
+        cfg = load_config(ROOT / "configs" / name)
+        bare = build_model(cfg.model, (1, 28, 28), 10)
+        model, loss_fn = reference.with_written_loss(bare, cfg, nn.functional.cross_entropy)
+        assert type(model[-1]).__name__ == "LogSoftmax" and model[0] is bare and loss_fn is nn.functional.nll_loss
+        torch.testing.assert_close(loss_fn(model(x), y), nn.functional.cross_entropy(bare(x), y))
+    for name in ("lenet.yaml", "cifar10_trashnet.yaml"):  # studies C and D write CrossEntropyLoss on logits
+        cfg = load_config(ROOT / "configs" / name)
+        bare = build_model(cfg.model, (3, 32, 32) if cfg.dataset.name == "cifar10" else (1, 28, 28), 10)
+        assert reference.with_written_loss(bare, cfg, nn.functional.cross_entropy) == (bare, nn.functional.cross_entropy)
+
+
 def test_the_process_settings_cnnlab_makes_do_not_leak_into_the_reference(tiny_data, monkeypatch):
     """setup() sets torch's thread count and, on CUDA, cuDNN's determinism for the whole process; the
     bench's next reference run must find them as they were."""

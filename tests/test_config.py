@@ -365,7 +365,7 @@ def test_a_section_given_nothing_a_number_or_a_list_says_it_is_a_section():
     assert error_of(["dataset=null"]) == ("config, override dataset=null: dataset: a section of keys (name, data_dir, download, train_subset, test_subset), "
                                           "not empty; leave it out for its defaults")
     assert error_of(["transform.shift=3"]) == "config, override transform.shift=3: transform.shift: a section of keys (dx, dy, mode), not 3; leave it out for its defaults"
-    assert error_of(["reported=[1]"]).startswith("config, override reported=[1]: reported: a section of keys (test_acc, test_acc_permuted, source), not a list;")
+    assert error_of(["reported=[1]"]).startswith("config, override reported=[1]: reported: a section of keys (test_acc, test_acc_low, test_acc_permuted, source), not a list;")
     assert error_of(["loss=5"]).startswith("config, override loss=5: loss: a section, not 5; to choose one by name: loss.name=NAME, one of 'cross_entropy'")
     assert error_of(["optimizer=[1]"]).startswith("config, override optimizer=[1]: optimizer: a section, not a list; to choose one by name: optimizer.name=NAME")
 

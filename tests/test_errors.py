@@ -121,6 +121,7 @@ def write_files(tmp: Path) -> dict[str, Path]:
                                    ("study_table_binary", '{"kind": "study"}', None), ("config_model_a_name", "{}", None),
                                    ("metrics_blank_epoch", "{}", text_epoch.replace("one,", ",")), ("metrics_epoch_inf", "{}", text_epoch.replace("one,", "inf,")),
                                    ("metrics_epoch_twice", "{}", text_epoch.replace("one,", "1,") + "1,1.0,0.5,1.0,0.5,1.0,100\n"),
+                                   ("metrics_extra_field", "{}", text_epoch.replace("one,", "1,").replace("100\n", "100,7\n")),
                                    ("config_smoothing_a_word", "{}", text_epoch.replace("one,", "1,"))):
         run = paths[name] = tmp / name
         run.mkdir()
@@ -313,6 +314,7 @@ CASES = [
     ("show_metrics_not_cnnlabs", ["show", "{metrics_semicolons}"], 1, "no 'epoch', 'train_loss'"),
     ("show_metrics_blank_epoch", ["show", "{metrics_blank_epoch}"], 1, "metrics.csv: column 'epoch' holds something other than whole numbers"),
     ("show_metrics_epoch_inf", ["show", "{metrics_epoch_inf}"], 1, "metrics.csv: column 'epoch' holds something other than whole numbers"),
+    ("show_metrics_extra_field", ["show", "{metrics_extra_field}"], 1, "metrics.csv: its rows hold more fields than its header (edited by hand?)"),
     ("show_metrics_epoch_twice", ["show", "{metrics_epoch_twice}"], 1, "metrics.csv: row 2 is epoch 1, not 2 (edited by hand?)"),
     ("show_study_files_a_number", ["show", "{study_files_a_number}"], 1, "summary.json: 'files' should be a list, not 5 (edited by hand?)"),
     ("show_study_table_binary", ["show", "{study_table_binary}"], 1, "table.md: 'utf-8' codec can't decode"),

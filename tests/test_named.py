@@ -259,6 +259,7 @@ def test_cnnlab_configs_lists_the_working_directorys_own_and_one_that_does_not_l
 def test_a_working_directory_config_that_is_not_a_file_is_told_not_passed_over(tmp_path, monkeypatch, how):
     """./configs/mnist_cnn.yaml as a broken link (or a folder) had `cnnlab train mnist_cnn` train
     cnnlab's own mnist_cnn without a word."""
+    from cnnlab.catalogue import catalogue
     from cnnlab.errors import ConfigError
     from cnnlab.named import config_path
 
@@ -268,9 +269,16 @@ def test_a_working_directory_config_that_is_not_a_file_is_told_not_passed_over(t
     else:
         (tmp_path / "configs" / "mnist_cnn.yaml").mkdir()
     monkeypatch.chdir(tmp_path)
-    with pytest.raises(ConfigError, match=r"configs/mnist_cnn\.yaml is (a broken link \(to .*gone\.yaml\)|not a file), not a config file: "
-                                          rf"mend it, or move it aside for {ROOT / 'configs' / 'mnist_cnn.yaml'}$"):
+    said = r"configs/mnist_cnn\.yaml is " + (r"a broken link \(to .*gone\.yaml\)" if how == "broken link" else "a folder")
+    with pytest.raises(ConfigError, match=said + rf", not a config file: mend it, or move it aside for {ROOT / 'configs' / 'mnist_cnn.yaml'}$"):
         config_path("mnist_cnn")
     (tmp_path / "configs" / "mine.yaml").symlink_to(tmp_path / "gone.yaml")  # no file of that name anywhere
     with pytest.raises(ConfigError, match=r"configs/mine\.yaml is a broken link \(to .*gone\.yaml\), not a config file$"):
         config_path("mine")
+    (tmp_path / "configs" / "yours.yaml").mkdir()  # a folder hiding nothing: no name at all, as train finds none
+    # cnnlab configs listed cnnlab's own mnist_cnn, which train refuses: it now says why that name does not load
+    rows = {row["name"]: row for row in catalogue(("config",))}
+    assert re.fullmatch("does not load: " + said + ", not a config file: mend it.*", rows["mnist_cnn"]["about"])
+    assert rows["mnist_cnn"]["trains"] == ""
+    assert re.fullmatch(r"does not load: configs/mine\.yaml is a broken link .*, not a config file", rows["mine"]["about"])
+    assert "yours" not in rows and rows["mnist_fc"]["trains"] == "fc on mnist, 1 epoch"

@@ -131,7 +131,7 @@ def test_the_readme_gives_compares_table_columns():
     example = README.split("`cnnlab compare fc-vs-cnn --permute` on the real MNIST", 1)[1]
     header = re.search(r"^\| (.+) \|$", example, re.M).group(1).split(" | ")
     row = {"model": "FC", "params": 6442, "permuted": False, "seeds": 3, "test_acc_mean": 0.9, "test_acc_std": 0.01,
-           "train_seconds": 1.0, "article_test_acc": 0.88}
+           "train_seconds": 1.0, "article_test_acc": 0.88, "article_test_acc_low": None}
     assert header == list(display_rows(pd.DataFrame([row]))[0])
 
 

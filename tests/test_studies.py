@@ -98,7 +98,7 @@ def test_compare_named_study_end_to_end(tiny_data, tmp_path, capsys, monkeypatch
     assert not list(study.glob(".*.tmp"))
 
     table = pd.read_csv(study / "table.csv")
-    assert list(table.columns) == ["model", "params", "permuted", "seeds", "test_acc_mean", "test_acc_std", "train_seconds", "article_test_acc"]
+    assert list(table.columns) == ["model", "params", "permuted", "seeds", "test_acc_mean", "test_acc_std", "train_seconds", "article_test_acc", "article_test_acc_low"]
     assert [(m, p) for m, p in zip(table.model, table.permuted)] == [("FC", False), ("FC", True), ("CNN", False), ("CNN", True)]
     assert list(table.params) == [6442, 6442, 6422, 6422] and set(table.seeds) == {2}
     # study A's numbers beside each row: the permuted rows get the article's permuted ones
@@ -167,7 +167,7 @@ def test_config_files_whose_names_hold_other_characters_name_the_study_as_train_
 
 def test_reading_sentence_from_numbers():
     rows = [
-        {"model": m, "permuted": p, "seed": s, "params": 1, "test_acc": a, "train_seconds": 1.0, "article_test_acc": None}
+        {"model": m, "permuted": p, "seed": s, "params": 1, "test_acc": a, "train_seconds": 1.0, "article_test_acc": None, "article_test_acc_low": None}
         for m, p, accs in [("FC", False, [0.88, 0.89]), ("FC", True, [0.885, 0.887]), ("CNN", False, [0.96, 0.95]), ("CNN", True, [0.82, 0.83])]
         for s, a in enumerate(accs)
     ]
@@ -184,7 +184,7 @@ def test_reading_says_which_differences_are_within_the_seeds_noise():
     seed noise rather than read as a win or a loss: 0.2 points between two models whose seeds spread
     over 6 is no evidence either way."""
     rows = [
-        {"model": m, "permuted": p, "seed": s, "params": 1, "test_acc": a, "train_seconds": 1.0, "article_test_acc": None}
+        {"model": m, "permuted": p, "seed": s, "params": 1, "test_acc": a, "train_seconds": 1.0, "article_test_acc": None, "article_test_acc_low": None}
         for m, p, accs in [("FC", False, [0.90, 0.84, 0.87]), ("FC", True, [0.89, 0.87, 0.87]),
                            ("CNN", False, [0.83, 0.91, 0.876]), ("CNN", True, [0.84, 0.88, 0.88])]
         for s, a in enumerate(accs)
@@ -216,7 +216,7 @@ def test_reading_says_a_tie_rather_than_a_win_by_0_0_points():
     points', and a model its permutation did not move 'gains 0.0 points'."""
     def table(accs):
         return compare.summarize([
-            {"model": m, "permuted": p, "seed": 0, "params": 1, "test_acc": a, "train_seconds": 1.0, "article_test_acc": None}
+            {"model": m, "permuted": p, "seed": 0, "params": 1, "test_acc": a, "train_seconds": 1.0, "article_test_acc": None, "article_test_acc_low": None}
             for (m, p), a in accs.items()
         ])
 
@@ -233,7 +233,7 @@ def test_reading_says_a_tie_rather_than_a_win_by_0_0_points():
 
 
 def test_one_seed_has_no_spread_rather_than_zero_spread(tmp_path):
-    rows = [{"model": "FC", "permuted": False, "seed": 0, "params": 1, "test_acc": 0.88, "train_seconds": 1.0, "article_test_acc": None}]
+    rows = [{"model": "FC", "permuted": False, "seed": 0, "params": 1, "test_acc": 0.88, "train_seconds": 1.0, "article_test_acc": None, "article_test_acc_low": None}]
     table = compare.summarize(rows)
     assert np.isnan(table.test_acc_std.iloc[0])
     assert compare.display_rows(table)[0]["test accuracy (± std)"] == "88.00% ± -"

@@ -49,6 +49,33 @@ def test_the_fixed_trashnet_changes_only_the_setup():
     assert fixed.transform.augment.crop_padding > 0 and fixed.transform.augment.hflip
 
 
+def test_an_article_number_is_given_only_for_the_setup_the_article_ran():
+    """Study D reports a range over its epochs for the faithful TrashNet (shown as 61.0% beside cnnlab's
+    last epoch, as if it were the article's last), and nothing for the corrected one; the CNN
+    overview's 71.6% is for RMSprop. The corrected TrashNet and the SGD Keras CNN said 61.0% and
+    71.6% in `cnnlab configs` and beside their results."""
+    from cnnlab.catalogue import catalogue
+    from cnnlab.config import ConfigError, article_text, config_from_dict
+    from cnnlab.studies.compare import _article_shown
+
+    faithful = load_config(CONFIGS / "cifar10_trashnet.yaml").reported
+    assert (faithful.test_acc_low, faithful.test_acc) == (0.52, 0.61)
+    assert article_text(faithful.model_dump(), False) == "52.0-61.0%"
+    assert article_text({"test_acc": 0.96, "test_acc_permuted": 0.8}, True) == "80.0%" and article_text(None, False) is None
+    assert article_text({"test_acc": "96%"}, False) == "96%"  # a summary edited by hand: as it is
+    for name in ("cifar10_trashnet_fixed.yaml", "cifar10_keras_cnn_sgd.yaml"):
+        assert load_config(CONFIGS / name).reported.test_acc is None
+    shown = {row["name"]: row["reported"] for row in catalogue(("config",))}
+    assert shown["cifar10_trashnet"] == "52.0-61.0%" and shown["cifar10_keras_cnn"] == "71.6%"
+    assert shown["cifar10_trashnet_fixed"] == shown["cifar10_keras_cnn_sgd"] == ""
+    assert _article_shown(0.61, 0.52) == "52.00-61.00%" and _article_shown(0.96, float("nan")) == "96.00%"
+    assert _article_shown(float("nan"), float("nan")) == "-"
+    base = {"name": "x", "model": {"name": "fc"}}
+    for reported in ({"test_acc_low": 0.5}, {"test_acc_low": 0.7, "test_acc": 0.6}):
+        with pytest.raises(ConfigError, match="reported.test_acc_low is the low end of a range"):
+            config_from_dict({**base, "reported": reported})
+
+
 def test_the_mixup_pair_differs_only_in_mixup():
     base, mixed = (load_config(CONFIGS / n) for n in ("cifar10_5k.yaml", "cifar10_5k_mixup.yaml"))
     assert base.transform.augment.mixup == 0 and mixed.transform.augment.mixup > 0

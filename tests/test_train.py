@@ -439,4 +439,4 @@ def test_the_finished_line_tells_compile_seconds_and_the_cache_apart():
     assert line(compile_seconds=14.1, compiled_step_cached=False).endswith("(14.1 s of it compiling)")
     assert line(compile_seconds=0.004, compiled_step_cached=True).endswith("(the compiled step taken from the cache)")
     assert line(compile_seconds=23.5, compiled_step_cached=True).endswith("(23.5 s of it compiling; this session's step taken from the cache)")
-    assert finished_line(cfg, base, 0.96).endswith("on cpu (article: 96.0%)")
+    assert finished_line(cfg, base, "96.0%").endswith("on cpu (article: 96.0%)")

@@ -2,7 +2,7 @@
 
 A torchvision dataset object over the same files, per-sample PIL -> ToTensor -> Normalize
 transforms, a shuffled DataLoader with the study's batch size (num_workers 0, the default), the
-study's model, optimizer and loss, and `.to(device)` per batch. For CIFAR-10 the dataset is a small
+study's model (study A's with its LogSoftmax), optimizer and loss, and `.to(device)` per batch. For CIFAR-10 the dataset is a small
 Dataset over cnnlab's uint8 split (torchvision's CIFAR10 class refuses re-encoded copies whose md5s
 differ) that does exactly what torchvision.datasets.CIFAR10.__getitem__ does: Image.fromarray on the
 HWC array, then the transform.
@@ -45,6 +45,15 @@ def as_written(model_opts):
     if model_opts.name == "cnn":
         return model_opts.model_copy(update={"relu_first": True})
     return model_opts
+
+
+def with_written_loss(model: torch.nn.Module, cfg: Config, loss_fn):
+    """(model, loss) as the tutorial writes them: study A's FC2Layer and CNN end in LogSoftmax and
+    train with the NLL loss, where cnnlab's return logits to cross-entropy (the same function:
+    cross-entropy is log-softmax then NLL)."""
+    if cfg.model.name in ("fc", "cnn") and cfg.loss.name == "cross_entropy" and not cfg.loss.label_smoothing:
+        return torch.nn.Sequential(model, torch.nn.LogSoftmax(dim=1)), torch.nn.functional.nll_loss
+    return model, loss_fn
 
 
 def transforms_for(cfg: Config):

@@ -105,7 +105,7 @@ def run_reference(case: Case, cfg: Config, device: torch.device, side: Side) -> 
         model = model.to(device)
         optimizer = build_optimizer(cfg, model, fused=False)  # the tutorials: the default
         scheduler = build_scheduler(cfg, optimizer, steps_per_epoch(len(train_set), cfg.train.batch_size, cfg.train.max_steps))
-        loss_fn = loss_function(cfg.loss.name, cfg.loss.label_smoothing)
+        model, loss_fn = reference.with_written_loss(model, cfg, loss_function(cfg.loss.name, cfg.loss.label_smoothing))
         train_loader, test_loader = reference.loaders(train_set, test_set, cfg)
         setup_s = time.perf_counter() - t0
         side.threads = torch.get_num_threads()

@@ -458,7 +458,7 @@ def _label_smoothing(cfg: dict, path: Path) -> float:
 def _config_rows(cfg: dict, summary: dict, path: Path) -> list[dict]:
     """The settings that matter, transforms only where they differ from the defaults, then results."""
     from cnnlab import runs
-    from cnnlab.config import LossConfig, TrainConfig, TransformConfig, article_test_acc, flatten
+    from cnnlab.config import LossConfig, TrainConfig, TransformConfig, article_text, flatten
 
     def changed(section: str, schema) -> dict:  # the section's settings that differ from the defaults
         defaults = flatten(schema().model_dump(mode="json"))
@@ -474,7 +474,7 @@ def _config_rows(cfg: dict, summary: dict, path: Path) -> list[dict]:
     model = flatten(cfg.get("model") or {})
     optimizer = flatten(cfg.get("optimizer") or {})
     train = cfg.get("train") or {}
-    article = article_test_acc(summary.get("reported"), transform.get("permute") is True)
+    article = article_text(summary.get("reported"), transform.get("permute") is True)
     missing = _missing(summary)
 
     def known(key: str, spec: str) -> str:  # summary[key] as spec writes it, else UNKNOWN
@@ -495,7 +495,7 @@ def _config_rows(cfg: dict, summary: dict, path: Path) -> list[dict]:
         "schedule": cfg.get("schedule") or "none", "loss": ", ".join(f"{k}={v}" for k, v in loss.items()), "seed": cfg.get("seed"),
         "epochs": f"{done}, batch {train.get('batch_size')}"
         + "".join(f", {k}={v}" for k, v in train_changed.items()),
-        "test accuracy": known("test_acc", ".2%") + (f" (article: {_format(article, '.1%')})" if article else ""),
+        "test accuracy": known("test_acc", ".2%") + (f" (article: {article})" if article else ""),
         "train seconds": seconds,
         **({"missing": f"{runs.SUMMARY} has no {', '.join(missing)}"} if missing else {}),
     }

@@ -15,8 +15,9 @@ from cnnlab.errors import ConfigError, counted
 from cnnlab.runner import Cell
 from cnnlab.studies.spec import Member
 
-# article_test_acc last, and always (empty where the article gives none): a reader of the older columns reads them as before
-TABLE_COLUMNS = ["model", "params", "permuted", "seeds", "test_acc_mean", "test_acc_std", "train_seconds", "article_test_acc"]
+# article_test_acc (and the low end of an article's range) last, and always (empty where the article
+# gives none): a reader of the older columns reads them as before
+TABLE_COLUMNS = ["model", "params", "permuted", "seeds", "test_acc_mean", "test_acc_std", "train_seconds", "article_test_acc", "article_test_acc_low"]
 MAX_RUNS = 10_000  # the cells are made in memory before any trains: --seeds 1e11 must be refused, not exhaust it
 
 
@@ -51,17 +52,19 @@ def make_cells(members: list[Member], seeds: int, permute: bool) -> list[Cell]:
     return cells
 
 
-def article(cfg) -> float | None:
-    """The article's test accuracy for a cell's model and condition, from its (planned) config."""
+def article(cfg) -> tuple[float | None, float | None]:
+    """The article's test accuracy for a cell's model and condition, from its (planned) config, and
+    the low end of the range it gives over its epochs, if it gives one."""
     reported = cfg.reported.model_dump() if cfg.reported else None
-    return article_test_acc(reported, cfg.transform.permute)
+    high = article_test_acc(reported, cfg.transform.permute)
+    return high, (reported["test_acc_low"] if high is not None and not cfg.transform.permute else None)
 
 
 def cell_row(cell: Cell, result) -> dict:
     s = result.summary
     return {
         **cell.labels, "config": cell.cfg.name, "dataset": s["dataset"], "params": s["params"], "epochs": s["epochs"],
-        "test_acc": s["test_acc"], "article_test_acc": article(cell.cfg), "train_seconds": s["train_seconds"],
+        "test_acc": s["test_acc"], **dict(zip(("article_test_acc", "article_test_acc_low"), article(cell.cfg))), "train_seconds": s["train_seconds"],
         "status": s["status"], "run_dir": str(result.path),
     }
 
@@ -76,10 +79,18 @@ def summarize(cell_rows: list[dict]):
         df.groupby(["model", "permuted"], sort=False)
         .agg(params=("params", "first"), seeds=("seed", "count"), test_acc_mean=("test_acc", "mean"),
              test_acc_std=("test_acc", "std"), train_seconds=("train_seconds", "mean"),
-             article_test_acc=("article_test_acc", "first"))
+             article_test_acc=("article_test_acc", "first"), article_test_acc_low=("article_test_acc_low", "first"))
         .reset_index()
     )
     return table[TABLE_COLUMNS]
+
+
+def _article_shown(high, low) -> str:
+    """'96.00%', or '52.00-61.00%' for a range over the article's epochs; '-' for none (NaN)."""
+    from cnnlab.report import fmt
+
+    shown = fmt("test_acc", high)
+    return shown if fmt("test_acc", low) == "-" else f"{fmt('test_acc', low).rstrip('%')}-{shown}"
 
 
 def display_rows(table) -> list[dict]:
@@ -92,7 +103,7 @@ def display_rows(table) -> list[dict]:
         {
             "model": r.model, "params": f"{r.params:,}", "permuted": "yes" if r.permuted else "no", "seeds": r.seeds,
             "test accuracy (± std)": f"{r.test_acc_mean:.2%} ± {'-' if r.test_acc_std != r.test_acc_std else f'{100 * r.test_acc_std:.2f}'}",
-            **({"article": fmt("test_acc", r.article_test_acc)} if with_article else {}),
+            **({"article": _article_shown(r.article_test_acc, r.article_test_acc_low)} if with_article else {}),
             "train s": f"{r.train_seconds:.1f}",
         }
         for r in table.itertuples()
