@@ -393,6 +393,9 @@ def main() -> None:
     """
     from cnnlab.interrupts import interruptible
 
+    if sys.platform == "win32":  # run directories are locked with fcntl, processes probed with os.kill(pid, 0)
+        print("error: cnnlab needs Linux or macOS; on Windows, run it in WSL", file=sys.stderr)
+        raise SystemExit(1)
     global _told_complete, _exit_code
     _told_complete, _exit_code = False, None
     returned = False  # the command did all its work: a Ctrl-C after that changes nothing

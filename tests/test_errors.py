@@ -428,6 +428,19 @@ def test_help_and_no_arguments():
     assert out.stderr == "error: missing COMMAND: one of those above (cnnlab COMMAND --help tells its options)\n"
 
 
+def test_on_windows_one_line_says_where_cnnlab_runs(monkeypatch, capsys):
+    """On Windows every command that touches a run ended in "ModuleNotFoundError: No module named
+    'fcntl'" (runs.py locks run directories with it), and os.kill(pid, 0), which probes a process
+    here, terminates it there."""
+    from cnnlab.cli import main
+
+    monkeypatch.setattr(sys, "argv", ["cnnlab", "train", "mnist_cnn"])
+    monkeypatch.setattr(sys, "platform", "win32")
+    with pytest.raises(SystemExit) as exit_:
+        main()
+    assert exit_.value.code == 1 and capsys.readouterr().err == "error: cnnlab needs Linux or macOS; on Windows, run it in WSL\n"
+
+
 def test_a_missing_config_with_an_equals_sign_in_its_path_is_not_found():
     """configs/a=b.yaml was taken for an override: 'missing CONFIG', where the file is not found."""
     for command in ("train", "compare"):
