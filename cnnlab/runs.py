@@ -9,7 +9,6 @@ any moment leaves either the old or the new complete file.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import io
 import json
 import numbers
@@ -285,6 +284,8 @@ def write_json(path: Path, data: dict) -> None:
 def training_lock(run: Path):
     """Hold the run's lock while training it: a second process that would train the same run (two
     resumes at once) is refused instead of interleaving its writes with the first's."""
+    import fcntl  # here, not above: Windows has none, and `cnnlab` there says in one line that it needs POSIX
+
     try:
         fd = os.open(Path(run) / LOCK, os.O_CREAT | os.O_RDWR, 0o644)
     except OSError as e:
@@ -461,6 +462,8 @@ def owner_alive(summary: dict) -> bool | None:
 def lock_held(run: Path) -> bool | None:
     """Whether a process holds the run's (study's, sweep's) training lock; None when it has no lock
     file (written by an older cnnlab)."""
+    import fcntl
+
     try:
         fd = os.open(Path(run) / LOCK, os.O_RDONLY)
     except OSError:

@@ -428,17 +428,14 @@ def test_help_and_no_arguments():
     assert out.stderr == "error: missing COMMAND: one of those above (cnnlab COMMAND --help tells its options)\n"
 
 
-def test_on_windows_one_line_says_where_cnnlab_runs(monkeypatch, capsys):
-    """On Windows every command that touches a run ended in "ModuleNotFoundError: No module named
-    'fcntl'" (runs.py locks run directories with it), and os.kill(pid, 0), which probes a process
-    here, terminates it there."""
-    from cnnlab.cli import main
-
-    monkeypatch.setattr(sys, "argv", ["cnnlab", "train", "mnist_cnn"])
-    monkeypatch.setattr(sys, "platform", "win32")
-    with pytest.raises(SystemExit) as exit_:
-        main()
-    assert exit_.value.code == 1 and capsys.readouterr().err == "error: cnnlab needs Linux or macOS; on Windows, run it in WSL\n"
+def test_on_windows_one_line_says_where_cnnlab_runs():
+    """On Windows every command ended in "ModuleNotFoundError: No module named 'fcntl'" (runs.py locks
+    run directories with it), and os.kill(pid, 0), which probes a process here, terminates it there.
+    Windows is played by a process without fcntl whose sys.platform says win32."""
+    code = ("import sys; sys.modules['fcntl'] = None; from cnnlab.cli import entry; "
+            "sys.platform = 'win32'; sys.argv = ['cnnlab', 'train', 'mnist_cnn']; entry()")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=60)
+    assert out.returncode == 1 and out.stderr == "error: cnnlab needs Linux or macOS; on Windows, run it in WSL\n", out.stderr
 
 
 def test_a_missing_config_with_an_equals_sign_in_its_path_is_not_found():
