@@ -277,10 +277,15 @@ def list_runs(
 
     root = runs_to_list(runs_dir)
     unreadable: list[str] = []
-    rows = find(root, unreadable)
-    if unreadable:  # (they would vanish from the list unsaid)
+    unstarted: list[str] = []
+    rows = find(root, unreadable, unstarted)
+    # (they would vanish from the list unsaid)
+    if unreadable:
         print(f"note: left out {len(unreadable)} whose {'summary.json' if len(unreadable) == 1 else 'summary.json files'} cannot be read "
-              f"(edited or damaged?): {', '.join(unreadable[:3])}{', ...' if len(unreadable) > 3 else ''}", file=sys.stderr)
+              f"(edited or damaged?): {_some(unreadable)}", file=sys.stderr)
+    if unstarted:
+        print(f"note: left out {len(unstarted)} with no summary.json, whose process was killed as it started (nothing "
+              f"trained there; safe to remove): {_some(unstarted)}", file=sys.stderr)
     want = {"dataset": dataset, "model": model, "status": status}
     # a study lists its members' datasets and models comma-separated ("fc,cnn"): any one matches
     rows = [r for r in rows if all(v is None or v in str(r.get(k)).split(",") for k, v in want.items())]
@@ -300,6 +305,10 @@ def list_runs(
         # test_acc and status are never squeezed to "…": a table still too wide (a study's long id on 80
         # columns) is printed whole, and the terminal wraps its lines
         print_fitted(rows, cols, ["name", "kind", "train_seconds", "epochs", "dataset", "model"], ("id", "test_acc", "status"), all_in="--csv")
+
+
+def _some(names: list[str]) -> str:
+    return f"{', '.join(names[:3])}{', ...' if len(names) > 3 else ''}"
 
 
 @app.command("configs")
@@ -404,61 +413,65 @@ def main() -> None:
         sub.help = flowed(sub.help)
     stdout, stderr = sys.stdout, sys.stderr
     out = StreamUntilReaderGone(stdout) if stdout is not None else None  # None: started with stdout closed (`cnnlab ... >&-`)
-    try:
-        if out is not None:
-            sys.stdout = out
-        if stderr is not None:  # a note on a stderr whose reader has gone (`2>&1 | :`) must not end the command
-            sys.stderr = StreamUntilReaderGone(stderr, keep_failure=False)
-        with interruptible(), command.make_context("cnnlab", sys.argv[1:]) as ctx:
-            try:
-                command.invoke(ctx)
-                returned = True
-            except BaseException as e:
-                if getattr(e, "run_dir", None) is not None:  # interrupted or failed: scripts still take the last line
-                    print(e.run_dir)
-                raise
-        code = 0
-    except typer.Exit as e:  # --help, --version, or a command that exits on purpose
-        code = e.exit_code
-    except NoArgsIsHelpError as e:  # a bare `cnnlab`: the help, then one line saying what is missing
-        if e.format_message().strip():  # (Typer's rich help is printed as the error is made, and leaves it empty)
-            print(e.format_message())
-        tell("error: missing COMMAND: one of those above (cnnlab COMMAND --help tells its options)")
-        code = e.exit_code
-    except ClickException as e:  # unknown option or command, missing argument, bad value
-        tell(f"error: {one_line(e.format_message())}")
-        code = e.exit_code
-    except CnnlabError as e:
-        tell(f"error: {one_line(str(e))}")
-        code = e.exit_code
-    except (KeyboardInterrupt, typer.Abort) as e:
-        if _told_complete or returned:  # all written and told (a run's directory printed last): as it would have ended
+    # to the exit: once the command is over, a signal changes nothing (Ctrl-C pressed again and
+    # again as the first one's stop is told, a SIGTERM after a SIGINT, cut the telling short)
+    with interruptible() as signals:
+        try:
+            if out is not None:
+                sys.stdout = out
+            if stderr is not None:  # a note on a stderr whose reader has gone (`2>&1 | :`) must not end the command
+                sys.stderr = StreamUntilReaderGone(stderr, keep_failure=False)
+            with command.make_context("cnnlab", sys.argv[1:]) as ctx:
+                try:
+                    command.invoke(ctx)
+                    returned = signals.critical = True
+                except BaseException as e:
+                    signals.critical = True
+                    if getattr(e, "run_dir", None) is not None:  # interrupted or failed: scripts still take the last line
+                        print(e.run_dir)
+                    raise
             code = 0
-        else:
-            tell(f"interrupted: {one_line(str(e))}" if str(e) else "interrupted")
-            code = 128 + getattr(e, "signum", signal.SIGINT)
-    except BrokenPipeError:  # a write that bypassed sys.stdout, after its reader had gone
-        sys.stderr.close()
-        code = 1
-    except OSError as e:
-        if e.errno != errno.ENAMETOOLONG:  # only a path the user gave is ever too long: anything else is a bug to see
-            raise
-        tell(f"error: {e.strerror}: {one_line(str(e.filename))}")
-        code = 2
-    finally:
-        if out is not None:
-            out.flush()  # what is still buffered: a failure to write it is caught there, too
-        sys.stdout, sys.stderr = stdout, stderr
-    _exit_code = code  # entry(): a Ctrl-C from here on ends the process with it
-    if out is not None and out.failed is not None:
-        tell(f"error: cannot write the output: {out.failed.strerror or out.failed}")
-        code = _exit_code = code or 1
-    sys.exit(code)
+        except typer.Exit as e:  # --help, --version, or a command that exits on purpose
+            code = e.exit_code
+        except NoArgsIsHelpError as e:  # a bare `cnnlab`: the help, then one line saying what is missing
+            if e.format_message().strip():  # (Typer's rich help is printed as the error is made, and leaves it empty)
+                print(e.format_message())
+            tell("error: missing COMMAND: one of those above (cnnlab COMMAND --help tells its options)")
+            code = e.exit_code
+        except ClickException as e:  # unknown option or command, missing argument, bad value
+            tell(f"error: {one_line(e.format_message())}")
+            code = e.exit_code
+        except CnnlabError as e:
+            tell(f"error: {one_line(str(e))}")
+            code = e.exit_code
+        except (KeyboardInterrupt, typer.Abort) as e:
+            if _told_complete or returned:  # all written and told (a run's directory printed last): as it would have ended
+                code = 0
+            else:
+                tell(f"interrupted: {one_line(str(e))}" if str(e) else "interrupted")
+                code = 128 + getattr(e, "signum", signal.SIGINT)
+        except BrokenPipeError:  # a write that bypassed sys.stdout, after its reader had gone
+            sys.stderr.close()
+            code = 1
+        except OSError as e:
+            if e.errno != errno.ENAMETOOLONG:  # only a path the user gave is ever too long: anything else is a bug to see
+                raise
+            tell(f"error: {e.strerror}: {one_line(str(e.filename))}")
+            code = 2
+        finally:
+            if out is not None:
+                out.flush()  # what is still buffered: a failure to write it is caught there, too
+            sys.stdout, sys.stderr = stdout, stderr
+        _exit_code = code  # entry(): a Ctrl-C from here on ends the process with it
+        if out is not None and out.failed is not None:
+            tell(f"error: cannot write the output: {out.failed.strerror or out.failed}")
+            code = _exit_code = code or 1
+        sys.exit(code)
 
 
 def entry() -> None:
-    """The `cnnlab` command (and `python -m cnnlab`): main(), after which a Ctrl-C during Python's own
-    shutdown (up to a second once torch is loaded) ends the process at once with main's exit code,
+    """The `cnnlab` command (and `python -m cnnlab`): main(), after which a Ctrl-C (or SIGTERM, SIGHUP)
+    during Python's own shutdown (up to a second once torch is loaded) ends the process at once with main's exit code,
     instead of printing the traceback a KeyboardInterrupt raised in a finalizer leaves, or making a
     finished run exit 130. Everything is written by then. Tests call main() itself, so that no
     handler of theirs is changed."""
@@ -471,7 +484,11 @@ def entry() -> None:
             raise
         if isinstance(e, KeyboardInterrupt):  # a Ctrl-C as main() went out with its code
             _exit_now(code)
-        signal.signal(signal.SIGINT, lambda signum, frame: _exit_now(code))
+        from cnnlab.interrupts import STOP_SIGNALS
+
+        for signum in STOP_SIGNALS:  # SIGTERM too: the second of a supervisor's SIGINT, SIGTERM
+            if signal.getsignal(signum) is not signal.SIG_IGN:
+                signal.signal(signum, lambda signum, frame: _exit_now(code))
         raise
 
 

@@ -20,12 +20,12 @@ from typing import Callable
 import numpy as np
 import torch
 
-from cnnlab import runs, tensorboard
+from cnnlab import interrupts, runs, tensorboard
 from cnnlab.bench.machine import Stretch
 from cnnlab.config import Config, config_to_dict, dump_yaml, load_config
 from cnnlab.data import load_splits, resolve_data_dir
 from cnnlab.engine import Data, State, StepGraph, fit, gradients_channels_last, loss_function, steps_per_epoch
-from cnnlab.errors import ConfigError, first_line, in_run, shell_word, signal_name
+from cnnlab.errors import ConfigError, RunError, first_line, in_run, shell_word, signal_name
 from cnnlab.flops import training_flops
 from cnnlab.interrupts import Interrupted, Signals
 from cnnlab.models import build_model, count_params, unwrap
@@ -305,17 +305,29 @@ def _run(cfg: Config, signals: Signals, runs_dir, data_dir, resume, progress, on
             if log is not None:  # with the files: a signal they held off would stop the run before it
                 log.epoch(row)
         if signals.received is not None:  # a signal whose Interrupted library code swallowed (seen once): stop now
-            raise Interrupted(signals.received)
+            raise interrupts.stop(signals.received)
         if progress is not None:
             progress.epoch_end(row)
         if on_epoch is not None:
             on_epoch(row, path)
 
-    def finish(status: str, error: str | None = None) -> None:
+    def finish(status: str, error: str | None = None) -> RunError | None:
+        """Write the run's last status; the RunError when the directory can no longer be written
+        (the error that stopped the run says more, and a resume works from the file as it is)."""
         signals.critical = True  # a second Ctrl-C must not cut this last write short
         if path is not None:  # else nothing was written (a refused resume leaves the run as it was)
             summary.update(status=status, error=error, finished_at=runs.utc_now())
-            runs.write_json(path / runs.SUMMARY, summary)
+            try:
+                runs.write_json(path / runs.SUMMARY, summary)
+            except RunError as e:
+                summary["status"] = "running"  # what the file still says
+                return e
+        return None
+
+    def how_to_continue() -> str:
+        # a resume that turned checkpoints off keeps the earlier checkpoint until its first epoch ends
+        resumable = cfg.train.checkpoint or (path / runs.CHECKPOINT).exists()
+        return f"continue with: cnnlab train --resume {shell_word(path)}" if resumable else "no checkpoint to continue from (train.checkpoint=false)"
 
     hold = contextlib.ExitStack()  # the run directory's training lock, from when it is known to the end
     made: Path | None = None  # the new run's directory, once made
@@ -365,10 +377,7 @@ def _run(cfg: Config, signals: Signals, runs_dir, data_dir, resume, progress, on
         finish("interrupted", message)
         if path is None:
             raise
-        # a resume that turned checkpoints off keeps the earlier checkpoint until its first epoch ends
-        resumable = cfg.train.checkpoint or (path / runs.CHECKPOINT).exists()
-        how = f"continue with: cnnlab train --resume {shell_word(path)}" if resumable else "no checkpoint to continue from (train.checkpoint=false)"
-        raise in_run(Interrupted(e.signum, f"{message}; {written} complete epoch(s) kept; {how}"), path) from None
+        raise in_run(Interrupted(e.signum, f"{message}; {written} complete epoch(s) kept; {how_to_continue()}"), path) from None
     except KeyboardInterrupt as e:  # (the epochs written, as above: state.epoch runs ahead of them a moment)
         finish("interrupted", f"stopped during epoch {summary.get('epochs', state.epoch) + 1}")
         raise in_run(e, path)
@@ -377,9 +386,15 @@ def _run(cfg: Config, signals: Signals, runs_dir, data_dir, resume, progress, on
         return RunResult(path, summary, rows)
     except BaseException as e:
         finish("failed", first_line(e))
+        if isinstance(e, RunError) and path is not None:  # a file of the run could not be written (a full disk)
+            written = summary.get("epochs", state.epoch)
+            raise in_run(RunError(f"{e}; {written} complete epoch(s) kept; once fixed, {how_to_continue()}"), path) from None
         raise in_run(e, path)
     else:
-        finish("completed")
+        unwritten = finish("completed")
+        if unwritten is not None:
+            raise in_run(RunError(f"{unwritten}; every epoch is written, but {runs.SUMMARY} cannot say it is complete: once fixed, "
+                                  f"cnnlab train --resume {shell_word(path)} marks it so"), path)
         if (signals.pending or signals.received) is not None:
             raise stopped_when_complete(signals.pending or signals.received, path)
     finally:

@@ -6,12 +6,31 @@ from __future__ import annotations
 import contextlib
 import signal
 import threading
+import time
 
 from cnnlab.errors import signal_name
 
 # Ctrl-C, a scheduler's or kill's stop, and the terminal or SSH session closing (SIGHUP, which
 # would otherwise end the process at once, leaving its run 'running')
 STOP_SIGNALS = tuple(getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, name))
+# A burst (Ctrl-C pressed again and again, a supervisor's SIGINT then SIGTERM) must not cut short the
+# stop the first signal began: another Interrupted raised in its cleanup, or in the command's report
+# after it, left runs marked running and printed no run directory. Signals this soon after the one
+# that raised are taken as the same request; one later raises again, for a stop that hangs.
+BURST_SECONDS = 3.0
+_stopped_at: float | None = None  # when this process's stop began (the time.monotonic() of stop())
+
+
+def stop(signum: int) -> "Interrupted":
+    """The Interrupted for signum, the process's stop begun: further signals during BURST_SECONDS are its own."""
+    global _stopped_at
+    _stopped_at = time.monotonic()
+    return Interrupted(signum)
+
+
+def stopping() -> bool:
+    """Whether a stop began less than BURST_SECONDS ago."""
+    return _stopped_at is not None and time.monotonic() - _stopped_at < BURST_SECONDS
 
 
 class Interrupted(KeyboardInterrupt):
@@ -39,17 +58,20 @@ class Signals:
         self.received: int | None = None
 
     def handler(self, signum, frame):
-        self.received = signum  # kept: Tune, for one, catches what we raise and returns
         if self.critical:
-            self.pending = signum
-        else:
-            raise Interrupted(signum)
+            self.received = self.pending = signum
+        elif not stopping():
+            self.received = signum  # kept: Tune, for one, catches what we raise and returns
+            raise stop(signum)
+        # else the stop under way is this signal's too
 
     @contextlib.contextmanager
     def installed(self):
+        global _stopped_at
         if threading.current_thread() is not threading.main_thread():
             yield self
             return
+        _stopped_at = None  # a new command or run, none being stopped (tests run many in one process)
         # a signal the process was started ignoring stays ignored: `nohup cnnlab train ...` runs on
         # when its terminal closes, as does a job a script started in the background (SIGINT)
         old = {s: signal.signal(s, self.handler) for s in STOP_SIGNALS if signal.getsignal(s) is not signal.SIG_IGN}
@@ -67,7 +89,7 @@ class Signals:
         finally:
             self.critical = False
             if self.pending is not None:
-                raise Interrupted(self.pending)
+                raise stop(self.pending)
 
 
 def interruptible():

@@ -178,8 +178,7 @@ def reopen(path: Path, trained: Config, state: State) -> tuple[list[dict], dict,
     the checkpoint).
     The caller holds the run's training lock, so no other process trains it meanwhile."""
     summary = runs.check_types(runs.read_json(path / runs.SUMMARY), {"compile_seconds": numbers.Real}, path / runs.SUMMARY)
-    for stale in path.glob(".*.tmp"):  # left by a process killed in the middle of a write
-        stale.unlink(missing_ok=True)
+    runs.remove_stale_writes(path)
     previous = runs.read_metrics(path)
     # The table is written before the checkpoint, so a write that failed in between (a full disk)
     # leaves rows past the checkpoint: they are dropped below. With no checkpoint at all, start afresh.

@@ -96,6 +96,14 @@ def atomic_write(path: Path, data: bytes | str) -> None:
         raise
 
 
+def remove_stale_writes(folder: Path) -> None:
+    """Remove the temp files atomic_write leaves in folder when its process is killed mid-write; only
+    for a folder whose lock the caller holds (else they may be another process's writes in flight)."""
+    for stale in Path(folder).glob(".*.tmp"):
+        if stale.is_file():
+            stale.unlink(missing_ok=True)
+
+
 def atomic_torch_save(obj: Any, path: Path) -> None:
     import torch
 
@@ -563,12 +571,13 @@ def _kind(path: Path) -> str:
         return "run"
 
 
-def list_runs(root: Path, unreadable: list[str] | None = None) -> list[dict]:
+def list_runs(root: Path, unreadable: list[str] | None = None, unstarted: list[str] | None = None) -> list[dict]:
     """Summaries of every run, study and sweep under root, newest first.
 
     A run marked running whose process is gone shows as status 'dead'. unreadable, when given,
     gets the directories cnnlab made (a .kind file) whose summary.json cannot be read (edited or
-    damaged by hand), which the list leaves out.
+    damaged by hand), and unstarted those it made that have none and no live process making them
+    (killed outright as they started: nothing trained there); the list leaves both out.
     """
     out = []
     if not root.is_dir():
@@ -581,6 +590,8 @@ def list_runs(root: Path, unreadable: list[str] | None = None) -> list[dict]:
         summary = path / SUMMARY
         try:
             if not path.is_dir() or not summary.is_file():
+                if unstarted is not None and path.is_dir() and (path / ".kind").is_file() and not lock_held(path):
+                    unstarted.append(path.name)
                 continue
         except OSError:  # a directory we may not look into (another user's): nothing to list
             continue

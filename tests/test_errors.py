@@ -487,12 +487,14 @@ def test_a_signal_before_training_starts_is_one_line(tmp_path, signum):
     assert not (tmp_path / "runs").exists()
 
 
-def test_ctrl_c_while_python_shuts_down_after_the_output_is_no_traceback(tmp_path):
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_ctrl_c_while_python_shuts_down_after_the_output_is_no_traceback(tmp_path, signum):
     """Once a command has said everything, Python's shutdown takes up to a second with torch loaded;
     a Ctrl-C there printed 'Exception ignored ... KeyboardInterrupt' and a traceback from whatever
     finalizer it hit (an atexit hook stands in for one here). It then ended by the signal (exit 130
-    in a shell, for a command that had done its work); now at once, with the command's own code."""
-    hook = "import atexit, os, signal, time; atexit.register(lambda: (os.kill(os.getpid(), signal.SIGINT), time.sleep(5)))"
+    in a shell, for a command that had done its work); now at once, with the command's own code.
+    SIGTERM (the second of a supervisor's SIGINT, SIGTERM) ended it by the signal, exit 143."""
+    hook = f"import atexit, os, signal, time; atexit.register(lambda: (os.kill(os.getpid(), {int(signum)}), time.sleep(5)))"
     out = subprocess.run(
         [sys.executable, "-c", f"{hook}; import runpy, sys; sys.argv = ['cnnlab', 'runs', '--runs-dir', {str(tmp_path)!r}]; "
          "runpy.run_module('cnnlab', run_name='__main__')"],
@@ -533,26 +535,79 @@ def test_ctrl_c_after_a_finished_run_printed_its_directory_exits_0(tmp_path):
     assert out.returncode == 130 and error_line(out.stderr).startswith("interrupted"), out.stderr
 
 
+def test_a_burst_of_signals_ends_a_run_as_its_first_one_does(tmp_path):
+    """SIGINT, SIGINT, SIGTERM back to back (helper h105; a supervisor's stop, Ctrl-C pressed again
+    and again) ended `cnnlab train` in "interrupted: SIGTERM" alone, or without the run directory
+    and the way to go on, or died of the SIGTERM; its run left 'running'. Here the first comes as
+    epoch 1's files are written, another as the stop is being told."""
+    script = (
+        "import os, signal, sys; import cnnlab.cli as cli; from cnnlab import runs\n"
+        "written = runs.write_table\n"
+        "def write_table(path, rows):\n"
+        "    written(path, rows)\n"
+        "    if len(rows) == 1: os.kill(os.getpid(), signal.SIGINT)\n"
+        "runs.write_table = write_table\n"
+        "told = cli.tell\n"
+        "def tell(text):\n"
+        "    os.kill(os.getpid(), signal.SIGINT); os.kill(os.getpid(), signal.SIGTERM)\n"
+        "    told(text)\n"
+        "cli.tell = tell\n"
+        f"sys.argv = ['cnnlab', 'train', 'toy_4x4', 'train.epochs=3', 'train.checkpoint=true', '--runs-dir', {str(tmp_path)!r}]\n"
+        "cli.entry()\n"
+    )
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120, cwd=ROOT)
+    (run_dir,) = tmp_path.iterdir()
+    assert out.returncode == 130 and out.stdout.splitlines()[-1] == str(run_dir), out.stderr
+    assert error_line(out.stderr) == f"interrupted: stopped by SIGINT during epoch 2; 1 complete epoch(s) kept; continue with: cnnlab train --resume {run_dir}"
+    assert json.loads((run_dir / "summary.json").read_text())["status"] == "interrupted"
+
+
+def test_signals_right_after_the_one_that_stops_a_run_are_its_own():
+    """Between the Interrupted a signal raised and the run's cleanup (finish() holds signals off),
+    another signal raised a second Interrupted, which left the run 'running' and said nothing of it."""
+    import signal
+
+    from cnnlab import interrupts
+
+    signals = interrupts.Signals()
+    with signals.installed():
+        with pytest.raises(interrupts.Interrupted) as first:
+            signals.handler(signal.SIGINT, None)
+        assert first.value.signum == signal.SIGINT and interrupts.stopping()
+        assert signals.handler(signal.SIGTERM, None) is None and signals.received == signal.SIGINT  # the same stop
+        interrupts._stopped_at -= interrupts.BURST_SECONDS  # long after: a stop that hangs can be stopped again
+        with pytest.raises(interrupts.Interrupted):
+            signals.handler(signal.SIGTERM, None)
+    with interrupts.Signals().installed():  # a new command or run: none being stopped
+        assert not interrupts.stopping()
+
+
 def test_ctrl_c_after_any_command_returned_changes_nothing(tmp_path, monkeypatch, capsys):
     """`cnnlab bench` printed its table and results path, then a Ctrl-C made it exit 130 (helper h97).
-    A command that has returned did all its work: a signal as main() leaves its handler's block, or
-    as main() goes out with its exit code, ends it with that code, saying nothing."""
+    A command that has returned did all its work: a signal while main() tells how it went is held
+    (it changes nothing), one as main() leaves its handler's block goes out with main's exit code,
+    and so does one after main(): each ends it with that code, saying nothing."""
     import contextlib
+    import types
 
     import cnnlab.interrupts
     from cnnlab import cli
 
+    held = types.SimpleNamespace(critical=False)
+
     @contextlib.contextmanager
     def interrupted_on_the_way_out():
-        yield None
-        raise KeyboardInterrupt  # the signal, as the handler's block is left
+        try:
+            yield held
+        finally:
+            raise KeyboardInterrupt  # the signal, as the handler's block is left
 
     monkeypatch.setattr(cnnlab.interrupts, "interruptible", interrupted_on_the_way_out)
     monkeypatch.setattr(sys, "argv", ["cnnlab", "runs", "--runs-dir", str(tmp_path)])
-    with pytest.raises(SystemExit) as ended:
+    with pytest.raises(KeyboardInterrupt):  # entry() ends the process with main's code (below)
         cli.main()
     out = capsys.readouterr()
-    assert ended.value.code == 0 and out.out == f"no runs in {tmp_path}\n" and out.err == ""
+    assert held.critical and cli._exit_code == 0 and out.out == f"no runs in {tmp_path}\n" and out.err == ""
     # the signal after main() has its code, before entry() took it: the process ends with that code
     script = (
         "import sys, types; import cnnlab.cli as cli\n"

@@ -467,6 +467,47 @@ def test_a_failed_write_keeps_the_previous_complete_file(setup, tmp_path, replac
     pd.testing.assert_frame_equal(metrics(run_dir), reference.iloc[:3])
 
 
+def test_a_run_whose_directory_can_no_longer_be_written_says_what_it_kept_and_how_to_go_on(setup, tmp_path, replaces):
+    """A run directory made unwritable after epoch 1 (helper h105: `chattr +i`) ended in "cannot write
+    in RUN: Operation not permitted" alone: its summary could not be marked failed either, and that
+    second error went out instead of the first, without the run directory that a failed run's
+    output ends with, or a word on the epoch kept."""
+    root, reference = setup
+    cfg = load_config(root / "resume.yaml", ["train.epochs=3"])
+    metrics_writes = []
+
+    def from_the_second_metrics_write(dst: Path) -> bool:
+        metrics_writes.extend([dst] if dst.name == "metrics.csv" else [])
+        return len(metrics_writes) >= 2
+
+    replaces["fail"] = from_the_second_metrics_write
+    with pytest.raises(RunError) as failed:
+        run(cfg, runs_dir=tmp_path, data_dir=root / "data")
+    (run_dir,) = tmp_path.iterdir()
+    assert str(failed.value) == (f"cannot write {run_dir / 'metrics.csv'}: No space left on device; 1 complete epoch(s) kept; "
+                                 f"once fixed, continue with: cnnlab train --resume {run_dir}")
+    assert failed.value.run_dir == run_dir
+    assert json.loads((run_dir / "summary.json").read_text())["status"] == "running"  # as it could not be rewritten
+
+    # every epoch written, but the summary cannot say "completed"
+    last_epochs = []
+
+    def the_last_summary(dst: Path) -> bool:  # after epoch 3's own summary, the one that says "completed"
+        last_epochs.extend([dst] if dst.name == "summary.json" and len(pd.read_csv(dst.with_name("metrics.csv"))) == 3 else [])
+        return len(last_epochs) == 2 and dst.name == "summary.json"
+
+    replaces["fail"] = the_last_summary
+    with pytest.raises(RunError) as unfinished:
+        run(cfg, resume=run_dir)
+    assert str(unfinished.value) == (f"cannot write {run_dir / 'summary.json'}: No space left on device; every epoch is written, but "
+                                     f"summary.json cannot say it is complete: once fixed, cnnlab train --resume {run_dir} marks it so")
+    assert unfinished.value.run_dir == run_dir
+    replaces["fail"] = lambda dst: False
+    run(cfg, resume=run_dir)
+    assert check_files(run_dir)["status"] == "completed"
+    pd.testing.assert_frame_equal(metrics(run_dir), reference.iloc[:3])
+
+
 def test_a_resume_drops_every_trace_of_the_epochs_past_the_checkpoint(setup, tmp_path, replaces):
     """A checkpoint write that failed leaves metrics.csv, model.pt and summary.json an epoch ahead of
     the checkpoint; the resume trains that epoch again, and until it has, the run's files must

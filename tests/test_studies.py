@@ -541,6 +541,32 @@ def test_an_interrupted_or_failed_study_resumes_to_the_uninterrupted_result(tiny
     assert code == 2 and "give no --permute/--no-permute" in err
 
 
+def test_a_resume_clears_what_a_study_killed_outright_left(tiny_data, tmp_path, capsys, monkeypatch):
+    """A study killed by SIGKILL as a cell's directory was made left that directory with its .kind's
+    temp file alone, and the study its summary.json's temp file: `compare --resume` kept both for
+    good (a third directory in cells/ for two cells), where a stopped study removes them (helper h105)."""
+    from cnnlab import experiment
+
+    real = _failing_run(monkeypatch, 2, "interrupt")
+    code, out, err = cnnlab(capsys, monkeypatch, "compare", "configs/mnist_fc.yaml", "--seeds", "2", "train.epochs=1",
+                            "--data-dir", tiny_data, "--runs-dir", tmp_path, *FAST)
+    assert code == 130, err
+    monkeypatch.setattr(experiment, "run", real)
+    study = last_line(out)
+    cells = sorted((study / "cells").iterdir())
+    killed = study / "cells" / "20261128-120000-mnist_fc-s1-0a1b2c"
+    killed.mkdir()
+    (killed / "..kind.zh7gem4o.tmp").write_text("run")
+    (study / ".summary.json.au1qumb0.tmp").write_text("{")
+    (study / "cells" / "mine").mkdir()  # not named as cnnlab names a run: left alone
+
+    code, out, err = cnnlab(capsys, monkeypatch, "compare", "--resume", study)
+    assert code == 0, err
+    assert not killed.exists() and not list(study.glob(".*.tmp")) and (study / "cells" / "mine").is_dir()
+    assert len(json.loads((study / "summary.json").read_text())["cells"]) == 2
+    assert set(cells) <= set((study / "cells").iterdir())
+
+
 def test_a_study_of_one_run_says_1_run_not_1_runs(tiny_data, tmp_path, capsys, monkeypatch):
     _failing_run(monkeypatch, 1, "interrupt")
     args = ["compare", "configs/mnist_fc.yaml", "--seeds", "1", "train.epochs=2", "--data-dir", tiny_data, "--runs-dir", tmp_path, *FAST]

@@ -103,6 +103,9 @@ class StudyRecord:
 
         resume = f"cnnlab {self.summary.get('study')} --resume {shell_word(self.path)}"
         with runs.training_lock(self.path), interruptible() as signals:  # SIGTERM and SIGHUP, too, mark the study interrupted
+            # what a study killed outright (SIGKILL, a power cut) left: a resume would keep it for good
+            runs.remove_stale_writes(self.path)
+            runs.settle_cut_off(self.cells, f"the study's process was gone before this run finished; continue with: {resume}", grace=0)
             self.save()  # status running, this process as the owner
             try:
                 yield self
