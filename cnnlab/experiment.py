@@ -20,7 +20,7 @@ from typing import Callable
 import numpy as np
 import torch
 
-from cnnlab import interrupts, runs, tensorboard
+from cnnlab import runs, tensorboard
 from cnnlab.bench.machine import Stretch
 from cnnlab.config import Config, config_to_dict, dump_yaml, load_config
 from cnnlab.data import load_splits, resolve_data_dir
@@ -283,8 +283,10 @@ def _run(cfg: Config, signals: Signals, runs_dir, data_dir, resume, progress, on
     rows: list[dict] = []
     summary: dict = {}
     compiled_before = 0.0
+    kept = 0  # the epochs a resume would continue from: their model and checkpoint written
 
     def epoch_done(row: dict, st: State) -> None:
+        nonlocal kept
         with signals.deferred():
             runs.write_table(path / runs.METRICS, [*rows, row])
             # only once metrics.csv holds the epoch: a failed write leaves the summary at the epochs it holds
@@ -301,11 +303,12 @@ def _run(cfg: Config, signals: Signals, runs_dir, data_dir, resume, progress, on
                 runs.atomic_torch_save(checkpoint_of(st), path / runs.CHECKPOINT)
             else:  # an older one (a resume that turned checkpoints off) would bring back earlier epochs
                 (path / runs.CHECKPOINT).unlink(missing_ok=True)
+            kept = st.epoch  # what a resume continues from, whatever fails below
             runs.write_json(path / runs.SUMMARY, summary)
             if log is not None:  # with the files: a signal they held off would stop the run before it
                 log.epoch(row)
         if signals.received is not None:  # a signal whose Interrupted library code swallowed (seen once): stop now
-            raise interrupts.stop(signals.received)
+            raise Interrupted(signals.received)
         if progress is not None:
             progress.epoch_end(row)
         if on_epoch is not None:
@@ -324,10 +327,19 @@ def _run(cfg: Config, signals: Signals, runs_dir, data_dir, resume, progress, on
                 return e
         return None
 
-    def how_to_continue() -> str:
+    def resumable() -> bool:
         # a resume that turned checkpoints off keeps the earlier checkpoint until its first epoch ends
-        resumable = cfg.train.checkpoint or (path / runs.CHECKPOINT).exists()
-        return f"continue with: cnnlab train --resume {shell_word(path)}" if resumable else "no checkpoint to continue from (train.checkpoint=false)"
+        return cfg.train.checkpoint or (path / runs.CHECKPOINT).exists()
+
+    def how_to_continue(once_fixed: bool = False) -> str:
+        if not resumable():
+            return "no checkpoint to continue from (train.checkpoint=false)"
+        return f"{'once fixed, ' if once_fixed else ''}continue with: cnnlab train --resume {shell_word(path)}"
+
+    def complete_but_unsaid(unwritten: RunError) -> RunError:
+        """The error for a run whose every epoch is written but whose summary cannot say it is complete."""
+        resume = f": once fixed, cnnlab train --resume {shell_word(path)} marks it so" if resumable() else ""
+        return in_run(RunError(f"{unwritten}; every epoch is written, but {runs.SUMMARY} cannot say it is complete{resume}"), path)
 
     hold = contextlib.ExitStack()  # the run directory's training lock, from when it is known to the end
     made: Path | None = None  # the new run's directory, once made
@@ -359,6 +371,7 @@ def _run(cfg: Config, signals: Signals, runs_dir, data_dir, resume, progress, on
             runs.atomic_write(where / runs.CONFIG, dump_yaml(config_to_dict(cfg)))
             runs.write_json(where / runs.SUMMARY, summary)
             path = where
+            kept = state.epoch
             if cfg.train.tensorboard:
                 log = hold.enter_context(contextlib.closing(tensorboard.EpochLog(where)))
         fit(
@@ -371,13 +384,14 @@ def _run(cfg: Config, signals: Signals, runs_dir, data_dir, resume, progress, on
     except Interrupted as e:
         written = summary.get("epochs", state.epoch)  # fit counts an epoch (state.epoch) a moment before its files are written
         if path is not None and written == cfg.train.epochs:  # came as the last epoch's files were written
-            finish("completed")
-            raise stopped_when_complete(e.signum, path) from None
+            unwritten = finish("completed")
+            raise (stopped_when_complete(e.signum, path) if unwritten is None else complete_but_unsaid(unwritten)) from None
         message = f"stopped by {signal_name(e.signum)} during epoch {written + 1}"
-        finish("interrupted", message)
+        unwritten = finish("interrupted", message)
         if path is None:
             raise
-        raise in_run(Interrupted(e.signum, f"{message}; {written} complete epoch(s) kept; {how_to_continue()}"), path) from None
+        unsaid = f" ({runs.SUMMARY} still says running: {unwritten})" if unwritten is not None else ""
+        raise in_run(Interrupted(e.signum, f"{message}; {written} complete epoch(s) kept; {how_to_continue()}{unsaid}"), path) from None
     except KeyboardInterrupt as e:  # (the epochs written, as above: state.epoch runs ahead of them a moment)
         finish("interrupted", f"stopped during epoch {summary.get('epochs', state.epoch) + 1}")
         raise in_run(e, path)
@@ -387,14 +401,12 @@ def _run(cfg: Config, signals: Signals, runs_dir, data_dir, resume, progress, on
     except BaseException as e:
         finish("failed", first_line(e))
         if isinstance(e, RunError) and path is not None:  # a file of the run could not be written (a full disk)
-            written = summary.get("epochs", state.epoch)
-            raise in_run(RunError(f"{e}; {written} complete epoch(s) kept; once fixed, {how_to_continue()}"), path) from None
+            raise in_run(RunError(f"{e}; {kept} complete epoch(s) kept; {how_to_continue(once_fixed=True)}"), path) from None
         raise in_run(e, path)
     else:
         unwritten = finish("completed")
         if unwritten is not None:
-            raise in_run(RunError(f"{unwritten}; every epoch is written, but {runs.SUMMARY} cannot say it is complete: once fixed, "
-                                  f"cnnlab train --resume {shell_word(path)} marks it so"), path)
+            raise complete_but_unsaid(unwritten)
         if (signals.pending or signals.received) is not None:
             raise stopped_when_complete(signals.pending or signals.received, path)
     finally:

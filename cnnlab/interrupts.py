@@ -4,6 +4,7 @@ cleanly (a run never in the middle of writing an epoch's files)."""
 from __future__ import annotations
 
 import contextlib
+import os
 import signal
 import threading
 import time
@@ -14,18 +15,13 @@ from cnnlab.errors import signal_name
 # would otherwise end the process at once, leaving its run 'running')
 STOP_SIGNALS = tuple(getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, name))
 # A burst (Ctrl-C pressed again and again, a supervisor's SIGINT then SIGTERM) must not cut short the
-# stop the first signal began: another Interrupted raised in its cleanup, or in the command's report
-# after it, left runs marked running and printed no run directory. Signals this soon after the one
-# that raised are taken as the same request; one later raises again, for a stop that hangs.
-BURST_SECONDS = 3.0
-_stopped_at: float | None = None  # when this process's stop began (the time.monotonic() of stop())
-
-
-def stop(signum: int) -> "Interrupted":
-    """The Interrupted for signum, the process's stop begun: further signals during BURST_SECONDS are its own."""
-    global _stopped_at
-    _stopped_at = time.monotonic()
-    return Interrupted(signum)
+# stop the first signal began: another Interrupted raised in its cleanup (a study settling its cells,
+# up to runs.OWNERS_GRACE), or in the command's report after it, left runs marked running and printed
+# no run directory. Signals this soon after the first are the same request; one later is insisting,
+# for a stop that hangs: it raises again, or, where signals are held off, ends the process at once.
+BURST_SECONDS = 10.0
+# when this process's stop began (its first signal); reset as each command or run installs its handler
+_stopped_at: float | None = None
 
 
 def stopping() -> bool:
@@ -50,7 +46,9 @@ class Interrupted(KeyboardInterrupt):
 
 
 class Signals:
-    """Turn STOP_SIGNALS into Interrupted, but never in the middle of writing an epoch's files."""
+    """Turn STOP_SIGNALS into Interrupted, but never in the middle of writing an epoch's files
+    (critical: the first signal is held, pending, and raised when the writes are done); further
+    signals of the same burst change nothing (see BURST_SECONDS)."""
 
     def __init__(self):
         self.pending: int | None = None
@@ -58,12 +56,17 @@ class Signals:
         self.received: int | None = None
 
     def handler(self, signum, frame):
-        if self.critical:
-            self.received = self.pending = signum
-        elif not stopping():
-            self.received = signum  # kept: Tune, for one, catches what we raise and returns
-            raise stop(signum)
-        # else the stop under way is this signal's too
+        global _stopped_at
+        if stopping():
+            return  # the stop under way is this signal's too
+        insisting = _stopped_at is not None
+        _stopped_at = time.monotonic()
+        self.received = self.received or signum  # kept: Tune, for one, catches what we raise and returns
+        if not self.critical:
+            raise Interrupted(signum)
+        if insisting:  # held off for longer than a burst lasts (a write, a flush to a stalled reader): end it now,
+            os._exit(128 + signum)  # unflushed (a flush may be what hangs); files stay whole, every write being atomic
+        self.pending = self.pending or signum
 
     @contextlib.contextmanager
     def installed(self):
@@ -71,7 +74,7 @@ class Signals:
         if threading.current_thread() is not threading.main_thread():
             yield self
             return
-        _stopped_at = None  # a new command or run, none being stopped (tests run many in one process)
+        _stopped_at = None  # a new command or run: none being stopped (tests run many in one process)
         # a signal the process was started ignoring stays ignored: `nohup cnnlab train ...` runs on
         # when its terminal closes, as does a job a script started in the background (SIGINT)
         old = {s: signal.signal(s, self.handler) for s in STOP_SIGNALS if signal.getsignal(s) is not signal.SIG_IGN}
@@ -89,10 +92,11 @@ class Signals:
         finally:
             self.critical = False
             if self.pending is not None:
-                raise stop(self.pending)
+                raise Interrupted(self.pending)
 
 
 def interruptible():
     """While in this block STOP_SIGNALS raise Interrupted (carrying the signal), for work
     around runs such as a study's; run() installs its own handler while it trains."""
     return Signals().installed()
+

@@ -562,6 +562,15 @@ def _never_written(run: Path) -> bool:
         f.name in before_summary or (f.name.startswith(".") and f.name.endswith(".tmp") and f.is_file()) for f in run.iterdir())
 
 
+def _killed_as_it_started(path: Path) -> bool:
+    """Whether path is a directory cnnlab made (its .kind, or named as it names one and holding only
+    what comes before a summary) that has no summary.json, with no live process making it."""
+    if not path.is_dir() or (path / SUMMARY).exists():
+        return False
+    ours = (path / ".kind").is_file() or (RUN_DIR_NAME.fullmatch(path.name) is not None and _never_written(path))
+    return ours and not lock_held(path)
+
+
 def _kind(path: Path) -> str:
     """What a directory's .kind says it is (run, study, sweep): 'run' without one (an older cnnlab's
     run), or when it cannot be read."""
@@ -590,7 +599,7 @@ def list_runs(root: Path, unreadable: list[str] | None = None, unstarted: list[s
         summary = path / SUMMARY
         try:
             if not path.is_dir() or not summary.is_file():
-                if unstarted is not None and path.is_dir() and (path / ".kind").is_file() and not lock_held(path):
+                if unstarted is not None and _killed_as_it_started(path):
                     unstarted.append(path.name)
                 continue
         except OSError:  # a directory we may not look into (another user's): nothing to list

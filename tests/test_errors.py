@@ -539,14 +539,19 @@ def test_a_burst_of_signals_ends_a_run_as_its_first_one_does(tmp_path):
     """SIGINT, SIGINT, SIGTERM back to back (helper h105; a supervisor's stop, Ctrl-C pressed again
     and again) ended `cnnlab train` in "interrupted: SIGTERM" alone, or without the run directory
     and the way to go on, or died of the SIGTERM; its run left 'running'. Here the first comes as
-    epoch 1's files are written, another as the stop is being told."""
+    epoch 1's files are written, two more before the run's cleanup, two as the stop is being told."""
     script = (
-        "import os, signal, sys; import cnnlab.cli as cli; from cnnlab import runs\n"
+        "import os, signal, sys; import cnnlab.cli as cli; from cnnlab import experiment, runs\n"
         "written = runs.write_table\n"
         "def write_table(path, rows):\n"
         "    written(path, rows)\n"
         "    if len(rows) == 1: os.kill(os.getpid(), signal.SIGINT)\n"
         "runs.write_table = write_table\n"
+        "named = experiment.signal_name\n"
+        "def signal_name(signum):  # between the Interrupted and the run's cleanup\n"
+        "    os.kill(os.getpid(), signal.SIGINT); os.kill(os.getpid(), signal.SIGTERM)\n"
+        "    return named(signum)\n"
+        "experiment.signal_name = signal_name\n"
         "told = cli.tell\n"
         "def tell(text):\n"
         "    os.kill(os.getpid(), signal.SIGINT); os.kill(os.getpid(), signal.SIGTERM)\n"
@@ -578,8 +583,18 @@ def test_signals_right_after_the_one_that_stops_a_run_are_its_own():
         interrupts._stopped_at -= interrupts.BURST_SECONDS  # long after: a stop that hangs can be stopped again
         with pytest.raises(interrupts.Interrupted):
             signals.handler(signal.SIGTERM, None)
-    with interrupts.Signals().installed():  # a new command or run: none being stopped
+    held = interrupts.Signals()
+    with held.installed():  # a new command or run: none being stopped
         assert not interrupts.stopping()
+        held.critical = True  # files being written: the first signal waits for them, and is the one told
+        assert held.handler(signal.SIGINT, None) is None and held.handler(signal.SIGTERM, None) is None
+        assert held.pending == held.received == signal.SIGINT and interrupts.stopping()
+    # insisting long after, while signals are held off (a write or a flush that hangs), ends the process
+    code = ("import signal; from cnnlab import interrupts; s = interrupts.Signals(); s.critical = True\n"
+            "s.handler(signal.SIGINT, None); interrupts._stopped_at -= interrupts.BURST_SECONDS\n"
+            "s.handler(signal.SIGTERM, None); print('not ended')")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, cwd=ROOT)
+    assert out.returncode == 128 + signal.SIGTERM and out.stdout == "" and out.stderr == ""
 
 
 def test_ctrl_c_after_any_command_returned_changes_nothing(tmp_path, monkeypatch, capsys):

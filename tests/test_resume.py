@@ -493,7 +493,8 @@ def test_a_run_whose_directory_can_no_longer_be_written_says_what_it_kept_and_ho
     last_epochs = []
 
     def the_last_summary(dst: Path) -> bool:  # after epoch 3's own summary, the one that says "completed"
-        last_epochs.extend([dst] if dst.name == "summary.json" and len(pd.read_csv(dst.with_name("metrics.csv"))) == 3 else [])
+        table = dst.with_name("metrics.csv")
+        last_epochs.extend([dst] if dst.name == "summary.json" and table.exists() and len(pd.read_csv(table)) == 3 else [])
         return len(last_epochs) == 2 and dst.name == "summary.json"
 
     replaces["fail"] = the_last_summary
@@ -506,6 +507,23 @@ def test_a_run_whose_directory_can_no_longer_be_written_says_what_it_kept_and_ho
     run(cfg, resume=run_dir)
     assert check_files(run_dir)["status"] == "completed"
     pd.testing.assert_frame_equal(metrics(run_dir), reference.iloc[:3])
+
+    # epoch 2's checkpoint not written (the largest file meets a full disk first): the resume
+    # continues from epoch 1, and that is what is kept (helper h108: it said 2)
+    checkpoints = []
+    replaces["fail"] = lambda dst: dst.name == "checkpoint.pt" and (checkpoints.append(dst) or len(checkpoints) == 2)
+    with pytest.raises(RunError, match=r"checkpoint\.pt: No space left on device; 1 complete epoch\(s\) kept; once fixed, continue with"):
+        run(cfg, runs_dir=tmp_path / "second", data_dir=root / "data")
+    # without checkpoints no resume can go on, nor mark a run complete: none is offered
+    replaces["fail"] = lambda dst: dst.name == "metrics.csv" and len(metrics_writes.append(dst) or metrics_writes) > 3
+    with pytest.raises(RunError) as no_checkpoint:
+        run(load_config(root / "resume.yaml", ["train.epochs=3", "train.checkpoint=false"]), runs_dir=tmp_path / "third", data_dir=root / "data")
+    assert str(no_checkpoint.value).endswith("; 1 complete epoch(s) kept; no checkpoint to continue from (train.checkpoint=false)")
+    last_epochs.clear()
+    replaces["fail"] = the_last_summary
+    with pytest.raises(RunError) as unsaid:
+        run(load_config(root / "resume.yaml", ["train.epochs=3", "train.checkpoint=false"]), runs_dir=tmp_path / "fourth", data_dir=root / "data")
+    assert str(unsaid.value).endswith("; every epoch is written, but summary.json cannot say it is complete")
 
 
 def test_a_resume_drops_every_trace_of_the_epochs_past_the_checkpoint(setup, tmp_path, replaces):

@@ -159,13 +159,16 @@ def test_cnnlab_runs_says_which_of_its_directories_it_leaves_out(tmp_path):
     # killed outright as it started (helper h105): .kind, config.yaml and a temp file, no summary.json
     killed = runs.new_run_dir(tmp_path, "mnist_cnn")
     (killed / ".summary.json.3m0zknz.tmp").write_text("{")
+    sooner = tmp_path / "20261128-113544-mnist_cnn-8371a2"  # killed as its .kind was written
+    sooner.mkdir()
+    (sooner / "..kind.zh7gem4o.tmp").write_text("run")
     starting = runs.new_run_dir(tmp_path, "mnist_fc")  # one still starting: its process holds the lock
     with runs.training_lock(starting):
         out = subprocess.run([sys.executable, "-m", "cnnlab", "runs", "--runs-dir", str(tmp_path)], capture_output=True, text=True, timeout=120, cwd=ROOT)
     assert out.returncode == 0 and "real" in out.stdout
     assert out.stderr == (f"note: left out 1 whose summary.json cannot be read (edited or damaged?): {damaged.name}\n"
-                          f"note: left out 1 with no summary.json, whose process was killed as it started (nothing trained there; "
-                          f"safe to remove): {killed.name}\n")
+                          f"note: left out 2 with no summary.json, whose process was killed as it started (nothing trained there; "
+                          f"safe to remove): {killed.name}, {sooner.name}\n")
 
 
 def test_listing_reads_a_kind_file_that_is_not_text(tmp_path):

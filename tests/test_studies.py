@@ -559,10 +559,15 @@ def test_a_resume_clears_what_a_study_killed_outright_left(tiny_data, tmp_path, 
     (killed / "..kind.zh7gem4o.tmp").write_text("run")
     (study / ".summary.json.au1qumb0.tmp").write_text("{")
     (study / "cells" / "mine").mkdir()  # not named as cnnlab names a run: left alone
+    dead = study / "cells" / "20261128-120001-mnist_fc-s9-3d4e5f"  # a run whose process was killed: 'running' for good
+    dead.mkdir()
+    (dead / "summary.json").write_text(json.dumps({"name": "mnist_fc-s9", "kind": "run", "status": "running", "epochs": 0, "epochs_planned": 1}))
 
     code, out, err = cnnlab(capsys, monkeypatch, "compare", "--resume", study)
     assert code == 0, err
     assert not killed.exists() and not list(study.glob(".*.tmp")) and (study / "cells" / "mine").is_dir()
+    settled = json.loads((dead / "summary.json").read_text())
+    assert settled["status"] == "interrupted" and settled["error"].startswith("the study's process was gone before this run finished")
     assert len(json.loads((study / "summary.json").read_text())["cells"]) == 2
     assert set(cells) <= set((study / "cells").iterdir())
 

@@ -52,6 +52,7 @@ class StudyRecord:
             runs.write_json(self.path / PLAN, plan)
         self.summary = {"name": name, "kind": "study", "status": "running", "error": None, "started_at": runs.utc_now(), **runs.owner(), **summary}
         self.files: list[str] = []
+        self.resumed = False
         self.save()
 
     @classmethod
@@ -66,7 +67,7 @@ class StudyRecord:
         if summary.get("status") == "completed":
             raise RunError(f"{path} is already complete: nothing to resume")
         self = cls.__new__(cls)
-        self.path, self.cells, self.files = path, path / CELLS, []
+        self.path, self.cells, self.files, self.resumed = path, path / CELLS, [], True
         summary.pop("files", None)
         self.summary = {**summary, "status": "running", "error": None, "finished_at": None, **runs.owner()}
         return self
@@ -103,9 +104,9 @@ class StudyRecord:
 
         resume = f"cnnlab {self.summary.get('study')} --resume {shell_word(self.path)}"
         with runs.training_lock(self.path), interruptible() as signals:  # SIGTERM and SIGHUP, too, mark the study interrupted
-            # what a study killed outright (SIGKILL, a power cut) left: a resume would keep it for good
-            runs.remove_stale_writes(self.path)
-            runs.settle_cut_off(self.cells, f"the study's process was gone before this run finished; continue with: {resume}", grace=0)
+            if self.resumed:  # what a study killed outright (SIGKILL, a power cut) left, cleared as a stopped one clears it
+                runs.remove_stale_writes(self.path)
+                runs.settle_cut_off(self.cells, f"the study's process was gone before this run finished; continue with: {resume}")
             self.save()  # status running, this process as the owner
             try:
                 yield self
