@@ -267,7 +267,9 @@ def check_restorable(sweep_dir: Path) -> None:
     """RunError, before anything is written, where Tune saved no state to resume the sweep from."""
     from ray import tune
 
-    if not tune.Tuner.can_restore(str(Path(sweep_dir).resolve() / "tune")):
+    from cnnlab.sweep import tune_saved_state
+
+    if not (tune.Tuner.can_restore(str(Path(sweep_dir).resolve() / "tune")) and tune_saved_state(sweep_dir)):
         raise RunError(f"nothing to resume in {sweep_dir}: Tune saved no state there; start the sweep again")
 
 

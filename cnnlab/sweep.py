@@ -441,6 +441,13 @@ def update_summary(path: Path, **values) -> dict:
     return summary
 
 
+def tune_saved_state(sweep_dir: Path) -> bool:
+    """Whether Tune saved the experiment's state in the sweep's tune/, which a resume starts from:
+    a sweep stopped in its first instant holds only tuner.pkl there, and restoring from that alone
+    starts an empty experiment whose trials all fail."""
+    return any((Path(sweep_dir) / "tune").glob("experiment_state-*.json"))
+
+
 def resume_hint(sweep_dir: Path) -> str:
     return f"continue it with: cnnlab sweep --resume {shell_word(sweep_dir)}"
 

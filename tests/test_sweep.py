@@ -1396,6 +1396,21 @@ def test_a_moved_or_copied_sweep_reads_its_own_trials(tmp_path):
 
 
 @needs_ray
+def test_a_sweep_stopped_before_tune_saved_its_state_is_not_resumed(tmp_path):
+    """Stopped in its first instant (helper h107), a sweep's tune/ held tuner.pkl alone: Tune took it
+    for restorable, started an empty experiment, and every trial failed with a KeyError traceback,
+    the sweep marked failed and its tune/ overwritten for every later --resume."""
+    from cnnlab.ray_backend import check_restorable
+
+    (tmp_path / "tune").mkdir()
+    (tmp_path / "tune" / "tuner.pkl").write_bytes(b"")
+    with pytest.raises(RunError, match=f"^nothing to resume in {tmp_path}: Tune saved no state there; start the sweep again$"):
+        check_restorable(tmp_path)
+    (tmp_path / "tune" / "experiment_state-2026-11-28_12-17-30.json").write_text("{}")
+    check_restorable(tmp_path)
+
+
+@needs_ray
 def test_a_refused_resume_leaves_a_completed_sweep_as_it_was(tmp_path):
     """A finished sweep whose tune/ folder was deleted (to save room) and then given to --resume was
     refused ('Tune saved no state there') after its summary.json had been set to running, and then
