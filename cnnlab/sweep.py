@@ -10,6 +10,7 @@ directories into trials.csv, results.csv/.md (sorted by the metric), best.yaml a
 from __future__ import annotations
 
 import copy
+import glob
 import itertools
 import math
 import os
@@ -505,12 +506,20 @@ def trial_dir(sweep_dir: Path, recorded: str | None) -> Path | None:
     return Path(sweep_dir) / TRIALS / Path(recorded).name if recorded else None
 
 
+def unrecorded_trial_dir(sweep_dir: Path, trial_id: str) -> Path | None:
+    """The run directory of a trial whose Tune record names none (cut off before Tune heard from it):
+    the newest in trials/ named for its id, as trials name their runs (BASE-<trial id>; a retried
+    trial has one per try), that holds a summary (one killed before is removed, see settle_cut_off)."""
+    found = sorted(p for p in (Path(sweep_dir) / TRIALS).glob(f"*-{glob.escape(trial_id)}-*") if (p / runs.SUMMARY).is_file())
+    return found[-1] if found else None
+
+
 def trial_rows(sweep: Sweep, sweep_dir: Path, records: list[dict]) -> list[dict]:
     """One row per trial, from Tune's record of it and its run directory, in the sweep's order; also
     settles a stopped trial's run."""
     rows = []
     for rec in records:
-        run_dir = trial_dir(sweep_dir, rec.get("run_dir"))
+        run_dir = trial_dir(sweep_dir, rec.get("run_dir")) or unrecorded_trial_dir(sweep_dir, rec["trial_id"])
         # (its results checked: a hand-edited "test_acc": "high" is one line, not a TypeError in the means)
         summary = runs.read_json(run_dir / runs.SUMMARY, runs.RESULTS) if run_dir and (run_dir / runs.SUMMARY).is_file() else {}
         status, error = rec["status"], rec.get("error")

@@ -300,6 +300,26 @@ def finished_trials(sweep, sweep_dir: Path, accuracy) -> list[dict]:
     return records
 
 
+def test_a_trial_cut_off_before_tune_heard_from_it_shows_its_epochs_and_directory(tmp_path):
+    """A trial a Ctrl-C cut off in its second epoch was listed in trials.csv and results.csv as
+    'epochs 0, unfinished' with no run_dir (helper h107): Tune's record of it named no directory,
+    though the trial's own held its first epoch. It is found in trials/ by its trial id."""
+    from cnnlab import runs
+    from cnnlab.sweep import trial_rows, start
+
+    sweep = load_sweep(write_sweep(tmp_path / "s.yaml", seeds=[0], space={"optimizer.lr": [0.1, 0.5]}))
+    sweep_dir = start(sweep, tmp_path / "runs")
+    records = finished_trials(sweep, sweep_dir, lambda point, seed: 0.9)
+    cut_off = Path(records[1]["run_dir"])
+    runs.write_json(cut_off / "summary.json", {"status": "interrupted", "epochs": 1, "train_seconds": 1.0, "params": 100})
+    records[1].update(status="unfinished", run_dir=None)
+    row = trial_rows(sweep, sweep_dir, records)[1]
+    assert (row["status"], row["epochs"], row["run_dir"]) == ("unfinished", 1, f"trials/{cut_off.name}")
+    records[1]["trial_id"] = "t99"  # no directory of its own: as before
+    row = trial_rows(sweep, sweep_dir, records)[1]
+    assert (row["epochs"], row["run_dir"]) == (0, None)
+
+
 def test_results_average_over_seeds_best_first_and_best_yaml_is_the_best_trial(tmp_path):
     """finish() on run directories as trials leave them: one failed trial, two keys, two seeds."""
     from cnnlab.sweep import finish, start
@@ -458,7 +478,10 @@ def test_a_sweep_resume_that_cannot_write_its_results_ends_failed_in_one_line(tm
 @needs_ray
 def test_a_signal_as_ray_shuts_down_marks_the_sweep_interrupted(tmp_path, monkeypatch, capsys):
     """A second Ctrl-C while Ray shuts down, after Tune returned: the results are not written yet.
-    Either way, and for a failure there, stdout ends with the sweep directory."""
+    They are written all the same, from Tune's saved records, as when Tune takes the Ctrl-C (helper
+    h107: a SIGTERM or SIGHUP, which cnnlab's own handler takes, wrote no tables even with every
+    trial done); the sweep is then as complete as its trials. Either way, and for a failure there,
+    stdout ends with the sweep directory."""
     from cnnlab import runs
     from cnnlab.interrupts import Interrupted
     from cnnlab.sweep import start
@@ -471,11 +494,22 @@ def test_a_signal_as_ray_shuts_down_marks_the_sweep_interrupted(tmp_path, monkey
         raise Interrupted(signal.SIGINT)
 
     code, out, err = resume_on_fake_tune(monkeypatch, capsys, sweep_dir, records, shutdown)
-    hint = f"sweep stopped by SIGINT; continue it with: cnnlab sweep --resume {sweep_dir}"
-    assert code == 130 and err == f"interrupted: {hint}\n", err
+    assert code == 0 and err == "", err  # every trial was done
+    assert out.splitlines()[-1] == str(sweep_dir) and runs.read_json(sweep_dir / "summary.json")["status"] == "completed"
+    assert len(pd.read_csv(sweep_dir / "results.csv")) == 2
+
+    (sweep_dir / "results.csv").unlink()
+    records[1]["status"] = "unfinished"  # cut off before its run finished
+    runs.write_json(Path(records[1]["run_dir"]) / "summary.json", {"status": "running", "epochs": 0})
+    code, out, err = resume_on_fake_tune(monkeypatch, capsys, sweep_dir, records, shutdown)
+    hint = f"continue it with: cnnlab sweep --resume {sweep_dir}"
+    assert code == 130 and err == f"interrupted: sweep stopped by SIGINT after 1 of 2 trials; {hint}\n", err
     assert out.splitlines()[-1] == str(sweep_dir)
     summary = runs.read_json(sweep_dir / "summary.json")  # not 'running', which `cnnlab runs` shows as dead
-    assert summary["status"] == "interrupted" and summary["error"] == hint and not (sweep_dir / "results.csv").exists()
+    assert summary["status"] == "interrupted" and summary["error"] == f"sweep stopped by SIGINT; {hint}"
+    results = pd.read_csv(sweep_dir / "results.csv")  # the finished trial's point, and the one still to train
+    assert results["test_acc_mean"].tolist()[0] == 0.9 and results["stop"].tolist()[1] == "unfinished"
+    assert runs.read_json(Path(records[1]["run_dir"]) / "summary.json")["status"] == "interrupted"
 
     def lost():  # a failure there instead (the cluster gone): the sweep is failed, and stdout ends with it all the same
         raise RunError("the cluster is gone")
@@ -583,7 +617,8 @@ def test_an_interrupted_sweep_removes_its_own_unwritten_trials_not_a_folder_of_t
 
     sweep = load_sweep(write_sweep(tmp_path / "s.yaml", seeds=[0], space={"optimizer.lr": [0.1, 0.5]}))
     sweep_dir = start(sweep, tmp_path / "runs")
-    records = finished_trials(sweep, sweep_dir, lambda point, seed: 0.9)[:1]
+    records = finished_trials(sweep, sweep_dir, lambda point, seed: 0.9)
+    shutil.rmtree(records.pop()["run_dir"])  # the second point's trial never ran but for its directory below
     records.append({**records[0], "trial_id": "t10", "index": 1, "point": sweep.points[1], "status": "unfinished", "run_dir": None})
     unwritten = runs.new_run_dir(sweep_dir / "trials", f"{sweep.base.name}-t10")
     (unwritten / ".config.yaml.x1y2z3.tmp").write_text("seed: ")
@@ -692,6 +727,7 @@ def test_whole_numbers_stay_whole_in_the_tables_where_a_trial_lacks_them(tmp_pat
     sweep_dir = start(sweep, tmp_path / "runs")
     records = finished_trials(sweep, sweep_dir, lambda point, seed: 0.9 if (point["optimizer.lr"], seed) == (0.1, 0) else None)
     for record in records[1:]:
+        shutil.rmtree(record["run_dir"])
         record["run_dir"] = None
     finish(sweep, sweep_dir, records)
 
@@ -1019,9 +1055,12 @@ def test_an_interrupted_asha_sweep_stops_only_the_trials_asha_stopped(tmp_path, 
     ended = {lr: (s["status"], s["error"]) for lr, s in runs.items()}
     assert (runs[0.05]["status"], runs[1e-6]["status"], runs[0.04]["status"]) == ("completed", "stopped", "interrupted"), ended
     assert "ASHA" in runs[1e-6]["error"] and f"sweep was interrupted; continue it with: cnnlab sweep --resume {sweep_dir}" in runs[0.04]["error"], ended
-    if signals == 1 or (sweep_dir / "trials.csv").exists():  # the sweep ended through Tune, not cut short by a second signal
-        trials = pd.read_csv(sweep_dir / "trials.csv").set_index("optimizer.lr")["status"].to_dict()
-        assert trials == {0.05: "completed", 1e-6: "stopped", 0.04: "unfinished"}
+    assert (sweep_dir / "trials.csv").exists()  # every stop writes the results so far
+    trials = pd.read_csv(sweep_dir / "trials.csv").set_index("optimizer.lr")["status"].to_dict()
+    expected = {0.05: "completed", 1e-6: "stopped", 0.04: "unfinished"}
+    # a second signal cuts Tune's own ending short: the records it saved may not know the cut-off trial yet
+    assert trials == expected if signals == 1 else trials.items() <= expected.items() and len(trials) >= 2, trials
+    if signals == 1 or len(trials) == 3:
         # each point's params as its trials have them (the cut-off trial's, once Tune heard from it)
         params = [pd.read_csv(sweep_dir / name).set_index("optimizer.lr")["params"].sort_index() for name in ("results.csv", "trials.csv")]
         pd.testing.assert_series_equal(*params, check_dtype=False)
