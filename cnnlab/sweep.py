@@ -507,11 +507,13 @@ def trial_dir(sweep_dir: Path, recorded: str | None) -> Path | None:
 
 
 def unrecorded_trial_dir(sweep_dir: Path, trial_id: str) -> Path | None:
-    """The run directory of a trial whose Tune record names none (cut off before Tune heard from it):
-    the newest in trials/ named for its id, as trials name their runs (BASE-<trial id>; a retried
-    trial has one per try), that holds a summary (one killed before is removed, see settle_cut_off)."""
-    found = sorted(p for p in (Path(sweep_dir) / TRIALS).glob(f"*-{glob.escape(trial_id)}-*") if (p / runs.SUMMARY).is_file())
-    return found[-1] if found else None
+    """The run directory of a trial whose Tune record names none (cut off, or failed, before Tune
+    heard of its directory): one in trials/ whose run is named for the trial as trials name theirs
+    (<time>-BASE-<trial id>-<id>), holding a summary (one killed before it is removed, see
+    settle_cut_off); of a trial retried, the one written last."""
+    found = [p for p in (Path(sweep_dir) / TRIALS).glob(f"*-{glob.escape(trial_id)}-*")
+             if runs.RUN_DIR_NAME.fullmatch(p.name) and p.name[:-7].endswith(f"-{trial_id}") and (p / runs.SUMMARY).is_file()]
+    return max(found, key=lambda p: (p / runs.SUMMARY).stat().st_mtime, default=None)
 
 
 def trial_rows(sweep: Sweep, sweep_dir: Path, records: list[dict]) -> list[dict]:

@@ -478,10 +478,7 @@ def test_a_sweep_resume_that_cannot_write_its_results_ends_failed_in_one_line(tm
 @needs_ray
 def test_a_signal_as_ray_shuts_down_marks_the_sweep_interrupted(tmp_path, monkeypatch, capsys):
     """A second Ctrl-C while Ray shuts down, after Tune returned: the results are not written yet.
-    They are written all the same, from Tune's saved records, as when Tune takes the Ctrl-C (helper
-    h107: a SIGTERM or SIGHUP, which cnnlab's own handler takes, wrote no tables even with every
-    trial done); the sweep is then as complete as its trials. Either way, and for a failure there,
-    stdout ends with the sweep directory."""
+    Either way, and for a failure there, stdout ends with the sweep directory."""
     from cnnlab import runs
     from cnnlab.interrupts import Interrupted
     from cnnlab.sweep import start
@@ -494,22 +491,11 @@ def test_a_signal_as_ray_shuts_down_marks_the_sweep_interrupted(tmp_path, monkey
         raise Interrupted(signal.SIGINT)
 
     code, out, err = resume_on_fake_tune(monkeypatch, capsys, sweep_dir, records, shutdown)
-    assert code == 0 and err == "", err  # every trial was done
-    assert out.splitlines()[-1] == str(sweep_dir) and runs.read_json(sweep_dir / "summary.json")["status"] == "completed"
-    assert len(pd.read_csv(sweep_dir / "results.csv")) == 2
-
-    (sweep_dir / "results.csv").unlink()
-    records[1]["status"] = "unfinished"  # cut off before its run finished
-    runs.write_json(Path(records[1]["run_dir"]) / "summary.json", {"status": "running", "epochs": 0})
-    code, out, err = resume_on_fake_tune(monkeypatch, capsys, sweep_dir, records, shutdown)
-    hint = f"continue it with: cnnlab sweep --resume {sweep_dir}"
-    assert code == 130 and err == f"interrupted: sweep stopped by SIGINT after 1 of 2 trials; {hint}\n", err
+    hint = f"sweep stopped by SIGINT; continue it with: cnnlab sweep --resume {sweep_dir}"
+    assert code == 130 and err == f"interrupted: {hint}\n", err
     assert out.splitlines()[-1] == str(sweep_dir)
     summary = runs.read_json(sweep_dir / "summary.json")  # not 'running', which `cnnlab runs` shows as dead
-    assert summary["status"] == "interrupted" and summary["error"] == f"sweep stopped by SIGINT; {hint}"
-    results = pd.read_csv(sweep_dir / "results.csv")  # the finished trial's point, and the one still to train
-    assert results["test_acc_mean"].tolist()[0] == 0.9 and results["stop"].tolist()[1] == "unfinished"
-    assert runs.read_json(Path(records[1]["run_dir"]) / "summary.json")["status"] == "interrupted"
+    assert summary["status"] == "interrupted" and summary["error"] == hint and not (sweep_dir / "results.csv").exists()
 
     def lost():  # a failure there instead (the cluster gone): the sweep is failed, and stdout ends with it all the same
         raise RunError("the cluster is gone")
@@ -1055,12 +1041,9 @@ def test_an_interrupted_asha_sweep_stops_only_the_trials_asha_stopped(tmp_path, 
     ended = {lr: (s["status"], s["error"]) for lr, s in runs.items()}
     assert (runs[0.05]["status"], runs[1e-6]["status"], runs[0.04]["status"]) == ("completed", "stopped", "interrupted"), ended
     assert "ASHA" in runs[1e-6]["error"] and f"sweep was interrupted; continue it with: cnnlab sweep --resume {sweep_dir}" in runs[0.04]["error"], ended
-    assert (sweep_dir / "trials.csv").exists()  # every stop writes the results so far
-    trials = pd.read_csv(sweep_dir / "trials.csv").set_index("optimizer.lr")["status"].to_dict()
-    expected = {0.05: "completed", 1e-6: "stopped", 0.04: "unfinished"}
-    # a second signal cuts Tune's own ending short: the records it saved may not know the cut-off trial yet
-    assert trials == expected if signals == 1 else trials.items() <= expected.items() and len(trials) >= 2, trials
-    if signals == 1 or len(trials) == 3:
+    if signals == 1 or (sweep_dir / "trials.csv").exists():  # the sweep ended through Tune, not cut short by a second signal
+        trials = pd.read_csv(sweep_dir / "trials.csv").set_index("optimizer.lr")["status"].to_dict()
+        assert trials == {0.05: "completed", 1e-6: "stopped", 0.04: "unfinished"}
         # each point's params as its trials have them (the cut-off trial's, once Tune heard from it)
         params = [pd.read_csv(sweep_dir / name).set_index("optimizer.lr")["params"].sort_index() for name in ("results.csv", "trials.csv")]
         pd.testing.assert_series_equal(*params, check_dtype=False)

@@ -92,14 +92,10 @@ def sweep(
             if path is not None:
                 sweeps.mark_failed(path, e)
             raise in_run(e, path)  # the sweep directory, once there is one, printed last
-        if stopped_by is not None:  # our handler's stop (SIGTERM, SIGHUP, a Ctrl-C as Ray shut down); Ray's workers are gone
-            records = saved_records(spec, path)  # now: none rewrites a trial's status after this
-            if not records:  # nothing Tune saved could be read: no tables to make of it (a resume writes them)
-                sweeps.settle_interrupted(path, records)
-                raise stopped_by from None
-        # the results so far, as when Tune takes a Ctrl-C and returns (all of them, every trial done)
-        signum = signals.received or getattr(stopped_by, "signum", None)
-        outcome = sweeps.finish(spec, path, records, signum)
+        if stopped_by is not None:  # Ray's workers are gone now: none rewrites a trial's status after this
+            sweeps.settle_interrupted(path, saved_records(spec, path))
+            raise stopped_by from None
+        outcome = sweeps.finish(spec, path, records, signals.received)
 
     def tell() -> None:
         if outcome.points:
@@ -113,6 +109,6 @@ def sweep(
         done = sum(t["status"] in sweeps.DONE for t in outcome.trials)
         trials = f"{done} of {counted(spec.n_trials, 'trial')}"
         # 'interrupted: ...' and exit 130 for Ctrl-C, 143 for SIGTERM, 129 for SIGHUP, as when the signal reaches cnnlab itself
-        raise Interrupted(signum or signal.SIGINT, f"sweep stopped by {signal_name(signum)} after {trials}; {sweeps.resume_hint(path)}")
+        raise Interrupted(signals.received or signal.SIGINT, f"sweep stopped by {signal_name(signals.received)} after {trials}; {sweeps.resume_hint(path)}")
     if outcome.failed:
         raise RunError(f"{len(outcome.failed)} of {counted(spec.n_trials, 'trial')} failed; the first: {outcome.failed[0]['error']}")
