@@ -279,7 +279,7 @@ def list_runs(
     unreadable: list[str] = []
     unstarted: list[str] = []
     rows = find(root, unreadable, unstarted)
-    # (they would vanish from the list unsaid)
+    # the directories left out are named: they would vanish from the list unsaid
     if unreadable:
         print(f"note: left out {len(unreadable)} whose {'summary.json' if len(unreadable) == 1 else 'summary.json files'} cannot be read "
               f"(edited or damaged?): {_some(unreadable)}", file=sys.stderr)

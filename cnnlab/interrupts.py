@@ -99,4 +99,3 @@ def interruptible():
     """While in this block STOP_SIGNALS raise Interrupted (carrying the signal), for work
     around runs such as a study's; run() installs its own handler while it trains."""
     return Signals().installed()
-

@@ -96,8 +96,6 @@ def _article_shown(high, low) -> str:
 def display_rows(table) -> list[dict]:
     """The table as people read it: percentages with their spread, yes/no, thousands separators; the
     article's numbers beside cnnlab's where the article gives any."""
-    from cnnlab.report import fmt
-
     with_article = table["article_test_acc"].notna().any()
     return [
         {
