@@ -278,16 +278,22 @@ def article_test_acc(reported: dict | None, permuted: bool) -> float | None:
     return reported.get("test_acc_permuted" if permuted else "test_acc")
 
 
-def article_text(reported: dict | None, permuted: bool) -> str | None:
+def article_range(reported: dict | None, permuted: bool) -> tuple[float | None, float | None]:
+    """(low, high): article_test_acc, and the low end where the article gives a range over its
+    epochs (None otherwise; never for permuted pixels, which no range is given for)."""
+    high = article_test_acc(reported, permuted)
+    return (reported.get("test_acc_low") if high is not None and not permuted else None), high
+
+
+def article_text(reported: dict | None, permuted: bool, spec: str = ".1%") -> str | None:
     """article_test_acc as people read it: '96.0%', or '52.0-61.0%' for a range over the article's
     epochs; a value that is not a number (a summary edited by hand) as it is."""
-    high = article_test_acc(reported, permuted)
+    low, high = article_range(reported, permuted)
     if high is None:
         return None
-    low = None if permuted else reported.get("test_acc_low")
     if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in (high, low or 0)):
         return str(high)
-    return f"{high:.1%}" if low is None else f"{low:.1%}-{high:.1%}".replace("%-", "-", 1)
+    return format(high, spec) if low is None else f"{format(low, spec).rstrip('%')}-{format(high, spec)}"
 
 
 class Config(Strict):

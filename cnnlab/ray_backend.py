@@ -247,19 +247,14 @@ def decode(sweep, params: dict) -> tuple[int, dict, int]:
     return -1, point, sweep.spec.seeds[params.get("__trial_index__", 0)]
 
 
-def _previous_run(trials_dir: Path, name: str) -> Path | None:
-    """This trial's run directory from an earlier attempt (node lost, sweep interrupted), if any."""
-    found = sorted(p for p in trials_dir.glob(f"*-{name}-*") if (p / runs.SUMMARY).is_file() and (p / runs.CONFIG).is_file())
-    return found[-1] if found else None
-
-
 def _run_to_continue(trials_dir: Path, name: str) -> Path | None:
     """This trial's latest earlier run if it can be taken or continued (see runner.continuable): one
     trained with train.checkpoint: false and cut off after some epochs cannot, and the trial starts
     again in a new run directory, as a study's cell does."""
     from cnnlab.runner import continuable
+    from cnnlab.sweep import latest_run
 
-    previous = _previous_run(trials_dir, name)
+    previous = latest_run(trials_dir, name)
     return previous if previous is not None and continuable(previous) else None
 
 
@@ -277,16 +272,15 @@ def _trial(params: dict, job: Job) -> None:
     """One trial: an ordinary cnnlab run that reports every epoch to Tune."""
     from ray import tune
 
-    from cnnlab.config import name_within
     from cnnlab.experiment import Stopped, run
-    from cnnlab.sweep import stop_reason
+    from cnnlab.sweep import latest_run, stop_reason, trial_run_name
 
     sweep = job.sweep
     _, point, seed = decode(sweep, params)
     node = node_info()
     trial_id = tune.get_context().get_trial_id()
     try:
-        cfg = sweep.trial_config(point, seed, name_within(sweep.base.name, f"-{trial_id}"))
+        cfg = sweep.trial_config(point, seed, trial_run_name(sweep, trial_id))
     except CnnlabError as e:  # keys drawn together (random, tpe) that make no config: one line, not retried
         tune.report({sweep.metric: math.nan, "epoch": 0, "epochs_planned": 0, "error": f"{e} ({_where(node)})", **node})
         return
@@ -317,7 +311,7 @@ def _trial(params: dict, job: Job) -> None:
     except Stopped as e:  # while telling Tune the earlier epochs (run() handles its own)
         runs.settle(previous, "stopped", str(e))
     except CnnlabError as e:  # bad data on this node, a diverged loss, ...: the trial fails with one line, not retried
-        made = _previous_run(Path(job.trials_dir), cfg.name)  # the run it made before failing (a NaN loss), if any
+        made = latest_run(Path(job.trials_dir), cfg.name)  # the run it made before failing (a NaN loss), if any
         tune.report({sweep.metric: math.nan, "epoch": 0, "epochs_planned": planned, "error": f"{e} ({_where(node)})",
                      **({"run_dir": str(made)} if made else {}), **node})
     if ended:

@@ -506,14 +506,16 @@ def trial_dir(sweep_dir: Path, recorded: str | None) -> Path | None:
     return Path(sweep_dir) / TRIALS / Path(recorded).name if recorded else None
 
 
-def unrecorded_trial_dir(sweep_dir: Path, trial_id: str) -> Path | None:
-    """The run directory of a trial whose Tune record names none (cut off, or failed, before Tune
-    heard of its directory): one in trials/ whose run is named for the trial as trials name theirs
-    (<time>-BASE-<trial id>-<id>), holding a summary (one killed before it is removed, see
-    settle_cut_off); of a trial retried, the one written last."""
-    found = [p for p in (Path(sweep_dir) / TRIALS).glob(f"*-{glob.escape(trial_id)}-*")
-             if runs.RUN_DIR_NAME.fullmatch(p.name) and p.name[:-7].endswith(f"-{trial_id}") and (p / runs.SUMMARY).is_file()]
-    return max(found, key=lambda p: (p / runs.SUMMARY).stat().st_mtime, default=None)
+def trial_run_name(sweep: Sweep, trial_id: str) -> str:
+    """The name of a trial's run (its directory: <time>-<name>-<id> in trials/)."""
+    return name_within(sweep.base.name, f"-{trial_id}")
+
+
+def latest_run(trials_dir: Path, name: str) -> Path | None:
+    """The latest run directory named `name` in trials_dir that holds its config and summary (a trial
+    retried after a lost node, or resumed, has one per attempt; one killed before is removed)."""
+    found = sorted(p for p in Path(trials_dir).glob(f"*-{glob.escape(name)}-*") if (p / runs.SUMMARY).is_file() and (p / runs.CONFIG).is_file())
+    return found[-1] if found else None
 
 
 def trial_rows(sweep: Sweep, sweep_dir: Path, records: list[dict]) -> list[dict]:
@@ -521,7 +523,8 @@ def trial_rows(sweep: Sweep, sweep_dir: Path, records: list[dict]) -> list[dict]
     settles a stopped trial's run."""
     rows = []
     for rec in records:
-        run_dir = trial_dir(sweep_dir, rec.get("run_dir")) or unrecorded_trial_dir(sweep_dir, rec["trial_id"])
+        # a record that names no directory (cut off, or failed, before Tune heard of it): the trial's own, by its name
+        run_dir = trial_dir(sweep_dir, rec.get("run_dir")) or latest_run(Path(sweep_dir) / TRIALS, trial_run_name(sweep, rec["trial_id"]))
         # (its results checked: a hand-edited "test_acc": "high" is one line, not a TypeError in the means)
         summary = runs.read_json(run_dir / runs.SUMMARY, runs.RESULTS) if run_dir and (run_dir / runs.SUMMARY).is_file() else {}
         status, error = rec["status"], rec.get("error")

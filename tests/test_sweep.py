@@ -305,12 +305,14 @@ def test_a_trial_cut_off_before_tune_heard_from_it_shows_its_epochs_and_director
     'epochs 0, unfinished' with no run_dir (helper h107): Tune's record of it named no directory,
     though the trial's own held its first epoch. It is found in trials/ by its trial id."""
     from cnnlab import runs
-    from cnnlab.sweep import trial_rows, start
+    from cnnlab.sweep import trial_rows, trial_run_name, start
 
     sweep = load_sweep(write_sweep(tmp_path / "s.yaml", seeds=[0], space={"optimizer.lr": [0.1, 0.5]}))
     sweep_dir = start(sweep, tmp_path / "runs")
     records = finished_trials(sweep, sweep_dir, lambda point, seed: 0.9)
-    cut_off = Path(records[1]["run_dir"])
+    shutil.rmtree(records[1]["run_dir"])
+    cut_off = runs.new_run_dir(sweep_dir / "trials", trial_run_name(sweep, "t10"))  # named as a trial names its run
+    runs.atomic_write(cut_off / "config.yaml", "seed: 0\n")
     runs.write_json(cut_off / "summary.json", {"status": "interrupted", "epochs": 1, "train_seconds": 1.0, "params": 100})
     records[1].update(status="unfinished", run_dir=None)
     row = trial_rows(sweep, sweep_dir, records)[1]

@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from cnnlab.config import SEEDS_BELOW, article_test_acc, config_from_dict, config_to_dict, name_within
+from cnnlab.config import SEEDS_BELOW, article_range, article_text, config_from_dict, config_to_dict, name_within
 from cnnlab.errors import ConfigError, counted
 from cnnlab.runner import Cell
 from cnnlab.studies.spec import Member
@@ -55,9 +55,8 @@ def make_cells(members: list[Member], seeds: int, permute: bool) -> list[Cell]:
 def article(cfg) -> tuple[float | None, float | None]:
     """The article's test accuracy for a cell's model and condition, from its (planned) config, and
     the low end of the range it gives over its epochs, if it gives one."""
-    reported = cfg.reported.model_dump() if cfg.reported else None
-    high = article_test_acc(reported, cfg.transform.permute)
-    return high, (reported["test_acc_low"] if high is not None and not cfg.transform.permute else None)
+    low, high = article_range(cfg.reported.model_dump() if cfg.reported else None, cfg.transform.permute)
+    return high, low
 
 
 def cell_row(cell: Cell, result) -> dict:
@@ -87,10 +86,8 @@ def summarize(cell_rows: list[dict]):
 
 def _article_shown(high, low) -> str:
     """'96.00%', or '52.00-61.00%' for a range over the article's epochs; '-' for none (NaN)."""
-    from cnnlab.report import fmt
-
-    shown = fmt("test_acc", high)
-    return shown if fmt("test_acc", low) == "-" else f"{fmt('test_acc', low).rstrip('%')}-{shown}"
+    known = {"test_acc": high, "test_acc_low": low if low == low else None} if high == high else None  # NaN: none
+    return article_text(known, False, ".2%") or "-"
 
 
 def display_rows(table) -> list[dict]:
